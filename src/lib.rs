@@ -1,0 +1,6 @@
+//! tortie: a Calico-Felix-compatible per-node policy dataplane on nftables.
+//!
+//! Data flows one way: `datastore` → `model` → `calc` → `compile` → `nft`.
+//! Everything from `model` to `compile` is pure and needs neither root nor a cluster.
+
+pub mod selector;
