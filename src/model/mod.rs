@@ -1,0 +1,414 @@
+//! The policy model: typed resources, how they are decoded from YAML/JSON
+//! documents, validated, and converted (Kubernetes NetworkPolicy → Calico).
+//! Pure: no I/O except reading the files the loader is given.
+
+pub mod convert;
+pub mod de;
+pub mod emit;
+pub mod load;
+pub mod types;
+pub mod validate;
+pub mod yaml;
+
+use std::fmt;
+
+use types::*;
+
+/// A resource with its metadata and spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Object<S> {
+    pub metadata: ObjectMeta,
+    pub spec: S,
+}
+
+/// A Pod: only what policy needs (labels, node, IPs, named ports, account).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pod {
+    pub metadata: ObjectMeta,
+    pub spec: PodSpec,
+    pub status: PodStatus,
+}
+
+/// Every kind tortie understands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resource {
+    NetworkPolicy(Object<PolicySpec>),
+    GlobalNetworkPolicy(Object<PolicySpec>),
+    HostEndpoint(Object<HostEndpointSpec>),
+    WorkloadEndpoint(Object<WorkloadEndpointSpec>),
+    NetworkSet(Object<NetworkSetSpec>),
+    GlobalNetworkSet(Object<NetworkSetSpec>),
+    Profile(Object<ProfileSpec>),
+    Tier(Object<TierSpec>),
+    FelixConfiguration(Object<FelixConfigurationSpec>),
+    K8sNetworkPolicy(Object<K8sNetworkPolicySpec>),
+    Namespace(Object<()>),
+    ServiceAccount(Object<()>),
+    Pod(Pod),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResourceKind {
+    NetworkPolicy,
+    GlobalNetworkPolicy,
+    HostEndpoint,
+    WorkloadEndpoint,
+    NetworkSet,
+    GlobalNetworkSet,
+    Profile,
+    Tier,
+    FelixConfiguration,
+    K8sNetworkPolicy,
+    Namespace,
+    ServiceAccount,
+    Pod,
+}
+
+pub const CALICO_API: &str = "projectcalico.org/v3";
+pub const CALICO_CRD_API: &str = "crd.projectcalico.org/v1";
+
+impl ResourceKind {
+    pub const ALL: [ResourceKind; 13] = [
+        ResourceKind::NetworkPolicy,
+        ResourceKind::GlobalNetworkPolicy,
+        ResourceKind::HostEndpoint,
+        ResourceKind::WorkloadEndpoint,
+        ResourceKind::NetworkSet,
+        ResourceKind::GlobalNetworkSet,
+        ResourceKind::Profile,
+        ResourceKind::Tier,
+        ResourceKind::FelixConfiguration,
+        ResourceKind::K8sNetworkPolicy,
+        ResourceKind::Namespace,
+        ResourceKind::ServiceAccount,
+        ResourceKind::Pod,
+    ];
+
+    /// The `kind:` text.
+    pub fn kind_name(self) -> &'static str {
+        match self {
+            ResourceKind::NetworkPolicy | ResourceKind::K8sNetworkPolicy => "NetworkPolicy",
+            ResourceKind::GlobalNetworkPolicy => "GlobalNetworkPolicy",
+            ResourceKind::HostEndpoint => "HostEndpoint",
+            ResourceKind::WorkloadEndpoint => "WorkloadEndpoint",
+            ResourceKind::NetworkSet => "NetworkSet",
+            ResourceKind::GlobalNetworkSet => "GlobalNetworkSet",
+            ResourceKind::Profile => "Profile",
+            ResourceKind::Tier => "Tier",
+            ResourceKind::FelixConfiguration => "FelixConfiguration",
+            ResourceKind::Namespace => "Namespace",
+            ResourceKind::ServiceAccount => "ServiceAccount",
+            ResourceKind::Pod => "Pod",
+        }
+    }
+
+    pub fn namespaced(self) -> bool {
+        matches!(
+            self,
+            ResourceKind::NetworkPolicy
+                | ResourceKind::K8sNetworkPolicy
+                | ResourceKind::NetworkSet
+                | ResourceKind::WorkloadEndpoint
+                | ResourceKind::ServiceAccount
+                | ResourceKind::Pod
+        )
+    }
+
+    /// Resolves `apiVersion` + `kind`. `Err` carries a message and a hint.
+    pub fn resolve(api_version: &str, kind: &str) -> Result<ResourceKind, (String, String)> {
+        let calico = [
+            ResourceKind::NetworkPolicy,
+            ResourceKind::GlobalNetworkPolicy,
+            ResourceKind::HostEndpoint,
+            ResourceKind::WorkloadEndpoint,
+            ResourceKind::NetworkSet,
+            ResourceKind::GlobalNetworkSet,
+            ResourceKind::Profile,
+            ResourceKind::Tier,
+            ResourceKind::FelixConfiguration,
+        ];
+        let core = [ResourceKind::Namespace, ResourceKind::ServiceAccount, ResourceKind::Pod];
+        let found = match api_version {
+            CALICO_API | CALICO_CRD_API => calico.iter().find(|k| k.kind_name() == kind).copied(),
+            "networking.k8s.io/v1" | "extensions/v1beta1" | "networking.k8s.io/v1beta1" => {
+                (kind == "NetworkPolicy").then_some(ResourceKind::K8sNetworkPolicy)
+            }
+            "v1" => core.iter().find(|k| k.kind_name() == kind).copied(),
+            _ => None,
+        };
+        if let Some(k) = found {
+            return Ok(k);
+        }
+        // Say where the kind does live, or what the kind might be.
+        let all_names: Vec<&str> = ResourceKind::ALL.iter().map(|k| k.kind_name()).collect();
+        if let Some(k) = calico.iter().find(|k| k.kind_name() == kind) {
+            let _ = k;
+            return Err((
+                format!("kind `{kind}` does not exist in apiVersion `{api_version}`"),
+                format!("{kind} is a Calico kind: use `apiVersion: {CALICO_API}`"),
+            ));
+        }
+        if core.iter().any(|k| k.kind_name() == kind) {
+            return Err((
+                format!("kind `{kind}` does not exist in apiVersion `{api_version}`"),
+                format!("{kind} is a core Kubernetes kind: use `apiVersion: v1`"),
+            ));
+        }
+        let hint = match de::suggest(kind, &all_names) {
+            Some(s) => format!("did you mean `{s}`? kinds are case-sensitive"),
+            None => format!("tortie reads: {}", {
+                let mut names = all_names.clone();
+                names.dedup();
+                names.join(", ")
+            }),
+        };
+        Err((format!("unknown kind `{kind}` (apiVersion `{api_version}`)"), hint))
+    }
+}
+
+impl fmt::Display for ResourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResourceKind::K8sNetworkPolicy => f.write_str("NetworkPolicy (networking.k8s.io/v1)"),
+            k => f.write_str(k.kind_name()),
+        }
+    }
+}
+
+impl Resource {
+    pub fn kind(&self) -> ResourceKind {
+        match self {
+            Resource::NetworkPolicy(_) => ResourceKind::NetworkPolicy,
+            Resource::GlobalNetworkPolicy(_) => ResourceKind::GlobalNetworkPolicy,
+            Resource::HostEndpoint(_) => ResourceKind::HostEndpoint,
+            Resource::WorkloadEndpoint(_) => ResourceKind::WorkloadEndpoint,
+            Resource::NetworkSet(_) => ResourceKind::NetworkSet,
+            Resource::GlobalNetworkSet(_) => ResourceKind::GlobalNetworkSet,
+            Resource::Profile(_) => ResourceKind::Profile,
+            Resource::Tier(_) => ResourceKind::Tier,
+            Resource::FelixConfiguration(_) => ResourceKind::FelixConfiguration,
+            Resource::K8sNetworkPolicy(_) => ResourceKind::K8sNetworkPolicy,
+            Resource::Namespace(_) => ResourceKind::Namespace,
+            Resource::ServiceAccount(_) => ResourceKind::ServiceAccount,
+            Resource::Pod(_) => ResourceKind::Pod,
+        }
+    }
+
+    pub fn meta(&self) -> &ObjectMeta {
+        match self {
+            Resource::NetworkPolicy(o) | Resource::GlobalNetworkPolicy(o) => &o.metadata,
+            Resource::HostEndpoint(o) => &o.metadata,
+            Resource::WorkloadEndpoint(o) => &o.metadata,
+            Resource::NetworkSet(o) | Resource::GlobalNetworkSet(o) => &o.metadata,
+            Resource::Profile(o) => &o.metadata,
+            Resource::Tier(o) => &o.metadata,
+            Resource::FelixConfiguration(o) => &o.metadata,
+            Resource::K8sNetworkPolicy(o) => &o.metadata,
+            Resource::Namespace(o) | Resource::ServiceAccount(o) => &o.metadata,
+            Resource::Pod(p) => &p.metadata,
+        }
+    }
+
+    /// The identity of the resource: kind, namespace, name.
+    pub fn key(&self) -> ResourceKey {
+        let meta = self.meta();
+        ResourceKey {
+            kind: self.kind(),
+            namespace: if self.kind().namespaced() {
+                meta.namespace.clone()
+            } else {
+                None
+            },
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// Identifies a resource: kind, namespace (for namespaced kinds) and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResourceKey {
+    pub kind: ResourceKind,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl fmt::Display for ResourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {}/{}", self.kind, ns, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
+
+/// Decodes one document node into a resource (not yet validated).
+/// Namespaced kinds without a namespace are put in `default`, as
+/// `calicoctl` and `kubectl` do.
+pub fn decode_resource(
+    node: &yaml::Node,
+    kind: ResourceKind,
+    base: &yaml::FieldPath,
+) -> Result<Resource, Vec<de::DecodeError>> {
+    let meta_path = base.key("metadata");
+    let metadata: Result<ObjectMeta, _> = match node.get("metadata") {
+        Some(m) => de::from_node(m, &meta_path),
+        None => Ok(ObjectMeta::default()),
+    };
+    // Decode the spec even when the metadata is bad, to report both.
+    let body = decode_body(node, kind, base, metadata.clone().unwrap_or_default());
+    match (metadata, body) {
+        (Ok(_), Ok(r)) => Ok(r),
+        (Ok(_), Err(e)) => Err(vec![e]),
+        (Err(m), Ok(_)) => Err(vec![m]),
+        (Err(m), Err(e)) => Err(vec![m, e]),
+    }
+}
+
+fn decode_body(
+    node: &yaml::Node,
+    kind: ResourceKind,
+    base: &yaml::FieldPath,
+    mut metadata: ObjectMeta,
+) -> Result<Resource, de::DecodeError> {
+    use serde::de::IgnoredAny;
+    if kind.namespaced() && metadata.namespace.as_deref().unwrap_or("").is_empty() {
+        metadata.namespace = Some("default".into());
+    }
+    let spec_path = base.key("spec");
+    let null = yaml::Node {
+        value: yaml::Value::Null,
+        pos: node.pos,
+    };
+    let spec_node = node.get("spec").unwrap_or(&null);
+    fn obj<S: serde::de::DeserializeOwned>(
+        metadata: ObjectMeta,
+        spec: &yaml::Node,
+        path: &yaml::FieldPath,
+    ) -> Result<Object<S>, de::DecodeError> {
+        Ok(Object {
+            metadata,
+            spec: de::from_node(spec, path)?,
+        })
+    }
+    let mut res = match kind {
+        ResourceKind::NetworkPolicy => Resource::NetworkPolicy(obj(metadata, spec_node, &spec_path)?),
+        ResourceKind::GlobalNetworkPolicy => {
+            Resource::GlobalNetworkPolicy(obj(metadata, spec_node, &spec_path)?)
+        }
+        ResourceKind::HostEndpoint => Resource::HostEndpoint(obj(metadata, spec_node, &spec_path)?),
+        ResourceKind::WorkloadEndpoint => {
+            Resource::WorkloadEndpoint(obj(metadata, spec_node, &spec_path)?)
+        }
+        ResourceKind::NetworkSet => Resource::NetworkSet(obj(metadata, spec_node, &spec_path)?),
+        ResourceKind::GlobalNetworkSet => {
+            Resource::GlobalNetworkSet(obj(metadata, spec_node, &spec_path)?)
+        }
+        ResourceKind::Profile => Resource::Profile(obj(metadata, spec_node, &spec_path)?),
+        ResourceKind::Tier => Resource::Tier(obj(metadata, spec_node, &spec_path)?),
+        ResourceKind::FelixConfiguration => {
+            Resource::FelixConfiguration(obj(metadata, spec_node, &spec_path)?)
+        }
+        ResourceKind::K8sNetworkPolicy => {
+            Resource::K8sNetworkPolicy(obj(metadata, spec_node, &spec_path)?)
+        }
+        ResourceKind::Namespace | ResourceKind::ServiceAccount => {
+            let _: Option<IgnoredAny> = de::from_node(spec_node, &spec_path)?;
+            let o = Object { metadata, spec: () };
+            if kind == ResourceKind::Namespace {
+                Resource::Namespace(o)
+            } else {
+                Resource::ServiceAccount(o)
+            }
+        }
+        ResourceKind::Pod => {
+            let status = match node.get("status") {
+                Some(s) => de::from_node(s, &base.key("status"))?,
+                None => PodStatus::default(),
+            };
+            Resource::Pod(Pod {
+                metadata,
+                spec: de::from_node(spec_node, &spec_path)?,
+                status,
+            })
+        }
+    };
+    // Namespace objects carry their own name as the `kubernetes.io/metadata.name` label.
+    if let Resource::Namespace(o) = &mut res
+        && let Some(name) = o.metadata.name.clone()
+    {
+        o.metadata
+            .labels
+            .entry("kubernetes.io/metadata.name".into())
+            .or_insert(name);
+    }
+    Ok(res)
+}
+
+/// Parses a Go-style duration (`90s`, `5m`, `1h30m`, `500ms`).
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let mut total = 0f64;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    if rest == "0" {
+        return Some(std::time::Duration::ZERO);
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return None;
+        }
+        let n: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += n * scale;
+    }
+    Some(std::time::Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("1h30m").unwrap().as_secs(), 5400);
+        assert_eq!(parse_duration("500ms").unwrap().as_millis(), 500);
+        assert!(parse_duration("90").is_none());
+        assert!(parse_duration("s").is_none());
+        assert!(parse_duration("").is_none());
+    }
+
+    #[test]
+    fn kinds_resolve_with_hints() {
+        assert_eq!(
+            ResourceKind::resolve("projectcalico.org/v3", "GlobalNetworkPolicy"),
+            Ok(ResourceKind::GlobalNetworkPolicy)
+        );
+        assert_eq!(
+            ResourceKind::resolve("networking.k8s.io/v1", "NetworkPolicy"),
+            Ok(ResourceKind::K8sNetworkPolicy)
+        );
+        let (_, hint) = ResourceKind::resolve("networking.k8s.io/v1", "GlobalNetworkPolicy").unwrap_err();
+        assert!(hint.contains("projectcalico.org/v3"));
+        let (msg, hint) = ResourceKind::resolve("projectcalico.org/v3", "GlobalNetworkpolicy").unwrap_err();
+        assert!(msg.contains("unknown kind"));
+        assert!(hint.contains("did you mean `GlobalNetworkPolicy`"));
+    }
+}
