@@ -12,7 +12,11 @@ use tortie::model::load::{LoadResult, load_paths};
 use tortie::model::{Resource, convert, emit};
 
 #[derive(Parser)]
-#[command(name = "tortie", version, about = "Calico-compatible network policy on nftables")]
+#[command(
+    name = "tortie",
+    version,
+    about = "Calico-compatible network policy on nftables"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -187,7 +187,11 @@ fn convert_peer(peer: &NetworkPolicyPeer) -> EntityRule {
     e
 }
 
-fn convert_rule(peers: &[NetworkPolicyPeer], ports: &[NetworkPolicyPort], ingress: bool) -> Vec<Rule> {
+fn convert_rule(
+    peers: &[NetworkPolicyPeer],
+    ports: &[NetworkPolicyPort],
+    ingress: bool,
+) -> Vec<Rule> {
     let peer_entities: Vec<EntityRule> = if peers.is_empty() {
         vec![EntityRule::default()]
     } else {
@@ -226,7 +230,10 @@ pub fn namespace_profile(name: &str, labels: &BTreeMap<String, String>) -> Objec
         .iter()
         .map(|(k, v)| (format!("{NAMESPACE_LABEL_PREFIX}{k}"), v.clone()))
         .collect();
-    apply.insert(format!("{NAMESPACE_LABEL_PREFIX}{NAME_LABEL}"), name.to_string());
+    apply.insert(
+        format!("{NAMESPACE_LABEL_PREFIX}{NAME_LABEL}"),
+        name.to_string(),
+    );
     Object {
         metadata: ObjectMeta {
             name: Some(format!("kns.{name}")),
@@ -250,7 +257,10 @@ pub fn service_account_profile(
         .iter()
         .map(|(k, v)| (format!("{SERVICE_ACCOUNT_LABEL_PREFIX}{k}"), v.clone()))
         .collect();
-    apply.insert(format!("{SERVICE_ACCOUNT_LABEL_PREFIX}{NAME_LABEL}"), name.to_string());
+    apply.insert(
+        format!("{SERVICE_ACCOUNT_LABEL_PREFIX}{NAME_LABEL}"),
+        name.to_string(),
+    );
     Object {
         metadata: ObjectMeta {
             name: Some(format!("ksa.{namespace}.{name}")),

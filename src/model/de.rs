@@ -136,10 +136,12 @@ fn field_hint(field: &str, expected: &[&str]) -> String {
         return "this key contains curly quotes (“ ” ‘ ’), probably pasted from a word processor: use straight quotes or none".into();
     }
     if field == "to" && expected.contains(&"from") {
-        return "ingress rules take `from` (peers) and `ports`; `to` belongs in egress rules".into();
+        return "ingress rules take `from` (peers) and `ports`; `to` belongs in egress rules"
+            .into();
     }
     if field == "from" && expected.contains(&"to") {
-        return "egress rules take `to` (peers) and `ports`; `from` belongs in ingress rules".into();
+        return "egress rules take `to` (peers) and `ports`; `from` belongs in ingress rules"
+            .into();
     }
     if expected.contains(&"matchLabels") && !expected.contains(&field) {
         return "a label selector takes `matchLabels:` (a map of labels) and/or `matchExpressions:`; put the labels under `matchLabels:`".into();
@@ -159,7 +161,10 @@ pub fn from_node<'de, T: de::Deserialize<'de>>(
     node: &'de Node,
     path: &FieldPath,
 ) -> Result<T, DecodeError> {
-    T::deserialize(NodeDe { node, path: path.clone() })
+    T::deserialize(NodeDe {
+        node,
+        path: path.clone(),
+    })
 }
 
 struct NodeDe<'a> {
@@ -225,7 +230,10 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
             _ => {
                 let (node, path) = (self.node, self.path.clone());
                 visitor
-                    .visit_some(NodeDe { node, path: path.clone() })
+                    .visit_some(NodeDe {
+                        node,
+                        path: path.clone(),
+                    })
                     .map_err(|e| e.at(node, &path))
             }
         }
@@ -378,13 +386,19 @@ impl<'de> de::MapAccess<'de> for MapDe<'de, '_> {
                 };
                 let path = self.path.key(&key_text);
                 self.value = Some((v, path.clone()));
-                seed.deserialize(NodeDe { node: k, path: path.clone() })
-                    .map(Some)
-                    .map_err(|e| e.at(k, &path))
+                seed.deserialize(NodeDe {
+                    node: k,
+                    path: path.clone(),
+                })
+                .map(Some)
+                .map_err(|e| e.at(k, &path))
             }
         }
     }
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DecodeError> {
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, DecodeError> {
         let (node, path) = self.value.take().expect("value after key");
         seed.deserialize(NodeDe {
             node,
@@ -474,7 +488,11 @@ mod tests {
         assert_eq!(err.message, "unknown field `NamespaceSelector`");
         assert_eq!(err.pos, Some(Pos { line: 2, col: 3 }));
         assert_eq!(err.path.to_string(), "from[0].NamespaceSelector");
-        assert!(err.hint.unwrap().contains("did you mean `namespaceSelector`"));
+        assert!(
+            err.hint
+                .unwrap()
+                .contains("did you mean `namespaceSelector`")
+        );
     }
 
     #[test]
@@ -490,7 +508,11 @@ mod tests {
         let err = decode::<Rule>("ports: [80, x]\n").unwrap_err();
         assert_eq!(err.pos, Some(Pos { line: 1, col: 13 }));
         assert_eq!(err.path.to_string(), "ports[1]");
-        assert!(err.message.contains("found the string \"x\""), "{}", err.message);
+        assert!(
+            err.message.contains("found the string \"x\""),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
@@ -502,14 +524,26 @@ mod tests {
     #[test]
     fn null_means_empty() {
         let r: Rule = decode("from:\nports:\n").unwrap();
-        assert_eq!(r, Rule { from: vec![], ports: vec![] });
+        assert_eq!(
+            r,
+            Rule {
+                from: vec![],
+                ports: vec![]
+            }
+        );
     }
 
     #[test]
     fn suggestions() {
-        assert_eq!(suggest("types", &["policyTypes", "podSelector"]), Some("policyTypes"));
+        assert_eq!(
+            suggest("types", &["policyTypes", "podSelector"]),
+            Some("policyTypes")
+        );
         assert_eq!(suggest("selctor", &["selector", "order"]), Some("selector"));
         assert_eq!(suggest("zzz", &["selector", "order"]), None);
-        assert_eq!(suggest("Namespace", &["name", "namespace"]), Some("namespace"));
+        assert_eq!(
+            suggest("Namespace", &["name", "namespace"]),
+            Some("namespace")
+        );
     }
 }

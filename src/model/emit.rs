@@ -18,7 +18,10 @@ fn needs_quotes(s: &str) -> bool {
         return true;
     }
     let lower = s.to_ascii_lowercase();
-    if matches!(lower.as_str(), "null" | "~" | "true" | "false" | "yes" | "no" | "on" | "off") {
+    if matches!(
+        lower.as_str(),
+        "null" | "~" | "true" | "false" | "yes" | "no" | "on" | "off"
+    ) {
         return true;
     }
     if s.parse::<f64>().is_ok() || s.starts_with(|c: char| c.is_ascii_digit()) && s.contains(':') {
@@ -129,13 +132,23 @@ mod tests {
             }
         });
         let text = to_yaml(&v);
-        assert!(text.contains("  selector: \"projectcalico.org/orchestrator == 'k8s' && run == 'nginx'\"\n") || text.contains("  selector: projectcalico.org/orchestrator == 'k8s' && run == 'nginx'\n"), "{text}");
+        assert!(
+            text.contains(
+                "  selector: \"projectcalico.org/orchestrator == 'k8s' && run == 'nginx'\"\n"
+            ) || text.contains(
+                "  selector: projectcalico.org/orchestrator == 'k8s' && run == 'nginx'\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("  - action: Allow\n"), "{text}");
         assert!(text.contains("- '30000:32767'\n"), "{text}");
         let node = crate::model::yaml::parse_one(&text, 1).unwrap();
         let spec = node.get("spec").unwrap();
         assert_eq!(spec.get("empty").unwrap().as_str(), Some(""));
         assert_eq!(spec.get("yes").unwrap().as_str(), Some("yes"));
-        assert_eq!(spec.get("selector").unwrap().as_str(), Some("projectcalico.org/orchestrator == 'k8s' && run == 'nginx'"));
+        assert_eq!(
+            spec.get("selector").unwrap().as_str(),
+            Some("projectcalico.org/orchestrator == 'k8s' && run == 'nginx'")
+        );
     }
 }

@@ -123,11 +123,8 @@ pub fn load_file(path: &Path) -> LoadResult {
         },
         Err(e) => {
             let mut r = LoadResult::default();
-            r.diagnostics.push(file_error(
-                path,
-                Stage::Io,
-                format!("cannot read: {e}"),
-            ));
+            r.diagnostics
+                .push(file_error(path, Stage::Io, format!("cannot read: {e}")));
             r
         }
     }
@@ -202,13 +199,24 @@ impl Ctx {
 
     fn document(&mut self, node: &Node, base: &FieldPath, first_line: usize) {
         let err = |ctx: &mut Ctx, pos, message: String, hint: Option<String>| {
-            ctx.push(Severity::Error, Stage::Decode, Some(pos), None, Some(base.clone()), message, hint)
+            ctx.push(
+                Severity::Error,
+                Stage::Decode,
+                Some(pos),
+                None,
+                Some(base.clone()),
+                message,
+                hint,
+            )
         };
         if !matches!(node.value, Value::Map(_)) {
             err(
                 self,
                 node.pos,
-                format!("expected a resource (a map with apiVersion, kind, metadata and spec), found {}", node.kind_name()),
+                format!(
+                    "expected a resource (a map with apiVersion, kind, metadata and spec), found {}",
+                    node.kind_name()
+                ),
                 None,
             );
             return;
@@ -220,8 +228,15 @@ impl Ctx {
                 if !allowed.contains(&name) {
                     let hint = super::de::suggest(name, &allowed)
                         .map(|s| format!("did you mean `{s}`? field names are case-sensitive"))
-                        .or_else(|| Some("a resource has apiVersion, kind, metadata and spec".into()));
-                    err(self, k.pos, format!("unknown top-level field `{name}`"), hint);
+                        .or_else(|| {
+                            Some("a resource has apiVersion, kind, metadata and spec".into())
+                        });
+                    err(
+                        self,
+                        k.pos,
+                        format!("unknown top-level field `{name}`"),
+                        hint,
+                    );
                     return;
                 }
             }
@@ -244,8 +259,16 @@ impl Ctx {
                 Some(Value::Seq(items)) => {
                     for (i, item) in items.iter().enumerate() {
                         let p = base.key("items").index(i);
-                        if !item_kind.is_empty() && item.get("kind").and_then(Node::as_str) != Some(item_kind) && item.get("kind").is_some() {
-                            err(self, item.pos, format!("a {kind} may only hold {item_kind} items"), None);
+                        if !item_kind.is_empty()
+                            && item.get("kind").and_then(Node::as_str) != Some(item_kind)
+                            && item.get("kind").is_some()
+                        {
+                            err(
+                                self,
+                                item.pos,
+                                format!("a {kind} may only hold {item_kind} items"),
+                                None,
+                            );
                             continue;
                         }
                         self.document(item, &p, first_line);
@@ -313,7 +336,11 @@ impl Ctx {
             let pos = node.locate(&f.path);
             valid &= f.warning;
             self.push(
-                if f.warning { Severity::Warning } else { Severity::Error },
+                if f.warning {
+                    Severity::Warning
+                } else {
+                    Severity::Error
+                },
                 Stage::Validation,
                 Some(pos),
                 Some(label.clone()),
@@ -345,7 +372,10 @@ fn check_duplicates(result: &mut LoadResult) {
                 severity: Severity::Error,
                 stage: Stage::Validation,
                 file: Some(loaded.origin.file.clone()),
-                pos: Some(yaml::Pos { line: loaded.origin.line, col: 1 }),
+                pos: Some(yaml::Pos {
+                    line: loaded.origin.line,
+                    col: 1,
+                }),
                 resource: Some(key.to_string()),
                 path: None,
                 message: format!(

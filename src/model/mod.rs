@@ -127,7 +127,11 @@ impl ResourceKind {
             ResourceKind::Tier,
             ResourceKind::FelixConfiguration,
         ];
-        let core = [ResourceKind::Namespace, ResourceKind::ServiceAccount, ResourceKind::Pod];
+        let core = [
+            ResourceKind::Namespace,
+            ResourceKind::ServiceAccount,
+            ResourceKind::Pod,
+        ];
         let found = match api_version {
             CALICO_API | CALICO_CRD_API => calico.iter().find(|k| k.kind_name() == kind).copied(),
             "networking.k8s.io/v1" | "extensions/v1beta1" | "networking.k8s.io/v1beta1" => {
@@ -162,7 +166,10 @@ impl ResourceKind {
                 names.join(", ")
             }),
         };
-        Err((format!("unknown kind `{kind}` (apiVersion `{api_version}`)"), hint))
+        Err((
+            format!("unknown kind `{kind}` (apiVersion `{api_version}`)"),
+            hint,
+        ))
     }
 }
 
@@ -291,7 +298,9 @@ fn decode_body(
         })
     }
     let mut res = match kind {
-        ResourceKind::NetworkPolicy => Resource::NetworkPolicy(obj(metadata, spec_node, &spec_path)?),
+        ResourceKind::NetworkPolicy => {
+            Resource::NetworkPolicy(obj(metadata, spec_node, &spec_path)?)
+        }
         ResourceKind::GlobalNetworkPolicy => {
             Resource::GlobalNetworkPolicy(obj(metadata, spec_node, &spec_path)?)
         }
@@ -405,9 +414,11 @@ mod tests {
             ResourceKind::resolve("networking.k8s.io/v1", "NetworkPolicy"),
             Ok(ResourceKind::K8sNetworkPolicy)
         );
-        let (_, hint) = ResourceKind::resolve("networking.k8s.io/v1", "GlobalNetworkPolicy").unwrap_err();
+        let (_, hint) =
+            ResourceKind::resolve("networking.k8s.io/v1", "GlobalNetworkPolicy").unwrap_err();
         assert!(hint.contains("projectcalico.org/v3"));
-        let (msg, hint) = ResourceKind::resolve("projectcalico.org/v3", "GlobalNetworkpolicy").unwrap_err();
+        let (msg, hint) =
+            ResourceKind::resolve("projectcalico.org/v3", "GlobalNetworkpolicy").unwrap_err();
         assert!(msg.contains("unknown kind"));
         assert!(hint.contains("did you mean `GlobalNetworkPolicy`"));
     }

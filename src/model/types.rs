@@ -93,7 +93,10 @@ impl Protocol {
 
     /// Whether port matches make sense (TCP, UDP, SCTP).
     pub fn supports_ports(self) -> bool {
-        matches!(self.normalised(), Protocol::Tcp | Protocol::Udp | Protocol::Sctp)
+        matches!(
+            self.normalised(),
+            Protocol::Tcp | Protocol::Udp | Protocol::Sctp
+        )
     }
 
     pub fn from_name(s: &str) -> Option<Protocol> {
@@ -144,7 +147,9 @@ impl<'de> Deserialize<'de> for Protocol {
                 if (1..=255).contains(&v) {
                     Ok(Protocol::Number(v as u8))
                 } else {
-                    Err(E::custom(format!("protocol number {v} is out of range 1-255")))
+                    Err(E::custom(format!(
+                        "protocol number {v} is out of range 1-255"
+                    )))
                 }
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Protocol, E> {
@@ -217,7 +222,9 @@ pub fn parse_port_text(v: &str) -> Result<Port, String> {
         && !a.is_empty()
         && !b.is_empty()
     {
-        return Err(format!("port range `{v}` uses `-`: Calico writes ranges as `{a}:{b}`"));
+        return Err(format!(
+            "port range `{v}` uses `-`: Calico writes ranges as `{a}:{b}`"
+        ));
     }
     Ok(Port::Named(v.to_string()))
 }
@@ -446,7 +453,11 @@ pub struct PolicySpec {
     pub namespace_selector: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub do_not_track: bool,
-    #[serde(default, rename = "preDNAT", skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        rename = "preDNAT",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub pre_dnat: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub apply_on_forward: bool,
@@ -489,7 +500,11 @@ pub struct WorkloadEndpointSpec {
     pub workload: Option<String>,
     #[serde(default)]
     pub node: String,
-    #[serde(default, rename = "containerID", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "containerID",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<String>,

@@ -34,7 +34,12 @@ impl Checker {
             warning: false,
         });
     }
-    fn error_hint(&mut self, path: &FieldPath, message: impl Into<String>, hint: impl Into<String>) {
+    fn error_hint(
+        &mut self,
+        path: &FieldPath,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
         self.findings.push(Finding {
             path: path.clone(),
             message: message.into(),
@@ -77,22 +82,47 @@ pub fn validate(resource: &Resource) -> Vec<Finding> {
             }
         }
         Resource::Profile(o) => {
-            check_rules(&mut c, &o.spec.ingress, &spec.key("ingress"), Dir::Ingress, false);
-            check_rules(&mut c, &o.spec.egress, &spec.key("egress"), Dir::Egress, false);
+            check_rules(
+                &mut c,
+                &o.spec.ingress,
+                &spec.key("ingress"),
+                Dir::Ingress,
+                false,
+            );
+            check_rules(
+                &mut c,
+                &o.spec.egress,
+                &spec.key("egress"),
+                Dir::Egress,
+                false,
+            );
             for (k, v) in &o.spec.labels_to_apply {
                 let p = spec.key("labelsToApply").key(k);
                 check_label(&mut c, k, v, &p);
             }
         }
-        Resource::Tier(o) => check_tier(&mut c, o.metadata.name.as_deref().unwrap_or(""), &o.spec, &spec),
-        Resource::FelixConfiguration(o) => check_felix(&mut c, o.metadata.name.as_deref().unwrap_or(""), &o.spec, &spec),
+        Resource::Tier(o) => check_tier(
+            &mut c,
+            o.metadata.name.as_deref().unwrap_or(""),
+            &o.spec,
+            &spec,
+        ),
+        Resource::FelixConfiguration(o) => check_felix(
+            &mut c,
+            o.metadata.name.as_deref().unwrap_or(""),
+            &o.spec,
+            &spec,
+        ),
         Resource::K8sNetworkPolicy(o) => check_k8s_policy(&mut c, &o.spec, &spec),
         Resource::Namespace(_) | Resource::ServiceAccount(_) => {}
         Resource::Pod(p) => {
             if let Some(ip) = &p.status.pod_ip
                 && ip.parse::<IpAddr>().is_err()
             {
-                c.error(&root.key("status").key("podIP"), format!("`{ip}` is not an IP address"));
+                c.error(
+                    &root.key("status").key("podIP"),
+                    format!("`{ip}` is not an IP address"),
+                );
             }
             for (i, ip) in p.status.pod_ips.iter().enumerate() {
                 if ip.ip.parse::<IpAddr>().is_err() {
@@ -114,7 +144,8 @@ fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -237,7 +268,10 @@ fn check_meta(c: &mut Checker, kind: ResourceKind, meta: &ObjectMeta, path: &Fie
             }
             ResourceKind::Namespace => {
                 if !is_dns_label(name) {
-                    c.error(&np, format!("invalid Namespace name `{name}`: it must be a DNS label"));
+                    c.error(
+                        &np,
+                        format!("invalid Namespace name `{name}`: it must be a DNS label"),
+                    );
                 }
             }
             ResourceKind::FelixConfiguration => {
@@ -285,9 +319,17 @@ enum Dir {
     Egress,
 }
 
-fn check_selector(c: &mut Checker, text: &str, path: &FieldPath, global_ok: GlobalUse) -> Option<Selector> {
+fn check_selector(
+    c: &mut Checker,
+    text: &str,
+    path: &FieldPath,
+    global_ok: GlobalUse,
+) -> Option<Selector> {
     if text.len() > MAX_SELECTOR_LEN {
-        c.error(path, format!("selector is longer than {MAX_SELECTOR_LEN} characters"));
+        c.error(
+            path,
+            format!("selector is longer than {MAX_SELECTOR_LEN} characters"),
+        );
         return None;
     }
     match selector::parse(text) {
@@ -324,7 +366,10 @@ fn check_policy(c: &mut Checker, spec: &PolicySpec, path: &FieldPath, global: bo
     if let Some(tier) = &spec.tier
         && !is_dns_label(tier)
     {
-        c.error(&path.key("tier"), format!("invalid tier name `{tier}`: it must be a DNS label"));
+        c.error(
+            &path.key("tier"),
+            format!("invalid tier name `{tier}`: it must be a DNS label"),
+        );
     }
     if let Some(order) = spec.order
         && !order.is_finite()
@@ -335,12 +380,20 @@ fn check_policy(c: &mut Checker, spec: &PolicySpec, path: &FieldPath, global: bo
         check_selector(c, sel, &path.key("selector"), GlobalUse::Never);
     }
     if let Some(sel) = &spec.service_account_selector {
-        check_selector(c, sel, &path.key("serviceAccountSelector"), GlobalUse::Never);
+        check_selector(
+            c,
+            sel,
+            &path.key("serviceAccountSelector"),
+            GlobalUse::Never,
+        );
     }
     let mut seen = Vec::new();
     for (i, t) in spec.types.iter().enumerate() {
         if seen.contains(t) {
-            c.error(&path.key("types").index(i), format!("type `{t:?}` is listed twice"));
+            c.error(
+                &path.key("types").index(i),
+                format!("type `{t:?}` is listed twice"),
+            );
         }
         seen.push(*t);
     }
@@ -381,7 +434,10 @@ fn check_policy(c: &mut Checker, spec: &PolicySpec, path: &FieldPath, global: bo
             "keep `doNotTrack: true` to police untracked traffic before conntrack (e.g. for an IPVS load balancer), or `preDNAT: true` to police before DNAT; not both",
         );
     }
-    for (field, set) in [("preDNAT", spec.pre_dnat), ("doNotTrack", spec.do_not_track)] {
+    for (field, set) in [
+        ("preDNAT", spec.pre_dnat),
+        ("doNotTrack", spec.do_not_track),
+    ] {
         if set && !spec.apply_on_forward && global {
             c.error_hint(
                 &path.key(field),
@@ -392,24 +448,45 @@ fn check_policy(c: &mut Checker, spec: &PolicySpec, path: &FieldPath, global: bo
     }
     if spec.pre_dnat {
         if !spec.egress.is_empty() {
-            c.error(&path.key("egress"), "a preDNAT policy may only have ingress rules");
+            c.error(
+                &path.key("egress"),
+                "a preDNAT policy may only have ingress rules",
+            );
         }
         if spec.types.contains(&PolicyType::Egress) {
-            c.error(&path.key("types"), "a preDNAT policy may only be of type Ingress");
+            c.error(
+                &path.key("types"),
+                "a preDNAT policy may only be of type Ingress",
+            );
         }
     }
-    for (dir, rules, key) in [(Dir::Ingress, &spec.ingress, "ingress"), (Dir::Egress, &spec.egress, "egress")] {
+    for (dir, rules, key) in [
+        (Dir::Ingress, &spec.ingress, "ingress"),
+        (Dir::Egress, &spec.egress, "egress"),
+    ] {
         if rules.len() > 1024 {
-            c.error(&path.key(key), format!("at most 1024 {key} rules are allowed, found {}", rules.len()));
+            c.error(
+                &path.key(key),
+                format!(
+                    "at most 1024 {key} rules are allowed, found {}",
+                    rules.len()
+                ),
+            );
         }
         check_rules(c, rules, &path.key(key), dir, global);
     }
     if !spec.types.is_empty() {
         if !spec.egress.is_empty() && !spec.types.contains(&PolicyType::Egress) {
-            c.warn(&path.key("egress"), "egress rules are ignored: `types` does not include Egress");
+            c.warn(
+                &path.key("egress"),
+                "egress rules are ignored: `types` does not include Egress",
+            );
         }
         if !spec.ingress.is_empty() && !spec.types.contains(&PolicyType::Ingress) {
-            c.warn(&path.key("ingress"), "ingress rules are ignored: `types` does not include Ingress");
+            c.warn(
+                &path.key("ingress"),
+                "ingress rules are ignored: `types` does not include Ingress",
+            );
         }
     }
 }
@@ -433,27 +510,35 @@ fn check_rule(c: &mut Checker, rule: &Rule, path: &FieldPath, dir: Dir, global: 
         && v != 4
         && v != 6
     {
-        c.error(&path.key("ipVersion"), format!("ipVersion must be 4 or 6, not {v}"));
+        c.error(
+            &path.key("ipVersion"),
+            format!("ipVersion must be 4 or 6, not {v}"),
+        );
     }
     for (field, icmp) in [("icmp", &rule.icmp), ("notICMP", &rule.not_icmp)] {
         let Some(icmp) = icmp else { continue };
         let p = path.key(field);
-        match rule.protocol.and_then(is_icmp) {
-            None => c.error_hint(
+        if rule.protocol.and_then(is_icmp).is_none() {
+            c.error_hint(
                 &p,
                 format!("`{field}` needs `protocol: ICMP` or `protocol: ICMPv6`"),
                 "set the rule's protocol to ICMP (IPv4) or ICMPv6 (IPv6)",
-            ),
-            Some(_) => {}
+            );
         }
         if let Some(t) = icmp.icmp_type
             && !(0..=254).contains(&t)
         {
-            c.error(&p.key("type"), format!("ICMP type {t} is out of range 0-254"));
+            c.error(
+                &p.key("type"),
+                format!("ICMP type {t} is out of range 0-254"),
+            );
         }
         if let Some(code) = icmp.code {
             if !(0..=255).contains(&code) {
-                c.error(&p.key("code"), format!("ICMP code {code} is out of range 0-255"));
+                c.error(
+                    &p.key("code"),
+                    format!("ICMP code {code} is out of range 0-255"),
+                );
             }
             if icmp.icmp_type.is_none() {
                 c.error(&p.key("code"), "an ICMP code needs an ICMP type");
@@ -472,13 +557,25 @@ fn check_rule(c: &mut Checker, rule: &Rule, path: &FieldPath, dir: Dir, global: 
         );
     }
     if rule.action != Action::Allow && rule.http.is_some() {
-        c.error(&path.key("http"), "an `http` match is only allowed on Allow rules");
+        c.error(
+            &path.key("http"),
+            "an `http` match is only allowed on Allow rules",
+        );
     }
     if let Some(http) = &rule.http {
         if dir == Dir::Egress {
-            c.error(&path.key("http"), "an `http` match is not allowed in egress rules");
-        } else if rule.protocol.is_some_and(|p| p.normalised() != Protocol::Tcp) {
-            c.error(&path.key("http"), "an `http` match needs protocol TCP or no protocol");
+            c.error(
+                &path.key("http"),
+                "an `http` match is not allowed in egress rules",
+            );
+        } else if rule
+            .protocol
+            .is_some_and(|p| p.normalised() != Protocol::Tcp)
+        {
+            c.error(
+                &path.key("http"),
+                "an `http` match needs protocol TCP or no protocol",
+            );
         } else {
             let _ = http;
             c.error_hint(
@@ -493,7 +590,10 @@ fn check_rule(c: &mut Checker, rule: &Rule, path: &FieldPath, dir: Dir, global: 
         let sp = path.key(side);
         check_entity(c, rule, ent, &sp, &mut families);
         if let Some(svc) = &ent.services {
-            let allowed = matches!((dir, side), (Dir::Egress, "destination") | (Dir::Ingress, "source"));
+            let allowed = matches!(
+                (dir, side),
+                (Dir::Egress, "destination") | (Dir::Ingress, "source")
+            );
             let svp = sp.key("services");
             if !allowed {
                 c.error(&svp, "`services` is only allowed in an egress rule's destination or an ingress rule's source");
@@ -502,7 +602,10 @@ fn check_rule(c: &mut Checker, rule: &Rule, path: &FieldPath, dir: Dir, global: 
                 c.error(&svp.key("name"), "`services` needs a `name`");
             }
             if global && svc.namespace.is_none() {
-                c.error(&svp.key("namespace"), "`services` in a GlobalNetworkPolicy needs a `namespace`");
+                c.error(
+                    &svp.key("namespace"),
+                    "`services` in a GlobalNetworkPolicy needs a `namespace`",
+                );
             }
             let conflicts = !ent.ports.is_empty()
                 || ent.selector.is_some()
@@ -534,11 +637,20 @@ fn check_rule(c: &mut Checker, rule: &Rule, path: &FieldPath, dir: Dir, global: 
         && families.len() == 1
         && i64::from(*f) != v
     {
-        c.error(path, format!("the rule's networks are IPv{f} but ipVersion is {v}"));
+        c.error(
+            path,
+            format!("the rule's networks are IPv{f} but ipVersion is {v}"),
+        );
     }
 }
 
-fn check_entity(c: &mut Checker, rule: &Rule, ent: &EntityRule, path: &FieldPath, families: &mut Vec<u8>) {
+fn check_entity(
+    c: &mut Checker,
+    rule: &Rule,
+    ent: &EntityRule,
+    path: &FieldPath,
+    families: &mut Vec<u8>,
+) {
     for (field, nets) in [("nets", &ent.nets), ("notNets", &ent.not_nets)] {
         for (i, net) in nets.iter().enumerate() {
             let p = path.key(field).index(i);
@@ -565,7 +677,12 @@ fn check_entity(c: &mut Checker, rule: &Rule, ent: &EntityRule, path: &FieldPath
     }
     if let Some(sa) = &ent.service_accounts {
         if let Some(s) = &sa.selector {
-            check_selector(c, s, &path.key("serviceAccounts").key("selector"), GlobalUse::Never);
+            check_selector(
+                c,
+                s,
+                &path.key("serviceAccounts").key("selector"),
+                GlobalUse::Never,
+            );
         }
         for (i, n) in sa.names.iter().enumerate() {
             if !is_dns_subdomain(n) {
@@ -597,7 +714,10 @@ fn check_entity(c: &mut Checker, rule: &Rule, ent: &EntityRule, path: &FieldPath
                     if let Some(proto) = rule.protocol
                         && !proto.supports_ports()
                     {
-                        c.error(&p, format!("port matches need protocol TCP, UDP or SCTP, not {proto}"));
+                        c.error(
+                            &p,
+                            format!("port matches need protocol TCP, UDP or SCTP, not {proto}"),
+                        );
                     }
                     if let Some(msg) = port_name_problem(name) {
                         c.error(&p, msg);
@@ -613,7 +733,8 @@ pub fn port_name_problem(name: &str) -> Option<String> {
     let b = name.as_bytes();
     let ok = !b.is_empty()
         && b.len() <= 15
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b.iter().any(|c| c.is_ascii_lowercase())
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
@@ -660,10 +781,19 @@ fn check_endpoint_ports(c: &mut Checker, ports: &[EndpointPort], path: &FieldPat
             c.error(&pp.key("name"), msg);
         }
         if !(1..=65535).contains(&p.port) {
-            c.error(&pp.key("port"), format!("port {} is out of range 1-65535", p.port));
+            c.error(
+                &pp.key("port"),
+                format!("port {} is out of range 1-65535", p.port),
+            );
         }
         if !p.protocol.supports_ports() {
-            c.error(&pp.key("protocol"), format!("a named port needs protocol TCP, UDP or SCTP, not {}", p.protocol));
+            c.error(
+                &pp.key("protocol"),
+                format!(
+                    "a named port needs protocol TCP, UDP or SCTP, not {}",
+                    p.protocol
+                ),
+            );
         }
     }
 }
@@ -671,12 +801,16 @@ fn check_endpoint_ports(c: &mut Checker, ports: &[EndpointPort], path: &FieldPat
 fn is_interface_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 15
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 fn check_host_endpoint(c: &mut Checker, spec: &HostEndpointSpec, path: &FieldPath) {
     if spec.node.is_empty() {
-        c.error(&path.key("node"), "a HostEndpoint needs `node`: the name of the node it belongs to");
+        c.error(
+            &path.key("node"),
+            "a HostEndpoint needs `node`: the name of the node it belongs to",
+        );
     }
     match &spec.interface_name {
         Some(i) if i != "*" && !is_interface_name(i) => c.error(
@@ -694,12 +828,22 @@ fn check_host_endpoint(c: &mut Checker, spec: &HostEndpointSpec, path: &FieldPat
     }
     for (i, ip) in spec.expected_ips.iter().enumerate() {
         if ip.parse::<IpAddr>().is_err() {
-            c.error(&path.key("expectedIPs").index(i), format!("`{ip}` is not an IP address"));
+            c.error(
+                &path.key("expectedIPs").index(i),
+                format!("`{ip}` is not an IP address"),
+            );
         }
     }
     for (i, p) in spec.profiles.iter().enumerate() {
-        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
-            c.error(&path.key("profiles").index(i), format!("invalid profile name `{p}`"));
+        if p.is_empty()
+            || !p
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        {
+            c.error(
+                &path.key("profiles").index(i),
+                format!("invalid profile name `{p}`"),
+            );
         }
     }
     check_endpoint_ports(c, &spec.ports, &path.key("ports"));
@@ -712,7 +856,10 @@ fn check_workload_endpoint(c: &mut Checker, spec: &WorkloadEndpointSpec, path: &
     if !is_interface_name(&spec.interface_name) {
         c.error(
             &path.key("interfaceName"),
-            format!("invalid interface name `{}`: 1-15 characters of letters, digits, `_`, `.` and `-`", spec.interface_name),
+            format!(
+                "invalid interface name `{}`: 1-15 characters of letters, digits, `_`, `.` and `-`",
+                spec.interface_name
+            ),
         );
     }
     for (i, net) in spec.ip_networks.iter().enumerate() {
@@ -739,10 +886,16 @@ fn check_tier(c: &mut Checker, name: &str, spec: &TierSpec, path: &FieldPath) {
     }
     if let Some((order, action)) = builtin_tier(name) {
         if spec.order.is_some_and(|o| o != order) {
-            c.error(&path.key("order"), format!("the `{name}` tier's order is fixed at {order}"));
+            c.error(
+                &path.key("order"),
+                format!("the `{name}` tier's order is fixed at {order}"),
+            );
         }
         if spec.default_action.is_some_and(|a| a != action) {
-            c.error(&path.key("defaultAction"), format!("the `{name}` tier's defaultAction is fixed at {action:?}"));
+            c.error(
+                &path.key("defaultAction"),
+                format!("the `{name}` tier's defaultAction is fixed at {action:?}"),
+            );
         }
     }
 }
@@ -759,21 +912,70 @@ fn one_of(c: &mut Checker, value: &Option<String>, allowed: &[&str], path: &Fiel
 pub fn parse_rate(text: &str) -> Option<(u32, &str)> {
     let (n, unit) = text.split_once('/')?;
     let n: u32 = n.parse().ok()?;
-    ((1..=9999).contains(&n) && matches!(unit, "second" | "minute" | "hour" | "day")).then_some((n, unit))
+    ((1..=9999).contains(&n) && matches!(unit, "second" | "minute" | "hour" | "day"))
+        .then_some((n, unit))
 }
 
 fn check_felix(c: &mut Checker, _name: &str, spec: &FelixConfigurationSpec, path: &FieldPath) {
-    one_of(c, &spec.default_endpoint_to_host_action, &["Drop", "Return", "Accept"], &path.key("defaultEndpointToHostAction"));
-    one_of(c, &spec.nftables_filter_deny_action, &["Drop", "Reject"], &path.key("nftablesFilterDenyAction"));
-    one_of(c, &spec.iptables_filter_deny_action, &["Drop", "Reject"], &path.key("iptablesFilterDenyAction"));
-    one_of(c, &spec.nftables_filter_allow_action, &["Accept", "Return"], &path.key("nftablesFilterAllowAction"));
-    one_of(c, &spec.nftables_mangle_allow_action, &["Accept", "Return"], &path.key("nftablesMangleAllowAction"));
-    one_of(c, &spec.iptables_filter_allow_action, &["Accept", "Return"], &path.key("iptablesFilterAllowAction"));
-    one_of(c, &spec.iptables_mangle_allow_action, &["Accept", "Return"], &path.key("iptablesMangleAllowAction"));
-    one_of(c, &spec.nftables_mode, &["Enabled", "Disabled", "Auto"], &path.key("nftablesMode"));
-    one_of(c, &spec.service_loop_prevention, &["Drop", "Reject", "Disabled"], &path.key("serviceLoopPrevention"));
+    one_of(
+        c,
+        &spec.default_endpoint_to_host_action,
+        &["Drop", "Return", "Accept"],
+        &path.key("defaultEndpointToHostAction"),
+    );
+    one_of(
+        c,
+        &spec.nftables_filter_deny_action,
+        &["Drop", "Reject"],
+        &path.key("nftablesFilterDenyAction"),
+    );
+    one_of(
+        c,
+        &spec.iptables_filter_deny_action,
+        &["Drop", "Reject"],
+        &path.key("iptablesFilterDenyAction"),
+    );
+    one_of(
+        c,
+        &spec.nftables_filter_allow_action,
+        &["Accept", "Return"],
+        &path.key("nftablesFilterAllowAction"),
+    );
+    one_of(
+        c,
+        &spec.nftables_mangle_allow_action,
+        &["Accept", "Return"],
+        &path.key("nftablesMangleAllowAction"),
+    );
+    one_of(
+        c,
+        &spec.iptables_filter_allow_action,
+        &["Accept", "Return"],
+        &path.key("iptablesFilterAllowAction"),
+    );
+    one_of(
+        c,
+        &spec.iptables_mangle_allow_action,
+        &["Accept", "Return"],
+        &path.key("iptablesMangleAllowAction"),
+    );
+    one_of(
+        c,
+        &spec.nftables_mode,
+        &["Enabled", "Disabled", "Auto"],
+        &path.key("nftablesMode"),
+    );
+    one_of(
+        c,
+        &spec.service_loop_prevention,
+        &["Drop", "Reject", "Disabled"],
+        &path.key("serviceLoopPrevention"),
+    );
     if let Some(p) = &spec.log_prefix
-        && (p.len() > 64 || !p.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\' || b == b' '))
+        && (p.len() > 64
+            || !p
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\' || b == b' '))
     {
         c.error_hint(
             &path.key("logPrefix"),
@@ -793,29 +995,60 @@ fn check_felix(c: &mut Checker, _name: &str, spec: &FelixConfigurationSpec, path
     if let Some(b) = spec.log_action_rate_limit_burst
         && !(0..=9999).contains(&b)
     {
-        c.error(&path.key("logActionRateLimitBurst"), format!("burst {b} is out of range 0-9999"));
+        c.error(
+            &path.key("logActionRateLimitBurst"),
+            format!("burst {b} is out of range 0-9999"),
+        );
     }
     if let Some(p) = &spec.interface_prefix
-        && (p.is_empty() || !p.split(',').all(|x| !x.is_empty() && x.bytes().all(|b| b.is_ascii_alphanumeric())))
+        && (p.is_empty()
+            || !p
+                .split(',')
+                .all(|x| !x.is_empty() && x.bytes().all(|b| b.is_ascii_alphanumeric())))
     {
-        c.error(&path.key("interfacePrefix"), format!("invalid interfacePrefix `{p}`"));
+        c.error(
+            &path.key("interfacePrefix"),
+            format!("invalid interfacePrefix `{p}`"),
+        );
     }
     if let Some(d) = &spec.nftables_refresh_interval
         && crate::model::parse_duration(d).is_none()
     {
-        c.error_hint(&path.key("nftablesRefreshInterval"), format!("invalid duration `{d}`"), "write a duration such as 90s, 5m or 1h30m");
+        c.error_hint(
+            &path.key("nftablesRefreshInterval"),
+            format!("invalid duration `{d}`"),
+            "write a duration such as 90s, 5m or 1h30m",
+        );
     }
     for (field, ports) in [
-        ("failsafeInboundHostPorts", &spec.failsafe_inbound_host_ports),
-        ("failsafeOutboundHostPorts", &spec.failsafe_outbound_host_ports),
+        (
+            "failsafeInboundHostPorts",
+            &spec.failsafe_inbound_host_ports,
+        ),
+        (
+            "failsafeOutboundHostPorts",
+            &spec.failsafe_outbound_host_ports,
+        ),
     ] {
         for (i, p) in ports.iter().flatten().enumerate() {
             let pp = path.key(field).index(i);
-            if !["TCP", "UDP", "SCTP"].iter().any(|x| x.eq_ignore_ascii_case(&p.protocol)) {
-                c.error(&pp.key("protocol"), format!("failsafe protocol must be TCP, UDP or SCTP, not `{}`", p.protocol));
+            if !["TCP", "UDP", "SCTP"]
+                .iter()
+                .any(|x| x.eq_ignore_ascii_case(&p.protocol))
+            {
+                c.error(
+                    &pp.key("protocol"),
+                    format!(
+                        "failsafe protocol must be TCP, UDP or SCTP, not `{}`",
+                        p.protocol
+                    ),
+                );
             }
             if !(0..=65535).contains(&p.port) {
-                c.error(&pp.key("port"), format!("port {} is out of range 0-65535", p.port));
+                c.error(
+                    &pp.key("port"),
+                    format!("port {} is out of range 0-65535", p.port),
+                );
             }
             if let Some(net) = &p.net {
                 check_cidr(c, net, &pp.key("net"));
@@ -823,7 +1056,10 @@ fn check_felix(c: &mut Checker, _name: &str, spec: &FelixConfigurationSpec, path
         }
     }
     for key in spec.unused.keys() {
-        c.warn(&path.key(key), format!("FelixConfiguration field `{key}` is accepted but not used by tortie"));
+        c.warn(
+            &path.key(key),
+            format!("FelixConfiguration field `{key}` is accepted but not used by tortie"),
+        );
     }
 }
 
@@ -842,7 +1078,10 @@ fn check_label_selector(c: &mut Checker, sel: &LabelSelector, path: &FieldPath) 
         match req.operator.as_str() {
             "In" | "NotIn" => {
                 if req.values.is_empty() {
-                    c.error(&p.key("values"), format!("operator {} needs at least one value", req.operator));
+                    c.error(
+                        &p.key("values"),
+                        format!("operator {} needs at least one value", req.operator),
+                    );
                 }
                 for (j, v) in req.values.iter().enumerate() {
                     if let Some(msg) = label_value_problem(v) {
@@ -852,7 +1091,10 @@ fn check_label_selector(c: &mut Checker, sel: &LabelSelector, path: &FieldPath) 
             }
             "Exists" | "DoesNotExist" => {
                 if !req.values.is_empty() {
-                    c.error(&p.key("values"), format!("operator {} takes no values", req.operator));
+                    c.error(
+                        &p.key("values"),
+                        format!("operator {} takes no values", req.operator),
+                    );
                 }
             }
             other => {
@@ -861,7 +1103,11 @@ fn check_label_selector(c: &mut Checker, sel: &LabelSelector, path: &FieldPath) 
                     .find(|x| x.eq_ignore_ascii_case(other))
                     .map(|x| format!("did you mean `{x}`? operators are case-sensitive"))
                     .unwrap_or_else(|| "use In, NotIn, Exists or DoesNotExist".into());
-                c.error_hint(&p.key("operator"), format!("unknown operator `{other}`"), hint);
+                c.error_hint(
+                    &p.key("operator"),
+                    format!("unknown operator `{other}`"),
+                    hint,
+                );
             }
         }
     }
@@ -890,7 +1136,13 @@ fn check_peer(c: &mut Checker, peer: &NetworkPolicyPeer, path: &FieldPath) {
                     if let Some(e) = check_k8s_cidr(c, ex, &ep)
                         && !(cidr.contains(&e) && e.prefix_len() > cidr.prefix_len())
                     {
-                        c.error(&ep, format!("except `{ex}` must be a strict subset of cidr `{}`", block.cidr));
+                        c.error(
+                            &ep,
+                            format!(
+                                "except `{ex}` must be a strict subset of cidr `{}`",
+                                block.cidr
+                            ),
+                        );
                     }
                 }
             }
@@ -911,7 +1163,11 @@ fn check_k8s_cidr(c: &mut Checker, text: &str, path: &FieldPath) -> Option<IpNet
     match text.parse::<IpNet>() {
         Ok(n) => Some(n),
         Err(_) => {
-            c.error_hint(path, format!("`{text}` is not a CIDR"), "write an address with a prefix length, e.g. 198.18.0.0/24");
+            c.error_hint(
+                path,
+                format!("`{text}` is not a CIDR"),
+                "write an address with a prefix length, e.g. 198.18.0.0/24",
+            );
             None
         }
     }
@@ -928,7 +1184,11 @@ fn check_k8s_ports(c: &mut Checker, ports: &[NetworkPolicyPort], path: &FieldPat
                 .find(|x| x.eq_ignore_ascii_case(proto))
                 .map(|x| format!("did you mean `{x}`?"))
                 .unwrap_or_else(|| "NetworkPolicy supports TCP, UDP and SCTP".into());
-            c.error_hint(&pp.key("protocol"), format!("unsupported protocol `{proto}`"), hint);
+            c.error_hint(
+                &pp.key("protocol"),
+                format!("unsupported protocol `{proto}`"),
+                hint,
+            );
         }
         match &p.port {
             Some(IntOrString::Int(n)) => {
@@ -938,7 +1198,10 @@ fn check_k8s_ports(c: &mut Checker, ports: &[NetworkPolicyPort], path: &FieldPat
                 if let Some(end) = p.end_port
                     && (end < *n || end > 65535)
                 {
-                    c.error(&pp.key("endPort"), format!("endPort {end} must be between port {n} and 65535"));
+                    c.error(
+                        &pp.key("endPort"),
+                        format!("endPort {end} must be between port {n} and 65535"),
+                    );
                 }
             }
             Some(IntOrString::Str(name)) => {
@@ -946,7 +1209,10 @@ fn check_k8s_ports(c: &mut Checker, ports: &[NetworkPolicyPort], path: &FieldPat
                     c.error(&pp.key("port"), msg);
                 }
                 if p.end_port.is_some() {
-                    c.error(&pp.key("endPort"), "endPort needs a numeric port, not a named one");
+                    c.error(
+                        &pp.key("endPort"),
+                        "endPort needs a numeric port, not a named one",
+                    );
                 }
             }
             None => {
@@ -963,7 +1229,10 @@ fn check_k8s_policy(c: &mut Checker, spec: &K8sNetworkPolicySpec, path: &FieldPa
     let mut seen = Vec::new();
     for (i, t) in spec.policy_types.iter().enumerate() {
         if seen.contains(t) {
-            c.error(&path.key("policyTypes").index(i), format!("policy type `{t:?}` is listed twice"));
+            c.error(
+                &path.key("policyTypes").index(i),
+                format!("policy type `{t:?}` is listed twice"),
+            );
         }
         seen.push(*t);
     }
@@ -981,7 +1250,16 @@ fn check_k8s_policy(c: &mut Checker, spec: &K8sNetworkPolicySpec, path: &FieldPa
         }
         check_k8s_ports(c, &rule.ports, &rp.key("ports"));
     }
-    if !spec.egress.is_empty() && !spec.policy_types.is_empty() && !spec.policy_types.contains(&PolicyType::Egress) {
-        c.warn(&path.key("egress"), "egress rules are ignored: `policyTypes` does not include Egress");
+    if !spec.egress.is_empty()
+        && !spec.policy_types.is_empty()
+        && !spec.policy_types.contains(&PolicyType::Egress)
+    {
+        c.warn(
+            &path.key("egress"),
+            "egress rules are ignored: `policyTypes` does not include Egress",
+        );
     }
 }
+
+#[cfg(test)]
+mod tests;

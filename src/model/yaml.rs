@@ -200,14 +200,15 @@ pub fn parse_documents(text: &str) -> Vec<RawDocument> {
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let line_no = i + 1;
         let bare = line.trim_end_matches(['\n', '\r']);
-        let is_separator = bare == "---"
-            || bare.starts_with("--- ")
-            || bare.starts_with("---\t")
-            || bare == "...";
+        let is_separator =
+            bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t") || bare == "...";
         if is_separator {
             flush(&mut chunk, chunk_start_line, &mut docs);
             // A `--- value` line starts a document whose content begins on it.
-            if let Some(rest) = bare.strip_prefix("--- ").or_else(|| bare.strip_prefix("---\t")) {
+            if let Some(rest) = bare
+                .strip_prefix("--- ")
+                .or_else(|| bare.strip_prefix("---\t"))
+            {
                 chunk.push_str(&" ".repeat(4));
                 chunk.push_str(rest);
                 chunk.push('\n');
@@ -442,7 +443,9 @@ fn looks_like_float(text: &str) -> bool {
     !t.is_empty()
         && t.bytes()
             .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
-        && t.bytes().next().is_some_and(|b| b.is_ascii_digit() || b == b'.')
+        && t.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_digit() || b == b'.')
         && t.bytes().any(|b| b.is_ascii_digit())
 }
 

@@ -348,9 +348,9 @@ impl<'a> Parser<'a> {
 
 fn describe_unexpected(c: char, expected: &str) -> String {
     match c {
-        '“' | '”' | '‘' | '’' => format!(
-            "found the curly quote `{c}`: selectors take straight quotes (\" or ')"
-        ),
+        '“' | '”' | '‘' | '’' => {
+            format!("found the curly quote `{c}`: selectors take straight quotes (\" or ')")
+        }
         '&' => "a single `&` is not an operator: use `&&`".to_string(),
         '|' => "a single `|` is not an operator: use `||`".to_string(),
         _ => format!("expected {expected}, found `{c}`"),

@@ -39,10 +39,22 @@ const MATCH_TABLE: &[(&str, &str, bool)] = &[
     ("a == \"it's\"", "a=it's", true),
     ("a == '\"q\"'", "a=\"q\"", true),
     ("a.b/c-d_e == 'x'", "a.b/c-d_e=x", true),
-    ("projectcalico.org/namespace == 'default'", "projectcalico.org/namespace=default", true),
-    ("projectcalico.org/namespace == 'default'", "projectcalico.org/namespace=kube-system", false),
+    (
+        "projectcalico.org/namespace == 'default'",
+        "projectcalico.org/namespace=default",
+        true,
+    ),
+    (
+        "projectcalico.org/namespace == 'default'",
+        "projectcalico.org/namespace=kube-system",
+        false,
+    ),
     ("ibm.role=='worker_public'", "ibm.role=worker_public", true),
-    ("ibm.role=='worker_public'", "ibm.role=worker_private", false),
+    (
+        "ibm.role=='worker_public'",
+        "ibm.role=worker_private",
+        false,
+    ),
     ("123 == '456'", "123=456", true),
     // !=
     ("a != 'b'", "a=b", false),
@@ -63,7 +75,11 @@ const MATCH_TABLE: &[(&str, &str, bool)] = &[
     ("!has(a)", "a=x", false),
     ("! has(a)", "a=x", false),
     ("has(a.b/c)", "a.b/c=1", true),
-    ("has(projectcalico.org/namespace)", "projectcalico.org/namespace=x", true),
+    (
+        "has(projectcalico.org/namespace)",
+        "projectcalico.org/namespace=x",
+        true,
+    ),
     // in / not in
     ("a in {'b'}", "a=b", true),
     ("a in {'b'}", "a=c", false),
@@ -173,27 +189,66 @@ const MATCH_TABLE: &[(&str, &str, bool)] = &[
     ("( ( a == 'b' ) )", "a=b", true),
     ("(all())", "", true),
     ("(has(a)) && (has(b))", "a=1,b=1", true),
-    ("((has(a) || has(b)) && (has(c) || has(d)))", "b=1,c=1", true),
+    (
+        "((has(a) || has(b)) && (has(c) || has(d)))",
+        "b=1,c=1",
+        true,
+    ),
     ("((has(a) || has(b)) && (has(c) || has(d)))", "b=1", false),
     // generated k8s selectors
-    ("projectcalico.org/orchestrator == 'k8s' && run == 'nginx'", "projectcalico.org/orchestrator=k8s,run=nginx", true),
-    ("projectcalico.org/orchestrator == 'k8s' && run == 'nginx'", "run=nginx", false),
-    ("(projectcalico.org/orchestrator == 'k8s' && app == 'backend') && projectcalico.org/namespace == 'default'", "projectcalico.org/orchestrator=k8s,app=backend,projectcalico.org/namespace=default", true),
-    ("(projectcalico.org/orchestrator == 'k8s' && app == 'backend') && projectcalico.org/namespace == 'default'", "projectcalico.org/orchestrator=k8s,app=backend,projectcalico.org/namespace=other", false),
+    (
+        "projectcalico.org/orchestrator == 'k8s' && run == 'nginx'",
+        "projectcalico.org/orchestrator=k8s,run=nginx",
+        true,
+    ),
+    (
+        "projectcalico.org/orchestrator == 'k8s' && run == 'nginx'",
+        "run=nginx",
+        false,
+    ),
+    (
+        "(projectcalico.org/orchestrator == 'k8s' && app == 'backend') && projectcalico.org/namespace == 'default'",
+        "projectcalico.org/orchestrator=k8s,app=backend,projectcalico.org/namespace=default",
+        true,
+    ),
+    (
+        "(projectcalico.org/orchestrator == 'k8s' && app == 'backend') && projectcalico.org/namespace == 'default'",
+        "projectcalico.org/orchestrator=k8s,app=backend,projectcalico.org/namespace=other",
+        false,
+    ),
     ("pcns.type == 'monitoring'", "pcns.type=monitoring", true),
     ("pcns.type == 'monitoring'", "type=monitoring", false),
-    ("pod in {'b', 'c'} && pcns.ns not in {'x'}", "pod=b,pcns.ns=y", true),
-    ("pod in {'b', 'c'} && pcns.ns not in {'x'}", "pod=b,pcns.ns=x", false),
-    ("pod in {'b', 'c'} && pcns.ns not in {'x'}", "pod=a,pcns.ns=y", false),
+    (
+        "pod in {'b', 'c'} && pcns.ns not in {'x'}",
+        "pod=b,pcns.ns=y",
+        true,
+    ),
+    (
+        "pod in {'b', 'c'} && pcns.ns not in {'x'}",
+        "pod=b,pcns.ns=x",
+        false,
+    ),
+    (
+        "pod in {'b', 'c'} && pcns.ns not in {'x'}",
+        "pod=a,pcns.ns=y",
+        false,
+    ),
 ];
 
 #[test]
 fn match_table() {
-    assert!(MATCH_TABLE.len() >= 150, "table has {} cases", MATCH_TABLE.len());
+    assert!(
+        MATCH_TABLE.len() >= 150,
+        "table has {} cases",
+        MATCH_TABLE.len()
+    );
     for (text, spec, want) in MATCH_TABLE {
         let sel = parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
         let got = sel.matches(&labels(spec));
-        assert_eq!(got, *want, "selector {text:?} labels {spec:?} (parsed {sel})");
+        assert_eq!(
+            got, *want,
+            "selector {text:?} labels {spec:?} (parsed {sel})"
+        );
         // The canonical form must evaluate the same way.
         let again = parse(&sel.canonical()).unwrap_or_else(|e| panic!("reparse {sel}: {e}"));
         assert_eq!(again, sel, "round trip of {text:?} via {sel}");
@@ -300,9 +355,18 @@ const CANONICAL: &[(&str, &str)] = &[
     ("a  ends   with 'x'", "a ends with \"x\""),
     ("a contains 'x'", "a contains \"x\""),
     ("! (has( b)||! has(a ))", "!(has(b) || !has(a))"),
-    ("a=='1'&&b=='2'&&c=='3'", "(a == \"1\" && b == \"2\" && c == \"3\")"),
-    ("a=='1'||b=='2'&&c=='3'", "(a == \"1\" || (b == \"2\" && c == \"3\"))"),
-    ("(a=='1'||b=='2')&&c=='3'", "((a == \"1\" || b == \"2\") && c == \"3\")"),
+    (
+        "a=='1'&&b=='2'&&c=='3'",
+        "(a == \"1\" && b == \"2\" && c == \"3\")",
+    ),
+    (
+        "a=='1'||b=='2'&&c=='3'",
+        "(a == \"1\" || (b == \"2\" && c == \"3\"))",
+    ),
+    (
+        "(a=='1'||b=='2')&&c=='3'",
+        "((a == \"1\" || b == \"2\") && c == \"3\")",
+    ),
     ("((a=='1'))", "a == \"1\""),
     ("global()", "global()"),
 ];
@@ -327,7 +391,10 @@ fn uid_derives_from_the_canonical_form() {
     assert_ne!(a.uid(), parse("has(a)").unwrap().uid());
     // Ids Calico publishes for these canonical forms.
     assert_eq!(a.uid(), "s:Iss0uCleLYv1GSv_pNm7hAO58kE9jAx1NKyG3Q");
-    assert_eq!(Selector::All.uid(), "s:5y5I3VdRZfDU01O--xXAPx2yxCQQqMf0M6IWug");
+    assert_eq!(
+        Selector::All.uid(),
+        "s:5y5I3VdRZfDU01O--xXAPx2yxCQQqMf0M6IWug"
+    );
     assert_eq!(
         parse("! (a == \"b\"&&! c != \"d\")").unwrap().uid(),
         "s:lh3haoY1ikTRkd4UZu0nWSaIBknYLPJLX16d-w"

@@ -4,7 +4,9 @@ use super::*;
 use crate::diag::Severity;
 
 fn fixture(name: &str) -> LoadResult {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/seeds").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/seeds")
+        .join(name);
     load_file(&path)
 }
 
@@ -22,18 +24,37 @@ fn assert_errors(name: &str, expected: &[Expected]) {
     );
     for (d, (line, col, msg, hint)) in errors.iter().zip(expected) {
         let pos = d.pos.expect("position");
-        assert_eq!((pos.line, pos.col), (*line, *col), "{name}: {}", d.one_line());
-        assert!(d.message.contains(msg), "{name}: message {:?} lacks {msg:?}", d.message);
+        assert_eq!(
+            (pos.line, pos.col),
+            (*line, *col),
+            "{name}: {}",
+            d.one_line()
+        );
+        assert!(
+            d.message.contains(msg),
+            "{name}: message {:?} lacks {msg:?}",
+            d.message
+        );
         let h = d.hint.clone().unwrap_or_default();
         assert!(h.contains(hint), "{name}: hint {h:?} lacks {hint:?}");
         assert!(d.resource.is_some() || d.stage == crate::diag::Stage::Syntax);
     }
-    assert!(r.resources.is_empty(), "{name}: an invalid resource was kept");
+    assert!(
+        r.resources.is_empty(),
+        "{name}: an invalid resource was kept"
+    );
 }
 
 fn assert_valid(name: &str, kinds: &[ResourceKind]) {
     let r = fixture(name);
-    assert!(!r.has_errors(), "{name}: {:#?}", r.diagnostics.iter().map(|d| d.one_line()).collect::<Vec<_>>());
+    assert!(
+        !r.has_errors(),
+        "{name}: {:#?}",
+        r.diagnostics
+            .iter()
+            .map(|d| d.one_line())
+            .collect::<Vec<_>>()
+    );
     let got: Vec<_> = r.resources.iter().map(|l| l.resource.kind()).collect();
     assert_eq!(got, kinds, "{name}");
 }
@@ -68,7 +89,11 @@ fn seed_examples_that_are_valid_load() {
 fn obsolete_api_version_loads_with_a_warning() {
     let r = fixture("001-access-nginx-k8s.yaml");
     assert_eq!(r.resources.len(), 1);
-    let w: Vec<_> = r.diagnostics.iter().filter(|d| d.severity == Severity::Warning).collect();
+    let w: Vec<_> = r
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Warning)
+        .collect();
     assert_eq!(w.len(), 1);
     assert!(w[0].message.contains("extensions/v1beta1"));
     assert_eq!(w[0].pos.unwrap().line, 4);
@@ -80,8 +105,18 @@ fn seed_000_and_001_accounts_allow_is_rejected_precisely() {
         assert_errors(
             name,
             &[
-                (6, 3, "unknown field `Namespace`", "did you mean `namespace`? field names are case-sensitive"),
-                (15, 7, "unknown field `NamespaceSelector`", "did you mean `namespaceSelector`"),
+                (
+                    6,
+                    3,
+                    "unknown field `Namespace`",
+                    "did you mean `namespace`? field names are case-sensitive",
+                ),
+                (
+                    15,
+                    7,
+                    "unknown field `NamespaceSelector`",
+                    "did you mean `namespaceSelector`",
+                ),
             ],
         );
     }
@@ -99,16 +134,31 @@ fn accounts_allow_with_only_the_case_fixed_still_reports_the_ports_map() {
     let e: Vec<_> = r.errors().collect();
     assert_eq!(e.len(), 1, "{:?}", e);
     // `ports` is indented under the peer, where it is not a field.
-    assert!(e[0].message.contains("unknown field `ports`"), "{}", e[0].message);
+    assert!(
+        e[0].message.contains("unknown field `ports`"),
+        "{}",
+        e[0].message
+    );
     assert_eq!(e[0].pos.unwrap().line, 18);
     // Indent it as a rule field, and the map-for-a-list mistake shows.
-    let text = text.replace("      ports:\n        port: 3111", "    ports:\n      port: 3111");
+    let text = text.replace(
+        "      ports:\n        port: 3111",
+        "    ports:\n      port: 3111",
+    );
     let r = load_str(&text, Path::new("accounts.yaml"));
     let e: Vec<_> = r.errors().collect();
     assert_eq!(e.len(), 1, "{:?}", e);
     assert_eq!(e[0].message, "expected a list, found a map");
-    assert!(e[0].hint.as_deref().unwrap().contains("`ports` takes a list"));
-    assert_eq!(e[0].path.as_ref().unwrap().to_string(), "spec.ingress[0].ports");
+    assert!(
+        e[0].hint
+            .as_deref()
+            .unwrap()
+            .contains("`ports` takes a list")
+    );
+    assert_eq!(
+        e[0].path.as_ref().unwrap().to_string(),
+        "spec.ingress[0].ports"
+    );
 }
 
 #[test]
@@ -117,15 +167,28 @@ fn seed_001_whitelist_is_rejected_with_placeholders_and_the_pre_dnat_conflict() 
         "001-whitelist.yaml",
         &[
             (21, 12, "both preDNAT and doNotTrack", "not both"),
-            (20, 9, "`<client_address>/32` is a placeholder", "replace it with a real address"),
-            (14, 9, "`<loadbalancer_IP>/32` is a placeholder", "replace it"),
+            (
+                20,
+                9,
+                "`<client_address>/32` is a placeholder",
+                "replace it with a real address",
+            ),
+            (
+                14,
+                9,
+                "`<loadbalancer_IP>/32` is a placeholder",
+                "replace it",
+            ),
         ],
     );
 }
 
 #[test]
 fn seed_002_curly_quotes_are_rejected() {
-    for name in ["002-allow-same-namespace.yaml", "002-allow-same-namespace-other-ns.yaml"] {
+    for name in [
+        "002-allow-same-namespace.yaml",
+        "002-allow-same-namespace-other-ns.yaml",
+    ] {
         assert_errors(name, &[(13, 21, "unknown field `“color”`", "curly quotes")]);
     }
     assert_errors(
@@ -154,7 +217,12 @@ fn seed_002_stray_egress_line_is_a_syntax_error() {
     let e: Vec<_> = r.errors().collect();
     assert_eq!(e.len(), 1);
     assert_eq!(e[0].message, "unknown field `types`");
-    assert!(e[0].hint.as_deref().unwrap().contains("did you mean `policyTypes`"));
+    assert!(
+        e[0].hint
+            .as_deref()
+            .unwrap()
+            .contains("did you mean `policyTypes`")
+    );
 }
 
 #[test]
@@ -217,7 +285,10 @@ items:
     let r = load_str(text, Path::new("mixed.yaml"));
     let names: Vec<_> = r.resources.iter().map(|l| l.resource.key().name).collect();
     assert_eq!(names, ["security", "ok", "dev"]);
-    let errs: Vec<_> = r.errors().map(|d| (d.pos.unwrap().line, d.message.clone())).collect();
+    let errs: Vec<_> = r
+        .errors()
+        .map(|d| (d.pos.unwrap().line, d.message.clone()))
+        .collect();
     assert_eq!(errs.len(), 3, "{errs:?}");
     assert_eq!(errs[0].0, 13);
     assert!(errs[0].1.contains("unknown field `selctor`"));
@@ -227,8 +298,19 @@ items:
     assert_eq!(errs[2].0, 30);
     assert!(errs[2].1.contains("invalid Tier name"));
     // The namespace gets its name label, as the API server adds it.
-    let ns = r.resources.iter().find(|l| l.resource.kind() == ResourceKind::Namespace).unwrap();
-    assert_eq!(ns.resource.meta().labels.get("kubernetes.io/metadata.name").map(String::as_str), Some("dev"));
+    let ns = r
+        .resources
+        .iter()
+        .find(|l| l.resource.kind() == ResourceKind::Namespace)
+        .unwrap();
+    assert_eq!(
+        ns.resource
+            .meta()
+            .labels
+            .get("kubernetes.io/metadata.name")
+            .map(String::as_str),
+        Some("dev")
+    );
 }
 
 #[test]
@@ -243,8 +325,14 @@ fn json_documents_load() {
 
 #[test]
 fn duplicates_across_files_keep_the_first() {
-    let mut r = load_str("apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: a}\n", Path::new("1.yaml"));
-    r.extend(load_str("apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: a}\nspec: {order: 5}\n", Path::new("2.yaml")));
+    let mut r = load_str(
+        "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: a}\n",
+        Path::new("1.yaml"),
+    );
+    r.extend(load_str(
+        "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: a}\nspec: {order: 5}\n",
+        Path::new("2.yaml"),
+    ));
     check_duplicates(&mut r);
     assert_eq!(r.resources.len(), 1);
     assert_eq!(r.resources[0].origin.file, Path::new("1.yaml"));
@@ -256,7 +344,10 @@ fn duplicates_across_files_keep_the_first() {
 fn rendering_shows_the_caret_under_the_token() {
     let r = fixture("000-accounts-allow.yaml");
     let text = r.diagnostics[1].render();
-    assert!(text.contains("15 |     - NamespaceSelector:\n   |       ^^^^^^^^^^^^^^^^^\n"), "{text}");
+    assert!(
+        text.contains("15 |     - NamespaceSelector:\n   |       ^^^^^^^^^^^^^^^^^\n"),
+        "{text}"
+    );
     assert!(text.contains("= help: did you mean `namespaceSelector`?"));
     assert!(text.contains("fixtures/seeds/000-accounts-allow.yaml:15:7"));
 }
