@@ -3,6 +3,8 @@
 //! Data flows one way: `datastore` → `model` → `calc` → `compile` → `nft`.
 //! Everything from `model` to `compile` is pure and needs neither root nor a cluster.
 
+pub mod calc;
+pub mod compile;
 pub mod diag;
 pub mod model;
 pub mod selector;

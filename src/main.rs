@@ -30,6 +30,14 @@ enum Command {
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
         paths: Vec<PathBuf>,
     },
+    /// Print the nftables ruleset for one node (nft -f text) to stdout.
+    Compile {
+        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+        paths: Vec<PathBuf>,
+        /// The node to compile for (matches Pod spec.nodeName, endpoint `node`).
+        #[arg(long, env = "NODENAME")]
+        node: String,
+    },
     /// Print Kubernetes NetworkPolicies as the equivalent projectcalico.org/v3 YAML.
     Convert {
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
@@ -73,6 +81,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 Ok(ExitCode::SUCCESS)
             }
+        }
+        Command::Compile { paths, node } => {
+            let result = load_paths(&paths);
+            print_diagnostics(&result.diagnostics);
+            let resources: Vec<Resource> = result
+                .resources
+                .iter()
+                .map(|l| l.resource.clone())
+                .collect();
+            let cluster = tortie::calc::Cluster::build(&resources, &node);
+            for n in &cluster.notes {
+                eprintln!("note: {}: {}", n.subject, n.message);
+            }
+            let ruleset = tortie::compile::compile(&cluster, &node);
+            print!("{}", ruleset.render());
+            Ok(if result.has_errors() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Convert { paths } => {
             let result = load_paths(&paths);

@@ -1,0 +1,681 @@
+//! The calculation layer: turns valid resources into a cluster snapshot
+//! (endpoints with their full label sets, policies in Calico form, tiers,
+//! profiles, network sets, dataplane settings) and answers the questions
+//! the compiler asks: which policies apply to an endpoint, and which
+//! addresses a selector holds. A label index keeps selector evaluation
+//! proportional to the endpoints a selector can match, not to the cluster.
+
+mod index;
+mod settings;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use sha1::Digest;
+
+pub use index::LabelIndex;
+pub use settings::{DenyAction, EndpointToHostAction, FailsafePort, Settings};
+
+use crate::model::convert::{self, ORCHESTRATOR_LABEL, SERVICE_ACCOUNT_LABEL};
+use crate::model::types::*;
+use crate::model::{Resource, validate};
+use crate::selector::{self, NAMESPACE_LABEL, Selector};
+
+/// The kind of a policy, as it appears in chain names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PolicyKind {
+    /// Calico NetworkPolicy.
+    Np,
+    /// Calico GlobalNetworkPolicy.
+    Gnp,
+    /// Kubernetes NetworkPolicy (converted).
+    Knp,
+}
+
+impl PolicyKind {
+    pub fn short(self) -> &'static str {
+        match self {
+            PolicyKind::Np => "np",
+            PolicyKind::Gnp => "gnp",
+            PolicyKind::Knp => "knp",
+        }
+    }
+}
+
+/// Identifies a policy: `gnp/name`, `np/ns/name`, `knp/ns/name`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyId {
+    pub kind: PolicyKind,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl fmt::Display for PolicyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{}/{}/{}", self.kind.short(), ns, self.name),
+            None => write!(f, "{}/{}", self.kind.short(), self.name),
+        }
+    }
+}
+
+/// A policy in Calico form with its defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub id: PolicyId,
+    pub tier: String,
+    pub order: Option<f64>,
+    pub spec: PolicySpec,
+    /// Parsed `selector` with namespace/serviceAccount scoping applied.
+    pub applies_to: Selector,
+    pub ingress: bool,
+    pub egress: bool,
+}
+
+impl Policy {
+    /// Sort key inside a tier: order (unset last), then name.
+    fn sort_key(&self) -> (OrderKey, String) {
+        (
+            OrderKey(self.order.unwrap_or(f64::INFINITY)),
+            format!(
+                "{}/{}/{}",
+                self.id.name,
+                self.id.namespace.as_deref().unwrap_or(""),
+                self.id.kind.short()
+            ),
+        )
+    }
+
+    /// The policy's namespace for namespaced kinds.
+    pub fn namespace(&self) -> Option<&str> {
+        self.id.namespace.as_deref()
+    }
+}
+
+/// An f64 with a total order, for sorting.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OrderKey(pub f64);
+impl Eq for OrderKey {}
+impl PartialOrd for OrderKey {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for OrderKey {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&o.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tier {
+    pub name: String,
+    pub order: Option<f64>,
+    pub default_action: TierAction,
+}
+
+/// Whether an endpoint is a pod (workload) or a host interface.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EndpointId {
+    Workload { namespace: String, name: String },
+    Host { name: String },
+}
+
+impl fmt::Display for EndpointId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndpointId::Workload { namespace, name } => write!(f, "workload {namespace}/{name}"),
+            EndpointId::Host { name } => write!(f, "host endpoint {name}"),
+        }
+    }
+}
+
+/// A named port an endpoint exposes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NamedPort {
+    pub name: String,
+    pub protocol: Protocol,
+    pub port: u16,
+}
+
+/// An endpoint: a pod's interface or a host interface.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    pub id: EndpointId,
+    pub node: String,
+    /// Host-side interface (`cali…` for pods; `*` for an all-interfaces HEP).
+    pub iface: Option<String>,
+    pub addrs: Vec<IpAddr>,
+    /// Own labels plus implicit labels plus labels applied by profiles.
+    pub labels: BTreeMap<String, String>,
+    pub profiles: Vec<String>,
+    pub ports: Vec<NamedPort>,
+}
+
+/// A (global) network set: labelled CIDRs usable in rule selectors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkSet {
+    pub namespace: Option<String>,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub nets: Vec<IpNet>,
+}
+
+/// A note about a resource that is valid but cannot take effect.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Note {
+    pub subject: String,
+    pub message: String,
+}
+
+/// Everything the compiler needs, for the whole cluster.
+#[derive(Debug, Clone, Default)]
+pub struct Cluster {
+    pub endpoints: Vec<Endpoint>,
+    pub network_sets: Vec<NetworkSet>,
+    /// Sorted by tier order, tier name, then policy order and name.
+    pub policies: Vec<Policy>,
+    pub tiers: BTreeMap<String, Tier>,
+    pub profiles: BTreeMap<String, ProfileSpec>,
+    pub settings: Settings,
+    pub notes: Vec<Note>,
+    pub index: LabelIndex,
+}
+
+/// The name Calico gives a pod's host-side veth: `cali` + 11 hex chars of
+/// sha1("<namespace>.<pod>").
+pub fn pod_interface_name(prefix: &str, namespace: &str, pod: &str) -> String {
+    let digest = sha1::Sha1::digest(format!("{namespace}.{pod}").as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}{}", &hex[..11])
+}
+
+fn default_types(spec: &PolicySpec) -> (bool, bool) {
+    if spec.types.is_empty() {
+        match (spec.ingress.is_empty(), spec.egress.is_empty()) {
+            (_, true) => (true, false),
+            (true, false) => (false, true),
+            (false, false) => (true, true),
+        }
+    } else {
+        (
+            spec.types.contains(&PolicyType::Ingress),
+            spec.types.contains(&PolicyType::Egress),
+        )
+    }
+}
+
+/// Prefixes every label key in `sel` (for namespace and service-account
+/// selectors, which match `pcns.*` / `pcsa.*` labels on endpoints).
+pub fn prefix_labels(sel: &Selector, prefix: &str) -> Selector {
+    let p = |k: &String| format!("{prefix}{k}");
+    match sel {
+        Selector::All | Selector::Global => sel.clone(),
+        Selector::Has(k) => Selector::Has(p(k)),
+        Selector::Equal(k, v) => Selector::Equal(p(k), v.clone()),
+        Selector::NotEqual(k, v) => Selector::NotEqual(p(k), v.clone()),
+        Selector::In(k, v) => Selector::In(p(k), v.clone()),
+        Selector::NotIn(k, v) => Selector::NotIn(p(k), v.clone()),
+        Selector::Contains(k, v) => Selector::Contains(p(k), v.clone()),
+        Selector::StartsWith(k, v) => Selector::StartsWith(p(k), v.clone()),
+        Selector::EndsWith(k, v) => Selector::EndsWith(p(k), v.clone()),
+        Selector::Not(s) => Selector::Not(Box::new(prefix_labels(s, prefix))),
+        Selector::And(v) => Selector::And(v.iter().map(|s| prefix_labels(s, prefix)).collect()),
+        Selector::Or(v) => Selector::Or(v.iter().map(|s| prefix_labels(s, prefix)).collect()),
+    }
+}
+
+/// The selector a rule's `namespaceSelector` stands for on endpoint labels.
+pub fn namespace_selector(text: &str) -> Selector {
+    let sel = selector::parse(text).unwrap_or(Selector::All);
+    match sel {
+        Selector::Global => Selector::Not(Box::new(Selector::Has(NAMESPACE_LABEL.into()))),
+        Selector::All => Selector::Has(NAMESPACE_LABEL.into()),
+        other => prefix_labels(&other, convert::NAMESPACE_LABEL_PREFIX),
+    }
+}
+
+fn namespace_equals(ns: &str) -> Selector {
+    Selector::Equal(NAMESPACE_LABEL.into(), ns.into())
+}
+
+fn parse_or_all(text: Option<&str>) -> Selector {
+    text.and_then(|t| selector::parse(t).ok())
+        .unwrap_or(Selector::All)
+}
+
+impl Cluster {
+    /// Builds the snapshot from valid resources. `node` selects which
+    /// node-specific FelixConfiguration applies.
+    pub fn build(resources: &[Resource], node: &str) -> Cluster {
+        let mut c = Cluster::default();
+        let mut felix_default = None;
+        let mut felix_node = None;
+        let mut namespaces: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        let mut service_accounts: BTreeMap<(String, String), BTreeMap<String, String>> =
+            BTreeMap::new();
+        for r in resources {
+            match r {
+                Resource::Namespace(o) => {
+                    namespaces.insert(
+                        o.metadata.name.clone().unwrap_or_default(),
+                        o.metadata.labels.clone(),
+                    );
+                }
+                Resource::ServiceAccount(o) => {
+                    service_accounts.insert(
+                        (
+                            o.metadata.namespace.clone().unwrap_or_default(),
+                            o.metadata.name.clone().unwrap_or_default(),
+                        ),
+                        o.metadata.labels.clone(),
+                    );
+                }
+                Resource::FelixConfiguration(o) => match o.metadata.name.as_deref() {
+                    Some("default") => felix_default = Some(o.spec.clone()),
+                    Some(n) if n == format!("node.{node}") => felix_node = Some(o.spec.clone()),
+                    _ => {}
+                },
+                Resource::Tier(o) => {
+                    let name = o.metadata.name.clone().unwrap_or_default();
+                    let builtin = validate::builtin_tier(&name);
+                    c.tiers.insert(
+                        name.clone(),
+                        Tier {
+                            name,
+                            order: o.spec.order.or(builtin.map(|b| b.0)),
+                            default_action: o
+                                .spec
+                                .default_action
+                                .or(builtin.map(|b| b.1))
+                                .unwrap_or(TierAction::Deny),
+                        },
+                    );
+                }
+                Resource::Profile(o) => {
+                    c.profiles
+                        .insert(o.metadata.name.clone().unwrap_or_default(), o.spec.clone());
+                }
+                _ => {}
+            }
+        }
+        c.settings = Settings::from_config(felix_default.as_ref(), felix_node.as_ref());
+        c.tiers.entry("default".into()).or_insert(Tier {
+            name: "default".into(),
+            order: Some(1_000_000.0),
+            default_action: TierAction::Deny,
+        });
+        // Namespaces and service accounts become profiles carrying their labels.
+        for (ns, labels) in &namespaces {
+            let p = convert::namespace_profile(ns, labels);
+            c.profiles
+                .insert(p.metadata.name.clone().unwrap_or_default(), p.spec);
+        }
+        for ((ns, sa), labels) in &service_accounts {
+            let p = convert::service_account_profile(ns, sa, labels);
+            c.profiles
+                .insert(p.metadata.name.clone().unwrap_or_default(), p.spec);
+        }
+        for r in resources {
+            match r {
+                Resource::NetworkPolicy(o) => c.add_policy(PolicyKind::Np, &o.metadata, &o.spec),
+                Resource::GlobalNetworkPolicy(o) => {
+                    c.add_policy(PolicyKind::Gnp, &o.metadata, &o.spec)
+                }
+                Resource::K8sNetworkPolicy(o) => {
+                    let conv = convert::convert_k8s_policy(o);
+                    c.add_policy(PolicyKind::Knp, &conv.metadata, &conv.spec)
+                }
+                Resource::Pod(p) => c.add_pod(p, &namespaces),
+                Resource::WorkloadEndpoint(o) => c.add_workload_endpoint(o),
+                Resource::HostEndpoint(o) => c.add_host_endpoint(o),
+                Resource::NetworkSet(o) => c.add_network_set(Some(o), &o.metadata, &o.spec),
+                Resource::GlobalNetworkSet(o) => c.add_network_set(None, &o.metadata, &o.spec),
+                _ => {}
+            }
+        }
+        let tiers = c.tiers.clone();
+        c.policies.sort_by(|a, b| {
+            let ta = &tiers[&a.tier];
+            let tb = &tiers[&b.tier];
+            (
+                OrderKey(ta.order.unwrap_or(f64::INFINITY)),
+                &ta.name,
+                a.sort_key(),
+            )
+                .cmp(&(
+                    OrderKey(tb.order.unwrap_or(f64::INFINITY)),
+                    &tb.name,
+                    b.sort_key(),
+                ))
+        });
+        c.endpoints.sort_by(|a, b| a.id.cmp(&b.id));
+        c.network_sets
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        c.index = LabelIndex::build(&c.endpoints, &c.network_sets);
+        c.notes.sort();
+        c
+    }
+
+    fn note(&mut self, subject: String, message: impl Into<String>) {
+        self.notes.push(Note {
+            subject,
+            message: message.into(),
+        });
+    }
+
+    fn add_policy(&mut self, kind: PolicyKind, meta: &ObjectMeta, spec: &PolicySpec) {
+        let namespace = match kind {
+            PolicyKind::Gnp => None,
+            _ => Some(meta.namespace.clone().unwrap_or_else(|| "default".into())),
+        };
+        let id = PolicyId {
+            kind,
+            namespace: namespace.clone(),
+            name: meta.name.clone().unwrap_or_default(),
+        };
+        let tier = spec.tier.clone().unwrap_or_else(|| "default".into());
+        if !self.tiers.contains_key(&tier) {
+            self.note(
+                id.to_string(),
+                format!(
+                    "tier `{tier}` does not exist; the policy has no effect until it is created"
+                ),
+            );
+            return;
+        }
+        let mut applies_to = parse_or_all(spec.selector.as_deref());
+        if let Some(ns) = &namespace {
+            applies_to = applies_to.and(namespace_equals(ns));
+        }
+        if let Some(ns_sel) = spec.namespace_selector.as_deref() {
+            applies_to = applies_to.and(namespace_selector(ns_sel));
+        }
+        if let Some(sa) = spec.service_account_selector.as_deref() {
+            applies_to = applies_to.and(prefix_labels(
+                &parse_or_all(Some(sa)),
+                convert::SERVICE_ACCOUNT_LABEL_PREFIX,
+            ));
+        }
+        let (ingress, egress) = default_types(spec);
+        self.policies.push(Policy {
+            id,
+            tier,
+            order: spec.order,
+            spec: spec.clone(),
+            applies_to,
+            ingress,
+            egress,
+        });
+    }
+
+    /// Labels applied by the given profiles (earlier profiles win), under
+    /// the endpoint's own labels.
+    fn profile_labels(&self, profiles: &[String], own: &mut BTreeMap<String, String>) {
+        for p in profiles {
+            if let Some(spec) = self.profiles.get(p) {
+                for (k, v) in &spec.labels_to_apply {
+                    own.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+        }
+    }
+
+    fn add_pod(
+        &mut self,
+        pod: &crate::model::Pod,
+        namespaces: &BTreeMap<String, BTreeMap<String, String>>,
+    ) {
+        let ns = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        if pod.spec.host_network {
+            return;
+        }
+        let mut addrs: Vec<IpAddr> = pod
+            .status
+            .pod_ips
+            .iter()
+            .filter_map(|p| p.ip.parse().ok())
+            .collect();
+        if let Some(ip) = pod.status.pod_ip.as_ref().and_then(|i| i.parse().ok())
+            && !addrs.contains(&ip)
+        {
+            addrs.insert(0, ip);
+        }
+        if addrs.is_empty() {
+            return;
+        }
+        if matches!(pod.status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+            return;
+        }
+        let sa = pod
+            .spec
+            .service_account_name
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let mut labels = pod.metadata.labels.clone();
+        labels.insert(NAMESPACE_LABEL.into(), ns.clone());
+        labels.insert(ORCHESTRATOR_LABEL.into(), "k8s".into());
+        labels.insert(SERVICE_ACCOUNT_LABEL.into(), sa.clone());
+        let mut profiles = vec![format!("kns.{ns}")];
+        if !namespaces.contains_key(&ns) {
+            self.note(
+                format!("pod {ns}/{name}"),
+                format!("namespace `{ns}` is unknown; its labels are not applied"),
+            );
+        }
+        let sa_profile = format!("ksa.{ns}.{sa}");
+        if self.profiles.contains_key(&sa_profile) {
+            profiles.push(sa_profile);
+        }
+        self.profile_labels(&profiles, &mut labels);
+        let ports = pod
+            .spec
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter())
+            .filter_map(|p| {
+                let name = p.name.clone()?;
+                let protocol = p
+                    .protocol
+                    .as_deref()
+                    .and_then(Protocol::from_name)
+                    .unwrap_or(Protocol::Tcp);
+                let port = u16::try_from(p.container_port).ok().filter(|p| *p > 0)?;
+                Some(NamedPort {
+                    name,
+                    protocol,
+                    port,
+                })
+            })
+            .collect();
+        let iface = pod_interface_name(&self.settings.interface_prefixes[0], &ns, &name);
+        self.endpoints.push(Endpoint {
+            id: EndpointId::Workload {
+                namespace: ns,
+                name,
+            },
+            node: pod.spec.node_name.clone().unwrap_or_default(),
+            iface: Some(iface),
+            addrs,
+            labels,
+            profiles,
+            ports,
+        });
+    }
+
+    fn add_workload_endpoint(&mut self, o: &crate::model::Object<WorkloadEndpointSpec>) {
+        let ns = o
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let mut labels = o.metadata.labels.clone();
+        labels.insert(NAMESPACE_LABEL.into(), ns.clone());
+        if let Some(orch) = &o.spec.orchestrator {
+            labels
+                .entry(ORCHESTRATOR_LABEL.into())
+                .or_insert(orch.clone());
+        }
+        if let Some(sa) = &o.spec.service_account_name {
+            labels.insert(SERVICE_ACCOUNT_LABEL.into(), sa.clone());
+        }
+        let mut profiles = o.spec.profiles.clone();
+        let kns = format!("kns.{ns}");
+        if self.profiles.contains_key(&kns) && !profiles.contains(&kns) {
+            profiles.insert(0, kns);
+        }
+        self.profile_labels(&profiles, &mut labels);
+        let addrs = o
+            .spec
+            .ip_networks
+            .iter()
+            .filter_map(|n| validate::parse_net(n))
+            .map(|n| n.addr())
+            .collect();
+        self.endpoints.push(Endpoint {
+            id: EndpointId::Workload {
+                namespace: ns,
+                name: o.metadata.name.clone().unwrap_or_default(),
+            },
+            node: o.spec.node.clone(),
+            iface: Some(o.spec.interface_name.clone()),
+            addrs,
+            labels,
+            profiles,
+            ports: endpoint_ports(&o.spec.ports),
+        });
+    }
+
+    fn add_host_endpoint(&mut self, o: &crate::model::Object<HostEndpointSpec>) {
+        let name = o.metadata.name.clone().unwrap_or_default();
+        let mut labels = o.metadata.labels.clone();
+        self.profile_labels(&o.spec.profiles, &mut labels);
+        if o.spec.interface_name.is_none() {
+            self.note(
+                format!("host endpoint {name}"),
+                "has no interfaceName: its expectedIPs are used in selectors, but no interface is policed",
+            );
+        }
+        self.endpoints.push(Endpoint {
+            id: EndpointId::Host { name },
+            node: o.spec.node.clone(),
+            iface: o.spec.interface_name.clone(),
+            addrs: o
+                .spec
+                .expected_ips
+                .iter()
+                .filter_map(|i| i.parse().ok())
+                .collect(),
+            labels,
+            profiles: o.spec.profiles.clone(),
+            ports: endpoint_ports(&o.spec.ports),
+        });
+    }
+
+    fn add_network_set(
+        &mut self,
+        namespaced: Option<&crate::model::Object<NetworkSetSpec>>,
+        meta: &ObjectMeta,
+        spec: &NetworkSetSpec,
+    ) {
+        let namespace =
+            namespaced.map(|_| meta.namespace.clone().unwrap_or_else(|| "default".into()));
+        let mut labels = meta.labels.clone();
+        if let Some(ns) = &namespace {
+            labels.insert(NAMESPACE_LABEL.into(), ns.clone());
+            let kns = vec![format!("kns.{ns}")];
+            self.profile_labels(&kns, &mut labels);
+        }
+        self.network_sets.push(NetworkSet {
+            namespace,
+            name: meta.name.clone().unwrap_or_default(),
+            labels,
+            nets: spec
+                .nets
+                .iter()
+                .filter_map(|n| validate::parse_net(n))
+                .collect(),
+        });
+    }
+
+    /// Endpoints on `node`: workloads and host endpoints.
+    pub fn local_endpoints<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Endpoint> + 'a {
+        let node = node.to_string();
+        self.endpoints.iter().filter(move |e| e.node == node)
+    }
+
+    /// Policies that apply to `ep`, in evaluation order.
+    pub fn policies_for<'a>(&'a self, ep: &'a Endpoint) -> impl Iterator<Item = &'a Policy> + 'a {
+        self.policies
+            .iter()
+            .filter(move |p| p.applies_to.matches(&ep.labels))
+    }
+
+    /// The addresses (as CIDRs) a selector holds: matching endpoints'
+    /// addresses and matching network sets' nets.
+    pub fn selector_members(&self, sel: &Selector) -> BTreeSet<IpNet> {
+        let mut out = BTreeSet::new();
+        for i in self.index.candidate_endpoints(sel) {
+            let ep = &self.endpoints[i];
+            if sel.matches(&ep.labels) {
+                out.extend(ep.addrs.iter().map(|a| IpNet::from(*a)));
+            }
+        }
+        for i in self.index.candidate_sets(sel) {
+            let ns = &self.network_sets[i];
+            if sel.matches(&ns.labels) {
+                out.extend(ns.nets.iter().copied());
+            }
+        }
+        out
+    }
+
+    /// `(address, protocol, port)` for every endpoint matching `sel` that
+    /// has a port named `name` (optionally of one protocol).
+    pub fn named_port_members(
+        &self,
+        sel: &Selector,
+        name: &str,
+        protocol: Option<Protocol>,
+    ) -> BTreeSet<(IpAddr, u8, u16)> {
+        let mut out = BTreeSet::new();
+        for i in self.index.candidate_endpoints(sel) {
+            let ep = &self.endpoints[i];
+            if !sel.matches(&ep.labels) {
+                continue;
+            }
+            for p in ep.ports.iter().filter(|p| p.name == name) {
+                if protocol.is_some_and(|want| want.normalised() != p.protocol.normalised()) {
+                    continue;
+                }
+                for a in &ep.addrs {
+                    out.insert((*a, p.protocol.number(), p.port));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn endpoint_ports(ports: &[EndpointPort]) -> Vec<NamedPort> {
+    ports
+        .iter()
+        .filter_map(|p| {
+            Some(NamedPort {
+                name: p.name.clone(),
+                protocol: p.protocol,
+                port: u16::try_from(p.port).ok()?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,171 @@
+//! Dataplane settings: Felix's defaults, overridden by the `default`
+//! FelixConfiguration and then by `node.<nodename>`.
+
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::model::types::{FelixConfigurationSpec, ProtoPort, Protocol};
+use crate::model::{parse_duration, validate};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointToHostAction {
+    Drop,
+    Return,
+    Accept,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyAction {
+    Drop,
+    Reject,
+}
+
+/// A failsafe port: protocol, port and an optional peer network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailsafePort {
+    pub protocol: Protocol,
+    pub port: u16,
+    pub net: Option<IpNet>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub endpoint_to_host: EndpointToHostAction,
+    pub deny: DenyAction,
+    pub failsafe_in: Vec<FailsafePort>,
+    pub failsafe_out: Vec<FailsafePort>,
+    pub log_prefix: String,
+    /// `(count, unit)` e.g. `(10, "second")`.
+    pub log_rate: Option<(u32, String)>,
+    pub log_burst: u32,
+    pub interface_prefixes: Vec<String>,
+    pub conntrack_invalid_drop: bool,
+    pub refresh_interval: Duration,
+}
+
+fn ports(spec: &[(&str, u16)]) -> Vec<FailsafePort> {
+    spec.iter()
+        .map(|(p, n)| FailsafePort {
+            protocol: Protocol::from_name(p).expect("known protocol"),
+            port: *n,
+            net: None,
+        })
+        .collect()
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            endpoint_to_host: EndpointToHostAction::Drop,
+            deny: DenyAction::Drop,
+            failsafe_in: ports(&[
+                ("TCP", 22),
+                ("UDP", 68),
+                ("TCP", 179),
+                ("TCP", 2379),
+                ("TCP", 2380),
+                ("TCP", 5473),
+                ("TCP", 6443),
+                ("TCP", 6666),
+                ("TCP", 6667),
+            ]),
+            failsafe_out: ports(&[
+                ("UDP", 53),
+                ("UDP", 67),
+                ("TCP", 179),
+                ("TCP", 2379),
+                ("TCP", 2380),
+                ("TCP", 5473),
+                ("TCP", 6443),
+                ("TCP", 6666),
+                ("TCP", 6667),
+            ]),
+            log_prefix: "calico-packet".into(),
+            log_rate: None,
+            log_burst: 5,
+            interface_prefixes: vec!["cali".into()],
+            conntrack_invalid_drop: true,
+            refresh_interval: Duration::from_secs(90),
+        }
+    }
+}
+
+fn convert_ports(list: &[ProtoPort]) -> Vec<FailsafePort> {
+    list.iter()
+        .filter_map(|p| {
+            Some(FailsafePort {
+                protocol: Protocol::from_name(&p.protocol.to_ascii_uppercase())?,
+                port: u16::try_from(p.port).ok()?,
+                net: p.net.as_deref().and_then(validate::parse_net),
+            })
+        })
+        .collect()
+}
+
+impl Settings {
+    /// Applies `default`, then the node's own configuration.
+    pub fn from_config(
+        default: Option<&FelixConfigurationSpec>,
+        node: Option<&FelixConfigurationSpec>,
+    ) -> Settings {
+        let mut s = Settings::default();
+        for spec in [default, node].into_iter().flatten() {
+            s.apply(spec);
+        }
+        s
+    }
+
+    fn apply(&mut self, spec: &FelixConfigurationSpec) {
+        if let Some(a) = &spec.default_endpoint_to_host_action {
+            self.endpoint_to_host = match a.to_ascii_lowercase().as_str() {
+                "accept" => EndpointToHostAction::Accept,
+                "return" => EndpointToHostAction::Return,
+                _ => EndpointToHostAction::Drop,
+            };
+        }
+        if let Some(a) = spec
+            .nftables_filter_deny_action
+            .as_ref()
+            .or(spec.iptables_filter_deny_action.as_ref())
+        {
+            self.deny = if a.eq_ignore_ascii_case("reject") {
+                DenyAction::Reject
+            } else {
+                DenyAction::Drop
+            };
+        }
+        if let Some(p) = &spec.failsafe_inbound_host_ports {
+            self.failsafe_in = convert_ports(p);
+        }
+        if let Some(p) = &spec.failsafe_outbound_host_ports {
+            self.failsafe_out = convert_ports(p);
+        }
+        if let Some(p) = &spec.log_prefix {
+            self.log_prefix = p.clone();
+        }
+        if let Some(r) = spec
+            .log_action_rate_limit
+            .as_deref()
+            .and_then(validate::parse_rate)
+        {
+            self.log_rate = Some((r.0, r.1.to_string()));
+        }
+        if let Some(b) = spec.log_action_rate_limit_burst {
+            self.log_burst = u32::try_from(b).unwrap_or(5);
+        }
+        if let Some(p) = &spec.interface_prefix {
+            self.interface_prefixes = p.split(',').map(str::to_string).collect();
+        }
+        if let Some(d) = spec.disable_conntrack_invalid_check {
+            self.conntrack_invalid_drop = !d;
+        }
+        if let Some(d) = spec
+            .nftables_refresh_interval
+            .as_deref()
+            .and_then(parse_duration)
+        {
+            self.refresh_interval = d;
+        }
+    }
+}

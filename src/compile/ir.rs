@@ -1,0 +1,251 @@
+//! The ruleset IR: one `inet` table of named sets, verdict maps and chains
+//! of rules, and its rendering as `nft -f` text. Every rule renders with a
+//! `counter` and a comment carrying a hash of the chain name and rule text,
+//! which drift detection compares against what the kernel holds.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use sha2::Digest;
+
+/// tortie owns exactly one table.
+pub const TABLE_FAMILY: &str = "inet";
+pub const TABLE_NAME: &str = "tortie";
+
+/// The element type of a named set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SetType {
+    Ipv4,
+    Ipv6,
+    Port,
+    NamedPortV4,
+    NamedPortV6,
+}
+
+impl SetType {
+    fn declaration(self) -> &'static str {
+        match self {
+            SetType::Ipv4 => "type ipv4_addr; flags interval;",
+            SetType::Ipv6 => "type ipv6_addr; flags interval;",
+            SetType::Port => "type inet_service; flags interval;",
+            SetType::NamedPortV4 => "type ipv4_addr . inet_proto . inet_service;",
+            SetType::NamedPortV6 => "type ipv6_addr . inet_proto . inet_service;",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Set {
+    pub name: String,
+    pub ty: SetType,
+    /// Rendered element text, e.g. `198.18.0.0/24` or `198.18.0.5 . 6 . 80`.
+    pub elements: BTreeSet<String>,
+    /// What the set stands for (a selector, a list of nets), for readers.
+    pub comment: String,
+}
+
+/// An `ifname : verdict` map used for O(1) dispatch to endpoint chains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerdictMap {
+    pub name: String,
+    /// Interface name → verdict text (`goto <chain>`).
+    pub elements: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hook {
+    pub kind: &'static str,
+    pub hook: &'static str,
+    pub priority: i32,
+}
+
+/// One rule: matches, then statements and verdict, and a note for readers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub matches: String,
+    pub action: String,
+    pub note: String,
+}
+
+impl Rule {
+    pub fn new(
+        matches: impl Into<String>,
+        action: impl Into<String>,
+        note: impl Into<String>,
+    ) -> Rule {
+        Rule {
+            matches: matches.into(),
+            action: action.into(),
+            note: note.into(),
+        }
+    }
+
+    /// The rule's statements without counter or comment.
+    pub fn body(&self) -> String {
+        match (self.matches.is_empty(), self.action.is_empty()) {
+            (true, _) => self.action.clone(),
+            (false, true) => self.matches.clone(),
+            (false, false) => format!("{} {}", self.matches, self.action),
+        }
+    }
+
+    /// Hash identifying this rule in this chain (16 hex characters).
+    pub fn hash(&self, chain: &str) -> String {
+        let digest = sha2::Sha256::digest(format!("{chain}\n{}", self.body()).as_bytes());
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The full rule text as nft takes it.
+    pub fn render(&self, chain: &str) -> String {
+        let mut s = String::new();
+        if !self.matches.is_empty() {
+            s.push_str(&self.matches);
+            s.push(' ');
+        }
+        s.push_str("counter");
+        if !self.action.is_empty() {
+            s.push(' ');
+            s.push_str(&self.action);
+        }
+        let mut comment = self.hash(chain);
+        if !self.note.is_empty() {
+            comment.push(';');
+            comment.push_str(&self.note);
+        }
+        let comment: String = comment
+            .chars()
+            .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+            .take(127)
+            .collect();
+        let _ = write!(s, " comment \"{comment}\"");
+        s
+    }
+}
+
+/// Where a chain sits in the render order: chains are declared before
+/// anything that jumps to them, and base chains come last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Rank {
+    Leaf,
+    Endpoint,
+    Dispatch,
+    Base,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    pub name: String,
+    pub hook: Option<Hook>,
+    pub rank: Rank,
+    pub rules: Vec<Rule>,
+}
+
+/// The whole desired table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ruleset {
+    pub sets: BTreeMap<String, Set>,
+    pub maps: BTreeMap<String, VerdictMap>,
+    pub chains: BTreeMap<String, Chain>,
+}
+
+fn render_elements(out: &mut String, elements: &BTreeSet<String>, quote: bool) {
+    if elements.is_empty() {
+        return;
+    }
+    out.push_str("\t\telements = { ");
+    for (i, e) in elements.iter().enumerate() {
+        if i > 0 {
+            out.push_str(",\n\t\t\t     ");
+        }
+        if quote {
+            let _ = write!(out, "\"{e}\"");
+        } else {
+            out.push_str(e);
+        }
+    }
+    out.push_str(" }\n");
+}
+
+impl Ruleset {
+    /// Chains in render order.
+    pub fn ordered_chains(&self) -> Vec<&Chain> {
+        let mut v: Vec<&Chain> = self.chains.values().collect();
+        v.sort_by(|a, b| (a.rank, &a.name).cmp(&(b.rank, &b.name)));
+        v
+    }
+
+    /// Number of rules across all chains.
+    pub fn rule_count(&self) -> usize {
+        self.chains.values().map(|c| c.rules.len()).sum()
+    }
+
+    pub fn render_set(set: &Set) -> String {
+        let mut out = format!("\tset {} {{\n\t\t{}\n", set.name, set.ty.declaration());
+        if !set.comment.is_empty() {
+            let c: String = set
+                .comment
+                .chars()
+                .map(|c| if c == '"' { '\'' } else { c })
+                .filter(|c| *c != '\\' && !c.is_control())
+                .take(127)
+                .collect();
+            let _ = writeln!(out, "\t\tcomment \"{c}\"");
+        }
+        render_elements(&mut out, &set.elements, false);
+        out.push_str("\t}\n");
+        out
+    }
+
+    pub fn render_map(map: &VerdictMap) -> String {
+        let mut out = format!("\tmap {} {{\n\t\ttype ifname : verdict;\n", map.name);
+        if !map.elements.is_empty() {
+            out.push_str("\t\telements = { ");
+            for (i, (k, v)) in map.elements.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(",\n\t\t\t     ");
+                }
+                let _ = write!(out, "\"{k}\" : {v}");
+            }
+            out.push_str(" }\n");
+        }
+        out.push_str("\t}\n");
+        out
+    }
+
+    pub fn render_chain(chain: &Chain) -> String {
+        let mut out = format!("\tchain {} {{\n", chain.name);
+        if let Some(h) = chain.hook {
+            let _ = writeln!(
+                out,
+                "\t\ttype {} hook {} priority {}; policy accept;",
+                h.kind, h.hook, h.priority
+            );
+        }
+        for r in &chain.rules {
+            let _ = writeln!(out, "\t\t{}", r.render(&chain.name));
+        }
+        out.push_str("\t}\n");
+        out
+    }
+
+    /// The table as one `table inet tortie { … }` block.
+    pub fn render(&self) -> String {
+        let mut out = format!("table {TABLE_FAMILY} {TABLE_NAME} {{\n");
+        for set in self.sets.values() {
+            out.push_str(&Self::render_set(set));
+        }
+        // Leaf and endpoint chains, then maps (which jump to them), then the rest.
+        let chains = self.ordered_chains();
+        for c in chains.iter().filter(|c| c.rank <= Rank::Endpoint) {
+            out.push_str(&Self::render_chain(c));
+        }
+        for map in self.maps.values() {
+            out.push_str(&Self::render_map(map));
+        }
+        for c in chains.iter().filter(|c| c.rank > Rank::Endpoint) {
+            out.push_str(&Self::render_chain(c));
+        }
+        out.push_str("}\n");
+        out
+    }
+}

@@ -1,0 +1,915 @@
+//! The compiler: a cluster snapshot and a node name in, the desired
+//! `inet tortie` ruleset for that node out. Pure and deterministic.
+//!
+//! Shape (see docs/ruleset.md):
+//! - base chains only jump to dispatch chains; dispatch is by interface
+//!   name through verdict maps and fails closed for unknown workload
+//!   interfaces;
+//! - one chain per endpoint and direction walks the tiers in order;
+//! - one chain per policy and direction, shared by every endpoint using it;
+//! - addresses and named ports live in named sets, so the number of rules
+//!   does not depend on the number of remote endpoints.
+
+pub mod ir;
+mod rules;
+
+use std::collections::BTreeMap;
+
+use crate::calc::{
+    Cluster, DenyAction, Endpoint, EndpointId, EndpointToHostAction, FailsafePort, Policy, Tier,
+};
+use crate::model::types::TierAction;
+use ir::{Chain, Hook, Rank, Rule, Ruleset, VerdictMap};
+
+pub use rules::limit_name;
+
+/// Mark bit: a policy or profile allowed the packet.
+pub const MARK_ACCEPT: u32 = 0x1_0000;
+/// Mark bit: a policy passed the packet to the next tier.
+pub const MARK_PASS: u32 = 0x2_0000;
+const MARK_OURS: u32 = MARK_ACCEPT | MARK_PASS;
+
+pub(crate) fn mark_set(bit: u32) -> String {
+    format!("meta mark set meta mark | 0x{bit:x}")
+}
+pub(crate) fn mark_clear(bits: u32) -> String {
+    format!("meta mark set meta mark & 0x{:08x}", !bits)
+}
+pub(crate) fn mark_is(bit: u32) -> String {
+    format!("meta mark & 0x{bit:x} == 0x{bit:x}")
+}
+pub(crate) fn mark_not(bit: u32) -> String {
+    format!("meta mark & 0x{bit:x} == 0")
+}
+
+/// The netfilter layers tortie uses, each a family of chains at one
+/// priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Layer {
+    /// Before conntrack: doNotTrack policy.
+    Raw,
+    /// Before DNAT: preDNAT policy.
+    Mangle,
+    /// Normal policy.
+    Filter,
+}
+
+impl Layer {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Layer::Raw => "raw",
+            Layer::Mangle => "mangle",
+            Layer::Filter => "filter",
+        }
+    }
+}
+
+/// Ingress to or egress from an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+const PRIO_RAW: i32 = -300;
+const PRIO_MANGLE: i32 = -150;
+const PRIO_FILTER: i32 = 0;
+
+/// How an endpoint chain ends and what it starts with.
+#[derive(Debug, Clone, Copy)]
+struct ChainStyle {
+    conntrack: bool,
+    failsafe: bool,
+    /// Tiers never drop at their end (preDNAT, doNotTrack).
+    force_pass: bool,
+    /// Untracked allow: `notrack` on accept.
+    notrack: bool,
+    /// What happens after the tiers when no policy decided.
+    tail: Tail,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tail {
+    /// Walk the endpoint's profiles, then deny.
+    Profiles,
+    /// Nothing decided: fall through (allowed by this chain).
+    FallThrough,
+    /// Forwarded through a host endpoint: allowed when no policy decided.
+    AcceptForward,
+}
+
+struct Compiler<'a> {
+    cluster: &'a Cluster,
+    out: Ruleset,
+    rules: rules::RuleRenderer<'a>,
+}
+
+/// Compiles the ruleset for `node`.
+pub fn compile(cluster: &Cluster, node: &str) -> Ruleset {
+    let mut c = Compiler {
+        cluster,
+        out: Ruleset::default(),
+        rules: rules::RuleRenderer::new(cluster),
+    };
+    c.build(node);
+    let (sets, extra) = c.rules.finish();
+    c.out.sets = sets;
+    debug_assert!(extra.is_empty());
+    c.out
+}
+
+impl<'a> Compiler<'a> {
+    fn deny(&self) -> &'static str {
+        match self.cluster.settings.deny {
+            DenyAction::Drop => "drop",
+            DenyAction::Reject => "reject",
+        }
+    }
+
+    fn deny_in(&self, layer: Layer) -> &'static str {
+        // reject is only possible where a reply can be routed: the filter layer.
+        if layer == Layer::Filter {
+            self.deny()
+        } else {
+            "drop"
+        }
+    }
+
+    fn add_chain(&mut self, name: String, rank: Rank, hook: Option<Hook>, rules: Vec<Rule>) {
+        self.out.chains.insert(
+            name.clone(),
+            Chain {
+                name,
+                hook,
+                rank,
+                rules,
+            },
+        );
+    }
+
+    fn prefixes(&self) -> Vec<String> {
+        self.cluster.settings.interface_prefixes.clone()
+    }
+
+    fn build(&mut self, node: &str) {
+        let locals: Vec<&'a Endpoint> = self.cluster.local_endpoints(node).collect();
+        let workloads: Vec<&'a Endpoint> = locals
+            .iter()
+            .copied()
+            .filter(|e| matches!(e.id, EndpointId::Workload { .. }) && e.iface.is_some())
+            .collect();
+        let hosts: Vec<&'a Endpoint> = locals
+            .iter()
+            .copied()
+            .filter(|e| matches!(e.id, EndpointId::Host { .. }) && e.iface.is_some())
+            .collect();
+
+        self.workload_chains(&workloads);
+        let heps = self.host_endpoint_chains(&hosts);
+        self.static_chains(&heps);
+    }
+
+    // ------------------------------------------------------------------
+    // Workloads
+
+    fn workload_chains(&mut self, workloads: &[&'a Endpoint]) {
+        let mut to_map = BTreeMap::new();
+        let mut from_map = BTreeMap::new();
+        let style = ChainStyle {
+            conntrack: true,
+            failsafe: false,
+            force_pass: false,
+            notrack: false,
+            tail: Tail::Profiles,
+        };
+        for ep in workloads {
+            let iface = ep.iface.clone().expect("workload interface");
+            let policies: Vec<&'a Policy> = self
+                .cluster
+                .policies_for(ep)
+                .filter(|p| !p.spec.pre_dnat && !p.spec.do_not_track)
+                .collect();
+            let tw = limit_name(&format!("filter-tw-{iface}"));
+            let fw = limit_name(&format!("filter-fw-{iface}"));
+            let ingress: Vec<&Policy> = policies.iter().copied().filter(|p| p.ingress).collect();
+            let egress: Vec<&Policy> = policies.iter().copied().filter(|p| p.egress).collect();
+            let rules = self.endpoint_rules(
+                Layer::Filter,
+                Direction::Ingress,
+                &ingress,
+                Some(&ep.profiles),
+                style,
+                &ep.id,
+            );
+            self.add_chain(tw.clone(), Rank::Endpoint, None, rules);
+            let rules = self.endpoint_rules(
+                Layer::Filter,
+                Direction::Egress,
+                &egress,
+                Some(&ep.profiles),
+                style,
+                &ep.id,
+            );
+            self.add_chain(fw.clone(), Rank::Endpoint, None, rules);
+            to_map.insert(iface.clone(), format!("goto {tw}"));
+            from_map.insert(iface, format!("goto {fw}"));
+        }
+        self.out.maps.insert(
+            "filter-to-wl".into(),
+            VerdictMap {
+                name: "filter-to-wl".into(),
+                elements: to_map,
+            },
+        );
+        self.out.maps.insert(
+            "filter-from-wl".into(),
+            VerdictMap {
+                name: "filter-from-wl".into(),
+                elements: from_map,
+            },
+        );
+        let deny = self.deny();
+        self.add_chain(
+            "filter-to-wl-dispatch".into(),
+            Rank::Dispatch,
+            None,
+            vec![
+                Rule::new(
+                    "oifname vmap @filter-to-wl",
+                    "",
+                    "dispatch to workload ingress chains",
+                ),
+                Rule::new("", deny, "unknown workload interface"),
+            ],
+        );
+        self.add_chain(
+            "filter-from-wl-dispatch".into(),
+            Rank::Dispatch,
+            None,
+            vec![
+                Rule::new(
+                    "iifname vmap @filter-from-wl",
+                    "",
+                    "dispatch to workload egress chains",
+                ),
+                Rule::new("", deny, "unknown workload interface"),
+            ],
+        );
+    }
+
+    // ------------------------------------------------------------------
+    // Host endpoints
+
+    /// Builds every host-endpoint chain and map; returns which dispatch
+    /// chains exist (so base chains only jump to those).
+    fn host_endpoint_chains(&mut self, hosts: &[&'a Endpoint]) -> HepDispatch {
+        let mut d = HepDispatch::default();
+        // (layer, direction, forward) → iface → chain
+        let mut maps: BTreeMap<(Layer, Direction, bool), BTreeMap<String, String>> =
+            BTreeMap::new();
+        let mut wildcard: BTreeMap<(Layer, Direction, bool), String> = BTreeMap::new();
+        for ep in hosts {
+            let iface = ep.iface.clone().expect("host interface");
+            let tag = if iface == "*" {
+                "all".to_string()
+            } else {
+                iface.clone()
+            };
+            let all: Vec<&'a Policy> = self.cluster.policies_for(ep).collect();
+            let pick = |f: &dyn Fn(&Policy) -> bool, dir: Direction| -> Vec<&'a Policy> {
+                all.iter()
+                    .copied()
+                    .filter(|p| {
+                        f(p) && if dir == Direction::Ingress {
+                            p.ingress
+                        } else {
+                            p.egress
+                        }
+                    })
+                    .collect()
+            };
+            let normal = |p: &Policy| !p.spec.pre_dnat && !p.spec.do_not_track;
+            // Normal host endpoint policy: host-terminated and host-originated traffic.
+            for dir in [Direction::Ingress, Direction::Egress] {
+                let policies = pick(&normal, dir);
+                let style = ChainStyle {
+                    conntrack: true,
+                    failsafe: true,
+                    force_pass: false,
+                    notrack: false,
+                    tail: Tail::Profiles,
+                };
+                let name = limit_name(&format!(
+                    "filter-{}-{tag}",
+                    if dir == Direction::Ingress {
+                        "fh"
+                    } else {
+                        "th"
+                    }
+                ));
+                let rules = self.endpoint_rules(
+                    Layer::Filter,
+                    dir,
+                    &policies,
+                    Some(&ep.profiles),
+                    style,
+                    &ep.id,
+                );
+                self.add_chain(name.clone(), Rank::Endpoint, None, rules);
+                self.register(
+                    &mut maps,
+                    &mut wildcard,
+                    (Layer::Filter, dir, false),
+                    &iface,
+                    name,
+                );
+            }
+            // applyOnForward: forwarded traffic through the interface.
+            if iface != "*" {
+                for dir in [Direction::Ingress, Direction::Egress] {
+                    let policies = pick(&|p: &Policy| normal(p) && p.spec.apply_on_forward, dir);
+                    if policies.is_empty() {
+                        continue;
+                    }
+                    let style = ChainStyle {
+                        conntrack: true,
+                        failsafe: false,
+                        force_pass: false,
+                        notrack: false,
+                        tail: Tail::AcceptForward,
+                    };
+                    let name = limit_name(&format!(
+                        "filter-{}-{tag}",
+                        if dir == Direction::Ingress {
+                            "fhfw"
+                        } else {
+                            "thfw"
+                        }
+                    ));
+                    let rules =
+                        self.endpoint_rules(Layer::Filter, dir, &policies, None, style, &ep.id);
+                    self.add_chain(name.clone(), Rank::Endpoint, None, rules);
+                    self.register(
+                        &mut maps,
+                        &mut wildcard,
+                        (Layer::Filter, dir, true),
+                        &iface,
+                        name,
+                    );
+                }
+            }
+            // preDNAT: ingress only, in mangle prerouting.
+            let pre: Vec<&'a Policy> = pick(&|p: &Policy| p.spec.pre_dnat, Direction::Ingress);
+            if !pre.is_empty() {
+                let style = ChainStyle {
+                    conntrack: false,
+                    failsafe: true,
+                    force_pass: true,
+                    notrack: false,
+                    tail: Tail::FallThrough,
+                };
+                let name = limit_name(&format!("mangle-fh-{tag}"));
+                let rules = self.endpoint_rules(
+                    Layer::Mangle,
+                    Direction::Ingress,
+                    &pre,
+                    None,
+                    style,
+                    &ep.id,
+                );
+                self.add_chain(name.clone(), Rank::Endpoint, None, rules);
+                self.register(
+                    &mut maps,
+                    &mut wildcard,
+                    (Layer::Mangle, Direction::Ingress, false),
+                    &iface,
+                    name,
+                );
+            }
+            // doNotTrack: both directions, in raw.
+            for dir in [Direction::Ingress, Direction::Egress] {
+                let untracked = pick(&|p: &Policy| p.spec.do_not_track, dir);
+                if untracked.is_empty() {
+                    continue;
+                }
+                let style = ChainStyle {
+                    conntrack: false,
+                    failsafe: true,
+                    force_pass: true,
+                    notrack: true,
+                    tail: Tail::FallThrough,
+                };
+                let name = limit_name(&format!(
+                    "raw-{}-{tag}",
+                    if dir == Direction::Ingress {
+                        "fh"
+                    } else {
+                        "th"
+                    }
+                ));
+                let rules = self.endpoint_rules(Layer::Raw, dir, &untracked, None, style, &ep.id);
+                self.add_chain(name.clone(), Rank::Endpoint, None, rules);
+                self.register(
+                    &mut maps,
+                    &mut wildcard,
+                    (Layer::Raw, dir, false),
+                    &iface,
+                    name,
+                );
+            }
+        }
+        let keys: Vec<_> = maps
+            .keys()
+            .chain(wildcard.keys())
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for key in keys {
+            let (layer, dir, forward) = key;
+            let stem = match (dir, forward) {
+                (Direction::Ingress, false) => "from-hep",
+                (Direction::Egress, false) => "to-hep",
+                (Direction::Ingress, true) => "from-hep-fwd",
+                (Direction::Egress, true) => "to-hep-fwd",
+            };
+            let map_name = format!("{}-{stem}", layer.prefix());
+            let dispatch = format!("{}-{stem}-dispatch", layer.prefix());
+            let key_expr = if dir == Direction::Ingress {
+                "iifname"
+            } else {
+                "oifname"
+            };
+            let mut rules = Vec::new();
+            let elements = maps.remove(&key).unwrap_or_default();
+            if !elements.is_empty() {
+                self.out.maps.insert(
+                    map_name.clone(),
+                    VerdictMap {
+                        name: map_name.clone(),
+                        elements,
+                    },
+                );
+                rules.push(Rule::new(
+                    format!("{key_expr} vmap @{map_name}"),
+                    "",
+                    "dispatch to host endpoint chains",
+                ));
+            }
+            if let Some(chain) = wildcard.get(&key) {
+                // The all-interfaces endpoint catches every other interface
+                // (workload interfaces never reach here); loopback is never policed.
+                rules.push(Rule::new(
+                    format!("{key_expr} \"lo\""),
+                    "return",
+                    "loopback is not policed",
+                ));
+                rules.push(Rule::new(
+                    "",
+                    format!("goto {chain}"),
+                    "all-interfaces host endpoint",
+                ));
+            }
+            self.add_chain(dispatch.clone(), Rank::Dispatch, None, rules);
+            d.present.insert(key, dispatch);
+        }
+        d
+    }
+
+    fn register(
+        &self,
+        maps: &mut BTreeMap<(Layer, Direction, bool), BTreeMap<String, String>>,
+        wildcard: &mut BTreeMap<(Layer, Direction, bool), String>,
+        key: (Layer, Direction, bool),
+        iface: &str,
+        chain: String,
+    ) {
+        if iface == "*" {
+            wildcard.insert(key, chain);
+        } else {
+            maps.entry(key)
+                .or_default()
+                .insert(iface.to_string(), format!("goto {chain}"));
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Endpoint chains
+
+    #[allow(clippy::too_many_arguments)]
+    fn endpoint_rules(
+        &mut self,
+        layer: Layer,
+        dir: Direction,
+        policies: &[&'a Policy],
+        profiles: Option<&[String]>,
+        style: ChainStyle,
+        ep: &EndpointId,
+    ) -> Vec<Rule> {
+        let mut rules = Vec::new();
+        if style.conntrack {
+            rules.push(Rule::new("ct state established,related", "accept", ""));
+            if self.cluster.settings.conntrack_invalid_drop {
+                rules.push(Rule::new("ct state invalid", "drop", ""));
+            }
+        }
+        rules.push(Rule::new("", mark_clear(MARK_OURS), ""));
+        if style.failsafe {
+            let fs = self.failsafe_chain(layer, dir);
+            rules.push(Rule::new("", format!("jump {fs}"), "failsafe ports"));
+        }
+        let allowed_action = if style.notrack {
+            "notrack return"
+        } else {
+            "return"
+        };
+        let mut i = 0;
+        while i < policies.len() {
+            let tier_name = policies[i].tier.clone();
+            let tier: &Tier = &self.cluster.tiers[&tier_name];
+            rules.push(Rule::new(
+                "",
+                mark_clear(MARK_PASS),
+                format!("start of tier {tier_name}"),
+            ));
+            while i < policies.len() && policies[i].tier == tier_name {
+                let p = policies[i];
+                let chain = self.policy_chain(layer, dir, p);
+                rules.push(Rule::new(
+                    mark_not(MARK_PASS),
+                    format!("jump {chain}"),
+                    p.id.to_string(),
+                ));
+                rules.push(Rule::new(
+                    mark_is(MARK_ACCEPT),
+                    allowed_action,
+                    format!("{} allowed", p.id),
+                ));
+                i += 1;
+            }
+            if !style.force_pass && tier.default_action == TierAction::Deny {
+                rules.push(Rule::new(
+                    mark_not(MARK_PASS),
+                    self.deny_in(layer),
+                    format!("end of tier {tier_name}: no policy allowed or passed"),
+                ));
+            }
+        }
+        match style.tail {
+            Tail::Profiles => {
+                for p in profiles.unwrap_or_default() {
+                    if !self.cluster.profiles.contains_key(p) {
+                        continue;
+                    }
+                    let chain = self.profile_chain(layer, dir, p);
+                    rules.push(Rule::new(
+                        "",
+                        format!("jump {chain}"),
+                        format!("profile {p}"),
+                    ));
+                    rules.push(Rule::new(
+                        mark_is(MARK_ACCEPT),
+                        "return",
+                        format!("profile {p} allowed"),
+                    ));
+                }
+                rules.push(Rule::new(
+                    "",
+                    self.deny_in(layer),
+                    format!("{ep}: no profile allowed"),
+                ));
+            }
+            Tail::AcceptForward => {
+                rules.push(Rule::new(
+                    "",
+                    format!("{} return", mark_set(MARK_ACCEPT)),
+                    "forwarded: no policy decided",
+                ));
+            }
+            Tail::FallThrough => {}
+        }
+        rules
+    }
+
+    fn policy_chain(&mut self, layer: Layer, dir: Direction, p: &'a Policy) -> String {
+        let tag = if dir == Direction::Ingress {
+            "pi"
+        } else {
+            "po"
+        };
+        let name = limit_name(&format!("{}-{tag}-{}", layer.prefix(), p.id));
+        if !self.out.chains.contains_key(&name) {
+            let rule_list = if dir == Direction::Ingress {
+                &p.spec.ingress
+            } else {
+                &p.spec.egress
+            };
+            let mut rules = Vec::new();
+            for (idx, r) in rule_list.iter().enumerate() {
+                let note = format!(
+                    "{} {}#{idx}",
+                    p.id,
+                    if dir == Direction::Ingress {
+                        "ingress"
+                    } else {
+                        "egress"
+                    }
+                );
+                let deny = self.deny_in(layer);
+                rules.extend(self.rules.render(r, p.namespace(), dir, deny, &note));
+            }
+            self.add_chain(name.clone(), Rank::Leaf, None, rules);
+        }
+        name
+    }
+
+    fn profile_chain(&mut self, layer: Layer, dir: Direction, profile: &str) -> String {
+        let tag = if dir == Direction::Ingress {
+            "pri"
+        } else {
+            "pro"
+        };
+        let name = limit_name(&format!("{}-{tag}-{profile}", layer.prefix()));
+        if !self.out.chains.contains_key(&name) {
+            let spec = &self.cluster.profiles[profile];
+            let rule_list = if dir == Direction::Ingress {
+                &spec.ingress
+            } else {
+                &spec.egress
+            };
+            let mut rules = Vec::new();
+            for (idx, r) in rule_list.iter().enumerate() {
+                let note = format!("profile {profile} #{idx}");
+                let deny = self.deny_in(layer);
+                rules.extend(self.rules.render(r, None, dir, deny, &note));
+            }
+            self.add_chain(name.clone(), Rank::Leaf, None, rules);
+        }
+        name
+    }
+
+    fn failsafe_chain(&mut self, layer: Layer, dir: Direction) -> String {
+        let name = format!(
+            "{}-failsafe-{}",
+            layer.prefix(),
+            if dir == Direction::Ingress {
+                "in"
+            } else {
+                "out"
+            }
+        );
+        if !self.out.chains.contains_key(&name) {
+            let ports: Vec<FailsafePort> = if dir == Direction::Ingress {
+                self.cluster.settings.failsafe_in.clone()
+            } else {
+                self.cluster.settings.failsafe_out.clone()
+            };
+            let mut rules = Vec::new();
+            for fp in &ports {
+                let proto = rules::proto_keyword(fp.protocol);
+                let peer = fp.net.map(|n| {
+                    let fam = if n.addr().is_ipv4() { "ip" } else { "ip6" };
+                    let side = if dir == Direction::Ingress {
+                        "saddr"
+                    } else {
+                        "daddr"
+                    };
+                    format!(" {fam} {side} {n}")
+                });
+                let peer = peer.unwrap_or_default();
+                rules.push(Rule::new(
+                    format!("{proto} dport {}{peer}", fp.port),
+                    "accept",
+                    format!("failsafe {proto}:{}", fp.port),
+                ));
+                if layer == Layer::Raw {
+                    // Untracked replies must pass too.
+                    let rpeer = fp.net.map(|n| {
+                        let fam = if n.addr().is_ipv4() { "ip" } else { "ip6" };
+                        let side = if dir == Direction::Ingress {
+                            "daddr"
+                        } else {
+                            "saddr"
+                        };
+                        format!(" {fam} {side} {n}")
+                    });
+                    rules.push(Rule::new(
+                        format!("{proto} sport {}{}", fp.port, rpeer.unwrap_or_default()),
+                        "accept",
+                        format!("failsafe reply {proto}:{}", fp.port),
+                    ));
+                }
+            }
+            self.add_chain(name.clone(), Rank::Leaf, None, rules);
+        }
+        name
+    }
+
+    // ------------------------------------------------------------------
+    // Static chains
+
+    fn static_chains(&mut self, heps: &HepDispatch) {
+        let prefixes = self.prefixes();
+        let wl_in = |p: &str| format!("iifname \"{p}*\"");
+        let wl_out = |p: &str| format!("oifname \"{p}*\"");
+        let hook = |hook: &'static str, priority: i32| {
+            Some(Hook {
+                kind: "filter",
+                hook,
+                priority,
+            })
+        };
+
+        // raw: untracked policy for host endpoints.
+        let raw_in = heps.get(Layer::Raw, Direction::Ingress, false);
+        let raw_out = heps.get(Layer::Raw, Direction::Egress, false);
+        let mut pre = vec![Rule::new("", mark_clear(MARK_OURS), "")];
+        if let Some(d) = raw_in {
+            for p in &prefixes {
+                pre.push(Rule::new(
+                    wl_in(p),
+                    "return",
+                    "workload traffic is not untracked-policed",
+                ));
+            }
+            pre.push(Rule::new("", format!("jump {d}"), ""));
+            pre.push(Rule::new(
+                mark_is(MARK_ACCEPT),
+                "accept",
+                "allowed untracked",
+            ));
+        }
+        self.add_chain(
+            "raw-PREROUTING".into(),
+            Rank::Base,
+            hook("prerouting", PRIO_RAW),
+            pre,
+        );
+        let mut out = vec![Rule::new("", mark_clear(MARK_OURS), "")];
+        if let Some(d) = raw_out {
+            for p in &prefixes {
+                out.push(Rule::new(wl_out(p), "return", ""));
+            }
+            out.push(Rule::new("", format!("jump {d}"), ""));
+            out.push(Rule::new(
+                mark_is(MARK_ACCEPT),
+                "accept",
+                "allowed untracked",
+            ));
+        }
+        self.add_chain(
+            "raw-OUTPUT".into(),
+            Rank::Base,
+            hook("output", PRIO_RAW),
+            out,
+        );
+
+        // mangle: preDNAT policy, before any DNAT.
+        if let Some(d) = heps.get(Layer::Mangle, Direction::Ingress, false) {
+            let mut rules = vec![Rule::new(
+                mark_is(MARK_ACCEPT),
+                "accept",
+                "allowed untracked",
+            )];
+            rules.push(Rule::new("ct state established,related", "accept", ""));
+            for p in &prefixes {
+                rules.push(Rule::new(wl_in(p), "return", ""));
+            }
+            rules.push(Rule::new("", format!("jump {d}"), ""));
+            rules.push(Rule::new(
+                mark_is(MARK_ACCEPT),
+                "accept",
+                "allowed before DNAT",
+            ));
+            self.add_chain(
+                "mangle-PREROUTING".into(),
+                Rank::Base,
+                hook("prerouting", PRIO_MANGLE),
+                rules,
+            );
+        }
+
+        // filter INPUT: workload-to-host, then host endpoints.
+        let mut wl_to_host = vec![Rule::new(
+            "meta l4proto ipv6-icmp icmpv6 type { mld-listener-query, mld-listener-report, mld-listener-done, nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert }",
+            "accept",
+            "IPv6 neighbour discovery",
+        )];
+        wl_to_host.push(Rule::new(
+            "",
+            "jump filter-from-wl-dispatch",
+            "workload egress policy",
+        ));
+        let (action, note) = match self.cluster.settings.endpoint_to_host {
+            EndpointToHostAction::Drop => (self.deny(), "DefaultEndpointToHostAction: Drop"),
+            EndpointToHostAction::Accept => ("accept", "DefaultEndpointToHostAction: Accept"),
+            EndpointToHostAction::Return => ("return", "DefaultEndpointToHostAction: Return"),
+        };
+        wl_to_host.push(Rule::new("", action, note));
+        self.add_chain("filter-wl-to-host".into(), Rank::Dispatch, None, wl_to_host);
+
+        let mut input = Vec::new();
+        for p in &prefixes {
+            input.push(Rule::new(
+                wl_in(p),
+                "jump filter-wl-to-host",
+                "from a workload to the host",
+            ));
+        }
+        if let Some(d) = heps.get(Layer::Filter, Direction::Ingress, false) {
+            input.push(Rule::new(
+                mark_is(MARK_ACCEPT),
+                "accept",
+                "allowed before conntrack or DNAT",
+            ));
+            input.push(Rule::new("", mark_clear(MARK_OURS), ""));
+            input.push(Rule::new(
+                "",
+                format!("jump {d}"),
+                "host endpoint ingress policy",
+            ));
+        }
+        self.add_chain(
+            "filter-INPUT".into(),
+            Rank::Base,
+            hook("input", PRIO_FILTER),
+            input,
+        );
+
+        // filter FORWARD: host endpoint forward, workload egress, workload ingress.
+        let mut fwd = vec![Rule::new("", mark_clear(MARK_PASS), "")];
+        if let Some(d) = heps.get(Layer::Filter, Direction::Ingress, true) {
+            fwd.push(Rule::new(
+                mark_not(MARK_ACCEPT),
+                format!("jump {d}"),
+                "applyOnForward ingress",
+            ));
+        }
+        for p in &prefixes {
+            fwd.push(Rule::new(
+                wl_in(p),
+                "jump filter-from-wl-dispatch",
+                "workload egress policy",
+            ));
+        }
+        for p in &prefixes {
+            fwd.push(Rule::new(
+                wl_out(p),
+                "jump filter-to-wl-dispatch",
+                "workload ingress policy",
+            ));
+        }
+        if let Some(d) = heps.get(Layer::Filter, Direction::Egress, true) {
+            fwd.push(Rule::new("", format!("jump {d}"), "applyOnForward egress"));
+        }
+        self.add_chain(
+            "filter-FORWARD".into(),
+            Rank::Base,
+            hook("forward", PRIO_FILTER),
+            fwd,
+        );
+
+        // filter OUTPUT: host to workload is not policed.
+        let mut output = Vec::new();
+        for p in &prefixes {
+            output.push(Rule::new(
+                wl_out(p),
+                "return",
+                "host to workload is not policed",
+            ));
+        }
+        if let Some(d) = heps.get(Layer::Filter, Direction::Egress, false) {
+            output.push(Rule::new(
+                mark_is(MARK_ACCEPT),
+                "accept",
+                "allowed untracked",
+            ));
+            output.push(Rule::new("", mark_clear(MARK_OURS), ""));
+            output.push(Rule::new(
+                "",
+                format!("jump {d}"),
+                "host endpoint egress policy",
+            ));
+        }
+        self.add_chain(
+            "filter-OUTPUT".into(),
+            Rank::Base,
+            hook("output", PRIO_FILTER),
+            output,
+        );
+    }
+}
+
+#[derive(Default)]
+struct HepDispatch {
+    present: BTreeMap<(Layer, Direction, bool), String>,
+}
+
+impl HepDispatch {
+    fn get(&self, layer: Layer, dir: Direction, forward: bool) -> Option<&String> {
+        self.present.get(&(layer, dir, forward))
+    }
+}
+
+#[cfg(test)]
+mod tests;

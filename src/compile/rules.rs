@@ -1,0 +1,556 @@
+//! Rendering one Calico rule into nft rules. Addresses, port lists and
+//! named ports become named sets (shared by every rule that means the same
+//! thing), so rules never carry per-rule anonymous sets and never grow with
+//! the cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use sha2::Digest;
+
+use super::ir::{Rule, Set, SetType};
+use super::{Direction, MARK_ACCEPT, MARK_PASS, mark_set};
+use crate::calc::{Cluster, namespace_selector, prefix_labels};
+use crate::model::convert::{NAME_LABEL, SERVICE_ACCOUNT_LABEL_PREFIX};
+use crate::model::types::{Action, EntityRule, IcmpFields, Port, Protocol, Rule as CalicoRule};
+use crate::model::validate::parse_net;
+use crate::selector::{self, NAMESPACE_LABEL, Selector};
+
+/// Longest chain or set name tortie emits; longer names get a hash suffix.
+pub const MAX_NAME_LEN: usize = 96;
+
+fn short_hash(text: &str) -> String {
+    let d = sha2::Sha256::digest(text.as_bytes());
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Keeps a name within [`MAX_NAME_LEN`], replacing the tail with a hash of
+/// the whole name when it is too long (so distinct names stay distinct).
+pub fn limit_name(name: &str) -> String {
+    if name.len() <= MAX_NAME_LEN {
+        return name.to_string();
+    }
+    let mut cut = MAX_NAME_LEN - 17;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}_{}", &name[..cut], short_hash(name))
+}
+
+/// The nft keyword for a protocol (`meta l4proto <kw>`).
+pub fn proto_keyword(p: Protocol) -> String {
+    match p.normalised() {
+        Protocol::Tcp => "tcp".into(),
+        Protocol::Udp => "udp".into(),
+        Protocol::Sctp => "sctp".into(),
+        Protocol::Icmp => "icmp".into(),
+        Protocol::IcmpV6 => "ipv6-icmp".into(),
+        Protocol::UdpLite => "udplite".into(),
+        Protocol::Number(n) => n.to_string(),
+    }
+}
+
+/// The selector a rule side stands for, with Calico's scoping: a namespaced
+/// policy's selectors only see its own namespace unless a namespaceSelector
+/// says otherwise. Returns (positive, negative).
+pub fn entity_selectors(e: &EntityRule, ns: Option<&str>) -> (Option<Selector>, Option<Selector>) {
+    let scope: Option<Selector> = e
+        .namespace_selector
+        .as_deref()
+        .map(namespace_selector)
+        .or_else(|| ns.map(|n| Selector::Equal(NAMESPACE_LABEL.into(), n.into())));
+    let sa = e.service_accounts.as_ref().map(|sa| {
+        let mut s = Selector::All;
+        if !sa.names.is_empty() {
+            let mut names = sa.names.clone();
+            names.sort();
+            names.dedup();
+            s = s.and(Selector::In(
+                format!("{SERVICE_ACCOUNT_LABEL_PREFIX}{NAME_LABEL}"),
+                names,
+            ));
+        }
+        if let Some(text) = &sa.selector {
+            let parsed = selector::parse(text).unwrap_or(Selector::All);
+            s = s.and(prefix_labels(&parsed, SERVICE_ACCOUNT_LABEL_PREFIX));
+        }
+        s
+    });
+    let positive = if e.selector.is_some() || e.namespace_selector.is_some() || sa.is_some() {
+        let mut s = e
+            .selector
+            .as_deref()
+            .and_then(|t| selector::parse(t).ok())
+            .unwrap_or(Selector::All);
+        if let Some(sc) = &scope {
+            s = s.and(sc.clone());
+        }
+        if let Some(sa) = sa {
+            s = s.and(sa);
+        }
+        Some(s)
+    } else {
+        None
+    };
+    let negative = e.not_selector.as_deref().map(|t| {
+        let s = selector::parse(t).unwrap_or(Selector::All);
+        match &scope {
+            Some(sc) => s.and(sc.clone()),
+            None => s,
+        }
+    });
+    (positive, negative)
+}
+
+/// Renders rules and collects the named sets they use.
+pub struct RuleRenderer<'a> {
+    cluster: &'a Cluster,
+    sets: BTreeMap<String, Set>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fam {
+    Any,
+    V4,
+    V6,
+}
+
+impl Fam {
+    fn kw(self) -> &'static str {
+        match self {
+            Fam::V6 => "ip6",
+            _ => "ip",
+        }
+    }
+    fn digit(self) -> &'static str {
+        match self {
+            Fam::V6 => "6",
+            _ => "4",
+        }
+    }
+    fn holds(self, a: &IpAddr) -> bool {
+        match self {
+            Fam::Any => true,
+            Fam::V4 => a.is_ipv4(),
+            Fam::V6 => a.is_ipv6(),
+        }
+    }
+}
+
+/// Merges CIDRs (dropping ones covered by others) and splits a /0, which an
+/// interval set cannot hold, into two halves.
+fn normalise_nets(nets: impl IntoIterator<Item = IpNet>, fam: Fam) -> BTreeSet<String> {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for n in nets {
+        match n {
+            IpNet::V4(n) => v4.push(n),
+            IpNet::V6(n) => v6.push(n),
+        }
+    }
+    let mut out = BTreeSet::new();
+    if fam != Fam::V6 {
+        for n in Ipv4Net::aggregate(&v4) {
+            if n.prefix_len() == 0 {
+                out.insert("0.0.0.0/1".to_string());
+                out.insert("128.0.0.0/1".to_string());
+            } else if n.prefix_len() == 32 {
+                out.insert(n.addr().to_string());
+            } else {
+                out.insert(n.to_string());
+            }
+        }
+    }
+    if fam != Fam::V4 {
+        for n in Ipv6Net::aggregate(&v6) {
+            if n.prefix_len() == 0 {
+                out.insert("::/1".to_string());
+                out.insert("8000::/1".to_string());
+            } else if n.prefix_len() == 128 {
+                out.insert(n.addr().to_string());
+            } else {
+                out.insert(n.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Alternatives: a rule matches if any alternative's fragments all match.
+type Alternatives = Vec<Vec<String>>;
+
+fn cross(a: Alternatives, b: Alternatives) -> Alternatives {
+    let mut out = Vec::new();
+    for x in &a {
+        for y in &b {
+            let mut v = x.clone();
+            v.extend(y.iter().cloned());
+            out.push(v);
+        }
+    }
+    out
+}
+
+impl<'a> RuleRenderer<'a> {
+    pub fn new(cluster: &'a Cluster) -> Self {
+        RuleRenderer {
+            cluster,
+            sets: BTreeMap::new(),
+        }
+    }
+
+    pub fn finish(self) -> (BTreeMap<String, Set>, Vec<()>) {
+        (self.sets, Vec::new())
+    }
+
+    fn add_set(
+        &mut self,
+        name: String,
+        ty: SetType,
+        comment: String,
+        fill: impl FnOnce() -> BTreeSet<String>,
+    ) -> String {
+        if !self.sets.contains_key(&name) {
+            let elements = fill();
+            self.sets.insert(
+                name.clone(),
+                Set {
+                    name: name.clone(),
+                    ty,
+                    elements,
+                    comment,
+                },
+            );
+        }
+        name
+    }
+
+    fn selector_set(&mut self, sel: &Selector, fam: Fam) -> String {
+        let uid = sel.uid();
+        let name = format!("s{}-{}", fam.digit(), &uid[2..]);
+        let cluster = self.cluster;
+        let ty = if fam == Fam::V6 {
+            SetType::Ipv6
+        } else {
+            SetType::Ipv4
+        };
+        self.add_set(name, ty, sel.canonical(), || {
+            normalise_nets(cluster.selector_members(sel), fam)
+        })
+    }
+
+    fn nets_set(&mut self, nets: &[IpNet], fam: Fam) -> String {
+        let elements = normalise_nets(nets.iter().copied(), fam);
+        let text: Vec<String> = elements.iter().cloned().collect();
+        let name = format!("n{}-{}", fam.digit(), short_hash(&text.join(",")));
+        let ty = if fam == Fam::V6 {
+            SetType::Ipv6
+        } else {
+            SetType::Ipv4
+        };
+        let comment = text.join(" ");
+        self.add_set(name, ty, comment, || elements)
+    }
+
+    fn ports_set(&mut self, ports: &[(u16, u16)]) -> String {
+        let elements: BTreeSet<String> = ports
+            .iter()
+            .map(|(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
+            .collect();
+        let text: Vec<String> = elements.iter().cloned().collect();
+        let name = format!("p-{}", short_hash(&text.join(",")));
+        self.add_set(name, SetType::Port, text.join(" "), || elements)
+    }
+
+    fn named_port_set(
+        &mut self,
+        sel: &Selector,
+        names: &[String],
+        proto: Option<Protocol>,
+        fam: Fam,
+    ) -> String {
+        let key = format!(
+            "{}|{}|{:?}",
+            sel.canonical(),
+            names.join(","),
+            proto.map(|p| p.number())
+        );
+        let name = format!("np{}-{}", fam.digit(), short_hash(&key));
+        let ty = if fam == Fam::V6 {
+            SetType::NamedPortV6
+        } else {
+            SetType::NamedPortV4
+        };
+        let cluster = self.cluster;
+        let comment = format!("ports {} of {}", names.join(","), sel.canonical());
+        self.add_set(name, ty, comment, || {
+            let mut out = BTreeSet::new();
+            for n in names {
+                for (addr, p, port) in cluster.named_port_members(sel, n, proto) {
+                    if fam.holds(&addr) {
+                        out.insert(format!("{addr} . {p} . {port}"));
+                    }
+                }
+            }
+            out
+        })
+    }
+
+    /// Renders one Calico rule. `ns` is the policy's namespace (None for
+    /// global policies and profiles).
+    pub fn render(
+        &mut self,
+        rule: &CalicoRule,
+        ns: Option<&str>,
+        _dir: Direction,
+        deny: &str,
+        note: &str,
+    ) -> Vec<Rule> {
+        let action = match rule.action {
+            Action::Allow => format!("{} return", mark_set(MARK_ACCEPT)),
+            Action::Pass => format!("{} return", mark_set(MARK_PASS)),
+            Action::Deny => deny.to_string(),
+            Action::Log => {
+                let prefix = &self.cluster.settings.log_prefix;
+                format!("log prefix \"{prefix}: \" level info")
+            }
+        };
+        let rate = match (&rule.action, &self.cluster.settings.log_rate) {
+            (Action::Log, Some((n, unit))) => Some(format!(
+                "limit rate {n}/{unit} burst {} packets",
+                self.cluster.settings.log_burst
+            )),
+            _ => None,
+        };
+        let mut out = Vec::new();
+        for fam in self.families(rule) {
+            let Some(alts) = self.matches(rule, ns, fam) else {
+                continue;
+            };
+            for mut alt in alts {
+                if let Some(r) = &rate {
+                    alt.push(r.clone());
+                }
+                out.push(Rule::new(alt.join(" "), action.clone(), note));
+            }
+        }
+        out
+    }
+
+    /// The IP families a rule must be rendered for.
+    fn families(&self, rule: &CalicoRule) -> Vec<Fam> {
+        let from_proto = match rule.protocol.map(Protocol::normalised) {
+            Some(Protocol::Icmp) => Some(Fam::V4),
+            Some(Protocol::IcmpV6) => Some(Fam::V6),
+            _ => None,
+        };
+        let from_version = match rule.ip_version {
+            Some(4) => Some(Fam::V4),
+            Some(6) => Some(Fam::V6),
+            _ => None,
+        };
+        let nets: Vec<IpNet> = [&rule.source, &rule.destination]
+            .iter()
+            .flat_map(|e| e.nets.iter().chain(e.not_nets.iter()))
+            .filter_map(|n| parse_net(n))
+            .collect();
+        let from_nets = nets
+            .first()
+            .map(|n| if n.addr().is_ipv4() { Fam::V4 } else { Fam::V6 });
+        if let Some(f) = from_version.or(from_proto).or(from_nets) {
+            return vec![f];
+        }
+        let uses_addresses = [&rule.source, &rule.destination].iter().any(|e| {
+            e.selector.is_some()
+                || e.not_selector.is_some()
+                || e.namespace_selector.is_some()
+                || e.service_accounts.is_some()
+                || e.ports
+                    .iter()
+                    .chain(e.not_ports.iter())
+                    .any(|p| matches!(p, Port::Named(_)))
+        });
+        if uses_addresses {
+            vec![Fam::V4, Fam::V6]
+        } else {
+            vec![Fam::Any]
+        }
+    }
+
+    /// Match alternatives for one family; `None` if the rule cannot match
+    /// in this family.
+    fn matches(&mut self, rule: &CalicoRule, ns: Option<&str>, fam: Fam) -> Option<Alternatives> {
+        let mut base = Vec::new();
+        match (rule.ip_version, fam) {
+            (Some(4), _) => base.push("meta nfproto ipv4".to_string()),
+            (Some(6), _) => base.push("meta nfproto ipv6".to_string()),
+            _ => {}
+        }
+        if let Some(p) = rule.protocol {
+            base.push(format!("meta l4proto {}", proto_keyword(p)));
+        }
+        if let Some(p) = rule.not_protocol {
+            base.push(format!("meta l4proto != {}", proto_keyword(p)));
+        }
+        let icmp_kw = if fam == Fam::V6 { "icmpv6" } else { "icmp" };
+        if let Some(IcmpFields { icmp_type, code }) = &rule.icmp {
+            if let Some(t) = icmp_type {
+                base.push(format!("{icmp_kw} type {t}"));
+            }
+            if let Some(c) = code {
+                base.push(format!("{icmp_kw} code {c}"));
+            }
+        }
+        let mut alts: Alternatives = vec![base];
+        if let Some(IcmpFields {
+            icmp_type: Some(t),
+            code,
+        }) = &rule.not_icmp
+        {
+            // not (type and code) = (type differs) or (same type, code differs)
+            let mut not = vec![vec![format!("{icmp_kw} type != {t}")]];
+            if let Some(c) = code {
+                not.push(vec![
+                    format!("{icmp_kw} type {t}"),
+                    format!("{icmp_kw} code != {c}"),
+                ]);
+            }
+            alts = cross(alts, not);
+        }
+        let proto = rule.protocol;
+        for (entity, side) in [(&rule.source, "s"), (&rule.destination, "d")] {
+            let e = self.entity(entity, ns, fam, proto, side)?;
+            alts = cross(alts, e);
+        }
+        Some(alts)
+    }
+
+    fn entity(
+        &mut self,
+        e: &EntityRule,
+        ns: Option<&str>,
+        fam: Fam,
+        proto: Option<Protocol>,
+        side: &str,
+    ) -> Option<Alternatives> {
+        let addr = format!("{}addr", if side == "s" { "s" } else { "d" });
+        let port_kw = format!("{}port", if side == "s" { "s" } else { "d" });
+        let mut m = Vec::new();
+        for (nets, op) in [(&e.nets, ""), (&e.not_nets, "!= ")] {
+            if nets.is_empty() {
+                continue;
+            }
+            let parsed: Vec<IpNet> = nets.iter().filter_map(|n| parse_net(n)).collect();
+            let in_fam: Vec<IpNet> = parsed
+                .iter()
+                .copied()
+                .filter(|n| fam.holds(&n.addr()))
+                .collect();
+            if in_fam.is_empty() {
+                if op.is_empty() {
+                    return None; // positive nets of the other family: no match
+                }
+                continue;
+            }
+            let elements = normalise_nets(in_fam.iter().copied(), fam);
+            if elements.len() == 1 {
+                m.push(format!(
+                    "{} {addr} {op}{}",
+                    fam.kw(),
+                    elements.iter().next().expect("one")
+                ));
+            } else {
+                let set = self.nets_set(&in_fam, fam);
+                m.push(format!("{} {addr} {op}@{set}", fam.kw()));
+            }
+        }
+        let (positive, negative) = entity_selectors(e, ns);
+        if let Some(sel) = &positive {
+            let set = self.selector_set(sel, fam);
+            m.push(format!("{} {addr} @{set}", fam.kw()));
+        }
+        if let Some(sel) = &negative {
+            let set = self.selector_set(sel, fam);
+            m.push(format!("{} {addr} != @{set}", fam.kw()));
+        }
+        let l4 = proto.map(proto_keyword);
+        let l4_for_ports = match proto.map(Protocol::normalised) {
+            Some(Protocol::Tcp | Protocol::Udp | Protocol::Sctp | Protocol::UdpLite) => l4.clone(),
+            _ => Some("th".to_string()),
+        };
+        // Negated ports: all must differ.
+        let (not_num, not_named) = split_ports(&e.not_ports);
+        if !not_num.is_empty() {
+            let kw = l4_for_ports.clone().unwrap_or_else(|| "th".into());
+            m.push(port_match(self, &kw, &port_kw, "!= ", &not_num));
+        }
+        if !not_named.is_empty() {
+            let sel = positive.clone().unwrap_or(Selector::All);
+            let set = self.named_port_set(&sel, &not_named, proto, fam);
+            m.push(format!(
+                "{} {addr} . meta l4proto . th {port_kw} != @{set}",
+                fam.kw()
+            ));
+        }
+        // Positive ports: numeric ones OR named ones.
+        let (num, named) = split_ports(&e.ports);
+        let mut alts: Alternatives = Vec::new();
+        if !num.is_empty() {
+            let kw = l4_for_ports.clone().unwrap_or_else(|| "th".into());
+            alts.push(vec![port_match(self, &kw, &port_kw, "", &num)]);
+        }
+        if !named.is_empty() {
+            let sel = positive.clone().unwrap_or(Selector::All);
+            let set = self.named_port_set(&sel, &named, proto, fam);
+            alts.push(vec![format!(
+                "{} {addr} . meta l4proto . th {port_kw} @{set}",
+                fam.kw()
+            )]);
+        }
+        if alts.is_empty() {
+            alts.push(Vec::new());
+        }
+        Some(cross(vec![m], alts))
+    }
+}
+
+fn split_ports(ports: &[Port]) -> (Vec<(u16, u16)>, Vec<String>) {
+    let mut num = Vec::new();
+    let mut named = Vec::new();
+    for p in ports {
+        match p {
+            Port::Range(a, b) => num.push((*a, *b)),
+            Port::Named(n) => named.push(n.clone()),
+        }
+    }
+    named.sort();
+    named.dedup();
+    (num, named)
+}
+
+fn port_match(
+    r: &mut RuleRenderer<'_>,
+    kw: &str,
+    port_kw: &str,
+    op: &str,
+    ports: &[(u16, u16)],
+) -> String {
+    if let [(a, b)] = ports {
+        let v = if a == b {
+            a.to_string()
+        } else {
+            format!("{a}-{b}")
+        };
+        format!("{kw} {port_kw} {op}{v}")
+    } else {
+        let set = r.ports_set(ports);
+        format!("{kw} {port_kw} {op}@{set}")
+    }
+}
