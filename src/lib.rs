@@ -7,4 +7,5 @@ pub mod calc;
 pub mod compile;
 pub mod diag;
 pub mod model;
+pub mod nft;
 pub mod selector;

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use tortie::diag::Diagnostic;
 use tortie::model::load::{LoadResult, load_paths};
 use tortie::model::{Resource, convert, emit};
+use tortie::nft::{Dataplane, Target};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +38,20 @@ enum Command {
         /// The node to compile for (matches Pod spec.nodeName, endpoint `node`).
         #[arg(long, env = "NODENAME")]
         node: String,
+    },
+    /// Compile for one node and apply to the kernel in one transaction.
+    Apply {
+        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+        paths: Vec<PathBuf>,
+        #[arg(long, env = "NODENAME")]
+        node: String,
+        /// Program this network namespace (a name under /var/run/netns, or a path)
+        /// instead of the current one.
+        #[arg(long)]
+        netns: Option<String>,
+        /// Print the transaction instead of sending it.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Print Kubernetes NetworkPolicies as the equivalent projectcalico.org/v3 YAML.
     Convert {
@@ -101,6 +116,55 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Apply {
+            paths,
+            node,
+            netns,
+            dry_run,
+        } => {
+            let result = load_paths(&paths);
+            print_diagnostics(&result.diagnostics);
+            let resources: Vec<Resource> = result
+                .resources
+                .iter()
+                .map(|l| l.resource.clone())
+                .collect();
+            let cluster = tortie::calc::Cluster::build(&resources, &node);
+            for n in &cluster.notes {
+                eprintln!("note: {}: {}", n.subject, n.message);
+            }
+            let ruleset = tortie::compile::compile(&cluster, &node);
+            let target = netns.as_deref().map(Target::named).unwrap_or_default();
+            let mut dp = Dataplane::new(target);
+            if dry_run {
+                let (plan, _) = dp.plan(&ruleset)?;
+                print!("{}", plan.text);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let report = tortie::nft::apply_with_retry(
+                &mut dp,
+                &ruleset,
+                3,
+                std::time::Duration::from_millis(50),
+            )?;
+            if !dp.verify(&ruleset)? {
+                anyhow::bail!("the kernel does not hold the ruleset after applying it");
+            }
+            eprintln!(
+                "applied: {} chains written, {} deleted, {} elements added, {} removed{} in {:?}",
+                report.stats.chains_written,
+                report.stats.chains_deleted,
+                report.stats.elements_added,
+                report.stats.elements_deleted,
+                if report.stats.full_rebuild {
+                    " (whole table)"
+                } else {
+                    ""
+                },
+                report.duration
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Convert { paths } => {
             let result = load_paths(&paths);

@@ -1,1 +1,292 @@
+use std::path::Path;
 
+use proptest::prelude::*;
+
+use super::*;
+use crate::model::load::load_str;
+
+fn cluster(yaml: &str, node: &str) -> Cluster {
+    let r = load_str(yaml, Path::new("t.yaml"));
+    let errors: Vec<String> = r.errors().map(|d| d.one_line()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let resources: Vec<Resource> = r.resources.into_iter().map(|l| l.resource).collect();
+    Cluster::build(&resources, node)
+}
+
+const PODS: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: a, labels: {team: red}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: b, labels: {team: blue}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: api, namespace: a, labels: {tier: gold}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: a, labels: {app: web}}
+spec: {nodeName: n1, serviceAccountName: api, containers: [{name: c, ports: [{name: http, containerPort: 80}]}]}
+status: {podIP: 198.18.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: b, labels: {app: web}}
+spec: {nodeName: n2}
+status: {podIP: 198.18.0.2, podIPs: [{ip: 198.18.0.2}, {ip: 'fd74:6f72::2'}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: hostnet, namespace: b}
+spec: {nodeName: n1, hostNetwork: true}
+status: {podIP: 198.18.9.9}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pending, namespace: b}
+spec: {nodeName: n1}
+";
+
+#[test]
+fn pod_interfaces_are_named_as_calico_names_them() {
+    assert_eq!(
+        pod_interface_name("cali", "default", "frontend"),
+        "cali9b723216629"
+    );
+    assert_eq!(pod_interface_name("cali", "default", "frontend").len(), 15);
+}
+
+#[test]
+fn pods_become_endpoints_with_implicit_and_profile_labels() {
+    let c = cluster(PODS, "n1");
+    // hostNetwork and IP-less pods are not workload endpoints.
+    assert_eq!(c.endpoints.len(), 2);
+    let web_a = c.local_endpoints("n1").next().unwrap();
+    assert_eq!(web_a.labels["projectcalico.org/namespace"], "a");
+    assert_eq!(web_a.labels["projectcalico.org/orchestrator"], "k8s");
+    assert_eq!(web_a.labels["projectcalico.org/serviceaccount"], "api");
+    assert_eq!(web_a.labels["pcns.team"], "red");
+    assert_eq!(web_a.labels["pcns.projectcalico.org/name"], "a");
+    assert_eq!(web_a.labels["pcsa.tier"], "gold");
+    assert_eq!(web_a.profiles, ["kns.a", "ksa.a.api"]);
+    assert_eq!(
+        web_a.ports,
+        [NamedPort {
+            name: "http".into(),
+            protocol: Protocol::Tcp,
+            port: 80
+        }]
+    );
+    let web_b = &c.endpoints[1];
+    assert_eq!(web_b.addrs.len(), 2);
+}
+
+#[test]
+fn namespaced_policies_only_select_their_namespace() {
+    let yaml = format!(
+        "{PODS}---\napiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {{name: p, namespace: a}}\nspec: {{selector: app == 'web'}}\n---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: g}}\nspec: {{selector: app == 'web', namespaceSelector: team == 'blue'}}\n"
+    );
+    let c = cluster(&yaml, "n1");
+    let a = &c.endpoints[0];
+    let b = &c.endpoints[1];
+    let names = |e| {
+        c.policies_for(e)
+            .map(|p| p.id.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(a), ["np/a/p"]);
+    assert_eq!(names(b), ["gnp/g"]);
+}
+
+#[test]
+fn policies_sort_by_tier_then_order_then_name() {
+    let yaml = "
+apiVersion: projectcalico.org/v3
+kind: Tier
+metadata: {name: first}
+spec: {order: 1}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: z-unordered}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: b}
+spec: {order: 5}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: a}
+spec: {order: 5}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: first.x}
+spec: {tier: first, order: 1000}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: c}
+spec: {order: 1.5}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: ghost.p}
+spec: {tier: ghost}
+";
+    let c = cluster(yaml, "n1");
+    let order: Vec<String> = c.policies.iter().map(|p| p.id.name.clone()).collect();
+    assert_eq!(order, ["first.x", "c", "a", "b", "z-unordered"]);
+    assert_eq!(c.notes.len(), 1);
+    assert!(c.notes[0].message.contains("tier `ghost` does not exist"));
+}
+
+#[test]
+fn empty_types_default_like_the_api_server() {
+    let yaml = "
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: none}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: egress-only}
+spec: {egress: [{action: Allow}]}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: both}
+spec: {ingress: [{action: Allow}], egress: [{action: Allow}]}
+";
+    let c = cluster(yaml, "n1");
+    let t: Vec<(String, bool, bool)> = c
+        .policies
+        .iter()
+        .map(|p| (p.id.name.clone(), p.ingress, p.egress))
+        .collect();
+    assert_eq!(
+        t,
+        [
+            ("both".into(), true, true),
+            ("egress-only".into(), false, true),
+            ("none".into(), true, false)
+        ]
+    );
+}
+
+#[test]
+fn selector_members_include_network_sets_and_host_endpoints() {
+    let yaml = format!(
+        "{PODS}---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {{name: s, labels: {{app: web}}}}\nspec: {{nets: [198.19.0.0/24]}}\n---\napiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {{name: h, labels: {{app: web}}}}\nspec: {{node: n1, expectedIPs: [198.18.100.1]}}\n"
+    );
+    let c = cluster(&yaml, "n1");
+    let sel = crate::selector::parse("app == 'web'").unwrap();
+    let members: Vec<String> = c
+        .selector_members(&sel)
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(
+        members,
+        [
+            "198.18.0.1/32",
+            "198.18.0.2/32",
+            "198.18.100.1/32",
+            "198.19.0.0/24",
+            "fd74:6f72::2/128"
+        ]
+    );
+    let np = c.named_port_members(&crate::selector::Selector::All, "http", None);
+    assert_eq!(np.len(), 1);
+    assert_eq!(
+        c.notes
+            .iter()
+            .filter(|n| n.message.contains("no interfaceName"))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn felix_configuration_layers_default_then_node() {
+    let yaml = "
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: default}
+spec: {defaultEndpointToHostAction: Accept, logPrefix: a, failsafeInboundHostPorts: [{protocol: TCP, port: 22}]}
+---
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: node.n1}
+spec: {logPrefix: b}
+---
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: node.n2}
+spec: {logPrefix: c}
+";
+    let c = cluster(yaml, "n1");
+    assert_eq!(c.settings.endpoint_to_host, EndpointToHostAction::Accept);
+    assert_eq!(c.settings.log_prefix, "b");
+    assert_eq!(c.settings.failsafe_in.len(), 1);
+    assert_eq!(
+        c.settings.failsafe_out.len(),
+        9,
+        "outbound keeps Felix's defaults"
+    );
+    let d = cluster("", "n1");
+    assert_eq!(d.settings.endpoint_to_host, EndpointToHostAction::Drop);
+    assert_eq!(d.settings.log_prefix, "calico-packet");
+}
+
+fn arb_labels() -> impl Strategy<Value = BTreeMap<String, String>> {
+    proptest::collection::btree_map(
+        prop_oneof![
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just("c".to_string())
+        ],
+        prop_oneof![
+            Just("1".to_string()),
+            Just("2".to_string()),
+            Just("3".to_string())
+        ],
+        0..3,
+    )
+}
+
+proptest! {
+    /// The index may return extra candidates but never misses a match.
+    #[test]
+    fn label_index_never_misses_a_match(
+        labels in proptest::collection::vec(arb_labels(), 0..30),
+        text in prop_oneof![
+            Just("a == '1'"), Just("a != '1'"), Just("has(b)"), Just("!has(b)"),
+            Just("a in {'1', '2'}"), Just("a == '1' && b == '2'"), Just("a == '1' || has(c)"),
+            Just("a not in {'1'}"), Just("(a == '1' || b == '2') && !has(c)"), Just("all()"),
+            Just("c contains '1'"), Just("a == '1' || !has(c)"),
+        ],
+    ) {
+        let endpoints: Vec<Endpoint> = labels.iter().enumerate().map(|(i, l)| Endpoint {
+            id: EndpointId::Host { name: format!("h{i}") },
+            node: "n".into(),
+            iface: None,
+            addrs: vec![],
+            labels: l.clone(),
+            profiles: vec![],
+            ports: vec![],
+        }).collect();
+        let index = LabelIndex::build(&endpoints, &[]);
+        let sel = crate::selector::parse(text).unwrap();
+        let candidates = index.candidate_endpoints(&sel);
+        for (i, e) in endpoints.iter().enumerate() {
+            if sel.matches(&e.labels) {
+                prop_assert!(candidates.contains(&i), "{text}: missed {:?}", e.labels);
+            }
+        }
+    }
+}

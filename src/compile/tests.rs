@@ -1,1 +1,167 @@
+use std::path::Path;
 
+use super::*;
+use crate::calc::Cluster;
+use crate::model::Resource;
+use crate::model::load::load_str;
+
+fn build(yaml: &str, node: &str) -> (Cluster, Ruleset) {
+    let r = load_str(yaml, Path::new("t.yaml"));
+    let errors: Vec<String> = r.errors().map(|d| d.one_line()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let resources: Vec<Resource> = r.resources.into_iter().map(|l| l.resource).collect();
+    let c = Cluster::build(&resources, node);
+    let rs = compile(&c, node);
+    (c, rs)
+}
+
+fn cluster_with_remote_pods(remote: usize) -> String {
+    let mut y = String::from(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: app}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: local, namespace: app, labels: {role: server}}\nspec: {nodeName: n1, containers: [{name: c, ports: [{name: web, containerPort: 80}]}]}\nstatus: {podIP: 198.18.0.1}\n---\n\
+         kind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nmetadata: {name: p, namespace: app}\nspec:\n  podSelector: {matchLabels: {role: server}}\n  ingress:\n  - from: [{podSelector: {matchLabels: {role: client}}}]\n    ports: [{port: web}]\n",
+    );
+    for i in 0..remote {
+        y.push_str(&format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: c{i}, namespace: app, labels: {{role: client}}}}\nspec: {{nodeName: n{}, containers: [{{name: c, ports: [{{name: web, containerPort: 80}}]}}]}}\nstatus: {{podIP: 198.18.{}.{}}}\n",
+            2 + i % 7,
+            1 + i / 250,
+            1 + i % 250
+        ));
+    }
+    y
+}
+
+#[test]
+fn ten_times_more_remote_endpoints_leaves_the_rule_count_unchanged() {
+    let (_, small) = build(&cluster_with_remote_pods(30), "n1");
+    let (_, large) = build(&cluster_with_remote_pods(300), "n1");
+    assert_eq!(small.rule_count(), large.rule_count());
+    assert_eq!(
+        small.chains.keys().collect::<Vec<_>>(),
+        large.chains.keys().collect::<Vec<_>>()
+    );
+    // The growth went into set elements.
+    let members = |rs: &Ruleset| rs.sets.values().map(|s| s.elements.len()).sum::<usize>();
+    assert!(
+        members(&large) > members(&small) * 5,
+        "{} vs {}",
+        members(&large),
+        members(&small)
+    );
+}
+
+#[test]
+fn a_policy_chain_is_shared_by_every_endpoint_using_it() {
+    let mut y = cluster_with_remote_pods(0);
+    y.push_str("---\napiVersion: v1\nkind: Pod\nmetadata: {name: local2, namespace: app, labels: {role: server}}\nspec: {nodeName: n1}\nstatus: {podIP: 198.18.0.2}\n");
+    let (_, rs) = build(&y, "n1");
+    let policy_chains: Vec<&String> = rs
+        .chains
+        .keys()
+        .filter(|k| k.starts_with("filter-pi-"))
+        .collect();
+    assert_eq!(policy_chains, ["filter-pi-knp/app/p"]);
+    let jumps = rs
+        .chains
+        .values()
+        .flat_map(|c| &c.rules)
+        .filter(|r| r.action == "jump filter-pi-knp/app/p")
+        .count();
+    assert_eq!(jumps, 2);
+}
+
+#[test]
+fn pass_tiers_have_no_end_of_tier_drop_and_deny_tiers_do() {
+    let y = "
+apiVersion: projectcalico.org/v3
+kind: Tier
+metadata: {name: passing}
+spec: {order: 1, defaultAction: Pass}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: passing.p}
+spec: {tier: passing, selector: all(), ingress: [{action: Log}]}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: d}
+spec: {selector: all(), ingress: [{action: Log}]}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: h}
+spec: {node: n1, interfaceName: eth0}
+";
+    let (_, rs) = build(y, "n1");
+    let chain = &rs.chains["filter-fh-eth0"];
+    let ends: Vec<&str> = chain
+        .rules
+        .iter()
+        .filter(|r| r.note.starts_with("end of tier"))
+        .map(|r| r.note.as_str())
+        .collect();
+    assert_eq!(ends, ["end of tier default: no policy allowed or passed"]);
+}
+
+#[test]
+fn workload_dispatch_fails_closed_and_host_to_workload_is_not_policed() {
+    let (_, rs) = build("", "n1");
+    let d = &rs.chains["filter-to-wl-dispatch"];
+    assert_eq!(d.rules.last().unwrap().action, "drop");
+    let out = &rs.chains["filter-OUTPUT"];
+    assert_eq!(out.rules[0].matches, "oifname \"cali*\"");
+    assert_eq!(out.rules[0].action, "return");
+}
+
+#[test]
+fn names_are_length_limited_and_distinct() {
+    let long_a = format!("filter-pi-gnp/{}", "a".repeat(200));
+    let long_b = format!("filter-pi-gnp/{}b", "a".repeat(199));
+    let (x, y) = (limit_name(&long_a), limit_name(&long_b));
+    assert!(x.len() <= rules::MAX_NAME_LEN && y.len() <= rules::MAX_NAME_LEN);
+    assert_ne!(x, y);
+    assert_eq!(limit_name("filter-pi-gnp/x"), "filter-pi-gnp/x");
+}
+
+#[test]
+fn overlapping_and_catch_all_nets_are_normalised_in_sets() {
+    let y = "
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: p}
+spec:
+  selector: all()
+  ingress:
+  - action: Deny
+    source: {nets: [198.18.0.0/16, 198.18.3.0/24, 198.19.0.0/16]}
+  - action: Allow
+    source: {nets: [0.0.0.0/0, 198.18.0.0/16]}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: h}
+spec: {node: n1, interfaceName: eth0}
+";
+    let (_, rs) = build(y, "n1");
+    let nets: Vec<Vec<&String>> = rs
+        .sets
+        .values()
+        .map(|s| s.elements.iter().collect())
+        .collect();
+    assert_eq!(
+        nets,
+        [["0.0.0.0/1", "128.0.0.0/1"]],
+        "the /0 rule needs a set; the merged /15 does not"
+    );
+    let text = rs.render();
+    assert!(
+        text.contains("ip saddr 198.18.0.0/15"),
+        "adjacent /16s merge into one /15 and need no set"
+    );
+    assert!(
+        text.contains("0.0.0.0/1") && text.contains("128.0.0.0/1"),
+        "a /0 is split in two"
+    );
+}

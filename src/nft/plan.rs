@@ -1,0 +1,248 @@
+//! Planning one nft transaction that turns what is in force into what is
+//! desired: only the delta (new and removed chains, flush-and-refill of
+//! changed chains, set and map element additions and deletions), ordered so
+//! that every reference resolves inside the transaction. A chain is never
+//! left empty between two transactions: flush and refill travel together.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use super::state::TableState;
+use crate::compile::ir::{Rank, Ruleset, TABLE_FAMILY, TABLE_NAME};
+
+fn table() -> String {
+    format!("{TABLE_FAMILY} {TABLE_NAME}")
+}
+
+/// Size of a planned transaction, for logs and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanStats {
+    pub chains_written: usize,
+    pub chains_deleted: usize,
+    pub elements_added: usize,
+    pub elements_deleted: usize,
+    pub full_rebuild: bool,
+}
+
+/// A transaction and what it contains.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub text: String,
+    pub stats: PlanStats,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
+}
+
+fn element_block(elements: &BTreeSet<String>) -> String {
+    elements.iter().cloned().collect::<Vec<_>>().join(", ")
+}
+
+/// Replaces the whole table in one transaction (used at first start when the
+/// table is absent or unreadable, and after repeated failures).
+pub fn full_rebuild(desired: &Ruleset) -> Plan {
+    let t = table();
+    let mut text = format!("add table {t}\ndelete table {t}\n");
+    text.push_str(&desired.render());
+    Plan {
+        text,
+        stats: PlanStats {
+            chains_written: desired.chains.len(),
+            elements_added: desired.sets.values().map(|s| s.elements.len()).sum(),
+            full_rebuild: true,
+            ..PlanStats::default()
+        },
+    }
+}
+
+/// The delta from `current` to `desired`; an empty plan when nothing differs.
+pub fn delta(current: &TableState, desired: &Ruleset) -> Plan {
+    let t = table();
+    let want = TableState::of(desired);
+    let mut stats = PlanStats::default();
+    let mut head = String::new(); // objects to create
+    let mut body = String::new(); // element deletions, chain rewrites, additions
+    let mut tail = String::new(); // removals
+
+    // Sets.
+    for (name, set) in &desired.sets {
+        match current.sets.get(name) {
+            None => {
+                head.push_str(&format!("add set {t} {name} {{ {} }}\n", set_decl(set.ty)));
+                if !set.elements.is_empty() {
+                    let _ = writeln!(
+                        body,
+                        "add element {t} {name} {{ {} }}",
+                        element_block(&set.elements)
+                    );
+                    stats.elements_added += set.elements.len();
+                }
+            }
+            Some(have) => {
+                let gone: BTreeSet<String> = have.difference(&set.elements).cloned().collect();
+                let new: BTreeSet<String> = set.elements.difference(have).cloned().collect();
+                if gone.iter().any(|e| e.starts_with("<unreadable")) {
+                    // Cannot name what to delete: rewrite the set's contents.
+                    let _ = writeln!(body, "flush set {t} {name}");
+                    if !set.elements.is_empty() {
+                        let _ = writeln!(
+                            body,
+                            "add element {t} {name} {{ {} }}",
+                            element_block(&set.elements)
+                        );
+                    }
+                    stats.elements_deleted += have.len();
+                    stats.elements_added += set.elements.len();
+                    continue;
+                }
+                if !gone.is_empty() {
+                    let _ = writeln!(
+                        body,
+                        "delete element {t} {name} {{ {} }}",
+                        element_block(&gone)
+                    );
+                    stats.elements_deleted += gone.len();
+                }
+                if !new.is_empty() {
+                    let _ = writeln!(body, "add element {t} {name} {{ {} }}", element_block(&new));
+                    stats.elements_added += new.len();
+                }
+            }
+        }
+    }
+    for name in current
+        .sets
+        .keys()
+        .filter(|n| !desired.sets.contains_key(*n))
+    {
+        let _ = writeln!(tail, "delete set {t} {name}");
+    }
+
+    // Maps: declare new ones now, fill after the chains they point at exist.
+    let mut map_adds = String::new();
+    let mut map_dels = String::new();
+    for (name, map) in &desired.maps {
+        let have = current.maps.get(name);
+        if have.is_none() {
+            let _ = writeln!(head, "add map {t} {name} {{ type ifname : verdict; }}");
+        }
+        let empty = Default::default();
+        let have = have.unwrap_or(&empty);
+        for (k, v) in have {
+            if map.elements.get(k) != Some(v) {
+                if k.starts_with("<unreadable") {
+                    let _ = writeln!(map_dels, "flush map {t} {name}");
+                    continue;
+                }
+                let _ = writeln!(map_dels, "delete element {t} {name} {{ \"{k}\" }}");
+                stats.elements_deleted += 1;
+            }
+        }
+        let flushed = have.keys().any(|k| k.starts_with("<unreadable"));
+        for (k, v) in &map.elements {
+            if flushed || have.get(k) != Some(v) {
+                let _ = writeln!(map_adds, "add element {t} {name} {{ \"{k}\" : {v} }}");
+                stats.elements_added += 1;
+            }
+        }
+    }
+    for name in current
+        .maps
+        .keys()
+        .filter(|n| !desired.maps.contains_key(*n))
+    {
+        let _ = writeln!(tail, "delete map {t} {name}");
+    }
+
+    // Chains: declare every new chain first so that jumps resolve, then
+    // rewrite changed ones in dependency order.
+    for chain in desired.ordered_chains() {
+        if !current.chains.contains_key(&chain.name) {
+            match chain.hook {
+                Some(h) => {
+                    let _ = writeln!(
+                        head,
+                        "add chain {t} {} {{ type {} hook {} priority {}; policy accept; }}",
+                        chain.name, h.kind, h.hook, h.priority
+                    );
+                }
+                None => {
+                    let _ = writeln!(head, "add chain {t} {}", chain.name);
+                }
+            }
+        }
+    }
+    let mut rewrites = String::new();
+    let mut base_rewrites = String::new();
+    for chain in desired.ordered_chains() {
+        let have = current.chains.get(&chain.name);
+        if have == want.chains.get(&chain.name) {
+            continue;
+        }
+        let out = if chain.rank == Rank::Base {
+            &mut base_rewrites
+        } else {
+            &mut rewrites
+        };
+        if have.is_some() {
+            let _ = writeln!(out, "flush chain {t} {}", chain.name);
+        }
+        for r in &chain.rules {
+            let _ = writeln!(out, "add rule {t} {} {}", chain.name, r.render(&chain.name));
+        }
+        stats.chains_written += 1;
+    }
+    let mut removals = String::new();
+    for name in current
+        .chains
+        .keys()
+        .filter(|n| !desired.chains.contains_key(*n))
+    {
+        let _ = writeln!(removals, "flush chain {t} {name}");
+        stats.chains_deleted += 1;
+    }
+    for name in current
+        .chains
+        .keys()
+        .filter(|n| !desired.chains.contains_key(*n))
+    {
+        let _ = writeln!(removals, "delete chain {t} {name}");
+    }
+
+    let mut text = String::new();
+    if head.is_empty()
+        && body.is_empty()
+        && rewrites.is_empty()
+        && base_rewrites.is_empty()
+        && map_adds.is_empty()
+        && map_dels.is_empty()
+        && removals.is_empty()
+        && tail.is_empty()
+    {
+        return Plan::default();
+    }
+    let _ = writeln!(text, "add table {t}");
+    text.push_str(&head);
+    text.push_str(&body);
+    text.push_str(&rewrites);
+    text.push_str(&map_dels);
+    text.push_str(&map_adds);
+    text.push_str(&base_rewrites);
+    text.push_str(&removals);
+    text.push_str(&tail);
+    Plan { text, stats }
+}
+
+fn set_decl(ty: crate::compile::ir::SetType) -> &'static str {
+    use crate::compile::ir::SetType;
+    match ty {
+        SetType::Ipv4 => "type ipv4_addr; flags interval;",
+        SetType::Ipv6 => "type ipv6_addr; flags interval;",
+        SetType::Port => "type inet_service; flags interval;",
+        SetType::NamedPortV4 => "type ipv4_addr . inet_proto . inet_service;",
+        SetType::NamedPortV6 => "type ipv6_addr . inet_proto . inet_service;",
+    }
+}

@@ -1,0 +1,169 @@
+//! A comparable summary of tortie's table: per chain the list of rule
+//! hashes (from the rule comments), per set and map its elements. Built
+//! from the desired IR, or parsed from `nft -j list table` output.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use crate::compile::ir::Ruleset;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableState {
+    pub chains: BTreeMap<String, Vec<String>>,
+    pub sets: BTreeMap<String, BTreeSet<String>>,
+    pub maps: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl TableState {
+    /// What the kernel holds after `ruleset` is applied.
+    pub fn of(ruleset: &Ruleset) -> TableState {
+        TableState {
+            chains: ruleset
+                .chains
+                .values()
+                .map(|c| {
+                    (
+                        c.name.clone(),
+                        c.rules.iter().map(|r| r.hash(&c.name)).collect(),
+                    )
+                })
+                .collect(),
+            sets: ruleset
+                .sets
+                .values()
+                .map(|s| (s.name.clone(), s.elements.clone()))
+                .collect(),
+            maps: ruleset
+                .maps
+                .values()
+                .map(|m| (m.name.clone(), m.elements.clone()))
+                .collect(),
+        }
+    }
+
+    /// Parses `nft -j list table inet tortie`. Anything unexpected in an
+    /// element makes that set read as unknown (it will be rewritten).
+    pub fn parse_json(text: &str) -> Result<TableState, String> {
+        let v: Value = serde_json::from_str(text).map_err(|e| format!("nft JSON: {e}"))?;
+        let items = v
+            .get("nftables")
+            .and_then(Value::as_array)
+            .ok_or("nft JSON: no `nftables` array")?;
+        let mut st = TableState::default();
+        for item in items {
+            if let Some(c) = item.get("chain") {
+                let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
+                st.chains.entry(name.to_string()).or_default();
+            } else if let Some(r) = item.get("rule") {
+                let chain = r.get("chain").and_then(Value::as_str).unwrap_or_default();
+                let comment = r.get("comment").and_then(Value::as_str).unwrap_or_default();
+                let hash = comment.split(';').next().unwrap_or_default().to_string();
+                st.chains.entry(chain.to_string()).or_default().push(hash);
+            } else if let Some(s) = item.get("set") {
+                let name = s.get("name").and_then(Value::as_str).unwrap_or_default();
+                let mut elements = BTreeSet::new();
+                for e in s
+                    .get("elem")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    match element_text(e) {
+                        Some(t) => {
+                            elements.insert(t);
+                        }
+                        None => {
+                            elements.insert(format!("<unreadable {e}>"));
+                        }
+                    }
+                }
+                st.sets.insert(name.to_string(), elements);
+            } else if let Some(m) = item.get("map") {
+                let name = m.get("name").and_then(Value::as_str).unwrap_or_default();
+                let mut elements = BTreeMap::new();
+                for e in m
+                    .get("elem")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let pair = e.as_array();
+                    let key = pair.and_then(|p| p.first()).and_then(Value::as_str);
+                    let target = pair.and_then(|p| p.get(1)).and_then(verdict_text);
+                    match (key, target) {
+                        (Some(k), Some(t)) => {
+                            elements.insert(k.to_string(), t);
+                        }
+                        _ => {
+                            elements.insert(format!("<unreadable {e}>"), String::new());
+                        }
+                    }
+                }
+                st.maps.insert(name.to_string(), elements);
+            }
+        }
+        Ok(st)
+    }
+}
+
+fn verdict_text(v: &Value) -> Option<String> {
+    for kind in ["goto", "jump"] {
+        if let Some(t) = v
+            .get(kind)
+            .and_then(|g| g.get("target"))
+            .and_then(Value::as_str)
+        {
+            return Some(format!("{kind} {t}"));
+        }
+    }
+    None
+}
+
+fn proto_number(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "tcp" => "6",
+        "udp" => "17",
+        "sctp" => "132",
+        "icmp" => "1",
+        "ipv6-icmp" => "58",
+        "udplite" => "136",
+        _ => return None,
+    })
+}
+
+/// Renders one JSON set element the way the IR writes it.
+fn element_text(e: &Value) -> Option<String> {
+    // Elements may be wrapped with per-element options.
+    if let Some(inner) = e.get("elem") {
+        return element_text(inner.get("val")?);
+    }
+    match e {
+        Value::String(s) => Some(
+            proto_number(s)
+                .map(str::to_string)
+                .unwrap_or_else(|| s.clone()),
+        ),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Object(_) => {
+            if let Some(p) = e.get("prefix") {
+                let addr = p.get("addr")?.as_str()?;
+                let len = p.get("len")?.as_u64()?;
+                return Some(format!("{addr}/{len}"));
+            }
+            if let Some(r) = e.get("range").and_then(Value::as_array) {
+                return Some(format!(
+                    "{}-{}",
+                    element_text(r.first()?)?,
+                    element_text(r.get(1)?)?
+                ));
+            }
+            if let Some(c) = e.get("concat").and_then(Value::as_array) {
+                let parts: Option<Vec<String>> = c.iter().map(element_text).collect();
+                return Some(parts?.join(" . "));
+            }
+            None
+        }
+        _ => None,
+    }
+}

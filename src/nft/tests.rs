@@ -1,0 +1,156 @@
+use std::path::Path;
+
+use super::plan::{delta, full_rebuild};
+use super::state::TableState;
+use crate::calc::Cluster;
+use crate::compile::compile;
+use crate::compile::ir::Ruleset;
+use crate::model::Resource;
+use crate::model::load::load_str;
+
+fn ruleset(yaml: &str) -> Ruleset {
+    let r = load_str(yaml, Path::new("t.yaml"));
+    assert!(!r.has_errors());
+    let res: Vec<Resource> = r.resources.into_iter().map(|l| l.resource).collect();
+    compile(&Cluster::build(&res, "n1"), "n1")
+}
+
+const BASE: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: a}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: srv, namespace: a, labels: {app: srv}}
+spec: {nodeName: n1}
+status: {podIP: 198.18.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: cli, namespace: a, labels: {app: cli}}
+spec: {nodeName: n2}
+status: {podIP: 198.18.0.2}
+---
+kind: NetworkPolicy
+apiVersion: networking.k8s.io/v1
+metadata: {name: p, namespace: a}
+spec:
+  podSelector: {matchLabels: {app: srv}}
+  ingress: [{from: [{podSelector: {matchLabels: {app: cli}}}]}]
+";
+
+#[test]
+fn no_change_sends_nothing() {
+    let rs = ruleset(BASE);
+    assert!(delta(&TableState::of(&rs), &rs).is_empty());
+}
+
+#[test]
+fn a_remote_pod_ip_change_is_a_set_element_delta_only() {
+    let before = ruleset(BASE);
+    let after = ruleset(&BASE.replace("198.18.0.2", "198.18.0.3"));
+    let p = delta(&TableState::of(&before), &after);
+    let lines: Vec<&str> = p.text.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", p.text);
+    assert_eq!(lines[0], "add table inet tortie");
+    assert!(
+        lines[1].starts_with("delete element inet tortie s4-")
+            && lines[1].ends_with("{ 198.18.0.2 }"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].starts_with("add element inet tortie s4-") && lines[2].ends_with("{ 198.18.0.3 }"),
+        "{}",
+        lines[2]
+    );
+    assert_eq!(p.stats.chains_written, 0);
+}
+
+#[test]
+fn a_new_local_pod_adds_its_chains_and_map_entries() {
+    let before = ruleset(BASE);
+    let after = ruleset(&format!(
+        "{BASE}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: srv2, namespace: a, labels: {{app: srv}}}}\nspec: {{nodeName: n1}}\nstatus: {{podIP: 198.18.0.9}}\n"
+    ));
+    let p = delta(&TableState::of(&before), &after);
+    assert_eq!(p.stats.chains_written, 2, "{}", p.text);
+    assert!(p.text.contains("add chain inet tortie filter-tw-cali"));
+    assert!(
+        p.text
+            .contains("add element inet tortie filter-to-wl { \"cali")
+    );
+    assert!(
+        !p.text.contains("flush chain"),
+        "no existing chain is rewritten:\n{}",
+        p.text
+    );
+    // Chains are declared before the map elements that point at them.
+    let decl = p.text.find("add chain inet tortie filter-tw-").unwrap();
+    let elem = p.text.find("add element inet tortie filter-to-wl").unwrap();
+    assert!(decl < elem);
+}
+
+#[test]
+fn removing_a_policy_flushes_then_deletes_its_chain_after_the_references_go() {
+    let before = ruleset(BASE);
+    let after = ruleset(
+        &BASE
+            .replace("kind: NetworkPolicy", "kind: Namespace")
+            .split("---\nkind: Namespace")
+            .next()
+            .unwrap()
+            .to_string(),
+    );
+    let p = delta(&TableState::of(&before), &after);
+    let rewrite = p
+        .text
+        .find("flush chain inet tortie filter-tw-")
+        .expect(&p.text);
+    let delete = p
+        .text
+        .find("delete chain inet tortie filter-pi-knp/a/p")
+        .expect(&p.text);
+    assert!(rewrite < delete);
+    assert!(p.text.contains("delete set inet tortie s4-"));
+}
+
+#[test]
+fn full_rebuild_replaces_the_table_in_one_transaction() {
+    let rs = ruleset(BASE);
+    let p = full_rebuild(&rs);
+    assert!(
+        p.text
+            .starts_with("add table inet tortie\ndelete table inet tortie\ntable inet tortie {\n")
+    );
+    assert!(p.stats.full_rebuild);
+}
+
+#[test]
+fn parses_an_nft_json_listing() {
+    let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
+      {"table": {"family": "inet", "name": "tortie", "handle": 1}},
+      {"set": {"family": "inet", "name": "s4-x", "table": "tortie", "type": "ipv4_addr", "flags": ["interval"],
+               "elem": ["198.18.0.1", {"prefix": {"addr": "198.18.1.0", "len": 24}}, {"range": ["198.18.2.1", "198.18.2.9"]}]}},
+      {"set": {"family": "inet", "name": "np4-y", "table": "tortie", "type": ["ipv4_addr", "inet_proto", "inet_service"],
+               "elem": [{"concat": ["198.18.0.1", "tcp", 80]}]}},
+      {"map": {"family": "inet", "name": "filter-to-wl", "table": "tortie", "type": "ifname", "map": "verdict",
+               "elem": [["cali1", {"goto": {"target": "filter-tw-cali1"}}]]}},
+      {"chain": {"family": "inet", "table": "tortie", "name": "filter-tw-cali1", "handle": 2}},
+      {"rule": {"family": "inet", "table": "tortie", "chain": "filter-tw-cali1", "handle": 3, "comment": "0123456789abcdef;note", "expr": []}},
+      {"rule": {"family": "inet", "table": "tortie", "chain": "filter-tw-cali1", "handle": 4, "expr": []}}
+    ]}"#;
+    let st = TableState::parse_json(json).unwrap();
+    assert_eq!(
+        st.sets["s4-x"].iter().cloned().collect::<Vec<_>>(),
+        ["198.18.0.1", "198.18.1.0/24", "198.18.2.1-198.18.2.9"]
+    );
+    assert_eq!(
+        st.sets["np4-y"].iter().cloned().collect::<Vec<_>>(),
+        ["198.18.0.1 . 6 . 80"]
+    );
+    assert_eq!(st.maps["filter-to-wl"]["cali1"], "goto filter-tw-cali1");
+    // A rule without our comment hashes as "" and so never matches a desired rule.
+    assert_eq!(st.chains["filter-tw-cali1"], ["0123456789abcdef", ""]);
+}
