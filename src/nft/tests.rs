@@ -95,14 +95,7 @@ fn a_new_local_pod_adds_its_chains_and_map_entries() {
 #[test]
 fn removing_a_policy_flushes_then_deletes_its_chain_after_the_references_go() {
     let before = ruleset(BASE);
-    let after = ruleset(
-        &BASE
-            .replace("kind: NetworkPolicy", "kind: Namespace")
-            .split("---\nkind: Namespace")
-            .next()
-            .unwrap()
-            .to_string(),
-    );
+    let after = ruleset(BASE.split("---\nkind: NetworkPolicy").next().unwrap());
     let p = delta(&TableState::of(&before), &after);
     let rewrite = p
         .text
