@@ -5,7 +5,9 @@
 
 pub mod calc;
 pub mod compile;
+pub mod demo;
 pub mod diag;
 pub mod model;
 pub mod nft;
+pub mod sandbox;
 pub mod selector;

@@ -53,6 +53,9 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Run the NetworkPolicy tutorial in a sandbox of network namespaces and
+    /// show, with real packets, what each step allows.
+    Demo,
     /// Print Kubernetes NetworkPolicies as the equivalent projectcalico.org/v3 YAML.
     Convert {
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
@@ -165,6 +168,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 report.duration
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo => {
+            let report = tortie::demo::run(&mut std::io::stdout())?;
+            Ok(if report.mismatches.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Convert { paths } => {
             let result = load_paths(&paths);
