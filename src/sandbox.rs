@@ -529,3 +529,14 @@ pub fn check_truth_table(cells: &[(Probe, bool, String)]) -> Result<(), String> 
         Err(still.join("\n"))
     }
 }
+
+/// One ICMP echo from inside `ns` (uses the `ping` binary); true on a reply.
+pub fn ping(ns: &Netns, to: IpAddr) -> bool {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.name, "ping", "-c", "1", "-W", "1"]);
+    if to.is_ipv6() {
+        cmd.arg("-6");
+    }
+    cmd.arg(to.to_string());
+    cmd.output().map(|o| o.status.success()).unwrap_or(false)
+}
