@@ -127,7 +127,7 @@ impl Sc {
         y.push_str(extra);
         self.node.apply_yaml(&y);
     }
-    fn from_pod(&self, ns: &str, name: &str) -> &Netns {
+    fn pod_ns(&self, ns: &str, name: &str) -> &Netns {
         &self.node.pod(ns, name).ns
     }
     fn ip(&self, ns: &str, name: &str) -> IpAddr {
@@ -155,7 +155,7 @@ fn seed_003_access_nginx_and_default_deny() {
         sc.serve_pod("default", n, &[(Proto::Tcp, 80)]);
     }
     let e = |from: &'static str, to: &'static str, allowed: bool| Expect {
-        from: sc.from_pod("default", from),
+        from: sc.pod_ns("default", from),
         from_name: from,
         to: sc.ip("default", to),
         to_name: to,
@@ -236,7 +236,7 @@ fn seeds_000_001_srv1_and_accounts_finance() {
     sc.apply(&policies);
     let e = |fns: &'static str, from: &'static str, to: &'static str, port: u16, allowed: bool| {
         Expect {
-            from: sc.from_pod(fns, from),
+            from: sc.pod_ns(fns, from),
             from_name: from,
             to: sc.ip("accounts", to),
             to_name: to,
@@ -280,7 +280,7 @@ fn seed_001_log_denied_packets_does_not_change_verdicts() {
         seed("001-access-nginx-k8s.yaml").replace("extensions/v1beta1", "networking.k8s.io/v1");
     let log = seed("001-log-denied-packets.yaml");
     let e = |from: &'static str, allowed: bool| Expect {
-        from: sc.from_pod("default", from),
+        from: sc.pod_ns("default", from),
         from_name: from,
         to: sc.ip("default", "nginx"),
         to_name: "nginx",
@@ -316,8 +316,7 @@ fn seed_001_ibm_default_host_policies_and_failsafes() {
     ]);
     sc.serve_outside(&[(Proto::Tcp, 443)]);
     let policies = rules_seed("seed-001-ibm-default-host-policies.yaml")
-        .replace("node: worker1", "node: node1")
-        .replace("interfaceName: eth1", "interfaceName: eth1");
+        .replace("node: worker1", "node: node1");
     let node_probe = |port: u16, proto: Proto, allowed: bool| Expect {
         from: sc.outside(),
         from_name: "outside",
@@ -504,7 +503,7 @@ fn calico_order_deny_before_allow_pass_end_of_tier_and_log() {
     for (who, ports) in table {
         for (i, port) in [80u16, 81, 82, 83].into_iter().enumerate() {
             cells.push(Expect {
-                from: sc.from_pod("default", who),
+                from: sc.pod_ns("default", who),
                 from_name: who,
                 to: server,
                 to_name: "server",
@@ -533,7 +532,7 @@ fn default_endpoint_to_host_action_and_host_to_workload() {
         )
     };
     let to_host = |allowed: bool| Expect {
-        from: sc.from_pod("default", "p"),
+        from: sc.pod_ns("default", "p"),
         from_name: "pod",
         to: node_ip(),
         to_name: "node",
@@ -641,7 +640,7 @@ fn ipv6_pods_and_policy() {
     let v6 = sc.node.pod("default", "server").ip6.unwrap();
     let v4 = sc.ip("default", "server");
     let e = |from: &'static str, to: IpAddr, allowed: bool| Expect {
-        from: sc.from_pod("default", from),
+        from: sc.pod_ns("default", from),
         from_name: from,
         to,
         to_name: "server",
@@ -651,7 +650,7 @@ fn ipv6_pods_and_policy() {
     };
     sc.apply("");
     check("no policy", &[e("client", v6, true), e("other", v6, true)]);
-    assert!(ping(sc.from_pod("default", "other"), v6));
+    assert!(ping(sc.pod_ns("default", "other"), v6));
     sc.apply("apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p, namespace: default}\nspec: {selector: app == 'server', types: [Ingress], ingress: [{action: Allow, protocol: TCP, source: {selector: app == 'client'}, destination: {ports: [80]}}]}\n");
     check(
         "client only, both families",
@@ -663,7 +662,7 @@ fn ipv6_pods_and_policy() {
         ],
     );
     assert!(
-        !ping(sc.from_pod("default", "other"), v6),
+        !ping(sc.pod_ns("default", "other"), v6),
         "ICMPv6 echo is not allowed by the policy"
     );
     sc.apply("apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p, namespace: default}\nspec: {selector: app == 'server', types: [Ingress], ingress: [{action: Allow, ipVersion: 6, source: {selector: app == 'client'}}, {action: Allow, protocol: ICMPv6, icmp: {type: 128}}]}\n");
@@ -672,7 +671,7 @@ fn ipv6_pods_and_policy() {
         &[e("client", v6, true), e("client", v4, false)],
     );
     assert!(
-        ping(sc.from_pod("default", "other"), v6),
+        ping(sc.pod_ns("default", "other"), v6),
         "ICMPv6 type 128 allowed"
     );
 }
