@@ -64,6 +64,8 @@ pub struct ApplyReport {
 
 /// Consecutive failures after which the next apply rebuilds the table.
 pub const REBUILD_AFTER_FAILURES: u32 = 3;
+/// Consecutive failures after which the table is deleted and re-created.
+pub const REPLACE_AFTER_FAILURES: u32 = 5;
 
 /// Keeps the kernel in step with desired rulesets.
 #[derive(Debug)]
@@ -99,6 +101,9 @@ impl Dataplane {
 
     /// The transaction that would bring the kernel to `desired`.
     pub fn plan(&mut self, desired: &Ruleset) -> Result<(Plan, bool), NftError> {
+        if self.failures >= REPLACE_AFTER_FAILURES {
+            return Ok((plan::replace_table(desired), false));
+        }
         if self.failures >= REBUILD_AFTER_FAILURES {
             return Ok((plan::full_rebuild(desired), false));
         }
@@ -108,7 +113,7 @@ impl Dataplane {
         };
         let p = if current == TableState::default() {
             // Nothing there (first start): create the table whole.
-            plan::full_rebuild(desired)
+            plan::replace_table(desired)
         } else {
             plan::delta(&current, desired)
         };
@@ -140,8 +145,19 @@ impl Dataplane {
         }
         match exec::run_transaction(&self.target, &p.text) {
             Ok(()) => {
-                self.last = Some(TableState::of(desired));
                 self.failures = 0;
+                if p.stats.full_rebuild && p.text.contains("\nflush table ") {
+                    // A rebuild keeps objects that are no longer wanted
+                    // (empty, unreferenced); one read-back delta deletes them.
+                    self.last = None;
+                    let cleanup = self.plan(desired).map(|(c, _)| c);
+                    if let Ok(c) = cleanup
+                        && !c.is_empty()
+                    {
+                        exec::run_transaction(&self.target, &c.text)?;
+                    }
+                }
+                self.last = Some(TableState::of(desired));
                 Ok(ApplyReport {
                     stats: p.stats,
                     duration: start.elapsed(),

@@ -41,9 +41,44 @@ fn element_block(elements: &BTreeSet<String>) -> String {
     elements.iter().cloned().collect::<Vec<_>>().join(", ")
 }
 
-/// Replaces the whole table in one transaction (used at first start when the
-/// table is absent or unreadable, and after repeated failures).
+/// Rewrites the whole table in one transaction without ever removing its
+/// base chains: every rule is flushed, every set and map emptied, and all
+/// of it refilled. Objects that are no longer wanted stay behind empty and
+/// unreferenced until the next delta removes them. Used after repeated
+/// failures. (Deleting and re-adding the table would also re-register the
+/// netfilter hooks, and under load that was seen to lose an allowed packet.)
 pub fn full_rebuild(desired: &Ruleset) -> Plan {
+    let t = table();
+    let mut text = format!("add table {t}\nflush table {t}\n");
+    for set in desired.sets.values() {
+        let _ = writeln!(text, "add set {t} {} {{ {} }}", set.name, set_decl(set.ty));
+        let _ = writeln!(text, "flush set {t} {}", set.name);
+    }
+    for map in desired.maps.values() {
+        let _ = writeln!(
+            text,
+            "add map {t} {} {{ type ifname : verdict; }}",
+            map.name
+        );
+        let _ = writeln!(text, "flush map {t} {}", map.name);
+    }
+    text.push_str(&desired.render());
+    Plan {
+        text,
+        stats: PlanStats {
+            chains_written: desired.chains.len(),
+            elements_added: desired.sets.values().map(|s| s.elements.len()).sum(),
+            full_rebuild: true,
+            ..PlanStats::default()
+        },
+    }
+}
+
+/// Replaces the table outright: delete and re-create in one transaction.
+/// Used when the table does not exist yet, and as the last resort when even
+/// a full rebuild keeps failing (e.g. an object of ours was altered so that
+/// it cannot be refilled).
+pub fn replace_table(desired: &Ruleset) -> Plan {
     let t = table();
     let mut text = format!("add table {t}\ndelete table {t}\n");
     text.push_str(&desired.render());

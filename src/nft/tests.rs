@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use super::plan::{delta, full_rebuild};
+use super::plan::{delta, full_rebuild, replace_table};
 use super::state::TableState;
 use crate::calc::Cluster;
 use crate::compile::compile;
@@ -110,14 +110,23 @@ fn removing_a_policy_flushes_then_deletes_its_chain_after_the_references_go() {
 }
 
 #[test]
-fn full_rebuild_replaces_the_table_in_one_transaction() {
+fn full_rebuild_refills_everything_without_deleting_base_chains() {
     let rs = ruleset(BASE);
     let p = full_rebuild(&rs);
     assert!(
         p.text
+            .starts_with("add table inet tortie\nflush table inet tortie\n")
+    );
+    assert!(!p.text.contains("delete"), "{}", p.text);
+    for set in rs.sets.keys() {
+        assert!(p.text.contains(&format!("flush set inet tortie {set}\n")));
+    }
+    assert!(p.stats.full_rebuild);
+    let r = replace_table(&rs);
+    assert!(
+        r.text
             .starts_with("add table inet tortie\ndelete table inet tortie\ntable inet tortie {\n")
     );
-    assert!(p.stats.full_rebuild);
 }
 
 #[test]

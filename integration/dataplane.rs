@@ -1,0 +1,306 @@
+//! The kernel side under stress: no window while rulesets are swapped, drift
+//! repair after hand edits, and a rejected transaction leaving the last good
+//! state in force.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use support::*;
+use tortie::compile::ir::{Rank, Rule as IrRule, Ruleset};
+use tortie::nft::{Dataplane, plan};
+
+struct World {
+    node: Node,
+    _servers: Servers,
+    labels: BTreeMap<(String, String), Vec<(String, String)>>,
+}
+
+fn world(tag: &str) -> World {
+    let mut node = Node::new(tag);
+    node.add_pod("default", "server", "198.18.0.2", None);
+    node.add_pod("default", "good", "198.18.0.3", None);
+    node.add_pod("default", "bad", "198.18.0.4", None);
+    let servers = Servers::start(
+        &node.pod("default", "server").ns,
+        "server",
+        &[(Proto::Tcp, 80)],
+    );
+    let mut labels = BTreeMap::new();
+    for (n, app) in [("server", "server"), ("good", "good"), ("bad", "bad")] {
+        labels.insert(
+            ("default".to_string(), n.to_string()),
+            vec![("app".to_string(), app.to_string())],
+        );
+    }
+    World {
+        node,
+        _servers: servers,
+        labels,
+    }
+}
+
+impl World {
+    fn ruleset(&self, policy: &str) -> Ruleset {
+        let y = format!(
+            "{}---\n{policy}",
+            self.node.cluster_yaml(&self.labels, &BTreeMap::new())
+        );
+        compile_yaml(&y, "node1")
+    }
+    fn server(&self) -> IpAddr {
+        self.node.pod("default", "server").ip4
+    }
+}
+
+/// Two rulesets with the same meaning (only `good` reaches the server) but
+/// different chains, sets and rules, so every swap rewrites the table.
+const POLICY_A: &str = "kind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nmetadata: {name: a, namespace: default}\nspec: {podSelector: {matchLabels: {app: server}}, ingress: [{from: [{podSelector: {matchLabels: {app: good}}}]}]}\n";
+const POLICY_B: &str = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: b}\nspec: {selector: app == 'server', order: 5, types: [Ingress], ingress: [{action: Deny, source: {nets: [198.18.0.4/32]}}, {action: Allow, protocol: TCP, source: {nets: [198.18.0.3/32]}, destination: {ports: [80]}}]}\n";
+
+/// Probes good→server (must connect) and bad→server (must not) until
+/// `stop`; returns (attempts, wrong verdicts).
+fn prober(w: &World, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(usize, Vec<String>)> {
+    let good = w.node.pod("default", "good").ns.path();
+    let bad = w.node.pod("default", "bad").ns.path();
+    let to = w.server();
+    std::thread::spawn(move || {
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let wrong = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut handles = Vec::new();
+        for (ns, expect) in [(good, true), (bad, false)] {
+            for _ in 0..2 {
+                let (stop, attempts, wrong, ns) =
+                    (stop.clone(), attempts.clone(), wrong.clone(), ns.clone());
+                handles.push(std::thread::spawn(move || {
+                    enter_netns(&ns);
+                    let deadline = Instant::now() + Duration::from_secs(300);
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        let got = probe_once(Proto::Tcp, to, 80, Duration::from_millis(200));
+                        attempts.fetch_add(1, Ordering::Relaxed);
+                        if got != expect {
+                            wrong
+                                .lock()
+                                .unwrap()
+                                .push(format!("{} got {got}", ns.display()));
+                        }
+                    }
+                }));
+            }
+        }
+        for h in handles {
+            h.join().unwrap();
+        }
+        (
+            attempts.load(Ordering::Relaxed),
+            wrong.lock().unwrap().clone(),
+        )
+    })
+}
+
+#[test]
+fn no_wrong_verdict_while_200_rulesets_are_swapped() {
+    if !kernel::require_kernel("swap") {
+        return;
+    }
+    let w = world("swap");
+    let (a, b) = (w.ruleset(POLICY_A), w.ruleset(POLICY_B));
+    w.node.dataplane.borrow_mut().apply(&a).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let probing = prober(&w, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let mut chains_written = 0;
+    for i in 0..200 {
+        let rs = if i % 2 == 0 { &b } else { &a };
+        let r = w.node.dataplane.borrow_mut().apply(rs).unwrap();
+        assert!(r.sent);
+        chains_written += r.stats.chains_written;
+    }
+    let swap_time = started.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (attempts, wrong) = probing.join().unwrap();
+    eprintln!(
+        "200 swaps in {swap_time:?} ({chains_written} chain rewrites); {attempts} probes, {} wrong",
+        wrong.len()
+    );
+    assert!(attempts >= 100, "the prober ran ({attempts} attempts)");
+    assert!(
+        wrong.is_empty(),
+        "{} wrong verdicts: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+}
+
+#[test]
+fn no_wrong_verdict_across_forced_full_rebuilds() {
+    if !kernel::require_kernel("rebuild") {
+        return;
+    }
+    let w = world("rebuild");
+    let (a, b) = (w.ruleset(POLICY_A), w.ruleset(POLICY_B));
+    w.node.dataplane.borrow_mut().apply(&a).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let probing = prober(&w, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..60 {
+        let rs = if i % 2 == 0 { &b } else { &a };
+        let p = plan::full_rebuild(rs);
+        tortie::nft::exec::run_transaction(&w.node.ns.target(), &p.text).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (attempts, wrong) = probing.join().unwrap();
+    eprintln!("60 full rebuilds; {attempts} probes, {} wrong", wrong.len());
+    assert!(attempts >= 20);
+    assert!(
+        wrong.is_empty(),
+        "{} wrong verdicts: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+}
+
+fn verdicts(w: &World) -> (bool, bool) {
+    let to = w.server();
+    let probes = [
+        Probe {
+            from: w.node.pod("default", "good").ns.path(),
+            to,
+            port: 80,
+            proto: Proto::Tcp,
+        },
+        Probe {
+            from: w.node.pod("default", "bad").ns.path(),
+            to,
+            port: 80,
+            proto: Proto::Tcp,
+        },
+    ];
+    let r = probe_all(&probes);
+    (r[0], r[1])
+}
+
+#[test]
+fn drift_is_detected_and_repaired() {
+    if !kernel::require_kernel("drift") {
+        return;
+    }
+    let w = world("drift");
+    let a = w.ruleset(POLICY_A);
+    let mut dp = Dataplane::new(w.node.ns.target());
+    dp.apply(&a).unwrap();
+    assert!(dp.verify(&a).unwrap());
+    assert_eq!(verdicts(&w), (true, false));
+    // A no-change apply sends nothing.
+    assert!(!dp.apply(&a).unwrap().sent);
+
+    // 1. Someone deletes the whole table: everything is allowed until repaired.
+    w.node
+        .ns
+        .exec(&["nft", "delete", "table", "inet", "tortie"]);
+    assert_eq!(verdicts(&w), (true, true));
+    let r = dp.refresh(&a).unwrap();
+    assert!(r.sent && r.read_back);
+    assert!(dp.verify(&a).unwrap());
+    assert_eq!(verdicts(&w), (true, false));
+
+    // 2. Someone flushes the server's ingress chain.
+    let tw = a
+        .chains
+        .keys()
+        .find(|k| k.starts_with("filter-tw-"))
+        .unwrap()
+        .clone();
+    let server_tw = format!("filter-tw-{}", w.node.pod("default", "server").iface);
+    assert!(a.chains.contains_key(&server_tw), "{tw}");
+    w.node
+        .ns
+        .exec(&["nft", "flush", "chain", "inet", "tortie", &server_tw]);
+    assert!(!dp.verify(&a).unwrap());
+    let r = dp.refresh(&a).unwrap();
+    assert_eq!(
+        r.stats.chains_written, 1,
+        "only the flushed chain is rewritten"
+    );
+    assert!(dp.verify(&a).unwrap());
+    assert_eq!(verdicts(&w), (true, false));
+
+    // 3. Someone deletes a set element (the good client's address).
+    let set = a
+        .sets
+        .values()
+        .find(|s| s.elements.contains("198.18.0.3"))
+        .unwrap()
+        .name
+        .clone();
+    w.node.ns.exec(&[
+        "nft",
+        "delete",
+        "element",
+        "inet",
+        "tortie",
+        &set,
+        "{ 198.18.0.3 }",
+    ]);
+    assert_eq!(verdicts(&w), (false, false));
+    let r = dp.refresh(&a).unwrap();
+    assert_eq!((r.stats.elements_added, r.stats.chains_written), (1, 0));
+    assert!(dp.verify(&a).unwrap());
+    assert_eq!(verdicts(&w), (true, false));
+
+    // 4. Someone adds a rule to one of our chains.
+    w.node.ns.exec(&[
+        "nft", "insert", "rule", "inet", "tortie", &server_tw, "accept",
+    ]);
+    assert_eq!(verdicts(&w), (true, true));
+    dp.refresh(&a).unwrap();
+    assert_eq!(verdicts(&w), (true, false));
+}
+
+#[test]
+fn a_rejected_transaction_keeps_the_last_good_state() {
+    if !kernel::require_kernel("reject") {
+        return;
+    }
+    let w = world("reject");
+    let a = w.ruleset(POLICY_A);
+    let mut dp = Dataplane::new(w.node.ns.target());
+    dp.apply(&a).unwrap();
+    // A ruleset the kernel refuses: a jump to a chain that does not exist.
+    let mut broken = w.ruleset(POLICY_B);
+    let chain = broken
+        .chains
+        .values_mut()
+        .find(|c| c.rank == Rank::Leaf)
+        .unwrap();
+    chain
+        .rules
+        .push(IrRule::new("", "jump no-such-chain", "broken on purpose"));
+    for attempt in 1..=3 {
+        let err = dp.apply(&broken).unwrap_err();
+        assert!(
+            err.to_string().contains("no-such-chain") || err.to_string().contains("No such file"),
+            "{err}"
+        );
+        assert_eq!(dp.consecutive_failures(), attempt);
+        // The previous ruleset is still in force, whole.
+        assert!(dp.verify(&a).unwrap());
+        assert_eq!(verdicts(&w), (true, false));
+    }
+    // After repeated failures the next attempt is a whole-table rebuild in
+    // one transaction; with a valid ruleset it succeeds.
+    let (p, _) = dp.plan(&w.ruleset(POLICY_B)).unwrap();
+    assert!(p.stats.full_rebuild);
+    let b = w.ruleset(POLICY_B);
+    dp.apply(&b).unwrap();
+    assert_eq!(dp.consecutive_failures(), 0);
+    assert!(dp.verify(&b).unwrap());
+    assert_eq!(verdicts(&w), (true, false));
+}
