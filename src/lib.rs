@@ -11,3 +11,4 @@ pub mod model;
 pub mod nft;
 pub mod sandbox;
 pub mod selector;
+pub mod synth;
