@@ -26,7 +26,7 @@ fn main() {
         .position(|a| a == "--runs")
         .and_then(|i| args.get(i + 1))
         .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(if smoke { 1 } else { 3 });
     let sizes = [
         ("S", Size::S),
         ("M", Size::M),

@@ -675,3 +675,75 @@ fn ipv6_pods_and_policy() {
         "ICMPv6 type 128 allowed"
     );
 }
+
+/// Seed 002's examples, as corrected: straight quotes, `matchLabels:` under
+/// each selector, `ports` at rule level instead of `to:` in an ingress rule,
+/// the second example renamed (the seed reuses the name), the external CIDR
+/// 172.18.0.0/24 replaced by the test's outside network, and `types` with a
+/// stray line written as `policyTypes: [Ingress, Egress]`.
+const SEED_002_CORRECTED: [&str; 5] = [
+    "kind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nmetadata: {name: allow-same-namespace, namespace: default}\nspec:\n  podSelector:\n    matchLabels: {\"color\": \"blue\"}\n  ingress:\n  - from:\n    - podSelector:\n        matchLabels: {\"color\": \"red\"}\n    ports:\n    - port: 80\n",
+    "kind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nmetadata: {name: allow-other-namespace, namespace: default}\nspec:\n  podSelector:\n    matchLabels: {\"color\": \"blue\"}\n  ingress:\n  - from:\n    - podSelector:\n        matchLabels: {\"color\": \"red\"}\n      namespaceSelector:\n        matchLabels: {\"something\": \"else\"}\n    ports:\n    - port: 80\n",
+    "kind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nmetadata: {name: allow-egress-same-namespace, namespace: default}\nspec:\n  podSelector:\n    matchLabels: {\"color\": \"blue\"}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    - podSelector:\n        matchLabels: {\"color\": \"red\"}\n    ports:\n    - port: 80\n",
+    "kind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nmetadata: {name: allow-egress-external, namespace: default}\nspec:\n  podSelector:\n    matchLabels: {\"color\": \"red\"}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    - ipBlock:\n        cidr: 198.18.100.0/24\n",
+    "kind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nmetadata: {name: default-ingress-deny, namespace: policy-demo}\nspec:\n  podSelector:\n    matchLabels: {}\n  policyTypes:\n  - Ingress\n  - Egress\n",
+];
+
+#[test]
+fn seed_002_examples_as_corrected() {
+    if !kernel::require_kernel("seed_002") {
+        return;
+    }
+    let mut sc = Sc::new("s002");
+    sc.pod("default", "blue", "198.18.0.2", None, &[("color", "blue")]);
+    sc.pod("default", "red", "198.18.0.3", None, &[("color", "red")]);
+    sc.pod("default", "green", "198.18.0.4", None, &[("color", "green")]);
+    sc.pod("other", "red", "198.18.1.3", None, &[("color", "red")]);
+    sc.pod("other2", "red", "198.18.2.3", None, &[("color", "red")]);
+    sc.pod("policy-demo", "p1", "198.18.3.1", None, &[("app", "p1")]);
+    sc.pod("policy-demo", "p2", "198.18.3.2", None, &[("app", "p2")]);
+    sc.ns_labels.insert("other".into(), l(&[("something", "else")]));
+    for (ns, n) in [("default", "blue"), ("default", "red"), ("default", "green"), ("policy-demo", "p1"), ("policy-demo", "p2")] {
+        sc.serve_pod(ns, n, &[(Proto::Tcp, 80), (Proto::Tcp, 81)]);
+    }
+    sc.serve_outside(&[(Proto::Tcp, 80)]);
+    let e = |fns: &'static str, from: &'static str, tns: &'static str, to: &'static str, port: u16, allowed: bool| Expect {
+        from: sc.pod_ns(fns, from),
+        from_name: from,
+        to: sc.ip(tns, to),
+        to_name: to,
+        port,
+        proto: Proto::Tcp,
+        allowed,
+    };
+    let out = |fns: &'static str, from: &'static str, allowed: bool| Expect { from: sc.pod_ns(fns, from), from_name: from, to: UPLINK_OUTSIDE_IP.parse().unwrap(), to_name: "outside", port: 80, proto: Proto::Tcp, allowed };
+    sc.apply(&SEED_002_CORRECTED[..2].join("---\n"));
+    check(
+        "ingress examples",
+        &[
+            e("default", "red", "default", "blue", 80, true),
+            e("default", "red", "default", "blue", 81, false),
+            e("default", "green", "default", "blue", 80, false),
+            e("other", "red", "default", "blue", 80, true),
+            e("other2", "red", "default", "blue", 80, false),
+        ],
+    );
+    sc.apply(&SEED_002_CORRECTED[..3].join("---\n"));
+    check(
+        "egress same namespace",
+        &[e("default", "blue", "default", "red", 80, true), e("default", "blue", "default", "red", 81, false), e("default", "blue", "default", "green", 80, false)],
+    );
+    sc.apply(&SEED_002_CORRECTED[..4].join("---\n"));
+    check("egress to a CIDR", &[out("default", "red", true), e("default", "red", "default", "blue", 80, false), out("default", "green", true)]);
+    sc.apply(&SEED_002_CORRECTED.join("---\n"));
+    check(
+        "deny-all in policy-demo",
+        &[
+            e("policy-demo", "p1", "policy-demo", "p2", 80, false),
+            e("policy-demo", "p2", "policy-demo", "p1", 80, false),
+            out("policy-demo", "p1", false),
+            e("default", "green", "policy-demo", "p1", 80, false),
+            e("default", "green", "default", "red", 80, true),
+        ],
+    );
+}
