@@ -6,7 +6,11 @@
 # as the namespace tests do).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+# The kernel tests create network namespaces: run the whole suite as root.
+if [ "$(id -u)" -ne 0 ]; then
+  exec sudo -E env "PATH=$PATH" "$0" "$@"
+fi
+as_root() { "$@"; }
 
 missing=()
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
