@@ -697,17 +697,35 @@ fn seed_002_examples_as_corrected() {
     let mut sc = Sc::new("s002");
     sc.pod("default", "blue", "198.18.0.2", None, &[("color", "blue")]);
     sc.pod("default", "red", "198.18.0.3", None, &[("color", "red")]);
-    sc.pod("default", "green", "198.18.0.4", None, &[("color", "green")]);
+    sc.pod(
+        "default",
+        "green",
+        "198.18.0.4",
+        None,
+        &[("color", "green")],
+    );
     sc.pod("other", "red", "198.18.1.3", None, &[("color", "red")]);
     sc.pod("other2", "red", "198.18.2.3", None, &[("color", "red")]);
     sc.pod("policy-demo", "p1", "198.18.3.1", None, &[("app", "p1")]);
     sc.pod("policy-demo", "p2", "198.18.3.2", None, &[("app", "p2")]);
-    sc.ns_labels.insert("other".into(), l(&[("something", "else")]));
-    for (ns, n) in [("default", "blue"), ("default", "red"), ("default", "green"), ("policy-demo", "p1"), ("policy-demo", "p2")] {
+    sc.ns_labels
+        .insert("other".into(), l(&[("something", "else")]));
+    for (ns, n) in [
+        ("default", "blue"),
+        ("default", "red"),
+        ("default", "green"),
+        ("policy-demo", "p1"),
+        ("policy-demo", "p2"),
+    ] {
         sc.serve_pod(ns, n, &[(Proto::Tcp, 80), (Proto::Tcp, 81)]);
     }
     sc.serve_outside(&[(Proto::Tcp, 80)]);
-    let e = |fns: &'static str, from: &'static str, tns: &'static str, to: &'static str, port: u16, allowed: bool| Expect {
+    let e = |fns: &'static str,
+             from: &'static str,
+             tns: &'static str,
+             to: &'static str,
+             port: u16,
+             allowed: bool| Expect {
         from: sc.pod_ns(fns, from),
         from_name: from,
         to: sc.ip(tns, to),
@@ -716,7 +734,15 @@ fn seed_002_examples_as_corrected() {
         proto: Proto::Tcp,
         allowed,
     };
-    let out = |fns: &'static str, from: &'static str, allowed: bool| Expect { from: sc.pod_ns(fns, from), from_name: from, to: UPLINK_OUTSIDE_IP.parse().unwrap(), to_name: "outside", port: 80, proto: Proto::Tcp, allowed };
+    let out = |fns: &'static str, from: &'static str, allowed: bool| Expect {
+        from: sc.pod_ns(fns, from),
+        from_name: from,
+        to: UPLINK_OUTSIDE_IP.parse().unwrap(),
+        to_name: "outside",
+        port: 80,
+        proto: Proto::Tcp,
+        allowed,
+    };
     sc.apply(&SEED_002_CORRECTED[..2].join("---\n"));
     check(
         "ingress examples",
@@ -731,10 +757,21 @@ fn seed_002_examples_as_corrected() {
     sc.apply(&SEED_002_CORRECTED[..3].join("---\n"));
     check(
         "egress same namespace",
-        &[e("default", "blue", "default", "red", 80, true), e("default", "blue", "default", "red", 81, false), e("default", "blue", "default", "green", 80, false)],
+        &[
+            e("default", "blue", "default", "red", 80, true),
+            e("default", "blue", "default", "red", 81, false),
+            e("default", "blue", "default", "green", 80, false),
+        ],
     );
     sc.apply(&SEED_002_CORRECTED[..4].join("---\n"));
-    check("egress to a CIDR", &[out("default", "red", true), e("default", "red", "default", "blue", 80, false), out("default", "green", true)]);
+    check(
+        "egress to a CIDR",
+        &[
+            out("default", "red", true),
+            e("default", "red", "default", "blue", 80, false),
+            out("default", "green", true),
+        ],
+    );
     sc.apply(&SEED_002_CORRECTED.join("---\n"));
     check(
         "deny-all in policy-demo",
