@@ -82,6 +82,22 @@ fn summary(result: &LoadResult) -> String {
     out
 }
 
+/// Loads, reports problems, and compiles the valid resources for `node`.
+fn load_and_compile(paths: &[PathBuf], node: &str) -> (LoadResult, tortie::compile::ir::Ruleset) {
+    let result = load_paths(paths);
+    print_diagnostics(&result.diagnostics);
+    let resources: Vec<Resource> = result
+        .resources
+        .iter()
+        .map(|l| l.resource.clone())
+        .collect();
+    let cluster = tortie::calc::Cluster::build(&resources, node);
+    for n in &cluster.notes {
+        eprintln!("note: {}: {}", n.subject, n.message);
+    }
+    (result, tortie::compile::compile(&cluster, node))
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate { paths } => {
@@ -101,18 +117,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Compile { paths, node } => {
-            let result = load_paths(&paths);
-            print_diagnostics(&result.diagnostics);
-            let resources: Vec<Resource> = result
-                .resources
-                .iter()
-                .map(|l| l.resource.clone())
-                .collect();
-            let cluster = tortie::calc::Cluster::build(&resources, &node);
-            for n in &cluster.notes {
-                eprintln!("note: {}: {}", n.subject, n.message);
-            }
-            let ruleset = tortie::compile::compile(&cluster, &node);
+            let (result, ruleset) = load_and_compile(&paths, &node);
             print!("{}", ruleset.render());
             Ok(if result.has_errors() {
                 ExitCode::from(1)
@@ -126,24 +131,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             netns,
             dry_run,
         } => {
-            let result = load_paths(&paths);
-            print_diagnostics(&result.diagnostics);
-            let resources: Vec<Resource> = result
-                .resources
-                .iter()
-                .map(|l| l.resource.clone())
-                .collect();
-            let cluster = tortie::calc::Cluster::build(&resources, &node);
-            for n in &cluster.notes {
-                eprintln!("note: {}: {}", n.subject, n.message);
-            }
-            let ruleset = tortie::compile::compile(&cluster, &node);
+            let (result, ruleset) = load_and_compile(&paths, &node);
             let target = netns.as_deref().map(Target::named).unwrap_or_default();
             let mut dp = Dataplane::new(target);
             if dry_run {
                 let (plan, _) = dp.plan(&ruleset)?;
                 print!("{}", plan.text);
-                return Ok(ExitCode::SUCCESS);
+                return Ok(if result.has_errors() {
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                });
             }
             let report = tortie::nft::apply_with_retry(
                 &mut dp,
@@ -167,6 +165,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
                 report.duration
             );
+            if result.has_errors() {
+                eprintln!("the invalid resources above were left out; everything else is in force");
+                return Ok(ExitCode::from(1));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo => {

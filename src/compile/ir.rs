@@ -23,7 +23,8 @@ pub enum SetType {
 }
 
 impl SetType {
-    fn declaration(self) -> &'static str {
+    /// The `type …; flags …;` part of the set's declaration.
+    pub fn declaration(self) -> &'static str {
         match self {
             SetType::Ipv4 => "type ipv4_addr; flags interval;",
             SetType::Ipv6 => "type ipv6_addr; flags interval;",

@@ -817,15 +817,9 @@ impl<'a> Compiler<'a> {
             ));
         }
         if let Some(d) = heps.get(Layer::Filter, Direction::Ingress, false) {
-            input.push(Rule::new(
-                mark_is(MARK_ACCEPT),
-                "accept",
+            input.extend(host_endpoint_entry(
+                d,
                 "allowed before conntrack or DNAT",
-            ));
-            input.push(Rule::new("", mark_clear(MARK_OURS), ""));
-            input.push(Rule::new(
-                "",
-                format!("jump {d}"),
                 "host endpoint ingress policy",
             ));
         }
@@ -879,15 +873,9 @@ impl<'a> Compiler<'a> {
             ));
         }
         if let Some(d) = heps.get(Layer::Filter, Direction::Egress, false) {
-            output.push(Rule::new(
-                mark_is(MARK_ACCEPT),
-                "accept",
+            output.extend(host_endpoint_entry(
+                d,
                 "allowed untracked",
-            ));
-            output.push(Rule::new("", mark_clear(MARK_OURS), ""));
-            output.push(Rule::new(
-                "",
-                format!("jump {d}"),
                 "host endpoint egress policy",
             ));
         }
@@ -898,6 +886,17 @@ impl<'a> Compiler<'a> {
             output,
         );
     }
+}
+
+/// Entering host-endpoint policy from a filter base chain: a packet already
+/// allowed in raw or mangle is accepted; otherwise marks are cleared and the
+/// dispatch chain runs.
+fn host_endpoint_entry(dispatch: &str, accepted_note: &str, note: &str) -> [Rule; 3] {
+    [
+        Rule::new(mark_is(MARK_ACCEPT), "accept", accepted_note),
+        Rule::new("", mark_clear(MARK_OURS), ""),
+        Rule::new("", format!("jump {dispatch}"), note),
+    ]
 }
 
 #[derive(Default)]

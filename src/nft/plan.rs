@@ -51,7 +51,12 @@ pub fn full_rebuild(desired: &Ruleset) -> Plan {
     let t = table();
     let mut text = format!("add table {t}\nflush table {t}\n");
     for set in desired.sets.values() {
-        let _ = writeln!(text, "add set {t} {} {{ {} }}", set.name, set_decl(set.ty));
+        let _ = writeln!(
+            text,
+            "add set {t} {} {{ {} }}",
+            set.name,
+            set.ty.declaration()
+        );
         let _ = writeln!(text, "flush set {t} {}", set.name);
     }
     for map in desired.maps.values() {
@@ -106,7 +111,10 @@ pub fn delta(current: &TableState, desired: &Ruleset) -> Plan {
     for (name, set) in &desired.sets {
         match current.sets.get(name) {
             None => {
-                head.push_str(&format!("add set {t} {name} {{ {} }}\n", set_decl(set.ty)));
+                head.push_str(&format!(
+                    "add set {t} {name} {{ {} }}\n",
+                    set.ty.declaration()
+                ));
                 if !set.elements.is_empty() {
                     let _ = writeln!(
                         body,
@@ -269,15 +277,4 @@ pub fn delta(current: &TableState, desired: &Ruleset) -> Plan {
     text.push_str(&removals);
     text.push_str(&tail);
     Plan { text, stats }
-}
-
-fn set_decl(ty: crate::compile::ir::SetType) -> &'static str {
-    use crate::compile::ir::SetType;
-    match ty {
-        SetType::Ipv4 => "type ipv4_addr; flags interval;",
-        SetType::Ipv6 => "type ipv6_addr; flags interval;",
-        SetType::Port => "type inet_service; flags interval;",
-        SetType::NamedPortV4 => "type ipv4_addr . inet_proto . inet_service;",
-        SetType::NamedPortV6 => "type ipv6_addr . inet_proto . inet_service;",
-    }
 }
