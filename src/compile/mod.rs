@@ -276,143 +276,35 @@ impl<'a> Compiler<'a> {
                 iface.clone()
             };
             let all: Vec<&'a Policy> = self.cluster.policies_for(ep).collect();
-            let pick = |f: &dyn Fn(&Policy) -> bool, dir: Direction| -> Vec<&'a Policy> {
-                all.iter()
-                    .copied()
-                    .filter(|p| {
-                        f(p) && if dir == Direction::Ingress {
-                            p.ingress
-                        } else {
-                            p.egress
-                        }
-                    })
-                    .collect()
-            };
-            let normal = |p: &Policy| !p.spec.pre_dnat && !p.spec.do_not_track;
-            // Normal host endpoint policy: host-terminated and host-originated traffic.
-            for dir in [Direction::Ingress, Direction::Egress] {
-                let policies = pick(&normal, dir);
-                let style = ChainStyle {
-                    conntrack: true,
-                    failsafe: true,
-                    force_pass: false,
-                    notrack: false,
-                    tail: Tail::Profiles,
-                };
-                let name = limit_name(&format!(
-                    "filter-{}-{tag}",
-                    if dir == Direction::Ingress {
-                        "fh"
-                    } else {
-                        "th"
-                    }
-                ));
-                let rules = self.endpoint_rules(
-                    Layer::Filter,
-                    dir,
-                    &policies,
-                    Some(&ep.profiles),
-                    style,
-                    &ep.id,
-                );
-                self.add_chain(name.clone(), Rank::Endpoint, None, rules);
-                self.register(
-                    &mut maps,
-                    &mut wildcard,
-                    (Layer::Filter, dir, false),
-                    &iface,
-                    name,
-                );
-            }
-            // applyOnForward: forwarded traffic through the interface.
-            if iface != "*" {
-                for dir in [Direction::Ingress, Direction::Egress] {
-                    let policies = pick(&|p: &Policy| normal(p) && p.spec.apply_on_forward, dir);
-                    if policies.is_empty() {
-                        continue;
-                    }
-                    let style = ChainStyle {
-                        conntrack: true,
-                        failsafe: false,
-                        force_pass: false,
-                        notrack: false,
-                        tail: Tail::AcceptForward,
-                    };
-                    let name = limit_name(&format!(
-                        "filter-{}-{tag}",
-                        if dir == Direction::Ingress {
-                            "fhfw"
-                        } else {
-                            "thfw"
-                        }
-                    ));
-                    let rules =
-                        self.endpoint_rules(Layer::Filter, dir, &policies, None, style, &ep.id);
-                    self.add_chain(name.clone(), Rank::Endpoint, None, rules);
-                    self.register(
-                        &mut maps,
-                        &mut wildcard,
-                        (Layer::Filter, dir, true),
-                        &iface,
-                        name,
-                    );
-                }
-            }
-            // preDNAT: ingress only, in mangle prerouting.
-            let pre: Vec<&'a Policy> = pick(&|p: &Policy| p.spec.pre_dnat, Direction::Ingress);
-            if !pre.is_empty() {
-                let style = ChainStyle {
-                    conntrack: false,
-                    failsafe: true,
-                    force_pass: true,
-                    notrack: false,
-                    tail: Tail::FallThrough,
-                };
-                let name = limit_name(&format!("mangle-fh-{tag}"));
-                let rules = self.endpoint_rules(
-                    Layer::Mangle,
-                    Direction::Ingress,
-                    &pre,
-                    None,
-                    style,
-                    &ep.id,
-                );
-                self.add_chain(name.clone(), Rank::Endpoint, None, rules);
-                self.register(
-                    &mut maps,
-                    &mut wildcard,
-                    (Layer::Mangle, Direction::Ingress, false),
-                    &iface,
-                    name,
-                );
-            }
-            // doNotTrack: both directions, in raw.
-            for dir in [Direction::Ingress, Direction::Egress] {
-                let untracked = pick(&|p: &Policy| p.spec.do_not_track, dir);
-                if untracked.is_empty() {
+            for kind in &HOST_CHAINS {
+                if kind.forward && iface == "*" {
                     continue;
                 }
-                let style = ChainStyle {
-                    conntrack: false,
-                    failsafe: true,
-                    force_pass: true,
-                    notrack: true,
-                    tail: Tail::FallThrough,
-                };
-                let name = limit_name(&format!(
-                    "raw-{}-{tag}",
-                    if dir == Direction::Ingress {
-                        "fh"
-                    } else {
-                        "th"
-                    }
-                ));
-                let rules = self.endpoint_rules(Layer::Raw, dir, &untracked, None, style, &ep.id);
+                let policies: Vec<&'a Policy> = all
+                    .iter()
+                    .copied()
+                    .filter(|p| {
+                        (kind.select)(p)
+                            && if kind.dir == Direction::Ingress {
+                                p.ingress
+                            } else {
+                                p.egress
+                            }
+                    })
+                    .collect();
+                if policies.is_empty() && !kind.always {
+                    continue;
+                }
+                let name = limit_name(&format!("{}-{}-{tag}", kind.layer.prefix(), kind.stem));
+                let profiles = kind.profiles.then_some(ep.profiles.as_slice());
+                let rules = self.endpoint_rules(
+                    kind.layer, kind.dir, &policies, profiles, kind.style, &ep.id,
+                );
                 self.add_chain(name.clone(), Rank::Endpoint, None, rules);
                 self.register(
                     &mut maps,
                     &mut wildcard,
-                    (Layer::Raw, dir, false),
+                    (kind.layer, kind.dir, kind.forward),
                     &iface,
                     name,
                 );
@@ -898,6 +790,129 @@ fn host_endpoint_entry(dispatch: &str, accepted_note: &str, note: &str) -> [Rule
         Rule::new("", format!("jump {dispatch}"), note),
     ]
 }
+
+/// One kind of host-endpoint chain: where it runs, which policies it holds
+/// and how it behaves.
+struct HostChain {
+    layer: Layer,
+    dir: Direction,
+    /// Forwarded traffic (applyOnForward) rather than host traffic.
+    forward: bool,
+    stem: &'static str,
+    select: fn(&Policy) -> bool,
+    /// Built even with no policy (host endpoints default to deny).
+    always: bool,
+    profiles: bool,
+    style: ChainStyle,
+}
+
+fn normal_policy(p: &Policy) -> bool {
+    !p.spec.pre_dnat && !p.spec.do_not_track
+}
+
+const HOST_STYLE: ChainStyle = ChainStyle {
+    conntrack: true,
+    failsafe: true,
+    force_pass: false,
+    notrack: false,
+    tail: Tail::Profiles,
+};
+const FORWARD_STYLE: ChainStyle = ChainStyle {
+    conntrack: true,
+    failsafe: false,
+    force_pass: false,
+    notrack: false,
+    tail: Tail::AcceptForward,
+};
+const PRE_DNAT_STYLE: ChainStyle = ChainStyle {
+    conntrack: false,
+    failsafe: true,
+    force_pass: true,
+    notrack: false,
+    tail: Tail::FallThrough,
+};
+const UNTRACKED_STYLE: ChainStyle = ChainStyle {
+    conntrack: false,
+    failsafe: true,
+    force_pass: true,
+    notrack: true,
+    tail: Tail::FallThrough,
+};
+
+/// Normal policy for host traffic; applyOnForward policy for forwarded
+/// traffic; preDNAT (ingress only) in mangle; doNotTrack in raw.
+const HOST_CHAINS: [HostChain; 7] = [
+    HostChain {
+        layer: Layer::Filter,
+        dir: Direction::Ingress,
+        forward: false,
+        stem: "fh",
+        select: normal_policy,
+        always: true,
+        profiles: true,
+        style: HOST_STYLE,
+    },
+    HostChain {
+        layer: Layer::Filter,
+        dir: Direction::Egress,
+        forward: false,
+        stem: "th",
+        select: normal_policy,
+        always: true,
+        profiles: true,
+        style: HOST_STYLE,
+    },
+    HostChain {
+        layer: Layer::Filter,
+        dir: Direction::Ingress,
+        forward: true,
+        stem: "fhfw",
+        select: |p| normal_policy(p) && p.spec.apply_on_forward,
+        always: false,
+        profiles: false,
+        style: FORWARD_STYLE,
+    },
+    HostChain {
+        layer: Layer::Filter,
+        dir: Direction::Egress,
+        forward: true,
+        stem: "thfw",
+        select: |p| normal_policy(p) && p.spec.apply_on_forward,
+        always: false,
+        profiles: false,
+        style: FORWARD_STYLE,
+    },
+    HostChain {
+        layer: Layer::Mangle,
+        dir: Direction::Ingress,
+        forward: false,
+        stem: "fh",
+        select: |p| p.spec.pre_dnat,
+        always: false,
+        profiles: false,
+        style: PRE_DNAT_STYLE,
+    },
+    HostChain {
+        layer: Layer::Raw,
+        dir: Direction::Ingress,
+        forward: false,
+        stem: "fh",
+        select: |p| p.spec.do_not_track,
+        always: false,
+        profiles: false,
+        style: UNTRACKED_STYLE,
+    },
+    HostChain {
+        layer: Layer::Raw,
+        dir: Direction::Egress,
+        forward: false,
+        stem: "th",
+        select: |p| p.spec.do_not_track,
+        always: false,
+        profiles: false,
+        style: UNTRACKED_STYLE,
+    },
+];
 
 #[derive(Default)]
 struct HepDispatch {

@@ -239,21 +239,19 @@ pub fn delta(current: &TableState, desired: &Ruleset) -> Plan {
         stats.chains_written += 1;
     }
     let mut removals = String::new();
-    for name in current
+    let gone: Vec<&String> = current
         .chains
         .keys()
         .filter(|n| !desired.chains.contains_key(*n))
-    {
+        .collect();
+    // Flush every removed chain first: they may jump to one another.
+    for name in &gone {
         let _ = writeln!(removals, "flush chain {t} {name}");
-        stats.chains_deleted += 1;
     }
-    for name in current
-        .chains
-        .keys()
-        .filter(|n| !desired.chains.contains_key(*n))
-    {
+    for name in &gone {
         let _ = writeln!(removals, "delete chain {t} {name}");
     }
+    stats.chains_deleted = gone.len();
 
     let mut text = String::new();
     if head.is_empty()
