@@ -14,6 +14,23 @@ use support::*;
 use tortie::compile::ir::{Rank, Rule as IrRule, Ruleset};
 use tortie::nft::{Dataplane, plan};
 
+/// A TCP probe that says which step failed: connect (SYN not answered) or
+/// read (connected, but no data in time).
+fn probe_tcp_detail(to: IpAddr, port: u16, timeout: Duration) -> (bool, &'static str) {
+    use std::io::Read;
+    let addr = std::net::SocketAddr::new(to, port);
+    let mut s = match std::net::TcpStream::connect_timeout(&addr, timeout) {
+        Ok(s) => s,
+        Err(_) => return (false, "connect failed"),
+    };
+    let _ = s.set_read_timeout(Some(timeout));
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(n) if n > 0 => (true, "answered"),
+        _ => (false, "read failed"),
+    }
+}
+
 struct World {
     node: Node,
     _servers: Servers,
@@ -80,13 +97,20 @@ fn prober(w: &World, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(usize, V
                     enter_netns(&ns);
                     let deadline = Instant::now() + Duration::from_secs(300);
                     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                        let got = probe_once(Proto::Tcp, to, 80, Duration::from_millis(200));
+                        // An allowed connection gets 900 ms: longer than any
+                        // scheduling hiccup on a loaded machine, shorter than
+                        // TCP's 1 s SYN retransmission, so a SYN dropped by
+                        // the ruleset still shows as a failure.
+                        let timeout = Duration::from_millis(if expect { 900 } else { 200 });
+                        let t0 = Instant::now();
+                        let (got, how) = probe_tcp_detail(to, 80, timeout);
                         attempts.fetch_add(1, Ordering::Relaxed);
                         if got != expect {
-                            wrong
-                                .lock()
-                                .unwrap()
-                                .push(format!("{} got {got}", ns.display()));
+                            wrong.lock().unwrap().push(format!(
+                                "{} got {got} ({how} after {:?})",
+                                ns.display(),
+                                t0.elapsed()
+                            ));
                         }
                     }
                 }));

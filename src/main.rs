@@ -136,7 +136,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut dp = Dataplane::new(target);
             if dry_run {
                 let (plan, _) = dp.plan(&ruleset)?;
+                if !plan.prepare.is_empty() {
+                    println!("# first transaction: create and fill new sets");
+                    print!("{}", plan.prepare);
+                    println!("# second transaction: the change itself");
+                }
                 print!("{}", plan.text);
+                if !plan.cleanup.is_empty() {
+                    println!(
+                        "# then, in a second transaction, remove what is no longer referenced:"
+                    );
+                    print!("{}", plan.cleanup);
+                }
                 return Ok(if result.has_errors() {
                     ExitCode::from(1)
                 } else {

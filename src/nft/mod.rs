@@ -143,21 +143,40 @@ impl Dataplane {
                 read_back,
             });
         }
-        match exec::run_transaction(&self.target, &p.text) {
+        // New sets are created and filled before the rules that use them.
+        let sent = if p.prepare.is_empty() {
+            Ok(())
+        } else {
+            exec::run_transaction(&self.target, &p.prepare)
+        }
+        .and_then(|()| {
+            if p.text.is_empty() {
+                Ok(())
+            } else {
+                exec::run_transaction(&self.target, &p.text)
+            }
+        });
+        match sent {
             Ok(()) => {
                 self.failures = 0;
+                let mut cleanup = p.cleanup.clone();
                 if p.stats.full_rebuild && p.text.contains("\nflush table ") {
                     // A rebuild keeps objects that are no longer wanted
-                    // (empty, unreferenced); one read-back delta deletes them.
+                    // (empty, unreferenced); a read-back finds them.
                     self.last = None;
-                    let cleanup = self.plan(desired).map(|(c, _)| c);
-                    if let Ok(c) = cleanup
-                        && !c.is_empty()
-                    {
-                        exec::run_transaction(&self.target, &c.text)?;
+                    if let Ok((c, _)) = self.plan(desired) {
+                        cleanup.push_str(&c.cleanup);
                     }
                 }
                 self.last = Some(TableState::of(desired));
+                if !cleanup.is_empty()
+                    && let Err(e) = exec::run_transaction(&self.target, &cleanup)
+                {
+                    // Leftovers are unreferenced and change no verdict; the
+                    // next apply reads the kernel and retries their removal.
+                    self.last = None;
+                    return Err(e);
+                }
                 Ok(ApplyReport {
                     stats: p.stats,
                     duration: start.elapsed(),

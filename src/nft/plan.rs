@@ -24,16 +24,26 @@ pub struct PlanStats {
     pub full_rebuild: bool,
 }
 
-/// A transaction and what it contains.
+/// A change as up to three transactions: `prepare` creates and fills new
+/// sets (nothing refers to them yet), `text` is the change itself (atomic),
+/// then `cleanup` deletes the chains, maps and sets that nothing references
+/// any more. Creating a set in the same transaction as the rules that start
+/// using it was seen to make a lookup miss right after the commit (an
+/// allowed SYN dropped about once per 400 swaps); split like this, the swap
+/// test shows no wrong verdict. Neither `prepare` nor `cleanup` can change
+/// a verdict.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
+    /// New sets, created and filled before any rule refers to them.
+    pub prepare: String,
     pub text: String,
+    pub cleanup: String,
     pub stats: PlanStats,
 }
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.text.is_empty()
+        self.prepare.is_empty() && self.text.is_empty() && self.cleanup.is_empty()
     }
 }
 
@@ -45,8 +55,8 @@ fn element_block(elements: &BTreeSet<String>) -> String {
 /// base chains: every rule is flushed, every set and map emptied, and all
 /// of it refilled. Objects that are no longer wanted stay behind empty and
 /// unreferenced until the next delta removes them. Used after repeated
-/// failures. (Deleting and re-adding the table would also re-register the
-/// netfilter hooks, and under load that was seen to lose an allowed packet.)
+/// failures. (Deleting and re-creating the table instead re-creates every
+/// set in the transaction that uses it, and was seen to lose allowed packets.)
 pub fn full_rebuild(desired: &Ruleset) -> Plan {
     let t = table();
     let mut text = format!("add table {t}\nflush table {t}\n");
@@ -69,7 +79,9 @@ pub fn full_rebuild(desired: &Ruleset) -> Plan {
     }
     text.push_str(&desired.render());
     Plan {
+        prepare: String::new(),
         text,
+        cleanup: String::new(),
         stats: PlanStats {
             chains_written: desired.chains.len(),
             elements_added: desired.sets.values().map(|s| s.elements.len()).sum(),
@@ -88,7 +100,9 @@ pub fn replace_table(desired: &Ruleset) -> Plan {
     let mut text = format!("add table {t}\ndelete table {t}\n");
     text.push_str(&desired.render());
     Plan {
+        prepare: String::new(),
         text,
+        cleanup: String::new(),
         stats: PlanStats {
             chains_written: desired.chains.len(),
             elements_added: desired.sets.values().map(|s| s.elements.len()).sum(),
@@ -98,11 +112,20 @@ pub fn replace_table(desired: &Ruleset) -> Plan {
     }
 }
 
+fn with_table(body: String) -> String {
+    if body.is_empty() {
+        body
+    } else {
+        format!("add table {}\n{body}", table())
+    }
+}
+
 /// The delta from `current` to `desired`; an empty plan when nothing differs.
 pub fn delta(current: &TableState, desired: &Ruleset) -> Plan {
     let t = table();
     let want = TableState::of(desired);
     let mut stats = PlanStats::default();
+    let mut prepare = String::new(); // new sets, filled, in an earlier transaction
     let mut head = String::new(); // objects to create
     let mut body = String::new(); // element deletions, chain rewrites, additions
     let mut tail = String::new(); // removals
@@ -111,13 +134,10 @@ pub fn delta(current: &TableState, desired: &Ruleset) -> Plan {
     for (name, set) in &desired.sets {
         match current.sets.get(name) {
             None => {
-                head.push_str(&format!(
-                    "add set {t} {name} {{ {} }}\n",
-                    set.ty.declaration()
-                ));
+                let _ = writeln!(prepare, "add set {t} {name} {{ {} }}", set.ty.declaration());
                 if !set.elements.is_empty() {
                     let _ = writeln!(
-                        body,
+                        prepare,
                         "add element {t} {name} {{ {} }}",
                         element_block(&set.elements)
                     );
@@ -254,16 +274,25 @@ pub fn delta(current: &TableState, desired: &Ruleset) -> Plan {
     stats.chains_deleted = gone.len();
 
     let mut text = String::new();
+    let mut cleanup = String::new();
+    if !removals.is_empty() || !tail.is_empty() {
+        let _ = writeln!(cleanup, "add table {t}");
+        cleanup.push_str(&removals);
+        cleanup.push_str(&tail);
+    }
     if head.is_empty()
         && body.is_empty()
         && rewrites.is_empty()
         && base_rewrites.is_empty()
         && map_adds.is_empty()
         && map_dels.is_empty()
-        && removals.is_empty()
-        && tail.is_empty()
     {
-        return Plan::default();
+        return Plan {
+            prepare: with_table(prepare),
+            text: String::new(),
+            cleanup,
+            stats,
+        };
     }
     let _ = writeln!(text, "add table {t}");
     text.push_str(&head);
@@ -272,7 +301,10 @@ pub fn delta(current: &TableState, desired: &Ruleset) -> Plan {
     text.push_str(&map_dels);
     text.push_str(&map_adds);
     text.push_str(&base_rewrites);
-    text.push_str(&removals);
-    text.push_str(&tail);
-    Plan { text, stats }
+    Plan {
+        prepare: with_table(prepare),
+        text,
+        cleanup,
+        stats,
+    }
 }
