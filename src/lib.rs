@@ -5,6 +5,7 @@
 
 pub mod calc;
 pub mod compile;
+pub mod daemon;
 pub mod demo;
 pub mod diag;
 pub mod model;

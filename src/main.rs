@@ -53,6 +53,31 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Keep the kernel in step with a datastore until SIGTERM.
+    Run {
+        /// `dir:PATH` (a directory of YAML/JSON resources, watched).
+        #[arg(
+            long,
+            env = "TORTIE_DATASTORE",
+            default_value = "dir:/etc/tortie/policies"
+        )]
+        datastore: tortie::daemon::Datastore,
+        #[arg(long, env = "NODENAME")]
+        node: String,
+        /// Program this network namespace instead of the current one.
+        #[arg(long, env = "TORTIE_NETNS")]
+        netns: Option<String>,
+        /// Where to serve /metrics, /livez and /readyz; `none` to disable.
+        #[arg(long, env = "TORTIE_METRICS_ADDR", default_value = "0.0.0.0:9091")]
+        metrics_addr: String,
+        /// How often to compare the kernel with the desired ruleset (e.g. 90s);
+        /// overrides FelixConfiguration nftablesRefreshInterval.
+        #[arg(long, env = "TORTIE_REFRESH_INTERVAL")]
+        refresh_interval: Option<String>,
+        /// Quiet time that ends a burst of changes, in milliseconds.
+        #[arg(long, default_value_t = 30)]
+        debounce_ms: u64,
+    },
     /// Run the NetworkPolicy tutorial in a sandbox of network namespaces and
     /// show, with real packets, what each step allows.
     Demo,
@@ -180,6 +205,42 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("the invalid resources above were left out; everything else is in force");
                 return Ok(ExitCode::from(1));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            datastore,
+            node,
+            netns,
+            metrics_addr,
+            refresh_interval,
+            debounce_ms,
+        } => {
+            let refresh = match refresh_interval.as_deref() {
+                None => None,
+                Some(text) => Some(tortie::model::parse_duration(text).ok_or_else(|| {
+                    anyhow::anyhow!("--refresh-interval `{text}` is not a duration (e.g. 90s, 5m)")
+                })?),
+            };
+            let metrics_addr = match metrics_addr.as_str() {
+                "none" => None,
+                a => Some(
+                    a.parse()
+                        .map_err(|e| anyhow::anyhow!("--metrics-addr `{a}`: {e}"))?,
+                ),
+            };
+            let opts = tortie::daemon::Options {
+                datastore,
+                node,
+                target: netns.as_deref().map(Target::named).unwrap_or_default(),
+                metrics_addr,
+                refresh,
+                debounce: std::time::Duration::from_millis(debounce_ms),
+            };
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                signal_hook::flag::register(sig, stop.clone())?;
+            }
+            tortie::daemon::run(&opts, stop)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo => {

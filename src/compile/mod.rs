@@ -499,13 +499,14 @@ impl<'a> Compiler<'a> {
             let mut rules = Vec::new();
             for (idx, r) in rule_list.iter().enumerate() {
                 let note = format!(
-                    "{} {}#{idx}",
+                    "{} {}#{idx} {:?}",
                     p.id,
                     if dir == Direction::Ingress {
                         "ingress"
                     } else {
                         "egress"
-                    }
+                    },
+                    r.action
                 );
                 let deny = self.deny_in(layer);
                 rules.extend(self.rules.render(r, p.namespace(), dir, deny, &note));

@@ -167,3 +167,42 @@ fn element_text(e: &Value) -> Option<String> {
         _ => None,
     }
 }
+
+/// `(note, packets, bytes)` for every rule with a counter and one of our
+/// comments, from `nft -j list table` output. The note is the comment after
+/// the hash.
+pub fn rule_counters(text: &str) -> Result<Vec<(String, u64, u64)>, String> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("nft JSON: {e}"))?;
+    let mut out = Vec::new();
+    for item in v
+        .get("nftables")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(rule) = item.get("rule") else {
+            continue;
+        };
+        let Some(comment) = rule.get("comment").and_then(Value::as_str) else {
+            continue;
+        };
+        let Some((_, note)) = comment.split_once(';') else {
+            continue;
+        };
+        let counter = rule
+            .get("expr")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find_map(|e| e.get("counter"));
+        if let Some(c) = counter {
+            let packets = c.get("packets").and_then(Value::as_u64).unwrap_or(0);
+            let bytes = c.get("bytes").and_then(Value::as_u64).unwrap_or(0);
+            out.push((note.to_string(), packets, bytes));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,345 @@
+//! `tortie run` as a process: a directory datastore programming a node
+//! namespace. Edits reach the kernel within a second, an invalid edit keeps
+//! the previous rules, a restart opens no window, and /metrics says so.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// The daemon process; killed on drop so a failing test leaves nothing.
+struct Daemon {
+    child: Child,
+    metrics: String,
+}
+
+impl Daemon {
+    fn start(dir: &Path, netns: &str, port: u16) -> Daemon {
+        let child = Command::new(env!("CARGO_BIN_EXE_tortie"))
+            .args([
+                "run",
+                "--node",
+                "node1",
+                "--netns",
+                netns,
+                "--refresh-interval",
+                "1s",
+            ])
+            .arg(format!("--datastore=dir:{}", dir.display()))
+            .arg(format!("--metrics-addr=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tortie run");
+        let d = Daemon {
+            child,
+            metrics: format!("127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while d.get("/readyz").map(|(code, _)| code) != Some(200) {
+            assert!(Instant::now() < deadline, "tortie run did not become ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut s = TcpStream::connect(&self.metrics).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let code = out.split_whitespace().nth(1)?.parse().ok()?;
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Some((code, body))
+    }
+
+    fn metric(&self, name_with_labels: &str) -> f64 {
+        let (_, body) = self.get("/metrics").expect("metrics");
+        body.lines()
+            .find(|l| {
+                l.starts_with(name_with_labels) && l[name_with_labels.len()..].starts_with(' ')
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name_with_labels} in:\n{body}"))
+    }
+
+    fn stop(mut self) {
+        // SIGTERM: the daemon exits and leaves the rules in force.
+        let pid = self.child.id() as i32;
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "tortie run exited with {status}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tortie run did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const ALLOW_GOOD: &str = "kind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nmetadata: {name: p, namespace: default}\nspec: {podSelector: {matchLabels: {app: server}}, ingress: [{from: [{podSelector: {matchLabels: {app: good}}}]}]}\n";
+const ALLOW_BOTH: &str = "kind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nmetadata: {name: p, namespace: default}\nspec: {podSelector: {matchLabels: {app: server}}, ingress: [{from: [{podSelector: {}}]}]}\n";
+const DENY_GOOD: &str = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: deny-good}\nspec: {selector: app == 'server', order: 1, types: [Ingress], ingress: [{action: Deny, source: {selector: app == 'good'}}]}\n";
+
+/// Writes a file atomically (as editors and config management do).
+fn write(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+struct World {
+    node: Node,
+    _servers: Servers,
+    dir: PathBuf,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn world(tag: &str) -> World {
+    let mut node = Node::new(tag);
+    node.add_pod("default", "server", "198.18.0.2", None);
+    node.add_pod("default", "good", "198.18.0.3", None);
+    node.add_pod("default", "bad", "198.18.0.4", None);
+    let servers = Servers::start(
+        &node.pod("default", "server").ns,
+        "server",
+        &[(Proto::Tcp, 80)],
+    );
+    let mut labels = BTreeMap::new();
+    for n in ["server", "good", "bad"] {
+        labels.insert(
+            ("default".to_string(), n.to_string()),
+            vec![("app".to_string(), n.to_string())],
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("tortie-daemon-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("cluster.yaml"),
+        node.cluster_yaml(&labels, &BTreeMap::new()),
+    )
+    .unwrap();
+    World {
+        node,
+        _servers: servers,
+        dir,
+    }
+}
+
+fn verdicts(w: &World) -> (bool, bool) {
+    let to: IpAddr = w.node.pod("default", "server").ip4;
+    let r = probe_all(&[
+        Probe {
+            from: w.node.pod("default", "good").ns.path(),
+            to,
+            port: 80,
+            proto: Proto::Tcp,
+        },
+        Probe {
+            from: w.node.pod("default", "bad").ns.path(),
+            to,
+            port: 80,
+            proto: Proto::Tcp,
+        },
+    ]);
+    (r[0], r[1])
+}
+
+/// Waits (at most 1 s) for the verdicts to become `want`; returns how long it took.
+fn within_a_second(w: &World, want: (bool, bool), what: &str) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got = verdicts(w);
+        if got == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{what}: still {got:?} after 1 s, wanted {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn edits_reach_the_kernel_and_invalid_edits_keep_the_previous_rules() {
+    if !kernel::require_kernel("daemon_edits") {
+        return;
+    }
+    let w = world("dmn");
+    let policy = w.dir.join("policy.yaml");
+    write(&policy, ALLOW_GOOD);
+    let d = Daemon::start(&w.dir, &w.node.ns.name, free_port());
+    assert_eq!(verdicts(&w), (true, false), "initial ruleset");
+
+    write(&policy, ALLOW_BOTH);
+    let t = within_a_second(&w, (true, true), "edit a file");
+    eprintln!("edit in force after {t:?}");
+    let extra = w.dir.join("deny-good.yaml");
+    write(&extra, DENY_GOOD);
+    within_a_second(&w, (false, true), "add a file");
+    std::fs::remove_file(&extra).unwrap();
+    within_a_second(&w, (true, true), "delete a file");
+
+    // An invalid edit: reported, and the file's previous content stays.
+    write(
+        &policy,
+        "kind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nmetadata: {name: p, namespace: default}\nspec: {podSelector: {matchLabels: {app: server}}, ingress: [{frm: []}]}\n",
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        verdicts(&w),
+        (true, true),
+        "the previous content of the broken file stays in force"
+    );
+    assert!(d.metric("tortie_invalid_files_kept_total") >= 1.0);
+    assert!(d.metric("tortie_invalid_input_total{stage=\"decode\"}") >= 1.0);
+    write(&policy, ALLOW_GOOD);
+    within_a_second(&w, (true, false), "fix the file");
+
+    // Metrics with sane values.
+    assert_eq!(d.metric("felix_resync_state"), 3.0);
+    assert_eq!(d.metric("felix_active_local_endpoints"), 3.0);
+    assert_eq!(d.metric("felix_active_local_policies"), 1.0);
+    assert!(d.metric("felix_nft_rules") > 10.0);
+    assert!(d.metric("tortie_applies_total") >= 5.0);
+    assert!(d.metric("felix_int_dataplane_apply_time_seconds_count") >= 5.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let last = d.metric("tortie_last_successful_apply_timestamp_seconds");
+    assert!(
+        last <= now && now - last < 60.0,
+        "last apply {last}, now {now}"
+    );
+    assert_eq!(d.metric("felix_int_dataplane_failures"), 0.0);
+    // Per-policy hits come from rule counters (read every refresh, here 1 s).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let series = "tortie_policy_packets{tier=\"default\",kind=\"knp\",namespace=\"default\",policy=\"p\",action=\"Allow\"}";
+    while d.metric(series) < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no hits counted for the allow rule"
+        );
+        verdicts(&w);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Drift: a hand edit is repaired by the next refresh (1 s here).
+    w.node.ns.exec(&[
+        "nft",
+        "flush",
+        "chain",
+        "inet",
+        "tortie",
+        "filter-pi-knp/default/p",
+    ]);
+    assert_eq!(verdicts(&w), (false, false));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while verdicts(&w) != (true, false) {
+        assert!(Instant::now() < deadline, "drift was not repaired");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(d.metric("tortie_drift_repairs_total") >= 1.0);
+    d.stop();
+    // SIGTERM left the rules in force.
+    assert_eq!(verdicts(&w), (true, false));
+}
+
+#[test]
+fn a_restart_opens_no_window() {
+    if !kernel::require_kernel("daemon_restart") {
+        return;
+    }
+    let w = world("rst");
+    write(&w.dir.join("policy.yaml"), ALLOW_GOOD);
+    let port = free_port();
+    let mut d = Daemon::start(&w.dir, &w.node.ns.name, port);
+    let stop = Arc::new(AtomicBool::new(false));
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let wrong = Arc::new(AtomicUsize::new(0));
+    let to = w.node.pod("default", "server").ip4;
+    let mut probers = Vec::new();
+    for (ns, expect) in [
+        (w.node.pod("default", "good").ns.path(), true),
+        (w.node.pod("default", "bad").ns.path(), false),
+    ] {
+        let (stop, attempts, wrong) = (stop.clone(), attempts.clone(), wrong.clone());
+        probers.push(std::thread::spawn(move || {
+            enter_netns(&ns);
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let got = probe_once(
+                    Proto::Tcp,
+                    to,
+                    80,
+                    Duration::from_millis(if expect { 900 } else { 200 }),
+                );
+                attempts.fetch_add(1, Ordering::Relaxed);
+                if got != expect {
+                    wrong.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..3 {
+        // Stop (the rules stay in force), then start again: the new
+        // process adopts the table in the kernel instead of rebuilding it.
+        d.stop();
+        std::thread::sleep(Duration::from_millis(200));
+        d = Daemon::start(&w.dir, &w.node.ns.name, port);
+    }
+    d.stop();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for p in probers {
+        p.join().unwrap();
+    }
+    let (a, bad) = (
+        attempts.load(Ordering::Relaxed),
+        wrong.load(Ordering::Relaxed),
+    );
+    eprintln!("restarts: {a} probes, {bad} wrong");
+    assert!(a > 50);
+    assert_eq!(bad, 0, "wrong verdicts across restarts");
+}

@@ -1,0 +1,190 @@
+//! Prometheus metrics for `tortie run`, in the text exposition format.
+//! Where Felix has a metric with the same meaning, its name is used.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+/// Per-policy hit counters are reported for at most this many label sets;
+/// the rest are summed into `policy="(other)"`.
+pub const MAX_POLICY_SERIES: usize = 2000;
+
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    pub local_endpoints: usize,
+    pub local_policies: usize,
+    pub selectors: usize,
+    pub set_members: usize,
+    pub rules: usize,
+    pub chains: usize,
+    pub sets: usize,
+}
+
+/// Labels of one per-policy hit series.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PolicyLabels {
+    pub tier: String,
+    pub kind: String,
+    pub namespace: String,
+    pub policy: String,
+    pub action: String,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    applies: u64,
+    apply_failures: u64,
+    nft_calls: u64,
+    apply_seconds_sum: f64,
+    apply_seconds_count: u64,
+    last_success_unix: f64,
+    in_sync: bool,
+    snapshot: Snapshot,
+    invalid: BTreeMap<String, u64>,
+    kept_previous_files: u64,
+    refreshes: u64,
+    drift_repairs: u64,
+    policy_hits: BTreeMap<PolicyLabels, (u64, u64)>,
+}
+
+/// Shared, updated by the reconcile loop, read by the HTTP endpoint.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut g)
+    }
+
+    pub fn apply_succeeded(&self, seconds: f64, sent: bool, now_unix: f64) {
+        self.with(|m| {
+            m.applies += 1;
+            if sent {
+                m.nft_calls += 1;
+            }
+            m.apply_seconds_sum += seconds;
+            m.apply_seconds_count += 1;
+            m.last_success_unix = now_unix;
+            m.in_sync = true;
+        });
+    }
+
+    pub fn apply_failed(&self) {
+        self.with(|m| {
+            m.apply_failures += 1;
+            m.nft_calls += 1;
+        });
+    }
+
+    pub fn refreshed(&self, repaired: bool) {
+        self.with(|m| {
+            m.refreshes += 1;
+            if repaired {
+                m.drift_repairs += 1;
+            }
+        });
+    }
+
+    pub fn set_snapshot(&self, s: Snapshot) {
+        self.with(|m| m.snapshot = s);
+    }
+
+    pub fn invalid_input(&self, stage: &str, kept_previous: bool) {
+        self.with(|m| {
+            *m.invalid.entry(stage.to_string()).or_default() += 1;
+            if kept_previous {
+                m.kept_previous_files += 1;
+            }
+        });
+    }
+
+    pub fn set_policy_hits(&self, hits: BTreeMap<PolicyLabels, (u64, u64)>) {
+        let mut bounded = BTreeMap::new();
+        for (i, (k, v)) in hits.into_iter().enumerate() {
+            let key = if i < MAX_POLICY_SERIES {
+                k
+            } else {
+                PolicyLabels {
+                    tier: String::new(),
+                    kind: String::new(),
+                    namespace: String::new(),
+                    policy: "(other)".into(),
+                    action: String::new(),
+                }
+            };
+            let e: &mut (u64, u64) = bounded.entry(key).or_default();
+            e.0 += v.0;
+            e.1 += v.1;
+        }
+        self.with(|m| m.policy_hits = bounded);
+    }
+
+    pub fn in_sync(&self) -> bool {
+        self.with(|m| m.in_sync)
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        self.with(|m| {
+            let mut o = String::new();
+            let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+                let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            };
+            metric("felix_int_dataplane_apply_time_seconds_sum", "counter", "Total seconds spent applying rulesets.", format!("{}", m.apply_seconds_sum));
+            metric("felix_int_dataplane_apply_time_seconds_count", "counter", "Rulesets applied.", m.apply_seconds_count.to_string());
+            metric("felix_int_dataplane_failures", "counter", "Failed applies.", m.apply_failures.to_string());
+            metric("felix_nft_calls", "counter", "nft transactions sent (successful or not).", m.nft_calls.to_string());
+            metric("tortie_applies_total", "counter", "Reconciliations that ended with the kernel in step.", m.applies.to_string());
+            metric("tortie_last_successful_apply_timestamp_seconds", "gauge", "Unix time of the last successful apply.", format!("{}", m.last_success_unix));
+            metric("felix_resync_state", "gauge", "1 waiting for the first sync, 3 in sync.", if m.in_sync { "3" } else { "1" }.to_string());
+            metric("felix_active_local_endpoints", "gauge", "Endpoints on this node.", m.snapshot.local_endpoints.to_string());
+            metric("felix_active_local_policies", "gauge", "Policies that apply to an endpoint on this node.", m.snapshot.local_policies.to_string());
+            metric("felix_active_local_selectors", "gauge", "Selector sets in the ruleset.", m.snapshot.selectors.to_string());
+            metric("tortie_set_members", "gauge", "Elements across all sets.", m.snapshot.set_members.to_string());
+            metric("felix_nft_rules", "gauge", "Rules in table inet tortie.", m.snapshot.rules.to_string());
+            metric("felix_nft_chains", "gauge", "Chains in table inet tortie.", m.snapshot.chains.to_string());
+            metric("felix_nft_sets", "gauge", "Sets in table inet tortie.", m.snapshot.sets.to_string());
+            metric("tortie_refreshes_total", "counter", "Comparisons of the kernel with the desired ruleset.", m.refreshes.to_string());
+            metric("tortie_drift_repairs_total", "counter", "Refreshes that found and repaired a difference.", m.drift_repairs.to_string());
+            metric("tortie_invalid_files_kept_total", "counter", "Edits rejected as invalid, previous content kept.", m.kept_previous_files.to_string());
+            let _ = writeln!(o, "# HELP tortie_invalid_input_total Problems found in the input, by stage.\n# TYPE tortie_invalid_input_total counter");
+            for (stage, n) in &m.invalid {
+                let _ = writeln!(o, "tortie_invalid_input_total{{stage=\"{}\"}} {n}", escape(stage));
+            }
+            let _ = writeln!(o, "# HELP tortie_policy_packets Packets matched by a policy's rules.\n# TYPE tortie_policy_packets counter");
+            for (l, (p, _)) in &m.policy_hits {
+                let _ = writeln!(
+                    o,
+                    "tortie_policy_packets{{tier=\"{}\",kind=\"{}\",namespace=\"{}\",policy=\"{}\",action=\"{}\"}} {p}",
+                    escape(&l.tier),
+                    escape(&l.kind),
+                    escape(&l.namespace),
+                    escape(&l.policy),
+                    escape(&l.action)
+                );
+            }
+            let _ = writeln!(o, "# HELP tortie_policy_bytes Bytes matched by a policy's rules.\n# TYPE tortie_policy_bytes counter");
+            for (l, (_, b)) in &m.policy_hits {
+                let _ = writeln!(
+                    o,
+                    "tortie_policy_bytes{{tier=\"{}\",kind=\"{}\",namespace=\"{}\",policy=\"{}\",action=\"{}\"}} {b}",
+                    escape(&l.tier),
+                    escape(&l.kind),
+                    escape(&l.namespace),
+                    escape(&l.policy),
+                    escape(&l.action)
+                );
+            }
+            o
+        })
+    }
+}

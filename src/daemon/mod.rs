@@ -1,0 +1,393 @@
+//! `tortie run`: the long-running agent. It loads every source completely
+//! before the first apply (a partial ruleset is never installed), then
+//! watches for changes, debounces bursts into one transaction, re-reads the
+//! kernel on every refresh interval to repair drift, serves metrics and
+//! health, and on SIGTERM leaves the rules in force. A restart adopts the
+//! table already in the kernel: the first apply is a delta against it.
+
+pub mod dir;
+pub mod http;
+pub mod metrics;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use notify::Watcher;
+
+use crate::calc::Cluster;
+use crate::compile::compile;
+use crate::compile::ir::Ruleset;
+use crate::nft::{Dataplane, NftError, Target};
+use dir::DirSource;
+use metrics::{Metrics, PolicyLabels, Snapshot};
+
+/// Where resources come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Datastore {
+    Dir(PathBuf),
+}
+
+impl std::str::FromStr for Datastore {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            Some(("dir", path)) if !path.is_empty() => Ok(Datastore::Dir(PathBuf::from(path))),
+            _ if s == "kubernetes" => {
+                Err("the kubernetes datastore is not built yet; use dir:PATH".into())
+            }
+            _ => Err(format!("unknown datastore `{s}`: use dir:PATH")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub datastore: Datastore,
+    pub node: String,
+    pub target: Target,
+    pub metrics_addr: Option<SocketAddr>,
+    /// Overrides FelixConfiguration `nftablesRefreshInterval` (default 90 s).
+    pub refresh: Option<Duration>,
+    /// Quiet time that ends a burst of file events.
+    pub debounce: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot read the datastore {path}: {source}")]
+    Datastore {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot watch {path}: {reason}")]
+    Watch { path: PathBuf, reason: String },
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DaemonError {
+    /// A short label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            DaemonError::Datastore { .. } => "datastore",
+            DaemonError::Watch { .. } => "watch",
+            DaemonError::Metrics { .. } => "metrics",
+        }
+    }
+}
+
+/// Structured log line on stderr: `level=… msg="…" key=value…`.
+pub fn log(level: &str, msg: &str, fields: &[(&str, String)]) {
+    let mut line = format!("level={level} msg={msg:?}");
+    for (k, v) in fields {
+        line.push_str(&format!(" {k}={v:?}"));
+    }
+    eprintln!("{line}");
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// What the loop computes from a snapshot of resources.
+struct Desired {
+    ruleset: Ruleset,
+    policy_tiers: BTreeMap<String, String>,
+    refresh: Duration,
+}
+
+fn compute(resources: &[crate::model::Resource], node: &str, metrics: &Metrics) -> Desired {
+    let cluster = Cluster::build(resources, node);
+    for n in &cluster.notes {
+        log("warn", &n.message, &[("subject", n.subject.clone())]);
+    }
+    let ruleset = compile(&cluster, node);
+    let locals: Vec<_> = cluster.local_endpoints(node).collect();
+    let local_policies: BTreeSet<String> = locals
+        .iter()
+        .flat_map(|e| cluster.policies_for(e).map(|p| p.id.to_string()))
+        .collect();
+    metrics.set_snapshot(Snapshot {
+        local_endpoints: locals.len(),
+        local_policies: local_policies.len(),
+        selectors: ruleset.sets.keys().filter(|k| k.starts_with('s')).count(),
+        set_members: ruleset.sets.values().map(|s| s.elements.len()).sum(),
+        rules: ruleset.rule_count(),
+        chains: ruleset.chains.len(),
+        sets: ruleset.sets.len(),
+    });
+    Desired {
+        ruleset,
+        policy_tiers: cluster
+            .policies
+            .iter()
+            .map(|p| (p.id.to_string(), p.tier.clone()))
+            .collect(),
+        refresh: cluster.settings.refresh_interval,
+    }
+}
+
+fn report_files(reports: &[dir::FileReport], metrics: &Metrics) {
+    for r in reports {
+        for d in &r.diagnostics {
+            let level = if d.is_error() { "error" } else { "warn" };
+            log(
+                level,
+                &d.one_line(),
+                &[("stage", d.stage.label().to_string())],
+            );
+            if d.is_error() {
+                metrics.invalid_input(d.stage.label(), false);
+            }
+        }
+        if r.kept_previous {
+            metrics.invalid_input("file", true);
+            log(
+                "error",
+                "invalid file: its previous content stays in force until it is fixed",
+                &[("file", r.path.display().to_string())],
+            );
+        }
+    }
+}
+
+/// Reads rule counters and sums them per policy and action.
+fn policy_hits(
+    target: &Target,
+    tiers: &BTreeMap<String, String>,
+) -> Result<BTreeMap<PolicyLabels, (u64, u64)>, NftError> {
+    let json = crate::nft::exec::list_table_json(target)?.unwrap_or_default();
+    let counters = crate::nft::state::rule_counters(&json).map_err(NftError::Parse)?;
+    let mut out: BTreeMap<PolicyLabels, (u64, u64)> = BTreeMap::new();
+    for (note, packets, bytes) in counters {
+        // Notes of policy rules read `<kind>/[<ns>/]<name> <dir>#<n> <Action>`.
+        let mut words = note.split(' ');
+        let (Some(id), Some(rule), Some(action)) = (words.next(), words.next(), words.next())
+        else {
+            continue;
+        };
+        if !rule.contains('#') {
+            continue;
+        }
+        let parts: Vec<&str> = id.split('/').collect();
+        let (kind, namespace, name) = match parts.as_slice() {
+            [k, n] => (*k, "", *n),
+            [k, ns, n] => (*k, *ns, *n),
+            _ => continue,
+        };
+        let labels = PolicyLabels {
+            tier: tiers.get(id).cloned().unwrap_or_default(),
+            kind: kind.to_string(),
+            namespace: namespace.to_string(),
+            policy: name.to_string(),
+            action: action.to_string(),
+        };
+        let e = out.entry(labels).or_default();
+        e.0 += packets;
+        e.1 += bytes;
+    }
+    Ok(out)
+}
+
+/// Runs until `stop` is set. Returns only on a setup error or on stop.
+pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = opts.metrics_addr {
+        let bound = http::serve(addr, metrics.clone(), stop.clone())
+            .map_err(|source| DaemonError::Metrics { addr, source })?;
+        log(
+            "info",
+            "serving /metrics, /livez and /readyz",
+            &[("addr", bound.to_string())],
+        );
+    }
+    let Datastore::Dir(root) = &opts.datastore;
+    let mut source = DirSource::new(root);
+    // Watch before the initial listing, so no change slips between them.
+    let (tx, rx) = mpsc::channel::<PathBuf>();
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        // Reading a file raises access events; only changes matter.
+        if let Ok(ev) = ev
+            && matches!(
+                ev.kind,
+                notify::EventKind::Create(_)
+                    | notify::EventKind::Modify(_)
+                    | notify::EventKind::Remove(_)
+                    | notify::EventKind::Any
+            )
+        {
+            for p in ev.paths {
+                let _ = tx.send(p);
+            }
+        }
+    })
+    .map_err(|e| DaemonError::Watch {
+        path: root.clone(),
+        reason: e.to_string(),
+    })?;
+    watcher
+        .watch(root, notify::RecursiveMode::Recursive)
+        .map_err(|e| DaemonError::Watch {
+            path: root.clone(),
+            reason: e.to_string(),
+        })?;
+    let reports = source.load_all().map_err(|e| DaemonError::Datastore {
+        path: root.clone(),
+        source: e,
+    })?;
+    report_files(&reports, &metrics);
+    log(
+        "info",
+        "initial listing complete",
+        &[
+            ("files", source.file_count().to_string()),
+            ("node", opts.node.clone()),
+        ],
+    );
+
+    let mut dp = Dataplane::new(opts.target.clone());
+    let mut desired = compute(&source.snapshot(), &opts.node, &metrics);
+    let mut pending_apply = true;
+    let mut backoff = Duration::from_millis(100);
+    let mut next_attempt = Instant::now();
+    let refresh_every = |d: &Desired| opts.refresh.unwrap_or(d.refresh);
+    let mut next_refresh = Instant::now() + refresh_every(&desired);
+    let mut next_counters = Instant::now();
+
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if pending_apply && now >= next_attempt {
+            match dp.apply(&desired.ruleset) {
+                Ok(r) => {
+                    pending_apply = false;
+                    backoff = Duration::from_millis(100);
+                    metrics.apply_succeeded(r.duration.as_secs_f64(), r.sent, unix_now());
+                    if r.sent {
+                        log(
+                            "info",
+                            "ruleset applied",
+                            &[
+                                ("chains_written", r.stats.chains_written.to_string()),
+                                ("chains_deleted", r.stats.chains_deleted.to_string()),
+                                ("elements_added", r.stats.elements_added.to_string()),
+                                ("elements_deleted", r.stats.elements_deleted.to_string()),
+                                ("full_rebuild", r.stats.full_rebuild.to_string()),
+                                ("ms", format!("{:.1}", r.duration.as_secs_f64() * 1000.0)),
+                            ],
+                        );
+                    }
+                }
+                Err(e) => {
+                    metrics.apply_failed();
+                    log(
+                        "error",
+                        "apply failed; the previous ruleset stays in force",
+                        &[
+                            ("error", e.to_string()),
+                            ("kind", e.label().to_string()),
+                            ("retry_in_ms", backoff.as_millis().to_string()),
+                        ],
+                    );
+                    next_attempt = now + backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+        if !pending_apply && now >= next_refresh {
+            next_refresh = now + refresh_every(&desired);
+            match dp.refresh(&desired.ruleset) {
+                Ok(r) => {
+                    metrics.refreshed(r.sent);
+                    if r.sent {
+                        log(
+                            "warn",
+                            "drift found in table inet tortie and repaired",
+                            &[
+                                ("chains_written", r.stats.chains_written.to_string()),
+                                ("elements_added", r.stats.elements_added.to_string()),
+                            ],
+                        );
+                    }
+                }
+                Err(e) => {
+                    metrics.apply_failed();
+                    pending_apply = true;
+                    log("error", "refresh failed", &[("error", e.to_string())]);
+                }
+            }
+        }
+        if now >= next_counters {
+            next_counters = now + Duration::from_secs(10).min(refresh_every(&desired));
+            match policy_hits(&opts.target, &desired.policy_tiers) {
+                Ok(h) => metrics.set_policy_hits(h),
+                Err(e) => log(
+                    "warn",
+                    "cannot read rule counters",
+                    &[("error", e.to_string())],
+                ),
+            }
+        }
+        // Wait for file events (or the next deadline), then drain a burst.
+        let wait =
+            Duration::from_millis(200).min(next_refresh.saturating_duration_since(Instant::now()));
+        let first = match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
+            Ok(p) => p,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let mut paths = BTreeSet::from([first]);
+        let burst_end = Instant::now() + Duration::from_secs(1);
+        while let Ok(p) = rx.recv_timeout(opts.debounce) {
+            paths.insert(p);
+            if Instant::now() > burst_end {
+                break;
+            }
+        }
+        let mut reports = Vec::new();
+        let mut known: BTreeSet<PathBuf> = paths
+            .iter()
+            .filter(|p| p.is_file() || !p.exists())
+            .cloned()
+            .collect();
+        // New directories and renames: pick up files the events did not name.
+        if paths.iter().any(|p| p.is_dir())
+            && let Ok(all) = crate::model::load::resource_files(root)
+        {
+            known.extend(all);
+        }
+        for p in known {
+            reports.push(source.reload(&p));
+        }
+        report_files(&reports, &metrics);
+        let started = Instant::now();
+        desired = compute(&source.snapshot(), &opts.node, &metrics);
+        log(
+            "info",
+            "change detected",
+            &[
+                ("paths", paths.len().to_string()),
+                (
+                    "compile_ms",
+                    format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+                ),
+            ],
+        );
+        pending_apply = true;
+        next_attempt = Instant::now();
+    }
+    log("info", "stopping; the ruleset stays in force", &[]);
+    Ok(())
+}
