@@ -6,6 +6,7 @@
 pub mod calc;
 pub mod compile;
 pub mod daemon;
+pub mod datastore;
 pub mod demo;
 pub mod diag;
 pub mod model;

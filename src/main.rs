@@ -55,13 +55,19 @@ enum Command {
     },
     /// Keep the kernel in step with a datastore until SIGTERM.
     Run {
-        /// `dir:PATH` (a directory of YAML/JSON resources, watched).
+        /// `dir:PATH` (a directory of YAML/JSON resources, watched) or
+        /// `kubernetes` (in-cluster config or KUBECONFIG).
         #[arg(
             long,
             env = "TORTIE_DATASTORE",
             default_value = "dir:/etc/tortie/policies"
         )]
         datastore: tortie::daemon::Datastore,
+        /// With the kubernetes datastore: read the Calico kinds from tortie's
+        /// `projectcalico.org/v3` CRDs (v3), or from an existing Calico
+        /// cluster's `crd.projectcalico.org/v1` objects (v1).
+        #[arg(long, env = "TORTIE_CALICO_CRDS", default_value = "v3", value_parser = ["v3", "v1"])]
+        calico_crds: String,
         #[arg(long, env = "NODENAME")]
         node: String,
         /// Program this network namespace instead of the current one.
@@ -208,7 +214,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run {
-            datastore,
+            mut datastore,
+            calico_crds,
             node,
             netns,
             metrics_addr,
@@ -228,6 +235,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         .map_err(|e| anyhow::anyhow!("--metrics-addr `{a}`: {e}"))?,
                 ),
             };
+            if calico_crds == "v1"
+                && let tortie::daemon::Datastore::Kubernetes(api) = &mut datastore
+            {
+                *api = tortie::datastore::kubernetes::CalicoApi::CrdV1;
+            }
             let opts = tortie::daemon::Options {
                 datastore,
                 node,

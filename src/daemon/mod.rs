@@ -5,7 +5,6 @@
 //! health, and on SIGTERM leaves the rules in force. A restart adopts the
 //! table already in the kernel: the first apply is a delta against it.
 
-pub mod dir;
 pub mod http;
 pub mod metrics;
 
@@ -22,14 +21,17 @@ use notify::Watcher;
 use crate::calc::Cluster;
 use crate::compile::compile;
 use crate::compile::ir::Ruleset;
+use crate::datastore::dir::{self, DirSource};
+use crate::datastore::kubernetes::{self, CalicoApi, SourceEvent};
+use crate::model::Resource;
 use crate::nft::{Dataplane, NftError, Target};
-use dir::DirSource;
 use metrics::{Metrics, PolicyLabels, Snapshot};
 
 /// Where resources come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Datastore {
     Dir(PathBuf),
+    Kubernetes(CalicoApi),
 }
 
 impl std::str::FromStr for Datastore {
@@ -37,12 +39,18 @@ impl std::str::FromStr for Datastore {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once(':') {
             Some(("dir", path)) if !path.is_empty() => Ok(Datastore::Dir(PathBuf::from(path))),
-            _ if s == "kubernetes" => {
-                Err("the kubernetes datastore is not built yet; use dir:PATH".into())
-            }
-            _ => Err(format!("unknown datastore `{s}`: use dir:PATH")),
+            _ if s == "kubernetes" => Ok(Datastore::Kubernetes(CalicoApi::V3)),
+            _ => Err(format!(
+                "unknown datastore `{s}`: use dir:PATH or kubernetes"
+            )),
         }
     }
+}
+
+/// What wakes the reconcile loop.
+enum Input {
+    File(PathBuf),
+    Kube(SourceEvent),
 }
 
 #[derive(Debug, Clone)]
@@ -140,19 +148,23 @@ fn compute(resources: &[crate::model::Resource], node: &str, metrics: &Metrics) 
     }
 }
 
+fn report_diagnostics(diagnostics: &[crate::diag::Diagnostic], metrics: &Metrics) {
+    for d in diagnostics {
+        let level = if d.is_error() { "error" } else { "warn" };
+        log(
+            level,
+            &d.one_line(),
+            &[("stage", d.stage.label().to_string())],
+        );
+        if d.is_error() {
+            metrics.invalid_input(d.stage.label(), false);
+        }
+    }
+}
+
 fn report_files(reports: &[dir::FileReport], metrics: &Metrics) {
     for r in reports {
-        for d in &r.diagnostics {
-            let level = if d.is_error() { "error" } else { "warn" };
-            log(
-                level,
-                &d.one_line(),
-                &[("stage", d.stage.label().to_string())],
-            );
-            if d.is_error() {
-                metrics.invalid_input(d.stage.label(), false);
-            }
-        }
+        report_diagnostics(&r.diagnostics, metrics);
         if r.kept_previous {
             metrics.invalid_input("file", true);
             log(
@@ -214,52 +226,110 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
             &[("addr", bound.to_string())],
         );
     }
-    let Datastore::Dir(root) = &opts.datastore;
-    let mut source = DirSource::new(root);
-    // Watch before the initial listing, so no change slips between them.
-    let (tx, rx) = mpsc::channel::<PathBuf>();
-    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        // Reading a file raises access events; only changes matter.
-        if let Ok(ev) = ev
-            && matches!(
-                ev.kind,
-                notify::EventKind::Create(_)
-                    | notify::EventKind::Modify(_)
-                    | notify::EventKind::Remove(_)
-                    | notify::EventKind::Any
-            )
-        {
-            for p in ev.paths {
-                let _ = tx.send(p);
+    let (tx, rx) = mpsc::channel::<Input>();
+    let mut dir_source: Option<DirSource> = None;
+    let mut _watcher = None;
+    let mut _kube_thread = None;
+    let resources: Vec<Resource> = match &opts.datastore {
+        Datastore::Dir(root) => {
+            // Watch before the initial listing, so no change slips between them.
+            let tx = tx.clone();
+            let mut watcher =
+                notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+                    // Reading a file raises access events; only changes matter.
+                    if let Ok(ev) = ev
+                        && matches!(
+                            ev.kind,
+                            notify::EventKind::Create(_)
+                                | notify::EventKind::Modify(_)
+                                | notify::EventKind::Remove(_)
+                                | notify::EventKind::Any
+                        )
+                    {
+                        for p in ev.paths {
+                            let _ = tx.send(Input::File(p));
+                        }
+                    }
+                })
+                .map_err(|e| DaemonError::Watch {
+                    path: root.clone(),
+                    reason: e.to_string(),
+                })?;
+            watcher
+                .watch(root, notify::RecursiveMode::Recursive)
+                .map_err(|e| DaemonError::Watch {
+                    path: root.clone(),
+                    reason: e.to_string(),
+                })?;
+            _watcher = Some(watcher);
+            let mut source = DirSource::new(root);
+            let reports = source.load_all().map_err(|e| DaemonError::Datastore {
+                path: root.clone(),
+                source: e,
+            })?;
+            report_files(&reports, &metrics);
+            log(
+                "info",
+                "initial listing complete",
+                &[
+                    ("files", source.file_count().to_string()),
+                    ("node", opts.node.clone()),
+                ],
+            );
+            let snapshot = source.snapshot();
+            dir_source = Some(source);
+            snapshot
+        }
+        Datastore::Kubernetes(calico) => {
+            let (ktx, krx) = mpsc::channel::<SourceEvent>();
+            _kube_thread = Some(kubernetes::spawn(*calico, opts.debounce, ktx).map_err(|e| {
+                DaemonError::Datastore {
+                    path: PathBuf::from("kubernetes"),
+                    source: e,
+                }
+            })?);
+            let forward = tx.clone();
+            std::thread::spawn(move || {
+                for ev in krx {
+                    if forward.send(Input::Kube(ev)).is_err() {
+                        break;
+                    }
+                }
+            });
+            // The first ruleset waits for the complete initial listing.
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                match rx.recv_timeout(Duration::from_millis(200)) {
+                    Ok(Input::Kube(SourceEvent::Snapshot {
+                        resources,
+                        diagnostics,
+                    })) => {
+                        report_diagnostics(&diagnostics, &metrics);
+                        log(
+                            "info",
+                            "initial listing complete",
+                            &[
+                                ("objects", resources.len().to_string()),
+                                ("node", opts.node.clone()),
+                            ],
+                        );
+                        break resources;
+                    }
+                    Ok(Input::Kube(SourceEvent::Error(e))) => log(
+                        "warn",
+                        "kubernetes watch error; retrying with backoff",
+                        &[("error", e)],
+                    ),
+                    _ => {}
+                }
             }
         }
-    })
-    .map_err(|e| DaemonError::Watch {
-        path: root.clone(),
-        reason: e.to_string(),
-    })?;
-    watcher
-        .watch(root, notify::RecursiveMode::Recursive)
-        .map_err(|e| DaemonError::Watch {
-            path: root.clone(),
-            reason: e.to_string(),
-        })?;
-    let reports = source.load_all().map_err(|e| DaemonError::Datastore {
-        path: root.clone(),
-        source: e,
-    })?;
-    report_files(&reports, &metrics);
-    log(
-        "info",
-        "initial listing complete",
-        &[
-            ("files", source.file_count().to_string()),
-            ("node", opts.node.clone()),
-        ],
-    );
+    };
 
     let mut dp = Dataplane::new(opts.target.clone());
-    let mut desired = compute(&source.snapshot(), &opts.node, &metrics);
+    let mut desired = compute(&resources, &opts.node, &metrics);
     let mut pending_apply = true;
     let mut backoff = Duration::from_millis(100);
     let mut next_attempt = Instant::now();
@@ -340,45 +410,68 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
                 ),
             }
         }
-        // Wait for file events (or the next deadline), then drain a burst.
+        // Wait for changes (or the next deadline), then drain a burst.
         let wait =
             Duration::from_millis(200).min(next_refresh.saturating_duration_since(Instant::now()));
         let first = match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
-            Ok(p) => p,
+            Ok(i) => i,
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
-        let mut paths = BTreeSet::from([first]);
+        let mut inputs = vec![first];
         let burst_end = Instant::now() + Duration::from_secs(1);
-        while let Ok(p) = rx.recv_timeout(opts.debounce) {
-            paths.insert(p);
+        while let Ok(i) = rx.recv_timeout(opts.debounce) {
+            inputs.push(i);
             if Instant::now() > burst_end {
                 break;
             }
         }
-        let mut reports = Vec::new();
-        let mut known: BTreeSet<PathBuf> = paths
-            .iter()
-            .filter(|p| p.is_file() || !p.exists())
-            .cloned()
-            .collect();
-        // New directories and renames: pick up files the events did not name.
-        if paths.iter().any(|p| p.is_dir())
-            && let Ok(all) = crate::model::load::resource_files(root)
-        {
-            known.extend(all);
+        let mut paths = BTreeSet::new();
+        let mut latest = None;
+        for i in inputs {
+            match i {
+                Input::File(p) => {
+                    paths.insert(p);
+                }
+                Input::Kube(SourceEvent::Snapshot {
+                    resources,
+                    diagnostics,
+                }) => latest = Some((resources, diagnostics)),
+                Input::Kube(SourceEvent::Error(e)) => log(
+                    "warn",
+                    "kubernetes watch error; retrying with backoff",
+                    &[("error", e)],
+                ),
+            }
         }
-        for p in known {
-            reports.push(source.reload(&p));
-        }
-        report_files(&reports, &metrics);
+        let resources = if let Some((resources, diagnostics)) = latest {
+            report_diagnostics(&diagnostics, &metrics);
+            resources
+        } else if let (Some(source), false) = (dir_source.as_mut(), paths.is_empty()) {
+            let mut known: BTreeSet<PathBuf> = paths
+                .iter()
+                .filter(|p| p.is_file() || !p.exists())
+                .cloned()
+                .collect();
+            // New directories and renames: pick up files the events did not name.
+            if paths.iter().any(|p| p.is_dir())
+                && let Ok(all) = crate::model::load::resource_files(source.root())
+            {
+                known.extend(all);
+            }
+            let reports: Vec<_> = known.iter().map(|p| source.reload(p)).collect();
+            report_files(&reports, &metrics);
+            source.snapshot()
+        } else {
+            continue;
+        };
         let started = Instant::now();
-        desired = compute(&source.snapshot(), &opts.node, &metrics);
+        desired = compute(&resources, &opts.node, &metrics);
         log(
             "info",
             "change detected",
             &[
-                ("paths", paths.len().to_string()),
+                ("objects", resources.len().to_string()),
                 (
                     "compile_ms",
                     format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
