@@ -87,6 +87,8 @@ enum Command {
     /// Run the NetworkPolicy tutorial in a sandbox of network namespaces and
     /// show, with real packets, what each step allows.
     Demo,
+    /// Print the CustomResourceDefinitions for the projectcalico.org/v3 kinds.
+    Crds,
     /// Print Kubernetes NetworkPolicies as the equivalent projectcalico.org/v3 YAML.
     Convert {
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
@@ -253,6 +255,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 signal_hook::flag::register(sig, stop.clone())?;
             }
             tortie::daemon::run(&opts, stop)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Crds => {
+            print!("{}", tortie::manifests::crds_yaml());
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo => {
