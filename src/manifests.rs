@@ -327,10 +327,8 @@ pub fn check_schema(value: &Value, schema: &Value, path: &str, out: &mut Vec<Str
                 out.push(format!("{path}: above {max}"));
             }
         }
-        Some("boolean") => {
-            if !value.is_boolean() {
-                out.push(format!("{path}: expected true or false"));
-            }
+        Some("boolean") if !value.is_boolean() => {
+            out.push(format!("{path}: expected true or false"));
         }
         _ => {}
     }
