@@ -83,6 +83,21 @@ enum Command {
         /// Quiet time that ends a burst of changes, in milliseconds.
         #[arg(long, default_value_t = 30)]
         debounce_ms: u64,
+        /// Where Log actions and logged drops go: `nflog` (read by tortie and
+        /// sent to syslog with the policy named) or `kernel` (Calico's
+        /// `calico-packet:` lines in the kernel log).
+        #[arg(long, env = "TORTIE_LOG_BACKEND", default_value = "nflog", value_parser = ["nflog", "kernel"])]
+        log_backend: String,
+        /// The NFLOG group for the nflog backend.
+        #[arg(long, env = "TORTIE_NFLOG_GROUP", default_value_t = 20)]
+        nflog_group: u16,
+        /// Syslog destination for the nflog backend: unix:PATH, udp:HOST:PORT,
+        /// tcp:HOST:PORT or none.
+        #[arg(long, env = "TORTIE_SYSLOG", default_value = "unix:/dev/log")]
+        syslog: tortie::logging::Sink,
+        /// Also append each logged packet as a JSON line to this file.
+        #[arg(long, env = "TORTIE_LOG_JSON")]
+        log_json: Option<PathBuf>,
     },
     /// Run the NetworkPolicy tutorial in a sandbox of network namespaces and
     /// show, with real packets, what each step allows.
@@ -223,6 +238,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             metrics_addr,
             refresh_interval,
             debounce_ms,
+            log_backend,
+            nflog_group,
+            syslog,
+            log_json,
         } => {
             let refresh = match refresh_interval.as_deref() {
                 None => None,
@@ -249,6 +268,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 metrics_addr,
                 refresh,
                 debounce: std::time::Duration::from_millis(debounce_ms),
+                log_backend: if log_backend == "kernel" {
+                    tortie::calc::LogBackend::Kernel
+                } else {
+                    tortie::calc::LogBackend::Nflog { group: nflog_group }
+                },
+                syslog,
+                log_json,
             };
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

@@ -81,11 +81,20 @@ fn meta(name: String, namespace: Option<String>, l: BTreeMap<String, String>) ->
     }
 }
 
-/// An address for pod `i` inside 10.0.0.0/8-sized space of 198.18.0.0/15
-/// and beyond (only ever compiled, never routed).
-fn pod_ip(i: usize) -> String {
-    let n = i + 1;
-    format!("10.{}.{}.{}", (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff)
+/// Addresses in 198.18.0.0/15 usable for pods (the .0 and .255 of each /24
+/// are skipped).
+const V4_PODS: usize = 512 * 254;
+
+/// The address of pod `i`: from the test range 198.18.0.0/15 while it lasts,
+/// then from fd74:6f72::/32.
+pub fn pod_ip(i: usize) -> String {
+    if i < V4_PODS {
+        let block = i / 254;
+        format!("198.{}.{}.{}", 18 + block / 256, block % 256, 1 + i % 254)
+    } else {
+        let n = i - V4_PODS + 1;
+        format!("fd74:6f72::{:x}:{:x}", n >> 16, n & 0xffff)
+    }
 }
 
 /// Apps per namespace: pods of one app share labels.

@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use sha1::Digest;
 
 pub use index::LabelIndex;
-pub use settings::{DenyAction, EndpointToHostAction, FailsafePort, Settings};
+pub use settings::{DenyAction, EndpointToHostAction, FailsafePort, LogBackend, Settings};
 
 use crate::model::convert::{self, ORCHESTRATOR_LABEL, SERVICE_ACCOUNT_LABEL};
 use crate::model::types::*;
@@ -114,6 +114,8 @@ pub struct Tier {
     pub name: String,
     pub order: Option<f64>,
     pub default_action: TierAction,
+    /// Log this tier's end-of-tier drops (tortie's per-tier `logDropped`).
+    pub log_dropped: bool,
 }
 
 /// Whether an endpoint is a pod (workload) or a host interface.
@@ -291,6 +293,7 @@ impl Cluster {
                                 .default_action
                                 .or(builtin.map(|b| b.1))
                                 .unwrap_or(TierAction::Deny),
+                            log_dropped: o.spec.log_dropped.unwrap_or(false),
                         },
                     );
                 }
@@ -306,6 +309,7 @@ impl Cluster {
             name: "default".into(),
             order: Some(1_000_000.0),
             default_action: TierAction::Deny,
+            log_dropped: false,
         });
         // Namespaces and service accounts become profiles carrying their labels.
         for (ns, labels) in &namespaces {

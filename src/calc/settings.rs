@@ -42,6 +42,19 @@ pub struct Settings {
     pub interface_prefixes: Vec<String>,
     pub conntrack_invalid_drop: bool,
     pub refresh_interval: Duration,
+    /// Where Log actions (and logged drops) go.
+    pub log_backend: LogBackend,
+    /// Also log the implicit drops (FelixConfiguration `logDropped`).
+    pub log_dropped: bool,
+}
+
+/// Where logged packets go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogBackend {
+    /// `log prefix "…: " level info`: the kernel log, as Calico does.
+    Kernel,
+    /// `log group N`: read by tortie over netlink and sent to syslog.
+    Nflog { group: u16 },
 }
 
 fn ports(spec: &[(&str, u16)]) -> Vec<FailsafePort> {
@@ -87,6 +100,8 @@ impl Default for Settings {
             interface_prefixes: vec!["cali".into()],
             conntrack_invalid_drop: true,
             refresh_interval: Duration::from_secs(90),
+            log_backend: LogBackend::Kernel,
+            log_dropped: false,
         }
     }
 }
@@ -156,6 +171,9 @@ impl Settings {
         }
         if let Some(p) = &spec.interface_prefix {
             self.interface_prefixes = p.split(',').map(str::to_string).collect();
+        }
+        if let Some(d) = spec.log_dropped {
+            self.log_dropped = d;
         }
         if let Some(d) = spec.disable_conntrack_invalid_check {
             self.conntrack_invalid_drop = !d;

@@ -141,12 +141,33 @@ pub struct Chain {
     pub rules: Vec<Rule>,
 }
 
+/// What a logged packet means: which policy or implicit drop logged it.
+/// With the NFLOG backend the packet carries only a short id; this is what
+/// the id stands for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LogEntry {
+    /// `Log` for the Log action; `Drop` for a logged implicit drop.
+    pub action: String,
+    /// `gnp`, `np`, `knp`, or empty for implicit drops.
+    pub kind: String,
+    pub namespace: String,
+    /// The policy, or empty for implicit drops.
+    pub name: String,
+    pub tier: String,
+    /// `ingress#0`, or what dropped: `end of tier`, `no profile`, …
+    pub rule: String,
+    /// The endpoint whose chain dropped (implicit drops).
+    pub endpoint: String,
+}
+
 /// The whole desired table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ruleset {
     pub sets: BTreeMap<String, Set>,
     pub maps: BTreeMap<String, VerdictMap>,
     pub chains: BTreeMap<String, Chain>,
+    /// NFLOG prefix id → meaning (empty with the kernel log backend).
+    pub log_index: BTreeMap<String, LogEntry>,
 }
 
 fn render_elements(out: &mut String, elements: &BTreeSet<String>, quote: bool) {

@@ -112,9 +112,9 @@ pub fn compile(cluster: &Cluster, node: &str) -> Ruleset {
         rules: rules::RuleRenderer::new(cluster),
     };
     c.build(node);
-    let (sets, extra) = c.rules.finish();
+    let (sets, log_index) = c.rules.finish();
     c.out.sets = sets;
-    debug_assert!(extra.is_empty());
+    c.out.log_index = log_index;
     c.out
 }
 
@@ -133,6 +133,40 @@ impl<'a> Compiler<'a> {
         } else {
             "drop"
         }
+    }
+
+    /// An implicit drop, preceded (when drops are logged) by a rate-limited
+    /// log rule. The log rule is not terminal, so the limit can never turn a
+    /// drop into an accept.
+    fn implicit_drop(
+        &mut self,
+        matches: String,
+        action: &str,
+        note: String,
+        logged: Option<ir::LogEntry>,
+    ) -> Vec<Rule> {
+        let mut out = Vec::new();
+        if let Some(entry) = logged {
+            let (n, unit) = self
+                .cluster
+                .settings
+                .log_rate
+                .clone()
+                .unwrap_or((10, "second".into()));
+            let limit = format!(
+                "limit rate {n}/{unit} burst {} packets",
+                self.cluster.settings.log_burst
+            );
+            let m = if matches.is_empty() {
+                limit
+            } else {
+                format!("{matches} {limit}")
+            };
+            let stmt = self.rules.log_statement(entry);
+            out.push(Rule::new(m, stmt, format!("log: {note}")));
+        }
+        out.push(Rule::new(matches, action, note));
+        out
     }
 
     fn add_chain(&mut self, name: String, rank: Rank, hook: Option<Hook>, rules: Vec<Rule>) {
@@ -229,32 +263,34 @@ impl<'a> Compiler<'a> {
             },
         );
         let deny = self.deny();
-        self.add_chain(
-            "filter-to-wl-dispatch".into(),
-            Rank::Dispatch,
-            None,
-            vec![
-                Rule::new(
-                    "oifname vmap @filter-to-wl",
-                    "",
-                    "dispatch to workload ingress chains",
-                ),
-                Rule::new("", deny, "unknown workload interface"),
-            ],
-        );
-        self.add_chain(
-            "filter-from-wl-dispatch".into(),
-            Rank::Dispatch,
-            None,
-            vec![
-                Rule::new(
-                    "iifname vmap @filter-from-wl",
-                    "",
-                    "dispatch to workload egress chains",
-                ),
-                Rule::new("", deny, "unknown workload interface"),
-            ],
-        );
+        let unknown_log = self.cluster.settings.log_dropped.then(|| ir::LogEntry {
+            action: "Drop".into(),
+            rule: "unknown workload interface".into(),
+            ..ir::LogEntry::default()
+        });
+        for (chain, key, map, note) in [
+            (
+                "filter-to-wl-dispatch",
+                "oifname",
+                "filter-to-wl",
+                "dispatch to workload ingress chains",
+            ),
+            (
+                "filter-from-wl-dispatch",
+                "iifname",
+                "filter-from-wl",
+                "dispatch to workload egress chains",
+            ),
+        ] {
+            let mut rules = vec![Rule::new(format!("{key} vmap @{map}"), "", note)];
+            rules.extend(self.implicit_drop(
+                String::new(),
+                deny,
+                "unknown workload interface".into(),
+                unknown_log.clone(),
+            ));
+            self.add_chain(chain.into(), Rank::Dispatch, None, rules);
+        }
     }
 
     // ------------------------------------------------------------------
@@ -440,10 +476,20 @@ impl<'a> Compiler<'a> {
                 i += 1;
             }
             if !style.force_pass && tier.default_action == TierAction::Deny {
-                rules.push(Rule::new(
+                let logged =
+                    (tier.log_dropped || self.cluster.settings.log_dropped).then(|| ir::LogEntry {
+                        action: "Drop".into(),
+                        tier: tier_name.clone(),
+                        rule: "end of tier".into(),
+                        endpoint: ep.to_string(),
+                        ..ir::LogEntry::default()
+                    });
+                let deny = self.deny_in(layer);
+                rules.extend(self.implicit_drop(
                     mark_not(MARK_PASS),
-                    self.deny_in(layer),
+                    deny,
                     format!("end of tier {tier_name}: no policy allowed or passed"),
+                    logged,
                 ));
             }
         }
@@ -465,10 +511,18 @@ impl<'a> Compiler<'a> {
                         format!("profile {p} allowed"),
                     ));
                 }
-                rules.push(Rule::new(
-                    "",
-                    self.deny_in(layer),
+                let logged = self.cluster.settings.log_dropped.then(|| ir::LogEntry {
+                    action: "Drop".into(),
+                    rule: "no profile allowed".into(),
+                    endpoint: ep.to_string(),
+                    ..ir::LogEntry::default()
+                });
+                let deny = self.deny_in(layer);
+                rules.extend(self.implicit_drop(
+                    String::new(),
+                    deny,
                     format!("{ep}: no profile allowed"),
+                    logged,
                 ));
             }
             Tail::AcceptForward => {
@@ -509,7 +563,23 @@ impl<'a> Compiler<'a> {
                     r.action
                 );
                 let deny = self.deny_in(layer);
-                rules.extend(self.rules.render(r, p.namespace(), dir, deny, &note));
+                let log = ir::LogEntry {
+                    action: "Log".into(),
+                    kind: p.id.kind.short().into(),
+                    namespace: p.namespace().unwrap_or_default().into(),
+                    name: p.id.name.clone(),
+                    tier: p.tier.clone(),
+                    rule: format!(
+                        "{}#{idx}",
+                        if dir == Direction::Ingress {
+                            "ingress"
+                        } else {
+                            "egress"
+                        }
+                    ),
+                    endpoint: String::new(),
+                };
+                rules.extend(self.rules.render(r, p.namespace(), dir, deny, &note, log));
             }
             self.add_chain(name.clone(), Rank::Leaf, None, rules);
         }
@@ -534,7 +604,21 @@ impl<'a> Compiler<'a> {
             for (idx, r) in rule_list.iter().enumerate() {
                 let note = format!("profile {profile} #{idx}");
                 let deny = self.deny_in(layer);
-                rules.extend(self.rules.render(r, None, dir, deny, &note));
+                let log = ir::LogEntry {
+                    action: "Log".into(),
+                    kind: "profile".into(),
+                    name: profile.to_string(),
+                    rule: format!(
+                        "{}#{idx}",
+                        if dir == Direction::Ingress {
+                            "ingress"
+                        } else {
+                            "egress"
+                        }
+                    ),
+                    ..ir::LogEntry::default()
+                };
+                rules.extend(self.rules.render(r, None, dir, deny, &note, log));
             }
             self.add_chain(name.clone(), Rank::Leaf, None, rules);
         }
@@ -698,7 +782,14 @@ impl<'a> Compiler<'a> {
             EndpointToHostAction::Accept => ("accept", "DefaultEndpointToHostAction: Accept"),
             EndpointToHostAction::Return => ("return", "DefaultEndpointToHostAction: Return"),
         };
-        wl_to_host.push(Rule::new("", action, note));
+        let logged = (self.cluster.settings.log_dropped
+            && self.cluster.settings.endpoint_to_host == EndpointToHostAction::Drop)
+            .then(|| ir::LogEntry {
+                action: "Drop".into(),
+                rule: "DefaultEndpointToHostAction".into(),
+                ..ir::LogEntry::default()
+            });
+        wl_to_host.extend(self.implicit_drop(String::new(), action, note.to_string(), logged));
         self.add_chain("filter-wl-to-host".into(), Rank::Dispatch, None, wl_to_host);
 
         let mut input = Vec::new();

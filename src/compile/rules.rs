@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use sha2::Digest;
 
-use super::ir::{Rule, Set, SetType};
+use super::ir::{LogEntry, Rule, Set, SetType};
 use super::{Direction, MARK_ACCEPT, MARK_PASS, mark_set};
 use crate::calc::{Cluster, namespace_selector, prefix_labels};
 use crate::model::convert::{NAME_LABEL, SERVICE_ACCOUNT_LABEL_PREFIX};
@@ -107,6 +107,7 @@ pub fn entity_selectors(e: &EntityRule, ns: Option<&str>) -> (Option<Selector>, 
 pub struct RuleRenderer<'a> {
     cluster: &'a Cluster,
     sets: BTreeMap<String, Set>,
+    log_index: BTreeMap<String, LogEntry>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -197,11 +198,46 @@ impl<'a> RuleRenderer<'a> {
         RuleRenderer {
             cluster,
             sets: BTreeMap::new(),
+            log_index: BTreeMap::new(),
         }
     }
 
-    pub fn finish(self) -> (BTreeMap<String, Set>, Vec<()>) {
-        (self.sets, Vec::new())
+    pub fn finish(self) -> (BTreeMap<String, Set>, BTreeMap<String, LogEntry>) {
+        (self.sets, self.log_index)
+    }
+
+    /// The `log` statement for `entry`, per the configured backend. With
+    /// the kernel backend the prefix is FelixConfiguration `logPrefix` with
+    /// `%t` (tier), `%k` (kind), `%n` (name) and `%p` (namespace/name)
+    /// replaced; with NFLOG it is a short id recorded in the log index.
+    pub fn log_statement(&mut self, entry: LogEntry) -> String {
+        match self.cluster.settings.log_backend {
+            crate::calc::LogBackend::Kernel => {
+                let p = if entry.namespace.is_empty() {
+                    entry.name.clone()
+                } else {
+                    format!("{}/{}", entry.namespace, entry.name)
+                };
+                let prefix: String = self
+                    .cluster
+                    .settings
+                    .log_prefix
+                    .replace("%t", &entry.tier)
+                    .replace("%k", &entry.kind)
+                    .replace("%n", &entry.name)
+                    .replace("%p", &p)
+                    .chars()
+                    .filter(|c| *c != '"' && *c != '\\')
+                    .take(120)
+                    .collect();
+                format!("log prefix \"{prefix}: \" level info")
+            }
+            crate::calc::LogBackend::Nflog { group } => {
+                let id = format!("T{}", &short_hash(&format!("{entry:?}"))[..12]);
+                self.log_index.insert(id.clone(), entry);
+                format!("log prefix \"tortie:{id}\" group {group}")
+            }
+        }
     }
 
     fn add_set(
@@ -305,6 +341,7 @@ impl<'a> RuleRenderer<'a> {
 
     /// Renders one Calico rule. `ns` is the policy's namespace (None for
     /// global policies and profiles).
+    /// `log` describes the rule for its Log statement (policy, tier, rule).
     pub fn render(
         &mut self,
         rule: &CalicoRule,
@@ -312,15 +349,13 @@ impl<'a> RuleRenderer<'a> {
         _dir: Direction,
         deny: &str,
         note: &str,
+        log: LogEntry,
     ) -> Vec<Rule> {
         let action = match rule.action {
             Action::Allow => format!("{} return", mark_set(MARK_ACCEPT)),
             Action::Pass => format!("{} return", mark_set(MARK_PASS)),
             Action::Deny => deny.to_string(),
-            Action::Log => {
-                let prefix = &self.cluster.settings.log_prefix;
-                format!("log prefix \"{prefix}: \" level info")
-            }
+            Action::Log => self.log_statement(log),
         };
         let rate = match (&rule.action, &self.cluster.settings.log_rate) {
             (Action::Log, Some((n, unit))) => Some(format!(

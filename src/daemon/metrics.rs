@@ -51,6 +51,7 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct Metrics {
     inner: Mutex<Inner>,
+    log_stats: Mutex<Option<std::sync::Arc<crate::logging::LogStats>>>,
 }
 
 fn escape(v: &str) -> String {
@@ -128,12 +129,21 @@ impl Metrics {
         self.with(|m| m.policy_hits = bounded);
     }
 
+    pub fn set_log_stats(&self, stats: std::sync::Arc<crate::logging::LogStats>) {
+        *self.log_stats.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
+    }
+
     pub fn in_sync(&self) -> bool {
         self.with(|m| m.in_sync)
     }
 
     /// The exposition text.
     pub fn render(&self) -> String {
+        let log_stats = self
+            .log_stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         self.with(|m| {
             let mut o = String::new();
             let mut metric = |name: &str, kind: &str, help: &str, value: String| {
@@ -159,6 +169,14 @@ impl Metrics {
             let _ = writeln!(o, "# HELP tortie_invalid_input_total Problems found in the input, by stage.\n# TYPE tortie_invalid_input_total counter");
             for (stage, n) in &m.invalid {
                 let _ = writeln!(o, "tortie_invalid_input_total{{stage=\"{}\"}} {n}", escape(stage));
+            }
+            if let Some(ls) = &log_stats {
+                use std::sync::atomic::Ordering::Relaxed;
+                let _ = writeln!(o, "# HELP tortie_logged_packets_total Logged packets read from NFLOG, by what became of them.\n# TYPE tortie_logged_packets_total counter");
+                let _ = writeln!(o, "tortie_logged_packets_total{{result=\"received\"}} {}", ls.received.load(Relaxed));
+                let _ = writeln!(o, "tortie_logged_packets_total{{result=\"written\"}} {}", ls.written.load(Relaxed));
+                let _ = writeln!(o, "tortie_logged_packets_total{{result=\"dropped\"}} {}", ls.dropped.load(Relaxed));
+                let _ = writeln!(o, "tortie_logged_packets_total{{result=\"error\"}} {}", ls.errors.load(Relaxed));
             }
             let _ = writeln!(o, "# HELP tortie_policy_packets Packets matched by a policy's rules.\n# TYPE tortie_policy_packets counter");
             for (l, (p, _)) in &m.policy_hits {

@@ -63,6 +63,11 @@ pub struct Options {
     pub refresh: Option<Duration>,
     /// Quiet time that ends a burst of file events.
     pub debounce: Duration,
+    /// Where Log actions and logged drops go.
+    pub log_backend: crate::calc::LogBackend,
+    /// With the NFLOG backend: syslog destination and optional JSON file.
+    pub syslog: crate::logging::Sink,
+    pub log_json: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,13 +122,27 @@ struct Desired {
     refresh: Duration,
 }
 
-fn compute(resources: &[crate::model::Resource], node: &str, metrics: &Metrics) -> Desired {
-    let cluster = Cluster::build(resources, node);
+fn compute(
+    resources: &[crate::model::Resource],
+    opts: &Options,
+    metrics: &Metrics,
+    log_ctx: &crate::logging::SharedContext,
+) -> Desired {
+    let node = opts.node.as_str();
+    let mut cluster = Cluster::build(resources, node);
+    cluster.settings.log_backend = opts.log_backend;
     for n in &cluster.notes {
         log("warn", &n.message, &[("subject", n.subject.clone())]);
     }
     let ruleset = compile(&cluster, node);
     let locals: Vec<_> = cluster.local_endpoints(node).collect();
+    if let Ok(mut c) = log_ctx.write() {
+        c.index = ruleset.log_index.clone();
+        c.endpoints = locals
+            .iter()
+            .filter_map(|e| Some((e.iface.clone()?, e.id.to_string())))
+            .collect();
+    }
     let local_policies: BTreeSet<String> = locals
         .iter()
         .flat_map(|e| cluster.policies_for(e).map(|p| p.id.to_string()))
@@ -225,6 +244,41 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
             "serving /metrics, /livez and /readyz",
             &[("addr", bound.to_string())],
         );
+    }
+    let log_ctx: crate::logging::SharedContext = Default::default();
+    if let crate::calc::LogBackend::Nflog { group } = opts.log_backend {
+        let stats = Arc::new(crate::logging::LogStats::default());
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| opts.node.clone());
+        let lopts = crate::logging::LogOptions {
+            group,
+            sink: opts.syslog.clone(),
+            json: opts.log_json.clone(),
+            hostname,
+            netns: match &opts.target {
+                Target::Netns(p) => Some(p.clone()),
+                Target::Current => None,
+            },
+        };
+        match crate::logging::spawn(lopts, log_ctx.clone(), stats.clone(), stop.clone()) {
+            Ok(()) => {
+                metrics.set_log_stats(stats);
+                log(
+                    "info",
+                    "reading logged packets from NFLOG",
+                    &[
+                        ("group", group.to_string()),
+                        ("syslog", format!("{:?}", opts.syslog)),
+                    ],
+                );
+            }
+            Err(e) => log(
+                "error",
+                "cannot read NFLOG; logged packets will not reach syslog",
+                &[("group", group.to_string()), ("error", e.to_string())],
+            ),
+        }
     }
     let (tx, rx) = mpsc::channel::<Input>();
     let mut dir_source: Option<DirSource> = None;
@@ -329,7 +383,7 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
     };
 
     let mut dp = Dataplane::new(opts.target.clone());
-    let mut desired = compute(&resources, &opts.node, &metrics);
+    let mut desired = compute(&resources, opts, &metrics, &log_ctx);
     let mut pending_apply = true;
     let mut backoff = Duration::from_millis(100);
     let mut next_attempt = Instant::now();
@@ -466,7 +520,7 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
             continue;
         };
         let started = Instant::now();
-        desired = compute(&resources, &opts.node, &metrics);
+        desired = compute(&resources, opts, &metrics, &log_ctx);
         log(
             "info",
             "change detected",

@@ -559,6 +559,9 @@ pub struct TierSpec {
     pub order: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_action: Option<TierAction>,
+    /// tortie extension: log this tier's end-of-tier drops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_dropped: Option<bool>,
 }
 
 /// A failsafe port as FelixConfiguration writes it.

@@ -1,0 +1,625 @@
+//! Logged packets, NFLOG backend: a reader in the node's network namespace
+//! receives the packets that `log group N` rules hand to user space, looks
+//! up what their prefix id stands for (policy, tier, rule, or the implicit
+//! drop), and a writer sends one RFC 5424 message each to syslog (a unix
+//! socket such as /dev/log, or UDP/TCP), and optionally a JSON line to a
+//! file. The queue between them is bounded: when syslog is slow, messages
+//! are dropped and counted, and enforcement is never slowed.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+use netlink_packet_netfilter::nflog::{
+    ConfigCmd, ConfigMode, PacketNla, ULogMessage, config_request,
+};
+use netlink_packet_netfilter::{NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily};
+use netlink_sys::{Socket, constants::NETLINK_NETFILTER};
+
+use crate::compile::ir::LogEntry;
+
+/// Records waiting for the writer; beyond this, new ones are dropped.
+pub const QUEUE: usize = 4096;
+
+/// What the reader needs to explain a packet: the compiled log index and
+/// which endpoint each interface belongs to. Updated on every compile.
+#[derive(Debug, Default, Clone)]
+pub struct LogContext {
+    pub index: BTreeMap<String, LogEntry>,
+    /// Interface name → `namespace/pod` (or host endpoint name).
+    pub endpoints: BTreeMap<String, String>,
+}
+
+pub type SharedContext = Arc<RwLock<LogContext>>;
+
+/// Counters, exported as metrics.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    pub received: AtomicU64,
+    pub written: AtomicU64,
+    pub dropped: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// Where messages go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sink {
+    /// A unix datagram socket (`/dev/log`).
+    Unix(PathBuf),
+    Udp(SocketAddr),
+    /// Octet-counted frames (RFC 6587) over TCP.
+    Tcp(SocketAddr),
+    None,
+}
+
+impl std::str::FromStr for Sink {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let addr = |a: &str| a.parse::<SocketAddr>().map_err(|e| format!("`{a}`: {e}"));
+        match s.split_once(':') {
+            Some(("unix", p)) => Ok(Sink::Unix(PathBuf::from(p))),
+            Some(("udp", a)) => Ok(Sink::Udp(addr(a)?)),
+            Some(("tcp", a)) => Ok(Sink::Tcp(addr(a)?)),
+            _ if s == "none" => Ok(Sink::None),
+            _ => Err(format!(
+                "syslog destination `{s}`: use unix:PATH, udp:HOST:PORT, tcp:HOST:PORT or none"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    pub group: u16,
+    pub sink: Sink,
+    pub json: Option<PathBuf>,
+    pub hostname: String,
+    /// Read packets logged in this network namespace (default: current).
+    pub netns: Option<PathBuf>,
+}
+
+/// One logged packet, explained.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub time: SystemTime,
+    pub id: String,
+    pub entry: Option<LogEntry>,
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    pub proto: u8,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    pub in_if: String,
+    pub out_if: String,
+    pub endpoint: String,
+}
+
+/// Source, destination, protocol and (for TCP/UDP/SCTP) ports of a packet.
+pub type PacketSummary = (IpAddr, IpAddr, u8, Option<(u16, u16)>);
+
+/// Parses the IP header at the start of `p`.
+pub fn parse_ip(p: &[u8]) -> Option<PacketSummary> {
+    let version = p.first()? >> 4;
+    let (src, dst, proto, l4) = match version {
+        4 if p.len() >= 20 => {
+            let ihl = usize::from(p[0] & 0x0f) * 4;
+            let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
+            let dst = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
+            (IpAddr::V4(src), IpAddr::V4(dst), p[9], p.get(ihl..))
+        }
+        6 if p.len() >= 40 => {
+            let src: [u8; 16] = p[8..24].try_into().ok()?;
+            let dst: [u8; 16] = p[24..40].try_into().ok()?;
+            (
+                IpAddr::V6(Ipv6Addr::from(src)),
+                IpAddr::V6(Ipv6Addr::from(dst)),
+                p[6],
+                p.get(40..),
+            )
+        }
+        _ => return None,
+    };
+    let ports = match (proto, l4) {
+        (6 | 17 | 132 | 136, Some(l)) if l.len() >= 4 => Some((
+            u16::from_be_bytes([l[0], l[1]]),
+            u16::from_be_bytes([l[2], l[3]]),
+        )),
+        _ => None,
+    };
+    Some((src, dst, proto, ports))
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        58 => "icmpv6".into(),
+        132 => "sctp".into(),
+        n => n.to_string(),
+    }
+}
+
+fn sd_escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace(']', "\\]")
+}
+
+/// `2026-11-21T15:04:05.123Z`
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+impl Record {
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        let e = self.entry.clone().unwrap_or_default();
+        let direction = if e.rule.starts_with("egress") {
+            "egress"
+        } else if e.rule.starts_with("ingress") {
+            "ingress"
+        } else {
+            ""
+        };
+        let mut f = vec![
+            (
+                "action",
+                if e.action.is_empty() {
+                    "Log".to_string()
+                } else {
+                    e.action.clone()
+                },
+            ),
+            ("kind", e.kind.clone()),
+            ("namespace", e.namespace.clone()),
+            ("policy", e.name.clone()),
+            ("tier", e.tier.clone()),
+            ("rule", e.rule.clone()),
+            ("direction", direction.to_string()),
+            ("proto", proto_name(self.proto)),
+        ];
+        if let Some(s) = self.src {
+            f.push(("src", s.to_string()));
+        }
+        if let Some(p) = self.sport {
+            f.push(("sport", p.to_string()));
+        }
+        if let Some(d) = self.dst {
+            f.push(("dst", d.to_string()));
+        }
+        if let Some(p) = self.dport {
+            f.push(("dport", p.to_string()));
+        }
+        f.push(("in", self.in_if.clone()));
+        f.push(("out", self.out_if.clone()));
+        let endpoint = if self.endpoint.is_empty() {
+            e.endpoint.clone()
+        } else {
+            self.endpoint.clone()
+        };
+        f.push(("endpoint", endpoint));
+        f.push(("id", self.id.clone()));
+        f.retain(|(_, v)| !v.is_empty());
+        f
+    }
+
+    fn summary(&self) -> String {
+        let e = self.entry.clone().unwrap_or_default();
+        let who = if e.name.is_empty() {
+            format!(
+                "{} {}",
+                e.rule,
+                if e.tier.is_empty() {
+                    String::new()
+                } else {
+                    format!("(tier {})", e.tier)
+                }
+            )
+        } else if e.namespace.is_empty() {
+            format!("{}/{} {}", e.kind, e.name, e.rule)
+        } else {
+            format!("{}/{}/{} {}", e.kind, e.namespace, e.name, e.rule)
+        };
+        let hp = |a: Option<IpAddr>, p: Option<u16>| match (a, p) {
+            (Some(IpAddr::V6(a)), Some(p)) => format!("[{a}]:{p}"),
+            (Some(a), Some(p)) => format!("{a}:{p}"),
+            (Some(a), None) => a.to_string(),
+            _ => "?".into(),
+        };
+        let verb = if e.action == "Drop" {
+            "dropped"
+        } else {
+            "logged"
+        };
+        format!(
+            "{verb} by {}: {} {} -> {}",
+            who.trim(),
+            proto_name(self.proto),
+            hp(self.src, self.sport),
+            hp(self.dst, self.dport)
+        )
+    }
+
+    /// The RFC 5424 message.
+    pub fn syslog(&self, hostname: &str) -> String {
+        let drop = self.entry.as_ref().is_some_and(|e| e.action == "Drop");
+        // Facility local0 (16); warning for drops, informational for Log.
+        let pri = 16 * 8 + if drop { 4 } else { 6 };
+        let sd: Vec<String> = self
+            .fields()
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", sd_escape(v)))
+            .collect();
+        format!(
+            "<{pri}>1 {} {hostname} tortie {} {} [tortie@32473 {}] {}",
+            rfc3339(self.time),
+            std::process::id(),
+            if drop { "DROP" } else { "LOG" },
+            sd.join(" "),
+            self.summary()
+        )
+    }
+
+    pub fn json(&self) -> String {
+        let mut m = serde_json::Map::new();
+        m.insert("time".into(), rfc3339(self.time).into());
+        for (k, v) in self.fields() {
+            m.insert(k.into(), v.into());
+        }
+        serde_json::Value::Object(m).to_string()
+    }
+}
+
+fn ifname(index: u32) -> String {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: the buffer holds IF_NAMESIZE bytes as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr().cast()) };
+    if p.is_null() {
+        return String::new();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+fn send_config(
+    socket: &Socket,
+    family: NetfilterProtoFamily,
+    group: u16,
+    cmds: Vec<netlink_packet_netfilter::nflog::ConfigNla>,
+) -> std::io::Result<()> {
+    let msg = config_request(family, group, cmds);
+    let mut buf = vec![0; msg.header.length as usize];
+    msg.serialize(&mut buf[..]);
+    socket.send(&buf, 0)?;
+    Ok(())
+}
+
+/// Opens and binds the NFLOG group in the current network namespace.
+fn open_group(group: u16) -> std::io::Result<Socket> {
+    let mut socket = Socket::new(NETLINK_NETFILTER)?;
+    socket.bind_auto()?;
+    for family in [NetfilterProtoFamily::IPv4, NetfilterProtoFamily::IPv6] {
+        send_config(&socket, family, 0, vec![ConfigCmd::PfBind.into()])?;
+    }
+    send_config(
+        &socket,
+        NetfilterProtoFamily::IPv4,
+        group,
+        vec![ConfigCmd::Bind.into(), ConfigMode::new_packet(128).into()],
+    )?;
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 200_000,
+    };
+    // SAFETY: setting a receive timeout on our own socket.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
+    }
+    Ok(socket)
+}
+
+fn read_loop(
+    socket: Socket,
+    ctx: SharedContext,
+    stats: Arc<LogStats>,
+    tx: SyncSender<Record>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; 1 << 16];
+    while !stop.load(Ordering::Relaxed) {
+        let size = match socket.recv(&mut &mut buf[..], 0) {
+            Ok(n) => n,
+            Err(_) => continue, // timeout: check the stop flag
+        };
+        let mut offset = 0;
+        while offset < size {
+            let Ok(msg) = <NetlinkMessage<NetfilterMessage>>::deserialize(&buf[offset..size])
+            else {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                break;
+            };
+            let len = msg.header.length as usize;
+            if let NetlinkPayload::InnerMessage(NetfilterMessage {
+                inner: NetfilterMessageInner::ULog(ULogMessage::Packet(nlas)),
+                ..
+            }) = &msg.payload
+            {
+                stats.received.fetch_add(1, Ordering::Relaxed);
+                let mut rec = Record {
+                    time: SystemTime::now(),
+                    id: String::new(),
+                    entry: None,
+                    src: None,
+                    dst: None,
+                    proto: 0,
+                    sport: None,
+                    dport: None,
+                    in_if: String::new(),
+                    out_if: String::new(),
+                    endpoint: String::new(),
+                };
+                for nla in nlas {
+                    match nla {
+                        PacketNla::Prefix(p) => {
+                            rec.id = p
+                                .to_string_lossy()
+                                .trim_start_matches("tortie:")
+                                .to_string()
+                        }
+                        PacketNla::IfIndexInDev(i) => rec.in_if = ifname(*i),
+                        PacketNla::IfIndexOutDev(i) => rec.out_if = ifname(*i),
+                        PacketNla::Payload(p) => {
+                            if let Some((s, d, proto, ports)) = parse_ip(p) {
+                                rec.src = Some(s);
+                                rec.dst = Some(d);
+                                rec.proto = proto;
+                                rec.sport = ports.map(|p| p.0);
+                                rec.dport = ports.map(|p| p.1);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                if let Ok(c) = ctx.read() {
+                    rec.entry = c.index.get(&rec.id).cloned();
+                    let ingress = rec
+                        .entry
+                        .as_ref()
+                        .is_some_and(|e| e.rule.starts_with("ingress"));
+                    let iface = if ingress { &rec.out_if } else { &rec.in_if };
+                    rec.endpoint = c
+                        .endpoints
+                        .get(iface)
+                        .or_else(|| c.endpoints.get(&rec.out_if))
+                        .or_else(|| c.endpoints.get(&rec.in_if))
+                        .cloned()
+                        .unwrap_or_default();
+                }
+                match tx.try_send(rec) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(TrySendError::Disconnected(_)) => return,
+                }
+            }
+            if len == 0 {
+                break;
+            }
+            offset += len;
+        }
+    }
+}
+
+enum Writer {
+    Unix(UnixDatagram, PathBuf),
+    Udp(UdpSocket, SocketAddr),
+    Tcp(Option<TcpStream>, SocketAddr),
+    None,
+}
+
+impl Writer {
+    fn new(sink: &Sink) -> std::io::Result<Writer> {
+        Ok(match sink {
+            Sink::Unix(p) => Writer::Unix(UnixDatagram::unbound()?, p.clone()),
+            Sink::Udp(a) => Writer::Udp(
+                UdpSocket::bind(if a.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?,
+                *a,
+            ),
+            Sink::Tcp(a) => Writer::Tcp(None, *a),
+            Sink::None => Writer::None,
+        })
+    }
+
+    fn send(&mut self, msg: &str) -> std::io::Result<()> {
+        match self {
+            Writer::Unix(s, p) => s.send_to(msg.as_bytes(), &*p).map(|_| ()),
+            Writer::Udp(s, a) => s.send_to(msg.as_bytes(), *a).map(|_| ()),
+            Writer::Tcp(conn, a) => {
+                if conn.is_none() {
+                    *conn = Some(TcpStream::connect_timeout(a, Duration::from_secs(2))?);
+                }
+                let framed = format!("{} {msg}", msg.len());
+                let r = conn
+                    .as_mut()
+                    .expect("connected")
+                    .write_all(framed.as_bytes());
+                if r.is_err() {
+                    *conn = None;
+                }
+                r
+            }
+            Writer::None => Ok(()),
+        }
+    }
+}
+
+fn write_loop(rx: Receiver<Record>, opts: LogOptions, stats: Arc<LogStats>) {
+    let mut writer = match Writer::new(&opts.sink) {
+        Ok(w) => w,
+        Err(_) => {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            Writer::None
+        }
+    };
+    let mut json = opts.json.as_ref().and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
+    });
+    for rec in rx {
+        let ok = writer.send(&rec.syslog(&opts.hostname)).is_ok();
+        if let Some(f) = json.as_mut() {
+            let _ = writeln!(f, "{}", rec.json());
+        }
+        if ok {
+            stats.written.fetch_add(1, Ordering::Relaxed);
+        } else {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Starts the reader (in `opts.netns`) and the writer. Fails if the NFLOG
+/// group cannot be bound (needs CAP_NET_ADMIN).
+pub fn spawn(
+    opts: LogOptions,
+    ctx: SharedContext,
+    stats: Arc<LogStats>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    let (tx, rx) = sync_channel::<Record>(QUEUE);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
+    let netns = opts.netns.clone();
+    let group = opts.group;
+    let (s1, stop1) = (stats.clone(), stop.clone());
+    std::thread::Builder::new()
+        .name("tortie-nflog".into())
+        .spawn(move || {
+            if let Some(path) = netns {
+                let entered = std::fs::File::open(&path).and_then(|f| {
+                    // SAFETY: setns on a valid fd affects only this thread.
+                    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+                if let Err(e) = entered {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            }
+            match open_group(group) {
+                Ok(socket) => {
+                    let _ = ready_tx.send(Ok(()));
+                    read_loop(socket, ctx, s1, tx, stop1);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            }
+        })?;
+    ready_rx
+        .recv()
+        .unwrap_or_else(|_| Err(std::io::Error::other("NFLOG reader did not start")))?;
+    std::thread::Builder::new()
+        .name("tortie-syslog".into())
+        .spawn(move || write_loop(rx, opts, stats))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_headers_parse() {
+        let mut v4 = vec![
+            0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 198, 18, 0, 4, 198, 18, 0, 2,
+        ];
+        v4.extend_from_slice(&[0x9c, 0x40, 0, 80, 0, 0, 0, 0]);
+        let (s, d, p, ports) = parse_ip(&v4).unwrap();
+        assert_eq!(
+            (s.to_string(), d.to_string(), p, ports),
+            (
+                "198.18.0.4".into(),
+                "198.18.0.2".into(),
+                6,
+                Some((40000, 80))
+            )
+        );
+        assert!(parse_ip(&[0x45, 0]).is_none());
+    }
+
+    #[test]
+    fn messages_are_rfc5424_with_structured_data() {
+        let rec = Record {
+            time: UNIX_EPOCH + Duration::from_millis(1_795_273_524_123),
+            id: "Tabc".into(),
+            entry: Some(LogEntry {
+                action: "Log".into(),
+                kind: "np".into(),
+                namespace: "default".into(),
+                name: "log-denied-packets".into(),
+                tier: "default".into(),
+                rule: "ingress#0".into(),
+                endpoint: String::new(),
+            }),
+            src: Some("198.18.0.4".parse().unwrap()),
+            dst: Some("198.18.0.2".parse().unwrap()),
+            proto: 6,
+            sport: Some(40000),
+            dport: Some(80),
+            in_if: "cali1".into(),
+            out_if: "cali2".into(),
+            endpoint: "default/nginx".into(),
+        };
+        let m = rec.syslog("node1");
+        assert!(
+            m.starts_with("<134>1 2026-11-21T15:05:24.123Z node1 tortie "),
+            "{m}"
+        );
+        assert!(m.contains(" LOG [tortie@32473 action=\"Log\" kind=\"np\" namespace=\"default\" policy=\"log-denied-packets\" tier=\"default\" rule=\"ingress#0\" direction=\"ingress\" proto=\"tcp\" src=\"198.18.0.4\" sport=\"40000\" dst=\"198.18.0.2\" dport=\"80\" in=\"cali1\" out=\"cali2\" endpoint=\"default/nginx\" id=\"Tabc\"]"), "{m}");
+        assert!(m.ends_with("logged by np/default/log-denied-packets ingress#0: tcp 198.18.0.4:40000 -> 198.18.0.2:80"), "{m}");
+        let j: serde_json::Value = serde_json::from_str(&rec.json()).unwrap();
+        assert_eq!(j["policy"], "log-denied-packets");
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(sd_escape("a\"b]c\\"), "a\\\"b\\]c\\\\");
+    }
+}
