@@ -172,7 +172,7 @@ fn incremental(rep: &mut Report, name: &str, runs: usize) {
                 if let Some(Resource::Pod(p)) = r.iter().find(|x| matches!(x, Resource::Pod(p) if p.spec.node_name.as_deref() != Some(LOCAL_NODE))).cloned() {
                     let mut p = p.clone();
                     p.metadata.name = Some("bench-new-pod".into());
-                    p.status.pod_ip = Some(pod_ip(9_999_99));
+                    p.status.pod_ip = Some(pod_ip(999_999));
                     r.push(Resource::Pod(p));
                 }
             }),
