@@ -163,6 +163,7 @@ fn nflog_one_syslog_message_per_denied_attempt_naming_the_policy() {
         5,
         "one message per denied attempt: {denied:#?}"
     );
+    eprintln!("example: {}", denied[0]);
     for m in &denied {
         assert!(m.starts_with("<134>1 "), "{m}");
         assert!(m.contains("action=\"Log\" kind=\"np\" namespace=\"default\" policy=\"log-denied-packets\" tier=\"default\" rule=\"ingress#0\" direction=\"ingress\" proto=\"tcp\" src=\"198.18.0.4\""), "{m}");
@@ -192,6 +193,7 @@ fn log_dropped_names_the_tier_of_an_end_of_tier_drop() {
     assert!(w.attempt("access", 80, Proto::Tcp));
     let m = w.messages(Duration::from_millis(800));
     assert_eq!(m.len(), 1, "{m:#?}");
+    eprintln!("example: {}", m[0]);
     assert!(m[0].starts_with("<132>1 "), "drops are warnings: {}", m[0]);
     assert!(
         m[0].contains(" DROP [tortie@32473 action=\"Drop\" tier=\"security\" rule=\"end of tier\""),
@@ -199,6 +201,11 @@ fn log_dropped_names_the_tier_of_an_end_of_tier_drop() {
         m[0]
     );
     assert!(m[0].contains("src=\"198.18.0.4\""), "{}", m[0]);
+    assert!(
+        m[0].contains("endpoint=\"workload default/nginx\""),
+        "the endpoint whose chain dropped: {}",
+        m[0]
+    );
     assert!(
         m[0].contains("dropped by end of tier (tier security)"),
         "{}",
@@ -304,6 +311,7 @@ fn kernel_backend_lines_carry_the_calico_prefix() {
         !found.is_empty(),
         "no `calico-packet: ` line for the denied packet in the kernel log"
     );
+    eprintln!("example: {}", found[0].trim());
     assert!(
         found[0].contains("DST=198.18.0.2") && found[0].contains("DPT=80"),
         "{}",

@@ -219,10 +219,11 @@ impl Record {
         }
         f.push(("in", self.in_if.clone()));
         f.push(("out", self.out_if.clone()));
-        let endpoint = if self.endpoint.is_empty() {
-            e.endpoint.clone()
-        } else {
+        // The compiler knows whose chain dropped; otherwise the interface says.
+        let endpoint = if e.endpoint.is_empty() {
             self.endpoint.clone()
+        } else {
+            e.endpoint.clone()
         };
         f.push(("endpoint", endpoint));
         f.push(("id", self.id.clone()));
