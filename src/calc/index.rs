@@ -36,6 +36,33 @@ impl Postings {
         p
     }
 
+    /// How many candidates `narrow` would return, without building them.
+    fn estimate(&self, sel: &Selector) -> Option<usize> {
+        match sel {
+            Selector::Equal(k, v) => Some(
+                self.by_pair
+                    .get(&(k.clone(), v.clone()))
+                    .map_or(0, Vec::len),
+            ),
+            Selector::Has(k)
+            | Selector::Contains(k, _)
+            | Selector::StartsWith(k, _)
+            | Selector::EndsWith(k, _) => Some(self.by_key.get(k).map_or(0, Vec::len)),
+            Selector::In(k, vs) => Some(
+                vs.iter()
+                    .map(|v| {
+                        self.by_pair
+                            .get(&(k.clone(), v.clone()))
+                            .map_or(0, Vec::len)
+                    })
+                    .sum(),
+            ),
+            Selector::And(terms) => terms.iter().filter_map(|t| self.estimate(t)).min(),
+            Selector::Or(terms) => terms.iter().map(|t| self.estimate(t)).sum(),
+            _ => None,
+        }
+    }
+
     /// Sorted candidate positions, or `None` when the selector cannot narrow.
     fn narrow(&self, sel: &Selector) -> Option<Vec<usize>> {
         match sel {
@@ -65,11 +92,13 @@ impl Postings {
                 Some(self.by_key.get(k).cloned().unwrap_or_default())
             }
             Selector::And(terms) => {
-                // The smallest narrowing term bounds the conjunction.
-                terms
+                // The smallest narrowing term bounds the conjunction; only
+                // that one is built.
+                let best = terms
                     .iter()
-                    .filter_map(|t| self.narrow(t))
-                    .min_by_key(Vec::len)
+                    .filter_map(|t| self.estimate(t).map(|n| (n, t)))
+                    .min_by_key(|(n, _)| *n)?;
+                self.narrow(best.1)
             }
             Selector::Or(terms) => {
                 let mut out = Vec::new();
@@ -88,6 +117,30 @@ impl Postings {
         self.narrow(sel)
             .unwrap_or_else(|| (0..self.count).collect())
     }
+}
+
+/// A `key == value` every match of `sel` must have (a top-level term of a
+/// conjunction), choosing the one the fewest endpoints carry.
+pub fn required_pair(sel: &Selector, index: &LabelIndex) -> Option<(String, String)> {
+    let terms: Vec<&Selector> = match sel {
+        Selector::And(t) => t.iter().collect(),
+        other => vec![other],
+    };
+    let mut best: Option<(usize, (String, String))> = None;
+    for t in terms {
+        let candidate = match t {
+            Selector::Equal(k, v) => Some((k.clone(), v.clone())),
+            Selector::And(_) => required_pair(t, index),
+            _ => None,
+        };
+        if let Some(pair) = candidate {
+            let n = index.endpoints.by_pair.get(&pair).map_or(0, Vec::len);
+            if best.as_ref().is_none_or(|(m, _)| n < *m) {
+                best = Some((n, pair));
+            }
+        }
+    }
+    best.map(|(_, p)| p)
 }
 
 impl LabelIndex {

@@ -184,6 +184,10 @@ pub struct Cluster {
     pub settings: Settings,
     pub notes: Vec<Note>,
     pub index: LabelIndex,
+    /// Policies by a `key == value` their selector requires; the rest are
+    /// checked against every endpoint.
+    policy_by_pair: std::collections::HashMap<(String, String), Vec<usize>>,
+    policy_unindexed: Vec<usize>,
 }
 
 /// The name Calico gives a pod's host-side veth: `cali` + 11 hex chars of
@@ -359,6 +363,12 @@ impl Cluster {
         c.network_sets
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         c.index = LabelIndex::build(&c.endpoints, &c.network_sets);
+        for (i, p) in c.policies.iter().enumerate() {
+            match index::required_pair(&p.applies_to, &c.index) {
+                Some(pair) => c.policy_by_pair.entry(pair).or_default().push(i),
+                None => c.policy_unindexed.push(i),
+            }
+        }
         c.notes.sort();
         c
     }
