@@ -69,6 +69,11 @@ impl World {
     /// Compiles `policies` for the node with `backend`, applies them, and
     /// (for NFLOG) starts the reader writing to a fresh test syslog socket.
     fn apply(&mut self, policies: &str, backend: LogBackend) {
+        self.apply_to(policies, backend, None);
+    }
+
+    /// As `apply`, optionally with another syslog destination and a JSON file.
+    fn apply_to(&mut self, policies: &str, backend: LogBackend, other: Option<(Sink, PathBuf)>) {
         let y = format!(
             "{}---\n{policies}",
             self.node.cluster_yaml(&self.labels, &BTreeMap::new())
@@ -248,6 +253,38 @@ fn the_rate_limit_caps_a_flood() {
     );
     // The flood was still denied: rate limiting never turns a drop into an accept.
     assert!(!w.attempt("other", 9999, Proto::Udp));
+}
+
+#[test]
+fn udp_syslog_and_json_lines() {
+    if !kernel::require_kernel("udp_json") {
+        return;
+    }
+    let mut w = world("udp");
+    let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    receiver.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let json = std::env::temp_dir().join(format!("tortie-log-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&json);
+    let sink = Sink::Udp(receiver.local_addr().unwrap());
+    let policies = "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec: {logDropped: true}\n---\nkind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nmetadata: {name: isolate, namespace: default}\nspec: {podSelector: {matchLabels: {run: nginx}}, policyTypes: [Ingress]}\n";
+    w.apply_to(policies, LogBackend::Nflog { group: 14 }, Some((sink, json.clone())));
+    assert!(!w.attempt("other", 80, Proto::Tcp));
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = Instant::now() + Duration::from_millis(800);
+    while Instant::now() < end {
+        if let Ok(n) = receiver.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(got[0].contains("action=\"Drop\" tier=\"default\" rule=\"end of tier\""), "{}", got[0]);
+    let lines = std::fs::read_to_string(&json).unwrap();
+    let first: serde_json::Value = serde_json::from_str(lines.lines().next().expect("a JSON line")).unwrap();
+    assert_eq!(first["action"], "Drop");
+    assert_eq!(first["endpoint"], "workload default/nginx");
+    assert_eq!(first["src"], "198.18.0.4");
+    let _ = std::fs::remove_file(&json);
 }
 
 /// Sets a sysctl for the test and restores it after, even on failure.
