@@ -100,10 +100,14 @@ impl World {
                 index: rs.log_index.clone(),
                 endpoints,
             }));
+            let (sink, json) = match other {
+                Some((sink, json)) => (sink, Some(json)),
+                None => (Sink::Unix(path.clone()), None),
+            };
             let opts = LogOptions {
                 group,
-                sink: Sink::Unix(path.clone()),
-                json: None,
+                sink,
+                json,
                 hostname: "node1".into(),
                 netns: Some(self.node.ns.path()),
             };
@@ -262,12 +266,18 @@ fn udp_syslog_and_json_lines() {
     }
     let mut w = world("udp");
     let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    receiver.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let json = std::env::temp_dir().join(format!("tortie-log-{}.jsonl", std::process::id()));
     let _ = std::fs::remove_file(&json);
     let sink = Sink::Udp(receiver.local_addr().unwrap());
     let policies = "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec: {logDropped: true}\n---\nkind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nmetadata: {name: isolate, namespace: default}\nspec: {podSelector: {matchLabels: {run: nginx}}, policyTypes: [Ingress]}\n";
-    w.apply_to(policies, LogBackend::Nflog { group: 14 }, Some((sink, json.clone())));
+    w.apply_to(
+        policies,
+        LogBackend::Nflog { group: 14 },
+        Some((sink, json.clone())),
+    );
     assert!(!w.attempt("other", 80, Proto::Tcp));
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
@@ -278,9 +288,14 @@ fn udp_syslog_and_json_lines() {
         }
     }
     assert_eq!(got.len(), 1, "{got:#?}");
-    assert!(got[0].contains("action=\"Drop\" tier=\"default\" rule=\"end of tier\""), "{}", got[0]);
+    assert!(
+        got[0].contains("action=\"Drop\" tier=\"default\" rule=\"end of tier\""),
+        "{}",
+        got[0]
+    );
     let lines = std::fs::read_to_string(&json).unwrap();
-    let first: serde_json::Value = serde_json::from_str(lines.lines().next().expect("a JSON line")).unwrap();
+    let first: serde_json::Value =
+        serde_json::from_str(lines.lines().next().expect("a JSON line")).unwrap();
     assert_eq!(first["action"], "Drop");
     assert_eq!(first["endpoint"], "workload default/nginx");
     assert_eq!(first["src"], "198.18.0.4");

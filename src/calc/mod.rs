@@ -447,9 +447,31 @@ impl Cluster {
             .namespace
             .clone()
             .unwrap_or_else(|| "default".into());
+        if let Some(ep) = self.pod_endpoint(pod) {
+            if !namespaces.contains_key(&ns) {
+                self.note(
+                    format!("pod {ns}/{}", pod.metadata.name.clone().unwrap_or_default()),
+                    format!("namespace `{ns}` is unknown; its labels are not applied"),
+                );
+            }
+            self.endpoints.push(ep);
+        }
+    }
+
+    /// The endpoint a pod stands for: its labels plus the implicit ones and
+    /// those its namespace and service account apply. `None` for pods with
+    /// no address yet, host-network pods and finished pods.
+    pub fn pod_endpoint(&self, pod: &crate::model::Pod) -> Option<Endpoint> {
+        let ns = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let name = pod.metadata.name.clone().unwrap_or_default();
-        if pod.spec.host_network {
-            return;
+        if pod.spec.host_network
+            || matches!(pod.status.phase.as_deref(), Some("Succeeded" | "Failed"))
+        {
+            return None;
         }
         let mut addrs: Vec<IpAddr> = pod
             .status
@@ -463,10 +485,7 @@ impl Cluster {
             addrs.insert(0, ip);
         }
         if addrs.is_empty() {
-            return;
-        }
-        if matches!(pod.status.phase.as_deref(), Some("Succeeded" | "Failed")) {
-            return;
+            return None;
         }
         let sa = pod
             .spec
@@ -478,12 +497,6 @@ impl Cluster {
         labels.insert(ORCHESTRATOR_LABEL.into(), "k8s".into());
         labels.insert(SERVICE_ACCOUNT_LABEL.into(), sa.clone());
         let mut profiles = vec![format!("kns.{ns}")];
-        if !namespaces.contains_key(&ns) {
-            self.note(
-                format!("pod {ns}/{name}"),
-                format!("namespace `{ns}` is unknown; its labels are not applied"),
-            );
-        }
         let sa_profile = format!("ksa.{ns}.{sa}");
         if self.profiles.contains_key(&sa_profile) {
             profiles.push(sa_profile);
@@ -510,7 +523,7 @@ impl Cluster {
             })
             .collect();
         let iface = pod_interface_name(&self.settings.interface_prefixes[0], &ns, &name);
-        self.endpoints.push(Endpoint {
+        Some(Endpoint {
             id: EndpointId::Workload {
                 namespace: ns,
                 name,
@@ -521,7 +534,7 @@ impl Cluster {
             labels,
             profiles,
             ports,
-        });
+        })
     }
 
     fn add_workload_endpoint(&mut self, o: &crate::model::Object<WorkloadEndpointSpec>) {
@@ -599,15 +612,27 @@ impl Cluster {
         meta: &ObjectMeta,
         spec: &NetworkSetSpec,
     ) {
+        let set = self.network_set_of(namespaced.is_some(), meta, spec);
+        self.network_sets.push(set);
+    }
+
+    /// A (global) network set with its labels (plus namespace labels for a
+    /// namespaced one).
+    pub fn network_set_of(
+        &self,
+        namespaced: bool,
+        meta: &ObjectMeta,
+        spec: &NetworkSetSpec,
+    ) -> NetworkSet {
         let namespace =
-            namespaced.map(|_| meta.namespace.clone().unwrap_or_else(|| "default".into()));
+            namespaced.then(|| meta.namespace.clone().unwrap_or_else(|| "default".into()));
         let mut labels = meta.labels.clone();
         if let Some(ns) = &namespace {
             labels.insert(NAMESPACE_LABEL.into(), ns.clone());
             let kns = vec![format!("kns.{ns}")];
             self.profile_labels(&kns, &mut labels);
         }
-        self.network_sets.push(NetworkSet {
+        NetworkSet {
             namespace,
             name: meta.name.clone().unwrap_or_default(),
             labels,
@@ -616,7 +641,7 @@ impl Cluster {
                 .iter()
                 .filter_map(|n| validate::parse_net(n))
                 .collect(),
-        });
+        }
     }
 
     /// Endpoints on `node`: workloads and host endpoints.

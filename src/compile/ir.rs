@@ -160,6 +160,25 @@ pub struct LogEntry {
     pub endpoint: String,
 }
 
+/// What a selector set holds, so its members can be updated in place when
+/// an endpoint changes (see `compile::incremental`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetSource {
+    /// Addresses of endpoints and network sets matching the selector.
+    Selector {
+        selector: crate::selector::Selector,
+        v6: bool,
+    },
+    /// `address . protocol . port` of endpoints matching the selector that
+    /// have one of the named ports.
+    NamedPorts {
+        selector: crate::selector::Selector,
+        names: Vec<String>,
+        protocol: Option<crate::model::types::Protocol>,
+        v6: bool,
+    },
+}
+
 /// The whole desired table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ruleset {
@@ -168,6 +187,8 @@ pub struct Ruleset {
     pub chains: BTreeMap<String, Chain>,
     /// NFLOG prefix id → meaning (empty with the kernel log backend).
     pub log_index: BTreeMap<String, LogEntry>,
+    /// What each selector and named-port set stands for.
+    pub set_sources: BTreeMap<String, SetSource>,
 }
 
 fn render_elements(out: &mut String, elements: &BTreeSet<String>, quote: bool) {

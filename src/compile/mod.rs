@@ -10,6 +10,7 @@
 //! - addresses and named ports live in named sets, so the number of rules
 //!   does not depend on the number of remote endpoints.
 
+pub mod incremental;
 pub mod ir;
 mod rules;
 
@@ -21,7 +22,7 @@ use crate::calc::{
 use crate::model::types::TierAction;
 use ir::{Chain, Hook, Rank, Rule, Ruleset, VerdictMap};
 
-pub use rules::limit_name;
+pub use rules::{address_elements, limit_name};
 
 /// Mark bit: a policy or profile allowed the packet.
 pub const MARK_ACCEPT: u32 = 0x1_0000;
@@ -112,9 +113,10 @@ pub fn compile(cluster: &Cluster, node: &str) -> Ruleset {
         rules: rules::RuleRenderer::new(cluster),
     };
     c.build(node);
-    let (sets, log_index) = c.rules.finish();
+    let (sets, log_index, set_sources) = c.rules.finish();
     c.out.sets = sets;
     c.out.log_index = log_index;
+    c.out.set_sources = set_sources;
     c.out
 }
 

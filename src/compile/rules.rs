@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use sha2::Digest;
 
-use super::ir::{LogEntry, Rule, Set, SetType};
+use super::ir::{LogEntry, Rule, Set, SetSource, SetType};
 use super::{Direction, MARK_ACCEPT, MARK_PASS, mark_set};
 use crate::calc::{Cluster, namespace_selector, prefix_labels};
 use crate::model::convert::{NAME_LABEL, SERVICE_ACCOUNT_LABEL_PREFIX};
@@ -108,6 +108,7 @@ pub struct RuleRenderer<'a> {
     cluster: &'a Cluster,
     sets: BTreeMap<String, Set>,
     log_index: BTreeMap<String, LogEntry>,
+    sources: BTreeMap<String, SetSource>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -137,6 +138,11 @@ impl Fam {
             Fam::V6 => a.is_ipv6(),
         }
     }
+}
+
+/// The elements of an address set of one family (v6 or v4) holding `nets`.
+pub fn address_elements(nets: impl IntoIterator<Item = IpNet>, v6: bool) -> BTreeSet<String> {
+    normalise_nets(nets, if v6 { Fam::V6 } else { Fam::V4 })
 }
 
 /// Merges CIDRs (dropping ones covered by others) and splits a /0, which an
@@ -199,11 +205,18 @@ impl<'a> RuleRenderer<'a> {
             cluster,
             sets: BTreeMap::new(),
             log_index: BTreeMap::new(),
+            sources: BTreeMap::new(),
         }
     }
 
-    pub fn finish(self) -> (BTreeMap<String, Set>, BTreeMap<String, LogEntry>) {
-        (self.sets, self.log_index)
+    pub fn finish(
+        self,
+    ) -> (
+        BTreeMap<String, Set>,
+        BTreeMap<String, LogEntry>,
+        BTreeMap<String, SetSource>,
+    ) {
+        (self.sets, self.log_index, self.sources)
     }
 
     /// The `log` statement for `entry`, per the configured backend. With
@@ -265,6 +278,13 @@ impl<'a> RuleRenderer<'a> {
     fn selector_set(&mut self, sel: &Selector, fam: Fam) -> String {
         let uid = sel.uid();
         let name = format!("s{}-{}", fam.digit(), &uid[2..]);
+        self.sources.insert(
+            name.clone(),
+            SetSource::Selector {
+                selector: sel.clone(),
+                v6: fam == Fam::V6,
+            },
+        );
         let cluster = self.cluster;
         let ty = if fam == Fam::V6 {
             SetType::Ipv6
@@ -319,6 +339,15 @@ impl<'a> RuleRenderer<'a> {
             proto.map(|p| p.number())
         );
         let name = format!("np{}-{}", fam.digit(), short_hash(&key));
+        self.sources.insert(
+            name.clone(),
+            SetSource::NamedPorts {
+                selector: sel.clone(),
+                names: names.to_vec(),
+                protocol: proto,
+                v6: fam == Fam::V6,
+            },
+        );
         let ty = if fam == Fam::V6 {
             SetType::NamedPortV6
         } else {

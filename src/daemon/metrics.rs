@@ -95,6 +95,10 @@ impl Metrics {
         });
     }
 
+    pub fn snapshot(&self) -> Snapshot {
+        self.with(|m| m.snapshot.clone())
+    }
+
     pub fn set_snapshot(&self, s: Snapshot) {
         self.with(|m| m.snapshot = s);
     }

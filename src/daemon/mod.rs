@@ -18,8 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use notify::Watcher;
 
-use crate::calc::Cluster;
-use crate::compile::compile;
+use crate::compile::incremental::{Incremental, Outcome};
 use crate::compile::ir::Ruleset;
 use crate::datastore::dir::{self, DirSource};
 use crate::datastore::kubernetes::{self, CalicoApi, SourceEvent};
@@ -117,24 +116,30 @@ fn unix_now() -> f64 {
 
 /// What the loop computes from a snapshot of resources.
 struct Desired {
-    ruleset: Ruleset,
+    engine: Incremental,
     policy_tiers: BTreeMap<String, String>,
     refresh: Duration,
 }
 
-fn compute(
-    resources: &[crate::model::Resource],
+impl Desired {
+    fn ruleset(&self) -> &Ruleset {
+        self.engine.ruleset()
+    }
+}
+
+/// Publishes what a full compile produced: notes, the log context, metrics.
+fn publish(
+    engine: &Incremental,
     opts: &Options,
     metrics: &Metrics,
     log_ctx: &crate::logging::SharedContext,
-) -> Desired {
+) -> (BTreeMap<String, String>, Duration) {
     let node = opts.node.as_str();
-    let mut cluster = Cluster::build(resources, node);
-    cluster.settings.log_backend = opts.log_backend;
+    let cluster = engine.cluster();
+    let ruleset = engine.ruleset();
     for n in &cluster.notes {
         log("warn", &n.message, &[("subject", n.subject.clone())]);
     }
-    let ruleset = compile(&cluster, node);
     let locals: Vec<_> = cluster.local_endpoints(node).collect();
     if let Ok(mut c) = log_ctx.write() {
         c.index = ruleset.log_index.clone();
@@ -147,23 +152,47 @@ fn compute(
         .iter()
         .flat_map(|e| cluster.policies_for(e).map(|p| p.id.to_string()))
         .collect();
+    publish_sizes(ruleset, locals.len(), local_policies.len(), metrics);
+    (
+        cluster
+            .policies
+            .iter()
+            .map(|p| (p.id.to_string(), p.tier.clone()))
+            .collect(),
+        cluster.settings.refresh_interval,
+    )
+}
+
+fn publish_sizes(
+    ruleset: &Ruleset,
+    local_endpoints: usize,
+    local_policies: usize,
+    metrics: &Metrics,
+) {
     metrics.set_snapshot(Snapshot {
-        local_endpoints: locals.len(),
-        local_policies: local_policies.len(),
+        local_endpoints,
+        local_policies,
         selectors: ruleset.sets.keys().filter(|k| k.starts_with('s')).count(),
         set_members: ruleset.sets.values().map(|s| s.elements.len()).sum(),
         rules: ruleset.rule_count(),
         chains: ruleset.chains.len(),
         sets: ruleset.sets.len(),
     });
+}
+
+fn compute(
+    resources: Vec<Resource>,
+    opts: &Options,
+    metrics: &Metrics,
+    log_ctx: &crate::logging::SharedContext,
+) -> Desired {
+    let backend = opts.log_backend;
+    let engine = Incremental::new(resources, &opts.node, move |s| s.log_backend = backend);
+    let (policy_tiers, refresh) = publish(&engine, opts, metrics, log_ctx);
     Desired {
-        ruleset,
-        policy_tiers: cluster
-            .policies
-            .iter()
-            .map(|p| (p.id.to_string(), p.tier.clone()))
-            .collect(),
-        refresh: cluster.settings.refresh_interval,
+        engine,
+        policy_tiers,
+        refresh,
     }
 }
 
@@ -383,7 +412,7 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
     };
 
     let mut dp = Dataplane::new(opts.target.clone());
-    let mut desired = compute(&resources, opts, &metrics, &log_ctx);
+    let mut desired = compute(resources, opts, &metrics, &log_ctx);
     let mut pending_apply = true;
     let mut backoff = Duration::from_millis(100);
     let mut next_attempt = Instant::now();
@@ -394,7 +423,7 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         if pending_apply && now >= next_attempt {
-            match dp.apply(&desired.ruleset) {
+            match dp.apply(desired.ruleset()) {
                 Ok(r) => {
                     pending_apply = false;
                     backoff = Duration::from_millis(100);
@@ -432,7 +461,7 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
         }
         if !pending_apply && now >= next_refresh {
             next_refresh = now + refresh_every(&desired);
-            match dp.refresh(&desired.ruleset) {
+            match dp.refresh(desired.ruleset()) {
                 Ok(r) => {
                     metrics.refreshed(r.sent);
                     if r.sent {
@@ -520,14 +549,33 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
             continue;
         };
         let started = Instant::now();
-        desired = compute(&resources, opts, &metrics, &log_ctx);
+        let count = resources.len();
+        let outcome = desired.engine.update(resources);
+        match outcome {
+            Outcome::Full => {
+                let (tiers, refresh) = publish(&desired.engine, opts, &metrics, &log_ctx);
+                desired.policy_tiers = tiers;
+                desired.refresh = refresh;
+            }
+            Outcome::Sets(_) => {
+                let snap = metrics.snapshot();
+                publish_sizes(
+                    desired.ruleset(),
+                    snap.local_endpoints,
+                    snap.local_policies,
+                    &metrics,
+                );
+            }
+            Outcome::Unchanged => {}
+        }
         log(
             "info",
             "change detected",
             &[
-                ("objects", resources.len().to_string()),
+                ("objects", count.to_string()),
+                ("recompute", format!("{outcome:?}")),
                 (
-                    "compile_ms",
+                    "compute_ms",
                     format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
                 ),
             ],
