@@ -72,9 +72,10 @@ pub struct Incremental {
     node: String,
     adjust: Adjust,
     resources: BTreeMap<ResourceKey, Resource>,
+    /// The last full compile's snapshot, trimmed to what updates need: this
+    /// node's endpoints, policies, profiles and settings.
     cluster: Cluster,
     ruleset: Ruleset,
-    members: BTreeMap<ResourceKey, Member>,
     addr_counts: BTreeMap<String, BTreeMap<IpNet, u32>>,
     port_counts: BTreeMap<String, BTreeMap<(IpAddr, u8, u16), u32>>,
 }
@@ -93,7 +94,6 @@ impl Incremental {
             resources: BTreeMap::new(),
             cluster: Cluster::default(),
             ruleset: Ruleset::default(),
-            members: BTreeMap::new(),
             addr_counts: BTreeMap::new(),
             port_counts: BTreeMap::new(),
         };
@@ -115,12 +115,6 @@ impl Incremental {
         let mut cluster = Cluster::build(&list, &self.node);
         (self.adjust)(&mut cluster.settings);
         self.ruleset = compile(&cluster, &self.node);
-        self.members.clear();
-        for (k, r) in &resources {
-            if let Some(m) = self::member_of(&cluster, r) {
-                self.members.insert(k.clone(), m);
-            }
-        }
         // Counts from every endpoint and network set, through the index.
         self.addr_counts.clear();
         self.port_counts.clear();
@@ -171,6 +165,13 @@ impl Incremental {
                 }
             }
         }
+        // Remote endpoints and the label index are not needed any more: the
+        // counts stand for them, and old contributions are re-derived from
+        // the previous resource when it changes.
+        let node = self.node.clone();
+        cluster.endpoints.retain(|e| e.node == node);
+        cluster.network_sets.clear();
+        cluster.index = Default::default();
         self.cluster = cluster;
         self.resources = resources;
     }
@@ -206,7 +207,10 @@ impl Incremental {
         // Work out every change first; any local endpoint means a recompile.
         let mut deltas = Vec::new();
         for k in &changed {
-            let old = self.members.get(k).cloned();
+            let old = self
+                .resources
+                .get(k)
+                .and_then(|r| member_of(&self.cluster, r));
             let fresh = new.get(k).and_then(|r| member_of(&self.cluster, r));
             let local = |m: &Option<Member>| {
                 m.as_ref()
@@ -219,7 +223,7 @@ impl Incremental {
             deltas.push((k.clone(), old, fresh));
         }
         let mut dirty = std::collections::BTreeSet::new();
-        for (k, old, fresh) in deltas {
+        for (_, old, fresh) in deltas {
             for (m, step) in [(&old, -1i64), (&fresh, 1)] {
                 let Some(m) = m else { continue };
                 for (name, source) in &self.ruleset.set_sources {
@@ -253,10 +257,6 @@ impl Incremental {
                     }
                 }
             }
-            match fresh {
-                Some(m) => self.members.insert(k, m),
-                None => self.members.remove(&k),
-            };
         }
         for name in &dirty {
             let elements = match &self.ruleset.set_sources[name] {

@@ -699,49 +699,36 @@ impl<'a> Compiler<'a> {
             })
         };
 
-        // raw: untracked policy for host endpoints.
-        let raw_in = heps.get(Layer::Raw, Direction::Ingress, false);
-        let raw_out = heps.get(Layer::Raw, Direction::Egress, false);
-        let mut pre = vec![Rule::new("", mark_clear(MARK_OURS), "")];
-        if let Some(d) = raw_in {
-            for p in &prefixes {
-                pre.push(Rule::new(
-                    wl_in(p),
-                    "return",
-                    "workload traffic is not untracked-policed",
+        // raw: untracked policy for host endpoints; workload traffic is not
+        // untracked-policed.
+        for (chain, hook_name, dir, wl) in [
+            (
+                "raw-PREROUTING",
+                "prerouting",
+                Direction::Ingress,
+                &wl_in as &dyn Fn(&str) -> String,
+            ),
+            ("raw-OUTPUT", "output", Direction::Egress, &wl_out),
+        ] {
+            let mut rules = vec![Rule::new("", mark_clear(MARK_OURS), "")];
+            if let Some(d) = heps.get(Layer::Raw, dir, false) {
+                for p in &prefixes {
+                    let note = if dir == Direction::Ingress {
+                        "workload traffic is not untracked-policed"
+                    } else {
+                        ""
+                    };
+                    rules.push(Rule::new(wl(p), "return", note));
+                }
+                rules.push(Rule::new("", format!("jump {d}"), ""));
+                rules.push(Rule::new(
+                    mark_is(MARK_ACCEPT),
+                    "accept",
+                    "allowed untracked",
                 ));
             }
-            pre.push(Rule::new("", format!("jump {d}"), ""));
-            pre.push(Rule::new(
-                mark_is(MARK_ACCEPT),
-                "accept",
-                "allowed untracked",
-            ));
+            self.add_chain(chain.into(), Rank::Base, hook(hook_name, PRIO_RAW), rules);
         }
-        self.add_chain(
-            "raw-PREROUTING".into(),
-            Rank::Base,
-            hook("prerouting", PRIO_RAW),
-            pre,
-        );
-        let mut out = vec![Rule::new("", mark_clear(MARK_OURS), "")];
-        if let Some(d) = raw_out {
-            for p in &prefixes {
-                out.push(Rule::new(wl_out(p), "return", ""));
-            }
-            out.push(Rule::new("", format!("jump {d}"), ""));
-            out.push(Rule::new(
-                mark_is(MARK_ACCEPT),
-                "accept",
-                "allowed untracked",
-            ));
-        }
-        self.add_chain(
-            "raw-OUTPUT".into(),
-            Rank::Base,
-            hook("output", PRIO_RAW),
-            out,
-        );
 
         // mangle: preDNAT policy, before any DNAT.
         if let Some(d) = heps.get(Layer::Mangle, Direction::Ingress, false) {

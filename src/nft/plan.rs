@@ -77,6 +77,11 @@ pub fn full_rebuild(desired: &Ruleset) -> Plan {
         );
         let _ = writeln!(text, "flush map {t} {}", map.name);
     }
+    whole_table(text, desired)
+}
+
+/// A plan that writes the whole table: `text` then every chain, set and map.
+fn whole_table(mut text: String, desired: &Ruleset) -> Plan {
     text.push_str(&desired.render());
     Plan {
         prepare: String::new(),
@@ -97,19 +102,7 @@ pub fn full_rebuild(desired: &Ruleset) -> Plan {
 /// it cannot be refilled).
 pub fn replace_table(desired: &Ruleset) -> Plan {
     let t = table();
-    let mut text = format!("add table {t}\ndelete table {t}\n");
-    text.push_str(&desired.render());
-    Plan {
-        prepare: String::new(),
-        text,
-        cleanup: String::new(),
-        stats: PlanStats {
-            chains_written: desired.chains.len(),
-            elements_added: desired.sets.values().map(|s| s.elements.len()).sum(),
-            full_rebuild: true,
-            ..PlanStats::default()
-        },
-    }
+    whole_table(format!("add table {t}\ndelete table {t}\n"), desired)
 }
 
 fn with_table(body: String) -> String {

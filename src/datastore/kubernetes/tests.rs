@@ -112,7 +112,7 @@ fn lists_watches_relists_on_410_and_reports_invalid_objects() {
     let client = kube::Client::new(svc, "default");
     let (tx, rx) = mpsc::channel();
     // The test releases the pod script step by step.
-    let (go_tx, mut go_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (go_tx, go_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let (seen_tx, seen_rx) = mpsc::channel::<String>();
     rt.spawn(super::run(
         client,
@@ -120,19 +120,25 @@ fn lists_watches_relists_on_410_and_reports_invalid_objects() {
         Duration::from_millis(20),
         tx,
     ));
+    let go_rx = std::sync::Arc::new(tokio::sync::Mutex::new(go_rx));
     rt.spawn(async move {
         let mut pod_requests = 0;
         while let Some((req, send)) = handle.next_request().await {
+            // Each request is answered by its own task, so a scripted step
+            // waiting for the test never holds up other kinds' requests.
+            let go_rx = go_rx.clone();
             let uri = req.uri().to_string();
             let path = req.uri().path().to_string();
             let watching = uri.contains("watch=true");
             if path == "/api/v1/pods" {
                 pod_requests += 1;
+                let step = pod_requests;
                 let _ = seen_tx.send(uri.clone());
-                let resp = match pod_requests {
+                tokio::spawn(async move {
+                let resp = match step {
                     1 => ok(list(vec![pod("a", "x", "198.18.0.1")], "10")),
                     2 => {
-                        go_rx.recv().await;
+                        go_rx.lock().await.recv().await;
                         // Added, modified, a bookmark; then the stream ends.
                         ok(events(&[
                             ("ADDED", pod("b", "x", "198.18.0.2")),
@@ -141,12 +147,12 @@ fn lists_watches_relists_on_410_and_reports_invalid_objects() {
                         ]))
                     }
                     3 => {
-                        go_rx.recv().await;
+                        go_rx.lock().await.recv().await;
                         ok(events(&[("ERROR", json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "too old resource version", "reason": "Expired", "code": 410}))]))
                     }
                     4 => ok(list(vec![pod("a", "y", "198.18.0.1"), pod("c", "z", "198.18.0.3")], "20")),
                     5 => {
-                        go_rx.recv().await;
+                        go_rx.lock().await.recv().await;
                         ok(events(&[("DELETED", pod("a", "y", "198.18.0.1"))]))
                     }
                     _ => {
@@ -155,8 +161,10 @@ fn lists_watches_relists_on_410_and_reports_invalid_objects() {
                     }
                 };
                 send.send_response(resp);
+                });
                 continue;
             }
+            tokio::spawn(async move {
             let resp = if path.starts_with("/apis/projectcalico.org/") {
                 not_found()
             } else if watching {
@@ -181,6 +189,7 @@ fn lists_watches_relists_on_410_and_reports_invalid_objects() {
                 ok(list(vec![], "1"))
             };
             send.send_response(resp);
+            });
         }
     });
 
