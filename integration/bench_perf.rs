@@ -565,7 +565,6 @@ Why, and what would reach the targets:
   (labels, index) and evaluating every selector against it; the render and
   plan steps are already small (table 1, render column).";
 
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str| {
