@@ -4,9 +4,8 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{IpAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -123,8 +122,7 @@ fn write(path: &Path, text: &str) {
 }
 
 struct World {
-    node: Node,
-    _servers: Servers,
+    t: Trio,
     dir: PathBuf,
 }
 
@@ -135,60 +133,18 @@ impl Drop for World {
 }
 
 fn world(tag: &str) -> World {
-    let mut node = Node::new(tag);
-    node.add_pod("default", "server", "198.18.0.2", None);
-    node.add_pod("default", "good", "198.18.0.3", None);
-    node.add_pod("default", "bad", "198.18.0.4", None);
-    let servers = Servers::start(
-        &node.pod("default", "server").ns,
-        "server",
-        &[(Proto::Tcp, 80)],
-    );
-    let mut labels = BTreeMap::new();
-    for n in ["server", "good", "bad"] {
-        labels.insert(
-            ("default".to_string(), n.to_string()),
-            vec![("app".to_string(), n.to_string())],
-        );
-    }
+    let t = Trio::new(tag);
     let dir = std::env::temp_dir().join(format!("tortie-daemon-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("cluster.yaml"),
-        node.cluster_yaml(&labels, &BTreeMap::new()),
-    )
-    .unwrap();
-    World {
-        node,
-        _servers: servers,
-        dir,
-    }
-}
-
-fn verdicts(w: &World) -> (bool, bool) {
-    let to: IpAddr = w.node.pod("default", "server").ip4;
-    let r = probe_all(&[
-        Probe {
-            from: w.node.pod("default", "good").ns.path(),
-            to,
-            port: 80,
-            proto: Proto::Tcp,
-        },
-        Probe {
-            from: w.node.pod("default", "bad").ns.path(),
-            to,
-            port: 80,
-            proto: Proto::Tcp,
-        },
-    ]);
-    (r[0], r[1])
+    std::fs::write(dir.join("cluster.yaml"), t.cluster_yaml()).unwrap();
+    World { t, dir }
 }
 
 /// Waits (at most 1 s) for the verdicts to become `want`; returns how long it took.
 fn within_a_second(w: &World, want: (bool, bool), what: &str) -> Duration {
     let start = Instant::now();
     loop {
-        let got = verdicts(w);
+        let got = w.t.verdicts();
         if got == want {
             return start.elapsed();
         }
@@ -208,8 +164,8 @@ fn edits_reach_the_kernel_and_invalid_edits_keep_the_previous_rules() {
     let w = world("dmn");
     let policy = w.dir.join("policy.yaml");
     write(&policy, ALLOW_GOOD);
-    let d = Daemon::start(&w.dir, &w.node.ns.name, free_port());
-    assert_eq!(verdicts(&w), (true, false), "initial ruleset");
+    let d = Daemon::start(&w.dir, &w.t.node.ns.name, free_port());
+    assert_eq!(w.t.verdicts(), (true, false), "initial ruleset");
 
     write(&policy, ALLOW_BOTH);
     let t = within_a_second(&w, (true, true), "edit a file");
@@ -227,7 +183,7 @@ fn edits_reach_the_kernel_and_invalid_edits_keep_the_previous_rules() {
     );
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(
-        verdicts(&w),
+        w.t.verdicts(),
         (true, true),
         "the previous content of the broken file stays in force"
     );
@@ -261,11 +217,11 @@ fn edits_reach_the_kernel_and_invalid_edits_keep_the_previous_rules() {
             Instant::now() < deadline,
             "no hits counted for the allow rule"
         );
-        verdicts(&w);
+        w.t.verdicts();
         std::thread::sleep(Duration::from_millis(200));
     }
     // Drift: a hand edit is repaired by the next refresh (1 s here).
-    w.node.ns.exec(&[
+    w.t.node.ns.exec(&[
         "nft",
         "flush",
         "chain",
@@ -273,16 +229,16 @@ fn edits_reach_the_kernel_and_invalid_edits_keep_the_previous_rules() {
         "tortie",
         "filter-pi-knp/default/p",
     ]);
-    assert_eq!(verdicts(&w), (false, false));
+    assert_eq!(w.t.verdicts(), (false, false));
     let deadline = Instant::now() + Duration::from_secs(3);
-    while verdicts(&w) != (true, false) {
+    while w.t.verdicts() != (true, false) {
         assert!(Instant::now() < deadline, "drift was not repaired");
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(d.metric("tortie_drift_repairs_total") >= 1.0);
     d.stop();
     // SIGTERM left the rules in force.
-    assert_eq!(verdicts(&w), (true, false));
+    assert_eq!(w.t.verdicts(), (true, false));
 }
 
 #[test]
@@ -293,15 +249,15 @@ fn a_restart_opens_no_window() {
     let w = world("rst");
     write(&w.dir.join("policy.yaml"), ALLOW_GOOD);
     let port = free_port();
-    let mut d = Daemon::start(&w.dir, &w.node.ns.name, port);
+    let mut d = Daemon::start(&w.dir, &w.t.node.ns.name, port);
     let stop = Arc::new(AtomicBool::new(false));
     let attempts = Arc::new(AtomicUsize::new(0));
     let wrong = Arc::new(AtomicUsize::new(0));
-    let to = w.node.pod("default", "server").ip4;
+    let to = w.t.node.pod("default", "server").ip4;
     let mut probers = Vec::new();
     for (ns, expect) in [
-        (w.node.pod("default", "good").ns.path(), true),
-        (w.node.pod("default", "bad").ns.path(), false),
+        (w.t.node.pod("default", "good").ns.path(), true),
+        (w.t.node.pod("default", "bad").ns.path(), false),
     ] {
         let (stop, attempts, wrong) = (stop.clone(), attempts.clone(), wrong.clone());
         probers.push(std::thread::spawn(move || {
@@ -327,7 +283,7 @@ fn a_restart_opens_no_window() {
         // process adopts the table in the kernel instead of rebuilding it.
         d.stop();
         std::thread::sleep(Duration::from_millis(200));
-        d = Daemon::start(&w.dir, &w.node.ns.name, port);
+        d = Daemon::start(&w.dir, &w.t.node.ns.name, port);
     }
     d.stop();
     std::thread::sleep(Duration::from_millis(300));

@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -31,46 +30,15 @@ fn probe_tcp_detail(to: IpAddr, port: u16, timeout: Duration) -> (bool, &'static
     }
 }
 
-struct World {
-    node: Node,
-    _servers: Servers,
-    labels: BTreeMap<(String, String), Vec<(String, String)>>,
-}
+type World = Trio;
 
 fn world(tag: &str) -> World {
-    let mut node = Node::new(tag);
-    node.add_pod("default", "server", "198.18.0.2", None);
-    node.add_pod("default", "good", "198.18.0.3", None);
-    node.add_pod("default", "bad", "198.18.0.4", None);
-    let servers = Servers::start(
-        &node.pod("default", "server").ns,
-        "server",
-        &[(Proto::Tcp, 80)],
-    );
-    let mut labels = BTreeMap::new();
-    for (n, app) in [("server", "server"), ("good", "good"), ("bad", "bad")] {
-        labels.insert(
-            ("default".to_string(), n.to_string()),
-            vec![("app".to_string(), app.to_string())],
-        );
-    }
-    World {
-        node,
-        _servers: servers,
-        labels,
-    }
+    Trio::new(tag)
 }
 
 impl World {
     fn ruleset(&self, policy: &str) -> Ruleset {
-        let y = format!(
-            "{}---\n{policy}",
-            self.node.cluster_yaml(&self.labels, &BTreeMap::new())
-        );
-        compile_yaml(&y, "node1")
-    }
-    fn server(&self) -> IpAddr {
-        self.node.pod("default", "server").ip4
+        compile_yaml(&format!("{}---\n{policy}", self.cluster_yaml()), "node1")
     }
 }
 
@@ -191,26 +159,6 @@ fn no_wrong_verdict_across_forced_full_rebuilds() {
     );
 }
 
-fn verdicts(w: &World) -> (bool, bool) {
-    let to = w.server();
-    let probes = [
-        Probe {
-            from: w.node.pod("default", "good").ns.path(),
-            to,
-            port: 80,
-            proto: Proto::Tcp,
-        },
-        Probe {
-            from: w.node.pod("default", "bad").ns.path(),
-            to,
-            port: 80,
-            proto: Proto::Tcp,
-        },
-    ];
-    let r = probe_all(&probes);
-    (r[0], r[1])
-}
-
 #[test]
 fn drift_is_detected_and_repaired() {
     if !kernel::require_kernel("drift") {
@@ -221,7 +169,7 @@ fn drift_is_detected_and_repaired() {
     let mut dp = Dataplane::new(w.node.ns.target());
     dp.apply(&a).unwrap();
     assert!(dp.verify(&a).unwrap());
-    assert_eq!(verdicts(&w), (true, false));
+    assert_eq!(w.verdicts(), (true, false));
     // A no-change apply sends nothing.
     assert!(!dp.apply(&a).unwrap().sent);
 
@@ -229,11 +177,11 @@ fn drift_is_detected_and_repaired() {
     w.node
         .ns
         .exec(&["nft", "delete", "table", "inet", "tortie"]);
-    assert_eq!(verdicts(&w), (true, true));
+    assert_eq!(w.verdicts(), (true, true));
     let r = dp.refresh(&a).unwrap();
     assert!(r.sent && r.read_back);
     assert!(dp.verify(&a).unwrap());
-    assert_eq!(verdicts(&w), (true, false));
+    assert_eq!(w.verdicts(), (true, false));
 
     // 2. Someone flushes the server's ingress chain.
     let tw = a
@@ -254,7 +202,7 @@ fn drift_is_detected_and_repaired() {
         "only the flushed chain is rewritten"
     );
     assert!(dp.verify(&a).unwrap());
-    assert_eq!(verdicts(&w), (true, false));
+    assert_eq!(w.verdicts(), (true, false));
 
     // 3. Someone deletes a set element (the good client's address).
     let set = a
@@ -273,19 +221,19 @@ fn drift_is_detected_and_repaired() {
         &set,
         "{ 198.18.0.3 }",
     ]);
-    assert_eq!(verdicts(&w), (false, false));
+    assert_eq!(w.verdicts(), (false, false));
     let r = dp.refresh(&a).unwrap();
     assert_eq!((r.stats.elements_added, r.stats.chains_written), (1, 0));
     assert!(dp.verify(&a).unwrap());
-    assert_eq!(verdicts(&w), (true, false));
+    assert_eq!(w.verdicts(), (true, false));
 
     // 4. Someone adds a rule to one of our chains.
     w.node.ns.exec(&[
         "nft", "insert", "rule", "inet", "tortie", &server_tw, "accept",
     ]);
-    assert_eq!(verdicts(&w), (true, true));
+    assert_eq!(w.verdicts(), (true, true));
     dp.refresh(&a).unwrap();
-    assert_eq!(verdicts(&w), (true, false));
+    assert_eq!(w.verdicts(), (true, false));
 }
 
 #[test]
@@ -316,7 +264,7 @@ fn a_rejected_transaction_keeps_the_last_good_state() {
         assert_eq!(dp.consecutive_failures(), attempt);
         // The previous ruleset is still in force, whole.
         assert!(dp.verify(&a).unwrap());
-        assert_eq!(verdicts(&w), (true, false));
+        assert_eq!(w.verdicts(), (true, false));
     }
     // After repeated failures the next attempt is a whole-table rebuild in
     // one transaction; with a valid ruleset it succeeds.
@@ -326,5 +274,5 @@ fn a_rejected_transaction_keeps_the_last_good_state() {
     dp.apply(&b).unwrap();
     assert_eq!(dp.consecutive_failures(), 0);
     assert!(dp.verify(&b).unwrap());
-    assert_eq!(verdicts(&w), (true, false));
+    assert_eq!(w.verdicts(), (true, false));
 }
