@@ -115,18 +115,11 @@ fn no_wrong_verdict_while_200_rulesets_are_swapped() {
     }
     let swap_time = started.elapsed();
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    let (attempts, wrong) = probing.join().unwrap();
-    eprintln!(
-        "200 swaps in {swap_time:?} ({chains_written} chain rewrites); {attempts} probes, {} wrong",
-        wrong.len()
-    );
-    assert!(attempts >= 100, "the prober ran ({attempts} attempts)");
-    assert!(
-        wrong.is_empty(),
-        "{} wrong verdicts: {:?}",
-        wrong.len(),
-        &wrong[..wrong.len().min(10)]
+    finish_probing(
+        stop,
+        probing,
+        &format!("200 swaps in {swap_time:?} ({chains_written} chain rewrites)"),
+        100,
     );
 }
 
@@ -147,10 +140,23 @@ fn no_wrong_verdict_across_forced_full_rebuilds() {
         tortie::nft::exec::run_transaction(&w.node.ns.target(), &p.text).unwrap();
     }
     std::thread::sleep(Duration::from_millis(300));
+    finish_probing(stop, probing, "60 full rebuilds", 20);
+}
+
+/// Stops the prober, reports, and asserts it ran and saw no wrong verdict.
+fn finish_probing(
+    stop: Arc<AtomicBool>,
+    probing: std::thread::JoinHandle<(usize, Vec<String>)>,
+    what: &str,
+    min_attempts: usize,
+) {
     stop.store(true, Ordering::Relaxed);
     let (attempts, wrong) = probing.join().unwrap();
-    eprintln!("60 full rebuilds; {attempts} probes, {} wrong", wrong.len());
-    assert!(attempts >= 20);
+    eprintln!("{what}; {attempts} probes, {} wrong", wrong.len());
+    assert!(
+        attempts >= min_attempts,
+        "the prober ran ({attempts} attempts)"
+    );
     assert!(
         wrong.is_empty(),
         "{} wrong verdicts: {:?}",

@@ -68,6 +68,8 @@ pub const CALICO_API: &str = "projectcalico.org/v3";
 pub const CALICO_CRD_API: &str = "crd.projectcalico.org/v1";
 
 impl ResourceKind {
+    /// Calico kinds first, then the Kubernetes NetworkPolicy, then the core
+    /// v1 kinds (`resolve` relies on this order).
     pub const ALL: [ResourceKind; 13] = [
         ResourceKind::NetworkPolicy,
         ResourceKind::GlobalNetworkPolicy,
@@ -116,22 +118,9 @@ impl ResourceKind {
 
     /// Resolves `apiVersion` + `kind`. `Err` carries a message and a hint.
     pub fn resolve(api_version: &str, kind: &str) -> Result<ResourceKind, (String, String)> {
-        let calico = [
-            ResourceKind::NetworkPolicy,
-            ResourceKind::GlobalNetworkPolicy,
-            ResourceKind::HostEndpoint,
-            ResourceKind::WorkloadEndpoint,
-            ResourceKind::NetworkSet,
-            ResourceKind::GlobalNetworkSet,
-            ResourceKind::Profile,
-            ResourceKind::Tier,
-            ResourceKind::FelixConfiguration,
-        ];
-        let core = [
-            ResourceKind::Namespace,
-            ResourceKind::ServiceAccount,
-            ResourceKind::Pod,
-        ];
+        // The first nine kinds are Calico's; the last three are core v1.
+        let calico = &Self::ALL[..9];
+        let core = &Self::ALL[10..];
         let found = match api_version {
             CALICO_API | CALICO_CRD_API => calico.iter().find(|k| k.kind_name() == kind).copied(),
             "networking.k8s.io/v1" | "extensions/v1beta1" | "networking.k8s.io/v1beta1" => {
@@ -145,8 +134,7 @@ impl ResourceKind {
         }
         // Say where the kind does live, or what the kind might be.
         let all_names: Vec<&str> = ResourceKind::ALL.iter().map(|k| k.kind_name()).collect();
-        if let Some(k) = calico.iter().find(|k| k.kind_name() == kind) {
-            let _ = k;
+        if calico.iter().any(|k| k.kind_name() == kind) {
             return Err((
                 format!("kind `{kind}` does not exist in apiVersion `{api_version}`"),
                 format!("{kind} is a Calico kind: use `apiVersion: {CALICO_API}`"),
