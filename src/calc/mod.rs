@@ -182,6 +182,11 @@ pub struct Cluster {
     pub tiers: BTreeMap<String, Tier>,
     pub profiles: BTreeMap<String, ProfileSpec>,
     pub settings: Settings,
+    /// The node's interfaces and their addresses, when known (`tortie run`
+    /// reads them by netlink; `compile`/`apply` take `--host-interface`):
+    /// host endpoints with only `expectedIPs` bind to the interfaces that
+    /// hold those addresses.
+    pub host_interfaces: BTreeMap<String, Vec<IpAddr>>,
     pub notes: Vec<Note>,
     pub index: LabelIndex,
     /// Policies by a `key == value` their selector requires; the rest are
@@ -587,7 +592,7 @@ impl Cluster {
         if o.spec.interface_name.is_none() {
             self.note(
                 format!("host endpoint {name}"),
-                "has no interfaceName: its expectedIPs are used in selectors, but no interface is policed",
+                "has no interfaceName: it polices the node's interfaces that hold one of its expectedIPs (tortie run reads them from the node; for compile and apply, pass --host-interface NAME=IP)",
             );
         }
         self.endpoints.push(Endpoint {
