@@ -1047,4 +1047,6 @@ impl HepDispatch {
 }
 
 #[cfg(test)]
+mod peers_tests;
+#[cfg(test)]
 mod tests;
