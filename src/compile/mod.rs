@@ -770,7 +770,7 @@ impl<'a> Compiler<'a> {
         for p in &prefixes {
             input.push(Rule::new(
                 wl_in(p),
-                "jump filter-wl-to-host",
+                "goto filter-wl-to-host",
                 "from a workload to the host",
             ));
         }
