@@ -95,6 +95,18 @@ impl Lab {
         }
         self.lab.node.apply_yaml(&y);
     }
+
+    /// As `apply`, returning the dataplane's error instead of panicking.
+    fn try_apply(&self, docs: &[String]) -> Result<(), String> {
+        let mut y = self.lab.cluster_yaml();
+        for d in docs {
+            y.push_str("---\n");
+            y.push_str(d);
+        }
+        let rs = compile_yaml(&y, &self.lab.node.name);
+        let result = self.lab.node.dataplane.borrow_mut().apply(&rs);
+        result.map(|_| ()).map_err(|e| e.to_string())
+    }
 }
 
 type Cell3 = (Probe, bool, String);
@@ -627,6 +639,73 @@ fn default_endpoint_to_host_action_with_host_endpoints() {
                 t.tcp(Web, Node, 22, allowed),
                 t.tcp(A, Node, 8080, false),
                 t.tcp(Node, Client, 80, true),
+            ],
+        );
+    }
+}
+
+// ----------------------------------------------------------------------
+// Transitions
+
+/// Class 3 of issue 10 (Felix `nftables/table.go`: chains are deleted only
+/// after every rule referencing them is gone, in the same transaction): a
+/// host endpoint that loses its last preDNAT, applyOnForward and doNotTrack
+/// policy, and gets them back, twice over, on one table; every apply must
+/// succeed and the verdicts follow.
+#[test]
+fn transitions_dropping_the_last_pre_dnat_forward_and_untracked_policies() {
+    let Some(t) = Lab::new("hep_transitions", "tr") else {
+        return;
+    };
+    use Who::*;
+    let allow = gnp(
+        "allow-a",
+        "{order: 50, selector: \"hep == 'a'\", types: [Ingress, Egress], ingress: [{action: Allow}], egress: [{action: Allow}]}",
+    );
+    let special = [
+        gnp(
+            "pre-dnat",
+            &format!(
+                "{{order: 10, selector: \"hep == 'a'\", preDNAT: true, applyOnForward: true, types: [Ingress], ingress: [{{action: Deny, protocol: TCP, destination: {{ports: [{NODE_PORT}]}}}}]}}"
+            ),
+        ),
+        gnp(
+            "forward",
+            "{order: 20, selector: \"hep == 'a'\", applyOnForward: true, types: [Ingress, Egress], ingress: [{action: Deny, protocol: TCP, destination: {ports: [81]}}], egress: [{action: Deny, protocol: TCP, destination: {ports: [179]}}]}",
+        ),
+        gnp(
+            "untracked",
+            "{order: 30, selector: \"hep == 'a'\", doNotTrack: true, applyOnForward: true, types: [Ingress, Egress], ingress: [{action: Deny, protocol: TCP, destination: {ports: [8080]}}], egress: [{action: Deny, protocol: TCP, destination: {ports: [81]}}]}",
+        ),
+    ];
+    let without = vec![hep_a(), allow];
+    let mut with = without.clone();
+    with.extend(special);
+    for round in 1..=2 {
+        t.try_apply(&with)
+            .unwrap_or_else(|e| panic!("round {round}: adding the policies: {e}"));
+        check(
+            &format!("round {round}: with preDNAT, forward and untracked policy"),
+            &[
+                t.tcp(A, Node, NODE_PORT, false),
+                t.tcp(A, B, 81, false),
+                t.tcp(Web, A, 179, false),
+                t.tcp(A, Node, 8080, false),
+                t.tcp(Node, A, 81, false),
+                t.tcp(A, Node, 8081, true),
+            ],
+        );
+        t.try_apply(&without).unwrap_or_else(|e| {
+            panic!("round {round}: removing the last preDNAT / forward / untracked policies: {e}")
+        });
+        check(
+            &format!("round {round}: normal policy only"),
+            &[
+                t.tcp(A, Node, NODE_PORT, true),
+                t.tcp(A, B, 81, true),
+                t.tcp(Web, A, 179, true),
+                t.tcp(A, Node, 8080, true),
+                t.tcp(Node, A, 81, true),
             ],
         );
     }
