@@ -39,9 +39,9 @@ fn main() {
         ("XL", Size::XL),
     ];
     println!(
-        "| size | policies | pods | local endpoints | build | compile | render | total (median of {runs}) | chains | rules | sets | set elements | text |"
+        "| size | policies | pods | local endpoints | build | compile | render | total (median of {runs}) | chains | rules | jumps | sets | set elements | text |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, size) in sizes {
         if only.as_deref().is_some_and(|o| o != name) {
             continue;
@@ -66,7 +66,7 @@ fn main() {
         let (rs, bytes) = last.expect("one run");
         let elements: usize = rs.sets.values().map(|s| s.elements.len()).sum();
         println!(
-            "| {name} | {} | {} | {} | {:.3} s | {:.3} s | {:.3} s | {:.3} s | {} | {} | {} | {} | {:.1} MB |",
+            "| {name} | {} | {} | {} | {:.3} s | {:.3} s | {:.3} s | {:.3} s | {} | {} | {} | {} | {} | {:.1} MB |",
             size.policies,
             size.pods,
             size.local_pods,
@@ -76,6 +76,7 @@ fn main() {
             median(t).as_secs_f64(),
             rs.chains.len(),
             rs.rule_count(),
+            rs.jump_count(),
             rs.sets.len(),
             elements,
             bytes as f64 / 1e6

@@ -128,6 +128,8 @@ impl Rule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Rank {
     Leaf,
+    /// Tier walks shared by endpoints with the same ordered policies.
+    Tiers,
     Endpoint,
     Dispatch,
     Base,
@@ -220,6 +222,19 @@ impl Ruleset {
     /// Number of rules across all chains.
     pub fn rule_count(&self) -> usize {
         self.chains.values().map(|c| c.rules.len()).sum()
+    }
+
+    /// Rules that jump or go to another chain: the edges of the jump graph
+    /// the kernel re-validates on every commit that changes a verdict.
+    /// Verdict-map elements count too (each is a `goto`).
+    pub fn jump_count(&self) -> usize {
+        let rules = self
+            .chains
+            .values()
+            .flat_map(|c| c.rules.iter())
+            .filter(|r| r.action.starts_with("jump ") || r.action.starts_with("goto "))
+            .count();
+        rules + self.maps.values().map(|m| m.elements.len()).sum::<usize>()
     }
 
     pub fn render_set(set: &Set) -> String {

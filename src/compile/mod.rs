@@ -456,6 +456,76 @@ impl<'a> Compiler<'a> {
             let fs = self.failsafe_chain(layer, dir);
             rules.push(Rule::new("", format!("jump {fs}"), "failsafe ports"));
         }
+        let walk = self.tier_walk(layer, dir, policies, style, ep);
+        if !walk.is_empty() {
+            // Endpoints whose ordered policies (and so whole walk) are the
+            // same share one chain: the jump graph grows with distinct policy
+            // lists, not with endpoints × policies.
+            let chain = self.shared_walk(layer, walk);
+            rules.push(Rule::new("", format!("jump {chain}"), "tiers"));
+            rules.push(Rule::new(
+                mark_is(MARK_ACCEPT),
+                "return",
+                "allowed by policy",
+            ));
+        }
+        match style.tail {
+            Tail::Profiles => {
+                for p in profiles.unwrap_or_default() {
+                    if !self.cluster.profiles.contains_key(p) {
+                        continue;
+                    }
+                    let chain = self.profile_chain(layer, dir, p);
+                    rules.push(Rule::new(
+                        "",
+                        format!("jump {chain}"),
+                        format!("profile {p}"),
+                    ));
+                    rules.push(Rule::new(
+                        mark_is(MARK_ACCEPT),
+                        "return",
+                        format!("profile {p} allowed"),
+                    ));
+                }
+                let logged = self.cluster.settings.log_dropped.then(|| ir::LogEntry {
+                    action: "Drop".into(),
+                    rule: "no profile allowed".into(),
+                    endpoint: ep.to_string(),
+                    ..ir::LogEntry::default()
+                });
+                let deny = self.deny_in(layer);
+                rules.extend(self.implicit_drop(
+                    String::new(),
+                    deny,
+                    format!("{ep}: no profile allowed"),
+                    logged,
+                ));
+            }
+            Tail::AcceptForward => {
+                rules.push(Rule::new(
+                    "",
+                    format!("{} return", mark_set(MARK_ACCEPT)),
+                    "forwarded: no policy decided",
+                ));
+            }
+            Tail::FallThrough => {}
+        }
+        rules
+    }
+
+    /// The tiers an endpoint walks in one direction: per tier, its
+    /// policies in order, then the end-of-tier drop. Allow returns with the
+    /// ACCEPT mark; Pass skips to the next tier; falling off the end means
+    /// "no tier decided" (profiles come next, in the endpoint chain).
+    fn tier_walk(
+        &mut self,
+        layer: Layer,
+        dir: Direction,
+        policies: &[&'a Policy],
+        style: ChainStyle,
+        ep: &EndpointId,
+    ) -> Vec<Rule> {
+        let mut rules = Vec::new();
         let allowed_action = if style.notrack {
             "notrack return"
         } else {
@@ -503,48 +573,25 @@ impl<'a> Compiler<'a> {
                 ));
             }
         }
-        match style.tail {
-            Tail::Profiles => {
-                for p in profiles.unwrap_or_default() {
-                    if !self.cluster.profiles.contains_key(p) {
-                        continue;
-                    }
-                    let chain = self.profile_chain(layer, dir, p);
-                    rules.push(Rule::new(
-                        "",
-                        format!("jump {chain}"),
-                        format!("profile {p}"),
-                    ));
-                    rules.push(Rule::new(
-                        mark_is(MARK_ACCEPT),
-                        "return",
-                        format!("profile {p} allowed"),
-                    ));
-                }
-                let logged = self.cluster.settings.log_dropped.then(|| ir::LogEntry {
-                    action: "Drop".into(),
-                    rule: "no profile allowed".into(),
-                    endpoint: ep.to_string(),
-                    ..ir::LogEntry::default()
-                });
-                let deny = self.deny_in(layer);
-                rules.extend(self.implicit_drop(
-                    String::new(),
-                    deny,
-                    format!("{ep}: no profile allowed"),
-                    logged,
-                ));
-            }
-            Tail::AcceptForward => {
-                rules.push(Rule::new(
-                    "",
-                    format!("{} return", mark_set(MARK_ACCEPT)),
-                    "forwarded: no policy decided",
-                ));
-            }
-            Tail::FallThrough => {}
-        }
         rules
+    }
+
+    /// The chain holding `walk`, named by its content, created once.
+    fn shared_walk(&mut self, layer: Layer, walk: Vec<Rule>) -> String {
+        let mut key = String::new();
+        for r in &walk {
+            key.push_str(&r.matches);
+            key.push('\u{1}');
+            key.push_str(&r.action);
+            key.push('\u{1}');
+            key.push_str(&r.note);
+            key.push('\u{2}');
+        }
+        let name = format!("{}-tiers-{}", layer.prefix(), rules::short_hash(&key));
+        if !self.out.chains.contains_key(&name) {
+            self.add_chain(name.clone(), Rank::Tiers, None, walk);
+        }
+        name
     }
 
     fn policy_chain(&mut self, layer: Layer, dir: Direction, p: &'a Policy) -> String {

@@ -21,7 +21,7 @@ use crate::selector::{self, NAMESPACE_LABEL, Selector};
 /// Longest chain or set name tortie emits; longer names get a hash suffix.
 pub const MAX_NAME_LEN: usize = 96;
 
-fn short_hash(text: &str) -> String {
+pub(crate) fn short_hash(text: &str) -> String {
     let d = sha2::Sha256::digest(text.as_bytes());
     d.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
