@@ -204,14 +204,19 @@ fn key_of<K: ResourceExt>(obj: &K) -> String {
 }
 
 /// Reports a failing watcher's first error, then at most one summary per
-/// interval, until it succeeds again.
+/// interval, until it succeeds again (or has had no error for
+/// [`EPISODE_GAP`]: a resumed watch that sees no change sends no event).
 struct ErrorGate {
     kind: String,
     every: Duration,
     since: Option<Instant>,
     last: Instant,
+    latest: Instant,
     quiet: usize,
 }
+
+/// Errors further apart than this belong to different outages.
+const EPISODE_GAP: Duration = Duration::from_secs(10);
 
 impl ErrorGate {
     fn new(kind: &str, every: Duration) -> ErrorGate {
@@ -220,12 +225,17 @@ impl ErrorGate {
             every,
             since: None,
             last: Instant::now(),
+            latest: Instant::now(),
             quiet: 0,
         }
     }
 
     fn report(&mut self, error: &str) -> Option<String> {
         let now = Instant::now();
+        if now.duration_since(self.latest) > EPISODE_GAP {
+            self.since = None;
+        }
+        self.latest = now;
         let Some(since) = self.since else {
             self.since = Some(now);
             self.last = now;

@@ -593,3 +593,16 @@ fn the_access_check_fails_on_401_and_403_and_passes_otherwise() {
     check(&|_| {}).unwrap();
     check(&|a| a.set_down(true)).unwrap();
 }
+
+#[test]
+fn a_failing_watcher_reports_its_first_error_then_summaries() {
+    let mut g = ErrorGate::new("Pod", Duration::from_millis(50));
+    assert_eq!(g.report("refused").as_deref(), Some("Pod: refused"));
+    assert_eq!(g.report("refused"), None);
+    assert_eq!(g.report("refused"), None);
+    std::thread::sleep(Duration::from_millis(60));
+    let s = g.report("refused").expect("a summary after the interval");
+    assert!(s.starts_with("Pod: still failing after 0s (3 more errors"), "{s}");
+    g.ok();
+    assert_eq!(g.report("gone").as_deref(), Some("Pod: gone"), "a new outage");
+}
