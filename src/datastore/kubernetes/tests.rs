@@ -602,7 +602,14 @@ fn a_failing_watcher_reports_its_first_error_then_summaries() {
     assert_eq!(g.report("refused"), None);
     std::thread::sleep(Duration::from_millis(60));
     let s = g.report("refused").expect("a summary after the interval");
-    assert!(s.starts_with("Pod: still failing after 0s (3 more errors"), "{s}");
+    assert!(
+        s.starts_with("Pod: still failing after 0s (3 more errors"),
+        "{s}"
+    );
     g.ok();
-    assert_eq!(g.report("gone").as_deref(), Some("Pod: gone"), "a new outage");
+    assert_eq!(
+        g.report("gone").as_deref(),
+        Some("Pod: gone"),
+        "a new outage"
+    );
 }
