@@ -530,6 +530,97 @@ pub fn watched_resources(calico: CalicoApi) -> Vec<ApiResource> {
     out
 }
 
+/// The watcher tasks being started, and what they share.
+struct Watchers {
+    client: kube::Client,
+    shared: Arc<Shared>,
+    errors: tokio::sync::mpsc::UnboundedSender<String>,
+    tuning: Tuning,
+    crd_start: Arc<Notify>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Watchers {
+    fn spawn<K, F>(
+        &mut self,
+        kind: String,
+        api: Api<K>,
+        to_entry: F,
+        optional: Option<Arc<Presence>>,
+    ) where
+        K: kube::Resource
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+        F: Fn(&K, Option<&Entry>) -> Entry + Send + Sync + 'static,
+    {
+        let w = KindWatch {
+            shared: self.shared.clone(),
+            kind,
+            api,
+            to_entry,
+            errors: self.errors.clone(),
+            tuning: self.tuning.clone(),
+            optional,
+            crd_watch: self.crd_start.clone(),
+        };
+        self.tasks.push(tokio::spawn(w.run()));
+    }
+
+    /// A built-in Kubernetes kind, labelled `name`.
+    fn typed<K>(&mut self, name: &'static str)
+    where
+        K: kube::Resource
+            + Clone
+            + Serialize
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+        K::DynamicType: Default,
+    {
+        let to_entry = move |o: &K, old: Option<&Entry>| {
+            load_object(&format!("k8s:{name}/{}", key_of(o)), o, old)
+        };
+        self.spawn(
+            name.to_string(),
+            Api::all(self.client.clone()),
+            to_entry,
+            None,
+        );
+    }
+
+    /// The Calico kinds (optional: their CRDs may be absent); returns their
+    /// presence flags by CRD name (`plural.group`).
+    fn calico(&mut self, calico: CalicoApi) -> BTreeMap<String, Arc<Presence>> {
+        let mut presences = BTreeMap::new();
+        for (kind, plural) in CALICO_KINDS {
+            let ar = calico_resource(calico, kind, plural);
+            let label = format!("{kind}.{}", ar.group);
+            let presence = Arc::new(Presence::default());
+            presences.insert(format!("{plural}.{}", ar.group), presence.clone());
+            let types = kube::api::TypeMeta {
+                api_version: ar.api_version.clone(),
+                kind: ar.kind.clone(),
+            };
+            let name = label.clone();
+            let to_entry = move |o: &DynamicObject, old: Option<&Entry>| {
+                // List items may come without apiVersion/kind: set them.
+                let mut o = o.clone();
+                o.types = Some(types.clone());
+                load_object(&format!("k8s:{name}/{}", key_of(&o)), &o, old)
+            };
+            let api = Api::all_with(self.client.clone(), &ar);
+            self.spawn(label, api, to_entry, Some(presence));
+        }
+        presences
+    }
+}
+
 /// Watches everything and sends snapshots to `out` until the receiver goes
 /// away.
 pub async fn run(
@@ -538,75 +629,30 @@ pub async fn run(
     tuning: Tuning,
     out: std::sync::mpsc::Sender<SourceEvent>,
 ) {
-    let shared = Arc::new(Shared::default());
-    let (err_tx, mut err_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let crd_start = Arc::new(Notify::new());
-    let mut tasks = Vec::new();
-    macro_rules! spawn_kind {
-        ($ty:ty, $kind:expr, $api:expr, $to_entry:expr, $optional:expr) => {{
-            let w: KindWatch<$ty, _> = KindWatch {
-                shared: shared.clone(),
-                kind: $kind,
-                api: $api,
-                to_entry: $to_entry,
-                errors: err_tx.clone(),
-                tuning: tuning.clone(),
-                optional: $optional,
-                crd_watch: crd_start.clone(),
-            };
-            tasks.push(tokio::spawn(w.run()));
-        }};
-    }
-    macro_rules! typed {
-        ($ty:ty, $name:expr) => {{
-            spawn_kind!(
-                $ty,
-                $name.to_string(),
-                Api::all(client.clone()),
-                |o: &$ty, old: Option<&Entry>| {
-                    load_object(&format!("k8s:{}/{}", $name, key_of(o)), o, old)
-                },
-                None
-            );
-        }};
-    }
-    typed!(Namespace, "Namespace");
-    typed!(Pod, "Pod");
-    typed!(ServiceAccount, "ServiceAccount");
-    typed!(NetworkPolicy, "NetworkPolicy.networking.k8s.io");
-    let mut presences = BTreeMap::new();
-    for (kind, plural) in CALICO_KINDS {
-        let ar = calico_resource(calico, kind, plural);
-        let label = format!("{kind}.{}", ar.group);
-        let presence = Arc::new(Presence::default());
-        presences.insert(format!("{plural}.{}", ar.group), presence.clone());
-        let types = kube::api::TypeMeta {
-            api_version: ar.api_version.clone(),
-            kind: ar.kind.clone(),
-        };
-        let name = label.clone();
-        spawn_kind!(
-            DynamicObject,
-            label,
-            Api::all_with(client.clone(), &ar),
-            move |o: &DynamicObject, old: Option<&Entry>| {
-                // List items may come without apiVersion/kind: set them.
-                let mut o = o.clone();
-                o.types = Some(types.clone());
-                load_object(&format!("k8s:{name}/{}", key_of(&o)), &o, old)
-            },
-            Some(presence)
-        );
-    }
-    let kinds = tasks.len();
-    tasks.push(tokio::spawn(watch_crds(
-        client.clone(),
+    let (errors, mut err_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut w = Watchers {
+        client: client.clone(),
+        shared: Arc::new(Shared::default()),
+        errors,
+        tuning: tuning.clone(),
+        crd_start: Arc::new(Notify::new()),
+        tasks: Vec::new(),
+    };
+    w.typed::<Namespace>("Namespace");
+    w.typed::<Pod>("Pod");
+    w.typed::<ServiceAccount>("ServiceAccount");
+    w.typed::<NetworkPolicy>("NetworkPolicy.networking.k8s.io");
+    let presences = w.calico(calico);
+    let kinds = w.tasks.len();
+    let crds = watch_crds(
+        client,
         presences,
-        crd_start,
-        err_tx.clone(),
+        w.crd_start.clone(),
+        w.errors.clone(),
         tuning.clone(),
-    )));
-    drop(err_tx);
+    );
+    w.tasks.push(tokio::spawn(crds));
+    let Watchers { shared, tasks, .. } = w;
     loop {
         tokio::select! {
             _ = shared.changed.notified() => {
