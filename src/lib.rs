@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod datastore;
 pub mod demo;
 pub mod diag;
+pub mod hostifaces;
 pub mod logging;
 pub mod manifests;
 pub mod model;

@@ -117,6 +117,71 @@ enum Command {
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
         paths: Vec<PathBuf>,
     },
+    /// Parse a Calico selector and print its canonical form; with --labels,
+    /// print `match` or `no match` (exit 0 or 1). A parse error exits 2.
+    Selector {
+        /// The selector expression, e.g. "app == 'web' && has(tier)".
+        expr: String,
+        /// Labels to evaluate against: `k=v,k2=v2` (`k=` is an empty value,
+        /// `''` the empty label set).
+        #[arg(long)]
+        labels: Option<String>,
+    },
+}
+
+/// Parses `k=v,k2=v2` into a label map: `k=` is an empty value, the empty
+/// text is the empty set; a pair without `=`, an empty key or a repeated
+/// key is an error naming the item.
+fn parse_label_list(text: &str) -> Result<BTreeMap<String, String>> {
+    let mut labels = BTreeMap::new();
+    if text.is_empty() {
+        return Ok(labels);
+    }
+    for (i, item) in text.split(',').enumerate() {
+        let n = i + 1;
+        let Some((key, value)) = item.split_once('=') else {
+            anyhow::bail!(
+                "--labels item {n} `{item}` has no `=`: write `key=value` (or `{item}=` for an empty value)"
+            );
+        };
+        if key.is_empty() {
+            anyhow::bail!("--labels item {n} `{item}` has an empty key: write `key=value`");
+        }
+        if labels.insert(key.to_string(), value.to_string()).is_some() {
+            anyhow::bail!("--labels item {n}: key `{key}` is given twice; give each key once");
+        }
+    }
+    Ok(labels)
+}
+
+/// `tortie selector`: canonical form, or match / no match; 2 on errors.
+fn selector_command(expr: &str, labels: Option<&str>) -> Result<ExitCode> {
+    let labels = labels.map(parse_label_list).transpose()?;
+    let selector = match tortie::selector::parse(expr) {
+        Ok(s) => s,
+        Err(e) => {
+            // The caret goes under the character at the error's byte offset.
+            let column = expr[..e.offset.min(expr.len())].chars().count() + 1;
+            eprintln!("error: selector: {} (at column {column})", e.message);
+            eprintln!("  {expr}");
+            eprintln!("  {}^", " ".repeat(column - 1));
+            return Ok(ExitCode::from(2));
+        }
+    };
+    match labels {
+        None => {
+            println!("{}", selector.canonical());
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(labels) if selector.matches(&labels) => {
+            println!("match");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(_) => {
+            println!("no match");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 fn print_diagnostics(diags: &[Diagnostic]) {
@@ -313,6 +378,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Selector { expr, labels } => selector_command(&expr, labels.as_deref()),
         Command::Convert { paths } => {
             let result = load_paths(&paths);
             print_diagnostics(&result.diagnostics);
