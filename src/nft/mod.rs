@@ -163,6 +163,16 @@ impl Dataplane {
         }
     }
 
+    /// The deadline of the first call the next apply makes: a listing when
+    /// it must read the kernel, else a transaction.
+    pub fn next_call_deadline(&self) -> Duration {
+        if self.last.is_none() && self.step() == Step::Delta {
+            self.limits.list
+        } else {
+            self.limits.transaction
+        }
+    }
+
     /// Forget what was applied, so the next apply compares with the kernel
     /// (the periodic drift check).
     pub fn invalidate(&mut self) {
