@@ -24,6 +24,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once at start-up: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Check resource files; print every problem and exit 1 if any is an error.
     Validate {
@@ -100,12 +102,12 @@ enum Command {
         log_json: Option<PathBuf>,
         /// Deadline of one nft transaction (e.g. 30s); on expiry nft is
         /// killed and the attempt counts as a failure.
-        #[arg(long, env = "TORTIE_NFT_TIMEOUT", default_value = "30s")]
-        nft_timeout: String,
+        #[arg(long, env = "TORTIE_NFT_TIMEOUT", default_value = "30s", value_parser = nft_deadline)]
+        nft_timeout: std::time::Duration,
         /// Deadline of one listing of the table (the JSON read-back of a
         /// very large table takes minutes today).
-        #[arg(long, env = "TORTIE_NFT_LIST_TIMEOUT", default_value = "300s")]
-        nft_list_timeout: String,
+        #[arg(long, env = "TORTIE_NFT_LIST_TIMEOUT", default_value = "300s", value_parser = nft_deadline)]
+        nft_list_timeout: std::time::Duration,
         /// Directory of the one-agent-per-namespace lock files.
         #[arg(long, env = "TORTIE_LOCK_DIR", default_value = tortie::nft::lock::LOCK_DIR)]
         lock_dir: PathBuf,
@@ -171,6 +173,11 @@ fn duration_flag(flag: &str, text: &str, min: std::time::Duration) -> Result<std
         );
     }
     Ok(d)
+}
+
+/// Parses an nft deadline flag (at least `MIN_NFT_TIMEOUT`).
+fn nft_deadline(text: &str) -> std::result::Result<std::time::Duration, String> {
+    duration_flag("the deadline", text, MIN_NFT_TIMEOUT).map_err(|e| e.to_string())
 }
 
 fn format_min(d: std::time::Duration) -> String {
@@ -290,8 +297,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 )?),
             };
             let nft_limits = tortie::nft::Limits {
-                transaction: duration_flag("--nft-timeout", &nft_timeout, MIN_NFT_TIMEOUT)?,
-                list: duration_flag("--nft-list-timeout", &nft_list_timeout, MIN_NFT_TIMEOUT)?,
+                transaction: nft_timeout,
+                list: nft_list_timeout,
                 stop: None,
             };
             let metrics_addr = match metrics_addr.as_str() {

@@ -88,9 +88,13 @@ impl Metrics {
         f(&mut g)
     }
 
-    /// An apply begins; its first nft call is bounded by `deadline`.
+    /// An apply begins; its first nft call is bounded by `deadline`. Retries
+    /// of a failing apply keep the first attempt's start: what counts is how
+    /// long the change has been waiting for the kernel.
     pub fn apply_started(&self, deadline: Duration) {
-        self.with(|m| m.outstanding = Some((Instant::now(), deadline)));
+        self.with(|m| {
+            m.outstanding.get_or_insert((Instant::now(), deadline));
+        });
     }
 
     /// A drift check found the kernel already in step.
@@ -120,7 +124,8 @@ impl Metrics {
     }
 
     /// Ready: a ruleset is in force, fewer than three applies in a row have
-    /// failed, and the apply in progress (if any) is within its deadline.
+    /// failed, and the change in progress (if any) has waited for the kernel
+    /// less than its first call's deadline.
     pub fn readiness_at(&self, now: Instant) -> Result<(), String> {
         self.with(|m| {
             if !m.ever_synced {
@@ -136,7 +141,7 @@ impl Metrics {
                 && now.saturating_duration_since(since) > deadline
             {
                 return Err(format!(
-                    "an apply has been outstanding for {:.0}s, beyond its {:.0}s deadline",
+                    "a change has waited {:.0}s for the kernel, beyond the {:.0}s deadline",
                     now.saturating_duration_since(since).as_secs_f64(),
                     deadline.as_secs_f64()
                 ));
@@ -178,7 +183,6 @@ impl Metrics {
             m.nft_calls += 1;
             *m.failures_by_cause.entry(cause.to_string()).or_default() += 1;
             m.consecutive_failures = consecutive;
-            m.outstanding = None;
             m.in_sync = false;
         });
     }
@@ -364,9 +368,19 @@ mod tests {
         let now = Instant::now();
         assert!(m.readiness_at(now + Duration::from_secs(1)).is_ok());
         let why = m.readiness_at(now + Duration::from_secs(3)).unwrap_err();
-        assert!(why.contains("outstanding"), "{why}");
-        m.apply_abandoned();
+        assert!(why.contains("waited"), "{why}");
+        // A failure and its retry: the wait counts from the first attempt.
+        m.apply_failed("timeout", 1);
+        m.apply_started(Duration::from_secs(2));
+        assert!(m.readiness_at(now + Duration::from_secs(3)).is_err());
+        m.apply_succeeded(0.1, true, 2.0);
         assert!(m.readiness_at(now + Duration::from_secs(3)).is_ok());
+        m.apply_started(Duration::from_secs(2));
+        m.apply_abandoned();
+        assert!(
+            m.readiness_at(Instant::now() + Duration::from_secs(3))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -449,6 +449,7 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
     let mut pending_apply = true;
     let mut backoff = Backoff::default();
     let mut next_attempt = Instant::now();
+    let mut last_failure = Instant::now();
     let refresh_every = |d: &Desired| opts.refresh.unwrap_or(d.refresh).max(MIN_REFRESH);
     let mut next_refresh = Instant::now() + refresh_every(&desired);
     let mut next_counters = Instant::now();
@@ -473,7 +474,8 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
                         &dp,
                         delay,
                     );
-                    next_attempt = Instant::now() + delay;
+                    last_failure = Instant::now();
+                    next_attempt = last_failure + delay;
                 }
             }
         }
@@ -487,7 +489,8 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
                 pending_apply = true;
                 let delay = backoff.next_delay();
                 log_failure("refresh failed", &e, &dp, delay);
-                next_attempt = Instant::now() + delay;
+                last_failure = Instant::now();
+                next_attempt = last_failure + delay;
             }
         }
         // Counters are read only while the kernel answers: a failing nft is
@@ -591,11 +594,24 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
             ],
         );
         pending_apply = true;
-        next_attempt = Instant::now();
+        next_attempt = after_change(next_attempt, last_failure, dp.consecutive_failures());
     }
     log("info", "stopping; the ruleset stays in force", &[]);
     drop(lock);
     Ok(())
+}
+
+/// While applies fail, a new change may pull the next retry forward, but
+/// never closer than this to the last failure: a flapping input cannot
+/// turn the backoff into a tight loop, and a fix still lands quickly.
+pub const RETRY_ON_CHANGE_AFTER: Duration = Duration::from_secs(1);
+
+/// When to attempt the apply a new change calls for.
+fn after_change(scheduled: Instant, last_failure: Instant, failures: u32) -> Instant {
+    if failures == 0 {
+        return Instant::now();
+    }
+    scheduled.min((last_failure + RETRY_ON_CHANGE_AFTER).max(Instant::now()))
 }
 
 /// How stale the loop's heartbeat may get before /livez fails: one apply
