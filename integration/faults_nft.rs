@@ -267,10 +267,14 @@ fn a_hung_nft_times_out_and_the_change_lands_after_recovery() {
         .collect();
     assert!(stuck.is_empty(), "nft processes left behind: {stuck:?}");
 
-    // nft recovers: the change is in force within deadline + backoff. After
-    // about 10 s of 2 s timeouts the backoff step is at most 1.6 s.
+    // nft recovers: the change is in force within deadline + backoff. The
+    // call in flight may still time out (one deadline); the retry after it
+    // waits at most the backoff step after n+1 failures, 200 ms × 2^n; 2 s
+    // more for the apply itself and the probes.
+    let n = a.metric("tortie_dataplane_consecutive_failures") as u32;
     w.flag("hang", false);
-    let bound = DEADLINE + Duration::from_millis(1600) + Duration::from_secs(2);
+    let step = Duration::from_millis(200) * 2u32.pow(n.min(7));
+    let bound = DEADLINE + step + Duration::from_secs(2);
     let t = w.until_verdicts((true, true), bound, "change after recovery");
     eprintln!("MEASURED change in force {t:?} after nft recovered (bound {bound:?})");
     let t = a.until_code("/readyz", 200, Duration::from_secs(2));
