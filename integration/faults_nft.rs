@@ -128,13 +128,19 @@ struct Agent {
 
 impl Agent {
     fn spawn(w: &World, port: u16, log: &str) -> Agent {
+        Agent::spawn_with(w, port, log, |_| {})
+    }
+
+    fn spawn_with(w: &World, port: u16, log: &str, tweak: impl FnOnce(&mut Command)) -> Agent {
         let path = format!(
             "{}:{}",
             w.root.join("bin").display(),
             std::env::var("PATH").unwrap_or_default()
         );
         let log = std::fs::File::create(w.root.join(log)).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tortie"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tortie"));
+        tweak(&mut cmd);
+        let child = cmd
             .args(["run", "--node", "node1", "--netns", &w.t.node.ns.name])
             .args(["--refresh-interval", "60s", "--log-backend", "kernel"])
             .args(["--nft-timeout", "2s", "--nft-list-timeout", "2s"])
@@ -153,7 +159,10 @@ impl Agent {
     }
 
     fn start(w: &World) -> Agent {
-        let a = Agent::spawn(w, free_port(), "agent.log");
+        Agent::ready(w, Agent::spawn(w, free_port(), "agent.log"))
+    }
+
+    fn ready(w: &World, a: Agent) -> Agent {
         let deadline = Instant::now() + Duration::from_secs(20);
         while a.code("/readyz") != Some(200) {
             assert!(
@@ -385,4 +394,57 @@ fn a_refresh_interval_below_one_second_is_refused() {
         err.contains("--refresh-interval `1ms` is below the minimum of 1s"),
         "{err}"
     );
+}
+
+#[test]
+fn ctrl_c_to_the_process_group_reaches_only_tortie() {
+    if !kernel::require_kernel("faults_nft_ctrl_c") {
+        return;
+    }
+    let w = World::new("intr");
+    // The agent leads its own process group, as a shell's foreground job does.
+    let a = Agent::spawn_with(&w, free_port(), "agent.log", |c| {
+        use std::os::unix::process::CommandExt;
+        c.process_group(0);
+    });
+    let mut a = Agent::ready(&w, a);
+    w.flag("hang", true);
+    w.policy(ALLOW_BOTH);
+    let calls = w.calls().len();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while w.calls().len() == calls {
+        assert!(Instant::now() < deadline, "no nft call after the change");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (pid, _) = *w.calls().last().unwrap();
+    // Ctrl-C: SIGINT to the whole foreground group. nft, in a group of its
+    // own, does not get it; tortie does, kills nft and exits cleanly.
+    let start = Instant::now();
+    // SAFETY: signalling the process group our child leads.
+    unsafe { libc::kill(-(a.child.id() as i32), libc::SIGINT) };
+    let status = loop {
+        if let Some(s) = a.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "no exit after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    eprintln!(
+        "MEASURED exit {:?} after Ctrl-C during a hung nft",
+        start.elapsed()
+    );
+    assert!(status.success(), "{status}\n{}", w.log());
+    let log = w.log();
+    assert!(
+        !log.contains("crashed"),
+        "nft must not have been hit: {log}"
+    );
+    assert!(!log.contains("apply failed"), "{log}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!alive(pid), "the hung nft {pid} was killed on stop");
+    assert_eq!(w.t.verdicts(), (true, false), "the last ruleset stays");
 }
