@@ -695,3 +695,22 @@ fn log_failure(msg: &str, e: &NftError, dp: &Dataplane, delay: Duration) {
         ],
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_during_failures_never_retries_sooner_than_a_second_after_one() {
+        let now = Instant::now();
+        let far = now + Duration::from_secs(20);
+        // No failures: at once.
+        assert!(after_change(far, now, 0) <= Instant::now());
+        // Failing, the last failure just now: pulled forward to 1 s after it.
+        let t = after_change(far, now, 4);
+        assert!(t >= now + RETRY_ON_CHANGE_AFTER && t < far, "{:?}", t - now);
+        // A retry already due sooner stays as it is.
+        let soon = now + Duration::from_millis(300);
+        assert_eq!(after_change(soon, now, 1), soon);
+    }
+}

@@ -310,35 +310,26 @@ fn pool() -> Vec<(String, Ruleset)> {
 
 #[test]
 fn the_fake_refuses_to_delete_what_is_still_referenced() {
-    // The order the planner used before: chains deleted before the map
-    // whose elements jump to them. The fake answers EBUSY as the kernel did.
-    let (mut dp, _c) = fake_dataplane(Limits::default());
-    let a = hep_ruleset(HEP_WITH_POLICIES);
-    dp.apply(&a).unwrap();
-    let (mut k, _) = FakeKernel::new();
     use super::kernel::Kernel;
-    k.transaction(&super::plan::replace_table(&a).text, &Limits::default())
+    let a = hep_ruleset(HEP_WITH_POLICIES);
+    let (mut k, _) = FakeKernel::new();
+    let limits = Limits::default();
+    k.transaction(&super::plan::replace_table(&a).text, &limits)
         .unwrap();
     let map = a.maps.keys().find(|m| m.starts_with("mangle-")).unwrap();
-    let chain = a.maps[map]
-        .elements
-        .values()
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap();
-    let bad = format!(
-        "flush chain inet tortie {chain}\ndelete chain inet tortie {chain}\ndelete map inet tortie {map}\n"
-    );
-    let err = k.transaction(&bad, &Limits::default()).unwrap_err();
+    let chain = a.maps[map].elements.values().next().unwrap();
+    let chain = chain.split(' ').nth(1).unwrap();
+    // The order the planner used before: a chain deleted before the map
+    // whose elements jump to it. The fake answers EBUSY as the kernel did.
+    let t = "inet tortie";
+    let chain_first =
+        format!("flush chain {t} {chain}\ndelete chain {t} {chain}\ndelete map {t} {map}\n");
+    let err = k.transaction(&chain_first, &limits).unwrap_err();
     assert!(err.to_string().contains("busy"), "{err}");
-    let good = format!(
-        "flush chain inet tortie {chain}\ndelete map inet tortie {map}\ndelete chain inet tortie {chain}\n"
-    );
-    // Still referenced by the dispatch chain's vmap rule: the map cannot go
-    // before the rule that looks it up is gone either.
-    let err = k.transaction(&good, &Limits::default()).unwrap_err();
+    // A map is itself in use while a rule looks it up (the dispatch's vmap).
+    let map_first =
+        format!("flush chain {t} {chain}\ndelete map {t} {map}\ndelete chain {t} {chain}\n");
+    let err = k.transaction(&map_first, &limits).unwrap_err();
     assert!(err.to_string().contains("busy"), "{err}");
     assert_eq!(
         k.state(),
