@@ -273,14 +273,27 @@ fn fake_dataplane(limits: Limits) -> (Dataplane, FakeControl) {
 }
 
 /// Every golden input (compiled for the node its header names), the
-/// host-endpoint pair above, and the small pod cluster: a pool of rulesets
+/// host-endpoint pair above and its preDNAT-only, forward-only and
+/// doNotTrack variants, and the small pod cluster: a pool of rulesets
 /// that differ in every kind of object.
 fn pool() -> Vec<(String, Ruleset)> {
+    let policies: Vec<&str> = HEP_WITH_POLICIES.split("---\n").skip(2).collect();
+    let heps = hep_without_policies();
+    let untracked = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: untracked}\nspec: {selector: has(role), order: 5, doNotTrack: true, applyOnForward: true, types: [Ingress], ingress: [{action: Allow, protocol: TCP, destination: {ports: [22]}}]}\n";
     let mut out = vec![
         ("hep-with".to_string(), hep_ruleset(HEP_WITH_POLICIES)),
+        ("hep-without".to_string(), hep_ruleset(&heps)),
         (
-            "hep-without".to_string(),
-            hep_ruleset(&hep_without_policies()),
+            "hep-prednat-only".to_string(),
+            hep_ruleset(&format!("{heps}---\n{}", policies[0])),
+        ),
+        (
+            "hep-forward-only".to_string(),
+            hep_ruleset(&format!("{heps}---\n{}", policies[1])),
+        ),
+        (
+            "hep-untracked".to_string(),
+            hep_ruleset(&format!("{heps}---\n{untracked}")),
         ),
         ("base".to_string(), ruleset(BASE)),
         ("empty".to_string(), ruleset("")),
@@ -471,7 +484,7 @@ fn random_pairs_of_rulesets_apply_in_a_real_namespace() {
     let pool = pool();
     // The pair that wedged nodes always, plus random ones.
     let mut pairs = vec![(0, 1), (1, 0)];
-    let w = walk(pool.len(), 28);
+    let w = walk(pool.len(), 40);
     pairs.extend(w.chunks(2).map(|c| (c[0], c[1])));
     for (i, j) in pairs {
         let ((na, a), (nb, b)) = (&pool[i], &pool[j]);
@@ -531,7 +544,7 @@ fn a_random_walk_on_one_real_table_always_ends_in_the_desired_state() {
     let ns = crate::sandbox::Netns::new("walk");
     let mut dp = super::Dataplane::new(ns.target());
     let mut from = "empty";
-    for i in walk(pool.len(), 30) {
+    for i in walk(pool.len(), 60) {
         let (name, rs) = &pool[i];
         let r = dp
             .apply(rs)
