@@ -3,6 +3,10 @@
 //! reading the table back to detect and repair drift; falling back to an
 //! atomic full rebuild after repeated failures. Other tables are never
 //! touched.
+//!
+//! `Dataplane` talks to the kernel only through the `kernel::Kernel` seam:
+//! `NftKernel` runs the `nft` binary (bounded by `exec::Limits`),
+//! `fake::FakeKernel` is the in-memory model the unit tests use.
 
 pub mod backoff;
 pub mod exec;
