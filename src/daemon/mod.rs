@@ -639,7 +639,7 @@ fn apply_once(
                 dp.consecutive_failures().to_string(),
             )],
         );
-        metrics.ladder_step(step.label());
+        metrics.ladder_step(step.metric_label());
     }
     metrics.apply_started(dp.next_call_deadline());
     let result = dp.apply(ruleset);

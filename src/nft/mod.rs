@@ -99,6 +99,15 @@ impl Step {
             Step::Replace => "delete and re-create",
         }
     }
+
+    /// The step as a metric label value.
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            Step::Delta => "delta",
+            Step::Rebuild => "rebuild",
+            Step::Replace => "replace",
+        }
+    }
 }
 
 /// What one apply did.
