@@ -263,6 +263,7 @@ fn a_hung_nft_times_out_and_the_change_lands_after_recovery() {
     std::thread::sleep(Duration::from_secs(7));
     assert_eq!(a.code("/readyz"), Some(503), "still not ready while hung");
     assert_eq!(a.code("/livez"), Some(200), "the loop is alive");
+    assert_eq!(a.metric("felix_resync_state"), 2.0, "follows readiness");
     let failures = a.metric("felix_int_dataplane_failures");
     let timeouts = a.metric("tortie_dataplane_failures_total{cause=\"timeout\"}");
     assert!(failures >= 3.0 && timeouts >= 3.0, "{failures} {timeouts}");
@@ -317,7 +318,7 @@ fn a_crashing_nft_is_retried_at_a_bounded_rate() {
         return;
     }
     let w = World::new("crash");
-    let _a = Agent::start(&w);
+    let a = Agent::start(&w);
     w.flag("crash", true);
     w.policy(ALLOW_BOTH);
     let before = w.calls().len();
@@ -334,6 +335,9 @@ fn a_crashing_nft_is_retried_at_a_bounded_rate() {
     let log = w.log();
     assert!(log.contains("crashed (signal 11)"), "{log}");
     assert!(log.contains("ladder: trying a full rebuild"), "{log}");
+    assert!(a.metric("tortie_ladder_steps_total{step=\"rebuild\"}") >= 1.0);
+    assert!(a.metric("tortie_ladder_steps_total{step=\"replace\"}") >= 1.0);
+    assert!(a.metric("tortie_dataplane_failures_total{cause=\"crashed\"}") >= 5.0);
     assert!(
         log.contains("ladder: trying a delete and re-create"),
         "{log}"
