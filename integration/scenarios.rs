@@ -784,3 +784,82 @@ fn seed_002_examples_as_corrected() {
         ],
     );
 }
+
+/// Issue 10: a `notSelector`-only peer in a namespaced Calico NetworkPolicy
+/// reaches only the policy's own namespace (Calico's rule conversion adds
+/// `projectcalico.org/namespace == '<ns>'` as soon as notSelector is set),
+/// both in an Allow (ingress) and in a Deny (egress).
+#[test]
+fn namespaced_not_selector_peers_stay_in_their_namespace() {
+    if !kernel::require_kernel("namespaced_not_selector_peers_stay_in_their_namespace") {
+        return;
+    }
+    let mut sc = Sc::new("nots");
+    sc.pod("a", "server", "198.18.0.2", None, &[("app", "server")]);
+    sc.pod("a", "friend", "198.18.0.3", None, &[("app", "friend")]);
+    sc.pod("a", "blocked", "198.18.0.4", None, &[("app", "blocked")]);
+    sc.pod("b", "other", "198.18.0.5", None, &[("app", "other")]);
+    for (ns, n) in [
+        ("a", "server"),
+        ("a", "friend"),
+        ("a", "blocked"),
+        ("b", "other"),
+    ] {
+        sc.serve_pod(ns, n, &[(Proto::Tcp, 80)]);
+    }
+    sc.serve_outside(&[(Proto::Tcp, 80)]);
+    let to = |from: &'static str,
+              from_ns: &'static str,
+              to_ns: &'static str,
+              to: &'static str,
+              allowed| Expect {
+        from: sc.pod_ns(from_ns, from),
+        from_name: from,
+        to: sc.ip(to_ns, to),
+        to_name: to,
+        port: 80,
+        proto: Proto::Tcp,
+        allowed,
+    };
+    let outside_ip: IpAddr = UPLINK_OUTSIDE_IP.parse().unwrap();
+    sc.apply(
+        "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: allow-not-blocked, namespace: a}\nspec:\n  selector: app == 'server'\n  ingress:\n  - action: Allow\n    source: {notSelector: app == 'blocked'}\n",
+    );
+    let mut cells = vec![
+        to("friend", "a", "a", "server", true),
+        to("blocked", "a", "a", "server", false),
+        // Another namespace, and an address that is no endpoint at all:
+        // outside the peer, so not allowed.
+        to("other", "b", "a", "server", false),
+    ];
+    cells.push(Expect {
+        from: sc.outside(),
+        from_name: "outside",
+        to: sc.ip("a", "server"),
+        to_name: "server",
+        port: 80,
+        proto: Proto::Tcp,
+        allowed: false,
+    });
+    check("allow notSelector", &cells);
+    sc.apply(
+        "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: deny-not-blocked, namespace: a}\nspec:\n  selector: app == 'server'\n  types: [Egress]\n  egress:\n  - action: Deny\n    destination: {notSelector: app == 'blocked'}\n  - action: Allow\n",
+    );
+    let mut cells = vec![
+        to("server", "a", "a", "friend", false),
+        to("server", "a", "a", "blocked", true),
+        // The Deny reaches only namespace a: other namespaces and outside
+        // addresses fall through to the Allow.
+        to("server", "a", "b", "other", true),
+    ];
+    cells.push(Expect {
+        from: sc.pod_ns("a", "server"),
+        from_name: "server",
+        to: outside_ip,
+        to_name: "outside",
+        port: 80,
+        proto: Proto::Tcp,
+        allowed: true,
+    });
+    check("deny notSelector", &cells);
+}

@@ -9,6 +9,8 @@
 #[path = "../integration/support/kernel.rs"]
 mod kernel;
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use tortie::calc::Cluster;
@@ -37,6 +39,30 @@ fn node_of(path: &Path) -> String {
         .to_string()
 }
 
+/// `# host-interface: NAME=IP[,IP…]` header lines: the node's interfaces,
+/// for host endpoints that bind by `expectedIPs`.
+fn host_interfaces(path: &Path) -> BTreeMap<String, Vec<IpAddr>> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut out = BTreeMap::new();
+    for line in text.lines().take_while(|l| l.starts_with('#')) {
+        if let Some(spec) = line.strip_prefix("# host-interface: ") {
+            let (name, ips) = spec.split_once('=').expect("NAME=IP[,IP]");
+            let ips = ips
+                .split(',')
+                .map(|i| i.trim().parse().expect("an IP"))
+                .collect();
+            out.insert(name.trim().to_string(), ips);
+        }
+    }
+    out
+}
+
+fn cluster(case: &Path, resources: &[Resource], node: &str) -> Cluster {
+    let mut c = Cluster::build(resources, node);
+    c.host_interfaces = host_interfaces(case);
+    c
+}
+
 fn load(path: &Path) -> Vec<Resource> {
     let r = load_file(path);
     let errors: Vec<String> = r.errors().map(|d| d.one_line()).collect();
@@ -62,7 +88,7 @@ fn golden_rulesets_match_byte_for_byte() {
     for case in &cases {
         let node = node_of(case);
         let resources = load(case);
-        let text = compile(&Cluster::build(&resources, &node), &node).render();
+        let text = compile(&cluster(case, &resources, &node), &node).render();
         let expected_path = case.with_extension("nft");
         if update {
             std::fs::write(&expected_path, &text).unwrap();
@@ -95,12 +121,12 @@ fn output_does_not_depend_on_input_order() {
     for case in cases() {
         let node = node_of(&case);
         let resources = load(&case);
-        let want = compile(&Cluster::build(&resources, &node), &node).render();
+        let want = compile(&cluster(&case, &resources, &node), &node).render();
         let mut reversed = resources.clone();
         reversed.reverse();
         assert_eq!(
             want,
-            compile(&Cluster::build(&reversed, &node), &node).render(),
+            compile(&cluster(&case, &reversed, &node), &node).render(),
             "{}",
             case.display()
         );
@@ -117,7 +143,7 @@ fn output_does_not_depend_on_input_order() {
         }
         assert_eq!(
             want,
-            compile(&Cluster::build(&shuffled, &node), &node).render(),
+            compile(&cluster(&case, &shuffled, &node), &node).render(),
             "{}",
             case.display()
         );

@@ -40,6 +40,10 @@ enum Command {
         /// The node to compile for (matches Pod spec.nodeName, endpoint `node`).
         #[arg(long, env = "NODENAME")]
         node: String,
+        /// The node's interface NAME with its addresses (repeatable): host
+        /// endpoints with only expectedIPs bind to the interfaces holding them.
+        #[arg(long = "host-interface", value_name = "NAME=IP[,IP…]")]
+        host_interfaces: Vec<tortie::calc::HostInterface>,
     },
     /// Compile for one node and apply to the kernel in one transaction.
     Apply {
@@ -54,6 +58,10 @@ enum Command {
         /// Print the transaction instead of sending it.
         #[arg(long)]
         dry_run: bool,
+        /// The node's interface NAME with its addresses (repeatable): host
+        /// endpoints with only expectedIPs bind to the interfaces holding them.
+        #[arg(long = "host-interface", value_name = "NAME=IP[,IP…]")]
+        host_interfaces: Vec<tortie::calc::HostInterface>,
     },
     /// Keep the kernel in step with a datastore until SIGTERM.
     Run {
@@ -144,7 +152,11 @@ fn summary(result: &LoadResult) -> String {
 }
 
 /// Loads, reports problems, and compiles the valid resources for `node`.
-fn load_and_compile(paths: &[PathBuf], node: &str) -> (LoadResult, tortie::compile::ir::Ruleset) {
+fn load_and_compile(
+    paths: &[PathBuf],
+    node: &str,
+    host_interfaces: &[tortie::calc::HostInterface],
+) -> (LoadResult, tortie::compile::ir::Ruleset) {
     let result = load_paths(paths);
     print_diagnostics(&result.diagnostics);
     let resources: Vec<Resource> = result
@@ -152,7 +164,8 @@ fn load_and_compile(paths: &[PathBuf], node: &str) -> (LoadResult, tortie::compi
         .iter()
         .map(|l| l.resource.clone())
         .collect();
-    let cluster = tortie::calc::Cluster::build(&resources, node);
+    let mut cluster = tortie::calc::Cluster::build(&resources, node);
+    cluster.host_interfaces = tortie::calc::HostInterface::map(host_interfaces);
     for n in &cluster.notes {
         eprintln!("note: {}: {}", n.subject, n.message);
     }
@@ -206,8 +219,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         }
-        Command::Compile { paths, node } => {
-            let (result, ruleset) = load_and_compile(&paths, &node);
+        Command::Compile {
+            paths,
+            node,
+            host_interfaces,
+        } => {
+            let (result, ruleset) = load_and_compile(&paths, &node, &host_interfaces);
             print!("{}", ruleset.render());
             Ok(if result.has_errors() {
                 ExitCode::from(1)
@@ -220,8 +237,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             node,
             netns,
             dry_run,
+            host_interfaces,
         } => {
-            let (result, ruleset) = load_and_compile(&paths, &node);
+            let (result, ruleset) = load_and_compile(&paths, &node, &host_interfaces);
             let target = netns.as_deref().map(Target::named).unwrap_or_default();
             let mut dp = Dataplane::new(target);
             if dry_run {

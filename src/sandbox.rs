@@ -540,3 +540,142 @@ pub fn ping(ns: &Netns, to: IpAddr) -> bool {
     cmd.arg(to.to_string());
     cmd.output().map(|o| o.status.success()).unwrap_or(false)
 }
+
+// ----------------------------------------------------------------------
+// Host-endpoint lab
+
+/// An outside host behind one of the node's host-endpoint interfaces.
+pub struct OutsideHost {
+    pub name: String,
+    pub ns: Netns,
+    /// The node's interface towards this host (a HostEndpoint's `interfaceName`).
+    pub iface: String,
+    pub ip: IpAddr,
+    /// The node's address on `iface`.
+    pub node_ip: IpAddr,
+}
+
+/// The NodePort the lab's foreign "kube-proxy" table DNATs to the first pod.
+pub const LAB_NODE_PORT: u16 = 30080;
+/// TCP ports the node's own server listens on.
+pub const LAB_NODE_TCP: [u16; 5] = [22, 179, 8080, 8081, 80];
+/// UDP ports the node's own server listens on (68: the DHCP client failsafe).
+pub const LAB_NODE_UDP: [u16; 1] = [68];
+/// TCP ports served by the pods and by the outside hosts.
+pub const LAB_REMOTE_TCP: [u16; 3] = [80, 81, 179];
+/// UDP ports served by the outside hosts (53: DNS, 67: DHCP server).
+pub const LAB_REMOTE_UDP: [u16; 2] = [53, 67];
+
+/// A node for host-endpoint tests: outside hosts `a` (on `eth0`,
+/// 198.18.10.0/24) and `b` (on `eth1`, 198.18.20.0/24) that reach the node,
+/// its pods and each other only through the node (so traffic between host
+/// endpoints is forwarded), pods `default/web` (198.18.0.2) and
+/// `default/client` (198.18.0.3), servers everywhere (the node's own
+/// namespace included), and a foreign kube-proxy-style table DNATing
+/// NodePort 30080 on the node's addresses to `web:80`.
+pub struct HepLab {
+    // Dropped first: the servers' threads live in the namespaces below.
+    servers: Vec<Servers>,
+    pub hosts: Vec<OutsideHost>,
+    pub node: Node,
+}
+
+impl HepLab {
+    pub fn new(tag: &str) -> HepLab {
+        let mut node = Node::new(tag);
+        node.add_pod("default", "web", "198.18.0.2", None);
+        node.add_pod("default", "client", "198.18.0.3", None);
+        let hosts = vec![
+            add_outside_host(&node, "a", "eth0", 10),
+            add_outside_host(&node, "b", "eth1", 20),
+        ];
+        let mut lab = HepLab {
+            servers: Vec::new(),
+            hosts,
+            node,
+        };
+        lab.start_servers();
+        lab.install_node_port();
+        lab
+    }
+
+    fn start_servers(&mut self) {
+        let tcp = |ports: &[u16]| ports.iter().map(|&p| (Proto::Tcp, p)).collect::<Vec<_>>();
+        let mut node_ports = tcp(&LAB_NODE_TCP);
+        node_ports.extend(LAB_NODE_UDP.iter().map(|&p| (Proto::Udp, p)));
+        let mut remote = tcp(&LAB_REMOTE_TCP);
+        remote.extend(LAB_REMOTE_UDP.iter().map(|&p| (Proto::Udp, p)));
+        self.servers
+            .push(Servers::start(&self.node.ns, "node", &node_ports));
+        for p in &self.node.pods {
+            self.servers
+                .push(Servers::start(&p.ns, &p.name, &tcp(&LAB_REMOTE_TCP)));
+        }
+        for h in &self.hosts {
+            self.servers.push(Servers::start(&h.ns, &h.name, &remote));
+        }
+    }
+
+    /// A NodePort as kube-proxy's nftables mode programs it, in its own table.
+    fn install_node_port(&self) {
+        let addrs: Vec<String> = self.hosts.iter().map(|h| h.node_ip.to_string()).collect();
+        let web = self.node.pod("default", "web").ip4;
+        let text = format!(
+            "table ip tortie-lab-kube-proxy {{\n chain nat-prerouting {{\n  type nat hook prerouting priority dstnat; policy accept;\n  ip daddr {{ {} }} tcp dport {LAB_NODE_PORT} dnat to {web}:80\n }}\n}}\n",
+            addrs.join(", ")
+        );
+        crate::nft::exec::run_transaction(&self.node.ns.target(), &text)
+            .unwrap_or_else(|e| panic!("foreign NodePort table: {e}"));
+    }
+
+    pub fn host(&self, name: &str) -> &OutsideHost {
+        self.hosts
+            .iter()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no outside host {name}"))
+    }
+
+    pub fn pod_ip(&self, name: &str) -> IpAddr {
+        self.node.pod("default", name).ip4
+    }
+
+    /// The Namespace and Pods (labelled `app=<name>`), as YAML.
+    pub fn cluster_yaml(&self) -> String {
+        let labels = self
+            .node
+            .pods
+            .iter()
+            .map(|p| {
+                (
+                    (p.namespace.clone(), p.name.clone()),
+                    vec![("app".to_string(), p.name.clone())],
+                )
+            })
+            .collect();
+        self.node.cluster_yaml(&labels, &BTreeMap::new())
+    }
+}
+
+/// Adds an outside host on a new node interface `iface`, in 198.18.`net`.0/24
+/// (node .1, host .2); the host's default route is the node.
+fn add_outside_host(node: &Node, name: &str, iface: &str, net: u8) -> OutsideHost {
+    let ns = Netns::new(&format!("h{name}"));
+    let node_ip = format!("198.18.{net}.1");
+    let ip = format!("198.18.{net}.2");
+    node.ns.ip(&[
+        "link", "add", iface, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+    ]);
+    node.ns
+        .ip(&["addr", "add", &format!("{node_ip}/24"), "dev", iface]);
+    node.ns.ip(&["link", "set", iface, "up"]);
+    ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+    ns.ip(&["link", "set", "eth0", "up"]);
+    ns.ip(&["route", "add", "default", "via", &node_ip]);
+    OutsideHost {
+        name: name.into(),
+        ns,
+        iface: iface.into(),
+        ip: ip.parse().unwrap(),
+        node_ip: node_ip.parse().unwrap(),
+    }
+}

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod hep;
 pub mod kernel;
 
 pub use tortie::sandbox::*;

@@ -172,6 +172,51 @@ pub struct Note {
     pub message: String,
 }
 
+/// One of the node's interfaces with its addresses, as given on the command
+/// line: `NAME=IP[,IP…]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostInterface {
+    pub name: String,
+    pub addrs: Vec<IpAddr>,
+}
+
+impl HostInterface {
+    /// The interface map the compiler uses (a name given twice merges).
+    pub fn map(list: &[HostInterface]) -> BTreeMap<String, Vec<IpAddr>> {
+        let mut out: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+        for i in list {
+            out.entry(i.name.clone()).or_default().extend(&i.addrs);
+        }
+        out
+    }
+}
+
+impl std::str::FromStr for HostInterface {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, ips) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}`: expected NAME=IP[,IP…], e.g. eth0=198.18.0.1"))?;
+        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+            return Err(format!(
+                "`{name}` is not an interface name (1-15 characters, no `/`)"
+            ));
+        }
+        let addrs = ips
+            .split(',')
+            .map(|ip| {
+                ip.trim()
+                    .parse::<IpAddr>()
+                    .map_err(|_| format!("`{ip}` is not an IP address (in `{s}`)"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(HostInterface {
+            name: name.to_string(),
+            addrs,
+        })
+    }
+}
+
 /// Everything the compiler needs, for the whole cluster.
 #[derive(Debug, Clone, Default)]
 pub struct Cluster {
@@ -182,6 +227,11 @@ pub struct Cluster {
     pub tiers: BTreeMap<String, Tier>,
     pub profiles: BTreeMap<String, ProfileSpec>,
     pub settings: Settings,
+    /// The node's interfaces and their addresses, when known (`tortie run`
+    /// reads them by netlink; `compile`/`apply` take `--host-interface`):
+    /// host endpoints with only `expectedIPs` bind to the interfaces that
+    /// hold those addresses.
+    pub host_interfaces: BTreeMap<String, Vec<IpAddr>>,
     pub notes: Vec<Note>,
     pub index: LabelIndex,
     /// Policies by a `key == value` their selector requires; the rest are
@@ -587,7 +637,7 @@ impl Cluster {
         if o.spec.interface_name.is_none() {
             self.note(
                 format!("host endpoint {name}"),
-                "has no interfaceName: its expectedIPs are used in selectors, but no interface is policed",
+                "has no interfaceName: it polices the node's interfaces that hold one of its expectedIPs (tortie run reads them from the node; for compile and apply, pass --host-interface NAME=IP)",
             );
         }
         self.endpoints.push(Endpoint {

@@ -11,6 +11,7 @@
 //!   does not depend on the number of remote endpoints.
 
 pub mod incremental;
+pub mod interval;
 pub mod ir;
 mod rules;
 
@@ -22,7 +23,7 @@ use crate::calc::{
 use crate::model::types::TierAction;
 use ir::{Chain, Hook, Rank, Rule, Ruleset, VerdictMap};
 
-pub use rules::{address_elements, limit_name};
+pub use rules::{address_elements, entity_selectors, limit_name};
 
 /// Mark bit: a policy or profile allowed the packet.
 pub const MARK_ACCEPT: u32 = 0x1_0000;
@@ -197,8 +198,9 @@ impl<'a> Compiler<'a> {
         let hosts: Vec<&'a Endpoint> = locals
             .iter()
             .copied()
-            .filter(|e| matches!(e.id, EndpointId::Host { .. }) && e.iface.is_some())
+            .filter(|e| matches!(e.id, EndpointId::Host { .. }))
             .collect();
+        let hosts = host_bindings(&hosts, &self.cluster.host_interfaces);
 
         self.workload_chains(&workloads);
         let heps = self.host_endpoint_chains(&hosts);
@@ -300,14 +302,14 @@ impl<'a> Compiler<'a> {
 
     /// Builds every host-endpoint chain and map; returns which dispatch
     /// chains exist (so base chains only jump to those).
-    fn host_endpoint_chains(&mut self, hosts: &[&'a Endpoint]) -> HepDispatch {
+    fn host_endpoint_chains(&mut self, hosts: &[(String, &'a Endpoint)]) -> HepDispatch {
         let mut d = HepDispatch::default();
         // (layer, direction, forward) → iface → chain
         let mut maps: BTreeMap<(Layer, Direction, bool), BTreeMap<String, String>> =
             BTreeMap::new();
         let mut wildcard: BTreeMap<(Layer, Direction, bool), String> = BTreeMap::new();
-        for ep in hosts {
-            let iface = ep.iface.clone().expect("host interface");
+        for (iface, ep) in hosts {
+            let (iface, ep) = (iface.clone(), *ep);
             let tag = if iface == "*" {
                 "all".to_string()
             } else {
@@ -315,7 +317,11 @@ impl<'a> Compiler<'a> {
             };
             let all: Vec<&'a Policy> = self.cluster.policies_for(ep).collect();
             for kind in &HOST_CHAINS {
-                if kind.forward && iface == "*" {
+                if kind.layer == Layer::Raw && iface == "*" {
+                    // As in Felix: untracked policy is not applied to the
+                    // all-interfaces endpoint (there is no default in the
+                    // raw dispatch); untracking there would turn replies to
+                    // workloads into invalid packets.
                     continue;
                 }
                 let policies: Vec<&'a Policy> = all
@@ -387,8 +393,10 @@ impl<'a> Compiler<'a> {
                 ));
             }
             if let Some(chain) = wildcard.get(&key) {
-                // The all-interfaces endpoint catches every other interface
-                // (workload interfaces never reach here); loopback is never policed.
+                // The all-interfaces endpoint catches every other interface:
+                // in the forward and preDNAT dispatch that includes workload
+                // interfaces, as in Felix (the filter INPUT/OUTPUT dispatch
+                // never sees them). Loopback is never policed.
                 rules.push(Rule::new(
                     format!("{key_expr} \"lo\""),
                     "return",
@@ -638,46 +646,24 @@ impl<'a> Compiler<'a> {
             }
         );
         if !self.out.chains.contains_key(&name) {
-            let ports: Vec<FailsafePort> = if dir == Direction::Ingress {
-                self.cluster.settings.failsafe_in.clone()
+            let (own, other) = if dir == Direction::Ingress {
+                (
+                    &self.cluster.settings.failsafe_in,
+                    &self.cluster.settings.failsafe_out,
+                )
             } else {
-                self.cluster.settings.failsafe_out.clone()
+                (
+                    &self.cluster.settings.failsafe_out,
+                    &self.cluster.settings.failsafe_in,
+                )
             };
-            let mut rules = Vec::new();
-            for fp in &ports {
-                let proto = rules::proto_keyword(fp.protocol);
-                let peer = fp.net.map(|n| {
-                    let fam = if n.addr().is_ipv4() { "ip" } else { "ip6" };
-                    let side = if dir == Direction::Ingress {
-                        "saddr"
-                    } else {
-                        "daddr"
-                    };
-                    format!(" {fam} {side} {n}")
-                });
-                let peer = peer.unwrap_or_default();
-                rules.push(Rule::new(
-                    format!("{proto} dport {}{peer}", fp.port),
-                    "accept",
-                    format!("failsafe {proto}:{}", fp.port),
-                ));
-                if layer == Layer::Raw {
-                    // Untracked replies must pass too.
-                    let rpeer = fp.net.map(|n| {
-                        let fam = if n.addr().is_ipv4() { "ip" } else { "ip6" };
-                        let side = if dir == Direction::Ingress {
-                            "daddr"
-                        } else {
-                            "saddr"
-                        };
-                        format!(" {fam} {side} {n}")
-                    });
-                    rules.push(Rule::new(
-                        format!("{proto} sport {}{}", fp.port, rpeer.unwrap_or_default()),
-                        "accept",
-                        format!("failsafe reply {proto}:{}", fp.port),
-                    ));
-                }
+            let mut rules: Vec<Rule> = own.iter().map(|fp| failsafe_rule(fp, dir, false)).collect();
+            if layer == Layer::Raw {
+                // Before conntrack, replies must pass too, or a doNotTrack
+                // policy would untrack (or drop) half of a failsafe
+                // connection: inbound, the replies to the node's OUTBOUND
+                // failsafe connections; outbound, the replies to INBOUND ones.
+                rules.extend(other.iter().map(|fp| failsafe_rule(fp, dir, true)));
             }
             self.add_chain(name.clone(), Rank::Leaf, None, rules);
         }
@@ -738,9 +724,8 @@ impl<'a> Compiler<'a> {
                 "allowed untracked",
             )];
             rules.push(Rule::new("ct state established,related", "accept", ""));
-            for p in &prefixes {
-                rules.push(Rule::new(wl_in(p), "return", ""));
-            }
+            // Every packet is dispatched, workload traffic included: the
+            // all-interfaces endpoint's preDNAT policy applies to it too.
             rules.push(Rule::new("", format!("jump {d}"), ""));
             rules.push(Rule::new(
                 mark_is(MARK_ACCEPT),
@@ -785,7 +770,7 @@ impl<'a> Compiler<'a> {
         for p in &prefixes {
             input.push(Rule::new(
                 wl_in(p),
-                "jump filter-wl-to-host",
+                "goto filter-wl-to-host",
                 "from a workload to the host",
             ));
         }
@@ -872,6 +857,61 @@ fn host_endpoint_entry(dispatch: &str, accepted_note: &str, note: &str) -> [Rule
     ]
 }
 
+/// One failsafe rule for traffic in direction `dir` of a host endpoint:
+/// a connection to the failsafe port (`reply == false`) or a reply from it.
+/// The optional net is the remote side: the source inbound, the destination
+/// outbound.
+fn failsafe_rule(fp: &FailsafePort, dir: Direction, reply: bool) -> Rule {
+    let proto = rules::proto_keyword(fp.protocol);
+    let port = if reply { "sport" } else { "dport" };
+    let peer = fp.net.map(|n| {
+        let fam = if n.addr().is_ipv4() { "ip" } else { "ip6" };
+        let side = if dir == Direction::Ingress {
+            "saddr"
+        } else {
+            "daddr"
+        };
+        format!(" {fam} {side} {n}")
+    });
+    let what = if reply { "failsafe reply" } else { "failsafe" };
+    Rule::new(
+        format!("{proto} {port} {}{}", fp.port, peer.unwrap_or_default()),
+        "accept",
+        format!("{what} {proto}:{}", fp.port),
+    )
+}
+
+/// Which host endpoint polices each interface, as Felix resolves it: for
+/// every interface, the host endpoints that name it, or that name no
+/// interface and expect one of its addresses (`host_interfaces`), compete,
+/// and the alphabetically first wins; the first all-interfaces (`*`)
+/// endpoint becomes the default for every other interface.
+fn host_bindings<'e>(
+    hosts: &[&'e Endpoint],
+    host_interfaces: &BTreeMap<String, Vec<std::net::IpAddr>>,
+) -> Vec<(String, &'e Endpoint)> {
+    let mut bound: BTreeMap<String, &'e Endpoint> = BTreeMap::new();
+    let mut offer = |iface: &str, ep: &'e Endpoint| {
+        let slot = bound.entry(iface.to_string()).or_insert(ep);
+        if ep.id < slot.id {
+            *slot = ep;
+        }
+    };
+    for ep in hosts {
+        match ep.iface.as_deref() {
+            Some(name) => offer(name, ep),
+            None => {
+                for (name, addrs) in host_interfaces {
+                    if addrs.iter().any(|a| ep.addrs.contains(a)) {
+                        offer(name, ep);
+                    }
+                }
+            }
+        }
+    }
+    bound.into_iter().collect()
+}
+
 /// One kind of host-endpoint chain: where it runs, which policies it holds
 /// and how it behaves.
 struct HostChain {
@@ -906,7 +946,7 @@ const FORWARD_STYLE: ChainStyle = ChainStyle {
     tail: Tail::AcceptForward,
 };
 const PRE_DNAT_STYLE: ChainStyle = ChainStyle {
-    conntrack: false,
+    conntrack: true,
     failsafe: true,
     force_pass: true,
     notrack: false,
@@ -949,7 +989,7 @@ const HOST_CHAINS: [HostChain; 7] = [
         forward: true,
         stem: "fhfw",
         select: |p| normal_policy(p) && p.spec.apply_on_forward,
-        always: false,
+        always: true,
         profiles: false,
         style: FORWARD_STYLE,
     },
@@ -959,7 +999,7 @@ const HOST_CHAINS: [HostChain; 7] = [
         forward: true,
         stem: "thfw",
         select: |p| normal_policy(p) && p.spec.apply_on_forward,
-        always: false,
+        always: true,
         profiles: false,
         style: FORWARD_STYLE,
     },
@@ -1006,5 +1046,7 @@ impl HepDispatch {
     }
 }
 
+#[cfg(test)]
+mod peers_tests;
 #[cfg(test)]
 mod tests;

@@ -6,13 +6,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::IpNet;
 use sha2::Digest;
 
+use super::interval;
 use super::ir::{LogEntry, Rule, Set, SetSource, SetType};
 use super::{Direction, MARK_ACCEPT, MARK_PASS, mark_set};
 use crate::calc::{Cluster, namespace_selector, prefix_labels};
-use crate::model::convert::{NAME_LABEL, SERVICE_ACCOUNT_LABEL_PREFIX};
+use crate::model::convert::{SERVICE_ACCOUNT_LABEL, SERVICE_ACCOUNT_LABEL_PREFIX};
 use crate::model::types::{Action, EntityRule, IcmpFields, Port, Protocol, Rule as CalicoRule};
 use crate::model::validate::parse_net;
 use crate::selector::{self, NAMESPACE_LABEL, Selector};
@@ -51,56 +52,63 @@ pub fn proto_keyword(p: Protocol) -> String {
     }
 }
 
-/// The selector a rule side stands for, with Calico's scoping: a namespaced
-/// policy's selectors only see its own namespace unless a namespaceSelector
-/// says otherwise. Returns (positive, negative).
+/// A selector field as Calico reads it: an empty string is the same as no
+/// field at all.
+fn given(field: &Option<String>) -> Option<&str> {
+    field.as_deref().filter(|t| !t.is_empty())
+}
+
+fn parse_or_all(text: &str) -> Selector {
+    selector::parse(text).unwrap_or(Selector::All)
+}
+
+/// The service-account part of a rule side: names and selector (labels
+/// with the `pcsa.` prefix), ANDed; `None` when neither is given.
+fn service_account_selector(e: &EntityRule) -> Option<Selector> {
+    let sa = e.service_accounts.as_ref()?;
+    let by_selector =
+        given(&sa.selector).map(|t| prefix_labels(&parse_or_all(t), SERVICE_ACCOUNT_LABEL_PREFIX));
+    let by_name = (!sa.names.is_empty()).then(|| {
+        let mut names = sa.names.clone();
+        names.sort();
+        names.dedup();
+        Selector::In(SERVICE_ACCOUNT_LABEL.into(), names)
+    });
+    match (by_selector, by_name) {
+        (Some(s), Some(n)) => Some(s.and(n)),
+        (s, n) => s.or(n),
+    }
+}
+
+/// The selectors a rule side stands for, with Calico's scoping
+/// (libcalico-go's rule conversion): the positive selector is the rule's
+/// service-account and endpoint selectors ANDed, and — as soon as any of
+/// selector, notSelector or namespaceSelector is given — ANDed with the
+/// namespaces it may reach: those the namespaceSelector picks
+/// (`all()` = every namespace, `global()` = no namespace, i.e. host
+/// endpoints and global network sets), or else, in a namespaced policy, the
+/// policy's own namespace. The negative selector is the notSelector as
+/// written. Returns (positive, negative); `None` means no constraint.
 pub fn entity_selectors(e: &EntityRule, ns: Option<&str>) -> (Option<Selector>, Option<Selector>) {
-    let scope: Option<Selector> = e
-        .namespace_selector
-        .as_deref()
+    let ns_selector = given(&e.namespace_selector);
+    let not_selector = given(&e.not_selector);
+    let scope: Option<Selector> = ns_selector
         .map(namespace_selector)
         .or_else(|| ns.map(|n| Selector::Equal(NAMESPACE_LABEL.into(), n.into())));
-    let sa = e.service_accounts.as_ref().map(|sa| {
-        let mut s = Selector::All;
-        if !sa.names.is_empty() {
-            let mut names = sa.names.clone();
-            names.sort();
-            names.dedup();
-            s = s.and(Selector::In(
-                format!("{SERVICE_ACCOUNT_LABEL_PREFIX}{NAME_LABEL}"),
-                names,
-            ));
-        }
-        if let Some(text) = &sa.selector {
-            let parsed = selector::parse(text).unwrap_or(Selector::All);
-            s = s.and(prefix_labels(&parsed, SERVICE_ACCOUNT_LABEL_PREFIX));
-        }
-        s
-    });
-    let positive = if e.selector.is_some() || e.namespace_selector.is_some() || sa.is_some() {
-        let mut s = e
-            .selector
-            .as_deref()
-            .and_then(|t| selector::parse(t).ok())
-            .unwrap_or(Selector::All);
-        if let Some(sc) = &scope {
-            s = s.and(sc.clone());
-        }
-        if let Some(sa) = sa {
-            s = s.and(sa);
-        }
-        Some(s)
-    } else {
-        None
+    let own = match (
+        service_account_selector(e),
+        given(&e.selector).map(parse_or_all),
+    ) {
+        (Some(sa), Some(sel)) => Some(sa.and(sel)),
+        (sa, sel) => sa.or(sel),
     };
-    let negative = e.not_selector.as_deref().map(|t| {
-        let s = selector::parse(t).unwrap_or(Selector::All);
-        match &scope {
-            Some(sc) => s.and(sc.clone()),
-            None => s,
-        }
-    });
-    (positive, negative)
+    let scoped = own.is_some() || not_selector.is_some() || ns_selector.is_some();
+    let positive = match (scope, own) {
+        (Some(scope), Some(own)) if scoped => Some(scope.and(own)),
+        (Some(scope), None) if scoped => Some(scope),
+        (_, own) => own,
+    };
+    (positive, not_selector.map(parse_or_all))
 }
 
 /// Renders rules and collects the named sets they use.
@@ -142,46 +150,11 @@ impl Fam {
 
 /// The elements of an address set of one family (v6 or v4) holding `nets`.
 pub fn address_elements(nets: impl IntoIterator<Item = IpNet>, v6: bool) -> BTreeSet<String> {
-    normalise_nets(nets, if v6 { Fam::V6 } else { Fam::V4 })
+    interval::net_elements(nets, v6)
 }
 
-/// Merges CIDRs (dropping ones covered by others) and splits a /0, which an
-/// interval set cannot hold, into two halves.
 fn normalise_nets(nets: impl IntoIterator<Item = IpNet>, fam: Fam) -> BTreeSet<String> {
-    let mut v4 = Vec::new();
-    let mut v6 = Vec::new();
-    for n in nets {
-        match n {
-            IpNet::V4(n) => v4.push(n),
-            IpNet::V6(n) => v6.push(n),
-        }
-    }
-    let mut out = BTreeSet::new();
-    if fam != Fam::V6 {
-        for n in Ipv4Net::aggregate(&v4) {
-            if n.prefix_len() == 0 {
-                out.insert("0.0.0.0/1".to_string());
-                out.insert("128.0.0.0/1".to_string());
-            } else if n.prefix_len() == 32 {
-                out.insert(n.addr().to_string());
-            } else {
-                out.insert(n.to_string());
-            }
-        }
-    }
-    if fam != Fam::V4 {
-        for n in Ipv6Net::aggregate(&v6) {
-            if n.prefix_len() == 0 {
-                out.insert("::/1".to_string());
-                out.insert("8000::/1".to_string());
-            } else if n.prefix_len() == 128 {
-                out.insert(n.addr().to_string());
-            } else {
-                out.insert(n.to_string());
-            }
-        }
-    }
-    out
+    interval::net_elements(nets, fam == Fam::V6)
 }
 
 /// Alternatives: a rule matches if any alternative's fragments all match.
@@ -309,18 +282,10 @@ impl<'a> RuleRenderer<'a> {
         self.add_set(name, ty, comment, || elements)
     }
 
-    fn ports_set(&mut self, ports: &[(u16, u16)]) -> String {
-        let elements: BTreeSet<String> = ports
-            .iter()
-            .map(|(a, b)| {
-                if a == b {
-                    a.to_string()
-                } else {
-                    format!("{a}-{b}")
-                }
-            })
-            .collect();
-        let text: Vec<String> = elements.iter().cloned().collect();
+    /// A named set of merged (non-overlapping) port ranges.
+    fn ports_set(&mut self, merged: &[(u16, u16)]) -> String {
+        let text: Vec<String> = merged.iter().copied().map(interval::port_text).collect();
+        let elements: BTreeSet<String> = text.iter().cloned().collect();
         let name = format!("p-{}", short_hash(&text.join(",")));
         self.add_set(name, SetType::Port, text.join(" "), || elements)
     }
@@ -606,15 +571,11 @@ fn port_match(
     op: &str,
     ports: &[(u16, u16)],
 ) -> String {
-    if let [(a, b)] = ports {
-        let v = if a == b {
-            a.to_string()
-        } else {
-            format!("{a}-{b}")
-        };
-        format!("{kw} {port_kw} {op}{v}")
+    let merged = interval::merge_ports(ports.iter().copied());
+    if let [one] = merged[..] {
+        format!("{kw} {port_kw} {op}{}", interval::port_text(one))
     } else {
-        let set = r.ports_set(ports);
+        let set = r.ports_set(&merged);
         format!("{kw} {port_kw} {op}@{set}")
     }
 }

@@ -165,3 +165,50 @@ spec: {node: n1, interfaceName: eth0}
         "a /0 is split in two"
     );
 }
+
+/// Felix's binding: per interface, endpoints naming it and endpoints with
+/// no name expecting one of its addresses compete; the first by name wins.
+#[test]
+fn host_endpoints_bind_to_interfaces_as_felix_resolves_them() {
+    let y = "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: b-named, labels: {who: b-named}}\nspec: {node: n1, interfaceName: eth1, expectedIPs: [198.18.20.2]}\n---\n\
+             apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: a-by-ip, labels: {who: a-by-ip}}\nspec: {node: n1, expectedIPs: [198.18.20.1]}\n---\n\
+             apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: c-by-ip, labels: {who: c-by-ip}}\nspec: {node: n1, expectedIPs: [198.18.20.2, 198.18.20.3]}\n---\n\
+             apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: p}\nspec: {selector: has(who), ingress: [{action: Allow}]}\n";
+    let r = load_str(y, Path::new("t.yaml"));
+    let resources: Vec<Resource> = r.resources.into_iter().map(|l| l.resource).collect();
+    let mut c = Cluster::build(&resources, "n1");
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    c.host_interfaces
+        .insert("eth1".into(), vec![ip("198.18.20.1")]);
+    c.host_interfaces
+        .insert("eth2".into(), vec![ip("198.18.20.2")]);
+    c.host_interfaces
+        .insert("eth3".into(), vec![ip("198.18.20.9")]);
+    let rs = compile(&c, "n1");
+    // The endpoint named in the chain's final "no profile" drop.
+    let owner = |iface: &str| {
+        let ch = rs.chains.get(&format!("filter-fh-{iface}"))?;
+        let last = ch.rules.last()?;
+        last.note.contains("no profile").then(|| last.note.clone())
+    };
+    // eth1: named by b-named, but a-by-ip expects its address and sorts first.
+    assert!(
+        owner("eth1").unwrap().contains("a-by-ip"),
+        "{:?}",
+        owner("eth1")
+    );
+    // eth2: c-by-ip expects its address; b-named names eth1, so it never
+    // binds by address even though it expects 198.18.20.2.
+    assert!(
+        owner("eth2").unwrap().contains("c-by-ip"),
+        "{:?}",
+        owner("eth2")
+    );
+    // eth3: nobody.
+    assert_eq!(owner("eth3"), None);
+    // Without interface information only the named endpoint binds.
+    c.host_interfaces.clear();
+    let rs = compile(&c, "n1");
+    assert!(rs.chains.contains_key("filter-fh-eth1"));
+    assert!(!rs.chains.contains_key("filter-fh-eth2"));
+}

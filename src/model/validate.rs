@@ -326,9 +326,14 @@ fn check_selector(
     global_ok: GlobalUse,
 ) -> Option<Selector> {
     if text.len() > MAX_SELECTOR_LEN {
-        c.error(
+        c.error_hint(
             path,
-            format!("selector is longer than {MAX_SELECTOR_LEN} characters"),
+            format!(
+                "selector is longer than {MAX_SELECTOR_LEN} characters ({})",
+                text.len()
+            ),
+            "Calico has the same limit (its CRD caps selectors at 1024 characters): \
+             label the endpoints and select by that label, or split the policy",
         );
         return None;
     }
@@ -465,12 +470,14 @@ fn check_policy(c: &mut Checker, spec: &PolicySpec, path: &FieldPath, global: bo
         (Dir::Egress, &spec.egress, "egress"),
     ] {
         if rules.len() > 1024 {
-            c.error(
+            c.error_hint(
                 &path.key(key),
                 format!(
                     "at most 1024 {key} rules are allowed, found {}",
                     rules.len()
                 ),
+                "Calico has the same limit (its CRD allows 1024 rules per direction): \
+                 split the rules over several policies with consecutive orders",
             );
         }
         check_rules(c, rules, &path.key(key), dir, global);

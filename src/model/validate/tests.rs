@@ -1056,3 +1056,25 @@ fn egress_rules_without_the_egress_type_warn() {
             .any(|d| d.message.contains("egress rules are ignored"))
     );
 }
+
+#[test]
+fn the_1024_limits_say_they_are_calicos() {
+    let long = format!(
+        "spec: {{selector: \"{}\"}}",
+        "a == 'b' || ".repeat(100) + "has(c)"
+    );
+    let many = format!(
+        "spec: {{selector: all(), ingress: [{}]}}",
+        vec!["{action: Allow}"; 1025].join(", ")
+    );
+    for (body, what) in [(long, "selector"), (many, "rules")] {
+        let r = load_str(&doc("GlobalNetworkPolicy", &body), Path::new("l.yaml"));
+        let d = r
+            .diagnostics
+            .iter()
+            .find(|d| d.is_error())
+            .unwrap_or_else(|| panic!("{what}: no error"));
+        let hint = d.hint.as_deref().unwrap_or_default();
+        assert!(hint.contains("Calico has the same limit"), "{what}: {hint}");
+    }
+}
