@@ -24,6 +24,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once at start-up: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Check resource files; print every problem and exit 1 if any is an error.
     Validate {
@@ -106,6 +108,17 @@ enum Command {
         /// Also append each logged packet as a JSON line to this file.
         #[arg(long, env = "TORTIE_LOG_JSON")]
         log_json: Option<PathBuf>,
+        /// Deadline of one nft transaction (e.g. 30s); on expiry nft is
+        /// killed and the attempt counts as a failure.
+        #[arg(long, env = "TORTIE_NFT_TIMEOUT", default_value = "30s", value_parser = nft_deadline)]
+        nft_timeout: std::time::Duration,
+        /// Deadline of one listing of the table (the JSON read-back of a
+        /// very large table takes minutes today).
+        #[arg(long, env = "TORTIE_NFT_LIST_TIMEOUT", default_value = "300s", value_parser = nft_deadline)]
+        nft_list_timeout: std::time::Duration,
+        /// Directory of the one-agent-per-namespace lock files.
+        #[arg(long, env = "TORTIE_LOCK_DIR", default_value = tortie::nft::lock::LOCK_DIR)]
+        lock_dir: PathBuf,
     },
     /// Run the NetworkPolicy tutorial in a sandbox of network namespaces and
     /// show, with real packets, what each step allows.
@@ -224,6 +237,35 @@ fn load_and_compile(
     (result, tortie::compile::compile(&cluster, node))
 }
 
+/// The shortest nft deadline accepted: below it even a tiny table misses it.
+const MIN_NFT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A duration flag, at least `min`.
+fn duration_flag(flag: &str, text: &str, min: std::time::Duration) -> Result<std::time::Duration> {
+    let d = tortie::model::parse_duration(text)
+        .ok_or_else(|| anyhow::anyhow!("{flag} `{text}` is not a duration (e.g. 90s, 5m)"))?;
+    if d < min {
+        anyhow::bail!(
+            "{flag} `{text}` is below the minimum of {}; use at least that",
+            format_min(min)
+        );
+    }
+    Ok(d)
+}
+
+/// Parses an nft deadline flag (at least `MIN_NFT_TIMEOUT`).
+fn nft_deadline(text: &str) -> std::result::Result<std::time::Duration, String> {
+    duration_flag("the deadline", text, MIN_NFT_TIMEOUT).map_err(|e| e.to_string())
+}
+
+fn format_min(d: std::time::Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate { paths } => {
@@ -325,12 +367,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             nflog_group,
             syslog,
             log_json,
+            nft_timeout,
+            nft_list_timeout,
+            lock_dir,
         } => {
             let refresh = match refresh_interval.as_deref() {
                 None => None,
-                Some(text) => Some(tortie::model::parse_duration(text).ok_or_else(|| {
-                    anyhow::anyhow!("--refresh-interval `{text}` is not a duration (e.g. 90s, 5m)")
-                })?),
+                Some(text) => Some(duration_flag(
+                    "--refresh-interval",
+                    text,
+                    tortie::daemon::MIN_REFRESH,
+                )?),
+            };
+            let nft_limits = tortie::nft::Limits {
+                transaction: nft_timeout,
+                list: nft_list_timeout,
+                stop: None,
             };
             let metrics_addr = match metrics_addr.as_str() {
                 "none" => None,
@@ -358,6 +410,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
                 syslog,
                 log_json,
+                nft_limits,
+                lock_dir,
             };
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

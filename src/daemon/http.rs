@@ -1,4 +1,5 @@
-//! A minimal HTTP/1.1 endpoint for `/metrics`, `/livez` and `/readyz`.
+//! A minimal HTTP/1.1 endpoint for `/metrics`, `/livez` and `/readyz`
+//! (200, or 503 with the reason in the body).
 //! One request per connection, bounded reads, no keep-alive: enough for
 //! Prometheus scrapes and kubelet probes, with no extra dependencies.
 
@@ -6,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::metrics::Metrics;
 
@@ -57,13 +58,8 @@ fn handle(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
             "text/plain; version=0.0.4; charset=utf-8",
             metrics.render(),
         ),
-        "/livez" => ("200 OK", "text/plain", "ok\n".to_string()),
-        "/readyz" if metrics.in_sync() => ("200 OK", "text/plain", "ready\n".to_string()),
-        "/readyz" => (
-            "503 Service Unavailable",
-            "text/plain",
-            "waiting for the first ruleset to be in the kernel\n".to_string(),
-        ),
+        "/livez" => probe(metrics.liveness_at(Instant::now()), "ok"),
+        "/readyz" => probe(metrics.readiness_at(Instant::now()), "ready"),
         _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
     };
     write!(
@@ -71,4 +67,11 @@ fn handle(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
+}
+
+fn probe(state: Result<(), String>, ok: &str) -> (&'static str, &'static str, String) {
+    match state {
+        Ok(()) => ("200 OK", "text/plain", format!("{ok}\n")),
+        Err(why) => ("503 Service Unavailable", "text/plain", format!("{why}\n")),
+    }
 }

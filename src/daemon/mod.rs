@@ -4,6 +4,13 @@
 //! kernel on every refresh interval to repair drift, serves metrics and
 //! health, and on SIGTERM leaves the rules in force. A restart adopts the
 //! table already in the kernel: the first apply is a delta against it.
+//!
+//! Kernel faults: every nft call has a deadline and is abandoned at once on
+//! SIGTERM/SIGINT (nft commits atomically, so an abandoned transaction
+//! leaves the previous ruleset in force); failed applies are retried with
+//! jittered exponential backoff and climb the rebuild / re-create ladder;
+//! readiness drops after repeated failures, liveness follows the loop's
+//! heartbeat. One agent per network namespace (a lock under /run/tortie).
 
 pub mod http;
 pub mod metrics;
@@ -23,7 +30,8 @@ use crate::compile::ir::Ruleset;
 use crate::datastore::dir::{self, DirSource};
 use crate::datastore::kubernetes::{self, CalicoApi, SourceEvent};
 use crate::model::Resource;
-use crate::nft::{Dataplane, NftError, Target};
+use crate::nft::lock::LockError;
+use crate::nft::{Backoff, Dataplane, Limits, NftError, Step, Target};
 use metrics::{Metrics, PolicyLabels, Snapshot};
 
 /// Where resources come from.
@@ -67,7 +75,15 @@ pub struct Options {
     /// With the NFLOG backend: syslog destination and optional JSON file.
     pub syslog: crate::logging::Sink,
     pub log_json: Option<PathBuf>,
+    /// Deadlines of nft calls (the stop flag is filled in by `run`).
+    pub nft_limits: Limits,
+    /// Where the one-agent-per-namespace lock files live.
+    pub lock_dir: PathBuf,
 }
+
+/// The shortest refresh interval accepted (flag or FelixConfiguration): a
+/// refresh reads the whole table back from the kernel.
+pub const MIN_REFRESH: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -85,6 +101,8 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Lock(#[from] LockError),
 }
 
 impl DaemonError {
@@ -94,6 +112,7 @@ impl DaemonError {
             DaemonError::Datastore { .. } => "datastore",
             DaemonError::Watch { .. } => "watch",
             DaemonError::Metrics { .. } => "metrics",
+            DaemonError::Lock(_) => "lock",
         }
     }
 }
@@ -227,9 +246,10 @@ fn report_files(reports: &[dir::FileReport], metrics: &Metrics) {
 /// Reads rule counters and sums them per policy and action.
 fn policy_hits(
     target: &Target,
+    limits: &Limits,
     tiers: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<PolicyLabels, (u64, u64)>, NftError> {
-    let json = crate::nft::exec::list_table_json(target)?.unwrap_or_default();
+    let json = crate::nft::exec::list_table_json_with(target, limits)?.unwrap_or_default();
     let counters = crate::nft::state::rule_counters(&json).map_err(NftError::Parse)?;
     let mut out: BTreeMap<PolicyLabels, (u64, u64)> = BTreeMap::new();
     for (note, packets, bytes) in counters {
@@ -264,7 +284,19 @@ fn policy_hits(
 
 /// Runs until `stop` is set. Returns only on a setup error or on stop.
 pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
+    // First of all: a second agent on the same namespace stops here.
+    let lock = crate::nft::lock::acquire(&opts.target, &opts.lock_dir)?;
+    log(
+        "info",
+        "holding the agent lock for this network namespace",
+        &[("lock", lock.path.display().to_string())],
+    );
+    let limits = Limits {
+        stop: Some(stop.clone()),
+        ..opts.nft_limits.clone()
+    };
     let metrics = Arc::new(Metrics::default());
+    metrics.set_liveness_bound(liveness_bound(&limits));
     if let Some(addr) = opts.metrics_addr {
         let bound = http::serve(addr, metrics.clone(), stop.clone())
             .map_err(|source| DaemonError::Metrics { addr, source })?;
@@ -412,84 +444,65 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
     };
 
     let mut dp = Dataplane::new(opts.target.clone());
+    dp.set_limits(limits.clone());
     let mut desired = compute(resources, opts, &metrics, &log_ctx);
     let mut pending_apply = true;
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::default();
     let mut next_attempt = Instant::now();
-    let refresh_every = |d: &Desired| opts.refresh.unwrap_or(d.refresh);
+    let mut last_failure = Instant::now();
+    let refresh_every = |d: &Desired| opts.refresh.unwrap_or(d.refresh).max(MIN_REFRESH);
     let mut next_refresh = Instant::now() + refresh_every(&desired);
     let mut next_counters = Instant::now();
 
     while !stop.load(Ordering::Relaxed) {
+        metrics.heartbeat();
         let now = Instant::now();
         if pending_apply && now >= next_attempt {
-            match dp.apply(desired.ruleset()) {
-                Ok(r) => {
+            match apply_once(&mut dp, desired.ruleset(), &metrics, false) {
+                Ok(()) => {
                     pending_apply = false;
-                    backoff = Duration::from_millis(100);
-                    metrics.apply_succeeded(r.duration.as_secs_f64(), r.sent, unix_now());
-                    if r.sent {
-                        log(
-                            "info",
-                            "ruleset applied",
-                            &[
-                                ("chains_written", r.stats.chains_written.to_string()),
-                                ("chains_deleted", r.stats.chains_deleted.to_string()),
-                                ("elements_added", r.stats.elements_added.to_string()),
-                                ("elements_deleted", r.stats.elements_deleted.to_string()),
-                                ("full_rebuild", r.stats.full_rebuild.to_string()),
-                                ("ms", format!("{:.1}", r.duration.as_secs_f64() * 1000.0)),
-                            ],
-                        );
-                    }
+                    backoff.reset();
                 }
                 Err(e) => {
-                    metrics.apply_failed();
-                    log(
-                        "error",
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let delay = backoff.next_delay();
+                    log_failure(
                         "apply failed; the previous ruleset stays in force",
-                        &[
-                            ("error", e.to_string()),
-                            ("kind", e.label().to_string()),
-                            ("retry_in_ms", backoff.as_millis().to_string()),
-                        ],
+                        &e,
+                        &dp,
+                        delay,
                     );
-                    next_attempt = now + backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    last_failure = Instant::now();
+                    next_attempt = last_failure + delay;
                 }
             }
         }
         if !pending_apply && now >= next_refresh {
             next_refresh = now + refresh_every(&desired);
-            match dp.refresh(desired.ruleset()) {
-                Ok(r) => {
-                    metrics.refreshed(r.sent);
-                    if r.sent {
-                        log(
-                            "warn",
-                            "drift found in table inet tortie and repaired",
-                            &[
-                                ("chains_written", r.stats.chains_written.to_string()),
-                                ("elements_added", r.stats.elements_added.to_string()),
-                            ],
-                        );
-                    }
+            dp.invalidate();
+            if let Err(e) = apply_once(&mut dp, desired.ruleset(), &metrics, true) {
+                if stop.load(Ordering::Relaxed) {
+                    break;
                 }
-                Err(e) => {
-                    metrics.apply_failed();
-                    pending_apply = true;
-                    log("error", "refresh failed", &[("error", e.to_string())]);
-                }
+                pending_apply = true;
+                let delay = backoff.next_delay();
+                log_failure("refresh failed", &e, &dp, delay);
+                last_failure = Instant::now();
+                next_attempt = last_failure + delay;
             }
         }
-        if now >= next_counters {
+        // Counters are read only while the kernel answers: a failing nft is
+        // not called more often than the backoff allows.
+        if !pending_apply && now >= next_counters {
             next_counters = now + Duration::from_secs(10).min(refresh_every(&desired));
-            match policy_hits(&opts.target, &desired.policy_tiers) {
+            match policy_hits(&opts.target, &limits, &desired.policy_tiers) {
                 Ok(h) => metrics.set_policy_hits(h),
                 Err(e) => log(
                     "warn",
                     "cannot read rule counters",
-                    &[("error", e.to_string())],
+                    &[("error", e.to_string()), ("cause", e.label().to_string())],
                 ),
             }
         }
@@ -581,8 +594,123 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
             ],
         );
         pending_apply = true;
-        next_attempt = Instant::now();
+        next_attempt = after_change(next_attempt, last_failure, dp.consecutive_failures());
     }
     log("info", "stopping; the ruleset stays in force", &[]);
+    drop(lock);
     Ok(())
+}
+
+/// While applies fail, a new change may pull the next retry forward, but
+/// never closer than this to the last failure: a flapping input cannot
+/// turn the backoff into a tight loop, and a fix still lands quickly.
+pub const RETRY_ON_CHANGE_AFTER: Duration = Duration::from_secs(1);
+
+/// When to attempt the apply a new change calls for.
+fn after_change(scheduled: Instant, last_failure: Instant, failures: u32) -> Instant {
+    if failures == 0 {
+        return Instant::now();
+    }
+    scheduled.min((last_failure + RETRY_ON_CHANGE_AFTER).max(Instant::now()))
+}
+
+/// How stale the loop's heartbeat may get before /livez fails: one apply
+/// may list the table and send up to three transactions, each bounded by
+/// its deadline; a minute more covers a large recompute.
+pub fn liveness_bound(limits: &Limits) -> Duration {
+    limits.list + limits.transaction * 3 + Duration::from_secs(60)
+}
+
+/// One apply (or, with `refresh`, a drift check) with its metrics and
+/// logs. Ladder steps above the plain delta are logged before they run.
+fn apply_once(
+    dp: &mut Dataplane,
+    ruleset: &Ruleset,
+    metrics: &Metrics,
+    refresh: bool,
+) -> Result<(), NftError> {
+    let step = dp.step();
+    if step != Step::Delta {
+        log(
+            "warn",
+            &format!("ladder: trying a {} of table inet tortie", step.label()),
+            &[(
+                "consecutive_failures",
+                dp.consecutive_failures().to_string(),
+            )],
+        );
+        metrics.ladder_step(step.metric_label());
+    }
+    metrics.apply_started(dp.next_call_deadline());
+    let result = dp.apply(ruleset);
+    match &result {
+        Ok(r) => {
+            if refresh && !r.sent {
+                metrics.in_step();
+            } else {
+                metrics.apply_succeeded(r.duration.as_secs_f64(), r.sent, unix_now());
+            }
+            if refresh {
+                metrics.refreshed(r.sent);
+            }
+            if r.sent {
+                let msg = if refresh {
+                    "drift found in table inet tortie and repaired"
+                } else {
+                    "ruleset applied"
+                };
+                log(
+                    if refresh { "warn" } else { "info" },
+                    msg,
+                    &[
+                        ("chains_written", r.stats.chains_written.to_string()),
+                        ("chains_deleted", r.stats.chains_deleted.to_string()),
+                        ("elements_added", r.stats.elements_added.to_string()),
+                        ("elements_deleted", r.stats.elements_deleted.to_string()),
+                        ("step", r.step.label().to_string()),
+                        ("ms", format!("{:.1}", r.duration.as_secs_f64() * 1000.0)),
+                    ],
+                );
+            }
+        }
+        Err(NftError::Interrupted { .. }) => metrics.apply_abandoned(),
+        Err(e) => metrics.apply_failed(e.label(), dp.consecutive_failures()),
+    }
+    result.map(|_| ())
+}
+
+fn log_failure(msg: &str, e: &NftError, dp: &Dataplane, delay: Duration) {
+    log(
+        "error",
+        msg,
+        &[
+            ("error", e.to_string()),
+            ("cause", e.label().to_string()),
+            (
+                "consecutive_failures",
+                dp.consecutive_failures().to_string(),
+            ),
+            ("next_step", dp.step().label().to_string()),
+            ("retry_in_ms", delay.as_millis().to_string()),
+        ],
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_during_failures_never_retries_sooner_than_a_second_after_one() {
+        let now = Instant::now();
+        let far = now + Duration::from_secs(20);
+        // No failures: at once.
+        assert!(after_change(far, now, 0) <= Instant::now());
+        // Failing, the last failure just now: pulled forward to 1 s after it.
+        let t = after_change(far, now, 4);
+        assert!(t >= now + RETRY_ON_CHANGE_AFTER && t < far, "{:?}", t - now);
+        // A retry already due sooner stays as it is.
+        let soon = now + Duration::from_millis(300);
+        assert_eq!(after_change(soon, now, 1), soon);
+    }
 }

@@ -1,14 +1,60 @@
 //! Running the `nft` binary: one transaction from stdin (`nft -f -`), or a
 //! JSON listing of tortie's own table, optionally inside a named network
 //! namespace (entered with setns in the child, so this process stays put).
+//!
+//! Every call is bounded: nft runs in its own process group (so a terminal's
+//! Ctrl-C or a process-group signal reaches only tortie), the wait polls a
+//! deadline and an optional stop flag, and on either the child's whole
+//! process group is killed. Abandoning a transaction this way is safe: nft
+//! commits a file as one kernel transaction, so the kernel keeps either the
+//! previous ruleset or the new one, never a mix.
 
-use std::io::Write;
-use std::os::unix::process::CommandExt;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use super::NftError;
 use crate::compile::ir::{TABLE_FAMILY, TABLE_NAME};
+
+/// Default deadline of one transaction. A full apply of the XL ruleset takes
+/// a few seconds on a 2-core machine; 30 s leaves a wide margin while still
+/// noticing a wedged nft quickly.
+pub const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default deadline of one listing. The JSON read-back of an XL table costs
+/// about two minutes of nft CPU today, so listings get a longer deadline.
+pub const DEFAULT_LIST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Deadlines of nft calls, and the flag that abandons a call when set.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub transaction: Duration,
+    pub list: Duration,
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            transaction: DEFAULT_TRANSACTION_TIMEOUT,
+            list: DEFAULT_LIST_TIMEOUT,
+            stop: None,
+        }
+    }
+}
+
+impl Limits {
+    pub fn stopping(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+    }
+}
 
 /// Where to program: the current network namespace or a named one.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -30,12 +76,14 @@ impl Target {
 
     fn command(&self, program: &str) -> Result<Command, NftError> {
         let mut cmd = Command::new(program);
+        // Its own process group: terminal signals reach tortie only, and a
+        // timeout can kill nft together with anything it started.
+        cmd.process_group(0);
         if let Target::Netns(path) = self {
             let file = std::fs::File::open(path).map_err(|e| NftError::Netns {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
-            use std::os::fd::AsRawFd;
             let fd = file.as_raw_fd();
             // SAFETY: setns is async-signal-safe; the fd stays open because
             // `file` lives until after spawn (it is moved into the closure).
@@ -53,51 +101,198 @@ impl Target {
     }
 }
 
-/// Sends one transaction to `nft -f -`. nft applies a file as a single
-/// kernel transaction: all of it or none of it.
-pub fn run_transaction(target: &Target, text: &str) -> Result<(), NftError> {
+/// What a finished nft call left behind.
+struct Finished {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+fn reader(mut r: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        let _ = tx.send(buf);
+    });
+    rx
+}
+
+fn kill_group(child: &mut Child) {
+    // SAFETY: signalling the process group we created for this child.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A pidfd for `child`: readable once it exits, so the wait wakes at once
+/// (no polling latency on the fast path). `None` on kernels without it.
+fn pidfd(child: &Child) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+    // SAFETY: a non-negative return is a file descriptor we now own.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Sleeps until `fd` is readable (the child exited) or `slice` passes.
+fn nap(fd: Option<&OwnedFd>, slice: Duration) {
+    match fd {
+        Some(fd) => {
+            let mut p = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, a bounded timeout.
+            unsafe { libc::poll(&mut p, 1, slice.as_millis().max(1) as i32) };
+        }
+        None => std::thread::sleep(slice.min(Duration::from_millis(1))),
+    }
+}
+
+/// Waits for `child` until it exits, the deadline passes or stop is set
+/// (checked at least every 20 ms).
+fn wait_bounded(
+    child: &mut Child,
+    what: &'static str,
+    deadline: Duration,
+    limits: &Limits,
+) -> Result<ExitStatus, NftError> {
+    let start = Instant::now();
+    let fd = pidfd(child);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) => {}
+            Err(e) => {
+                kill_group(child);
+                return Err(NftError::Spawn(e.to_string()));
+            }
+        }
+        if limits.stopping() {
+            kill_group(child);
+            return Err(NftError::Interrupted { what });
+        }
+        let left = deadline.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            kill_group(child);
+            return Err(NftError::Timeout {
+                what,
+                after: deadline,
+            });
+        }
+        nap(fd.as_ref(), left.min(Duration::from_millis(20)));
+    }
+}
+
+/// Runs nft with `args`, feeding `input` on stdin, within the deadline.
+fn run_nft(
+    target: &Target,
+    args: &[&str],
+    input: Option<&str>,
+    what: &'static str,
+    deadline: Duration,
+    limits: &Limits,
+) -> Result<Finished, NftError> {
     let mut child = target
         .command("nft")?
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| NftError::Spawn(e.to_string()))?;
-    {
-        let mut stdin = child.stdin.take().expect("piped stdin");
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        // Written by a thread: a hung nft that never reads must not block us.
         // A write error means nft exited early; its status says why.
-        let _ = stdin.write_all(text.as_bytes());
+        let text = text.to_string();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(text.as_bytes());
+        });
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| NftError::Spawn(e.to_string()))?;
-    if out.status.success() {
+    let out = reader(child.stdout.take().expect("piped stdout"));
+    let err = reader(child.stderr.take().expect("piped stderr"));
+    let status = wait_bounded(&mut child, what, deadline, limits)?;
+    // The pipes close when the process group is gone; bound the wait anyway.
+    let grace = Duration::from_secs(2);
+    let stdout = out.recv_timeout(grace).unwrap_or_default();
+    let stderr = String::from_utf8_lossy(&err.recv_timeout(grace).unwrap_or_default())
+        .trim()
+        .to_string();
+    if let Some(signal) = status.signal() {
+        return Err(NftError::Crashed {
+            what,
+            signal,
+            stderr,
+        });
+    }
+    Ok(Finished {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+/// Sends one transaction to `nft -f -` with the default deadline.
+pub fn run_transaction(target: &Target, text: &str) -> Result<(), NftError> {
+    run_transaction_with(target, text, &Limits::default())
+}
+
+/// Sends one transaction to `nft -f -`. nft applies a file as a single
+/// kernel transaction: all of it or none of it.
+pub fn run_transaction_with(target: &Target, text: &str, limits: &Limits) -> Result<(), NftError> {
+    let f = run_nft(
+        target,
+        &["-f", "-"],
+        Some(text),
+        "transaction",
+        limits.transaction,
+        limits,
+    )?;
+    if f.status.success() {
         Ok(())
     } else {
         Err(NftError::Rejected {
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            stderr: if f.stderr.is_empty() {
+                format!("nft exited with {} and said nothing", f.status)
+            } else {
+                f.stderr
+            },
         })
     }
 }
 
-/// `nft -j list table inet tortie`; `Ok(None)` when the table does not exist.
+/// `nft -j list table inet tortie` with the default deadline.
 pub fn list_table_json(target: &Target) -> Result<Option<String>, NftError> {
-    let out = target
-        .command("nft")?
-        .args(["-j", "list", "table", TABLE_FAMILY, TABLE_NAME])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| NftError::Spawn(e.to_string()))?;
-    if out.status.success() {
-        return Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()));
+    list_table_json_with(target, &Limits::default())
+}
+
+/// `nft -j list table inet tortie`; `Ok(None)` when the table does not exist.
+pub fn list_table_json_with(target: &Target, limits: &Limits) -> Result<Option<String>, NftError> {
+    let f = run_nft(
+        target,
+        &["-j", "list", "table", TABLE_FAMILY, TABLE_NAME],
+        None,
+        "listing",
+        limits.list,
+        limits,
+    )?;
+    if f.status.success() {
+        return Ok(Some(String::from_utf8_lossy(&f.stdout).into_owned()));
     }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if stderr.contains("No such file or directory") {
+    if f.stderr.contains("No such file or directory") {
         Ok(None)
     } else {
         Err(NftError::List {
-            stderr: stderr.trim().to_string(),
+            stderr: if f.stderr.is_empty() {
+                format!("nft exited with {} and said nothing", f.status)
+            } else {
+                f.stderr
+            },
         })
     }
 }

@@ -3,8 +3,16 @@
 //! reading the table back to detect and repair drift; falling back to an
 //! atomic full rebuild after repeated failures. Other tables are never
 //! touched.
+//!
+//! `Dataplane` talks to the kernel only through the `kernel::Kernel` seam:
+//! `NftKernel` runs the `nft` binary (bounded by `exec::Limits`),
+//! `fake::FakeKernel` is the in-memory model the unit tests use.
 
+pub mod backoff;
 pub mod exec;
+pub mod fake;
+pub mod kernel;
+pub mod lock;
 pub mod plan;
 pub mod state;
 
@@ -12,7 +20,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::compile::ir::Ruleset;
-pub use exec::Target;
+pub use backoff::Backoff;
+pub use exec::{Limits, Target};
+pub use kernel::{Kernel, NftKernel};
 pub use plan::{Plan, PlanStats};
 pub use state::TableState;
 
@@ -29,6 +39,21 @@ pub enum NftError {
     Parse(String),
     #[error("cannot enter network namespace {}: {reason}", path.display())]
     Netns { path: PathBuf, reason: String },
+    #[error(
+        "nft {what} did not finish within {}s and was killed (timeout; raise --nft-timeout or --nft-list-timeout if the table is very large)",
+        after.as_secs_f64()
+    )]
+    Timeout { what: &'static str, after: Duration },
+    #[error("nft crashed (signal {signal}) during a {what}{}", if stderr.is_empty() { String::new() } else { format!(": {stderr}") })]
+    Crashed {
+        what: &'static str,
+        signal: i32,
+        stderr: String,
+    },
+    #[error(
+        "nft {what} abandoned because tortie is stopping (atomic: the kernel keeps the previous ruleset)"
+    )]
+    Interrupted { what: &'static str },
 }
 
 impl NftError {
@@ -39,15 +64,49 @@ impl NftError {
             NftError::List { .. } => "list",
             NftError::Parse(_) => "parse",
             NftError::Netns { .. } => "netns",
+            NftError::Timeout { .. } => "timeout",
+            NftError::Crashed { .. } => "crashed",
+            NftError::Interrupted { .. } => "interrupted",
         }
     }
 }
 
 /// Reads what tortie's table holds now (empty when it does not exist).
 pub fn read_state(target: &Target) -> Result<TableState, NftError> {
-    match exec::list_table_json(target)? {
-        None => Ok(TableState::default()),
-        Some(json) => TableState::parse_json(&json).map_err(NftError::Parse),
+    let mut k = NftKernel {
+        target: target.clone(),
+    };
+    Ok(k.list(&Limits::default())?.unwrap_or_default())
+}
+
+/// Which rung of the failure ladder an apply is on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Step {
+    /// The delta against what is in force (read from the kernel after a failure).
+    #[default]
+    Delta,
+    /// Rewrite the whole table in one transaction, keeping its base chains.
+    Rebuild,
+    /// Delete and re-create the table in one transaction.
+    Replace,
+}
+
+impl Step {
+    pub fn label(self) -> &'static str {
+        match self {
+            Step::Delta => "delta",
+            Step::Rebuild => "full rebuild",
+            Step::Replace => "delete and re-create",
+        }
+    }
+
+    /// The step as a metric label value.
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            Step::Delta => "delta",
+            Step::Rebuild => "rebuild",
+            Step::Replace => "replace",
+        }
     }
 }
 
@@ -60,6 +119,8 @@ pub struct ApplyReport {
     pub sent: bool,
     /// Whether the kernel was read (startup, refresh, or after a failure).
     pub read_back: bool,
+    /// The ladder step this apply took.
+    pub step: Step,
 }
 
 /// Consecutive failures after which the next apply rebuilds the table.
@@ -70,7 +131,8 @@ pub const REPLACE_AFTER_FAILURES: u32 = 5;
 /// Keeps the kernel in step with desired rulesets.
 #[derive(Debug)]
 pub struct Dataplane {
-    target: Target,
+    kernel: Box<dyn Kernel>,
+    limits: Limits,
     /// What tortie last put in force; `None` means "read the kernel".
     last: Option<TableState>,
     failures: u32,
@@ -78,19 +140,50 @@ pub struct Dataplane {
 
 impl Dataplane {
     pub fn new(target: Target) -> Dataplane {
+        Dataplane::with_kernel(Box::new(NftKernel { target }), Limits::default())
+    }
+
+    /// A dataplane over any kernel (the fake one in tests).
+    pub fn with_kernel(kernel: Box<dyn Kernel>, limits: Limits) -> Dataplane {
         Dataplane {
-            target,
+            kernel,
+            limits,
             last: None,
             failures: 0,
         }
     }
 
-    pub fn target(&self) -> &Target {
-        &self.target
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 
     pub fn consecutive_failures(&self) -> u32 {
         self.failures
+    }
+
+    /// The ladder step the next apply takes.
+    pub fn step(&self) -> Step {
+        if self.failures >= REPLACE_AFTER_FAILURES {
+            Step::Replace
+        } else if self.failures >= REBUILD_AFTER_FAILURES {
+            Step::Rebuild
+        } else {
+            Step::Delta
+        }
+    }
+
+    /// The deadline of the first call the next apply makes: a listing when
+    /// it must read the kernel, else a transaction.
+    pub fn next_call_deadline(&self) -> Duration {
+        if self.last.is_none() && self.step() == Step::Delta {
+            self.limits.list
+        } else {
+            self.limits.transaction
+        }
     }
 
     /// Forget what was applied, so the next apply compares with the kernel
@@ -99,17 +192,15 @@ impl Dataplane {
         self.last = None;
     }
 
-    /// The transaction that would bring the kernel to `desired`.
-    pub fn plan(&mut self, desired: &Ruleset) -> Result<(Plan, bool), NftError> {
-        if self.failures >= REPLACE_AFTER_FAILURES {
-            return Ok((plan::replace_table(desired), false));
-        }
-        if self.failures >= REBUILD_AFTER_FAILURES {
-            return Ok((plan::full_rebuild(desired), false));
-        }
+    fn read(&mut self) -> Result<TableState, NftError> {
+        Ok(self.kernel.list(&self.limits)?.unwrap_or_default())
+    }
+
+    /// The delta from what is in force (read from the kernel when unknown).
+    fn plan_delta(&mut self, desired: &Ruleset) -> Result<(Plan, bool), NftError> {
         let (current, read) = match &self.last {
             Some(s) => (s.clone(), false),
-            None => (read_state(&self.target)?, true),
+            None => (self.read()?, true),
         };
         let p = if current == TableState::default() {
             // Nothing there (first start): create the table whole.
@@ -120,76 +211,68 @@ impl Dataplane {
         Ok((p, read))
     }
 
+    /// The transaction that would bring the kernel to `desired`, on the
+    /// ladder step that the consecutive failures call for.
+    pub fn plan(&mut self, desired: &Ruleset) -> Result<(Plan, bool), NftError> {
+        match self.step() {
+            Step::Replace => Ok((plan::replace_table(desired), false)),
+            Step::Rebuild => Ok((plan::full_rebuild(desired), false)),
+            Step::Delta => self.plan_delta(desired),
+        }
+    }
+
+    /// Counts a failure: the next attempt re-reads the kernel, and enough
+    /// of them in a row move up the ladder.
+    fn failed(&mut self, e: NftError) -> NftError {
+        self.last = None;
+        self.failures += 1;
+        e
+    }
+
     /// Brings the kernel to `desired` in one transaction. On failure the
     /// kernel keeps its previous state (nft transactions are atomic) and the
     /// next attempt re-reads the kernel; after repeated failures it
-    /// rebuilds the whole table, still in one transaction.
+    /// rebuilds the whole table, then replaces it, still atomically. Every
+    /// failure counts, the cleanup transaction's included.
     pub fn apply(&mut self, desired: &Ruleset) -> Result<ApplyReport, NftError> {
         let start = Instant::now();
-        let (p, read_back) = match self.plan(desired) {
-            Ok(x) => x,
-            Err(e) => {
-                self.failures += 1;
-                return Err(e);
-            }
+        let step = self.step();
+        let (p, read_back) = self.plan(desired).map_err(|e| self.failed(e))?;
+        let mut report = ApplyReport {
+            stats: p.stats,
+            duration: Duration::ZERO,
+            sent: !p.is_empty(),
+            read_back,
+            step,
         };
-        if p.is_empty() {
-            self.last = Some(TableState::of(desired));
-            self.failures = 0;
-            return Ok(ApplyReport {
-                stats: p.stats,
-                duration: start.elapsed(),
-                sent: false,
-                read_back,
-            });
-        }
         // New sets are created and filled before the rules that use them.
-        let sent = if p.prepare.is_empty() {
-            Ok(())
-        } else {
-            exec::run_transaction(&self.target, &p.prepare)
-        }
-        .and_then(|()| {
-            if p.text.is_empty() {
-                Ok(())
-            } else {
-                exec::run_transaction(&self.target, &p.text)
-            }
-        });
-        match sent {
-            Ok(()) => {
-                self.failures = 0;
-                let mut cleanup = p.cleanup.clone();
-                if p.stats.full_rebuild && p.text.contains("\nflush table ") {
-                    // A rebuild keeps objects that are no longer wanted
-                    // (empty, unreferenced); a read-back finds them.
-                    self.last = None;
-                    if let Ok((c, _)) = self.plan(desired) {
-                        cleanup.push_str(&c.cleanup);
-                    }
-                }
-                self.last = Some(TableState::of(desired));
-                if !cleanup.is_empty()
-                    && let Err(e) = exec::run_transaction(&self.target, &cleanup)
-                {
-                    // Leftovers are unreferenced and change no verdict; the
-                    // next apply reads the kernel and retries their removal.
-                    self.last = None;
-                    return Err(e);
-                }
-                Ok(ApplyReport {
-                    stats: p.stats,
-                    duration: start.elapsed(),
-                    sent: true,
-                    read_back,
-                })
-            }
-            Err(e) => {
-                self.last = None;
-                self.failures += 1;
-                Err(e)
+        for text in [&p.prepare, &p.text] {
+            if !text.is_empty() {
+                self.kernel
+                    .transaction(text, &self.limits)
+                    .map_err(|e| self.failed(e))?;
             }
         }
+        let mut cleanup = p.cleanup.clone();
+        if p.stats.full_rebuild && p.text.contains("\nflush table ") {
+            // A rebuild keeps objects that are no longer wanted (empty,
+            // unreferenced); a read-back finds them.
+            self.last = None;
+            let (c, _) = self.plan_delta(desired).map_err(|e| self.failed(e))?;
+            cleanup.push_str(&c.cleanup);
+        }
+        if !cleanup.is_empty() {
+            // Leftovers are unreferenced and change no verdict; a failure
+            // here still counts, so a cleanup that keeps failing climbs the
+            // ladder instead of repeating forever.
+            self.kernel
+                .transaction(&cleanup, &self.limits)
+                .map_err(|e| self.failed(e))?;
+        }
+        self.last = Some(TableState::of(desired));
+        self.failures = 0;
+        report.duration = start.elapsed();
+        Ok(report)
     }
 
     /// Compares the kernel with `desired` and repairs any difference.
@@ -199,28 +282,29 @@ impl Dataplane {
     }
 
     /// Whether the kernel holds exactly `desired` now.
-    pub fn verify(&self, desired: &Ruleset) -> Result<bool, NftError> {
-        Ok(read_state(&self.target)? == TableState::of(desired))
+    pub fn verify(&mut self, desired: &Ruleset) -> Result<bool, NftError> {
+        Ok(self.read()? == TableState::of(desired))
     }
 }
 
-/// Retries `apply` with capped exponential backoff; gives up after
-/// `attempts`. Returns the last error.
+/// Retries `apply` with jittered exponential backoff from `first_delay`;
+/// gives up after `attempts`. Returns the last error.
 pub fn apply_with_retry(
     dp: &mut Dataplane,
     desired: &Ruleset,
     attempts: u32,
     first_delay: Duration,
 ) -> Result<ApplyReport, NftError> {
-    let mut delay = first_delay;
+    let mut backoff = Backoff::new(first_delay, backoff::CAP);
     let mut last_err = None;
-    for _ in 0..attempts.max(1) {
+    for i in 0..attempts.max(1) {
         match dp.apply(desired) {
             Ok(r) => return Ok(r),
             Err(e) => {
                 last_err = Some(e);
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(30));
+                if i + 1 < attempts {
+                    std::thread::sleep(backoff.next_delay());
+                }
             }
         }
     }

@@ -113,6 +113,20 @@ fn with_table(body: String) -> String {
     }
 }
 
+/// The cleanup transaction, ordered so that every object is deleted only
+/// once nothing refers to it any more (the kernel answers EBUSY otherwise):
+/// first the rules of removed chains go (they may jump to chains, look up
+/// sets and maps), then removed maps (their elements jump to chains), then
+/// the removed chains, last the removed sets. What kept objects referred to
+/// was rewritten by the change transaction before this one runs: kept
+/// chains are flushed and refilled, stale elements of kept maps deleted.
+fn cleanup_text(flushes: &str, maps_then_chains: &str, sets: &str) -> String {
+    if flushes.is_empty() && maps_then_chains.is_empty() && sets.is_empty() {
+        return String::new();
+    }
+    format!("add table {}\n{flushes}{maps_then_chains}{sets}", table())
+}
+
 /// The delta from `current` to `desired`; an empty plan when nothing differs.
 pub fn delta(current: &TableState, desired: &Ruleset) -> Plan {
     let t = table();
@@ -121,7 +135,7 @@ pub fn delta(current: &TableState, desired: &Ruleset) -> Plan {
     let mut prepare = String::new(); // new sets, filled, in an earlier transaction
     let mut head = String::new(); // objects to create
     let mut body = String::new(); // element deletions, chain rewrites, additions
-    let mut tail = String::new(); // removals
+    let mut tail = String::new(); // removed maps, then removed chains
 
     // Sets.
     for (name, set) in &desired.sets {
@@ -169,12 +183,14 @@ pub fn delta(current: &TableState, desired: &Ruleset) -> Plan {
             }
         }
     }
+    // Removed sets go last of all: rules of removed chains may use them.
+    let mut set_dels = String::new();
     for name in current
         .sets
         .keys()
         .filter(|n| !desired.sets.contains_key(*n))
     {
-        let _ = writeln!(tail, "delete set {t} {name}");
+        let _ = writeln!(set_dels, "delete set {t} {name}");
     }
 
     // Maps: declare new ones now, fill after the chains they point at exist.
@@ -258,21 +274,17 @@ pub fn delta(current: &TableState, desired: &Ruleset) -> Plan {
         .filter(|n| !desired.chains.contains_key(*n))
         .collect();
     // Flush every removed chain first: they may jump to one another.
+    let mut chain_dels = String::new();
     for name in &gone {
         let _ = writeln!(removals, "flush chain {t} {name}");
+        let _ = writeln!(chain_dels, "delete chain {t} {name}");
     }
-    for name in &gone {
-        let _ = writeln!(removals, "delete chain {t} {name}");
-    }
+    // Removed maps (in `tail`) go before the chains their elements jump to.
+    tail.push_str(&chain_dels);
     stats.chains_deleted = gone.len();
 
     let mut text = String::new();
-    let mut cleanup = String::new();
-    if !removals.is_empty() || !tail.is_empty() {
-        let _ = writeln!(cleanup, "add table {t}");
-        cleanup.push_str(&removals);
-        cleanup.push_str(&tail);
-    }
+    let cleanup = cleanup_text(&removals, &tail, &set_dels);
     if head.is_empty()
         && body.is_empty()
         && rewrites.is_empty()
