@@ -1537,3 +1537,41 @@ fn random_host_endpoint_configurations_in_sequence() {
         wrong.join("\n\n")
     );
 }
+
+/// Felix `endpoint_mgr.go` (`resolveHostEndpoints`): a host endpoint with no
+/// interfaceName polices the interfaces that hold one of its expectedIPs.
+/// `tortie apply --netns` reads the namespace's interfaces by netlink, so
+/// the endpoint below binds to eth0 (which holds host a's gateway address)
+/// and not to eth1.
+#[test]
+fn expected_ips_only_host_endpoint_binds_to_the_interface_holding_them() {
+    let Some(t) = Lab::new("expected_ips_binding", "hx") else {
+        return;
+    };
+    let eth0_ip = t.lab.host("a").node_ip;
+    let hep = format!(
+        "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {{name: by-ip, labels: {{hep: a}}}}\nspec: {{node: node1, expectedIPs: ['{eth0_ip}']}}\n"
+    );
+    let mut y = t.lab.cluster_yaml();
+    for d in [hep, deny_all("deny-a", "hep == 'a'", "")] {
+        y.push_str("---\n");
+        y.push_str(&d);
+    }
+    let file = TempFile(std::env::temp_dir().join(format!(
+        "tortie-hep-expected-ips-{}.yaml",
+        std::process::id()
+    )));
+    std::fs::write(&file.0, &y).expect("write");
+    hep::cli_apply(&t.lab.node.ns, &t.lab.node.name, &file.0).expect("tortie apply");
+    use Who::*;
+    check(
+        "expectedIPs-only host endpoint on eth0",
+        &[
+            // Policed on eth0: denied but for the failsafe port.
+            t.tcp(A, Node, 8080, false),
+            t.tcp(A, Node, 22, true),
+            // eth1 holds none of its addresses: not policed.
+            t.tcp(B, Node, 8080, true),
+        ],
+    );
+}

@@ -60,6 +60,7 @@ enum Command {
         dry_run: bool,
         /// The node's interface NAME with its addresses (repeatable): host
         /// endpoints with only expectedIPs bind to the interfaces holding them.
+        /// Default: the target namespace's interfaces, read by netlink.
         #[arg(long = "host-interface", value_name = "NAME=IP[,IP…]")]
         host_interfaces: Vec<tortie::calc::HostInterface>,
     },
@@ -220,7 +221,7 @@ fn summary(result: &LoadResult) -> String {
 fn load_and_compile(
     paths: &[PathBuf],
     node: &str,
-    host_interfaces: &[tortie::calc::HostInterface],
+    host_interfaces: BTreeMap<String, Vec<std::net::IpAddr>>,
 ) -> (LoadResult, tortie::compile::ir::Ruleset) {
     let result = load_paths(paths);
     print_diagnostics(&result.diagnostics);
@@ -230,7 +231,7 @@ fn load_and_compile(
         .map(|l| l.resource.clone())
         .collect();
     let mut cluster = tortie::calc::Cluster::build(&resources, node);
-    cluster.host_interfaces = tortie::calc::HostInterface::map(host_interfaces);
+    cluster.host_interfaces = host_interfaces;
     for n in &cluster.notes {
         eprintln!("note: {}: {}", n.subject, n.message);
     }
@@ -289,7 +290,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             node,
             host_interfaces,
         } => {
-            let (result, ruleset) = load_and_compile(&paths, &node, &host_interfaces);
+            let ifaces = tortie::calc::HostInterface::map(&host_interfaces);
+            let (result, ruleset) = load_and_compile(&paths, &node, ifaces);
             print!("{}", ruleset.render());
             Ok(if result.has_errors() {
                 ExitCode::from(1)
@@ -304,8 +306,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dry_run,
             host_interfaces,
         } => {
-            let (result, ruleset) = load_and_compile(&paths, &node, &host_interfaces);
             let target = netns.as_deref().map(Target::named).unwrap_or_default();
+            // Without --host-interface, the target namespace's own interfaces
+            // (read-only, by netlink) bind expectedIPs-only host endpoints.
+            let ifaces = if host_interfaces.is_empty() {
+                tortie::hostifaces::read(&target)?
+            } else {
+                tortie::calc::HostInterface::map(&host_interfaces)
+            };
+            let (result, ruleset) = load_and_compile(&paths, &node, ifaces);
             let mut dp = Dataplane::new(target);
             if dry_run {
                 let (plan, _) = dp.plan(&ruleset)?;

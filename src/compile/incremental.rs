@@ -78,6 +78,9 @@ pub struct Incremental {
     ruleset: Ruleset,
     addr_counts: BTreeMap<String, BTreeMap<IpNet, u32>>,
     port_counts: BTreeMap<String, BTreeMap<(IpAddr, u8, u16), u32>>,
+    /// The node's interfaces (host endpoints with only expectedIPs bind to
+    /// the ones holding their addresses).
+    host_interfaces: BTreeMap<String, Vec<IpAddr>>,
 }
 
 impl Incremental {
@@ -96,6 +99,7 @@ impl Incremental {
             ruleset: Ruleset::default(),
             addr_counts: BTreeMap::new(),
             port_counts: BTreeMap::new(),
+            host_interfaces: BTreeMap::new(),
         };
         engine.rebuild(resources.into_iter().map(|r| (r.key(), r)).collect());
         engine
@@ -114,6 +118,7 @@ impl Incremental {
         let list: Vec<Resource> = resources.values().cloned().collect();
         let mut cluster = Cluster::build(&list, &self.node);
         (self.adjust)(&mut cluster.settings);
+        cluster.host_interfaces = self.host_interfaces.clone();
         self.ruleset = compile(&cluster, &self.node);
         // Counts from every endpoint and network set, through the index.
         self.addr_counts.clear();
@@ -174,6 +179,18 @@ impl Incremental {
         cluster.index = Default::default();
         self.cluster = cluster;
         self.resources = resources;
+    }
+
+    /// The node's interfaces changed (read by netlink): recompiles when host
+    /// endpoint bindings may move, i.e. whenever the map differs.
+    pub fn set_host_interfaces(&mut self, map: BTreeMap<String, Vec<IpAddr>>) -> Outcome {
+        if map == self.host_interfaces {
+            return Outcome::Unchanged;
+        }
+        self.host_interfaces = map;
+        let resources = std::mem::take(&mut self.resources);
+        self.rebuild(resources);
+        Outcome::Full
     }
 
     /// Brings the ruleset in step with `resources` (the complete new state).
