@@ -262,7 +262,13 @@ fn a_hung_nft_times_out_and_the_change_lands_after_recovery() {
     );
     std::thread::sleep(Duration::from_secs(7));
     assert_eq!(a.code("/readyz"), Some(503), "still not ready while hung");
+    assert_eq!(
+        a.code("/readiness"),
+        Some(503),
+        "Felix's path says the same"
+    );
     assert_eq!(a.code("/livez"), Some(200), "the loop is alive");
+    assert_eq!(a.code("/liveness"), Some(200), "Felix's path says the same");
     assert_eq!(a.metric("felix_resync_state"), 2.0, "follows readiness");
     let failures = a.metric("felix_int_dataplane_failures");
     let timeouts = a.metric("tortie_dataplane_failures_total{cause=\"timeout\"}");

@@ -172,15 +172,31 @@ pub fn kinds() -> Vec<(&'static str, &'static str, bool, Value)> {
     ]
 }
 
+/// The short names Calico's own CRDs declare for a kind (so `kubectl get
+/// gnp` works as it does with Calico installed).
+pub fn short_names(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "GlobalNetworkPolicy" => &["gnp", "cgnp"],
+        "GlobalNetworkSet" => &["gns"],
+        "HostEndpoint" => &["hep", "heps"],
+        "NetworkPolicy" => &["cnp", "caliconetworkpolicy"],
+        _ => &[],
+    }
+}
+
 /// One CRD document.
 pub fn crd(kind: &str, plural: &str, namespaced: bool, spec: &Value) -> Value {
+    let mut names = json!({"kind": kind, "listKind": format!("{kind}List"), "plural": plural, "singular": kind.to_ascii_lowercase()});
+    if !short_names(kind).is_empty() {
+        names["shortNames"] = json!(short_names(kind));
+    }
     json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": format!("{plural}.projectcalico.org")},
         "spec": {
             "group": "projectcalico.org",
-            "names": {"kind": kind, "listKind": format!("{kind}List"), "plural": plural, "singular": kind.to_ascii_lowercase()},
+            "names": names,
             "scope": if namespaced { "Namespaced" } else { "Cluster" },
             "versions": [{
                 "name": "v3", "served": true, "storage": true,

@@ -1,4 +1,5 @@
-//! A minimal HTTP/1.1 endpoint for `/metrics`, `/livez` and `/readyz`
+//! A minimal HTTP/1.1 endpoint for `/metrics`, `/livez` and `/readyz` (also
+//! as Felix's `/liveness` and `/readiness`)
 //! (200, or 503 with the reason in the body).
 //! One request per connection, bounded reads, no keep-alive: enough for
 //! Prometheus scrapes and kubelet probes, with no extra dependencies.
@@ -58,8 +59,9 @@ fn handle(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
             "text/plain; version=0.0.4; charset=utf-8",
             metrics.render(),
         ),
-        "/livez" => probe(metrics.liveness_at(Instant::now()), "ok"),
-        "/readyz" => probe(metrics.readiness_at(Instant::now()), "ready"),
+        // Felix's paths too, so probes written for calico-node keep working.
+        "/livez" | "/liveness" => probe(metrics.liveness_at(Instant::now()), "ok"),
+        "/readyz" | "/readiness" => probe(metrics.readiness_at(Instant::now()), "ready"),
         _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
     };
     write!(
