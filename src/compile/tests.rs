@@ -234,3 +234,33 @@ fn host_endpoints_bind_to_interfaces_as_felix_resolves_them() {
     assert!(rs.chains.contains_key("filter-fh-eth1"));
     assert!(!rs.chains.contains_key("filter-fh-eth2"));
 }
+
+/// Issue 12's shape: many policies that select every endpoint. The jump
+/// graph must not grow with endpoints × policies: endpoints with the same
+/// ordered policies share one tier walk.
+#[test]
+fn the_jump_graph_grows_with_distinct_policy_lists_not_endpoints_times_policies() {
+    let cluster = |pods: usize| {
+        let mut y = String::from("apiVersion: v1\nkind: Namespace\nmetadata: {name: d}\n");
+        for i in 0..100 {
+            y.push_str(&format!("---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: g{i}}}\nspec: {{order: {i}, selector: all(), types: [Ingress, Egress], ingress: [{{action: Pass}}], egress: [{{action: Pass}}]}}\n"));
+        }
+        for i in 0..pods {
+            y.push_str(&format!("---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: d}}\nspec: {{nodeName: n1}}\nstatus: {{podIP: 198.18.0.{}}}\n", i + 1));
+        }
+        build(&y, "n1").1
+    };
+    let (few, many) = (cluster(10), cluster(100));
+    // 100 policies × 2 directions in one shared walk each; then per endpoint
+    // and direction a jump to the walk, one to the profile and a dispatch
+    // map element. Unshared it would be 100 endpoints × 200 policy jumps.
+    let per_endpoint = |rs: &Ruleset| rs.jump_count();
+    assert!(
+        per_endpoint(&many) <= 200 + 100 * 6 + 10,
+        "{}",
+        per_endpoint(&many)
+    );
+    // 90 more endpoints add a handful of jumps each, not 200.
+    let growth = (per_endpoint(&many) - per_endpoint(&few)) / 90;
+    assert!(growth <= 6, "{growth} jumps per extra endpoint");
+}
