@@ -91,6 +91,16 @@ impl Incremental {
         node: &str,
         adjust: impl Fn(&mut Settings) + Send + 'static,
     ) -> Incremental {
+        Self::with_interfaces(resources, node, BTreeMap::new(), adjust)
+    }
+
+    /// As [`Incremental::new`], knowing the node's interfaces from the start.
+    pub fn with_interfaces(
+        resources: Vec<Resource>,
+        node: &str,
+        host_interfaces: BTreeMap<String, Vec<IpAddr>>,
+        adjust: impl Fn(&mut Settings) + Send + 'static,
+    ) -> Incremental {
         let mut engine = Incremental {
             node: node.to_string(),
             adjust: Box::new(adjust),
@@ -99,7 +109,7 @@ impl Incremental {
             ruleset: Ruleset::default(),
             addr_counts: BTreeMap::new(),
             port_counts: BTreeMap::new(),
-            host_interfaces: BTreeMap::new(),
+            host_interfaces,
         };
         engine.rebuild(resources.into_iter().map(|r| (r.key(), r)).collect());
         engine
