@@ -356,6 +356,26 @@ mod tests {
     }
 
     #[test]
+    fn interface_changes_rebind_expected_ips_host_endpoints() {
+        let y = "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: by-ip}\nspec: {node: n1, expectedIPs: [198.18.9.1]}\n";
+        let r = crate::model::load::load_str(y, std::path::Path::new("h.yaml"));
+        let resources: Vec<Resource> = r.resources.into_iter().map(|l| l.resource).collect();
+        let mut engine = Incremental::new(resources.clone(), "n1", |_| {});
+        assert!(!engine.ruleset().chains.contains_key("filter-fh-eth3"));
+        let ifaces: BTreeMap<String, Vec<IpAddr>> =
+            [("eth3".to_string(), vec!["198.18.9.1".parse().unwrap()])].into();
+        assert_eq!(engine.set_host_interfaces(ifaces.clone()), Outcome::Full);
+        let mut c = Cluster::build(&resources, "n1");
+        c.host_interfaces = ifaces.clone();
+        assert_eq!(engine.ruleset(), &compile(&c, "n1"));
+        assert!(engine.ruleset().chains.contains_key("filter-fh-eth3"));
+        assert_eq!(engine.set_host_interfaces(ifaces), Outcome::Unchanged);
+        // The address moves away: unbound again.
+        engine.set_host_interfaces(BTreeMap::new());
+        assert!(!engine.ruleset().chains.contains_key("filter-fh-eth3"));
+    }
+
+    #[test]
     fn incremental_updates_equal_full_compiles() {
         let mut resources = generate(Size::S);
         let mut engine = Incremental::new(resources.clone(), LOCAL_NODE, |_| {});
