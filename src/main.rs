@@ -225,6 +225,7 @@ fn load_and_compile(
 ) -> (LoadResult, tortie::compile::ir::Ruleset) {
     let result = load_paths(paths);
     print_diagnostics(&result.diagnostics);
+    print_diagnostics(&tortie::model::lint::lint(&result.resources));
     let resources: Vec<Resource> = result
         .resources
         .iter()
@@ -270,7 +271,9 @@ fn format_min(d: std::time::Duration) -> String {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate { paths } => {
-            let result = load_paths(&paths);
+            let mut result = load_paths(&paths);
+            let lints = tortie::model::lint::lint(&result.resources);
+            result.diagnostics.extend(lints);
             print_diagnostics(&result.diagnostics);
             print!("{}", summary(&result));
             let errors = result.errors().count();

@@ -5,6 +5,7 @@
 pub mod convert;
 pub mod de;
 pub mod emit;
+pub mod lint;
 pub mod load;
 pub mod types;
 pub mod validate;

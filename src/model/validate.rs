@@ -1257,6 +1257,15 @@ fn check_k8s_policy(c: &mut Checker, spec: &K8sNetworkPolicySpec, path: &FieldPa
         }
         check_k8s_ports(c, &rule.ports, &rp.key("ports"));
     }
+    if !spec.egress.is_empty() && spec.policy_types.is_empty() && spec.ingress.is_empty() {
+        c.warn(
+            &path.key("egress"),
+            "this policy has only egress rules and no `policyTypes`: like the API \
+             server, tortie takes policyTypes [Ingress, Egress], so it also denies all \
+             ingress to the pods it selects; write `policyTypes: [Egress]` if you meant \
+             only egress",
+        );
+    }
     if !spec.egress.is_empty()
         && !spec.policy_types.is_empty()
         && !spec.policy_types.contains(&PolicyType::Egress)

@@ -1078,3 +1078,21 @@ fn the_1024_limits_say_they_are_calicos() {
         assert!(hint.contains("Calico has the same limit"), "{what}: {hint}");
     }
 }
+
+#[test]
+fn an_egress_only_kubernetes_policy_without_policy_types_warns_that_it_isolates_ingress() {
+    let body = "metadata: {name: x, namespace: d}\nspec: {podSelector: {}, egress: [{to: [{podSelector: {}}]}]}";
+    let r = load_str(&doc("k8s", body), Path::new("k.yaml"));
+    assert!(!r.has_errors());
+    assert!(
+        r.diagnostics
+            .iter()
+            .any(|d| !d.is_error() && d.message.contains("also denies all ingress")),
+        "{:?}",
+        r.diagnostics
+    );
+    // With policyTypes, or with ingress rules, nothing to say.
+    let body = "metadata: {name: x, namespace: d}\nspec: {podSelector: {}, policyTypes: [Egress], egress: [{to: [{podSelector: {}}]}]}";
+    let r = load_str(&doc("k8s", body), Path::new("k.yaml"));
+    assert!(r.diagnostics.is_empty(), "{:?}", r.diagnostics);
+}
