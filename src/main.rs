@@ -29,10 +29,16 @@ struct Cli {
 enum Command {
     /// Check resource files; print every problem and exit 1 if any is an error.
     Validate {
-        /// Files or directories of YAML/JSON resources.
+        /// Files or directories of YAML/JSON resources; `-` reads standard input.
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
         paths: Vec<PathBuf>,
+        /// `text` (rustc-style, on stderr) or `json` (one object on stdout,
+        /// for CI).
+        #[arg(short = 'o', long = "output", default_value = "text", value_parser = ["text", "json"])]
+        output: String,
     },
+    /// Print tortie's version and build, the nft binary found and the kernel.
+    Version,
     /// Print the nftables ruleset for one node (nft -f text) to stdout.
     Compile {
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
@@ -217,13 +223,83 @@ fn summary(result: &LoadResult) -> String {
     out
 }
 
+/// Loads files and directories; a path `-` is standard input.
+fn load_inputs(paths: &[PathBuf]) -> Result<LoadResult> {
+    let (stdin, files): (Vec<&PathBuf>, Vec<&PathBuf>) =
+        paths.iter().partition(|p| p.as_os_str() == "-");
+    let files: Vec<PathBuf> = files.into_iter().cloned().collect();
+    let mut result = if files.is_empty() {
+        LoadResult::default()
+    } else {
+        load_paths(&files)
+    };
+    if !stdin.is_empty() {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| anyhow::anyhow!("cannot read standard input: {e}"))?;
+        let from_stdin = tortie::model::load::load_str(&text, std::path::Path::new("<stdin>"));
+        result.resources.extend(from_stdin.resources);
+        result.diagnostics.extend(from_stdin.diagnostics);
+    }
+    Ok(result)
+}
+
+/// `validate -o json`: every diagnostic with its position, and the counts.
+fn diagnostics_json(result: &LoadResult) -> serde_json::Value {
+    let items: Vec<serde_json::Value> = result
+        .diagnostics
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "severity": if d.is_error() { "error" } else { "warning" },
+                "file": d.file.as_ref().map(|f| f.display().to_string()),
+                "line": d.pos.map(|p| p.line),
+                "column": d.pos.map(|p| p.col),
+                "resource": d.resource,
+                "field": d.path.as_ref().filter(|p| !p.is_root()).map(|p| p.to_string()),
+                "message": d.message,
+                "help": d.hint,
+            })
+        })
+        .collect();
+    let errors = result.errors().count();
+    serde_json::json!({
+        "diagnostics": items,
+        "errors": errors,
+        "warnings": result.diagnostics.len() - errors,
+        "valid": result.resources.len(),
+    })
+}
+
+/// `tortie version`: the build, and what it will drive on this machine.
+fn version_text() -> String {
+    let nft = std::process::Command::new("nft")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "not found on PATH (install nftables)".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|k| k.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    format!(
+        "tortie {} (commit {})\nnft: {nft}\nkernel: {kernel}\n",
+        env!("CARGO_PKG_VERSION"),
+        env!("TORTIE_GIT_COMMIT")
+    )
+}
+
 /// Loads, reports problems, and compiles the valid resources for `node`.
 fn load_and_compile(
     paths: &[PathBuf],
     node: &str,
     host_interfaces: BTreeMap<String, Vec<std::net::IpAddr>>,
 ) -> (LoadResult, tortie::compile::ir::Ruleset) {
-    let result = load_paths(paths);
+    let result = load_inputs(paths).unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        std::process::exit(2)
+    });
     print_diagnostics(&result.diagnostics);
     print_diagnostics(&tortie::model::lint::lint(&result.resources));
     let resources: Vec<Resource> = result
@@ -231,9 +307,17 @@ fn load_and_compile(
         .iter()
         .map(|l| l.resource.clone())
         .collect();
-    let mut cluster = tortie::calc::Cluster::build(&resources, node);
+    let (env, problems) = tortie::calc::felix_env(std::env::vars());
+    for p in &problems {
+        eprintln!("warning: {p}");
+    }
+    let mut cluster = tortie::calc::Cluster::build_with_env(&resources, node, Some(&env));
     cluster.host_interfaces = host_interfaces;
-    for n in &cluster.notes {
+    for n in cluster
+        .notes
+        .iter()
+        .chain(&tortie::calc::node_notes(&cluster, node))
+    {
         eprintln!("note: {}: {}", n.subject, n.message);
     }
     (result, tortie::compile::compile(&cluster, node))
@@ -270,10 +354,22 @@ fn format_min(d: std::time::Duration) -> String {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Validate { paths } => {
-            let mut result = load_paths(&paths);
+        Command::Version => {
+            print!("{}", version_text());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { paths, output } => {
+            let mut result = load_inputs(&paths)?;
             let lints = tortie::model::lint::lint(&result.resources);
             result.diagnostics.extend(lints);
+            if output == "json" {
+                println!("{}", diagnostics_json(&result));
+                return Ok(if result.has_errors() {
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                });
+            }
             print_diagnostics(&result.diagnostics);
             print!("{}", summary(&result));
             let errors = result.errors().count();
@@ -446,7 +542,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Selector { expr, labels } => selector_command(&expr, labels.as_deref()),
         Command::Convert { paths } => {
-            let result = load_paths(&paths);
+            let result = load_inputs(&paths)?;
             print_diagnostics(&result.diagnostics);
             let mut first = true;
             for loaded in &result.resources {
@@ -464,6 +560,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     first = false;
                     print!("{}", emit::to_yaml(&doc));
                 }
+            }
+            if first {
+                eprintln!(
+                    "note: the input holds no Kubernetes NetworkPolicy, so there is nothing to convert (Calico resources are already projectcalico.org/v3)"
+                );
             }
             Ok(if result.has_errors() {
                 ExitCode::from(1)

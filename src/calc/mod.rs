@@ -16,7 +16,9 @@ use ipnet::IpNet;
 use sha1::Digest;
 
 pub use index::LabelIndex;
-pub use settings::{DenyAction, EndpointToHostAction, FailsafePort, LogBackend, Settings};
+pub use settings::{
+    DenyAction, EndpointToHostAction, FailsafePort, LogBackend, Settings, felix_env,
+};
 
 use crate::model::convert::{self, ORCHESTRATOR_LABEL, SERVICE_ACCOUNT_LABEL};
 use crate::model::types::*;
@@ -306,6 +308,16 @@ impl Cluster {
     /// Builds the snapshot from valid resources. `node` selects which
     /// node-specific FelixConfiguration applies.
     pub fn build(resources: &[Resource], node: &str) -> Cluster {
+        Cluster::build_with_env(resources, node, None)
+    }
+
+    /// As [`Cluster::build`], with FelixConfiguration parameters from the
+    /// environment taking precedence (see [`settings::felix_env`]).
+    pub fn build_with_env(
+        resources: &[Resource],
+        node: &str,
+        env: Option<&FelixConfigurationSpec>,
+    ) -> Cluster {
         let mut c = Cluster::default();
         let mut felix_default = None;
         let mut felix_node = None;
@@ -358,7 +370,7 @@ impl Cluster {
                 _ => {}
             }
         }
-        c.settings = Settings::from_config(felix_default.as_ref(), felix_node.as_ref());
+        c.settings = Settings::from_config(felix_default.as_ref(), felix_node.as_ref(), env);
         c.tiers.entry("default".into()).or_insert(Tier {
             name: "default".into(),
             order: Some(1_000_000.0),
@@ -768,3 +780,99 @@ fn endpoint_ports(ports: &[EndpointPort]) -> Vec<NamedPort> {
 
 #[cfg(test)]
 mod tests;
+
+/// What an operator should hear about a node's view of the input: no
+/// endpoint on the node (with the node names that do have endpoints and
+/// look like the one given), or policies that select nothing on it.
+pub fn node_notes(c: &Cluster, node: &str) -> Vec<Note> {
+    let mut out = Vec::new();
+    let local: Vec<&Endpoint> = c.local_endpoints(node).collect();
+    if local.is_empty() {
+        let nodes: BTreeSet<&str> = c.endpoints.iter().map(|e| e.node.as_str()).collect();
+        let message = if nodes.is_empty() {
+            "the input has no endpoints (Pods, WorkloadEndpoints or HostEndpoints), so no \
+             policy applies: include the pods, or WorkloadEndpoints for this node"
+                .to_string()
+        } else {
+            let like = closest_names(node, &nodes);
+            format!(
+                "no endpoint is on this node, but {} node(s) have endpoints{}; node names \
+                 are case-sensitive (pods' spec.nodeName, endpoints' `node`)",
+                nodes.len(),
+                if like.is_empty() {
+                    String::new()
+                } else {
+                    format!(", e.g. {}", like.join(", "))
+                }
+            )
+        };
+        out.push(Note {
+            subject: format!("node {node}"),
+            message,
+        });
+        return out;
+    }
+    let unused: Vec<String> = c
+        .policies
+        .iter()
+        .filter(|p| !local.iter().any(|ep| p.applies_to.matches(&ep.labels)))
+        .map(|p| p.id.to_string())
+        .collect();
+    if !unused.is_empty() {
+        let shown: Vec<&str> = unused.iter().take(10).map(String::as_str).collect();
+        let more = unused.len().saturating_sub(shown.len());
+        out.push(Note {
+            subject: format!("node {node}"),
+            message: format!(
+                "{} {} no endpoint on this node: {}{}",
+                unused.len(),
+                if unused.len() == 1 {
+                    "policy selects"
+                } else {
+                    "policies select"
+                },
+                shown.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            ),
+        });
+    }
+    out
+}
+
+/// Up to three of `names` that look like `want`: equal but for case, or
+/// within two edits; otherwise none.
+fn closest_names<'a>(want: &str, names: &BTreeSet<&'a str>) -> Vec<&'a str> {
+    let mut scored: Vec<(usize, &str)> = names
+        .iter()
+        .map(|n| {
+            let d = if n.eq_ignore_ascii_case(want) {
+                0
+            } else {
+                edit_distance(&n.to_lowercase(), &want.to_lowercase())
+            };
+            (d, *n)
+        })
+        .filter(|(d, _)| *d <= 2)
+        .collect();
+    scored.sort();
+    scored.into_iter().take(3).map(|(_, n)| n).collect()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

@@ -119,13 +119,15 @@ fn convert_ports(list: &[ProtoPort]) -> Vec<FailsafePort> {
 }
 
 impl Settings {
-    /// Applies `default`, then the node's own configuration.
+    /// Applies `default`, then the node's own configuration, then the
+    /// environment's (`FELIX_*`, see [`felix_env`]): Felix's precedence.
     pub fn from_config(
         default: Option<&FelixConfigurationSpec>,
         node: Option<&FelixConfigurationSpec>,
+        env: Option<&FelixConfigurationSpec>,
     ) -> Settings {
         let mut s = Settings::default();
-        for spec in [default, node].into_iter().flatten() {
+        for spec in [default, node, env].into_iter().flatten() {
             s.apply(spec);
         }
         s
@@ -186,4 +188,107 @@ impl Settings {
             self.refresh_interval = d;
         }
     }
+}
+
+/// The FelixConfiguration parameters given as `FELIX_<PARAM>` environment
+/// variables, read as Felix reads them: the name after `FELIX_` is the
+/// parameter's name in any case (`FELIX_DEFAULTENDPOINTTOHOSTACTION`), the
+/// value in Felix's environment syntax (`tcp:22,udp:68` or `none` for port
+/// lists, seconds for intervals). As in Felix they take precedence over
+/// FelixConfiguration resources. Returns the parameters and, for each
+/// variable that was ignored, why.
+pub fn felix_env(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> (FelixConfigurationSpec, Vec<String>) {
+    let mut spec = FelixConfigurationSpec::default();
+    let mut problems = Vec::new();
+    for (name, value) in vars {
+        let Some(param) = name.strip_prefix("FELIX_") else {
+            continue;
+        };
+        if let Err(e) = set_env_param(&mut spec, &param.to_ascii_lowercase(), value.trim()) {
+            problems.push(format!("{name}: {e}"));
+        }
+    }
+    (spec, problems)
+}
+
+fn one_of(value: &str, allowed: &[&str]) -> Result<String, String> {
+    allowed
+        .iter()
+        .find(|a| a.eq_ignore_ascii_case(value))
+        .map(|a| a.to_string())
+        .ok_or_else(|| format!("`{value}` is not one of {}", allowed.join(", ")))
+}
+
+fn set_env_param(spec: &mut FelixConfigurationSpec, param: &str, v: &str) -> Result<(), String> {
+    let bool_of = |v: &str| match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("`{v}` is not a boolean (true or false)")),
+    };
+    match param {
+        "defaultendpointtohostaction" => {
+            spec.default_endpoint_to_host_action = Some(one_of(v, &["Drop", "Return", "Accept"])?)
+        }
+        "failsafeinboundhostports" => spec.failsafe_inbound_host_ports = Some(env_ports(v)?),
+        "failsafeoutboundhostports" => spec.failsafe_outbound_host_ports = Some(env_ports(v)?),
+        "logprefix" => spec.log_prefix = Some(v.to_string()),
+        "logactionratelimit" => {
+            validate::parse_rate(v)
+                .ok_or_else(|| format!("`{v}` is not a rate such as 10/second"))?;
+            spec.log_action_rate_limit = Some(v.to_string())
+        }
+        "logactionratelimitburst" => {
+            let n: i64 = v.parse().map_err(|_| format!("`{v}` is not a number"))?;
+            spec.log_action_rate_limit_burst = Some(n)
+        }
+        "interfaceprefix" => spec.interface_prefix = Some(v.to_string()),
+        "nftablesrefreshinterval" => {
+            let secs: f64 = v
+                .parse()
+                .map_err(|_| format!("`{v}` is not a number of seconds"))?;
+            spec.nftables_refresh_interval = Some(format!("{}ms", (secs * 1000.0).round() as u64))
+        }
+        "nftablesfilterdenyaction" | "iptablesfilterdenyaction" => {
+            spec.nftables_filter_deny_action = Some(one_of(v, &["Drop", "Reject"])?)
+        }
+        "disableconntrackinvalidcheck" => spec.disable_conntrack_invalid_check = Some(bool_of(v)?),
+        _ => return Err("not a parameter tortie uses; ignored".into()),
+    }
+    Ok(())
+}
+
+/// Felix's environment form of a failsafe port list: `proto:port` or
+/// `proto:net:port` (an IPv6 net in brackets), comma-separated; `none`.
+fn env_ports(v: &str) -> Result<Vec<ProtoPort>, String> {
+    if v.eq_ignore_ascii_case("none") || v.is_empty() {
+        return Ok(Vec::new());
+    }
+    v.split(',')
+        .map(|item| {
+            let item = item.trim();
+            let (proto, rest) = item
+                .split_once(':')
+                .ok_or_else(|| format!("`{item}`: expected proto:port or proto:net:port"))?;
+            let (net, port) = match rest.rsplit_once(':') {
+                Some((net, port)) => (Some(net.trim_matches(['[', ']']).to_string()), port),
+                None => (None, rest),
+            };
+            let protocol = one_of(proto, &["TCP", "UDP", "SCTP"])?;
+            let port: u16 = port
+                .parse()
+                .map_err(|_| format!("`{item}`: `{port}` is not a port number"))?;
+            if let Some(n) = &net
+                && validate::parse_net(n).is_none()
+            {
+                return Err(format!("`{item}`: `{n}` is not a network"));
+            }
+            Ok(ProtoPort {
+                protocol,
+                port: i64::from(port),
+                net,
+            })
+        })
+        .collect()
 }

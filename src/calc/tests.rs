@@ -290,3 +290,85 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn felix_environment_variables_beat_felix_configuration() {
+    let vars = |v: &[(&str, &str)]| {
+        v.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+    };
+    let (env, problems) = crate::calc::felix_env(vars(&[
+        ("FELIX_DEFAULTENDPOINTTOHOSTACTION", "ACCEPT"),
+        (
+            "FELIX_FailsafeInboundHostPorts",
+            "tcp:22, udp:[fd74:6f72::/32]:68, tcp:198.18.0.0/15:2222",
+        ),
+        ("FELIX_FAILSAFEOUTBOUNDHOSTPORTS", "none"),
+        ("FELIX_NFTABLESREFRESHINTERVAL", "2.5"),
+        ("FELIX_LOGSEVERITYSCREEN", "Info"),
+        ("FELIX_DEFAULTENDPOINTTOHOSTACTION_TYPO", "x"),
+        ("PATH", "/bin"),
+    ]));
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems.iter().all(|p| p.contains("ignored")),
+        "{problems:?}"
+    );
+    let yaml = "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec: {defaultEndpointToHostAction: Drop, failsafeInboundHostPorts: [{protocol: TCP, port: 1}]}\n";
+    let r = crate::model::load::load_str(yaml, std::path::Path::new("f.yaml"));
+    let resources: Vec<Resource> = r.resources.into_iter().map(|l| l.resource).collect();
+    let s = Cluster::build_with_env(&resources, "n1", Some(&env)).settings;
+    assert_eq!(
+        s.endpoint_to_host,
+        crate::calc::EndpointToHostAction::Accept
+    );
+    let ports: Vec<(u16, Option<String>)> = s
+        .failsafe_in
+        .iter()
+        .map(|p| (p.port, p.net.map(|n| n.to_string())))
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            (22, None),
+            (68, Some("fd74:6f72::/32".into())),
+            (2222, Some("198.18.0.0/15".into()))
+        ]
+    );
+    assert!(s.failsafe_out.is_empty());
+    assert_eq!(s.refresh_interval, std::time::Duration::from_millis(2500));
+    // A bad value is reported and changes nothing.
+    let (env, problems) =
+        crate::calc::felix_env(vars(&[("FELIX_DEFAULTENDPOINTTOHOSTACTION", "Allow")]));
+    assert!(problems[0].contains("not one of"), "{problems:?}");
+    assert!(env.default_endpoint_to_host_action.is_none());
+}
+
+#[test]
+fn node_notes_name_a_mistyped_node_and_unused_policies() {
+    let pods = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: d, labels: {app: a}}\nspec: {nodeName: n1}\nstatus: {podIP: 198.18.0.1}\n---\n\
+                apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: used}\nspec: {selector: app == 'a'}\n---\n\
+                apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: unused}\nspec: {selector: app == 'zzz'}\n";
+    let c = cluster(pods, "N1");
+    let notes = crate::calc::node_notes(&c, "N1");
+    assert_eq!(notes.len(), 1);
+    assert!(
+        notes[0].message.contains("no endpoint is on this node"),
+        "{:?}",
+        notes
+    );
+    assert!(notes[0].message.contains("e.g. n1"), "{:?}", notes);
+    let notes = crate::calc::node_notes(&cluster(pods, "n1"), "n1");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].message.starts_with("1 policy selects no endpoint"),
+        "{notes:?}"
+    );
+    assert!(notes[0].message.contains("gnp/unused") && !notes[0].message.contains("gnp/used,"));
+    let empty = crate::calc::node_notes(&cluster("", "n1"), "n1");
+    assert!(
+        empty[0].message.contains("the input has no endpoints"),
+        "{empty:?}"
+    );
+}

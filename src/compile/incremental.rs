@@ -81,6 +81,17 @@ pub struct Incremental {
     /// The node's interfaces (host endpoints with only expectedIPs bind to
     /// the ones holding their addresses).
     host_interfaces: BTreeMap<String, Vec<IpAddr>>,
+    /// FelixConfiguration parameters from `FELIX_*` variables (they win).
+    felix_env: Option<crate::model::types::FelixConfigurationSpec>,
+}
+
+/// What the node itself contributes besides the resources.
+#[derive(Debug, Clone, Default)]
+pub struct NodeContext {
+    /// The node's interfaces and their addresses.
+    pub host_interfaces: BTreeMap<String, Vec<IpAddr>>,
+    /// `FELIX_*` environment parameters ([`crate::calc::felix_env`]).
+    pub felix_env: Option<crate::model::types::FelixConfigurationSpec>,
 }
 
 impl Incremental {
@@ -91,14 +102,14 @@ impl Incremental {
         node: &str,
         adjust: impl Fn(&mut Settings) + Send + 'static,
     ) -> Incremental {
-        Self::with_interfaces(resources, node, BTreeMap::new(), adjust)
+        Self::with_context(resources, node, NodeContext::default(), adjust)
     }
 
-    /// As [`Incremental::new`], knowing the node's interfaces from the start.
-    pub fn with_interfaces(
+    /// As [`Incremental::new`], knowing the node's context from the start.
+    pub fn with_context(
         resources: Vec<Resource>,
         node: &str,
-        host_interfaces: BTreeMap<String, Vec<IpAddr>>,
+        context: NodeContext,
         adjust: impl Fn(&mut Settings) + Send + 'static,
     ) -> Incremental {
         let mut engine = Incremental {
@@ -109,7 +120,8 @@ impl Incremental {
             ruleset: Ruleset::default(),
             addr_counts: BTreeMap::new(),
             port_counts: BTreeMap::new(),
-            host_interfaces,
+            host_interfaces: context.host_interfaces,
+            felix_env: context.felix_env,
         };
         engine.rebuild(resources.into_iter().map(|r| (r.key(), r)).collect());
         engine
@@ -126,7 +138,7 @@ impl Incremental {
 
     fn rebuild(&mut self, resources: BTreeMap<ResourceKey, Resource>) {
         let list: Vec<Resource> = resources.values().cloned().collect();
-        let mut cluster = Cluster::build(&list, &self.node);
+        let mut cluster = Cluster::build_with_env(&list, &self.node, self.felix_env.as_ref());
         (self.adjust)(&mut cluster.settings);
         cluster.host_interfaces = self.host_interfaces.clone();
         self.ruleset = compile(&cluster, &self.node);
