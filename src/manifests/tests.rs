@@ -130,9 +130,19 @@ fn every_manifest_is_the_kubernetes_object_it_claims_to_be() {
                     let ready = c.readiness_probe.clone().unwrap().http_get.unwrap();
                     assert_eq!(
                         (live.path.as_deref(), ready.path.as_deref()),
-                        (Some("/livez"), Some("/readyz"))
+                        (Some("/liveness"), Some("/readiness"))
                     );
                     assert!(c.resources.clone().unwrap().requests.is_some());
+                    let args = c.args.clone().unwrap();
+                    assert!(
+                        args.iter().any(|a| a == "--metrics-addr=$(HOST_IP):9091"),
+                        "metrics bound to the node IP: {args:?}"
+                    );
+                    assert!(env.iter().any(|e| e.name == "HOST_IP"));
+                    let image = c.image.clone().unwrap();
+                    assert!(image.contains('/'), "registry-qualified image: {image}");
+                    let mounts = c.volume_mounts.clone().unwrap();
+                    assert!(mounts.iter().any(|m| m.mount_path == "/run/tortie"), "lock dir");
                     assert!(pod.tolerations.is_some());
                 }
                 ("projectcalico.org/v3", _) => {
