@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_netfilter::nflog::{
@@ -488,14 +488,88 @@ impl Writer {
     }
 }
 
+impl std::fmt::Display for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sink::Unix(p) => write!(f, "unix:{}", p.display()),
+            Sink::Udp(a) => write!(f, "udp:{a}"),
+            Sink::Tcp(a) => write!(f, "tcp:{a}"),
+            Sink::None => f.write_str("none"),
+        }
+    }
+}
+
+/// How often a destination that keeps failing is reported again.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// Reports a failing log destination: the first failure at once, then at
+/// most once per [`REPORT_EVERY`] with the count of records lost since,
+/// and once more when it works again.
+#[derive(Debug, Default)]
+pub struct FailureReport {
+    last: Option<Instant>,
+    lost: u64,
+    failing: bool,
+}
+
+impl FailureReport {
+    /// A failed write at `now`; the line to log, when one is due.
+    pub fn failed(&mut self, now: Instant, dest: &str, error: &str) -> Option<String> {
+        self.lost += 1;
+        let due = !self.failing
+            || self
+                .last
+                .is_none_or(|t| now.duration_since(t) >= REPORT_EVERY);
+        self.failing = true;
+        if !due {
+            return None;
+        }
+        self.last = Some(now);
+        let lost = std::mem::take(&mut self.lost);
+        Some(format!(
+            "cannot write logged packets to {dest}: {error}; {lost} record(s) lost so far (counted in tortie_logged_packets_total{{result=\"error\"}}; reported again at most every {}s)",
+            REPORT_EVERY.as_secs()
+        ))
+    }
+
+    /// A successful write; the line to log when it ends a failure.
+    pub fn succeeded(&mut self, dest: &str) -> Option<String> {
+        if !std::mem::take(&mut self.failing) {
+            return None;
+        }
+        let lost = std::mem::take(&mut self.lost);
+        Some(format!(
+            "logged packets reach {dest} again ({lost} more record(s) were lost)"
+        ))
+    }
+}
+
 fn write_loop(rx: Receiver<Record>, opts: LogOptions, stats: Arc<LogStats>) {
+    let dest = opts.sink.to_string();
+    let mut report = FailureReport::default();
     let mut writer = match Writer::new(&opts.sink) {
         Ok(w) => w,
-        Err(_) => {
+        Err(e) => {
             stats.errors.fetch_add(1, Ordering::Relaxed);
+            crate::daemon::log(
+                "error",
+                "cannot open the syslog destination",
+                &[("destination", dest.clone()), ("error", e.to_string())],
+            );
             Writer::None
         }
     };
+    if let Sink::Unix(p) = &opts.sink
+        && !p.exists()
+    {
+        // Said at start, not only when the first denied packet is lost.
+        let why =
+            "no such socket (mount the host's /dev/log, or use --syslog none with --log-json)";
+        if let Some(line) = report.failed(Instant::now(), &dest, why) {
+            crate::daemon::log("error", &line, &[]);
+        }
+        report.lost = 0;
+    }
     let mut json = opts.json.as_ref().and_then(|p| {
         std::fs::OpenOptions::new()
             .create(true)
@@ -504,14 +578,26 @@ fn write_loop(rx: Receiver<Record>, opts: LogOptions, stats: Arc<LogStats>) {
             .ok()
     });
     for rec in rx {
-        let ok = writer.send(&rec.syslog(&opts.hostname)).is_ok();
+        let sent = writer.send(&rec.syslog(&opts.hostname));
+        let send_error = sent
+            .as_ref()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        let ok = sent.is_ok();
         if let Some(f) = json.as_mut() {
             let _ = writeln!(f, "{}", rec.json());
         }
         if ok {
             stats.written.fetch_add(1, Ordering::Relaxed);
+            if let Some(line) = report.succeeded(&dest) {
+                crate::daemon::log("info", &line, &[]);
+            }
         } else {
             stats.errors.fetch_add(1, Ordering::Relaxed);
+            if let Some(line) = report.failed(Instant::now(), &dest, &send_error) {
+                crate::daemon::log("error", &line, &[]);
+            }
         }
     }
 }
@@ -568,6 +654,42 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failing_destination_is_reported_once_then_rate_limited_and_on_recovery() {
+        let mut r = FailureReport::default();
+        let t0 = Instant::now();
+        let first = r
+            .failed(t0, "unix:/dev/log", "No such file or directory")
+            .unwrap();
+        assert!(
+            first.contains("unix:/dev/log") && first.contains("1 record(s) lost"),
+            "{first}"
+        );
+        for i in 1..100 {
+            assert_eq!(r.failed(t0 + Duration::from_secs(i % 59), "d", "e"), None);
+        }
+        let again = r.failed(t0 + REPORT_EVERY, "d", "e").unwrap();
+        assert!(again.contains("100 record(s) lost"), "{again}");
+        let back = r.succeeded("d").unwrap();
+        assert!(back.contains("again"), "{back}");
+        assert_eq!(r.succeeded("d"), None);
+        // A new failure after recovery is reported at once.
+        assert!(r.failed(t0 + REPORT_EVERY, "d", "e").is_some());
+    }
+
+    #[test]
+    fn sinks_print_as_they_are_written() {
+        for text in [
+            "unix:/dev/log",
+            "udp:127.0.0.1:514",
+            "tcp:[::1]:601",
+            "none",
+        ] {
+            let sink: Sink = text.parse().unwrap();
+            assert_eq!(sink.to_string(), text);
+        }
+    }
 
     #[test]
     fn ip_headers_parse() {

@@ -142,7 +142,10 @@ fn every_manifest_is_the_kubernetes_object_it_claims_to_be() {
                     let image = c.image.clone().unwrap();
                     assert!(image.contains('/'), "registry-qualified image: {image}");
                     let mounts = c.volume_mounts.clone().unwrap();
-                    assert!(mounts.iter().any(|m| m.mount_path == "/run/tortie"), "lock dir");
+                    assert!(
+                        mounts.iter().any(|m| m.mount_path == "/run/tortie"),
+                        "lock dir"
+                    );
                     assert!(pod.tolerations.is_some());
                 }
                 ("projectcalico.org/v3", _) => {
