@@ -220,6 +220,38 @@ fn edits_reach_the_kernel_and_invalid_edits_keep_the_previous_rules() {
         w.t.verdicts();
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The whole exposition parses as Prometheus text, has the process
+    // collector's series, and counts the denied probes' end-of-tier drops.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, body) = d.get("/metrics").expect("metrics");
+        let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+            .expect("Prometheus text format");
+        let find = |name: &str, reason: Option<&str>| {
+            scrape.samples.iter().find(|x| {
+                x.metric == name && reason.is_none_or(|r| x.labels.get("reason") == Some(r))
+            })
+        };
+        assert!(
+            find("process_resident_memory_bytes", None).is_some(),
+            "{body}"
+        );
+        let drops = find("tortie_implicit_drop_packets", Some("end of tier default"))
+            .map(|x| match x.value {
+                prometheus_parse::Value::Counter(v) => v,
+                _ => 0.0,
+            })
+            .unwrap_or(0.0);
+        if drops >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no implicit drop counted:\n{body}"
+        );
+        w.t.verdicts();
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // Drift: a hand edit is repaired by the next refresh (1 s here).
     w.t.node.ns.exec(&[
         "nft",

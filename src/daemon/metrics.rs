@@ -1,10 +1,18 @@
-//! Prometheus metrics for `tortie run`, in the text exposition format.
-//! Where Felix has a metric with the same meaning, its name is used.
+//! Prometheus metrics for `tortie run`, served through the `prometheus`
+//! crate's registry and text encoder, with its process collector
+//! (`process_*`). Where Felix has a metric with the same meaning, its name
+//! and shape are used (`felix_int_dataplane_apply_time_seconds` is a
+//! summary, as in Felix). The health state behind `/livez` and `/readyz`
+//! lives here too, so that `felix_resync_state` always agrees with them.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use prometheus::proto::{
+    Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType, Quantile, Summary,
+};
+use prometheus::{Encoder, Registry, TextEncoder};
 
 /// Consecutive failed applies after which the agent reports not ready.
 pub const NOT_READY_AFTER_FAILURES: u32 = 3;
@@ -41,6 +49,12 @@ struct Inner {
     nft_calls: u64,
     apply_seconds_sum: f64,
     apply_seconds_count: u64,
+    /// The most recent apply times, for the summary's quantiles.
+    apply_window: VecDeque<f64>,
+    /// Problems in the input as it stands now (gauge), by stage.
+    invalid_now: BTreeMap<String, u64>,
+    /// Packets and bytes dropped by implicit rules, by (endpoint, reason).
+    implicit_drops: BTreeMap<(String, String), (u64, u64)>,
     last_success_unix: f64,
     in_sync: bool,
     snapshot: Snapshot,
@@ -60,17 +74,14 @@ struct Inner {
     live_bound: Duration,
 }
 
+/// Apply times kept for the summary's quantiles.
+const APPLY_WINDOW: usize = 500;
+
 /// Shared, updated by the reconcile loop, read by the HTTP endpoint.
 #[derive(Debug, Default)]
 pub struct Metrics {
     inner: Mutex<Inner>,
     log_stats: Mutex<Option<std::sync::Arc<crate::logging::LogStats>>>,
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 impl Inner {
@@ -171,6 +182,10 @@ impl Metrics {
             }
             m.apply_seconds_sum += seconds;
             m.apply_seconds_count += 1;
+            if m.apply_window.len() == APPLY_WINDOW {
+                m.apply_window.pop_front();
+            }
+            m.apply_window.push_back(seconds);
             m.last_success_unix = now_unix;
             m.in_sync = true;
         });
@@ -243,89 +258,231 @@ impl Metrics {
         self.readiness_at(Instant::now()).is_ok()
     }
 
-    /// The exposition text.
+    /// Packets and bytes dropped by the implicit rules (end of tier, no
+    /// profile, unknown interface, DefaultEndpointToHostAction), by endpoint
+    /// and reason, as read from the kernel's rule counters.
+    pub fn set_implicit_drops(&self, drops: BTreeMap<(String, String), (u64, u64)>) {
+        self.with(|m| m.implicit_drops = drops);
+    }
+
+    /// Problems in the input as it stands now, by stage (a gauge: it falls
+    /// when the input is fixed).
+    pub fn set_invalid_now(&self, by_stage: BTreeMap<String, u64>) {
+        self.with(|m| m.invalid_now = by_stage);
+    }
+
+    /// The exposition text: everything below, plus `process_*`.
     pub fn render(&self) -> String {
-        let resync = if self.in_sync() {
-            3
+        let registry = Registry::new();
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        let _ = registry.register(Box::new(process));
+        let mut families = registry.gather();
+        // A family with no series yet (no failures, say) is left out: the
+        // encoder refuses empty families.
+        families.extend(
+            self.families()
+                .into_iter()
+                .filter(|f| !f.get_metric().is_empty()),
+        );
+        families.sort_by(|a, b| a.name().cmp(b.name()));
+        let mut out = Vec::new();
+        if TextEncoder::new().encode(&families, &mut out).is_err() {
+            return String::new();
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    fn resync_state(&self) -> f64 {
+        if self.in_sync() {
+            3.0
         } else if self.with(|m| m.ever_synced) {
-            2
+            2.0
         } else {
-            1
-        };
+            1.0
+        }
+    }
+
+    fn families(&self) -> Vec<MetricFamily> {
+        let resync = self.resync_state();
         let log_stats = self
             .log_stats
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        self.with(|m| {
-            let mut o = String::new();
-            let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-                let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        let mut f = self.with(|m| {
+            let mut f = Families::default();
+            f.summary(
+                "felix_int_dataplane_apply_time_seconds",
+                "Time to apply a ruleset to the kernel.",
+                m,
+            );
+            f.counter("felix_int_dataplane_failures", "Failed applies.", m.apply_failures as f64);
+            f.counter("felix_nft_calls", "nft transactions sent (successful or not).", m.nft_calls as f64);
+            f.counter("tortie_applies_total", "Reconciliations that ended with the kernel in step.", m.applies as f64);
+            f.gauge("tortie_last_successful_apply_timestamp_seconds", "Unix time of the last successful apply.", m.last_success_unix);
+            f.gauge("felix_resync_state", "1 waiting for the first sync, 2 out of sync after failures, 3 in sync (follows /readyz).", resync);
+            f.gauge("tortie_dataplane_consecutive_failures", "Failed applies since the last success.", f64::from(m.consecutive_failures));
+            let s = &m.snapshot;
+            f.gauge("felix_active_local_endpoints", "Endpoints on this node.", s.local_endpoints as f64);
+            f.gauge("felix_active_local_policies", "Policies that apply to an endpoint on this node.", s.local_policies as f64);
+            f.gauge("felix_active_local_selectors", "Selector sets in the ruleset.", s.selectors as f64);
+            f.gauge("tortie_set_members", "Elements across all sets.", s.set_members as f64);
+            f.gauge("felix_nft_rules", "Rules in table inet tortie.", s.rules as f64);
+            f.gauge("felix_nft_chains", "Chains in table inet tortie.", s.chains as f64);
+            f.gauge("felix_nft_sets", "Sets in table inet tortie.", s.sets as f64);
+            f.counter("tortie_refreshes_total", "Comparisons of the kernel with the desired ruleset.", m.refreshes as f64);
+            f.counter("tortie_drift_repairs_total", "Refreshes that found and repaired a difference.", m.drift_repairs as f64);
+            f.counter("tortie_invalid_files_kept_total", "Edits rejected as invalid, previous content kept.", m.kept_previous_files as f64);
+            f.labelled_counter("tortie_dataplane_failures_total", "Failed applies, by cause.", &["cause"], m.failures_by_cause.iter().map(|(k, v)| (vec![k.as_str()], *v as f64)));
+            f.labelled_counter("tortie_ladder_steps_total", "Applies that escalated to a full rebuild or a re-created table.", &["step"], m.ladder_steps.iter().map(|(k, v)| (vec![k.as_str()], *v as f64)));
+            f.labelled_counter("tortie_invalid_input_total", "Problems found in the input, by stage.", &["stage"], m.invalid.iter().map(|(k, v)| (vec![k.as_str()], *v as f64)));
+            f.labelled_gauge("tortie_invalid_inputs", "Problems in the input as it stands now, by stage.", &["stage"], m.invalid_now.iter().map(|(k, v)| (vec![k.as_str()], *v as f64)));
+            let policy = ["tier", "kind", "namespace", "policy", "action"];
+            let hits = |pick: fn(&(u64, u64)) -> u64| {
+                m.policy_hits.iter().map(move |(l, v)| {
+                    (vec![l.tier.as_str(), l.kind.as_str(), l.namespace.as_str(), l.policy.as_str(), l.action.as_str()], pick(v) as f64)
+                })
             };
-            metric("felix_int_dataplane_apply_time_seconds_sum", "counter", "Total seconds spent applying rulesets.", format!("{}", m.apply_seconds_sum));
-            metric("felix_int_dataplane_apply_time_seconds_count", "counter", "Rulesets applied.", m.apply_seconds_count.to_string());
-            metric("felix_int_dataplane_failures", "counter", "Failed applies.", m.apply_failures.to_string());
-            metric("felix_nft_calls", "counter", "nft transactions sent (successful or not).", m.nft_calls.to_string());
-            metric("tortie_applies_total", "counter", "Reconciliations that ended with the kernel in step.", m.applies.to_string());
-            metric("tortie_last_successful_apply_timestamp_seconds", "gauge", "Unix time of the last successful apply.", format!("{}", m.last_success_unix));
-            metric("felix_resync_state", "gauge", "1 waiting for the first sync, 2 out of sync after failures, 3 in sync (follows /readyz).", resync.to_string());
-            metric("tortie_dataplane_consecutive_failures", "gauge", "Failed applies since the last success.", m.consecutive_failures.to_string());
-            metric("felix_active_local_endpoints", "gauge", "Endpoints on this node.", m.snapshot.local_endpoints.to_string());
-            metric("felix_active_local_policies", "gauge", "Policies that apply to an endpoint on this node.", m.snapshot.local_policies.to_string());
-            metric("felix_active_local_selectors", "gauge", "Selector sets in the ruleset.", m.snapshot.selectors.to_string());
-            metric("tortie_set_members", "gauge", "Elements across all sets.", m.snapshot.set_members.to_string());
-            metric("felix_nft_rules", "gauge", "Rules in table inet tortie.", m.snapshot.rules.to_string());
-            metric("felix_nft_chains", "gauge", "Chains in table inet tortie.", m.snapshot.chains.to_string());
-            metric("felix_nft_sets", "gauge", "Sets in table inet tortie.", m.snapshot.sets.to_string());
-            metric("tortie_refreshes_total", "counter", "Comparisons of the kernel with the desired ruleset.", m.refreshes.to_string());
-            metric("tortie_drift_repairs_total", "counter", "Refreshes that found and repaired a difference.", m.drift_repairs.to_string());
-            metric("tortie_invalid_files_kept_total", "counter", "Edits rejected as invalid, previous content kept.", m.kept_previous_files.to_string());
-            let _ = writeln!(o, "# HELP tortie_dataplane_failures_total Failed applies, by cause.\n# TYPE tortie_dataplane_failures_total counter");
-            for (cause, n) in &m.failures_by_cause {
-                let _ = writeln!(o, "tortie_dataplane_failures_total{{cause=\"{}\"}} {n}", escape(cause));
-            }
-            let _ = writeln!(o, "# HELP tortie_ladder_steps_total Applies that escalated to a full rebuild or a re-created table.\n# TYPE tortie_ladder_steps_total counter");
-            for (step, n) in &m.ladder_steps {
-                let _ = writeln!(o, "tortie_ladder_steps_total{{step=\"{}\"}} {n}", escape(step));
-            }
-            let _ = writeln!(o, "# HELP tortie_invalid_input_total Problems found in the input, by stage.\n# TYPE tortie_invalid_input_total counter");
-            for (stage, n) in &m.invalid {
-                let _ = writeln!(o, "tortie_invalid_input_total{{stage=\"{}\"}} {n}", escape(stage));
-            }
-            if let Some(ls) = &log_stats {
-                use std::sync::atomic::Ordering::Relaxed;
-                let _ = writeln!(o, "# HELP tortie_logged_packets_total Logged packets read from NFLOG, by what became of them.\n# TYPE tortie_logged_packets_total counter");
-                let _ = writeln!(o, "tortie_logged_packets_total{{result=\"received\"}} {}", ls.received.load(Relaxed));
-                let _ = writeln!(o, "tortie_logged_packets_total{{result=\"written\"}} {}", ls.written.load(Relaxed));
-                let _ = writeln!(o, "tortie_logged_packets_total{{result=\"dropped\"}} {}", ls.dropped.load(Relaxed));
-                let _ = writeln!(o, "tortie_logged_packets_total{{result=\"error\"}} {}", ls.errors.load(Relaxed));
-            }
-            let _ = writeln!(o, "# HELP tortie_policy_packets Packets matched by a policy's rules.\n# TYPE tortie_policy_packets counter");
-            for (l, (p, _)) in &m.policy_hits {
-                let _ = writeln!(
-                    o,
-                    "tortie_policy_packets{{tier=\"{}\",kind=\"{}\",namespace=\"{}\",policy=\"{}\",action=\"{}\"}} {p}",
-                    escape(&l.tier),
-                    escape(&l.kind),
-                    escape(&l.namespace),
-                    escape(&l.policy),
-                    escape(&l.action)
-                );
-            }
-            let _ = writeln!(o, "# HELP tortie_policy_bytes Bytes matched by a policy's rules.\n# TYPE tortie_policy_bytes counter");
-            for (l, (_, b)) in &m.policy_hits {
-                let _ = writeln!(
-                    o,
-                    "tortie_policy_bytes{{tier=\"{}\",kind=\"{}\",namespace=\"{}\",policy=\"{}\",action=\"{}\"}} {b}",
-                    escape(&l.tier),
-                    escape(&l.kind),
-                    escape(&l.namespace),
-                    escape(&l.policy),
-                    escape(&l.action)
-                );
-            }
-            o
+            f.labelled_counter("tortie_policy_packets", "Packets matched by a policy's rules.", &policy, hits(|v| v.0));
+            f.labelled_counter("tortie_policy_bytes", "Bytes matched by a policy's rules.", &policy, hits(|v| v.1));
+            let drops = |pick: fn(&(u64, u64)) -> u64| {
+                m.implicit_drops.iter().map(move |((ep, reason), v)| (vec![ep.as_str(), reason.as_str()], pick(v) as f64))
+            };
+            f.labelled_counter("tortie_implicit_drop_packets", "Packets dropped because no policy or profile allowed them, by endpoint and reason.", &["endpoint", "reason"], drops(|v| v.0));
+            f.labelled_counter("tortie_implicit_drop_bytes", "Bytes dropped because no policy or profile allowed them, by endpoint and reason.", &["endpoint", "reason"], drops(|v| v.1));
+            f
+        });
+        let build = [env!("CARGO_PKG_VERSION"), env!("TORTIE_GIT_COMMIT")];
+        f.labelled_gauge(
+            "tortie_build_info",
+            "tortie's version and git commit (always 1).",
+            &["version", "commit"],
+            [(build.to_vec(), 1.0)].into_iter(),
+        );
+        if let Some(ls) = &log_stats {
+            use std::sync::atomic::Ordering::Relaxed;
+            let results = [
+                ("received", ls.received.load(Relaxed)),
+                ("written", ls.written.load(Relaxed)),
+                ("dropped", ls.dropped.load(Relaxed)),
+                ("error", ls.errors.load(Relaxed)),
+            ];
+            f.labelled_counter(
+                "tortie_logged_packets_total",
+                "Logged packets read from NFLOG, by what became of them.",
+                &["result"],
+                results.iter().map(|(k, v)| (vec![*k], *v as f64)),
+            );
+        }
+        f.0
+    }
+}
+
+/// Metric families built from the current state at each scrape.
+#[derive(Default)]
+struct Families(Vec<MetricFamily>);
+
+fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(name.to_string());
+    f.set_help(help.to_string());
+    f.set_field_type(kind);
+    f.set_metric(metrics);
+    f
+}
+
+fn labelled(names: &[&str], values: &[&str]) -> Metric {
+    let mut m = Metric::default();
+    let pairs = names
+        .iter()
+        .zip(values)
+        .map(|(n, v)| {
+            let mut p = LabelPair::default();
+            p.set_name(n.to_string());
+            p.set_value(v.to_string());
+            p
         })
+        .collect();
+    m.set_label(pairs);
+    m
+}
+
+impl Families {
+    fn counter(&mut self, name: &str, help: &str, v: f64) {
+        self.labelled_counter(name, help, &[], [(Vec::new(), v)].into_iter());
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, v: f64) {
+        self.labelled_gauge(name, help, &[], [(Vec::new(), v)].into_iter());
+    }
+
+    fn labelled_counter<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        series: impl Iterator<Item = (Vec<&'a str>, f64)>,
+    ) {
+        let metrics = series
+            .map(|(values, v)| {
+                let mut m = labelled(labels, &values);
+                let mut c = Counter::default();
+                c.set_value(v);
+                m.set_counter(c);
+                m
+            })
+            .collect();
+        self.0
+            .push(family(name, help, MetricType::COUNTER, metrics));
+    }
+
+    fn labelled_gauge<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        series: impl Iterator<Item = (Vec<&'a str>, f64)>,
+    ) {
+        let metrics = series
+            .map(|(values, v)| {
+                let mut m = labelled(labels, &values);
+                let mut g = Gauge::default();
+                g.set_value(v);
+                m.set_gauge(g);
+                m
+            })
+            .collect();
+        self.0.push(family(name, help, MetricType::GAUGE, metrics));
+    }
+
+    /// Felix's summary objectives (0.5, 0.9, 0.99) over the last
+    /// [`APPLY_WINDOW`] applies; sum and count over all of them.
+    fn summary(&mut self, name: &str, help: &str, m: &Inner) {
+        let mut sorted: Vec<f64> = m.apply_window.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        let quantiles = [0.5, 0.9, 0.99]
+            .iter()
+            .map(|q| {
+                let mut quantile = Quantile::default();
+                quantile.set_quantile(*q);
+                let value = if sorted.is_empty() {
+                    f64::NAN
+                } else {
+                    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+                    sorted[i]
+                };
+                quantile.set_value(value);
+                quantile
+            })
+            .collect();
+        let mut s = Summary::default();
+        s.set_sample_count(m.apply_seconds_count);
+        s.set_sample_sum(m.apply_seconds_sum);
+        s.set_quantile(quantiles);
+        let mut metric = Metric::default();
+        metric.set_summary(s);
+        self.0
+            .push(family(name, help, MetricType::SUMMARY, vec![metric]));
     }
 }
 
@@ -393,5 +550,94 @@ mod tests {
         assert!(m.liveness_at(now + Duration::from_secs(11)).is_err());
         m.heartbeat();
         assert!(m.liveness_at(Instant::now()).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod exposition_tests {
+    use super::*;
+
+    fn scrape(m: &Metrics) -> prometheus_parse::Scrape {
+        let text = m.render();
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+            .unwrap_or_else(|e| panic!("not Prometheus text: {e}\n{text}"))
+    }
+
+    fn value(s: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> Option<f64> {
+        s.samples
+            .iter()
+            .filter(|x| x.metric == name)
+            .filter(|x| label.is_none_or(|(k, v)| x.labels.get(k) == Some(v)))
+            .find_map(|x| match x.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => Some(v),
+                _ => None,
+            })
+    }
+
+    #[test]
+    fn the_exposition_parses_and_has_felix_shapes_process_and_build_series() {
+        let m = Metrics::default();
+        for t in [0.01, 0.02, 0.03, 0.5] {
+            m.apply_succeeded(t, true, 1.0);
+        }
+        m.apply_failed("timeout", 1);
+        m.set_invalid_now([("decode".to_string(), 2)].into());
+        m.set_implicit_drops(
+            [(
+                (
+                    "workload default/nginx".to_string(),
+                    "end of tier default".to_string(),
+                ),
+                (3, 180),
+            )]
+            .into(),
+        );
+        let s = scrape(&m);
+        let summary = s
+            .samples
+            .iter()
+            .find(|x| x.metric == "felix_int_dataplane_apply_time_seconds")
+            .expect("the apply-time summary");
+        let prometheus_parse::Value::Summary(q) = &summary.value else {
+            panic!("apply time is not a summary: {:?}", summary.value)
+        };
+        assert_eq!(q.len(), 3);
+        assert_eq!(
+            value(&s, "felix_int_dataplane_apply_time_seconds_count", None),
+            Some(4.0)
+        );
+        assert_eq!(value(&s, "felix_int_dataplane_failures", None), Some(1.0));
+        assert_eq!(value(&s, "felix_resync_state", None), Some(3.0));
+        assert!(value(&s, "process_resident_memory_bytes", None).unwrap() > 0.0);
+        assert_eq!(
+            value(
+                &s,
+                "tortie_build_info",
+                Some(("version", env!("CARGO_PKG_VERSION")))
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&s, "tortie_invalid_inputs", Some(("stage", "decode"))),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(
+                &s,
+                "tortie_implicit_drop_packets",
+                Some(("reason", "end of tier default"))
+            ),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(
+                &s,
+                "tortie_dataplane_failures_total",
+                Some(("cause", "timeout"))
+            ),
+            Some(1.0)
+        );
     }
 }

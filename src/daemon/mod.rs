@@ -12,6 +12,7 @@
 //! readiness drops after repeated failures, liveness follows the loop's
 //! heartbeat. One agent per network namespace (a lock under /run/tortie).
 
+mod counters;
 pub mod http;
 pub mod metrics;
 
@@ -243,16 +244,28 @@ fn report_files(reports: &[dir::FileReport], metrics: &Metrics) {
     }
 }
 
-/// Reads rule counters and sums them per policy and action.
+/// Packets and bytes per policy and action.
+type PolicyHits = BTreeMap<PolicyLabels, (u64, u64)>;
+
+/// Reads rule counters and sums them per policy and action, and the
+/// implicit drops per endpoint and reason.
 fn policy_hits(
     target: &Target,
     limits: &Limits,
     tiers: &BTreeMap<String, String>,
-) -> Result<BTreeMap<PolicyLabels, (u64, u64)>, NftError> {
+    ruleset: &Ruleset,
+) -> Result<(PolicyHits, counters::Drops), NftError> {
     let json = crate::nft::exec::list_table_json_with(target, limits)?.unwrap_or_default();
     let counters = crate::nft::state::rule_counters(&json).map_err(NftError::Parse)?;
-    let mut out: BTreeMap<PolicyLabels, (u64, u64)> = BTreeMap::new();
-    for (note, packets, bytes) in counters {
+    let drops = counters::implicit_drops(&counters, ruleset);
+    let mut out = PolicyHits::new();
+    for crate::nft::state::RuleCounter {
+        note,
+        packets,
+        bytes,
+        ..
+    } in counters
+    {
         // Notes of policy rules read `<kind>/[<ns>/]<name> <dir>#<n> <Action>`.
         let mut words = note.split(' ');
         let (Some(id), Some(rule), Some(action)) = (words.next(), words.next(), words.next())
@@ -279,7 +292,7 @@ fn policy_hits(
         e.0 += packets;
         e.1 += bytes;
     }
-    Ok(out)
+    Ok((out, drops))
 }
 
 /// Runs until `stop` is set. Returns only on a setup error or on stop.
@@ -497,8 +510,16 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
         // not called more often than the backoff allows.
         if !pending_apply && now >= next_counters {
             next_counters = now + Duration::from_secs(10).min(refresh_every(&desired));
-            match policy_hits(&opts.target, &limits, &desired.policy_tiers) {
-                Ok(h) => metrics.set_policy_hits(h),
+            match policy_hits(
+                &opts.target,
+                &limits,
+                &desired.policy_tiers,
+                desired.ruleset(),
+            ) {
+                Ok((hits, drops)) => {
+                    metrics.set_policy_hits(hits);
+                    metrics.set_implicit_drops(drops);
+                }
                 Err(e) => log(
                     "warn",
                     "cannot read rule counters",

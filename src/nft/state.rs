@@ -168,10 +168,19 @@ fn element_text(e: &Value) -> Option<String> {
     }
 }
 
+/// One rule's counter, with the chain it sits in and its note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleCounter {
+    pub chain: String,
+    pub note: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
 /// `(note, packets, bytes)` for every rule with a counter and one of our
 /// comments, from `nft -j list table` output. The note is the comment after
 /// the hash.
-pub fn rule_counters(text: &str) -> Result<Vec<(String, u64, u64)>, String> {
+pub fn rule_counters(text: &str) -> Result<Vec<RuleCounter>, String> {
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
@@ -201,7 +210,16 @@ pub fn rule_counters(text: &str) -> Result<Vec<(String, u64, u64)>, String> {
         if let Some(c) = counter {
             let packets = c.get("packets").and_then(Value::as_u64).unwrap_or(0);
             let bytes = c.get("bytes").and_then(Value::as_u64).unwrap_or(0);
-            out.push((note.to_string(), packets, bytes));
+            let chain = rule
+                .get("chain")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            out.push(RuleCounter {
+                chain: chain.to_string(),
+                note: note.to_string(),
+                packets,
+                bytes,
+            });
         }
     }
     Ok(out)
