@@ -14,6 +14,7 @@ pub mod logging;
 pub mod manifests;
 pub mod model;
 pub mod nft;
+pub mod obs;
 pub mod sandbox;
 pub mod selector;
 pub mod synth;

@@ -46,6 +46,8 @@ pub struct Settings {
     pub log_backend: LogBackend,
     /// Also log the implicit drops (FelixConfiguration `logDropped`).
     pub log_dropped: bool,
+    /// FelixConfiguration `logSeverityScreen`: the agent's own log level.
+    pub log_severity: Option<String>,
 }
 
 /// Where logged packets go.
@@ -102,6 +104,7 @@ impl Default for Settings {
             refresh_interval: Duration::from_secs(90),
             log_backend: LogBackend::Kernel,
             log_dropped: false,
+            log_severity: None,
         }
     }
 }
@@ -177,6 +180,9 @@ impl Settings {
         if let Some(d) = spec.log_dropped {
             self.log_dropped = d;
         }
+        if let Some(s) = &spec.log_severity_screen {
+            self.log_severity = Some(s.clone());
+        }
         if let Some(d) = spec.disable_conntrack_invalid_check {
             self.conntrack_invalid_drop = !d;
         }
@@ -234,6 +240,11 @@ fn set_env_param(spec: &mut FelixConfigurationSpec, param: &str, v: &str) -> Res
         "failsafeinboundhostports" => spec.failsafe_inbound_host_ports = Some(env_ports(v)?),
         "failsafeoutboundhostports" => spec.failsafe_outbound_host_ports = Some(env_ports(v)?),
         "logprefix" => spec.log_prefix = Some(v.to_string()),
+        "logseverityscreen" => {
+            crate::obs::felix_severity(v)
+                .ok_or_else(|| format!("`{v}` is not one of Debug, Info, Warning, Error, Fatal"))?;
+            spec.log_severity_screen = Some(v.to_string())
+        }
         "logactionratelimit" => {
             validate::parse_rate(v)
                 .ok_or_else(|| format!("`{v}` is not a rate such as 10/second"))?;

@@ -598,6 +598,9 @@ pub struct FelixConfigurationSpec {
     pub log_action_rate_limit_burst: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_dropped: Option<bool>,
+    /// The agent's own log level (Felix's names: Debug, Info, Warning, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_severity_screen: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface_prefix: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
