@@ -497,11 +497,7 @@ impl Watcher {
 const RETRY: Duration = Duration::from_secs(1);
 
 fn log_failure(e: &HostIfacesError) {
-    crate::daemon::log(
-        "warn",
-        "cannot read the node's interfaces; retrying",
-        &[("error", e.to_string())],
-    );
+    tracing::warn!(error = %e, "cannot read the node's interfaces; retrying");
 }
 
 #[cfg(test)]

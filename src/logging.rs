@@ -551,11 +551,7 @@ fn write_loop(rx: Receiver<Record>, opts: LogOptions, stats: Arc<LogStats>) {
         Ok(w) => w,
         Err(e) => {
             stats.errors.fetch_add(1, Ordering::Relaxed);
-            crate::daemon::log(
-                "error",
-                "cannot open the syslog destination",
-                &[("destination", dest.clone()), ("error", e.to_string())],
-            );
+            tracing::error!(destination = %dest, error = %e, "cannot open the syslog destination");
             Writer::None
         }
     };
@@ -566,7 +562,7 @@ fn write_loop(rx: Receiver<Record>, opts: LogOptions, stats: Arc<LogStats>) {
         let why =
             "no such socket (mount the host's /dev/log, or use --syslog none with --log-json)";
         if let Some(line) = report.failed(Instant::now(), &dest, why) {
-            crate::daemon::log("error", &line, &[]);
+            tracing::error!(destination = %dest, "{line}");
         }
         report.lost = 0;
     }
@@ -591,12 +587,12 @@ fn write_loop(rx: Receiver<Record>, opts: LogOptions, stats: Arc<LogStats>) {
         if ok {
             stats.written.fetch_add(1, Ordering::Relaxed);
             if let Some(line) = report.succeeded(&dest) {
-                crate::daemon::log("info", &line, &[]);
+                tracing::info!(destination = %dest, "{line}");
             }
         } else {
             stats.errors.fetch_add(1, Ordering::Relaxed);
             if let Some(line) = report.failed(Instant::now(), &dest, &send_error) {
-                crate::daemon::log("error", &line, &[]);
+                tracing::error!(destination = %dest, "{line}");
             }
         }
     }
