@@ -30,6 +30,8 @@ enum Command {
         /// Files or directories of YAML/JSON resources.
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
         paths: Vec<PathBuf>,
+        #[command(flatten)]
+        limits: LimitArgs<256, 40_000_000, 80_000_000>,
     },
     /// Print the nftables ruleset for one node (nft -f text) to stdout.
     Compile {
@@ -98,6 +100,12 @@ enum Command {
         /// Also append each logged packet as a JSON line to this file.
         #[arg(long, env = "TORTIE_LOG_JSON")]
         log_json: Option<PathBuf>,
+        #[command(flatten)]
+        limits: LimitArgs<16, 4_000_000, 40_000_000>,
+        /// How often the whole datastore directory is compared with what is
+        /// in force, whatever inotify said (at least 1s).
+        #[arg(long, env = "TORTIE_RESCAN_INTERVAL", default_value = "30s")]
+        rescan_interval: String,
     },
     /// Run the NetworkPolicy tutorial in a sandbox of network namespaces and
     /// show, with real packets, what each step allows.
@@ -109,6 +117,37 @@ enum Command {
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
         paths: Vec<PathBuf>,
     },
+}
+
+/// Input budgets (defaults: file size in MiB, values per file, values in
+/// all files together).
+#[derive(clap::Args)]
+struct LimitArgs<const MIB: u64, const FILE: usize, const TOTAL: usize> {
+    /// Largest input file, checked before it is read (e.g. 16MiB, 300MB).
+    #[arg(long, env = "TORTIE_MAX_FILE_SIZE", default_value_t = format!("{MIB}MiB"))]
+    max_file_size: String,
+    /// Most values (scalars, lists, maps, alias copies included) one file may hold.
+    #[arg(long, env = "TORTIE_MAX_FILE_VALUES", default_value_t = FILE)]
+    max_file_values: usize,
+    /// Most values all files together may hold.
+    #[arg(long, env = "TORTIE_MAX_DATASTORE_VALUES", default_value_t = TOTAL)]
+    max_datastore_values: usize,
+}
+
+impl<const MIB: u64, const FILE: usize, const TOTAL: usize> LimitArgs<MIB, FILE, TOTAL> {
+    fn limits(&self) -> Result<tortie::model::yaml::Limits> {
+        let size = tortie::model::load::parse_size(&self.max_file_size).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--max-file-size `{}` is not a size (e.g. 16MiB, 300MB, 1048576)",
+                self.max_file_size
+            )
+        })?;
+        Ok(tortie::model::yaml::Limits {
+            max_file_bytes: size,
+            max_file_values: self.max_file_values.max(1),
+            max_total_values: self.max_datastore_values.max(1),
+        })
+    }
 }
 
 fn print_diagnostics(diags: &[Diagnostic]) {
@@ -148,8 +187,8 @@ fn load_and_compile(paths: &[PathBuf], node: &str) -> (LoadResult, tortie::compi
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Validate { paths } => {
-            let result = load_paths(&paths);
+        Command::Validate { paths, limits } => {
+            let result = tortie::model::load::load_paths_with(&paths, &limits.limits()?);
             print_diagnostics(&result.diagnostics);
             print!("{}", summary(&result));
             let errors = result.errors().count();
@@ -242,7 +281,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             nflog_group,
             syslog,
             log_json,
+            limits,
+            rescan_interval,
         } => {
+            let rescan_interval = tortie::model::parse_duration(&rescan_interval)
+                .filter(|d| *d >= std::time::Duration::from_secs(1))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--rescan-interval `{rescan_interval}` is not a duration of at least 1s (e.g. 30s, 5m)"
+                    )
+                })?;
             let refresh = match refresh_interval.as_deref() {
                 None => None,
                 Some(text) => Some(tortie::model::parse_duration(text).ok_or_else(|| {
@@ -275,6 +323,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
                 syslog,
                 log_json,
+                limits: limits.limits()?,
+                rescan_interval,
             };
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
