@@ -31,7 +31,7 @@ enum Command {
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
         paths: Vec<PathBuf>,
         #[command(flatten)]
-        limits: LimitArgs<256, 40_000_000, 80_000_000>,
+        limits: LimitArgs,
     },
     /// Print the nftables ruleset for one node (nft -f text) to stdout.
     Compile {
@@ -101,7 +101,7 @@ enum Command {
         #[arg(long, env = "TORTIE_LOG_JSON")]
         log_json: Option<PathBuf>,
         #[command(flatten)]
-        limits: LimitArgs<16, 4_000_000, 40_000_000>,
+        limits: LimitArgs,
         /// How often the whole datastore directory is compared with what is
         /// in force, whatever inotify said (at least 1s).
         #[arg(long, env = "TORTIE_RESCAN_INTERVAL", default_value = "30s")]
@@ -119,33 +119,43 @@ enum Command {
     },
 }
 
-/// Input budgets (defaults: file size in MiB, values per file, values in
-/// all files together).
+/// Input budgets; each command has its own defaults (see `limits`).
 #[derive(clap::Args)]
-struct LimitArgs<const MIB: u64, const FILE: usize, const TOTAL: usize> {
+struct LimitArgs {
     /// Largest input file, checked before it is read (e.g. 16MiB, 300MB).
-    #[arg(long, env = "TORTIE_MAX_FILE_SIZE", default_value_t = format!("{MIB}MiB"))]
-    max_file_size: String,
-    /// Most values (scalars, lists, maps, alias copies included) one file may hold.
-    #[arg(long, env = "TORTIE_MAX_FILE_VALUES", default_value_t = FILE)]
-    max_file_values: usize,
-    /// Most values all files together may hold.
-    #[arg(long, env = "TORTIE_MAX_DATASTORE_VALUES", default_value_t = TOTAL)]
-    max_datastore_values: usize,
+    /// Default: 16MiB for `run`, 256MiB for `validate`.
+    #[arg(long, env = "TORTIE_MAX_FILE_SIZE")]
+    max_file_size: Option<String>,
+    /// Most values (scalars, lists, maps, alias copies included) one file may
+    /// hold. Default: 3000000 for `run`, 40000000 for `validate`.
+    #[arg(long, env = "TORTIE_MAX_FILE_VALUES")]
+    max_file_values: Option<usize>,
+    /// Most values all files together may hold. Default: 40000000 for
+    /// `run`, 80000000 for `validate`.
+    #[arg(long, env = "TORTIE_MAX_DATASTORE_VALUES")]
+    max_datastore_values: Option<usize>,
 }
 
-impl<const MIB: u64, const FILE: usize, const TOTAL: usize> LimitArgs<MIB, FILE, TOTAL> {
-    fn limits(&self) -> Result<tortie::model::yaml::Limits> {
-        let size = tortie::model::load::parse_size(&self.max_file_size).ok_or_else(|| {
-            anyhow::anyhow!(
-                "--max-file-size `{}` is not a size (e.g. 16MiB, 300MB, 1048576)",
-                self.max_file_size
-            )
-        })?;
+impl LimitArgs {
+    fn limits(&self, defaults: tortie::model::yaml::Limits) -> Result<tortie::model::yaml::Limits> {
+        let max_file_bytes = match &self.max_file_size {
+            None => defaults.max_file_bytes,
+            Some(text) => tortie::model::load::parse_size(text).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--max-file-size `{text}` is not a size (e.g. 16MiB, 300MB, 1048576)"
+                )
+            })?,
+        };
         Ok(tortie::model::yaml::Limits {
-            max_file_bytes: size,
-            max_file_values: self.max_file_values.max(1),
-            max_total_values: self.max_datastore_values.max(1),
+            max_file_bytes,
+            max_file_values: self
+                .max_file_values
+                .unwrap_or(defaults.max_file_values)
+                .max(1),
+            max_total_values: self
+                .max_datastore_values
+                .unwrap_or(defaults.max_total_values)
+                .max(1),
         })
     }
 }
@@ -188,7 +198,10 @@ fn load_and_compile(paths: &[PathBuf], node: &str) -> (LoadResult, tortie::compi
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate { paths, limits } => {
-            let result = tortie::model::load::load_paths_with(&paths, &limits.limits()?);
+            let result = tortie::model::load::load_paths_with(
+                &paths,
+                &limits.limits(tortie::model::yaml::Limits::CLI)?,
+            );
             print_diagnostics(&result.diagnostics);
             print!("{}", summary(&result));
             let errors = result.errors().count();
@@ -323,7 +336,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
                 syslog,
                 log_json,
-                limits: limits.limits()?,
+                limits: limits.limits(tortie::model::yaml::Limits::DAEMON)?,
                 rescan_interval,
             };
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -220,9 +220,27 @@ fn report_diagnostics(diagnostics: &[crate::diag::Diagnostic], metrics: &Metrics
     }
 }
 
+/// Diagnostics logged per file change; the rest are counted, not printed,
+/// so that one huge broken file cannot flood the log.
+const LOGGED_PER_FILE: usize = 20;
+
 fn report_file(c: &FileChange, metrics: &Metrics) {
-    report_diagnostics(&c.diagnostics, metrics);
+    let shown = c.diagnostics.len().min(LOGGED_PER_FILE);
+    report_diagnostics(&c.diagnostics[..shown], metrics);
     let file = || vec![("file", c.path.display().to_string())];
+    if shown < c.diagnostics.len() {
+        for d in c.diagnostics[shown..].iter().filter(|d| d.is_error()) {
+            metrics.invalid_input(d.stage.label(), false);
+        }
+        log(
+            "warn",
+            "more problems in this file were not logged",
+            &[
+                file().remove(0),
+                ("count", (c.diagnostics.len() - shown).to_string()),
+            ],
+        );
+    }
     match c.update {
         Update::Kept => {
             metrics.invalid_input("file", true);

@@ -184,7 +184,8 @@ pub const MAX_DEPTH: usize = 256;
 
 /// What one file, and all files of one source together, may expand to.
 /// A value is one scalar, list or map of the parsed tree; a value copied by
-/// an alias counts again, so alias bombs run into the same limit.
+/// an alias (or kept for later aliases by an anchor) counts again, so alias
+/// bombs run into the same limit. One value costs ~85 bytes while parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Files larger than this are rejected before they are read.
@@ -196,14 +197,16 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The agent's defaults: a file up to 16 MiB (about 50,000 pods) and
-    /// values for an XL cluster (250,000 pods) with room to spare.
+    /// The agent's defaults: a file up to 16 MiB (about 60,000 pods, 2.4
+    /// million values; at most ~250 MB while one file is parsed) and values
+    /// for an XL cluster (250,000 pods, 9.5 million values) four times over.
     pub const DAEMON: Limits = Limits {
         max_file_bytes: 16 << 20,
-        max_file_values: 4_000_000,
+        max_file_values: 3_000_000,
         max_total_values: 40_000_000,
     };
-    /// The one-shot commands' defaults: a whole-cluster dump in one file.
+    /// The one-shot commands' defaults: a whole-cluster dump in one file
+    /// (the XL dump is 67 MB and 9.5 million values).
     pub const CLI: Limits = Limits {
         max_file_bytes: 256 << 20,
         max_file_values: 40_000_000,
@@ -344,14 +347,15 @@ impl<'a> Budget<'a> {
     }
 
     fn take(&mut self, n: usize, pos: Pos) -> Result<(), OverBudget> {
-        self.used = self.used.saturating_add(n);
-        if self.used > self.file_limit {
+        let after = self.used.saturating_add(n);
+        if after > self.file_limit {
             return Err(OverBudget {
                 pos,
                 kind: BudgetKind::File,
                 limit: self.file_limit,
             });
         }
+        self.used = after;
         let Some(pool) = self.pool else {
             return Ok(());
         };
@@ -641,6 +645,8 @@ impl Builder<'_, '_> {
     /// Adds a finished node to its parent; `size` is its count of values.
     fn push(&mut self, node: Node, anchor: usize, size: usize) -> Result<(), ParseError> {
         if anchor != 0 {
+            // The copy kept for later aliases is memory too: it counts.
+            self.count(size, node.pos)?;
             self.anchors.insert(anchor, (node.clone(), size));
         }
         match self.stack.last_mut() {
@@ -838,8 +844,9 @@ mod tests {
         assert!(err.message.contains("input budget exceeded"), "{err:?}");
     }
 
-    /// One document that expands to 1,111,111 values from ~450 bytes (under
-    /// the old per-document limit of 2 million).
+    /// One document of ~340 bytes that expands to 1,111,111 values (under
+    /// the old per-document limit of 2 million), 2,345,677 with the copies
+    /// its anchors keep.
     pub(crate) fn bomb_document() -> String {
         let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..6 {
@@ -855,46 +862,47 @@ mod tests {
         let doc = bomb_document();
         let text: String = (0..80).map(|_| format!("---\n{doc}")).collect();
         assert!(text.len() < 40_000, "{} bytes", text.len());
-        let mut budget = Budget::new(4_000_000);
+        let mut budget = Budget::new(6_000_000);
         let mut seen = 0;
         let err = for_each_document(&text, &mut budget, |_| seen += 1).unwrap_err();
-        // Each document alone fits; the fourth one runs the file over.
-        assert_eq!(seen, 3);
+        // Each document alone fits (2.35 million values with its anchors'
+        // copies); the third one runs the file over.
+        assert_eq!(seen, 2);
         assert_eq!(err.kind, BudgetKind::File);
-        assert_eq!(err.limit, 4_000_000);
-        // The position is where the budget ran out: an alias in document 4.
-        let doc_start = 3 * (doc.lines().count() + 1) + 2;
+        assert_eq!(err.limit, 6_000_000);
+        // The position is where the budget ran out: in document 3.
+        let doc_start = 2 * (doc.lines().count() + 1) + 2;
         assert!(
             err.pos.line > doc_start && err.pos.line < doc_start + 6,
             "{err:?}"
         );
-        assert!(err.to_string().contains("more than 4000000 values"));
+        assert!(err.to_string().contains("more than 6000000 values"));
         assert!(err.hint().contains("--max-file-values"));
     }
 
     #[test]
     fn the_pool_bounds_all_files_together_and_takes_back_what_is_released() {
         let doc = bomb_document();
-        let pool = Pool::new(3_000_000);
-        let mut first = Budget::with_pool(2_000_000, &pool, 0);
+        let pool = Pool::new(6_000_000);
+        let mut first = Budget::with_pool(3_000_000, &pool, 0);
         parse_one_within(&doc, 1, &mut first).unwrap();
-        assert!(pool.used() >= 1_111_111);
-        let mut second = Budget::with_pool(2_000_000, &pool, 0);
+        assert!(pool.used() >= 2_345_677);
+        let mut second = Budget::with_pool(3_000_000, &pool, 0);
         parse_one_within(&doc, 1, &mut second).unwrap();
-        let mut third = Budget::with_pool(2_000_000, &pool, 0);
+        let mut third = Budget::with_pool(3_000_000, &pool, 0);
         let err = parse_one_within(&doc, 1, &mut third).unwrap_err();
         let ParseError::OverBudget(e) = err else {
             panic!("{err:?}")
         };
-        assert_eq!((e.kind, e.limit), (BudgetKind::Datastore, 3_000_000));
+        assert_eq!((e.kind, e.limit), (BudgetKind::Datastore, 6_000_000));
         assert!(e.hint().contains("--max-datastore-values"));
         // The rejected parse gives back what it took; so does a removed file.
         pool.release(third.charged());
         pool.release(second.charged());
         // Re-parsing the first file in place: its old content is credited.
-        let mut again = Budget::with_pool(2_000_000, &pool, first.charged());
+        let mut again = Budget::with_pool(3_000_000, &pool, first.charged());
         parse_one_within(&doc, 1, &mut again).unwrap();
-        let mut fourth = Budget::with_pool(2_000_000, &pool, 0);
+        let mut fourth = Budget::with_pool(3_000_000, &pool, 0);
         parse_one_within("a: 1\n", 1, &mut fourth).unwrap();
     }
 

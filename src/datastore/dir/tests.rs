@@ -439,3 +439,32 @@ fn the_watcher_follows_renames_deletes_and_symlinks_with_inotify() {
         std::fs::remove_file(root.join("l.yaml")).unwrap()
     });
 }
+
+#[test]
+fn a_large_file_is_settled_in_its_own_lane() {
+    let s = Scratch::new("large");
+    s.write("root/q.yaml", &tier("q"));
+    let (tx, rx) = mpsc::channel();
+    let (_watching, initial) = watch(&s.root(), DirOptions::default(), move |c| {
+        tx.send(c).is_ok()
+    })
+    .unwrap();
+    assert_eq!(initial.len(), 1);
+    let big = s.root().join("big.yaml");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(50 << 20)
+        .unwrap();
+    let c = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a change for the large file");
+    assert_eq!(
+        (c.path.as_path(), &c.update),
+        (big.as_path(), &Update::Rejected)
+    );
+    assert!(
+        c.diagnostics[0]
+            .message
+            .contains("more than the limit of 16777216 bytes")
+    );
+}
