@@ -227,36 +227,28 @@ const LOGGED_PER_FILE: usize = 20;
 fn report_file(c: &FileChange, metrics: &Metrics) {
     let shown = c.diagnostics.len().min(LOGGED_PER_FILE);
     report_diagnostics(&c.diagnostics[..shown], metrics);
-    let file = || vec![("file", c.path.display().to_string())];
+    let file = ("file", c.path.display().to_string());
     if shown < c.diagnostics.len() {
         for d in c.diagnostics[shown..].iter().filter(|d| d.is_error()) {
             metrics.invalid_input(d.stage.label(), false);
         }
-        log(
-            "warn",
-            "more problems in this file were not logged",
-            &[
-                file().remove(0),
-                ("count", (c.diagnostics.len() - shown).to_string()),
-            ],
-        );
+        let count = (c.diagnostics.len() - shown).to_string();
+        let msg = "more problems in this file were not logged";
+        log("warn", msg, &[file.clone(), ("count", count)]);
     }
-    match c.update {
+    match &c.update {
         Update::Kept => {
             metrics.invalid_input("file", true);
-            log(
-                "error",
-                "invalid file: its previous content stays in force until it is fixed",
-                &file(),
-            );
+            let msg = "invalid file: its previous content stays in force until it is fixed";
+            log("error", msg, &[file]);
         }
-        Update::Rejected => log("error", "file rejected: nothing of it is in force", &file()),
-        Update::Set(ref r) => log(
+        Update::Rejected => log("error", "file rejected: nothing of it is in force", &[file]),
+        Update::Set(r) => log(
             "info",
             "file read",
-            &[file().remove(0), ("resources", r.len().to_string())],
+            &[file, ("resources", r.len().to_string())],
         ),
-        Update::Removed => log("info", "file removed", &file()),
+        Update::Removed => log("info", "file removed", &[file]),
     }
 }
 

@@ -481,7 +481,7 @@ fn worker(jobs: &Mutex<Receiver<Job>>, out: &Sender<Msg>, limits: &Limits, pool:
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        let parsed = parse_job(&job, limits, pool);
+        let parsed = parse_guarded(&job, limits, pool);
         let done = Done {
             path: job.path,
             generation: job.generation,
@@ -491,6 +491,37 @@ fn worker(jobs: &Mutex<Receiver<Job>>, out: &Sender<Msg>, limits: &Limits, pool:
             return;
         }
     }
+}
+
+/// [`parse_job`], with a panic in the loader turned into a rejected file
+/// instead of a lost worker (and a path that would never be read again).
+fn parse_guarded(job: &Job, limits: &Limits, pool: &Pool) -> Parsed {
+    let run = std::panic::AssertUnwindSafe(|| parse_job(job, limits, pool));
+    std::panic::catch_unwind(run).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        let mut d = crate::diag::file_error(
+            &job.path,
+            crate::diag::Stage::Syntax,
+            format!("internal error while reading this file ({why}); it is rejected"),
+        );
+        d.hint = Some("this is a bug in tortie: please report it with the file".into());
+        Parsed::Loaded {
+            // Not retried until the file changes.
+            stamp: std::fs::metadata(&job.path).ok().map(|m| Stamp::of(&m)),
+            hash: [0; 32],
+            result: LoadResult {
+                diagnostics: vec![d],
+                rejected: true,
+                ..LoadResult::default()
+            },
+            charged: 0,
+            datastore_full: false,
+        }
+    })
 }
 
 /// A running directory source; dropping it stops the thread.

@@ -246,10 +246,10 @@ pub fn load_str(text: &str, path: &Path) -> LoadResult {
 /// are parsed and decoded one at a time; when the budget runs out, the whole
 /// text is rejected with one positioned error and nothing of it is kept.
 pub fn load_str_with(text: &str, path: &Path, budget: &mut Budget) -> LoadResult {
-    let source: Arc<str> = Arc::from(text);
     let mut ctx = Ctx {
         file: path.to_path_buf(),
-        source,
+        text,
+        source: None,
         result: LoadResult::default(),
     };
     let outcome = yaml::for_each_document(text, budget, |doc| match doc.result {
@@ -295,13 +295,16 @@ fn syntax_hint(text: &str, line: usize) -> Option<String> {
     None
 }
 
-struct Ctx {
+struct Ctx<'t> {
     file: PathBuf,
-    source: Arc<str>,
+    text: &'t str,
+    /// A shared copy of the text for diagnostics, made at the first one
+    /// (a file without problems is never copied).
+    source: Option<Arc<str>>,
     result: LoadResult,
 }
 
-impl Ctx {
+impl Ctx<'_> {
     #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
@@ -322,12 +325,16 @@ impl Ctx {
             path,
             message,
             hint,
-            source: Some(self.source.clone()),
+            source: Some(
+                self.source
+                    .get_or_insert_with(|| Arc::from(self.text))
+                    .clone(),
+            ),
         });
     }
 
     fn document(&mut self, node: &Node, base: &FieldPath, first_line: usize) {
-        let err = |ctx: &mut Ctx, pos, message: String, hint: Option<String>| {
+        let err = |ctx: &mut Ctx<'_>, pos, message: String, hint: Option<String>| {
             ctx.push(
                 Severity::Error,
                 Stage::Decode,
