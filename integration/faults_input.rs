@@ -203,7 +203,7 @@ fn bomb_document(n: usize) -> String {
     );
     for i in 1..6 {
         let p = format!("*a{}", i - 1);
-        let refs = vec![p.as_str(); 10].join(", ");
+        let refs = [p.as_str(); 10].join(", ");
         let _ = writeln!(text, "  a{i}: &a{i} [{refs}]");
     }
     text

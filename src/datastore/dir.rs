@@ -218,7 +218,7 @@ fn parse_job(job: &Job, limits: &Limits, pool: &Pool) -> Parsed {
         Err(_) if !job.path.exists() => return Parsed::Gone,
         Err(d) => {
             let result = LoadResult {
-                diagnostics: vec![d],
+                diagnostics: vec![*d],
                 rejected: true,
                 ..LoadResult::default()
             };

@@ -163,7 +163,7 @@ pub fn load_file_with(path: &Path, max_bytes: u64, budget: &mut Budget) -> LoadR
     match read_text(path, max_bytes) {
         Ok(text) => load_str_with(&text, path, budget),
         Err(d) => LoadResult {
-            diagnostics: vec![d],
+            diagnostics: vec![*d],
             rejected: true,
             ..LoadResult::default()
         },
@@ -171,20 +171,20 @@ pub fn load_file_with(path: &Path, max_bytes: u64, budget: &mut Budget) -> LoadR
 }
 
 /// Reads a UTF-8 file, refusing (before reading) one larger than `max_bytes`.
-pub fn read_text(path: &Path, max_bytes: u64) -> Result<String, Diagnostic> {
+pub fn read_text(path: &Path, max_bytes: u64) -> Result<String, Box<Diagnostic>> {
     use std::io::Read;
-    let io = |e: std::io::Error| file_error(path, Stage::Io, format!("cannot read: {e}"));
+    let io = |e: std::io::Error| Box::new(file_error(path, Stage::Io, format!("cannot read: {e}")));
     let file = std::fs::File::open(path).map_err(io)?;
     let size = file.metadata().map_err(io)?.len();
     let too_big = |size: u64| {
-        let mut d = file_error(
+        let mut d = Box::new(file_error(
             path,
             Stage::Io,
             format!(
                 "the file is {size} bytes, more than the limit of {max_bytes} bytes ({}); it is not read",
                 human_bytes(max_bytes)
             ),
-        );
+        ));
         d.hint = Some(
             "if this file is legitimate, raise the limit with --max-file-size (env TORTIE_MAX_FILE_SIZE), or split it into several files".into(),
         );
@@ -201,8 +201,13 @@ pub fn read_text(path: &Path, max_bytes: u64) -> Result<String, Diagnostic> {
     if bytes.len() as u64 > max_bytes {
         return Err(too_big(bytes.len() as u64));
     }
-    String::from_utf8(bytes)
-        .map_err(|_| file_error(path, Stage::Io, "the file is not UTF-8 text".into()))
+    String::from_utf8(bytes).map_err(|_| {
+        Box::new(file_error(
+            path,
+            Stage::Io,
+            "the file is not UTF-8 text".into(),
+        ))
+    })
 }
 
 /// A size such as `16MiB`, `64M`, `500KB` or `1048576` (bytes). Binary

@@ -851,7 +851,7 @@ mod tests {
         let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..6 {
             let p = format!("*a{}", i - 1);
-            let refs = vec![p.as_str(); 10].join(", ");
+            let refs = [p.as_str(); 10].join(", ");
             text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
         }
         text
