@@ -45,7 +45,12 @@ impl LoadResult {
         self.errors().next().is_some()
     }
     pub fn extend(&mut self, other: LoadResult) {
-        self.resources.extend(other.resources);
+        // Moved, not copied, when this is the first (often the only) file.
+        if self.resources.is_empty() {
+            self.resources = other.resources;
+        } else {
+            self.resources.extend(other.resources);
+        }
         self.diagnostics.extend(other.diagnostics);
         self.rejected |= other.rejected;
         self.over_budget = self.over_budget.or(other.over_budget);
@@ -502,37 +507,50 @@ impl Ctx<'_> {
     }
 }
 
-/// Two definitions of one resource: the later one is an error and is left out.
+/// Two definitions of one resource: the later one is an error and is left
+/// out (in place: the resources are not copied).
 fn check_duplicates(result: &mut LoadResult) {
-    let mut seen: std::collections::HashMap<ResourceKey, Origin> = std::collections::HashMap::new();
-    let mut keep = Vec::with_capacity(result.resources.len());
-    for loaded in std::mem::take(&mut result.resources) {
+    let mut first: std::collections::HashMap<ResourceKey, usize> =
+        std::collections::HashMap::with_capacity(result.resources.len());
+    let mut dropped = Vec::new();
+    for (i, loaded) in result.resources.iter().enumerate() {
         let key = loaded.resource.key();
-        if let Some(first) = seen.get(&key) {
-            result.diagnostics.push(Diagnostic {
-                severity: Severity::Error,
-                stage: Stage::Validation,
-                file: Some(loaded.origin.file.clone()),
-                pos: Some(yaml::Pos {
-                    line: loaded.origin.line,
-                    col: 1,
-                }),
-                resource: Some(key.to_string()),
-                path: None,
-                message: format!(
-                    "{key} is defined twice; the first definition ({}:{}) is used",
-                    first.file.display(),
-                    first.line
-                ),
-                hint: Some("give each resource a unique name, or delete one copy".into()),
-                source: None,
-            });
+        let Some(&f) = first.get(&key) else {
+            first.insert(key, i);
             continue;
-        }
-        seen.insert(key, loaded.origin.clone());
-        keep.push(loaded);
+        };
+        let original = &result.resources[f].origin;
+        result.diagnostics.push(Diagnostic {
+            severity: Severity::Error,
+            stage: Stage::Validation,
+            file: Some(loaded.origin.file.clone()),
+            pos: Some(yaml::Pos {
+                line: loaded.origin.line,
+                col: 1,
+            }),
+            resource: Some(key.to_string()),
+            path: None,
+            message: format!(
+                "{key} is defined twice; the first definition ({}:{}) is used",
+                original.file.display(),
+                original.line
+            ),
+            hint: Some("give each resource a unique name, or delete one copy".into()),
+            source: None,
+        });
+        dropped.push(i);
     }
-    result.resources = keep;
+    drop(first);
+    let mut i = 0;
+    let mut next = dropped.iter().peekable();
+    result.resources.retain(|_| {
+        let keep = next.peek() != Some(&&i);
+        if !keep {
+            next.next();
+        }
+        i += 1;
+        keep
+    });
 }
 
 #[cfg(test)]
