@@ -303,7 +303,10 @@ impl Tree {
             let stamp = Stamp::of(&meta);
             let known = self.files.get(&path);
             let stale = known.is_none_or(|t| t.stamp != Some(stamp));
-            if stale || all || forced.contains(&path) {
+            // A job in flight read the file already; an event names it again
+            // if it changed since (and a rescan after it settles compares).
+            let busy = self.inflight.contains_key(&path);
+            if (stale && !busy) || all || forced.contains(&path) {
                 jobs.extend(self.job(&path, stamp.len >= LARGE_FILE));
             }
         }

@@ -468,3 +468,24 @@ fn a_large_file_is_settled_in_its_own_lane() {
             .contains("more than the limit of 16777216 bytes")
     );
 }
+
+#[test]
+fn a_rescan_while_a_new_file_is_parsed_does_not_parse_it_twice() {
+    let s = Scratch::new("twice");
+    let mut h = Harness::new(&s.root(), Limits::DAEMON);
+    let big = s.write("root/big.yaml", &tier("big"));
+    let (_, jobs) = h.tree.rescan(&BTreeSet::new(), false).unwrap();
+    assert_eq!(jobs.len(), 1);
+    // Another file's event while the new file is still being parsed.
+    let small = s.write("root/small.yaml", &tier("small"));
+    let (_, more) = h.tree.rescan(&BTreeSet::from([small]), false).unwrap();
+    assert_eq!(more.len(), 1, "only the small file: {more:?}");
+    assert!(h.tree.again.is_empty());
+    // An event naming the file in flight does parse it again afterwards.
+    let (_, none) = h
+        .tree
+        .rescan(&BTreeSet::from([big.clone()]), false)
+        .unwrap();
+    assert!(none.is_empty());
+    assert!(h.tree.again.contains(&big));
+}
