@@ -443,16 +443,21 @@ mod erased {
     }
 }
 
-/// Not a test: writes the XL cluster as one file, for measuring
-/// `tortie validate` (`TORTIE_DUMP=/tmp/xl.yaml cargo test --test
-/// faults_input -- --ignored write_cluster_dump`).
+/// The dump format loads back whole (what the large-file test relies on).
+/// With `TORTIE_DUMP=PATH` (and `TORTIE_DUMP_SIZE=S|M|L|XL`, default XL) it
+/// also writes that cluster as one file, for measuring `tortie validate`.
 #[test]
-#[ignore]
-fn write_cluster_dump() {
-    let path = std::env::var("TORTIE_DUMP").expect("set TORTIE_DUMP to the output path");
-    let size = std::env::var("TORTIE_DUMP_SIZE").unwrap_or_else(|_| "XL".into());
-    let size = tortie::synth::Size::by_name(&size).expect("size S, M, L or XL");
-    let text = cluster_yaml(&tortie::synth::generate(size));
-    std::fs::write(Path::new(&path), &text).unwrap();
-    eprintln!("wrote {} bytes to {path}", text.len());
+fn the_cluster_dump_loads_back_whole() {
+    let resources = tortie::synth::generate(tortie::synth::Size::S);
+    let text = cluster_yaml(&resources);
+    let r = tortie::model::load::load_str(&text, Path::new("dump.yaml"));
+    assert!(!r.has_errors(), "{:?}", r.errors().next().map(|d| d.one_line()));
+    assert_eq!(r.resources.len(), resources.len());
+    if let Ok(path) = std::env::var("TORTIE_DUMP") {
+        let size = std::env::var("TORTIE_DUMP_SIZE").unwrap_or_else(|_| "XL".into());
+        let size = tortie::synth::Size::by_name(&size).expect("size S, M, L or XL");
+        let text = cluster_yaml(&tortie::synth::generate(size));
+        std::fs::write(Path::new(&path), &text).unwrap();
+        eprintln!("wrote {} bytes to {path}", text.len());
+    }
 }
