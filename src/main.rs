@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use tortie::diag::Diagnostic;
-use tortie::model::load::{LoadResult, load_paths};
+use tortie::model::load::LoadResult;
 use tortie::model::{Resource, convert, emit};
 use tortie::nft::{Dataplane, Target};
 
@@ -23,6 +23,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 // Parsed once at start-up: the size of the largest variant costs nothing.
 #[allow(clippy::large_enum_variant)]
@@ -36,6 +38,8 @@ enum Command {
         /// for CI).
         #[arg(short = 'o', long = "output", default_value = "text", value_parser = ["text", "json"])]
         output: String,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Print tortie's version and build, the nft binary found and the kernel.
     Version,
@@ -126,6 +130,12 @@ enum Command {
         /// Directory of the one-agent-per-namespace lock files.
         #[arg(long, env = "TORTIE_LOCK_DIR", default_value = tortie::nft::lock::LOCK_DIR)]
         lock_dir: PathBuf,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// How often the whole datastore directory is compared with what is
+        /// in force, whatever inotify said (at least 1s).
+        #[arg(long, env = "TORTIE_RESCAN_INTERVAL", default_value = "30s")]
+        rescan_interval: String,
     },
     /// Run the NetworkPolicy tutorial in a sandbox of network namespaces and
     /// show, with real packets, what each step allows.
@@ -204,6 +214,47 @@ fn selector_command(expr: &str, labels: Option<&str>) -> Result<ExitCode> {
     }
 }
 
+/// Input budgets; each command has its own defaults (see `limits`).
+#[derive(clap::Args)]
+struct LimitArgs {
+    /// Largest input file, checked before it is read (e.g. 16MiB, 300MB).
+    /// Default: 16MiB for `run`, 256MiB for `validate`.
+    #[arg(long, env = "TORTIE_MAX_FILE_SIZE")]
+    max_file_size: Option<String>,
+    /// Most values (scalars, lists, maps, alias copies included) one file may
+    /// hold. Default: 3000000 for `run`, 40000000 for `validate`.
+    #[arg(long, env = "TORTIE_MAX_FILE_VALUES")]
+    max_file_values: Option<usize>,
+    /// Most values all files together may hold. Default: 40000000 for
+    /// `run`, 80000000 for `validate`.
+    #[arg(long, env = "TORTIE_MAX_DATASTORE_VALUES")]
+    max_datastore_values: Option<usize>,
+}
+
+impl LimitArgs {
+    fn limits(&self, defaults: tortie::model::yaml::Limits) -> Result<tortie::model::yaml::Limits> {
+        let max_file_bytes = match &self.max_file_size {
+            None => defaults.max_file_bytes,
+            Some(text) => tortie::model::load::parse_size(text).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--max-file-size `{text}` is not a size (e.g. 16MiB, 300MB, 1048576)"
+                )
+            })?,
+        };
+        Ok(tortie::model::yaml::Limits {
+            max_file_bytes,
+            max_file_values: self
+                .max_file_values
+                .unwrap_or(defaults.max_file_values)
+                .max(1),
+            max_total_values: self
+                .max_datastore_values
+                .unwrap_or(defaults.max_total_values)
+                .max(1),
+        })
+    }
+}
+
 fn print_diagnostics(diags: &[Diagnostic]) {
     for d in diags {
         eprint!("{}", d.render());
@@ -224,20 +275,22 @@ fn summary(result: &LoadResult) -> String {
 }
 
 /// Loads files and directories; a path `-` is standard input.
-fn load_inputs(paths: &[PathBuf]) -> Result<LoadResult> {
+fn load_inputs(paths: &[PathBuf], limits: &tortie::model::yaml::Limits) -> Result<LoadResult> {
     let (stdin, files): (Vec<&PathBuf>, Vec<&PathBuf>) =
         paths.iter().partition(|p| p.as_os_str() == "-");
     let files: Vec<PathBuf> = files.into_iter().cloned().collect();
     let mut result = if files.is_empty() {
         LoadResult::default()
     } else {
-        load_paths(&files)
+        tortie::model::load::load_paths_with(&files, limits)
     };
     if !stdin.is_empty() {
         let mut text = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
             .map_err(|e| anyhow::anyhow!("cannot read standard input: {e}"))?;
-        let from_stdin = tortie::model::load::load_str(&text, std::path::Path::new("<stdin>"));
+        let mut budget = tortie::model::yaml::Budget::new(limits.max_file_values);
+        let from_stdin =
+            tortie::model::load::load_str_with(&text, std::path::Path::new("<stdin>"), &mut budget);
         result.resources.extend(from_stdin.resources);
         result.diagnostics.extend(from_stdin.diagnostics);
     }
@@ -296,7 +349,7 @@ fn load_and_compile(
     node: &str,
     host_interfaces: BTreeMap<String, Vec<std::net::IpAddr>>,
 ) -> (LoadResult, tortie::compile::ir::Ruleset) {
-    let result = load_inputs(paths).unwrap_or_else(|e| {
+    let result = load_inputs(paths, &tortie::model::yaml::Limits::CLI).unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
         std::process::exit(2)
     });
@@ -358,8 +411,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", version_text());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { paths, output } => {
-            let mut result = load_inputs(&paths)?;
+        Command::Validate {
+            paths,
+            output,
+            limits,
+        } => {
+            let limits = limits.limits(tortie::model::yaml::Limits::CLI)?;
+            let mut result = load_inputs(&paths, &limits)?;
             let lints = tortie::model::lint::lint(&result.resources);
             result.diagnostics.extend(lints);
             if output == "json" {
@@ -478,7 +536,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             nft_timeout,
             nft_list_timeout,
             lock_dir,
+            limits,
+            rescan_interval,
         } => {
+            let rescan_interval = tortie::model::parse_duration(&rescan_interval)
+                .filter(|d| *d >= std::time::Duration::from_secs(1))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--rescan-interval `{rescan_interval}` is not a duration of at least 1s (e.g. 30s, 5m)"
+                    )
+                })?;
             let refresh = match refresh_interval.as_deref() {
                 None => None,
                 Some(text) => Some(duration_flag(
@@ -520,6 +587,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 log_json,
                 nft_limits,
                 lock_dir,
+                limits: limits.limits(tortie::model::yaml::Limits::DAEMON)?,
+                rescan_interval,
             };
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -542,7 +611,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Selector { expr, labels } => selector_command(&expr, labels.as_deref()),
         Command::Convert { paths } => {
-            let result = load_inputs(&paths)?;
+            let result = load_inputs(&paths, &tortie::model::yaml::Limits::CLI)?;
             print_diagnostics(&result.diagnostics);
             let mut first = true;
             for loaded in &result.resources {

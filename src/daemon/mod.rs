@@ -24,11 +24,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use notify::Watcher;
-
 use crate::compile::incremental::{Incremental, Outcome};
 use crate::compile::ir::Ruleset;
-use crate::datastore::dir::{self, DirSource};
+use crate::datastore::dir::{self, FileChange, InForce, Update};
 use crate::datastore::kubernetes::{self, CalicoApi, SourceEvent};
 use crate::model::Resource;
 use crate::nft::lock::LockError;
@@ -57,7 +55,7 @@ impl std::str::FromStr for Datastore {
 
 /// What wakes the reconcile loop.
 enum Input {
-    File(PathBuf),
+    File(FileChange),
     Kube(SourceEvent),
 }
 
@@ -80,6 +78,9 @@ pub struct Options {
     pub nft_limits: Limits,
     /// Where the one-agent-per-namespace lock files live.
     pub lock_dir: PathBuf,
+    /// Input budgets and the periodic rescan of the directory datastore.
+    pub limits: crate::model::yaml::Limits,
+    pub rescan_interval: Duration,
 }
 
 /// The shortest refresh interval accepted (flag or FelixConfiguration): a
@@ -104,6 +105,15 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Lock(#[from] LockError),
+}
+
+impl From<dir::DirError> for DaemonError {
+    fn from(e: dir::DirError) -> Self {
+        match e {
+            dir::DirError::Read { path, source } => DaemonError::Datastore { path, source },
+            dir::DirError::Watch { path, reason } => DaemonError::Watch { path, reason },
+        }
+    }
 }
 
 impl DaemonError {
@@ -230,17 +240,35 @@ fn report_diagnostics(diagnostics: &[crate::diag::Diagnostic], metrics: &Metrics
     }
 }
 
-fn report_files(reports: &[dir::FileReport], metrics: &Metrics) {
-    for r in reports {
-        report_diagnostics(&r.diagnostics, metrics);
-        if r.kept_previous {
-            metrics.invalid_input("file", true);
-            log(
-                "error",
-                "invalid file: its previous content stays in force until it is fixed",
-                &[("file", r.path.display().to_string())],
-            );
+/// Diagnostics logged per file change; the rest are counted, not printed,
+/// so that one huge broken file cannot flood the log.
+const LOGGED_PER_FILE: usize = 20;
+
+fn report_file(c: &FileChange, metrics: &Metrics) {
+    let shown = c.diagnostics.len().min(LOGGED_PER_FILE);
+    report_diagnostics(&c.diagnostics[..shown], metrics);
+    let file = ("file", c.path.display().to_string());
+    if shown < c.diagnostics.len() {
+        for d in c.diagnostics[shown..].iter().filter(|d| d.is_error()) {
+            metrics.invalid_input(d.stage.label(), false);
         }
+        let count = (c.diagnostics.len() - shown).to_string();
+        let msg = "more problems in this file were not logged";
+        log("warn", msg, &[file.clone(), ("count", count)]);
+    }
+    match &c.update {
+        Update::Kept => {
+            metrics.invalid_input("file", true);
+            let msg = "invalid file: its previous content stays in force until it is fixed";
+            log("error", msg, &[file]);
+        }
+        Update::Rejected => log("error", "file rejected: nothing of it is in force", &[file]),
+        Update::Set(r) => log(
+            "info",
+            "file read",
+            &[file, ("resources", r.len().to_string())],
+        ),
+        Update::Removed => log("info", "file removed", &[file]),
     }
 }
 
@@ -355,57 +383,36 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
         }
     }
     let (tx, rx) = mpsc::channel::<Input>();
-    let mut dir_source: Option<DirSource> = None;
+    let mut dir_files: Option<InForce> = None;
     let mut _watcher = None;
     let mut _kube_thread = None;
     let resources: Vec<Resource> = match &opts.datastore {
         Datastore::Dir(root) => {
-            // Watch before the initial listing, so no change slips between them.
-            let tx = tx.clone();
-            let mut watcher =
-                notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-                    // Reading a file raises access events; only changes matter.
-                    if let Ok(ev) = ev
-                        && matches!(
-                            ev.kind,
-                            notify::EventKind::Create(_)
-                                | notify::EventKind::Modify(_)
-                                | notify::EventKind::Remove(_)
-                                | notify::EventKind::Any
-                        )
-                    {
-                        for p in ev.paths {
-                            let _ = tx.send(Input::File(p));
-                        }
-                    }
-                })
-                .map_err(|e| DaemonError::Watch {
-                    path: root.clone(),
-                    reason: e.to_string(),
-                })?;
-            watcher
-                .watch(root, notify::RecursiveMode::Recursive)
-                .map_err(|e| DaemonError::Watch {
-                    path: root.clone(),
-                    reason: e.to_string(),
-                })?;
-            _watcher = Some(watcher);
-            let mut source = DirSource::new(root);
-            let reports = source.load_all().map_err(|e| DaemonError::Datastore {
-                path: root.clone(),
-                source: e,
-            })?;
-            report_files(&reports, &metrics);
+            let sink = tx.clone();
+            let dopts = dir::DirOptions {
+                limits: opts.limits,
+                debounce: opts.debounce,
+                rescan_every: opts.rescan_interval,
+            };
+            let (watching, initial) =
+                dir::watch(root, dopts, move |c| sink.send(Input::File(c)).is_ok())
+                    .map_err(DaemonError::from)?;
+            let mut files = InForce::default();
+            for c in initial {
+                report_file(&c, &metrics);
+                files.apply(c);
+            }
             log(
                 "info",
                 "initial listing complete",
                 &[
-                    ("files", source.file_count().to_string()),
+                    ("files", files.file_count().to_string()),
                     ("node", opts.node.clone()),
                 ],
             );
-            let snapshot = source.snapshot();
-            dir_source = Some(source);
+            let snapshot = files.snapshot();
+            dir_files = Some(files);
+            _watcher = Some(watching);
             snapshot
         }
         Datastore::Kubernetes(calico) => {
@@ -543,12 +550,15 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
                 break;
             }
         }
-        let mut paths = BTreeSet::new();
+        let mut files_changed = false;
         let mut latest = None;
         for i in inputs {
             match i {
-                Input::File(p) => {
-                    paths.insert(p);
+                Input::File(c) => {
+                    report_file(&c, &metrics);
+                    if let Some(files) = dir_files.as_mut() {
+                        files_changed |= files.apply(c);
+                    }
                 }
                 Input::Kube(SourceEvent::Snapshot {
                     resources,
@@ -564,21 +574,8 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
         let resources = if let Some((resources, diagnostics)) = latest {
             report_diagnostics(&diagnostics, &metrics);
             resources
-        } else if let (Some(source), false) = (dir_source.as_mut(), paths.is_empty()) {
-            let mut known: BTreeSet<PathBuf> = paths
-                .iter()
-                .filter(|p| p.is_file() || !p.exists())
-                .cloned()
-                .collect();
-            // New directories and renames: pick up files the events did not name.
-            if paths.iter().any(|p| p.is_dir())
-                && let Ok(all) = crate::model::load::resource_files(source.root())
-            {
-                known.extend(all);
-            }
-            let reports: Vec<_> = known.iter().map(|p| source.reload(p)).collect();
-            report_files(&reports, &metrics);
-            source.snapshot()
+        } else if let (Some(files), true) = (dir_files.as_ref(), files_changed) {
+            files.snapshot()
         } else {
             continue;
         };

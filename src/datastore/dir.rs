@@ -1,76 +1,100 @@
 //! The directory datastore: every YAML/JSON file under a directory, watched
-//! with inotify. Each file's last valid content is remembered: when a file
-//! is changed into something invalid, the change is reported and the
-//! previous content stays in force; a file that is removed is forgotten.
+//! with inotify and emitted as per-file changes (path → its resources now in
+//! force, or removed).
+//!
+//! The source owns a thread that follows the tree: after every burst of
+//! events (debounced) and on a periodic safety rescan it walks the whole
+//! tree, so renames and moves of directories in and out, deleted subtrees,
+//! symlink retargets and inotify queue overflows (which force every file to
+//! be re-read) all end with the files in force equal to the files on disk.
+//! Files are read and parsed by bounded workers off the reconcile loop —
+//! small files in their own lane, so a 50 MB file never delays them — each
+//! within the input [`Limits`]. The source keeps only what it needs to
+//! compute deltas (a stamp, a content hash and a value count per file);
+//! [`InForce`] on the consumer's side holds the resources.
+//!
+//! A file changed into something invalid is reported and its previous
+//! content stays in force; a new invalid file contributes its valid
+//! documents, except when it is rejected whole (too large, over budget).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use notify::Watcher;
+use sha2::{Digest, Sha256};
 
 use crate::diag::Diagnostic;
 use crate::model::Resource;
-use crate::model::load::{is_resource_file, load_file, resource_files};
+use crate::model::load::{LoadResult, load_str_with, read_text, walk};
+use crate::model::yaml::{Budget, BudgetKind, Limits, Pool};
 
-/// What loading one file produced.
-#[derive(Debug, Default)]
-pub struct FileReport {
-    pub path: PathBuf,
-    pub diagnostics: Vec<Diagnostic>,
-    /// The file had errors and its previous content was kept.
-    pub kept_previous: bool,
+/// How the source reads and follows the tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirOptions {
+    pub limits: Limits,
+    /// Quiet time that ends a burst of file events.
+    pub debounce: Duration,
+    /// How often the whole tree is compared with what is in force, whatever
+    /// the events said.
+    pub rescan_every: Duration,
 }
 
-/// The resources of a directory, file by file.
+impl Default for DirOptions {
+    fn default() -> Self {
+        DirOptions {
+            limits: Limits::DAEMON,
+            debounce: Duration::from_millis(30),
+            rescan_every: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What became of one file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Update {
+    /// These resources are now the file's content in force.
+    Set(Vec<Resource>),
+    /// The file is gone: nothing of it is in force.
+    Removed,
+    /// The file changed into something invalid; its previous content stays.
+    Kept,
+    /// A new file was rejected whole; nothing of it is in force.
+    Rejected,
+}
+
+/// One file's change, as the source emits it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileChange {
+    pub path: PathBuf,
+    pub update: Update,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// The resources in force, file by file (the consumer's side).
 #[derive(Debug, Default)]
-pub struct DirSource {
-    root: PathBuf,
+pub struct InForce {
     files: BTreeMap<PathBuf, Vec<Resource>>,
 }
 
-impl DirSource {
-    pub fn new(root: &Path) -> DirSource {
-        DirSource {
-            root: root.to_path_buf(),
-            files: BTreeMap::new(),
-        }
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// Loads every file (the initial listing).
-    pub fn load_all(&mut self) -> Result<Vec<FileReport>, std::io::Error> {
-        let files = resource_files(&self.root)?;
-        Ok(files.iter().map(|f| self.reload(f)).collect())
-    }
-
-    /// Re-reads one path after a change (or notices that it is gone).
-    pub fn reload(&mut self, path: &Path) -> FileReport {
-        let mut report = FileReport {
-            path: path.to_path_buf(),
-            ..FileReport::default()
-        };
-        if !path.exists() || !is_resource_file(path) {
-            self.files.remove(path);
-            return report;
-        }
-        let loaded = load_file(path);
-        let has_errors = loaded.has_errors();
-        report.diagnostics = loaded.diagnostics;
-        match (has_errors, self.files.contains_key(path)) {
-            (true, true) => report.kept_previous = true,
-            _ => {
-                self.files.insert(
-                    path.to_path_buf(),
-                    loaded.resources.into_iter().map(|l| l.resource).collect(),
-                );
+impl InForce {
+    /// Applies one change; true when what is in force changed.
+    pub fn apply(&mut self, change: FileChange) -> bool {
+        match change.update {
+            Update::Set(resources) => {
+                self.files.insert(change.path, resources);
+                true
             }
+            Update::Removed => self.files.remove(&change.path).is_some(),
+            Update::Kept | Update::Rejected => false,
         }
-        report
     }
 
-    /// Everything currently in force, in a stable order. A resource defined
-    /// in two files is taken from the first file (by path).
+    /// Everything in force, in a stable order. A resource defined in two
+    /// files is taken from the first file (by path).
     pub fn snapshot(&self) -> Vec<Resource> {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
@@ -87,54 +111,665 @@ impl DirSource {
     pub fn file_count(&self) -> usize {
         self.files.len()
     }
+
+    /// The files in force.
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.files.keys().map(PathBuf::as_path)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirError {
+    #[error("cannot read the datastore {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot watch {path}: {reason}")]
+    Watch { path: PathBuf, reason: String },
+}
+
+/// What identifies a file's content on disk without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl Stamp {
+    fn of(m: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |s: i64, n: i64| s as i128 * 1_000_000_000 + n as i128;
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+type Hash = [u8; 32];
+
+/// What the source remembers of one file.
+#[derive(Debug, Clone)]
+struct Tracked {
+    /// None: read it again on the next rescan (its last read was refused
+    /// for the datastore budget, which may have room later).
+    stamp: Option<Stamp>,
+    /// Hash of the content in force (None: nothing of it is in force).
+    hash: Option<Hash>,
+    /// Values charged to the datastore pool for the content in force.
+    charged: usize,
+}
+
+/// Work for a parser: read `path` and parse it unless its content hashes
+/// to `known`.
+#[derive(Debug)]
+struct Job {
+    path: PathBuf,
+    generation: u64,
+    known: Option<Hash>,
+    credit: usize,
+    large: bool,
+}
+
+#[derive(Debug)]
+enum Parsed {
+    /// Same content as in force.
+    Unchanged(Stamp),
+    /// Not there (or no longer a file).
+    Gone,
+    Loaded {
+        stamp: Option<Stamp>,
+        hash: Hash,
+        result: LoadResult,
+        charged: usize,
+        datastore_full: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Done {
+    path: PathBuf,
+    generation: u64,
+    parsed: Parsed,
+}
+
+/// Files of at least this size are parsed in the large-file lane.
+const LARGE_FILE: u64 = 1 << 20;
+
+/// Reads and parses one file within the limits (runs on a worker).
+fn parse_job(job: &Job, limits: &Limits, pool: &Pool) -> Parsed {
+    let Ok(meta) = std::fs::metadata(&job.path) else {
+        return Parsed::Gone;
+    };
+    if !meta.is_file() {
+        return Parsed::Gone;
+    }
+    let stamp = Stamp::of(&meta);
+    let text = match read_text(&job.path, limits.max_file_bytes) {
+        Ok(t) => t,
+        Err(_) if !job.path.exists() => return Parsed::Gone,
+        Err(d) => {
+            let result = LoadResult {
+                diagnostics: vec![*d],
+                rejected: true,
+                ..LoadResult::default()
+            };
+            let hash = [0; 32];
+            return Parsed::Loaded {
+                stamp: Some(stamp),
+                hash,
+                result,
+                charged: 0,
+                datastore_full: false,
+            };
+        }
+    };
+    let hash: Hash = Sha256::digest(text.as_bytes()).into();
+    if job.known == Some(hash) {
+        return Parsed::Unchanged(stamp);
+    }
+    let mut budget = Budget::with_pool(limits.max_file_values, pool, job.credit);
+    let result = load_str_with(&text, &job.path, &mut budget);
+    drop(text);
+    let datastore_full = result.over_budget == Some(BudgetKind::Datastore);
+    Parsed::Loaded {
+        stamp: (!datastore_full).then_some(stamp),
+        hash,
+        result,
+        charged: budget.charged(),
+        datastore_full,
+    }
+}
+
+/// The source's state: what it knows of each file, and the jobs in flight.
+/// Pure bookkeeping (no threads), so that it can be tested step by step.
+struct Tree {
+    root: PathBuf,
+    pool: Arc<Pool>,
+    files: BTreeMap<PathBuf, Tracked>,
+    /// Path → generation of the job in flight.
+    inflight: HashMap<PathBuf, u64>,
+    /// Paths that changed while their job was in flight.
+    again: BTreeSet<PathBuf>,
+    generation: u64,
+}
+
+impl Tree {
+    fn new(root: &Path, pool: Arc<Pool>) -> Tree {
+        Tree {
+            root: root.to_path_buf(),
+            pool,
+            files: BTreeMap::new(),
+            inflight: HashMap::new(),
+            again: BTreeSet::new(),
+            generation: 0,
+        }
+    }
+
+    /// Compares the tree on disk with what is known: files gone are
+    /// removed (returned as changes), new, changed or `forced` files get a
+    /// job. `all` forces every file (after an inotify overflow).
+    fn rescan(
+        &mut self,
+        forced: &BTreeSet<PathBuf>,
+        all: bool,
+    ) -> std::io::Result<(Vec<FileChange>, Vec<Job>)> {
+        let on_disk = match walk(&self.root) {
+            Ok(files) => files,
+            // The root itself is gone: so is every file under it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e),
+        };
+        let mut changes = Vec::new();
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| !on_disk.contains_key(*p))
+            .cloned()
+            .collect();
+        for path in gone {
+            changes.extend(self.remove(&path));
+        }
+        let mut jobs = Vec::new();
+        for (path, meta) in on_disk {
+            let stamp = Stamp::of(&meta);
+            let known = self.files.get(&path);
+            let stale = known.is_none_or(|t| t.stamp != Some(stamp));
+            // A job in flight read the file already; an event names it again
+            // if it changed since (and a rescan after it settles compares).
+            let busy = self.inflight.contains_key(&path);
+            if (stale && !busy) || all || forced.contains(&path) {
+                jobs.extend(self.job(&path, stamp.len >= LARGE_FILE));
+            }
+        }
+        Ok((changes, jobs))
+    }
+
+    /// A job for `path`, unless one is in flight (then it runs again after).
+    fn job(&mut self, path: &Path, large: bool) -> Option<Job> {
+        if self.inflight.contains_key(path) {
+            self.again.insert(path.to_path_buf());
+            return None;
+        }
+        self.generation += 1;
+        self.inflight.insert(path.to_path_buf(), self.generation);
+        let known = self.files.get(path);
+        Some(Job {
+            path: path.to_path_buf(),
+            generation: self.generation,
+            known: known.and_then(|t| t.hash),
+            credit: known.map_or(0, |t| t.charged),
+            large,
+        })
+    }
+
+    /// Forgets a file (and any job in flight for it).
+    fn remove(&mut self, path: &Path) -> Option<FileChange> {
+        self.inflight.remove(path);
+        self.again.remove(path);
+        let t = self.files.remove(path)?;
+        self.pool.release(t.charged);
+        t.hash.map(|_| FileChange {
+            path: path.to_path_buf(),
+            update: Update::Removed,
+            diagnostics: Vec::new(),
+        })
+    }
+
+    /// Takes a parser's result: the change to emit (if any) and a job to
+    /// run again when the file changed while it was being parsed.
+    fn complete(&mut self, done: Done) -> (Option<FileChange>, Option<Job>) {
+        if self.inflight.get(&done.path) != Some(&done.generation) {
+            if let Parsed::Loaded { charged, .. } = done.parsed {
+                self.pool.release(charged);
+            }
+            return (None, None);
+        }
+        self.inflight.remove(&done.path);
+        let change = self.settle(&done.path, done.parsed);
+        let rerun = if self.again.remove(&done.path) {
+            let large = std::fs::metadata(&done.path).is_ok_and(|m| m.len() >= LARGE_FILE);
+            self.job(&done.path, large)
+        } else {
+            None
+        };
+        (change, rerun)
+    }
+
+    fn settle(&mut self, path: &Path, parsed: Parsed) -> Option<FileChange> {
+        let (stamp, hash, result, charged, full) = match parsed {
+            Parsed::Gone => return self.remove(path),
+            Parsed::Unchanged(stamp) => {
+                if let Some(t) = self.files.get_mut(path) {
+                    t.stamp = Some(stamp);
+                }
+                return None;
+            }
+            Parsed::Loaded {
+                stamp,
+                hash,
+                result,
+                charged,
+                datastore_full,
+            } => (stamp, hash, result, charged, datastore_full),
+        };
+        let previous = self.files.get(path).cloned();
+        let in_force = previous.as_ref().is_some_and(|t| t.hash.is_some());
+        let refused = result.rejected || (in_force && result.has_errors());
+        if refused {
+            self.pool.release(charged);
+            let kept = previous.unwrap_or(Tracked {
+                stamp: None,
+                hash: None,
+                charged: 0,
+            });
+            self.files.insert(
+                path.to_path_buf(),
+                Tracked {
+                    stamp: if full { None } else { stamp },
+                    ..kept
+                },
+            );
+            return Some(FileChange {
+                path: path.to_path_buf(),
+                update: if in_force {
+                    Update::Kept
+                } else {
+                    Update::Rejected
+                },
+                diagnostics: result.diagnostics,
+            });
+        }
+        if let Some(p) = previous {
+            self.pool.release(p.charged);
+        }
+        self.files.insert(
+            path.to_path_buf(),
+            Tracked {
+                stamp,
+                hash: Some(hash),
+                charged,
+            },
+        );
+        Some(FileChange {
+            path: path.to_path_buf(),
+            update: Update::Set(result.resources.into_iter().map(|l| l.resource).collect()),
+            diagnostics: result.diagnostics,
+        })
+    }
+}
+
+/// Gives freed heap back to the kernel after a large parse or a rejected
+/// file, so that a refused file leaves no resident memory behind.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory held by the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// What the source thread waits for.
+enum Msg {
+    Fs(notify::Result<notify::Event>),
+    Done(Done),
+}
+
+/// Parser threads: `small` workers for ordinary files and one for large
+/// files, so a large file never delays a small one.
+struct Workers {
+    small: Sender<Job>,
+    large: Sender<Job>,
+}
+
+impl Workers {
+    fn start(limits: Limits, pool: Arc<Pool>, out: Sender<Msg>) -> std::io::Result<Workers> {
+        let small_workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+        let lane = |name: &str, n: usize| -> std::io::Result<Sender<Job>> {
+            let (tx, rx) = mpsc::channel::<Job>();
+            let rx = Arc::new(Mutex::new(rx));
+            for i in 0..n {
+                let (rx, out, pool) = (rx.clone(), out.clone(), pool.clone());
+                std::thread::Builder::new()
+                    .name(format!("tortie-{name}-{i}"))
+                    .stack_size(8 << 20)
+                    .spawn(move || worker(&rx, &out, &limits, &pool))?;
+            }
+            Ok(tx)
+        };
+        Ok(Workers {
+            small: lane("parse", small_workers)?,
+            large: lane("parse-large", 1)?,
+        })
+    }
+
+    fn send(&self, job: Job) {
+        let lane = if job.large { &self.large } else { &self.small };
+        let _ = lane.send(job);
+    }
+}
+
+fn worker(jobs: &Mutex<Receiver<Job>>, out: &Sender<Msg>, limits: &Limits, pool: &Pool) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let parsed = parse_guarded(&job, limits, pool);
+        let done = Done {
+            path: job.path,
+            generation: job.generation,
+            parsed,
+        };
+        if out.send(Msg::Done(done)).is_err() {
+            return;
+        }
+    }
+}
+
+/// [`parse_job`], with a panic in the loader turned into a rejected file
+/// instead of a lost worker (and a path that would never be read again).
+fn parse_guarded(job: &Job, limits: &Limits, pool: &Pool) -> Parsed {
+    let run = std::panic::AssertUnwindSafe(|| parse_job(job, limits, pool));
+    std::panic::catch_unwind(run).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        let mut d = crate::diag::file_error(
+            &job.path,
+            crate::diag::Stage::Syntax,
+            format!("internal error while reading this file ({why}); it is rejected"),
+        );
+        d.hint = Some("this is a bug in tortie: please report it with the file".into());
+        Parsed::Loaded {
+            // Not retried until the file changes.
+            stamp: std::fs::metadata(&job.path).ok().map(|m| Stamp::of(&m)),
+            hash: [0; 32],
+            result: LoadResult {
+                diagnostics: vec![d],
+                rejected: true,
+                ..LoadResult::default()
+            },
+            charged: 0,
+            datastore_full: false,
+        }
+    })
+}
+
+/// A running directory source; dropping it stops the thread.
+pub struct Watching {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn start_watcher(root: &Path, tx: Sender<Msg>) -> Result<notify::RecommendedWatcher, DirError> {
+    let err = |e: notify::Error| DirError::Watch {
+        path: root.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let mut w = notify::recommended_watcher(move |ev| {
+        let _ = tx.send(Msg::Fs(ev));
+    })
+    .map_err(err)?;
+    w.watch(root, notify::RecursiveMode::Recursive)
+        .map_err(err)?;
+    Ok(w)
+}
+
+/// Starts following `root`: lists and parses every file, returns their
+/// changes (the initial listing, complete), then keeps calling `sink` with
+/// each file's change until `sink` returns false or the handle is dropped.
+pub fn watch(
+    root: &Path,
+    opts: DirOptions,
+    sink: impl Fn(FileChange) -> bool + Send + 'static,
+) -> Result<(Watching, Vec<FileChange>), DirError> {
+    let (tx, rx) = mpsc::channel::<Msg>();
+    // Watch before the initial listing, so no change slips between them.
+    let watcher = start_watcher(root, tx.clone())?;
+    let pool = Arc::new(Pool::new(opts.limits.max_total_values));
+    let workers =
+        Workers::start(opts.limits, pool.clone(), tx.clone()).map_err(|source| DirError::Read {
+            path: root.to_path_buf(),
+            source,
+        })?;
+    let mut source = Source {
+        tree: Tree::new(root, pool),
+        workers,
+        watcher,
+        watched: std::fs::canonicalize(root).ok(),
+        tx,
+        opts,
+    };
+    let mut initial = Vec::new();
+    source
+        .rescan(&BTreeSet::new(), false, &mut |c| {
+            initial.push(c);
+            true
+        })
+        .map_err(|e| DirError::Read {
+            path: root.to_path_buf(),
+            source: e,
+        })?;
+    let mut fs_events = Vec::new();
+    while !source.tree.inflight.is_empty() {
+        match rx.recv() {
+            Ok(Msg::Done(done)) => source.complete(done, &mut |c| {
+                initial.push(c);
+                true
+            }),
+            Ok(Msg::Fs(ev)) => fs_events.push(ev),
+            Err(_) => break,
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::Builder::new()
+        .name("tortie-dir".into())
+        .spawn(move || source.run(rx, fs_events, &flag, &sink))
+        .map_err(|source| DirError::Read {
+            path: root.to_path_buf(),
+            source,
+        })?;
+    Ok((Watching { stop }, initial))
+}
+
+/// The source thread's state.
+struct Source {
+    tree: Tree,
+    workers: Workers,
+    watcher: notify::RecommendedWatcher,
+    /// Where the root resolved to when the watch was set up.
+    watched: Option<PathBuf>,
+    tx: Sender<Msg>,
+    opts: DirOptions,
+}
+
+/// Events gathered during one burst.
+#[derive(Default)]
+struct Burst {
+    paths: BTreeSet<PathBuf>,
+    overflow: bool,
+    started: Option<Instant>,
+}
+
+impl Burst {
+    /// Adds an event; false when it is not a change (reads, opens), which
+    /// must not start or prolong a burst: walking the tree raises them.
+    fn add(&mut self, ev: notify::Result<notify::Event>) -> bool {
+        use notify::EventKind::*;
+        match ev {
+            Ok(ev) if ev.need_rescan() => self.overflow = true,
+            Ok(ev) if matches!(ev.kind, Create(_) | Modify(_) | Remove(_) | Any | Other) => {
+                self.paths.extend(ev.paths)
+            }
+            Ok(_) => return false,
+            // An error from the watcher means events may be lost.
+            Err(_) => self.overflow = true,
+        }
+        self.started.get_or_insert_with(Instant::now);
+        true
+    }
+}
+
+impl Source {
+    fn run(
+        mut self,
+        rx: Receiver<Msg>,
+        early: Vec<notify::Result<notify::Event>>,
+        stop: &AtomicBool,
+        sink: &dyn Fn(FileChange) -> bool,
+    ) {
+        let mut burst = Burst::default();
+        for e in early {
+            burst.add(e);
+        }
+        let mut last_event = Instant::now();
+        let mut next_rescan = Instant::now() + self.opts.rescan_every;
+        let mut alive = true;
+        while alive && !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let due = burst
+                .started
+                .map(|s| (last_event + self.opts.debounce).min(s + Duration::from_secs(1)));
+            if due.is_some_and(|d| now >= d) {
+                let b = std::mem::take(&mut burst);
+                self.rescan_logged(&b.paths, b.overflow, sink);
+                next_rescan = now + self.opts.rescan_every;
+            } else if now >= next_rescan {
+                self.rescan_logged(&BTreeSet::new(), false, sink);
+                next_rescan = now + self.opts.rescan_every;
+            }
+            let until = due.unwrap_or(next_rescan).min(next_rescan);
+            let wait = until
+                .saturating_duration_since(Instant::now())
+                .clamp(Duration::from_millis(1), Duration::from_millis(200));
+            match rx.recv_timeout(wait) {
+                Ok(Msg::Fs(ev)) => {
+                    if burst.add(ev) {
+                        last_event = Instant::now();
+                    }
+                }
+                Ok(Msg::Done(done)) => {
+                    let mut ok = true;
+                    self.complete(done, &mut |c| {
+                        ok &= sink(c);
+                        ok
+                    });
+                    alive = ok;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => alive = false,
+            }
+        }
+    }
+
+    fn rescan_logged(
+        &mut self,
+        forced: &BTreeSet<PathBuf>,
+        all: bool,
+        sink: &dyn Fn(FileChange) -> bool,
+    ) {
+        if let Err(e) = self.rescan(forced, all, &mut |c| sink(c)) {
+            crate::daemon::log(
+                "error",
+                "cannot list the datastore; what is in force stays until it can",
+                &[
+                    ("root", self.tree.root.display().to_string()),
+                    ("error", e.to_string()),
+                ],
+            );
+        }
+    }
+
+    /// Walks the tree and dispatches the jobs it needs; emits removals.
+    fn rescan(
+        &mut self,
+        forced: &BTreeSet<PathBuf>,
+        all: bool,
+        emit: &mut dyn FnMut(FileChange) -> bool,
+    ) -> std::io::Result<()> {
+        self.rewatch_if_moved();
+        if all {
+            crate::daemon::log(
+                "warn",
+                "file events were lost (inotify queue overflow); re-reading every file",
+                &[("root", self.tree.root.display().to_string())],
+            );
+        }
+        let (changes, jobs) = self.tree.rescan(forced, all)?;
+        for c in changes {
+            emit(c);
+        }
+        for job in jobs {
+            self.workers.send(job);
+        }
+        Ok(())
+    }
+
+    /// When the root is a symlink that now points elsewhere (e.g. a
+    /// git-sync checkout), watch its new target.
+    fn rewatch_if_moved(&mut self) {
+        let now = std::fs::canonicalize(&self.tree.root).ok();
+        if now.is_none() || now == self.watched {
+            return;
+        }
+        if let Ok(w) = start_watcher(&self.tree.root, self.tx.clone()) {
+            self.watcher = w;
+            self.watched = now;
+        }
+    }
+
+    fn complete(&mut self, done: Done, emit: &mut dyn FnMut(FileChange) -> bool) {
+        let heavy = matches!(&done.parsed, Parsed::Loaded { result, .. } if result.rejected || result.values > 100_000);
+        let (change, rerun) = self.tree.complete(done);
+        if let Some(job) = rerun {
+            self.workers.send(job);
+        }
+        if let Some(c) = change {
+            emit(c);
+        }
+        if heavy {
+            trim_heap();
+        }
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_invalid_edit_keeps_the_previous_content_and_removal_forgets() {
-        let dir = std::env::temp_dir().join(format!("tortie-dir-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("p.yaml");
-        std::fs::write(
-            &f,
-            "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: a}\n",
-        )
-        .unwrap();
-        let mut src = DirSource::new(&dir);
-        src.load_all().unwrap();
-        assert_eq!(src.snapshot().len(), 1);
-        std::fs::write(
-            &f,
-            "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: Bad_Name}\n",
-        )
-        .unwrap();
-        let r = src.reload(&f);
-        assert!(r.kept_previous);
-        assert!(!r.diagnostics.is_empty());
-        assert_eq!(src.snapshot()[0].key().name, "a");
-        std::fs::write(
-            &f,
-            "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: b}\n",
-        )
-        .unwrap();
-        assert!(!src.reload(&f).kept_previous);
-        assert_eq!(src.snapshot()[0].key().name, "b");
-        std::fs::remove_file(&f).unwrap();
-        src.reload(&f);
-        assert!(src.snapshot().is_empty());
-        // A new file with errors contributes its valid documents.
-        let g = dir.join("q.yaml");
-        std::fs::write(
-            &g,
-            "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: ok}\n---\nkind: Nope\n",
-        )
-        .unwrap();
-        let r = src.reload(&g);
-        assert!(!r.kept_previous && !r.diagnostics.is_empty());
-        assert_eq!(src.snapshot().len(), 1);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
+mod tests;

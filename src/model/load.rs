@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::yaml::{self, FieldPath, Node, Value};
+use super::yaml::{self, Budget, FieldPath, Limits, Node, Pool, Value};
 use super::{Resource, ResourceKey, ResourceKind, decode_resource, validate};
 use crate::diag::{Diagnostic, Severity, Stage, file_error};
 
@@ -28,6 +28,13 @@ pub struct Loaded {
 pub struct LoadResult {
     pub resources: Vec<Loaded>,
     pub diagnostics: Vec<Diagnostic>,
+    /// The whole input was refused (too large, or over its value budget):
+    /// nothing of it is in `resources`.
+    pub rejected: bool,
+    /// Which value budget ran out, when that is why it was rejected.
+    pub over_budget: Option<yaml::BudgetKind>,
+    /// Values parsed (including copies made by aliases).
+    pub values: usize,
 }
 
 impl LoadResult {
@@ -38,8 +45,16 @@ impl LoadResult {
         self.errors().next().is_some()
     }
     pub fn extend(&mut self, other: LoadResult) {
-        self.resources.extend(other.resources);
+        // Moved, not copied, when this is the first (often the only) file.
+        if self.resources.is_empty() {
+            self.resources = other.resources;
+        } else {
+            self.resources.extend(other.resources);
+        }
         self.diagnostics.extend(other.diagnostics);
+        self.rejected |= other.rejected;
+        self.over_budget = self.over_budget.or(other.over_budget);
+        self.values += other.values;
     }
 }
 
@@ -57,42 +72,78 @@ pub fn is_resource_file(p: &Path) -> bool {
 /// Lists the resource files under `path` (a file, or a directory walked
 /// recursively), sorted so that loading is deterministic.
 pub fn resource_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    Ok(walk(path)?.into_keys().collect())
+}
+
+/// The resource files under `path` with their metadata (of the file a
+/// symlink points to). Directories and files whose names start with `.`
+/// are skipped; symlinks are followed (to files and to directories, each
+/// directory once, so a link loop ends); dangling links are skipped.
+pub fn walk(
+    path: &Path,
+) -> std::io::Result<std::collections::BTreeMap<PathBuf, std::fs::Metadata>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
     let meta = std::fs::metadata(path)?;
-    if meta.is_file() {
-        return Ok(vec![path.to_path_buf()]);
+    if !meta.is_dir() {
+        out.insert(path.to_path_buf(), meta);
+        return Ok(out);
     }
-    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    seen.insert((meta.dev(), meta.ino()));
     let mut stack = vec![path.to_path_buf()];
+    let mut first = true;
     while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            // The root must be readable; a subdirectory may vanish mid-walk.
+            Err(e) if first => return Err(e),
+            Err(_) => continue,
+        };
+        first = false;
+        for entry in entries.flatten() {
             let p = entry.path();
-            let ft = entry.file_type()?;
-            if ft.is_dir() {
-                if !p
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with('.'))
-                {
+            if p.file_name()
+                .and_then(|n| n.to_str())
+                .is_none_or(|n| n.starts_with('.'))
+            {
+                continue;
+            }
+            let Ok(meta) = std::fs::metadata(&p) else {
+                continue;
+            };
+            if meta.is_dir() {
+                if seen.insert((meta.dev(), meta.ino())) {
                     stack.push(p);
                 }
-            } else if is_resource_file(&p) {
-                out.push(p);
+            } else if meta.is_file() && is_resource_file(&p) {
+                out.insert(p, meta);
             }
         }
     }
-    out.sort();
     Ok(out)
 }
 
-/// Loads every path (files or directories).
+/// Loads every path (files or directories) with the one-shot commands'
+/// limits.
 pub fn load_paths(paths: &[PathBuf]) -> LoadResult {
+    load_paths_with(paths, &Limits::CLI)
+}
+
+/// Loads every path; `limits` bound each file and all files together.
+pub fn load_paths_with(paths: &[PathBuf], limits: &Limits) -> LoadResult {
+    let pool = Pool::new(limits.max_total_values);
     let mut result = LoadResult::default();
     for path in paths {
         match resource_files(path) {
             Ok(files) => {
                 for f in files {
-                    result.extend(load_file(&f));
+                    let mut budget = Budget::with_pool(limits.max_file_values, &pool, 0);
+                    let one = load_file_with(&f, limits.max_file_bytes, &mut budget);
+                    if one.rejected {
+                        pool.release(budget.charged());
+                    }
+                    result.extend(one);
                 }
             }
             Err(e) => result.diagnostics.push(file_error(
@@ -106,52 +157,140 @@ pub fn load_paths(paths: &[PathBuf]) -> LoadResult {
     result
 }
 
-/// Loads one file from disk.
+/// Loads one file from disk (one-shot commands' limits).
 pub fn load_file(path: &Path) -> LoadResult {
-    match std::fs::read(path) {
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(text) => load_str(&text, path),
-            Err(_) => {
-                let mut r = LoadResult::default();
-                r.diagnostics.push(file_error(
-                    path,
-                    Stage::Io,
-                    "the file is not UTF-8 text".into(),
-                ));
-                r
-            }
+    let mut budget = Budget::new(Limits::CLI.max_file_values);
+    load_file_with(path, Limits::CLI.max_file_bytes, &mut budget)
+}
+
+/// Loads one file of at most `max_bytes`, counting values against `budget`.
+pub fn load_file_with(path: &Path, max_bytes: u64, budget: &mut Budget) -> LoadResult {
+    match read_text(path, max_bytes) {
+        Ok(text) => load_str_with(&text, path, budget),
+        Err(d) => LoadResult {
+            diagnostics: vec![*d],
+            rejected: true,
+            ..LoadResult::default()
         },
-        Err(e) => {
-            let mut r = LoadResult::default();
-            r.diagnostics
-                .push(file_error(path, Stage::Io, format!("cannot read: {e}")));
-            r
-        }
+    }
+}
+
+/// Reads a UTF-8 file, refusing (before reading) one larger than `max_bytes`.
+pub fn read_text(path: &Path, max_bytes: u64) -> Result<String, Box<Diagnostic>> {
+    use std::io::Read;
+    let io = |e: std::io::Error| Box::new(file_error(path, Stage::Io, format!("cannot read: {e}")));
+    let file = std::fs::File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    let too_big = |size: u64| {
+        let mut d = Box::new(file_error(
+            path,
+            Stage::Io,
+            format!(
+                "the file is {size} bytes, more than the limit of {max_bytes} bytes ({}); it is not read",
+                human_bytes(max_bytes)
+            ),
+        ));
+        d.hint = Some(
+            "if this file is legitimate, raise the limit with --max-file-size (env TORTIE_MAX_FILE_SIZE), or split it into several files".into(),
+        );
+        d
+    };
+    if size > max_bytes {
+        return Err(too_big(size));
+    }
+    // The file may grow while it is read: never read past the limit.
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_big(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        Box::new(file_error(
+            path,
+            Stage::Io,
+            "the file is not UTF-8 text".into(),
+        ))
+    })
+}
+
+/// A size such as `16MiB`, `64M`, `500KB` or `1048576` (bytes). Binary
+/// units (`K`, `KiB`, `M`, `MiB`, `G`, `GiB`) and decimal ones (`KB`, `MB`,
+/// `GB`); at least one byte.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "k" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(mult).filter(|&b| b > 0)
+}
+
+/// `16 MiB`, `300 KiB`, `12 bytes`.
+pub fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} bytes"),
     }
 }
 
 /// Loads resources from text; `path` names the source in diagnostics.
 pub fn load_str(text: &str, path: &Path) -> LoadResult {
-    let source: Arc<str> = Arc::from(text);
+    let mut budget = Budget::new(Limits::CLI.max_file_values);
+    load_str_with(text, path, &mut budget)
+}
+
+/// Loads resources from text, counting values against `budget`. Documents
+/// are parsed and decoded one at a time; when the budget runs out, the whole
+/// text is rejected with one positioned error and nothing of it is kept.
+pub fn load_str_with(text: &str, path: &Path, budget: &mut Budget) -> LoadResult {
     let mut ctx = Ctx {
         file: path.to_path_buf(),
-        source,
+        text,
+        source: None,
         result: LoadResult::default(),
     };
-    for doc in yaml::parse_documents(text) {
-        match doc.result {
-            Err(e) => ctx.push(
-                Severity::Error,
-                Stage::Syntax,
-                Some(e.pos),
-                None,
-                None,
-                format!("YAML syntax error: {}", e.message),
-                syntax_hint(text, e.pos.line),
-            ),
-            Ok(node) => ctx.document(&node, &FieldPath::root(), doc.first_line),
-        }
+    let outcome = yaml::for_each_document(text, budget, |doc| match doc.result {
+        Err(e) => ctx.push(
+            Severity::Error,
+            Stage::Syntax,
+            Some(e.pos),
+            None,
+            None,
+            format!("YAML syntax error: {}", e.message),
+            syntax_hint(text, e.pos.line),
+        ),
+        Ok(node) => ctx.document(&node, &FieldPath::root(), doc.first_line),
+    });
+    if let Err(over) = outcome {
+        ctx.result = LoadResult {
+            rejected: true,
+            over_budget: Some(over.kind),
+            ..LoadResult::default()
+        };
+        ctx.push(
+            Severity::Error,
+            Stage::Syntax,
+            Some(over.pos),
+            None,
+            None,
+            over.to_string(),
+            Some(over.hint()),
+        );
     }
+    ctx.result.values = budget.used();
     ctx.result
 }
 
@@ -166,13 +305,16 @@ fn syntax_hint(text: &str, line: usize) -> Option<String> {
     None
 }
 
-struct Ctx {
+struct Ctx<'t> {
     file: PathBuf,
-    source: Arc<str>,
+    text: &'t str,
+    /// A shared copy of the text for diagnostics, made at the first one
+    /// (a file without problems is never copied).
+    source: Option<Arc<str>>,
     result: LoadResult,
 }
 
-impl Ctx {
+impl Ctx<'_> {
     #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
@@ -193,12 +335,16 @@ impl Ctx {
             path,
             message,
             hint,
-            source: Some(self.source.clone()),
+            source: Some(
+                self.source
+                    .get_or_insert_with(|| Arc::from(self.text))
+                    .clone(),
+            ),
         });
     }
 
     fn document(&mut self, node: &Node, base: &FieldPath, first_line: usize) {
-        let err = |ctx: &mut Ctx, pos, message: String, hint: Option<String>| {
+        let err = |ctx: &mut Ctx<'_>, pos, message: String, hint: Option<String>| {
             ctx.push(
                 Severity::Error,
                 Stage::Decode,
@@ -361,37 +507,50 @@ impl Ctx {
     }
 }
 
-/// Two definitions of one resource: the later one is an error and is left out.
+/// Two definitions of one resource: the later one is an error and is left
+/// out (in place: the resources are not copied).
 fn check_duplicates(result: &mut LoadResult) {
-    let mut seen: std::collections::HashMap<ResourceKey, Origin> = std::collections::HashMap::new();
-    let mut keep = Vec::with_capacity(result.resources.len());
-    for loaded in std::mem::take(&mut result.resources) {
+    let mut first: std::collections::HashMap<ResourceKey, usize> =
+        std::collections::HashMap::with_capacity(result.resources.len());
+    let mut dropped = Vec::new();
+    for (i, loaded) in result.resources.iter().enumerate() {
         let key = loaded.resource.key();
-        if let Some(first) = seen.get(&key) {
-            result.diagnostics.push(Diagnostic {
-                severity: Severity::Error,
-                stage: Stage::Validation,
-                file: Some(loaded.origin.file.clone()),
-                pos: Some(yaml::Pos {
-                    line: loaded.origin.line,
-                    col: 1,
-                }),
-                resource: Some(key.to_string()),
-                path: None,
-                message: format!(
-                    "{key} is defined twice; the first definition ({}:{}) is used",
-                    first.file.display(),
-                    first.line
-                ),
-                hint: Some("give each resource a unique name, or delete one copy".into()),
-                source: None,
-            });
+        let Some(&f) = first.get(&key) else {
+            first.insert(key, i);
             continue;
-        }
-        seen.insert(key, loaded.origin.clone());
-        keep.push(loaded);
+        };
+        let original = &result.resources[f].origin;
+        result.diagnostics.push(Diagnostic {
+            severity: Severity::Error,
+            stage: Stage::Validation,
+            file: Some(loaded.origin.file.clone()),
+            pos: Some(yaml::Pos {
+                line: loaded.origin.line,
+                col: 1,
+            }),
+            resource: Some(key.to_string()),
+            path: None,
+            message: format!(
+                "{key} is defined twice; the first definition ({}:{}) is used",
+                original.file.display(),
+                original.line
+            ),
+            hint: Some("give each resource a unique name, or delete one copy".into()),
+            source: None,
+        });
+        dropped.push(i);
     }
-    result.resources = keep;
+    drop(first);
+    let mut i = 0;
+    let mut next = dropped.iter().peekable();
+    result.resources.retain(|_| {
+        let keep = next.peek() != Some(&&i);
+        if !keep {
+            next.next();
+        }
+        i += 1;
+        keep
+    });
 }
 
 #[cfg(test)]

@@ -7,8 +7,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use saphyr_parser::{Event, Parser, ScalarStyle, Span};
+use saphyr_parser::{Event, Parser, ScalarStyle};
 
 /// A 1-based line and column in a source file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -177,55 +178,318 @@ pub struct RawDocument {
     pub result: Result<Node, SyntaxError>,
 }
 
-/// Upper bound on nodes per document, so aliases cannot blow up memory.
-const MAX_NODES: usize = 2_000_000;
+/// How deep lists and maps may nest: far beyond any real resource, and low
+/// enough that dropping or walking a tree never exhausts a thread's stack.
+pub const MAX_DEPTH: usize = 256;
 
-/// Splits `text` at `---` lines and parses every non-empty document.
-pub fn parse_documents(text: &str) -> Vec<RawDocument> {
-    let mut docs = Vec::new();
-    let mut chunk_start_line = 1usize;
-    let mut chunk = String::new();
-    let flush = |chunk: &mut String, start: usize, docs: &mut Vec<RawDocument>| {
-        if chunk
-            .lines()
-            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-        {
-            docs.push(RawDocument {
-                first_line: start,
-                result: parse_one(chunk, start),
+/// What one file, and all files of one source together, may expand to.
+/// A value is one scalar, list or map of the parsed tree; a value copied by
+/// an alias (or kept for later aliases by an anchor) counts again, so alias
+/// bombs run into the same limit. One value costs ~80 bytes while parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Files larger than this are rejected before they are read.
+    pub max_file_bytes: u64,
+    /// Values of one file, all its documents together.
+    pub max_file_values: usize,
+    /// Values of all files of one datastore (or one `tortie validate` run).
+    pub max_total_values: usize,
+}
+
+impl Limits {
+    /// The agent's defaults: a file up to 16 MiB (about 60,000 pods, 2.4
+    /// million values; at most ~250 MB while one file is parsed) and values
+    /// for an XL cluster (250,000 pods, 9.5 million values) four times over.
+    pub const DAEMON: Limits = Limits {
+        max_file_bytes: 16 << 20,
+        max_file_values: 3_000_000,
+        max_total_values: 40_000_000,
+    };
+    /// The one-shot commands' defaults: a whole-cluster dump in one file
+    /// (the XL dump is 67 MB and 9.5 million values).
+    pub const CLI: Limits = Limits {
+        max_file_bytes: 256 << 20,
+        max_file_values: 40_000_000,
+        max_total_values: 80_000_000,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::CLI
+    }
+}
+
+/// Values held by every file of one source: shared by concurrent parsers.
+#[derive(Debug)]
+pub struct Pool {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl Pool {
+    pub fn new(limit: usize) -> Pool {
+        Pool {
+            limit,
+            used: AtomicUsize::new(0),
+        }
+    }
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+    /// Values currently charged (files in force plus parses under way).
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+    /// Gives back values (a file removed, replaced, or rejected).
+    pub fn release(&self, values: usize) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                Some(u.saturating_sub(values))
+            });
+    }
+}
+
+/// Which limit ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetKind {
+    File,
+    Datastore,
+}
+
+/// A parse stopped because a budget ran out at `pos`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverBudget {
+    pub pos: Pos,
+    pub kind: BudgetKind,
+    pub limit: usize,
+}
+
+impl fmt::Display for OverBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            BudgetKind::File => write!(
+                f,
+                "input budget exceeded: this file holds more than {} values (parsed values plus copies made by aliases); the whole file is rejected",
+                self.limit
+            ),
+            BudgetKind::Datastore => write!(
+                f,
+                "input budget exceeded: all files together hold more than {} values (parsed values plus copies made by aliases); this file is rejected",
+                self.limit
+            ),
+        }
+    }
+}
+
+impl OverBudget {
+    /// How to raise the limit that ran out.
+    pub fn hint(&self) -> String {
+        let (flag, env) = match self.kind {
+            BudgetKind::File => ("--max-file-values", "TORTIE_MAX_FILE_VALUES"),
+            BudgetKind::Datastore => ("--max-datastore-values", "TORTIE_MAX_DATASTORE_VALUES"),
+        };
+        format!(
+            "if this input is legitimate, raise the limit with {flag} (env {env}); otherwise split the file or remove the aliases that multiply it"
+        )
+    }
+}
+
+/// The running count of values of one file, charged to its source's pool.
+#[derive(Debug)]
+pub struct Budget<'a> {
+    file_limit: usize,
+    used: usize,
+    pool: Option<&'a Pool>,
+    /// Values charged to the pool so far.
+    charged: usize,
+    /// Values of the file's previous content, which this parse replaces.
+    credit: usize,
+}
+
+/// Values are reserved from the shared pool in steps of this many (one
+/// atomic operation per step, not per value).
+const POOL_STEP: usize = 1024;
+
+impl<'a> Budget<'a> {
+    /// A budget of `file_limit` values with no shared pool.
+    pub fn new(file_limit: usize) -> Budget<'static> {
+        Budget {
+            file_limit,
+            used: 0,
+            pool: None,
+            charged: 0,
+            credit: 0,
+        }
+    }
+
+    /// A budget that also draws on `pool`; `credit` is what the file held
+    /// before (it is given back when the new content takes its place).
+    pub fn with_pool(file_limit: usize, pool: &'a Pool, credit: usize) -> Budget<'a> {
+        Budget {
+            file_limit,
+            used: 0,
+            pool: Some(pool),
+            charged: 0,
+            credit,
+        }
+    }
+
+    /// Values counted so far.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
+    /// Values charged to the pool (to give back if the file is not kept).
+    pub fn charged(&self) -> usize {
+        self.charged
+    }
+
+    fn take(&mut self, n: usize, pos: Pos) -> Result<(), OverBudget> {
+        let after = self.used.saturating_add(n);
+        if after > self.file_limit {
+            return Err(OverBudget {
+                pos,
+                kind: BudgetKind::File,
+                limit: self.file_limit,
             });
         }
+        self.used = after;
+        let Some(pool) = self.pool else {
+            return Ok(());
+        };
+        while self.used > self.charged {
+            let step = POOL_STEP.max(self.used - self.charged);
+            let before = pool.used.fetch_add(step, Ordering::Relaxed);
+            // Checked against what is really needed, not the step reserved.
+            let needed = before + (self.used - self.charged);
+            self.charged += step;
+            if needed.saturating_sub(self.credit) > pool.limit {
+                return Err(OverBudget {
+                    pos,
+                    kind: BudgetKind::Datastore,
+                    limit: pool.limit,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a document could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    Syntax(SyntaxError),
+    OverBudget(OverBudget),
+}
+
+impl From<SyntaxError> for ParseError {
+    fn from(e: SyntaxError) -> Self {
+        ParseError::Syntax(e)
+    }
+}
+
+/// Splits `text` at `---` lines and parses every non-empty document (with
+/// the one-shot commands' budget).
+pub fn parse_documents(text: &str) -> Vec<RawDocument> {
+    let mut budget = Budget::new(Limits::CLI.max_file_values);
+    let mut docs = Vec::new();
+    if let Err(e) = for_each_document(text, &mut budget, |d| docs.push(d)) {
+        docs.push(RawDocument {
+            first_line: e.pos.line,
+            result: Err(SyntaxError {
+                pos: e.pos,
+                message: e.to_string(),
+            }),
+        });
+    }
+    docs
+}
+
+/// Splits `text` at `---` lines and hands each parsed document to `f` as
+/// soon as it is read, so that only one document's tree is alive at a time.
+/// Stops at the first budget overrun (the file is then to be rejected).
+pub fn for_each_document(
+    text: &str,
+    budget: &mut Budget,
+    mut f: impl FnMut(RawDocument),
+) -> Result<(), OverBudget> {
+    let mut chunk = String::new();
+    let mut start = 1usize;
+    let mut flush = |chunk: &mut String, start: usize| -> Result<(), OverBudget> {
+        let blank = !chunk
+            .lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+        let result = if blank {
+            None
+        } else {
+            Some(parse_one_within(chunk, start, budget))
+        };
         chunk.clear();
+        match result {
+            None => Ok(()),
+            Some(Err(ParseError::OverBudget(e))) => Err(e),
+            Some(Err(ParseError::Syntax(e))) => {
+                f(RawDocument {
+                    first_line: start,
+                    result: Err(e),
+                });
+                Ok(())
+            }
+            Some(Ok(node)) => {
+                f(RawDocument {
+                    first_line: start,
+                    result: Ok(node),
+                });
+                Ok(())
+            }
+        }
     };
     for (i, line) in text.split_inclusive('\n').enumerate() {
-        let line_no = i + 1;
         let bare = line.trim_end_matches(['\n', '\r']);
         let is_separator =
             bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t") || bare == "...";
-        if is_separator {
-            flush(&mut chunk, chunk_start_line, &mut docs);
-            // A `--- value` line starts a document whose content begins on it.
-            if let Some(rest) = bare
-                .strip_prefix("--- ")
-                .or_else(|| bare.strip_prefix("---\t"))
-            {
-                chunk.push_str(&" ".repeat(4));
-                chunk.push_str(rest);
-                chunk.push('\n');
-                chunk_start_line = line_no;
-            } else {
-                chunk_start_line = line_no + 1;
-            }
+        if !is_separator {
+            chunk.push_str(line);
             continue;
         }
-        chunk.push_str(line);
+        flush(&mut chunk, start)?;
+        // A `--- value` line starts a document whose content begins on it.
+        match bare
+            .strip_prefix("--- ")
+            .or_else(|| bare.strip_prefix("---\t"))
+        {
+            Some(rest) => {
+                chunk.push_str("    ");
+                chunk.push_str(rest);
+                chunk.push('\n');
+                start = i + 1;
+            }
+            None => start = i + 2,
+        }
     }
-    flush(&mut chunk, chunk_start_line, &mut docs);
-    docs
+    flush(&mut chunk, start)
 }
 
 /// Parses one document; `first_line` shifts reported lines to file lines.
 pub fn parse_one(text: &str, first_line: usize) -> Result<Node, SyntaxError> {
+    let mut budget = Budget::new(Limits::CLI.max_file_values);
+    parse_one_within(text, first_line, &mut budget).map_err(|e| match e {
+        ParseError::Syntax(e) => e,
+        ParseError::OverBudget(e) => SyntaxError {
+            pos: e.pos,
+            message: e.to_string(),
+        },
+    })
+}
+
+/// Parses one document, counting its values against `budget`.
+pub fn parse_one_within(
+    text: &str,
+    first_line: usize,
+    budget: &mut Budget,
+) -> Result<Node, ParseError> {
     let to_pos = |line: usize, col: usize| Pos {
         line: line + first_line - 1,
         col: col + 1,
@@ -234,7 +498,8 @@ pub fn parse_one(text: &str, first_line: usize) -> Result<Node, SyntaxError> {
         stack: Vec::new(),
         anchors: HashMap::new(),
         root: None,
-        nodes: 0,
+        values: 0,
+        budget,
     };
     let mut parser = Parser::new_from_str(text);
     while let Some(item) = parser.next_event() {
@@ -243,9 +508,9 @@ pub fn parse_one(text: &str, first_line: usize) -> Result<Node, SyntaxError> {
             message: tidy_scan_error(e.info()),
         })?;
         let pos = to_pos(span.start.line(), span.start.col());
-        builder.event(event, span, pos)?;
+        builder.event(event, pos)?;
     }
-    Ok(builder.root.unwrap_or(Node {
+    Ok(builder.root.take().unwrap_or(Node {
         value: Value::Null,
         pos: Pos {
             line: first_line,
@@ -264,65 +529,86 @@ fn tidy_scan_error(info: &str) -> String {
     msg
 }
 
-enum Frame {
-    Seq(Pos, usize, Vec<Node>),
-    Map(Pos, usize, Vec<(Node, Node)>, Option<Node>),
+/// Maps with more keys than this index their keys for duplicate detection;
+/// smaller ones are scanned (cheaper than a hash map for a handful of keys).
+const INDEX_KEYS_FROM: usize = 16;
+
+/// A list or map being built: where it started, its anchor, the value count
+/// when it started (to know its size), and its content so far.
+struct Frame {
+    pos: Pos,
+    anchor: usize,
+    values_at_start: usize,
+    body: Body,
 }
 
-struct Builder {
+enum Body {
+    Seq(Vec<Node>),
+    Map {
+        entries: Vec<(Node, Node)>,
+        pending: Option<Node>,
+        /// String keys → their line, once the map is large.
+        index: Option<HashMap<String, usize>>,
+    },
+}
+
+struct Builder<'b, 'p> {
     stack: Vec<Frame>,
+    /// Anchored nodes and their sizes in values.
     anchors: HashMap<usize, (Node, usize)>,
     root: Option<Node>,
-    nodes: usize,
+    /// Values in this document (including alias copies).
+    values: usize,
+    budget: &'b mut Budget<'p>,
 }
 
-impl Builder {
-    fn event(&mut self, event: Event<'_>, _span: Span, pos: Pos) -> Result<(), SyntaxError> {
+impl Builder<'_, '_> {
+    fn event(&mut self, event: Event<'_>, pos: Pos) -> Result<(), ParseError> {
         match event {
             Event::Scalar(text, style, anchor, _tag) => {
+                self.count(1, pos)?;
                 let value = resolve_scalar(&text, style);
-                self.push(Node { value, pos }, anchor, pos)?;
+                self.push(Node { value, pos }, anchor, 1)?;
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq(pos, anchor, Vec::new())),
-            Event::MappingStart(anchor, _) => {
-                self.stack.push(Frame::Map(pos, anchor, Vec::new(), None))
-            }
-            Event::SequenceEnd => {
-                if let Some(Frame::Seq(start, anchor, items)) = self.stack.pop() {
-                    self.push(
-                        Node {
-                            value: Value::Seq(items),
-                            pos: start,
-                        },
-                        anchor,
-                        start,
-                    )?;
-                }
-            }
-            Event::MappingEnd => {
-                if let Some(Frame::Map(start, anchor, entries, _)) = self.stack.pop() {
-                    self.push(
-                        Node {
-                            value: Value::Map(entries),
-                            pos: start,
-                        },
-                        anchor,
-                        start,
-                    )?;
+            Event::SequenceStart(anchor, _) => self.open(pos, anchor, Body::Seq(Vec::new()))?,
+            Event::MappingStart(anchor, _) => self.open(
+                pos,
+                anchor,
+                Body::Map {
+                    entries: Vec::new(),
+                    pending: None,
+                    index: None,
+                },
+            )?,
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some(frame) = self.stack.pop() {
+                    let size = self.values - frame.values_at_start;
+                    let value = match frame.body {
+                        Body::Seq(items) => Value::Seq(items),
+                        Body::Map { entries, .. } => Value::Map(entries),
+                    };
+                    let node = Node {
+                        value,
+                        pos: frame.pos,
+                    };
+                    self.push(node, frame.anchor, size)?;
                 }
             }
             Event::Alias(id) => {
-                let (node, size) = self.anchors.get(&id).ok_or(SyntaxError {
-                    pos,
-                    message: "alias refers to an unknown anchor".into(),
-                })?;
-                // Count before cloning, so a chain of aliases cannot exhaust memory.
-                self.nodes += size;
-                if self.nodes > MAX_NODES {
-                    return Err(too_large(pos));
-                }
-                let node = node.clone();
-                self.push(node, 0, pos)?;
+                let size = match self.anchors.get(&id) {
+                    Some((_, size)) => *size,
+                    None => {
+                        return Err(SyntaxError {
+                            pos,
+                            message: "alias refers to an unknown anchor".into(),
+                        }
+                        .into());
+                    }
+                };
+                // Count before copying, so a chain of aliases cannot exhaust memory.
+                self.count(size, pos)?;
+                let node = self.anchors[&id].0.clone();
+                self.push(node, 0, size)?;
             }
             Event::StreamStart
             | Event::StreamEnd
@@ -333,13 +619,34 @@ impl Builder {
         Ok(())
     }
 
-    fn push(&mut self, node: Node, anchor: usize, pos: Pos) -> Result<(), SyntaxError> {
-        self.nodes += 1;
-        if self.nodes > MAX_NODES {
-            return Err(too_large(pos));
+    fn count(&mut self, n: usize, pos: Pos) -> Result<(), ParseError> {
+        self.values += n;
+        self.budget.take(n, pos).map_err(ParseError::OverBudget)
+    }
+
+    fn open(&mut self, pos: Pos, anchor: usize, body: Body) -> Result<(), ParseError> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(SyntaxError {
+                pos,
+                message: format!("lists and maps nest more than {MAX_DEPTH} levels deep"),
+            }
+            .into());
         }
+        self.count(1, pos)?;
+        self.stack.push(Frame {
+            pos,
+            anchor,
+            values_at_start: self.values - 1,
+            body,
+        });
+        Ok(())
+    }
+
+    /// Adds a finished node to its parent; `size` is its count of values.
+    fn push(&mut self, node: Node, anchor: usize, size: usize) -> Result<(), ParseError> {
         if anchor != 0 {
-            let size = count_nodes(&node);
+            // The copy kept for later aliases is memory too: it counts.
+            self.count(size, node.pos)?;
             self.anchors.insert(anchor, (node.clone(), size));
         }
         match self.stack.last_mut() {
@@ -348,23 +655,22 @@ impl Builder {
                     self.root = Some(node);
                 }
             }
-            Some(Frame::Seq(_, _, items)) => items.push(node),
-            Some(Frame::Map(_, _, entries, pending)) => match pending.take() {
+            Some(Frame {
+                body: Body::Seq(items),
+                ..
+            }) => items.push(node),
+            Some(Frame {
+                body:
+                    Body::Map {
+                        entries,
+                        pending,
+                        index,
+                    },
+                ..
+            }) => match pending.take() {
                 None => *pending = Some(node),
                 Some(key) => {
-                    if let Value::Str(k) = &key.value
-                        && let Some((first, _)) = entries
-                            .iter()
-                            .find(|(other, _)| matches!(&other.value, Value::Str(o) if o == k))
-                    {
-                        return Err(SyntaxError {
-                            pos: key.pos,
-                            message: format!(
-                                "duplicate key `{k}` (first defined at line {})",
-                                first.pos.line
-                            ),
-                        });
-                    }
+                    check_duplicate(entries, index, &key)?;
                     entries.push((key, node));
                 }
             },
@@ -373,23 +679,42 @@ impl Builder {
     }
 }
 
-fn too_large(pos: Pos) -> SyntaxError {
-    SyntaxError {
-        pos,
-        message: format!("document is too large (more than {MAX_NODES} values)"),
-    }
-}
-
-fn count_nodes(node: &Node) -> usize {
-    match &node.value {
-        Value::Seq(items) => 1 + items.iter().map(count_nodes).sum::<usize>(),
-        Value::Map(entries) => {
-            1 + entries
+/// Rejects a string key already in the map, in constant time per key.
+fn check_duplicate(
+    entries: &[(Node, Node)],
+    index: &mut Option<HashMap<String, usize>>,
+    key: &Node,
+) -> Result<(), SyntaxError> {
+    let Value::Str(k) = &key.value else {
+        return Ok(());
+    };
+    if index.is_none() && entries.len() >= INDEX_KEYS_FROM {
+        *index = Some(
+            entries
                 .iter()
-                .map(|(k, v)| count_nodes(k) + count_nodes(v))
-                .sum::<usize>()
-        }
-        _ => 1,
+                .filter_map(|(k, _)| Some((k.as_str()?.to_string(), k.pos.line)))
+                .collect(),
+        );
+    }
+    let first = match index {
+        Some(index) => match index.entry(k.clone()) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(key.pos.line);
+                None
+            }
+        },
+        None => entries
+            .iter()
+            .find(|(other, _)| other.as_str() == Some(k))
+            .map(|(other, _)| other.pos.line),
+    };
+    match first {
+        Some(line) => Err(SyntaxError {
+            pos: key.pos,
+            message: format!("duplicate key `{k}` (first defined at line {line})"),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -516,6 +841,132 @@ mod tests {
             ));
         }
         let err = parse_one(&text, 1).unwrap_err();
-        assert!(err.message.contains("too large"));
+        assert!(err.message.contains("input budget exceeded"), "{err:?}");
+    }
+
+    /// One document of ~340 bytes that expands to 1,111,111 values (under
+    /// the old per-document limit of 2 million), 2,345,677 with the copies
+    /// its anchors keep.
+    pub(crate) fn bomb_document() -> String {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..6 {
+            let p = format!("*a{}", i - 1);
+            let refs = [p.as_str(); 10].join(", ");
+            text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        text
+    }
+
+    #[test]
+    fn many_small_alias_bombs_run_into_the_file_budget() {
+        let doc = bomb_document();
+        let text: String = (0..80).map(|_| format!("---\n{doc}")).collect();
+        assert!(text.len() < 40_000, "{} bytes", text.len());
+        let mut budget = Budget::new(6_000_000);
+        let mut seen = 0;
+        let err = for_each_document(&text, &mut budget, |_| seen += 1).unwrap_err();
+        // Each document alone fits (2.35 million values with its anchors'
+        // copies); the third one runs the file over.
+        assert_eq!(seen, 2);
+        assert_eq!(err.kind, BudgetKind::File);
+        assert_eq!(err.limit, 6_000_000);
+        // The position is where the budget ran out: in document 3.
+        let doc_start = 2 * (doc.lines().count() + 1) + 2;
+        assert!(
+            err.pos.line > doc_start && err.pos.line < doc_start + 6,
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("more than 6000000 values"));
+        assert!(err.hint().contains("--max-file-values"));
+    }
+
+    #[test]
+    fn the_pool_bounds_all_files_together_and_takes_back_what_is_released() {
+        let doc = bomb_document();
+        let pool = Pool::new(6_000_000);
+        let mut first = Budget::with_pool(3_000_000, &pool, 0);
+        parse_one_within(&doc, 1, &mut first).unwrap();
+        assert!(pool.used() >= 2_345_677);
+        let mut second = Budget::with_pool(3_000_000, &pool, 0);
+        parse_one_within(&doc, 1, &mut second).unwrap();
+        let mut third = Budget::with_pool(3_000_000, &pool, 0);
+        let err = parse_one_within(&doc, 1, &mut third).unwrap_err();
+        let ParseError::OverBudget(e) = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!((e.kind, e.limit), (BudgetKind::Datastore, 6_000_000));
+        assert!(e.hint().contains("--max-datastore-values"));
+        // The rejected parse gives back what it took; so does a removed file.
+        pool.release(third.charged());
+        pool.release(second.charged());
+        // Re-parsing the first file in place: its old content is credited.
+        let mut again = Budget::with_pool(3_000_000, &pool, first.charged());
+        parse_one_within(&doc, 1, &mut again).unwrap();
+        let mut fourth = Budget::with_pool(3_000_000, &pool, 0);
+        parse_one_within("a: 1\n", 1, &mut fourth).unwrap();
+    }
+
+    #[test]
+    fn a_200k_key_mapping_loads_in_linear_time() {
+        let mut text = String::with_capacity(200_000 * 16);
+        for i in 0..200_000 {
+            text.push_str(&format!("key{i}: {i}\n"));
+        }
+        let started = std::time::Instant::now();
+        let node = one(&text);
+        let took = started.elapsed();
+        eprintln!("200,000 keys parsed in {took:?}");
+        let Value::Map(entries) = &node.value else {
+            panic!("not a map")
+        };
+        assert_eq!(entries.len(), 200_000);
+        assert_eq!(node.get("key199999").unwrap().value, Value::Int(199_999));
+        // Scanning earlier keys would take minutes (2e10 comparisons).
+        assert!(took < std::time::Duration::from_secs(60), "{took:?}");
+        // Duplicates are still found, late in a large map and in a small one.
+        text.push_str("key77: again\n");
+        let err = parse_one(&text, 1).unwrap_err();
+        assert_eq!(
+            err.pos,
+            Pos {
+                line: 200_001,
+                col: 1
+            }
+        );
+        assert!(
+            err.message
+                .contains("duplicate key `key77` (first defined at line 78)")
+        );
+    }
+
+    #[test]
+    fn duplicates_are_found_on_both_sides_of_the_index_threshold() {
+        for n in [
+            2,
+            INDEX_KEYS_FROM - 1,
+            INDEX_KEYS_FROM,
+            INDEX_KEYS_FROM + 1,
+            40,
+        ] {
+            let mut text: String = (0..n).map(|i| format!("k{i}: 1\n")).collect();
+            assert!(parse_one(&text, 1).is_ok());
+            text.push_str("k0: 2\n");
+            let err = parse_one(&text, 1).unwrap_err();
+            assert_eq!(err.pos.line, n + 1, "{n} keys");
+            assert!(err.message.contains("`k0` (first defined at line 1)"));
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = "[".repeat(100_000);
+        let err = parse_one(&deep, 1).unwrap_err();
+        // The scanner's own limit or ours: either way, an error.
+        assert!(
+            err.message.contains("recursion limit") || err.message.contains("nest more than 256"),
+            "{err:?}"
+        );
+        let ok = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        assert!(parse_one(&ok, 1).is_ok());
     }
 }

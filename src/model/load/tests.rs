@@ -351,3 +351,58 @@ fn rendering_shows_the_caret_under_the_token() {
     assert!(text.contains("= help: did you mean `namespaceSelector`?"));
     assert!(text.contains("fixtures/seeds/000-accounts-allow.yaml:15:7"));
 }
+
+#[test]
+fn interleaved_duplicates_leave_exactly_the_first_of_each() {
+    let tier = |n: &str, order: u32| {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {{name: {n}}}\nspec: {{order: {order}}}\n---\n"
+        )
+    };
+    let text = [("a", 1), ("b", 2), ("a", 3), ("c", 4), ("b", 5), ("a", 6)]
+        .map(|(n, o)| tier(n, o))
+        .concat();
+    let mut r = load_str(&text, Path::new("t.yaml"));
+    check_duplicates(&mut r);
+    let kept: Vec<(String, usize)> = r
+        .resources
+        .iter()
+        .map(|l| (l.resource.key().name.clone(), l.origin.line))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            ("a".to_string(), 1),
+            ("b".to_string(), 6),
+            ("c".to_string(), 16)
+        ]
+    );
+    assert_eq!(r.errors().count(), 3);
+}
+
+#[test]
+fn sizes_parse_and_oversized_files_are_refused_unread() {
+    assert_eq!(parse_size("16MiB"), Some(16 << 20));
+    assert_eq!(parse_size("64M"), Some(64 << 20));
+    assert_eq!(parse_size("300MB"), Some(300_000_000));
+    assert_eq!(parse_size("1048576"), Some(1 << 20));
+    assert_eq!(parse_size("2 GiB"), Some(2 << 30));
+    for bad in ["", "0", "MiB", "12 parsecs", "-1M"] {
+        assert_eq!(parse_size(bad), None, "{bad:?}");
+    }
+    let path = std::env::temp_dir().join(format!("tortie-size-{}.yaml", std::process::id()));
+    std::fs::write(&path, "a: 1\n".repeat(100)).unwrap();
+    let mut budget = yaml::Budget::new(1_000);
+    let r = load_file_with(&path, 499, &mut budget);
+    assert!(r.rejected && r.resources.is_empty());
+    let d = &r.diagnostics[0];
+    assert!(
+        d.message
+            .contains("the file is 500 bytes, more than the limit of 499 bytes"),
+        "{}",
+        d.message
+    );
+    assert!(d.hint.as_deref().unwrap().contains("TORTIE_MAX_FILE_SIZE"));
+    assert!(!load_file_with(&path, 500, &mut budget).rejected);
+    std::fs::remove_file(&path).unwrap();
+}
