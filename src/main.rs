@@ -23,8 +23,6 @@ struct Cli {
     command: Command,
 }
 
-// Parsed once per process: the size of the largest variant does not matter.
-#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 // Parsed once at start-up: the size of the largest variant costs nothing.
 #[allow(clippy::large_enum_variant)]
