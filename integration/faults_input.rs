@@ -320,9 +320,7 @@ fn a_50_mb_file_does_not_delay_a_small_files_change() {
         (true, true),
         "a small edit while the 50 MB file is parsed",
     );
-    let done_early = a
-        .logged(&["big.yaml", "level=info msg=\"file read\""])
-        .is_some()
+    let done_early = a.logged(&["big.yaml", "INFO", "file read"]).is_some()
         || a.logged(&["big.yaml", "input budget exceeded"]).is_some();
     eprintln!("small edit in force after {t:?}; big file settled by then: {done_early}");
     // The big file: read, or rejected by its value budget, within 5 s

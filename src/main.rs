@@ -19,6 +19,11 @@ use tortie::nft::{Dataplane, Target};
     about = "Calico-compatible network policy on nftables"
 )]
 struct Cli {
+    /// tortie's own log lines (stderr): `text` or `json`. The level comes
+    /// from RUST_LOG, else FelixConfiguration logSeverityScreen (or
+    /// FELIX_LOGSEVERITYSCREEN), else info.
+    #[arg(long, global = true, env = "TORTIE_LOG_FORMAT", default_value = "text")]
+    log_format: tortie::obs::Format,
     #[command(subcommand)]
     command: Command,
 }
@@ -403,6 +408,9 @@ fn format_min(d: std::time::Duration) -> String {
     }
 }
 
+/// The log level handle, for `run` (FelixConfiguration may change it).
+static LOG_LEVEL: std::sync::OnceLock<tortie::obs::Level> = std::sync::OnceLock::new();
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Version => {
@@ -587,6 +595,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 lock_dir,
                 limits: limits.limits(tortie::model::yaml::Limits::DAEMON)?,
                 rescan_interval,
+                log_level: LOG_LEVEL.get().cloned(),
             };
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -644,6 +653,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let severity = std::env::var("FELIX_LOGSEVERITYSCREEN").ok();
+    let level = tortie::obs::init(cli.log_format, severity.as_deref());
+    LOG_LEVEL.set(level).ok();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -58,6 +58,14 @@ pub struct Level {
     pinned: bool,
 }
 
+impl std::fmt::Debug for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Level")
+            .field("pinned", &self.pinned)
+            .finish()
+    }
+}
+
 impl Level {
     /// Applies a Felix severity name; unknown names are ignored.
     pub fn set_felix_severity(&self, severity: &str) {

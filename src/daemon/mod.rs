@@ -57,6 +57,8 @@ impl std::str::FromStr for Datastore {
 enum Input {
     File(FileChange),
     Kube(SourceEvent),
+    /// The node's interfaces and addresses changed.
+    Interfaces(crate::hostifaces::InterfaceAddrs),
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +83,9 @@ pub struct Options {
     /// Input budgets and the periodic rescan of the directory datastore.
     pub limits: crate::model::yaml::Limits,
     pub rescan_interval: Duration,
+    /// The agent's log level, which FelixConfiguration logSeverityScreen
+    /// sets (unless RUST_LOG does).
+    pub log_level: Option<crate::obs::Level>,
 }
 
 /// The shortest refresh interval accepted (flag or FelixConfiguration): a
@@ -128,13 +133,26 @@ impl DaemonError {
     }
 }
 
-/// Structured log line on stderr: `level=… msg="…" key=value…`.
+/// One log event through `tracing` (see `crate::obs` for where it goes):
+/// `msg`, then `key=value` pairs in Display form.
 pub fn log(level: &str, msg: &str, fields: &[(&str, String)]) {
-    let mut line = format!("level={level} msg={msg:?}");
+    let mut f = String::new();
     for (k, v) in fields {
-        line.push_str(&format!(" {k}={v:?}"));
+        if !f.is_empty() {
+            f.push(' ');
+        }
+        if v.contains(char::is_whitespace) || v.is_empty() {
+            f.push_str(&format!("{k}={v:?}"));
+        } else {
+            f.push_str(&format!("{k}={v}"));
+        }
     }
-    eprintln!("{line}");
+    match level {
+        "error" => tracing::error!(fields = %f, "{msg}"),
+        "warn" => tracing::warn!(fields = %f, "{msg}"),
+        "debug" => tracing::debug!(fields = %f, "{msg}"),
+        _ => tracing::info!(fields = %f, "{msg}"),
+    }
 }
 
 fn unix_now() -> f64 {
@@ -167,6 +185,9 @@ fn publish(
     let node = opts.node.as_str();
     let cluster = engine.cluster();
     let ruleset = engine.ruleset();
+    if let (Some(level), Some(sev)) = (&opts.log_level, &cluster.settings.log_severity) {
+        level.set_felix_severity(sev);
+    }
     for n in &cluster.notes {
         log("warn", &n.message, &[("subject", n.subject.clone())]);
     }
@@ -210,14 +231,60 @@ fn publish_sizes(
     });
 }
 
+/// Follows the node's interfaces (host endpoints with only expectedIPs
+/// bind to those holding their addresses): the current map now, every
+/// later one as `Input::Interfaces`.
+fn watch_interfaces(
+    target: &Target,
+    tx: &mpsc::Sender<Input>,
+) -> (
+    crate::hostifaces::InterfaceAddrs,
+    Option<crate::hostifaces::Watch>,
+) {
+    let (itx, irx) = mpsc::channel();
+    match crate::hostifaces::watch(target, Duration::from_millis(100), itx) {
+        Ok(w) => {
+            let first = irx.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
+            let forward = tx.clone();
+            std::thread::spawn(move || {
+                for m in irx {
+                    if forward.send(Input::Interfaces(m)).is_err() {
+                        break;
+                    }
+                }
+            });
+            (first, Some(w))
+        }
+        Err(e) => {
+            log(
+                "warn",
+                "cannot follow the node's interfaces: host endpoints with only expectedIPs police nothing",
+                &[("error", e.to_string())],
+            );
+            (Default::default(), None)
+        }
+    }
+}
+
 fn compute(
     resources: Vec<Resource>,
     opts: &Options,
     metrics: &Metrics,
     log_ctx: &crate::logging::SharedContext,
+    host_interfaces: crate::hostifaces::InterfaceAddrs,
 ) -> Desired {
     let backend = opts.log_backend;
-    let engine = Incremental::new(resources, &opts.node, move |s| s.log_backend = backend);
+    let (env, problems) = crate::calc::felix_env(std::env::vars());
+    for p in problems {
+        log("warn", &p, &[]);
+    }
+    let context = crate::compile::incremental::NodeContext {
+        host_interfaces,
+        felix_env: Some(env),
+    };
+    let engine = Incremental::with_context(resources, &opts.node, context, move |s| {
+        s.log_backend = backend
+    });
     let (policy_tiers, refresh) = publish(&engine, opts, metrics, log_ctx);
     Desired {
         engine,
@@ -371,7 +438,7 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
                     "reading logged packets from NFLOG",
                     &[
                         ("group", group.to_string()),
-                        ("syslog", format!("{:?}", opts.syslog)),
+                        ("syslog", opts.syslog.to_string()),
                     ],
                 );
             }
@@ -465,7 +532,8 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
 
     let mut dp = Dataplane::new(opts.target.clone());
     dp.set_limits(limits.clone());
-    let mut desired = compute(resources, opts, &metrics, &log_ctx);
+    let (ifaces, _ifaces_watch) = watch_interfaces(&opts.target, &tx);
+    let mut desired = compute(resources, opts, &metrics, &log_ctx, ifaces);
     let mut pending_apply = true;
     let mut backoff = Backoff::default();
     let mut next_attempt = Instant::now();
@@ -550,10 +618,25 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
                 break;
             }
         }
+        tracing::debug!(inputs = inputs.len(), "changes received");
         let mut files_changed = false;
+        let mut ifaces_changed = false;
         let mut latest = None;
         for i in inputs {
             match i {
+                Input::Interfaces(map) => {
+                    if desired.engine.set_host_interfaces(map) == Outcome::Full {
+                        let (tiers, refresh) = publish(&desired.engine, opts, &metrics, &log_ctx);
+                        desired.policy_tiers = tiers;
+                        desired.refresh = refresh;
+                        ifaces_changed = true;
+                        log(
+                            "info",
+                            "the node's interfaces changed; host endpoints re-bound",
+                            &[],
+                        );
+                    }
+                }
                 Input::File(c) => {
                     report_file(&c, &metrics);
                     if let Some(files) = dir_files.as_mut() {
@@ -577,6 +660,10 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
         } else if let (Some(files), true) = (dir_files.as_ref(), files_changed) {
             files.snapshot()
         } else {
+            if ifaces_changed {
+                pending_apply = true;
+                next_attempt = after_change(next_attempt, last_failure, dp.consecutive_failures());
+            }
             continue;
         };
         let started = Instant::now();
