@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -51,17 +49,7 @@ impl Daemon {
     }
 
     fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut s = TcpStream::connect(&self.metrics).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        let code = out.split_whitespace().nth(1)?.parse().ok()?;
-        let body = out
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Some((code, body))
+        support::agent::http_get(&self.metrics, path)
     }
 
     fn metric(&self, name_with_labels: &str) -> f64 {
@@ -114,11 +102,8 @@ const ALLOW_GOOD: &str = "kind: NetworkPolicy\napiVersion: networking.k8s.io/v1\
 const ALLOW_BOTH: &str = "kind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nmetadata: {name: p, namespace: default}\nspec: {podSelector: {matchLabels: {app: server}}, ingress: [{from: [{podSelector: {}}]}]}\n";
 const DENY_GOOD: &str = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: deny-good}\nspec: {selector: app == 'server', order: 1, types: [Ingress], ingress: [{action: Deny, source: {selector: app == 'good'}}]}\n";
 
-/// Writes a file atomically (as editors and config management do).
 fn write(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp~");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
+    support::agent::write_atomically(path, text)
 }
 
 struct World {

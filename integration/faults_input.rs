@@ -6,8 +6,7 @@
 mod support;
 
 use std::fmt::Write as _;
-use std::io::{BufRead, Read, Write};
-use std::net::TcpStream;
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -66,14 +65,7 @@ impl Agent {
     }
 
     fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut s = TcpStream::connect(&self.metrics).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        let code = out.split_whitespace().nth(1)?.parse().ok()?;
-        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
-        Some((code, body.unwrap_or_default()))
+        support::agent::http_get(&self.metrics, path)
     }
 
     fn metric(&self, series: &str) -> f64 {
@@ -135,11 +127,8 @@ const ALLOW_BOTH: &str = "kind: NetworkPolicy\napiVersion: networking.k8s.io/v1\
 const DENY_GOOD: &str = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: deny}\nspec: {selector: app == 'server', order: 1, types: [Ingress], ingress: [{action: Deny, source: {selector: app == 'good'}}]}\n";
 const DENY_BAD: &str = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: deny}\nspec: {selector: app == 'server', order: 1, types: [Ingress], ingress: [{action: Deny, source: {selector: app == 'bad'}}]}\n";
 
-/// Writes a file atomically (as editors and config management do).
 fn write(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp~");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
+    support::agent::write_atomically(path, text)
 }
 
 /// A node with three pods, and a scratch directory holding the datastore

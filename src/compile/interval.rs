@@ -72,36 +72,21 @@ pub fn net_elements(nets: impl IntoIterator<Item = IpNet>, v6: bool) -> BTreeSet
             IpNet::V6(n) => v6s.push(n),
         }
     }
-    let mut out = BTreeSet::new();
-    if v6 {
-        for n in merge_v6(&v6s) {
-            match n.prefix_len() {
-                0 => {
-                    out.insert("::/1".to_string());
-                    out.insert("8000::/1".to_string());
-                }
-                128 => {
-                    out.insert(n.addr().to_string());
-                }
-                _ => {
-                    out.insert(n.to_string());
-                }
-            }
-        }
+    let merged: Vec<IpNet> = if v6 {
+        merge_v6(&v6s).into_iter().map(IpNet::V6).collect()
     } else {
-        for n in merge_v4(&v4) {
-            match n.prefix_len() {
-                0 => {
-                    out.insert("0.0.0.0/1".to_string());
-                    out.insert("128.0.0.0/1".to_string());
-                }
-                32 => {
-                    out.insert(n.addr().to_string());
-                }
-                _ => {
-                    out.insert(n.to_string());
-                }
-            }
+        merge_v4(&v4).into_iter().map(IpNet::V4).collect()
+    };
+    let mut out = BTreeSet::new();
+    for n in merged {
+        if n.prefix_len() == 0 {
+            // An interval set cannot hold a /0: its two halves instead.
+            let halves = n.subnets(1).expect("a /0 has halves");
+            out.extend(halves.map(|h| h.to_string()));
+        } else if n.prefix_len() == n.max_prefix_len() {
+            out.insert(n.addr().to_string());
+        } else {
+            out.insert(n.to_string());
         }
     }
     out

@@ -423,17 +423,11 @@ impl Families {
         labels: &[&str],
         series: impl Iterator<Item = (Vec<&'a str>, f64)>,
     ) {
-        let metrics = series
-            .map(|(values, v)| {
-                let mut m = labelled(labels, &values);
-                let mut c = Counter::default();
-                c.set_value(v);
-                m.set_counter(c);
-                m
-            })
-            .collect();
-        self.0
-            .push(family(name, help, MetricType::COUNTER, metrics));
+        self.series(name, help, MetricType::COUNTER, labels, series, |m, v| {
+            let mut c = Counter::default();
+            c.set_value(v);
+            m.set_counter(c);
+        });
     }
 
     fn labelled_gauge<'a>(
@@ -443,16 +437,31 @@ impl Families {
         labels: &[&str],
         series: impl Iterator<Item = (Vec<&'a str>, f64)>,
     ) {
+        self.series(name, help, MetricType::GAUGE, labels, series, |m, v| {
+            let mut g = Gauge::default();
+            g.set_value(v);
+            m.set_gauge(g);
+        });
+    }
+
+    /// One family of `kind`, a metric per labelled value; `set` stores it.
+    fn series<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: MetricType,
+        labels: &[&str],
+        series: impl Iterator<Item = (Vec<&'a str>, f64)>,
+        set: impl Fn(&mut Metric, f64),
+    ) {
         let metrics = series
             .map(|(values, v)| {
                 let mut m = labelled(labels, &values);
-                let mut g = Gauge::default();
-                g.set_value(v);
-                m.set_gauge(g);
+                set(&mut m, v);
                 m
             })
             .collect();
-        self.0.push(family(name, help, MetricType::GAUGE, metrics));
+        self.0.push(family(name, help, kind, metrics));
     }
 
     /// Felix's summary objectives (0.5, 0.9, 0.99) over the last
