@@ -98,7 +98,7 @@ enum Command {
         #[arg(long, env = "TORTIE_NETNS")]
         netns: Option<String>,
         /// Where to serve /metrics, /livez and /readyz; `none` to disable.
-        #[arg(long, env = "TORTIE_METRICS_ADDR", default_value = "0.0.0.0:9091")]
+        #[arg(long, env = "TORTIE_METRICS_ADDR", default_value = "127.0.0.1:9091")]
         metrics_addr: String,
         /// How often to compare the kernel with the desired ruleset (e.g. 90s);
         /// overrides FelixConfiguration nftablesRefreshInterval.
