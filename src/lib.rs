@@ -3,6 +3,7 @@
 //! Data flows one way: `datastore` → `model` → `calc` → `compile` → `nft`.
 //! Everything from `model` to `compile` is pure and needs neither root nor a cluster.
 
+pub mod backoff;
 pub mod calc;
 pub mod compile;
 pub mod daemon;

@@ -8,7 +8,6 @@
 //! `NftKernel` runs the `nft` binary (bounded by `exec::Limits`),
 //! `fake::FakeKernel` is the in-memory model the unit tests use.
 
-pub mod backoff;
 pub mod exec;
 pub mod fake;
 pub mod kernel;
@@ -19,8 +18,8 @@ pub mod state;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+pub use crate::backoff::Backoff;
 use crate::compile::ir::Ruleset;
-pub use backoff::Backoff;
 pub use exec::{Limits, Target};
 pub use kernel::{Kernel, NftKernel};
 pub use plan::{Plan, PlanStats};
@@ -295,7 +294,7 @@ pub fn apply_with_retry(
     attempts: u32,
     first_delay: Duration,
 ) -> Result<ApplyReport, NftError> {
-    let mut backoff = Backoff::new(first_delay, backoff::CAP);
+    let mut backoff = Backoff::new(first_delay, crate::backoff::CAP);
     let mut last_err = None;
     for i in 0..attempts.max(1) {
         match dp.apply(desired) {

@@ -1,9 +1,7 @@
-//! The watchers' retry delay: exponential from `min` to a small cap, each
-//! delay drawn at random from its upper half (so thousands of nodes that
-//! lost the same API server do not come back in step), reset on success.
-//! kube-rs's default (0.8 s growing to 30 s) made a change wait up to a
-//! minute after an outage; with a 2 s cap a watcher tries again at most
-//! 2 s after the server answers.
+//! The watchers' retry delay for kube-rs: [`crate::backoff::Backoff`] from
+//! `min` to a small cap, reset on success. kube-rs's default (0.8 s growing
+//! to 30 s) made a change wait up to a minute after an outage; with a 2 s
+//! cap a watcher tries again at most 2 s after the server answers.
 
 use std::time::Duration;
 
@@ -11,57 +9,28 @@ use kube::runtime::utils::Backoff;
 
 /// Capped, jittered exponential backoff for [`kube::runtime::WatchStreamExt::backoff`].
 #[derive(Debug, Clone)]
-pub struct CappedBackoff {
-    min: Duration,
-    cap: Duration,
-    current: Duration,
-    rng: u64,
-}
+pub struct CappedBackoff(crate::backoff::Backoff);
 
 impl CappedBackoff {
     pub fn new(min: Duration, cap: Duration) -> CappedBackoff {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        // Distinct per instance even when created in the same nanosecond.
-        let here = &seed as *const u64 as u64;
-        CappedBackoff {
-            min,
-            cap: cap.max(min),
-            current: min,
-            rng: (seed ^ here.rotate_left(32)) | 1,
-        }
-    }
-
-    /// xorshift64*: enough for jitter, no dependency.
-    fn random(&mut self) -> u64 {
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        CappedBackoff(crate::backoff::Backoff::new(min, cap))
     }
 }
 
 impl Iterator for CappedBackoff {
     type Item = Duration;
 
-    /// A delay in [current/2, current]; then current doubles up to the cap.
+    /// A delay in [step/2, step]; then the step doubles up to the cap.
     fn next(&mut self) -> Option<Duration> {
-        let top = self.current.as_millis() as u64;
-        let half = top / 2;
-        let delay = Duration::from_millis(half + self.random() % (top - half + 1));
-        self.current = (self.current * 2).min(self.cap);
-        Some(delay)
+        Some(self.0.next_delay())
     }
 }
 
 impl Backoff for CappedBackoff {
     fn reset(&mut self) {
-        self.current = self.min;
+        self.0.reset();
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

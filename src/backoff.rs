@@ -1,11 +1,16 @@
-//! Exponential backoff with jitter for retrying failed kernel calls: each
-//! delay is drawn from the upper half of the current step (so no two agents
-//! retry in lockstep and no delay is ever near zero), and the step doubles
-//! up to a cap.
+//! Exponential backoff with jitter, for every retry tortie makes (failed
+//! kernel calls, Kubernetes watches): each delay is drawn from the upper
+//! half of the current step (so no two agents, or watchers, retry in
+//! lockstep and no delay is ever near zero), and the step doubles up to a
+//! cap.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Felix-like defaults: 200 ms doubling to 30 s.
+/// Distinguishes backoffs created in the same nanosecond.
+static INSTANCES: AtomicU64 = AtomicU64::new(0);
+
+/// Felix-like defaults for kernel calls: 200 ms doubling to 30 s.
 pub const FIRST: Duration = Duration::from_millis(200);
 pub const CAP: Duration = Duration::from_secs(30);
 
@@ -33,7 +38,11 @@ impl Backoff {
             first,
             cap: cap.max(first),
             step: first,
-            seed: nanos ^ (u64::from(std::process::id()) << 32) | 1,
+            seed: (nanos ^ (u64::from(std::process::id()) << 32)).wrapping_add(
+                INSTANCES
+                    .fetch_add(1, Ordering::Relaxed)
+                    .wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            ) | 1,
         }
     }
 
