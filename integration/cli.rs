@@ -1,6 +1,8 @@
 //! The command line as users run it: the built binary, its output and its
 //! exit codes.
 
+mod support;
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
@@ -151,7 +153,7 @@ fn run_briefly(env: &[(&str, &str)], extra: &[&str]) -> String {
 
 #[test]
 fn the_agent_log_has_levels_timestamps_rust_log_and_json() {
-    if tortie_kernel_unavailable() {
+    if !support::kernel::require_kernel("the_agent_log_has_levels_timestamps_rust_log_and_json") {
         return;
     }
     let plain = run_briefly(&[], &[]);
@@ -174,20 +176,4 @@ fn the_agent_log_has_levels_timestamps_rust_log_and_json() {
         serde_json::from_str(first).unwrap_or_else(|e| panic!("{e}: {first}"));
     assert_eq!(v["level"], "INFO", "{first}");
     assert!(v["timestamp"].is_string(), "{first}");
-}
-
-/// Namespace tests fail under CI=true when they cannot run (never skip
-/// there); elsewhere they may be skipped with TORTIE_ALLOW_SKIP=1.
-fn tortie_kernel_unavailable() -> bool {
-    let ok = Command::new("unshare")
-        .args(["-n", "true"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return false;
-    }
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let skip = std::env::var("TORTIE_ALLOW_SKIP").is_ok_and(|v| v == "1");
-    assert!(skip && !ci, "this test needs network namespaces (root)");
-    true
 }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use tortie::calc::Cluster;
+use tortie::calc::{Cluster, HostInterface};
 use tortie::compile::compile;
 use tortie::model::Resource;
 use tortie::model::load::load_file;
@@ -43,18 +43,16 @@ fn node_of(path: &Path) -> String {
 /// for host endpoints that bind by `expectedIPs`.
 fn host_interfaces(path: &Path) -> BTreeMap<String, Vec<IpAddr>> {
     let text = std::fs::read_to_string(path).unwrap();
-    let mut out = BTreeMap::new();
-    for line in text.lines().take_while(|l| l.starts_with('#')) {
-        if let Some(spec) = line.strip_prefix("# host-interface: ") {
-            let (name, ips) = spec.split_once('=').expect("NAME=IP[,IP]");
-            let ips = ips
-                .split(',')
-                .map(|i| i.trim().parse().expect("an IP"))
-                .collect();
-            out.insert(name.trim().to_string(), ips);
-        }
-    }
-    out
+    let list: Vec<HostInterface> = text
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix("# host-interface: "))
+        .map(|spec| {
+            spec.parse()
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        })
+        .collect();
+    HostInterface::map(&list)
 }
 
 fn cluster(case: &Path, resources: &[Resource], node: &str) -> Cluster {

@@ -17,8 +17,8 @@
 //!   a lost notification (socket overrun, ENOBUFS) costs nothing but a dump.
 //!   The returned [`Watch`] stops the thread when dropped.
 //!
-//! - [`interfaces_holding`] names the interfaces that hold any of a host
-//!   endpoint's `expectedIPs`.
+//! Which host endpoint binds to which interface is the compiler's business
+//! (`compile::host_bindings`); this module only says what the node has.
 //!
 //! Both work on a [`Target`]: the current namespace, or a named one that a
 //! dedicated thread enters with setns, so the process itself stays put.
@@ -34,8 +34,7 @@
 //! // Returns once subscribed; the current map is already on `rx`.
 //! let _watch = hostifaces::watch(&target, Duration::from_millis(100), tx)?;
 //! for map in rx {
-//!     let ips = ["198.18.0.1".parse().unwrap()];
-//!     println!("expectedIPs held by {:?}", hostifaces::interfaces_holding(&map, &ips));
+//!     println!("interfaces now: {map:?}");
 //! }
 //! # Ok::<(), hostifaces::HostIfacesError>(())
 //! ```
@@ -73,14 +72,6 @@ const DUMP_TRIES: usize = 3;
 const RTMGRP_LINK: u32 = 0x1;
 const RTMGRP_IPV4_IFADDR: u32 = 0x10;
 const RTMGRP_IPV6_IFADDR: u32 = 0x100;
-
-/// The interfaces holding at least one of `ips`, by name.
-pub fn interfaces_holding<'a>(map: &'a InterfaceAddrs, ips: &[IpAddr]) -> Vec<&'a str> {
-    map.iter()
-        .filter(|(_, held)| held.iter().any(|ip| ips.contains(ip)))
-        .map(|(name, _)| name.as_str())
-        .collect()
-}
 
 /// Why interfaces could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -580,27 +571,6 @@ mod tests {
         assert_eq!(map, want);
         let end = encode(7, 0, NetlinkPayload::Done(DoneMessage::default()));
         assert!(gather(&[one, two, end], 7).1, "Done ends the dump");
-    }
-
-    #[test]
-    fn interfaces_holding_any_expected_ip() {
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let map: InterfaceAddrs = [
-            (
-                "eth0".to_string(),
-                vec![ip("198.18.0.1"), ip("fd74:6f72::1")],
-            ),
-            ("eth1".to_string(), vec![ip("198.18.1.1")]),
-            ("lo".to_string(), vec![ip("127.0.0.1")]),
-        ]
-        .into_iter()
-        .collect();
-        assert_eq!(interfaces_holding(&map, &[ip("fd74:6f72::1")]), ["eth0"]);
-        assert_eq!(
-            interfaces_holding(&map, &[ip("198.18.1.1"), ip("198.18.0.1")]),
-            ["eth0", "eth1"]
-        );
-        assert!(interfaces_holding(&map, &[ip("198.18.9.9")]).is_empty());
     }
 
     #[test]
