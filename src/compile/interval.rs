@@ -12,7 +12,6 @@
 //! Calico means by "matches none of them".
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -46,14 +45,14 @@ pub fn port_text((a, b): (u16, u16)) -> String {
 
 /// The smallest list of CIDRs of one family covering exactly the union of
 /// `nets` (host bits ignored), sorted.
-pub fn merge_v4(nets: &[Ipv4Net]) -> Vec<Ipv4Net> {
+fn merge_v4(nets: &[Ipv4Net]) -> Vec<Ipv4Net> {
     let mut v = Ipv4Net::aggregate(&nets.iter().map(Ipv4Net::trunc).collect());
     v.sort_unstable();
     v
 }
 
 /// See [`merge_v4`].
-pub fn merge_v6(nets: &[Ipv6Net]) -> Vec<Ipv6Net> {
+fn merge_v6(nets: &[Ipv6Net]) -> Vec<Ipv6Net> {
     let mut v = Ipv6Net::aggregate(&nets.iter().map(Ipv6Net::trunc).collect());
     v.sort_unstable();
     v
@@ -92,21 +91,22 @@ pub fn net_elements(nets: impl IntoIterator<Item = IpNet>, v6: bool) -> BTreeSet
     out
 }
 
-/// Whether `addr` lies in one of the rendered `elements` (as produced by
-/// [`net_elements`]). Used by tests and by `tortie trace`-style evaluation.
-pub fn elements_contain(elements: &BTreeSet<String>, addr: IpAddr) -> bool {
-    elements.iter().any(|e| {
-        let net = e
-            .parse::<IpNet>()
-            .or_else(|_| e.parse::<IpAddr>().map(IpNet::from));
-        net.is_ok_and(|n| n.contains(&addr))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::net::IpAddr;
+
+    /// Whether `addr` lies in one of the rendered `elements` (as produced by
+    /// [`net_elements`]).
+    fn elements_contain(elements: &BTreeSet<String>, addr: IpAddr) -> bool {
+        elements.iter().any(|e| {
+            let net = e
+                .parse::<IpNet>()
+                .or_else(|_| e.parse::<IpAddr>().map(IpNet::from));
+            net.is_ok_and(|n| n.contains(&addr))
+        })
+    }
 
     #[test]
     fn ports_from_the_issue_merge() {
