@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::load::Loaded;
 use super::types::LabelSelector;
 use super::{Resource, yaml};
-use crate::diag::{Diagnostic, Severity, Stage};
+use crate::diag::{Diagnostic, Severity};
 use crate::selector;
 
 /// Every lint finding for `loaded`, in input order.
@@ -24,24 +24,12 @@ pub fn lint(loaded: &[Loaded]) -> Vec<Diagnostic> {
 }
 
 fn warning(l: &Loaded, path: &str, message: String, hint: &str) -> Diagnostic {
-    Diagnostic {
-        severity: Severity::Warning,
-        stage: Stage::Validation,
-        file: Some(l.origin.file.clone()),
-        pos: Some(yaml::Pos {
-            line: l.origin.line,
-            col: 1,
-        }),
-        resource: Some(l.resource.key().to_string()),
-        path: Some(yaml::FieldPath(
-            path.split('.')
-                .map(|k| yaml::Seg::Key(k.to_string()))
-                .collect(),
-        )),
-        message,
-        hint: Some(hint.to_string()),
-        source: None,
-    }
+    let path = yaml::FieldPath(
+        path.split('.')
+            .map(|k| yaml::Seg::Key(k.to_string()))
+            .collect(),
+    );
+    l.diagnostic(Severity::Warning, Some(path), message, hint)
 }
 
 /// Label keys carried by labelled objects.

@@ -23,6 +23,32 @@ pub struct Loaded {
     pub origin: Origin,
 }
 
+impl Loaded {
+    /// A diagnostic about this resource as a whole, placed at its document.
+    pub fn diagnostic(
+        &self,
+        severity: Severity,
+        path: Option<yaml::FieldPath>,
+        message: String,
+        hint: &str,
+    ) -> Diagnostic {
+        Diagnostic {
+            severity,
+            stage: Stage::Validation,
+            file: Some(self.origin.file.clone()),
+            pos: Some(yaml::Pos {
+                line: self.origin.line,
+                col: 1,
+            }),
+            resource: Some(self.resource.key().to_string()),
+            path,
+            message,
+            hint: Some(hint.to_string()),
+            source: None,
+        }
+    }
+}
+
 /// The result of loading: the valid resources and all diagnostics.
 #[derive(Debug, Default)]
 pub struct LoadResult {
@@ -520,24 +546,17 @@ fn check_duplicates(result: &mut LoadResult) {
             continue;
         };
         let original = &result.resources[f].origin;
-        result.diagnostics.push(Diagnostic {
-            severity: Severity::Error,
-            stage: Stage::Validation,
-            file: Some(loaded.origin.file.clone()),
-            pos: Some(yaml::Pos {
-                line: loaded.origin.line,
-                col: 1,
-            }),
-            resource: Some(key.to_string()),
-            path: None,
-            message: format!(
-                "{key} is defined twice; the first definition ({}:{}) is used",
-                original.file.display(),
-                original.line
-            ),
-            hint: Some("give each resource a unique name, or delete one copy".into()),
-            source: None,
-        });
+        let message = format!(
+            "{key} is defined twice; the first definition ({}:{}) is used",
+            original.file.display(),
+            original.line
+        );
+        result.diagnostics.push(loaded.diagnostic(
+            Severity::Error,
+            None,
+            message,
+            "give each resource a unique name, or delete one copy",
+        ));
         dropped.push(i);
     }
     drop(first);
