@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use super::address_elements;
 use super::compile;
 use super::ir::{Ruleset, SetSource};
-use crate::calc::{Cluster, Endpoint, NetworkSet, Settings};
+use crate::calc::{Cluster, Endpoint, EndpointId, NetworkSet, Settings};
 use crate::model::{Resource, ResourceKey, ResourceKind};
 
 /// What one pod or network set contributes to sets.
@@ -206,13 +206,40 @@ impl Incremental {
     /// The node's interfaces changed (read by netlink): recompiles when host
     /// endpoint bindings may move, i.e. whenever the map differs.
     pub fn set_host_interfaces(&mut self, map: BTreeMap<String, Vec<IpAddr>>) -> Outcome {
-        if map == self.host_interfaces {
+        let before = self.binding_relevant(&self.host_interfaces);
+        let after = self.binding_relevant(&map);
+        self.host_interfaces = map;
+        if before == after {
             return Outcome::Unchanged;
         }
-        self.host_interfaces = map;
         let resources = std::mem::take(&mut self.resources);
         self.rebuild(resources);
         Outcome::Full
+    }
+
+    /// The part of an interface map that can move a binding: interfaces
+    /// holding an address that a local host endpoint with only expectedIPs
+    /// expects. A pod's veth coming or going is not in it, so it costs nothing.
+    fn binding_relevant(
+        &self,
+        map: &BTreeMap<String, Vec<IpAddr>>,
+    ) -> BTreeMap<String, Vec<IpAddr>> {
+        let wanted: Vec<IpAddr> = self
+            .cluster
+            .local_endpoints(&self.node)
+            .filter(|e| matches!(e.id, EndpointId::Host { .. }) && e.iface.is_none())
+            .flat_map(|e| e.addrs.iter().copied())
+            .collect();
+        map.iter()
+            .filter_map(|(name, addrs)| {
+                let held: Vec<IpAddr> = addrs
+                    .iter()
+                    .filter(|a| wanted.contains(a))
+                    .copied()
+                    .collect();
+                (!held.is_empty()).then(|| (name.clone(), held))
+            })
+            .collect()
     }
 
     /// Brings the ruleset in step with `resources` (the complete new state).
@@ -381,7 +408,17 @@ mod tests {
         c.host_interfaces = ifaces.clone();
         assert_eq!(engine.ruleset(), &compile(&c, "n1"));
         assert!(engine.ruleset().chains.contains_key("filter-fh-eth3"));
-        assert_eq!(engine.set_host_interfaces(ifaces), Outcome::Unchanged);
+        assert_eq!(
+            engine.set_host_interfaces(ifaces.clone()),
+            Outcome::Unchanged
+        );
+        // A pod's veth appearing cannot move a binding: no recompile.
+        let mut with_veth = ifaces;
+        with_veth.insert(
+            "cali0123456789a".into(),
+            vec!["169.254.1.1".parse().unwrap()],
+        );
+        assert_eq!(engine.set_host_interfaces(with_veth), Outcome::Unchanged);
         // The address moves away: unbound again.
         engine.set_host_interfaces(BTreeMap::new());
         assert!(!engine.ruleset().chains.contains_key("filter-fh-eth3"));
