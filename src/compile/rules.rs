@@ -153,10 +153,6 @@ pub fn address_elements(nets: impl IntoIterator<Item = IpNet>, v6: bool) -> BTre
     interval::net_elements(nets, v6)
 }
 
-fn normalise_nets(nets: impl IntoIterator<Item = IpNet>, fam: Fam) -> BTreeSet<String> {
-    interval::net_elements(nets, fam == Fam::V6)
-}
-
 /// Alternatives: a rule matches if any alternative's fragments all match.
 type Alternatives = Vec<Vec<String>>;
 
@@ -265,12 +261,12 @@ impl<'a> RuleRenderer<'a> {
             SetType::Ipv4
         };
         self.add_set(name, ty, sel.canonical(), || {
-            normalise_nets(cluster.selector_members(sel), fam)
+            address_elements(cluster.selector_members(sel), fam == Fam::V6)
         })
     }
 
     fn nets_set(&mut self, nets: &[IpNet], fam: Fam) -> String {
-        let elements = normalise_nets(nets.iter().copied(), fam);
+        let elements = address_elements(nets.iter().copied(), fam == Fam::V6);
         let text: Vec<String> = elements.iter().cloned().collect();
         let name = format!("n{}-{}", fam.digit(), short_hash(&text.join(",")));
         let ty = if fam == Fam::V6 {
@@ -488,7 +484,7 @@ impl<'a> RuleRenderer<'a> {
                 }
                 continue;
             }
-            let elements = normalise_nets(in_fam.iter().copied(), fam);
+            let elements = address_elements(in_fam.iter().copied(), fam == Fam::V6);
             if elements.len() == 1 {
                 m.push(format!(
                     "{} {addr} {op}{}",
