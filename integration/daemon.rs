@@ -127,18 +127,7 @@ fn world(tag: &str) -> World {
 
 /// Waits (at most 1 s) for the verdicts to become `want`; returns how long it took.
 fn within_a_second(w: &World, want: (bool, bool), what: &str) -> Duration {
-    let start = Instant::now();
-    loop {
-        let got = w.t.verdicts();
-        if got == want {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(1),
-            "{what}: still {got:?} after 1 s, wanted {want:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    support::agent::wait_verdicts(&w.t, want, Duration::from_secs(1), what, String::new)
 }
 
 #[test]

@@ -160,19 +160,9 @@ impl World {
 
     /// Waits (at most `limit`) for the verdicts (good, bad) to become `want`.
     fn within(&self, limit: Duration, want: (bool, bool), what: &str) -> Duration {
-        let start = Instant::now();
-        loop {
-            let got = self.t.verdicts();
-            if got == want {
-                eprintln!("{what}: in force after {:?}", start.elapsed());
-                return start.elapsed();
-            }
-            assert!(
-                start.elapsed() < limit,
-                "{what}: still {got:?} after {limit:?}, wanted {want:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let t = support::agent::wait_verdicts(&self.t, want, limit, what, String::new);
+        eprintln!("{what}: in force after {t:?}");
+        t
     }
 }
 

@@ -71,6 +71,15 @@ impl World {
             .collect()
     }
 
+    /// Waits (at most 5 s) until nft has been called more than `seen` times.
+    fn wait_for_a_new_call(&self, seen: usize) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.calls().len() == seen {
+            assert!(Instant::now() < deadline, "no nft call after the change");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn policy(&self, text: &str) {
         write(&self.root.join("data/policy.yaml"), text);
     }
@@ -81,19 +90,7 @@ impl World {
 
     /// Waits up to `bound` for the verdicts; returns how long it took.
     fn until_verdicts(&self, want: (bool, bool), bound: Duration, what: &str) -> Duration {
-        let start = Instant::now();
-        loop {
-            let got = self.t.verdicts();
-            if got == want {
-                return start.elapsed();
-            }
-            assert!(
-                start.elapsed() < bound,
-                "{what}: still {got:?} after {bound:?}, wanted {want:?}\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        support::agent::wait_verdicts(&self.t, want, bound, what, || self.log())
     }
 }
 
@@ -288,12 +285,7 @@ fn a_hung_nft_times_out_and_the_change_lands_after_recovery() {
     // SIGTERM during a hang is honoured within 2 s.
     w.flag("hang", true);
     w.policy(ALLOW_GOOD);
-    let calls = w.calls().len();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while w.calls().len() == calls {
-        assert!(Instant::now() < deadline, "no nft call after the change");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    w.wait_for_a_new_call(w.calls().len());
     std::thread::sleep(Duration::from_millis(300));
     let (t, clean) = a.terminate(Duration::from_secs(2));
     eprintln!("MEASURED exit {t:?} after SIGTERM during a hung nft");
@@ -408,12 +400,7 @@ fn ctrl_c_to_the_process_group_reaches_only_tortie() {
     let mut a = Agent::ready(&w, a);
     w.flag("hang", true);
     w.policy(ALLOW_BOTH);
-    let calls = w.calls().len();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while w.calls().len() == calls {
-        assert!(Instant::now() < deadline, "no nft call after the change");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    w.wait_for_a_new_call(w.calls().len());
     std::thread::sleep(Duration::from_millis(300));
     let (pid, _) = *w.calls().last().unwrap();
     // Ctrl-C: SIGINT to the whole foreground group. nft, in a group of its

@@ -24,3 +24,28 @@ pub fn write_atomically(path: &Path, text: &str) {
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
+
+/// Waits up to `bound` for the trio's verdicts to become `want`; returns
+/// how long it took. `context` adds to the failure message (e.g. the
+/// agent's log).
+pub fn wait_verdicts(
+    t: &super::Trio,
+    want: (bool, bool),
+    bound: Duration,
+    what: &str,
+    context: impl Fn() -> String,
+) -> Duration {
+    let start = std::time::Instant::now();
+    loop {
+        let got = t.verdicts();
+        if got == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < bound,
+            "{what}: still {got:?} after {bound:?}, wanted {want:?}\n{}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
