@@ -15,9 +15,9 @@ use ipnet::IpNet;
 
 use super::address_elements;
 use super::compile;
-use super::ir::{Ruleset, SetSource};
+use super::ir::{Change, Ruleset, SetSource};
 use crate::calc::{Cluster, Endpoint, EndpointId, NetworkSet, Settings};
-use crate::model::{Resource, ResourceKey, ResourceKind};
+use crate::model::{Resource, ResourceKey, ResourceKind, Update};
 
 /// What one pod or network set contributes to sets.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +83,8 @@ pub struct Incremental {
     host_interfaces: BTreeMap<String, Vec<IpAddr>>,
     /// FelixConfiguration parameters from `FELIX_*` variables (they win).
     felix_env: Option<crate::model::types::FelixConfigurationSpec>,
+    /// Ruleset changes not yet taken by the kernel side.
+    pending: Change,
 }
 
 /// What the node itself contributes besides the resources.
@@ -122,6 +124,7 @@ impl Incremental {
             port_counts: BTreeMap::new(),
             host_interfaces: context.host_interfaces,
             felix_env: context.felix_env,
+            pending: Change::everything(),
         };
         engine.rebuild(resources.into_iter().map(|r| (r.key(), r)).collect());
         engine
@@ -214,6 +217,7 @@ impl Incremental {
         }
         let resources = std::mem::take(&mut self.resources);
         self.rebuild(resources);
+        self.pending.merge(Change::everything());
         Outcome::Full
     }
 
@@ -242,54 +246,93 @@ impl Incremental {
             .collect()
     }
 
-    /// Brings the ruleset in step with `resources` (the complete new state).
+    /// Brings the ruleset in step with `resources` (the complete new state):
+    /// the differences from what the engine holds, as updates.
     pub fn update(&mut self, resources: Vec<Resource>) -> Outcome {
-        let new: BTreeMap<ResourceKey, Resource> =
+        let mut new: BTreeMap<ResourceKey, Resource> =
             resources.into_iter().map(|r| (r.key(), r)).collect();
-        let mut changed: Vec<ResourceKey> = new
-            .iter()
-            .filter(|(k, r)| self.resources.get(*k) != Some(*r))
-            .map(|(k, _)| k.clone())
+        let mut updates: Vec<Update> = self
+            .resources
+            .keys()
+            .filter(|k| !new.contains_key(*k))
+            .cloned()
+            .map(Update::delete)
             .collect();
-        changed.extend(
-            self.resources
-                .keys()
-                .filter(|k| !new.contains_key(*k))
-                .cloned(),
-        );
-        if changed.is_empty() {
+        while let Some((k, r)) = new.pop_first() {
+            if self.resources.get(&k) != Some(&r) {
+                updates.push(Update {
+                    key: k,
+                    value: Some(r),
+                });
+            }
+        }
+        self.apply(updates)
+    }
+
+    /// What changed in the ruleset since the last call (for the kernel side).
+    pub fn take_change(&mut self) -> Change {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Applies per-object updates from a datastore.
+    pub fn apply(&mut self, updates: Vec<Update>) -> Outcome {
+        let updates: Vec<Update> = updates
+            .into_iter()
+            .filter(|u| self.resources.get(&u.key) != u.value.as_ref())
+            .collect();
+        if updates.is_empty() {
             return Outcome::Unchanged;
         }
-        let member_only = changed.iter().all(|k| {
+        let member_only = updates.iter().all(|u| {
             matches!(
-                k.kind,
+                u.key.kind,
                 ResourceKind::Pod | ResourceKind::NetworkSet | ResourceKind::GlobalNetworkSet
             )
         });
-        if !member_only {
-            self.rebuild(new);
+        let mut deltas = Vec::new();
+        if member_only {
+            for u in &updates {
+                let old = self
+                    .resources
+                    .get(&u.key)
+                    .and_then(|r| member_of(&self.cluster, r));
+                let fresh = u.value.as_ref().and_then(|r| member_of(&self.cluster, r));
+                let local = |m: &Option<Member>| {
+                    m.as_ref()
+                        .is_some_and(|m| m.node.as_deref() == Some(self.node.as_str()))
+                };
+                if local(&old) || local(&fresh) {
+                    deltas.clear();
+                    break;
+                }
+                deltas.push((old, fresh));
+            }
+        }
+        for u in updates {
+            match u.value {
+                Some(r) => self.resources.insert(u.key, r),
+                None => self.resources.remove(&u.key),
+            };
+        }
+        if deltas.is_empty() {
+            let resources = std::mem::take(&mut self.resources);
+            self.rebuild(resources);
+            self.pending.merge(Change::everything());
             return Outcome::Full;
         }
-        // Work out every change first; any local endpoint means a recompile.
-        let mut deltas = Vec::new();
-        for k in &changed {
-            let old = self
-                .resources
-                .get(k)
-                .and_then(|r| member_of(&self.cluster, r));
-            let fresh = new.get(k).and_then(|r| member_of(&self.cluster, r));
-            let local = |m: &Option<Member>| {
-                m.as_ref()
-                    .is_some_and(|m| m.node.as_deref() == Some(self.node.as_str()))
-            };
-            if local(&old) || local(&fresh) {
-                self.rebuild(new);
-                return Outcome::Full;
-            }
-            deltas.push((k.clone(), old, fresh));
-        }
+        let dirty = self.count_members(deltas);
+        self.refill(&dirty);
+        Outcome::Sets(dirty.len())
+    }
+
+    /// Moves the address and port counts by each `(old, new)` contribution;
+    /// returns the sets touched.
+    fn count_members(
+        &mut self,
+        deltas: Vec<(Option<Member>, Option<Member>)>,
+    ) -> std::collections::BTreeSet<String> {
         let mut dirty = std::collections::BTreeSet::new();
-        for (_, old, fresh) in deltas {
+        for (old, fresh) in deltas {
             for (m, step) in [(&old, -1i64), (&fresh, 1)] {
                 let Some(m) = m else { continue };
                 for (name, source) in &self.ruleset.set_sources {
@@ -324,7 +367,13 @@ impl Incremental {
                 }
             }
         }
-        for name in &dirty {
+        dirty
+    }
+
+    /// Re-derives the elements of `dirty` sets from their counts and records
+    /// the element changes.
+    fn refill(&mut self, dirty: &std::collections::BTreeSet<String>) {
+        for name in dirty {
             let elements = match &self.ruleset.set_sources[name] {
                 SetSource::Selector { v6, .. } => {
                     address_elements(self.addr_counts[name].keys().copied(), *v6)
@@ -335,12 +384,19 @@ impl Incremental {
                     .map(|(a, p, port)| format!("{a} . {p} . {port}"))
                     .collect(),
             };
-            if let Some(set) = self.ruleset.sets.get_mut(name) {
-                set.elements = elements;
+            let Some(set) = self.ruleset.sets.get_mut(name) else {
+                continue;
+            };
+            let delta = self.pending.elements_of(name);
+            for e in set.elements.difference(&elements) {
+                delta.remove(e.clone());
             }
+            for e in elements.difference(&set.elements) {
+                delta.add(e.clone());
+            }
+            set.elements = elements;
         }
-        self.resources = new;
-        Outcome::Sets(dirty.len())
+        self.pending.elements.retain(|_, d| !d.is_empty());
     }
 }
 
@@ -424,6 +480,44 @@ mod tests {
         assert!(!engine.ruleset().chains.contains_key("filter-fh-eth3"));
     }
 
+    /// `change` names everything that differs from `before` to `after`, and
+    /// its element deltas turn `before`'s sets into `after`'s.
+    fn check_change(before: &Ruleset, after: &Ruleset, change: &Change) {
+        if change.full {
+            return;
+        }
+        let mut sets = before.sets.clone();
+        for (name, d) in &change.elements {
+            let s = sets.get_mut(name).expect("delta of an existing set");
+            for e in &d.removed {
+                assert!(s.elements.remove(e), "{name}: removed {e} was not there");
+            }
+            for e in &d.added {
+                assert!(s.elements.insert(e.clone()), "{name}: added {e} was there");
+            }
+        }
+        for name in &change.sets {
+            sets.remove(name);
+            if let Some(s) = after.sets.get(name) {
+                sets.insert(name.clone(), s.clone());
+            }
+        }
+        assert_eq!(sets, after.sets, "element deltas reproduce the new sets");
+        for (name, c) in &after.chains {
+            if !change.chains.contains(name) {
+                assert_eq!(before.chains.get(name), Some(c), "chain {name} unnamed");
+            }
+        }
+        for name in before.chains.keys() {
+            assert!(after.chains.contains_key(name) || change.chains.contains(name));
+        }
+        for (name, m) in &after.maps {
+            if !change.maps.contains(name) {
+                assert_eq!(before.maps.get(name), Some(m), "map {name} unnamed");
+            }
+        }
+    }
+
     #[test]
     fn incremental_updates_equal_full_compiles() {
         let mut resources = generate(Size::S);
@@ -503,7 +597,12 @@ mod tests {
                     }
                 }
             }
-            match engine.update(resources.clone()) {
+            let before = engine.ruleset().clone();
+            engine.take_change();
+            let outcome = engine.update(resources.clone());
+            let change = engine.take_change();
+            check_change(&before, engine.ruleset(), &change);
+            match outcome {
                 Outcome::Sets(_) => fast += 1,
                 Outcome::Full => slow += 1,
                 Outcome::Unchanged => {}

@@ -307,3 +307,100 @@ impl Ruleset {
         out
     }
 }
+
+/// Elements added to and removed from one set that exists before and after.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ElementDelta {
+    pub added: BTreeSet<String>,
+    pub removed: BTreeSet<String>,
+}
+
+impl ElementDelta {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
+
+    /// Records `e` as added (cancelling an earlier removal).
+    pub fn add(&mut self, e: String) {
+        if !self.removed.remove(&e) {
+            self.added.insert(e);
+        }
+    }
+
+    /// Records `e` as removed (cancelling an earlier addition).
+    pub fn remove(&mut self, e: String) {
+        if !self.added.remove(&e) {
+            self.removed.insert(e);
+        }
+    }
+}
+
+/// What changed in a ruleset since the kernel side last took it, per
+/// object, so that planning costs in proportion to the change. Names refer
+/// to the desired ruleset: an object named here and absent from it was
+/// removed. `full` means "anything may have changed: compare everything".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Change {
+    pub full: bool,
+    /// Chains added, changed or removed.
+    pub chains: BTreeSet<String>,
+    /// Sets added, removed, or changed in a way elements cannot express.
+    pub sets: BTreeSet<String>,
+    /// Element changes of sets that exist before and after (and are not in
+    /// `sets`).
+    pub elements: BTreeMap<String, ElementDelta>,
+    /// Verdict maps added, changed or removed (they are small: compare whole).
+    pub maps: BTreeSet<String>,
+}
+
+impl Change {
+    /// "Compare everything".
+    pub fn everything() -> Change {
+        Change {
+            full: true,
+            ..Change::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.full
+            && self.chains.is_empty()
+            && self.sets.is_empty()
+            && self.maps.is_empty()
+            && self.elements.values().all(ElementDelta::is_empty)
+    }
+
+    /// Element changes only (no chain, set or map is added, removed or redefined).
+    pub fn elements_only(&self) -> bool {
+        !self.full && self.chains.is_empty() && self.sets.is_empty() && self.maps.is_empty()
+    }
+
+    /// The element delta of `set` (created empty).
+    pub fn elements_of(&mut self, set: &str) -> &mut ElementDelta {
+        self.elements.entry(set.to_string()).or_default()
+    }
+
+    /// Folds a later change into this one.
+    pub fn merge(&mut self, later: Change) {
+        self.full |= later.full;
+        self.chains.extend(later.chains);
+        self.maps.extend(later.maps);
+        for s in later.sets {
+            self.elements.remove(&s);
+            self.sets.insert(s);
+        }
+        for (set, d) in later.elements {
+            if self.sets.contains(&set) {
+                continue;
+            }
+            let mine = self.elements_of(&set);
+            for e in d.removed {
+                mine.remove(e);
+            }
+            for e in d.added {
+                mine.add(e);
+            }
+        }
+        self.elements.retain(|_, d| !d.is_empty());
+    }
+}

@@ -220,6 +220,29 @@ impl Resource {
     }
 }
 
+/// One change from a datastore: the object under `key` is now `value`, or
+/// gone (`None`). Sources emit these per object; the engine consumes them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Update {
+    pub key: ResourceKey,
+    pub value: Option<Resource>,
+}
+
+impl Update {
+    /// The object is (now) `r`.
+    pub fn put(r: Resource) -> Update {
+        Update {
+            key: r.key(),
+            value: Some(r),
+        }
+    }
+
+    /// The object under `key` is gone.
+    pub fn delete(key: ResourceKey) -> Update {
+        Update { key, value: None }
+    }
+}
+
 /// Identifies a resource: kind, namespace (for namespaced kinds) and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ResourceKey {
