@@ -23,7 +23,8 @@ pub use settings::{
 use crate::model::convert::{self, ORCHESTRATOR_LABEL, SERVICE_ACCOUNT_LABEL};
 use crate::model::types::*;
 use crate::model::{Resource, validate};
-use crate::selector::{self, NAMESPACE_LABEL, Selector};
+pub use crate::selector::NAMESPACE_LABEL;
+use crate::selector::{self, Selector};
 
 /// The kind of a policy, as it appears in chain names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -406,21 +407,9 @@ impl Cluster {
                 _ => {}
             }
         }
-        let tiers = c.tiers.clone();
-        c.policies.sort_by(|a, b| {
-            let ta = &tiers[&a.tier];
-            let tb = &tiers[&b.tier];
-            (
-                OrderKey(ta.order.unwrap_or(f64::INFINITY)),
-                &ta.name,
-                a.sort_key(),
-            )
-                .cmp(&(
-                    OrderKey(tb.order.unwrap_or(f64::INFINITY)),
-                    &tb.name,
-                    b.sort_key(),
-                ))
-        });
+        let mut policies = std::mem::take(&mut c.policies);
+        policies.sort_by_cached_key(|p| c.policy_rank(p));
+        c.policies = policies;
         c.endpoints.sort_by(|a, b| a.id.cmp(&b.id));
         c.network_sets
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
@@ -443,6 +432,45 @@ impl Cluster {
     }
 
     fn add_policy(&mut self, kind: PolicyKind, meta: &ObjectMeta, spec: &PolicySpec) {
+        match self.make_policy(kind, meta, spec) {
+            Ok(p) => self.policies.push(p),
+            Err(note) => self.notes.push(note),
+        }
+    }
+
+    /// The policy a resource stands for; a note when it cannot take effect
+    /// (its tier does not exist). `None` for other kinds.
+    pub fn policy_of(&self, r: &Resource) -> Option<Result<Policy, Note>> {
+        Some(match r {
+            Resource::NetworkPolicy(o) => self.make_policy(PolicyKind::Np, &o.metadata, &o.spec),
+            Resource::GlobalNetworkPolicy(o) => {
+                self.make_policy(PolicyKind::Gnp, &o.metadata, &o.spec)
+            }
+            Resource::K8sNetworkPolicy(o) => {
+                let conv = convert::convert_k8s_policy(o);
+                self.make_policy(PolicyKind::Knp, &conv.metadata, &conv.spec)
+            }
+            _ => return None,
+        })
+    }
+
+    /// Where `p` sits in evaluation order: tier order, tier name, then the
+    /// policy's order and name.
+    pub fn policy_rank(&self, p: &Policy) -> (OrderKey, String, (OrderKey, String)) {
+        let t = &self.tiers[&p.tier];
+        (
+            OrderKey(t.order.unwrap_or(f64::INFINITY)),
+            t.name.clone(),
+            p.sort_key(),
+        )
+    }
+
+    fn make_policy(
+        &self,
+        kind: PolicyKind,
+        meta: &ObjectMeta,
+        spec: &PolicySpec,
+    ) -> Result<Policy, Note> {
         let namespace = match kind {
             PolicyKind::Gnp => None,
             _ => Some(meta.namespace.clone().unwrap_or_else(|| "default".into())),
@@ -454,13 +482,12 @@ impl Cluster {
         };
         let tier = spec.tier.clone().unwrap_or_else(|| "default".into());
         if !self.tiers.contains_key(&tier) {
-            self.note(
-                id.to_string(),
-                format!(
+            return Err(Note {
+                subject: id.to_string(),
+                message: format!(
                     "tier `{tier}` does not exist; the policy has no effect until it is created"
                 ),
-            );
-            return;
+            });
         }
         let mut applies_to = parse_or_all(spec.selector.as_deref());
         if let Some(ns) = &namespace {
@@ -476,7 +503,7 @@ impl Cluster {
             ));
         }
         let (ingress, egress) = default_types(spec);
-        self.policies.push(Policy {
+        Ok(Policy {
             id,
             tier,
             order: spec.order,
@@ -484,7 +511,7 @@ impl Cluster {
             applies_to,
             ingress,
             egress,
-        });
+        })
     }
 
     /// Labels applied by the given profiles (earlier profiles win), under
@@ -600,6 +627,12 @@ impl Cluster {
     }
 
     fn add_workload_endpoint(&mut self, o: &crate::model::Object<WorkloadEndpointSpec>) {
+        let ep = self.workload_endpoint(o);
+        self.endpoints.push(ep);
+    }
+
+    /// The endpoint a WorkloadEndpoint stands for (labels inherited).
+    pub fn workload_endpoint(&self, o: &crate::model::Object<WorkloadEndpointSpec>) -> Endpoint {
         let ns = o
             .metadata
             .namespace
@@ -628,7 +661,7 @@ impl Cluster {
             .filter_map(|n| validate::parse_net(n))
             .map(|n| n.addr())
             .collect();
-        self.endpoints.push(Endpoint {
+        Endpoint {
             id: EndpointId::Workload {
                 namespace: ns,
                 name: o.metadata.name.clone().unwrap_or_default(),
@@ -639,20 +672,26 @@ impl Cluster {
             labels,
             profiles,
             ports: endpoint_ports(&o.spec.ports),
-        });
+        }
     }
 
     fn add_host_endpoint(&mut self, o: &crate::model::Object<HostEndpointSpec>) {
-        let name = o.metadata.name.clone().unwrap_or_default();
-        let mut labels = o.metadata.labels.clone();
-        self.profile_labels(&o.spec.profiles, &mut labels);
+        let ep = self.host_endpoint(o);
         if o.spec.interface_name.is_none() {
             self.note(
-                format!("host endpoint {name}"),
+                format!("host endpoint {}", ep.id),
                 "has no interfaceName: it polices the node's interfaces that hold one of its expectedIPs (tortie run reads them from the node; for compile and apply, pass --host-interface NAME=IP)",
             );
         }
-        self.endpoints.push(Endpoint {
+        self.endpoints.push(ep);
+    }
+
+    /// The endpoint a HostEndpoint stands for (labels inherited).
+    pub fn host_endpoint(&self, o: &crate::model::Object<HostEndpointSpec>) -> Endpoint {
+        let name = o.metadata.name.clone().unwrap_or_default();
+        let mut labels = o.metadata.labels.clone();
+        self.profile_labels(&o.spec.profiles, &mut labels);
+        Endpoint {
             id: EndpointId::Host { name },
             node: o.spec.node.clone(),
             iface: o.spec.interface_name.clone(),
@@ -665,7 +704,17 @@ impl Cluster {
             labels,
             profiles: o.spec.profiles.clone(),
             ports: endpoint_ports(&o.spec.ports),
-        });
+        }
+    }
+
+    /// The endpoint a Pod, WorkloadEndpoint or HostEndpoint stands for.
+    pub fn endpoint_of(&self, r: &Resource) -> Option<Endpoint> {
+        match r {
+            Resource::Pod(p) => self.pod_endpoint(p),
+            Resource::WorkloadEndpoint(o) => Some(self.workload_endpoint(o)),
+            Resource::HostEndpoint(o) => Some(self.host_endpoint(o)),
+            _ => None,
+        }
     }
 
     fn add_network_set(

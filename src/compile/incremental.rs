@@ -1,59 +1,42 @@
-//! Incremental recompilation. The common events at scale (pods on other
-//! nodes appearing, disappearing, changing labels or addresses, and network
-//! sets being edited) only change which addresses selector sets hold. For
-//! those, each set keeps a count per member address, and an event adjusts
-//! only the sets whose selector matches the entity's old or new labels: a
-//! few selector evaluations instead of a full compile. Every other change
-//! (policies, namespaces, tiers, profiles, configuration, host and local
-//! endpoints) recompiles the node's ruleset. Either way the result is the
-//! same as a full compile (tested on random event sequences).
+//! The incremental engine: per-object updates in, the node's ruleset and
+//! what changed in it out, with work in proportion to the change.
+//!
+//! The ruleset is the union of parts (`compile::Part`): the base (host
+//! endpoints, dispatch, base chains), one part per local workload, and one
+//! leaf per policy or profile chain in use. Each part's objects are
+//! reference-counted, so re-rendering a part adds and removes only what
+//! changed. Selector and named-port sets are filled from `members`: a pod
+//! or network set coming, going or changing touches only the sets whose
+//! selector can match it (found through a required `key == value`), and
+//! each set's counted members yield exact element deltas.
+//!
+//! What each update touches:
+//! - pods, workload and host endpoints, network sets: their set
+//!   memberships; a local endpoint also re-renders its own part (a host
+//!   endpoint: the base);
+//! - policies: the local endpoints whose ordered policy list changes, and
+//!   the policy's own chains when they are in use; nothing when it selects
+//!   no local endpoint and is not in use;
+//! - namespaces and service accounts: their implicit profile, the members
+//!   in that namespace, and the local endpoints among them;
+//! - tiers, explicit profiles, FelixConfiguration: a rebuild.
+//!
+//! A rebuild and `compile::compile` give the same ruleset; the tests check
+//! every incremental step against a full compile.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use ipnet::IpNet;
-
-use super::address_elements;
-use super::compile;
-use super::ir::{Change, Ruleset, SetSource};
-use crate::calc::{Cluster, Endpoint, EndpointId, NetworkSet, Settings};
+use super::ir::{Change, Chain, ElementDelta, LogEntry, Ruleset, Set, SetSource};
+use super::members::{AddressCounts, Member, MemberIndex, PortCounts, required_pair};
+use super::{Leaf, LeafOf, Part, render_part};
+use crate::calc::{Cluster, Endpoint, EndpointId, Policy, PolicyId, Settings};
 use crate::model::{Resource, ResourceKey, ResourceKind, Update};
 
-/// What one pod or network set contributes to sets.
-#[derive(Debug, Clone, PartialEq)]
-struct Member {
-    node: Option<String>,
-    labels: BTreeMap<String, String>,
-    nets: Vec<IpNet>,
-    /// `(name, protocol number, port, address)` for endpoints.
-    ports: Vec<(String, u8, u16, IpAddr)>,
-}
-
-fn member_of_endpoint(ep: &Endpoint) -> Member {
-    Member {
-        node: Some(ep.node.clone()),
-        labels: ep.labels.clone(),
-        nets: ep.addrs.iter().map(|a| IpNet::from(*a)).collect(),
-        ports: ep
-            .ports
-            .iter()
-            .flat_map(|p| {
-                ep.addrs
-                    .iter()
-                    .map(move |a| (p.name.clone(), p.protocol.number(), p.port, *a))
-            })
-            .collect(),
-    }
-}
-
-fn member_of_set(s: &NetworkSet) -> Member {
-    Member {
-        node: None,
-        labels: s.labels.clone(),
-        nets: s.nets.clone(),
-        ports: Vec::new(),
-    }
-}
+#[cfg(test)]
+mod model_tests;
+mod parts;
+mod update;
 
 /// How an update was handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,31 +44,13 @@ pub enum Outcome {
     Unchanged,
     /// Only set members changed: this many sets were updated in place.
     Sets(usize),
-    /// The ruleset was recompiled.
+    /// Parts of the ruleset were re-rendered (this many).
+    Parts(usize),
+    /// The ruleset was rebuilt from scratch.
     Full,
 }
 
 type Adjust = Box<dyn Fn(&mut Settings) + Send>;
-
-/// Keeps a node's ruleset in step with a changing set of resources.
-pub struct Incremental {
-    node: String,
-    adjust: Adjust,
-    resources: BTreeMap<ResourceKey, Resource>,
-    /// The last full compile's snapshot, trimmed to what updates need: this
-    /// node's endpoints, policies, profiles and settings.
-    cluster: Cluster,
-    ruleset: Ruleset,
-    addr_counts: BTreeMap<String, BTreeMap<IpNet, u32>>,
-    port_counts: BTreeMap<String, BTreeMap<(IpAddr, u8, u16), u32>>,
-    /// The node's interfaces (host endpoints with only expectedIPs bind to
-    /// the ones holding their addresses).
-    host_interfaces: BTreeMap<String, Vec<IpAddr>>,
-    /// FelixConfiguration parameters from `FELIX_*` variables (they win).
-    felix_env: Option<crate::model::types::FelixConfigurationSpec>,
-    /// Ruleset changes not yet taken by the kernel side.
-    pending: Change,
-}
 
 /// What the node itself contributes besides the resources.
 #[derive(Debug, Clone, Default)]
@@ -94,6 +59,72 @@ pub struct NodeContext {
     pub host_interfaces: BTreeMap<String, Vec<IpAddr>>,
     /// `FELIX_*` environment parameters ([`crate::calc::felix_env`]).
     pub felix_env: Option<crate::model::types::FelixConfigurationSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Owner {
+    Base,
+    Workload(EndpointId),
+    Leaf(Leaf),
+}
+
+/// One reference-counted object of the ruleset.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Obj {
+    Chain(String),
+    Set(String),
+    Log(String),
+    Map(String),
+    Entry(String, String),
+    Leaf(Leaf),
+}
+
+/// A set's members, counted.
+#[derive(Debug, Clone)]
+enum Counts {
+    Addresses(AddressCounts),
+    Ports(PortCounts),
+}
+
+/// A set whose last user went away during this batch (restored as it was
+/// if a part takes it up again).
+struct Buried {
+    set: Set,
+    source: Option<SetSource>,
+    counts: Option<Counts>,
+}
+
+/// Keeps a node's ruleset in step with a changing set of resources.
+pub struct Incremental {
+    node: String,
+    adjust: Adjust,
+    resources: BTreeMap<ResourceKey, Resource>,
+    /// Policies, profiles, tiers, settings, and this node's endpoints.
+    cluster: Cluster,
+    ruleset: Ruleset,
+    host_interfaces: BTreeMap<String, Vec<IpAddr>>,
+    felix_env: Option<crate::model::types::FelixConfigurationSpec>,
+    /// Ruleset changes not yet taken by the kernel side.
+    pending: Change,
+    members: MemberIndex,
+    counts: HashMap<String, Counts>,
+    /// Selector sets by a `key == value` their selector requires; the rest.
+    sets_by_pair: HashMap<(String, String), BTreeSet<String>>,
+    sets_unkeyed: BTreeSet<String>,
+    owned: HashMap<Owner, Vec<Obj>>,
+    refs: HashMap<Obj, u32>,
+    /// During a rebuild, set members come from the whole cluster snapshot.
+    snapshot: Option<Cluster>,
+    buried: HashMap<String, Buried>,
+    maps_to_check: BTreeSet<String>,
+}
+
+/// What one batch must re-render.
+#[derive(Default)]
+struct Dirty {
+    base: bool,
+    workloads: BTreeSet<EndpointId>,
+    leaves: BTreeSet<Leaf>,
 }
 
 impl Incremental {
@@ -117,16 +148,23 @@ impl Incremental {
         let mut engine = Incremental {
             node: node.to_string(),
             adjust: Box::new(adjust),
-            resources: BTreeMap::new(),
+            resources: resources.into_iter().map(|r| (r.key(), r)).collect(),
             cluster: Cluster::default(),
             ruleset: Ruleset::default(),
-            addr_counts: BTreeMap::new(),
-            port_counts: BTreeMap::new(),
             host_interfaces: context.host_interfaces,
             felix_env: context.felix_env,
-            pending: Change::everything(),
+            pending: Change::default(),
+            members: MemberIndex::default(),
+            counts: HashMap::new(),
+            sets_by_pair: HashMap::new(),
+            sets_unkeyed: BTreeSet::new(),
+            owned: HashMap::new(),
+            refs: HashMap::new(),
+            snapshot: None,
+            buried: HashMap::new(),
+            maps_to_check: BTreeSet::new(),
         };
-        engine.rebuild(resources.into_iter().map(|r| (r.key(), r)).collect());
+        engine.rebuild();
         engine
     }
 
@@ -134,91 +172,168 @@ impl Incremental {
         &self.ruleset
     }
 
-    /// The snapshot of the last full compile (set members may have moved on).
+    /// Policies, profiles, tiers, settings and this node's endpoints as they
+    /// are now (notes as of the last rebuild).
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
     }
 
-    fn rebuild(&mut self, resources: BTreeMap<ResourceKey, Resource>) {
-        let list: Vec<Resource> = resources.values().cloned().collect();
+    /// What changed in the ruleset since the last call (for the kernel side).
+    pub fn take_change(&mut self) -> Change {
+        std::mem::take(&mut self.pending)
+    }
+
+    // ------------------------------------------------------------------
+    // Rebuild
+
+    fn rebuild(&mut self) {
+        let list: Vec<Resource> = self.resources.values().cloned().collect();
         let mut cluster = Cluster::build_with_env(&list, &self.node, self.felix_env.as_ref());
         (self.adjust)(&mut cluster.settings);
         cluster.host_interfaces = self.host_interfaces.clone();
-        self.ruleset = compile(&cluster, &self.node);
-        // Counts from every endpoint and network set, through the index.
-        self.addr_counts.clear();
-        self.port_counts.clear();
-        for (name, source) in &self.ruleset.set_sources {
-            match source {
-                SetSource::Selector { selector, .. } => {
-                    let counts = self.addr_counts.entry(name.clone()).or_default();
-                    for i in cluster.index.candidate_endpoints(selector) {
-                        let ep = &cluster.endpoints[i];
-                        if selector.matches(&ep.labels) {
-                            for a in &ep.addrs {
-                                *counts.entry(IpNet::from(*a)).or_default() += 1;
-                            }
-                        }
-                    }
-                    for i in cluster.index.candidate_sets(selector) {
-                        let s = &cluster.network_sets[i];
-                        if selector.matches(&s.labels) {
-                            for n in &s.nets {
-                                *counts.entry(*n).or_default() += 1;
-                            }
-                        }
-                    }
-                }
-                SetSource::NamedPorts {
-                    selector,
-                    names,
-                    protocol,
-                    ..
-                } => {
-                    let counts = self.port_counts.entry(name.clone()).or_default();
-                    for i in cluster.index.candidate_endpoints(selector) {
-                        let ep = &cluster.endpoints[i];
-                        if !selector.matches(&ep.labels) {
-                            continue;
-                        }
-                        for p in ep.ports.iter().filter(|p| names.contains(&p.name)) {
-                            if protocol
-                                .is_some_and(|want| want.normalised() != p.protocol.normalised())
-                            {
-                                continue;
-                            }
-                            for a in &ep.addrs {
-                                *counts.entry((*a, p.protocol.number(), p.port)).or_default() += 1;
-                            }
-                        }
-                    }
-                }
+        self.members = MemberIndex::default();
+        for (k, r) in &self.resources {
+            let m = member_of(&cluster, r);
+            if m.is_some() {
+                self.members.set(k, m);
             }
         }
-        // Remote endpoints and the label index are not needed any more: the
-        // counts stand for them, and old contributions are re-derived from
-        // the previous resource when it changes.
+        self.ruleset = Ruleset::default();
+        self.counts.clear();
+        self.sets_by_pair.clear();
+        self.sets_unkeyed.clear();
+        self.owned.clear();
+        self.refs.clear();
         let node = self.node.clone();
-        cluster.endpoints.retain(|e| e.node == node);
-        cluster.network_sets.clear();
-        cluster.index = Default::default();
-        self.cluster = cluster;
-        self.resources = resources;
+        let mut local = cluster.clone();
+        local.endpoints.retain(|e| e.node == node);
+        local.network_sets.clear();
+        local.index = Default::default();
+        self.snapshot = Some(cluster);
+        self.cluster = local;
+        let mut dirty = Dirty {
+            base: true,
+            ..Dirty::default()
+        };
+        dirty.workloads = self.local_workloads().collect();
+        self.render(dirty);
+        self.snapshot = None;
+        self.pending.merge(Change::everything());
     }
 
-    /// The node's interfaces changed (read by netlink): recompiles when host
-    /// endpoint bindings may move, i.e. whenever the map differs.
+    fn local_workloads(&self) -> impl Iterator<Item = EndpointId> + '_ {
+        self.cluster
+            .endpoints
+            .iter()
+            .filter(|e| matches!(e.id, EndpointId::Workload { .. }) && e.iface.is_some())
+            .map(|e| e.id.clone())
+    }
+
+    // ------------------------------------------------------------------
+    // Updates
+
+    /// Brings the ruleset in step with `resources` (the complete new state):
+    /// the differences from what the engine holds, as updates.
+    pub fn update(&mut self, resources: Vec<Resource>) -> Outcome {
+        let mut new: BTreeMap<ResourceKey, Resource> =
+            resources.into_iter().map(|r| (r.key(), r)).collect();
+        let mut updates: Vec<Update> = self
+            .resources
+            .keys()
+            .filter(|k| !new.contains_key(*k))
+            .cloned()
+            .map(Update::delete)
+            .collect();
+        while let Some((k, r)) = new.pop_first() {
+            if self.resources.get(&k) != Some(&r) {
+                updates.push(Update {
+                    key: k,
+                    value: Some(r),
+                });
+            }
+        }
+        self.apply(updates)
+    }
+
+    /// Applies per-object updates from a datastore.
+    pub fn apply(&mut self, updates: Vec<Update>) -> Outcome {
+        let updates: Vec<Update> = updates
+            .into_iter()
+            .filter(|u| self.resources.get(&u.key) != u.value.as_ref())
+            .collect();
+        if updates.is_empty() {
+            return Outcome::Unchanged;
+        }
+        if updates.iter().any(|u| needs_rebuild(u.key.kind)) {
+            for u in updates {
+                self.store(u);
+            }
+            self.rebuild();
+            return Outcome::Full;
+        }
+        let mut dirty = Dirty::default();
+        let mut member_keys = BTreeSet::new();
+        let mut policies = Vec::new();
+        for u in updates {
+            match u.key.kind {
+                ResourceKind::Namespace | ResourceKind::ServiceAccount => {
+                    self.implicit_profile(&u, &mut dirty, &mut member_keys)
+                }
+                ResourceKind::NetworkPolicy
+                | ResourceKind::GlobalNetworkPolicy
+                | ResourceKind::K8sNetworkPolicy => {
+                    let old = self.resources.get(&u.key).and_then(|r| self.policy(r));
+                    let new = u.value.as_ref().and_then(|r| self.policy(r));
+                    policies.push((old, new));
+                }
+                _ => {
+                    member_keys.insert(u.key.clone());
+                }
+            }
+            self.store(u);
+        }
+        let touched_sets = self.refresh_members(&member_keys, &mut dirty);
+        for (old, new) in policies {
+            self.replace_policy(old, new, &mut dirty);
+        }
+        let parts = usize::from(dirty.base) + dirty.workloads.len() + dirty.leaves.len();
+        self.render(dirty);
+        if parts > 0 {
+            Outcome::Parts(parts)
+        } else if touched_sets > 0 {
+            Outcome::Sets(touched_sets)
+        } else {
+            Outcome::Unchanged
+        }
+    }
+
+    fn store(&mut self, u: Update) {
+        match u.value {
+            Some(r) => self.resources.insert(u.key, r),
+            None => self.resources.remove(&u.key),
+        };
+    }
+
+    /// The policy a resource stands for (none when its tier is missing).
+    fn policy(&self, r: &Resource) -> Option<Policy> {
+        self.cluster.policy_of(r).and_then(Result::ok)
+    }
+
+    /// The node's interfaces changed (read by netlink): re-renders the base
+    /// when host endpoint bindings may move.
     pub fn set_host_interfaces(&mut self, map: BTreeMap<String, Vec<IpAddr>>) -> Outcome {
         let before = self.binding_relevant(&self.host_interfaces);
         let after = self.binding_relevant(&map);
-        self.host_interfaces = map;
+        self.host_interfaces = map.clone();
+        self.cluster.host_interfaces = map;
         if before == after {
             return Outcome::Unchanged;
         }
-        let resources = std::mem::take(&mut self.resources);
-        self.rebuild(resources);
-        self.pending.merge(Change::everything());
-        Outcome::Full
+        self.render(Dirty {
+            base: true,
+            ..Dirty::default()
+        });
+        Outcome::Parts(1)
     }
 
     /// The part of an interface map that can move a binding: interfaces
@@ -245,193 +360,38 @@ impl Incremental {
             })
             .collect()
     }
-
-    /// Brings the ruleset in step with `resources` (the complete new state):
-    /// the differences from what the engine holds, as updates.
-    pub fn update(&mut self, resources: Vec<Resource>) -> Outcome {
-        let mut new: BTreeMap<ResourceKey, Resource> =
-            resources.into_iter().map(|r| (r.key(), r)).collect();
-        let mut updates: Vec<Update> = self
-            .resources
-            .keys()
-            .filter(|k| !new.contains_key(*k))
-            .cloned()
-            .map(Update::delete)
-            .collect();
-        while let Some((k, r)) = new.pop_first() {
-            if self.resources.get(&k) != Some(&r) {
-                updates.push(Update {
-                    key: k,
-                    value: Some(r),
-                });
-            }
-        }
-        self.apply(updates)
-    }
-
-    /// What changed in the ruleset since the last call (for the kernel side).
-    pub fn take_change(&mut self) -> Change {
-        std::mem::take(&mut self.pending)
-    }
-
-    /// Applies per-object updates from a datastore.
-    pub fn apply(&mut self, updates: Vec<Update>) -> Outcome {
-        let updates: Vec<Update> = updates
-            .into_iter()
-            .filter(|u| self.resources.get(&u.key) != u.value.as_ref())
-            .collect();
-        if updates.is_empty() {
-            return Outcome::Unchanged;
-        }
-        let member_only = updates.iter().all(|u| {
-            matches!(
-                u.key.kind,
-                ResourceKind::Pod | ResourceKind::NetworkSet | ResourceKind::GlobalNetworkSet
-            )
-        });
-        let mut deltas = Vec::new();
-        if member_only {
-            for u in &updates {
-                let old = self
-                    .resources
-                    .get(&u.key)
-                    .and_then(|r| member_of(&self.cluster, r));
-                let fresh = u.value.as_ref().and_then(|r| member_of(&self.cluster, r));
-                let local = |m: &Option<Member>| {
-                    m.as_ref()
-                        .is_some_and(|m| m.node.as_deref() == Some(self.node.as_str()))
-                };
-                if local(&old) || local(&fresh) {
-                    deltas.clear();
-                    break;
-                }
-                deltas.push((old, fresh));
-            }
-        }
-        for u in updates {
-            match u.value {
-                Some(r) => self.resources.insert(u.key, r),
-                None => self.resources.remove(&u.key),
-            };
-        }
-        if deltas.is_empty() {
-            let resources = std::mem::take(&mut self.resources);
-            self.rebuild(resources);
-            self.pending.merge(Change::everything());
-            return Outcome::Full;
-        }
-        let dirty = self.count_members(deltas);
-        self.refill(&dirty);
-        Outcome::Sets(dirty.len())
-    }
-
-    /// Moves the address and port counts by each `(old, new)` contribution;
-    /// returns the sets touched.
-    fn count_members(
-        &mut self,
-        deltas: Vec<(Option<Member>, Option<Member>)>,
-    ) -> std::collections::BTreeSet<String> {
-        let mut dirty = std::collections::BTreeSet::new();
-        for (old, fresh) in deltas {
-            for (m, step) in [(&old, -1i64), (&fresh, 1)] {
-                let Some(m) = m else { continue };
-                for (name, source) in &self.ruleset.set_sources {
-                    match source {
-                        SetSource::Selector { selector, .. } if selector.matches(&m.labels) => {
-                            let counts = self.addr_counts.entry(name.clone()).or_default();
-                            for n in &m.nets {
-                                bump(counts, *n, step);
-                            }
-                            dirty.insert(name.clone());
-                        }
-                        SetSource::NamedPorts {
-                            selector,
-                            names,
-                            protocol,
-                            ..
-                        } if selector.matches(&m.labels) => {
-                            let counts = self.port_counts.entry(name.clone()).or_default();
-                            for (pname, proto, port, addr) in &m.ports {
-                                if !names.contains(pname)
-                                    || protocol
-                                        .is_some_and(|want| want.normalised().number() != *proto)
-                                {
-                                    continue;
-                                }
-                                bump(counts, (*addr, *proto, *port), step);
-                            }
-                            dirty.insert(name.clone());
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
-        dirty
-    }
-
-    /// Re-derives the elements of `dirty` sets from their counts and records
-    /// the element changes.
-    fn refill(&mut self, dirty: &std::collections::BTreeSet<String>) {
-        for name in dirty {
-            let elements = match &self.ruleset.set_sources[name] {
-                SetSource::Selector { v6, .. } => {
-                    address_elements(self.addr_counts[name].keys().copied(), *v6)
-                }
-                SetSource::NamedPorts { v6, .. } => self.port_counts[name]
-                    .keys()
-                    .filter(|(a, _, _)| a.is_ipv6() == *v6)
-                    .map(|(a, p, port)| format!("{a} . {p} . {port}"))
-                    .collect(),
-            };
-            let Some(set) = self.ruleset.sets.get_mut(name) else {
-                continue;
-            };
-            let delta = self.pending.elements_of(name);
-            for e in set.elements.difference(&elements) {
-                delta.remove(e.clone());
-            }
-            for e in elements.difference(&set.elements) {
-                delta.add(e.clone());
-            }
-            set.elements = elements;
-        }
-        self.pending.elements.retain(|_, d| !d.is_empty());
-    }
 }
 
-fn bump<K: Ord>(counts: &mut BTreeMap<K, u32>, key: K, step: i64) {
-    if step > 0 {
-        *counts.entry(key).or_default() += 1;
-    } else if let Some(c) = counts.get_mut(&key) {
-        *c -= 1;
-        if *c == 0 {
-            counts.remove(&key);
-        }
-    }
+/// Kinds whose change re-renders everything (rare, and they reach every part).
+fn needs_rebuild(kind: ResourceKind) -> bool {
+    matches!(
+        kind,
+        ResourceKind::Tier | ResourceKind::Profile | ResourceKind::FelixConfiguration
+    )
 }
 
-/// What a pod or network set contributes, as the full compile would see it.
+/// What a pod, endpoint or network set contributes, as the full compile
+/// would see it.
 fn member_of(cluster: &Cluster, r: &Resource) -> Option<Member> {
     match r {
-        Resource::Pod(p) => cluster.pod_endpoint(p).map(|e| member_of_endpoint(&e)),
-        Resource::NetworkSet(o) => Some(member_of_set(&cluster.network_set_of(
+        Resource::NetworkSet(o) => Some(Member::of_set(&cluster.network_set_of(
             true,
             &o.metadata,
             &o.spec,
         ))),
-        Resource::GlobalNetworkSet(o) => Some(member_of_set(&cluster.network_set_of(
+        Resource::GlobalNetworkSet(o) => Some(Member::of_set(&cluster.network_set_of(
             false,
             &o.metadata,
             &o.spec,
         ))),
-        _ => None,
+        other => cluster.endpoint_of(other).map(|e| Member::of_endpoint(&e)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compile::compile;
     use crate::synth::{LOCAL_NODE, Size, generate, pod_ip};
 
     /// A small deterministic pseudo-random sequence.
@@ -459,7 +419,7 @@ mod tests {
         assert!(!engine.ruleset().chains.contains_key("filter-fh-eth3"));
         let ifaces: BTreeMap<String, Vec<IpAddr>> =
             [("eth3".to_string(), vec!["198.18.9.1".parse().unwrap()])].into();
-        assert_eq!(engine.set_host_interfaces(ifaces.clone()), Outcome::Full);
+        assert_eq!(engine.set_host_interfaces(ifaces.clone()), Outcome::Parts(1));
         let mut c = Cluster::build(&resources, "n1");
         c.host_interfaces = ifaces.clone();
         assert_eq!(engine.ruleset(), &compile(&c, "n1"));
@@ -482,7 +442,7 @@ mod tests {
 
     /// `change` names everything that differs from `before` to `after`, and
     /// its element deltas turn `before`'s sets into `after`'s.
-    fn check_change(before: &Ruleset, after: &Ruleset, change: &Change) {
+    pub(super) fn check_change(before: &Ruleset, after: &Ruleset, change: &Change) {
         if change.full {
             return;
         }
@@ -604,7 +564,7 @@ mod tests {
             check_change(&before, engine.ruleset(), &change);
             match outcome {
                 Outcome::Sets(_) => fast += 1,
-                Outcome::Full => slow += 1,
+                Outcome::Full | Outcome::Parts(_) => slow += 1,
                 Outcome::Unchanged => {}
             }
             assert_eq!(

@@ -13,9 +13,10 @@
 pub mod incremental;
 pub mod interval;
 pub mod ir;
+pub mod members;
 mod rules;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::calc::{
     Cluster, DenyAction, Endpoint, EndpointId, EndpointToHostAction, FailsafePort, Policy, Tier,
@@ -104,24 +105,123 @@ struct Compiler<'a> {
     cluster: &'a Cluster,
     out: Ruleset,
     rules: rules::RuleRenderer<'a>,
+    /// Policy and profile chains are named and recorded in `leaves`, not
+    /// rendered (parts, see [`render_part`]).
+    lazy: bool,
+    leaves: BTreeSet<Leaf>,
 }
 
 /// Compiles the ruleset for `node`.
 pub fn compile(cluster: &Cluster, node: &str) -> Ruleset {
-    let mut c = Compiler {
-        cluster,
-        out: Ruleset::default(),
-        rules: rules::RuleRenderer::new(cluster),
-    };
+    let mut c = Compiler::new(cluster, false);
     c.build(node);
-    let (sets, log_index, set_sources) = c.rules.finish();
-    c.out.sets = sets;
-    c.out.log_index = log_index;
-    c.out.set_sources = set_sources;
-    c.out
+    c.finish().ruleset
+}
+
+/// A policy's or profile's chain in one layer and direction: rendered once,
+/// shared by every endpoint that uses it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Leaf {
+    pub layer: Layer,
+    pub dir: Direction,
+    pub of: LeafOf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LeafOf {
+    Policy(crate::calc::PolicyId),
+    Profile(String),
+}
+
+/// A piece of the ruleset that one object owns. The whole ruleset is the
+/// union of the base part, every local workload's part and the leaves
+/// they name (objects with one name have one content, so the union is
+/// well defined); `incremental` re-renders only the parts a change touches.
+pub enum Part<'a> {
+    /// Host endpoints, every dispatch chain and map, the base chains.
+    Base,
+    /// One local workload's chains and its entries in the dispatch maps.
+    Workload(&'a Endpoint),
+    /// One policy or profile chain with its sets (left empty: their members
+    /// are the caller's) and log entries.
+    Leaf(&'a Leaf),
+}
+
+/// What [`render_part`] produced.
+pub struct Rendered {
+    pub ruleset: Ruleset,
+    /// The leaves the part's chains jump to.
+    pub leaves: BTreeSet<Leaf>,
+}
+
+/// Renders one part of `node`'s ruleset (see [`Part`]).
+pub fn render_part(cluster: &Cluster, node: &str, part: Part<'_>) -> Rendered {
+    let mut c = Compiler::new(cluster, true);
+    c.rules.fill_sets = false;
+    match part {
+        Part::Base => {
+            c.workload_dispatch(BTreeMap::new(), BTreeMap::new());
+            let hosts: Vec<&Endpoint> = cluster
+                .local_endpoints(node)
+                .filter(|e| matches!(e.id, EndpointId::Host { .. }))
+                .collect();
+            let hosts = host_bindings(&hosts, &cluster.host_interfaces);
+            let heps = c.host_endpoint_chains(&hosts);
+            c.static_chains(&heps);
+        }
+        Part::Workload(ep) => {
+            let (iface, tw, fw) = c.workload(ep);
+            for (map, chain) in [("filter-to-wl", tw), ("filter-from-wl", fw)] {
+                c.out.maps.insert(
+                    map.into(),
+                    VerdictMap {
+                        name: map.into(),
+                        elements: [(iface.clone(), format!("goto {chain}"))].into(),
+                    },
+                );
+            }
+        }
+        Part::Leaf(leaf) => {
+            c.lazy = false;
+            match &leaf.of {
+                LeafOf::Policy(id) => {
+                    if let Some(p) = cluster.policies.iter().find(|p| &p.id == id) {
+                        c.policy_chain(leaf.layer, leaf.dir, p);
+                    }
+                }
+                LeafOf::Profile(name) => {
+                    if cluster.profiles.contains_key(name) {
+                        c.profile_chain(leaf.layer, leaf.dir, name);
+                    }
+                }
+            }
+        }
+    }
+    c.finish()
 }
 
 impl<'a> Compiler<'a> {
+    fn new(cluster: &'a Cluster, lazy: bool) -> Self {
+        Compiler {
+            cluster,
+            out: Ruleset::default(),
+            rules: rules::RuleRenderer::new(cluster),
+            lazy,
+            leaves: BTreeSet::new(),
+        }
+    }
+
+    fn finish(mut self) -> Rendered {
+        let (sets, log_index, set_sources) = self.rules.finish();
+        self.out.sets = sets;
+        self.out.log_index = log_index;
+        self.out.set_sources = set_sources;
+        Rendered {
+            ruleset: self.out,
+            leaves: self.leaves,
+        }
+    }
+
     fn deny(&self) -> &'static str {
         match self.cluster.settings.deny {
             DenyAction::Drop => "drop",
@@ -213,6 +313,16 @@ impl<'a> Compiler<'a> {
     fn workload_chains(&mut self, workloads: &[&'a Endpoint]) {
         let mut to_map = BTreeMap::new();
         let mut from_map = BTreeMap::new();
+        for ep in workloads {
+            let (iface, tw, fw) = self.workload(ep);
+            to_map.insert(iface.clone(), format!("goto {tw}"));
+            from_map.insert(iface, format!("goto {fw}"));
+        }
+        self.workload_dispatch(to_map, from_map);
+    }
+
+    /// One workload's ingress and egress chains: `(interface, to-chain, from-chain)`.
+    fn workload(&mut self, ep: &'a Endpoint) -> (String, String, String) {
         let style = ChainStyle {
             conntrack: true,
             failsafe: false,
@@ -220,38 +330,44 @@ impl<'a> Compiler<'a> {
             notrack: false,
             tail: Tail::Profiles,
         };
-        for ep in workloads {
-            let iface = ep.iface.clone().expect("workload interface");
-            let policies: Vec<&'a Policy> = self
-                .cluster
-                .policies_for(ep)
-                .filter(|p| !p.spec.pre_dnat && !p.spec.do_not_track)
-                .collect();
-            let tw = limit_name(&format!("filter-tw-{iface}"));
-            let fw = limit_name(&format!("filter-fw-{iface}"));
-            let ingress: Vec<&Policy> = policies.iter().copied().filter(|p| p.ingress).collect();
-            let egress: Vec<&Policy> = policies.iter().copied().filter(|p| p.egress).collect();
-            let rules = self.endpoint_rules(
-                Layer::Filter,
-                Direction::Ingress,
-                &ingress,
-                Some(&ep.profiles),
-                style,
-                &ep.id,
-            );
-            self.add_chain(tw.clone(), Rank::Endpoint, None, rules);
-            let rules = self.endpoint_rules(
-                Layer::Filter,
-                Direction::Egress,
-                &egress,
-                Some(&ep.profiles),
-                style,
-                &ep.id,
-            );
-            self.add_chain(fw.clone(), Rank::Endpoint, None, rules);
-            to_map.insert(iface.clone(), format!("goto {tw}"));
-            from_map.insert(iface, format!("goto {fw}"));
-        }
+        let iface = ep.iface.clone().expect("workload interface");
+        let policies: Vec<&'a Policy> = self
+            .cluster
+            .policies_for(ep)
+            .filter(|p| !p.spec.pre_dnat && !p.spec.do_not_track)
+            .collect();
+        let tw = limit_name(&format!("filter-tw-{iface}"));
+        let fw = limit_name(&format!("filter-fw-{iface}"));
+        let ingress: Vec<&Policy> = policies.iter().copied().filter(|p| p.ingress).collect();
+        let egress: Vec<&Policy> = policies.iter().copied().filter(|p| p.egress).collect();
+        let rules = self.endpoint_rules(
+            Layer::Filter,
+            Direction::Ingress,
+            &ingress,
+            Some(&ep.profiles),
+            style,
+            &ep.id,
+        );
+        self.add_chain(tw.clone(), Rank::Endpoint, None, rules);
+        let rules = self.endpoint_rules(
+            Layer::Filter,
+            Direction::Egress,
+            &egress,
+            Some(&ep.profiles),
+            style,
+            &ep.id,
+        );
+        self.add_chain(fw.clone(), Rank::Endpoint, None, rules);
+        (iface, tw, fw)
+    }
+
+    /// The workload dispatch maps (holding `to_map` / `from_map`) and the
+    /// chains that use them.
+    fn workload_dispatch(
+        &mut self,
+        to_map: BTreeMap<String, String>,
+        from_map: BTreeMap<String, String>,
+    ) {
         self.out.maps.insert(
             "filter-to-wl".into(),
             VerdictMap {
@@ -601,6 +717,14 @@ impl<'a> Compiler<'a> {
             "po"
         };
         let name = limit_name(&format!("{}-{tag}-{}", layer.prefix(), p.id));
+        if self.lazy {
+            self.leaves.insert(Leaf {
+                layer,
+                dir,
+                of: LeafOf::Policy(p.id.clone()),
+            });
+            return name;
+        }
         if !self.out.chains.contains_key(&name) {
             let rule_list = if dir == Direction::Ingress {
                 &p.spec.ingress
@@ -650,6 +774,14 @@ impl<'a> Compiler<'a> {
             "pro"
         };
         let name = limit_name(&format!("{}-{tag}-{profile}", layer.prefix()));
+        if self.lazy {
+            self.leaves.insert(Leaf {
+                layer,
+                dir,
+                of: LeafOf::Profile(profile.to_string()),
+            });
+            return name;
+        }
         if !self.out.chains.contains_key(&name) {
             let spec = &self.cluster.profiles[profile];
             let rule_list = if dir == Direction::Ingress {

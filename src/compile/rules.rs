@@ -117,6 +117,9 @@ pub struct RuleRenderer<'a> {
     sets: BTreeMap<String, Set>,
     log_index: BTreeMap<String, LogEntry>,
     sources: BTreeMap<String, SetSource>,
+    /// Whether selector and named-port sets get their members (parts leave
+    /// them to the incremental engine).
+    pub fill_sets: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -175,6 +178,7 @@ impl<'a> RuleRenderer<'a> {
             sets: BTreeMap::new(),
             log_index: BTreeMap::new(),
             sources: BTreeMap::new(),
+            fill_sets: true,
         }
     }
 
@@ -260,7 +264,11 @@ impl<'a> RuleRenderer<'a> {
         } else {
             SetType::Ipv4
         };
+        let fill = self.fill_sets;
         self.add_set(name, ty, sel.canonical(), || {
+            if !fill {
+                return BTreeSet::new();
+            }
             address_elements(cluster.selector_members(sel), fam == Fam::V6)
         })
     }
@@ -316,8 +324,12 @@ impl<'a> RuleRenderer<'a> {
         };
         let cluster = self.cluster;
         let comment = format!("ports {} of {}", names.join(","), sel.canonical());
+        let fill = self.fill_sets;
         self.add_set(name, ty, comment, || {
             let mut out = BTreeSet::new();
+            if !fill {
+                return out;
+            }
             for n in names {
                 for (addr, p, port) in cluster.named_port_members(sel, n, proto) {
                     if fam.holds(&addr) {

@@ -670,7 +670,7 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
         let count = resources.len();
         let outcome = desired.engine.update(resources);
         match outcome {
-            Outcome::Full => {
+            Outcome::Full | Outcome::Parts(_) => {
                 let (tiers, refresh) = publish(&desired.engine, opts, &metrics, &log_ctx);
                 desired.policy_tiers = tiers;
                 desired.refresh = refresh;

@@ -1,0 +1,425 @@
+//! Installing and releasing the parts of the ruleset: reference counts per
+//! object, set members counted as sets come into use, and the change record.
+
+use super::*;
+use crate::compile::{Direction, Layer};
+
+const LEAF_PLACES: [(Layer, Direction); 6] = [
+    (Layer::Filter, Direction::Ingress),
+    (Layer::Filter, Direction::Egress),
+    (Layer::Mangle, Direction::Ingress),
+    (Layer::Mangle, Direction::Egress),
+    (Layer::Raw, Direction::Ingress),
+    (Layer::Raw, Direction::Egress),
+];
+
+impl Incremental {
+    /// Re-renders every dirty part, then settles leaves, sets and maps.
+    pub(super) fn render(&mut self, dirty: Dirty) {
+        let mut leaves = BTreeSet::new();
+        if dirty.base {
+            self.reinstall(Owner::Base, &mut leaves);
+        }
+        for id in dirty.workloads {
+            self.reinstall(Owner::Workload(id), &mut leaves);
+        }
+        for leaf in dirty.leaves {
+            if self.refs.contains_key(&Obj::Leaf(leaf.clone())) {
+                self.reinstall(Owner::Leaf(leaf), &mut leaves);
+            }
+        }
+        // Leaves come into use or go out of it as their last user changes;
+        // they use no leaves themselves.
+        for leaf in leaves {
+            let used = self.refs.contains_key(&Obj::Leaf(leaf.clone()));
+            let owner = Owner::Leaf(leaf);
+            if used != self.owned.contains_key(&owner) {
+                self.reinstall(owner, &mut BTreeSet::new());
+            }
+        }
+        self.settle();
+    }
+
+    /// The leaves of `of` that are in use.
+    pub(super) fn leaves_in_use(&self, of: &LeafOf) -> Vec<Leaf> {
+        LEAF_PLACES
+            .iter()
+            .map(|(layer, dir)| Leaf {
+                layer: *layer,
+                dir: *dir,
+                of: of.clone(),
+            })
+            .filter(|l| self.refs.contains_key(&Obj::Leaf(l.clone())))
+            .collect()
+    }
+
+    fn render_owner(&self, owner: &Owner) -> Option<super::super::Rendered> {
+        let part = match owner {
+            Owner::Base => Part::Base,
+            Owner::Workload(id) => Part::Workload(
+                self.cluster
+                    .endpoints
+                    .iter()
+                    .find(|e| &e.id == id && e.iface.is_some())?,
+            ),
+            Owner::Leaf(leaf) => {
+                if !self.refs.contains_key(&Obj::Leaf(leaf.clone())) {
+                    return None;
+                }
+                Part::Leaf(leaf)
+            }
+        };
+        Some(render_part(&self.cluster, &self.node, part))
+    }
+
+    /// Renders `owner` again: its new objects are taken up before its old
+    /// ones are released, so what it keeps is never removed.
+    fn reinstall(&mut self, owner: Owner, leaves: &mut BTreeSet<Leaf>) {
+        let old = self.owned.remove(&owner).unwrap_or_default();
+        let mut objs = Vec::new();
+        if let Some(r) = self.render_owner(&owner) {
+            let rs = r.ruleset;
+            for (name, chain) in rs.chains {
+                self.take_chain(name, chain, &mut objs);
+            }
+            for (name, set) in rs.sets {
+                let source = rs.set_sources.get(&name).cloned();
+                self.take_set(name, set, source, &mut objs);
+            }
+            for (id, entry) in rs.log_index {
+                self.take_log(id, entry, &mut objs);
+            }
+            for (name, map) in rs.maps {
+                self.take(Obj::Map(name.clone()), &mut objs);
+                self.ruleset
+                    .maps
+                    .entry(name.clone())
+                    .or_insert_with(|| empty_map(&name));
+                for (key, verdict) in map.elements {
+                    self.take_entry(&name, key, verdict, &mut objs);
+                }
+            }
+            for leaf in r.leaves {
+                if self.take(Obj::Leaf(leaf.clone()), &mut objs) {
+                    leaves.insert(leaf);
+                }
+            }
+        }
+        for o in old {
+            if let Obj::Leaf(l) = &o {
+                leaves.insert(l.clone());
+            }
+            self.release(o);
+        }
+        if !objs.is_empty() {
+            self.owned.insert(owner, objs);
+        }
+    }
+
+    /// One more reference to `o`; true when it is new.
+    fn take(&mut self, o: Obj, objs: &mut Vec<Obj>) -> bool {
+        let n = self.refs.entry(o.clone()).or_default();
+        *n += 1;
+        objs.push(o);
+        *n == 1
+    }
+
+    fn take_chain(&mut self, name: String, chain: Chain, objs: &mut Vec<Obj>) {
+        self.take(Obj::Chain(name.clone()), objs);
+        if self.ruleset.chains.get(&name) != Some(&chain) {
+            self.ruleset.chains.insert(name.clone(), chain);
+            self.pending.chains.insert(name);
+        }
+    }
+
+    fn take_log(&mut self, id: String, entry: LogEntry, objs: &mut Vec<Obj>) {
+        self.take(Obj::Log(id.clone()), objs);
+        self.ruleset.log_index.insert(id, entry);
+    }
+
+    fn take_entry(&mut self, map: &str, key: String, verdict: String, objs: &mut Vec<Obj>) {
+        self.take(Obj::Entry(map.to_string(), key.clone()), objs);
+        let m = self
+            .ruleset
+            .maps
+            .entry(map.to_string())
+            .or_insert_with(|| empty_map(map));
+        if m.elements.get(&key) != Some(&verdict) {
+            m.elements.insert(key, verdict);
+            self.pending.maps.insert(map.to_string());
+        }
+    }
+
+    fn take_set(&mut self, name: String, set: Set, source: Option<SetSource>, objs: &mut Vec<Obj>) {
+        if !self.take(Obj::Set(name.clone()), objs) {
+            return;
+        }
+        if let Some(b) = self.buried.remove(&name) {
+            self.ruleset.sets.insert(name.clone(), b.set);
+            if let Some(s) = b.source {
+                self.index_set(&name, &s);
+                self.ruleset.set_sources.insert(name.clone(), s);
+            }
+            if let Some(c) = b.counts {
+                self.counts.insert(name, c);
+            }
+            return;
+        }
+        let mut set = set;
+        if let Some(source) = source {
+            let counts = self.count_members(&source);
+            set.elements = match &counts {
+                Counts::Addresses(c) => c.elements(),
+                Counts::Ports(c) => c.elements(),
+            };
+            self.counts.insert(name.clone(), counts);
+            self.index_set(&name, &source);
+            self.ruleset.set_sources.insert(name.clone(), source);
+        }
+        self.ruleset.sets.insert(name.clone(), set);
+        self.pending.elements.remove(&name);
+        self.pending.sets.insert(name);
+    }
+
+    fn release(&mut self, o: Obj) {
+        let Some(n) = self.refs.get_mut(&o) else {
+            return;
+        };
+        *n -= 1;
+        if *n > 0 {
+            return;
+        }
+        self.refs.remove(&o);
+        match o {
+            Obj::Chain(name) => {
+                self.ruleset.chains.remove(&name);
+                self.pending.chains.insert(name);
+            }
+            Obj::Set(name) => {
+                if let Some(set) = self.ruleset.sets.remove(&name) {
+                    let source = self.ruleset.set_sources.remove(&name);
+                    if let Some(s) = &source {
+                        self.unindex_set(&name, s);
+                    }
+                    let counts = self.counts.remove(&name);
+                    self.buried.insert(
+                        name,
+                        Buried {
+                            set,
+                            source,
+                            counts,
+                        },
+                    );
+                }
+            }
+            Obj::Log(id) => {
+                self.ruleset.log_index.remove(&id);
+            }
+            Obj::Map(name) => {
+                self.maps_to_check.insert(name);
+            }
+            Obj::Entry(map, key) => {
+                if let Some(m) = self.ruleset.maps.get_mut(&map) {
+                    m.elements.remove(&key);
+                }
+                self.pending.maps.insert(map);
+            }
+            Obj::Leaf(_) => {}
+        }
+    }
+
+    /// Ends a batch: sets no part took up again are gone, and so are maps
+    /// nothing declares.
+    fn settle(&mut self) {
+        for (name, _) in std::mem::take(&mut self.buried) {
+            self.pending.elements.remove(&name);
+            self.pending.sets.insert(name);
+        }
+        for name in std::mem::take(&mut self.maps_to_check) {
+            if !self.refs.contains_key(&Obj::Map(name.clone())) {
+                self.ruleset.maps.remove(&name);
+                self.pending.maps.insert(name);
+            }
+        }
+        self.pending.elements.retain(|_, d| !d.is_empty());
+    }
+
+    // ------------------------------------------------------------------
+    // Set members
+
+    fn index_set(&mut self, name: &str, source: &SetSource) {
+        match required_pair(source_selector(source)) {
+            Some(pair) => {
+                self.sets_by_pair
+                    .entry(pair)
+                    .or_default()
+                    .insert(name.to_string());
+            }
+            None => {
+                self.sets_unkeyed.insert(name.to_string());
+            }
+        }
+    }
+
+    fn unindex_set(&mut self, name: &str, source: &SetSource) {
+        match required_pair(source_selector(source)) {
+            Some(pair) => {
+                if let Some(s) = self.sets_by_pair.get_mut(&pair) {
+                    s.remove(name);
+                    if s.is_empty() {
+                        self.sets_by_pair.remove(&pair);
+                    }
+                }
+            }
+            None => {
+                self.sets_unkeyed.remove(name);
+            }
+        }
+    }
+
+    /// The members of a new set, counted: from the whole snapshot's label
+    /// index during a rebuild, from the member index afterwards.
+    fn count_members(&self, source: &SetSource) -> Counts {
+        let selector = source_selector(source);
+        let mut scratch = ElementDelta::default();
+        let members: Vec<Member> = match &self.snapshot {
+            Some(c) => {
+                let eps = c.index.candidate_endpoints(selector).into_iter();
+                let sets = c.index.candidate_sets(selector).into_iter();
+                eps.map(|i| &c.endpoints[i])
+                    .filter(|e| selector.matches(&e.labels))
+                    .map(Member::of_endpoint)
+                    .chain(
+                        sets.map(|i| &c.network_sets[i])
+                            .filter(|s| selector.matches(&s.labels))
+                            .map(Member::of_set),
+                    )
+                    .collect()
+            }
+            None => self.members.matching(selector).cloned().collect(),
+        };
+        match source {
+            SetSource::Selector { v6, .. } => {
+                let mut c = AddressCounts::new(*v6);
+                c.fill(members.iter().flat_map(|m| m.nets.iter().copied()));
+                Counts::Addresses(c)
+            }
+            SetSource::NamedPorts { v6, .. } => {
+                let mut c = PortCounts::new(*v6);
+                for m in &members {
+                    for key in named_ports(source, m) {
+                        c.bump(key, 1, &mut scratch);
+                    }
+                }
+                Counts::Ports(c)
+            }
+        }
+    }
+
+    /// Moves the counts of every set `old` or `new` can be in; returns how
+    /// many sets changed.
+    pub(super) fn bump_members(&mut self, old: Option<&Member>, new: Option<&Member>) -> usize {
+        let mut names: BTreeSet<String> = self.sets_unkeyed.iter().cloned().collect();
+        for m in [old, new].into_iter().flatten() {
+            for (k, v) in &m.labels {
+                if let Some(s) = self.sets_by_pair.get(&(k.clone(), v.clone())) {
+                    names.extend(s.iter().cloned());
+                }
+            }
+        }
+        let mut touched = 0;
+        for name in names {
+            let Some(source) = self.ruleset.set_sources.get(&name) else {
+                continue;
+            };
+            let sel = source_selector(source);
+            let o = old.filter(|m| sel.matches(&m.labels));
+            let n = new.filter(|m| sel.matches(&m.labels));
+            let mut delta = ElementDelta::default();
+            match (source, self.counts.get_mut(&name)) {
+                (SetSource::Selector { .. }, Some(Counts::Addresses(c))) => {
+                    if o.map(|m| &m.nets) == n.map(|m| &m.nets) {
+                        continue;
+                    }
+                    for net in o.iter().flat_map(|m| m.nets.iter()) {
+                        c.bump(*net, -1, &mut delta);
+                    }
+                    for net in n.iter().flat_map(|m| m.nets.iter()) {
+                        c.bump(*net, 1, &mut delta);
+                    }
+                }
+                (SetSource::NamedPorts { .. }, Some(Counts::Ports(c))) => {
+                    let before: Vec<_> = o.map(|m| named_ports(source, m)).unwrap_or_default();
+                    let after: Vec<_> = n.map(|m| named_ports(source, m)).unwrap_or_default();
+                    if before == after {
+                        continue;
+                    }
+                    for key in before {
+                        c.bump(key, -1, &mut delta);
+                    }
+                    for key in after {
+                        c.bump(key, 1, &mut delta);
+                    }
+                }
+                _ => continue,
+            }
+            if !delta.is_empty() {
+                touched += 1;
+                self.record_elements(&name, delta);
+            }
+        }
+        touched
+    }
+
+    fn record_elements(&mut self, name: &str, delta: ElementDelta) {
+        if let Some(set) = self.ruleset.sets.get_mut(name) {
+            for e in &delta.removed {
+                set.elements.remove(e);
+            }
+            for e in &delta.added {
+                set.elements.insert(e.clone());
+            }
+        }
+        if self.pending.sets.contains(name) {
+            return;
+        }
+        let mine = self.pending.elements_of(name);
+        for e in delta.removed {
+            mine.remove(e);
+        }
+        for e in delta.added {
+            mine.add(e);
+        }
+    }
+}
+
+fn empty_map(name: &str) -> crate::compile::ir::VerdictMap {
+    crate::compile::ir::VerdictMap {
+        name: name.to_string(),
+        elements: BTreeMap::new(),
+    }
+}
+
+fn source_selector(source: &SetSource) -> &crate::selector::Selector {
+    match source {
+        SetSource::Selector { selector, .. } | SetSource::NamedPorts { selector, .. } => selector,
+    }
+}
+
+/// The `(address, protocol, port)` keys `m` contributes to a named-port set.
+fn named_ports(source: &SetSource, m: &Member) -> Vec<(IpAddr, u8, u16)> {
+    let SetSource::NamedPorts {
+        names, protocol, ..
+    } = source
+    else {
+        return Vec::new();
+    };
+    m.ports
+        .iter()
+        .filter(|(pname, proto, _, _)| {
+            names.contains(pname)
+                && protocol.is_none_or(|want| want.normalised().number() == *proto)
+        })
+        .map(|(_, proto, port, addr)| (*addr, *proto, *port))
+        .collect()
+}

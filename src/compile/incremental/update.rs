@@ -1,0 +1,170 @@
+//! What one update touches: members, local endpoints, policies, implicit
+//! profiles. Each records the parts to re-render in `Dirty`.
+
+use super::*;
+use crate::calc::OrderKey;
+use crate::model::convert;
+
+/// Where a policy sits for an endpoint: everything of it that an
+/// endpoint's chains (not the policy's own) depend on.
+type Placement = (PolicyId, String, OrderKey, bool, bool, bool, bool, bool);
+
+fn placement(p: &Policy) -> Placement {
+    (
+        p.id.clone(),
+        p.tier.clone(),
+        OrderKey(p.order.unwrap_or(f64::INFINITY)),
+        p.ingress,
+        p.egress,
+        p.spec.pre_dnat,
+        p.spec.do_not_track,
+        p.spec.apply_on_forward,
+    )
+}
+
+/// The endpoint a Pod, WorkloadEndpoint or HostEndpoint key stands for.
+fn endpoint_id(key: &ResourceKey) -> Option<EndpointId> {
+    match key.kind {
+        ResourceKind::Pod | ResourceKind::WorkloadEndpoint => Some(EndpointId::Workload {
+            namespace: key.namespace.clone().unwrap_or_else(|| "default".into()),
+            name: key.name.clone(),
+        }),
+        ResourceKind::HostEndpoint => Some(EndpointId::Host {
+            name: key.name.clone(),
+        }),
+        _ => None,
+    }
+}
+
+impl Incremental {
+    /// A namespace or service account changed: its implicit profile, and
+    /// through it every member in that namespace.
+    pub(super) fn implicit_profile(
+        &mut self,
+        u: &Update,
+        dirty: &mut Dirty,
+        member_keys: &mut BTreeSet<ResourceKey>,
+    ) {
+        let name = u.key.name.as_str();
+        let (profile, namespace, spec) = match u.key.kind {
+            ResourceKind::Namespace => (
+                format!("kns.{name}"),
+                name.to_string(),
+                u.value
+                    .as_ref()
+                    .map(|r| convert::namespace_profile(name, &r.meta().labels).spec),
+            ),
+            _ => {
+                let ns = u.key.namespace.clone().unwrap_or_else(|| "default".into());
+                (
+                    format!("ksa.{ns}.{name}"),
+                    ns.clone(),
+                    u.value
+                        .as_ref()
+                        .map(|r| convert::service_account_profile(&ns, name, &r.meta().labels).spec),
+                )
+            }
+        };
+        match spec {
+            Some(s) => self.cluster.profiles.insert(profile.clone(), s),
+            None => self.cluster.profiles.remove(&profile),
+        };
+        member_keys.extend(self.members.in_namespace(&namespace));
+        dirty
+            .leaves
+            .extend(self.leaves_in_use(&LeafOf::Profile(profile)));
+    }
+
+    /// Re-derives the members and endpoints of `keys` from their resources;
+    /// returns how many sets changed.
+    pub(super) fn refresh_members(
+        &mut self,
+        keys: &BTreeSet<ResourceKey>,
+        dirty: &mut Dirty,
+    ) -> usize {
+        let mut touched = 0;
+        for key in keys {
+            let r = self.resources.get(key);
+            let member = r.and_then(|r| member_of(&self.cluster, r));
+            let ep = r.and_then(|r| self.cluster.endpoint_of(r));
+            if member.as_ref() != self.members.get(key) {
+                let old = self.members.set(key, member.clone());
+                touched += self.bump_members(old.as_ref(), member.as_ref());
+            }
+            if let Some(id) = endpoint_id(key) {
+                let local = ep.filter(|e| e.node == self.node);
+                self.local_endpoint(id, local, dirty);
+            }
+        }
+        touched
+    }
+
+    /// Puts `ep` (or nothing) in the cluster's list of local endpoints under
+    /// `id`, marking the part it changes.
+    fn local_endpoint(&mut self, id: EndpointId, ep: Option<Endpoint>, dirty: &mut Dirty) {
+        let eps = &mut self.cluster.endpoints;
+        let at = eps.binary_search_by(|e| e.id.cmp(&id));
+        let old = at.ok().map(|i| &eps[i]);
+        if old == ep.as_ref() {
+            return;
+        }
+        let host = matches!(id, EndpointId::Host { .. });
+        match (at, ep) {
+            (Ok(i), Some(e)) => eps[i] = e,
+            (Ok(i), None) => {
+                eps.remove(i);
+            }
+            (Err(i), Some(e)) => eps.insert(i, e),
+            (Err(_), None) => return,
+        }
+        if host {
+            dirty.base = true;
+        } else {
+            dirty.workloads.insert(id);
+        }
+    }
+
+    /// A policy changed from `old` to `new` (either may be absent).
+    pub(super) fn replace_policy(
+        &mut self,
+        old: Option<Policy>,
+        new: Option<Policy>,
+        dirty: &mut Dirty,
+    ) {
+        let Some(id) = old.as_ref().or(new.as_ref()).map(|p| p.id.clone()) else {
+            return;
+        };
+        if let Some(i) = self.cluster.policies.iter().position(|p| p.id == id) {
+            self.cluster.policies.remove(i);
+        }
+        if let Some(p) = &new {
+            let rank = self.cluster.policy_rank(p);
+            let at = self
+                .cluster
+                .policies
+                .partition_point(|q| self.cluster.policy_rank(q) <= rank);
+            self.cluster.policies.insert(at, p.clone());
+        }
+        for ep in &self.cluster.endpoints {
+            let was = old
+                .as_ref()
+                .filter(|p| p.applies_to.matches(&ep.labels))
+                .map(placement);
+            let now = new
+                .as_ref()
+                .filter(|p| p.applies_to.matches(&ep.labels))
+                .map(placement);
+            if was != now {
+                match &ep.id {
+                    EndpointId::Host { .. } => dirty.base = true,
+                    id => {
+                        dirty.workloads.insert(id.clone());
+                    }
+                }
+            }
+        }
+        if old.as_ref().map(|p| &p.spec) != new.as_ref().map(|p| &p.spec) {
+            dirty.leaves.extend(self.leaves_in_use(&LeafOf::Policy(id)));
+        }
+    }
+}

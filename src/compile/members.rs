@@ -1,0 +1,408 @@
+//! What selector sets are made of, kept up to date per change: every
+//! endpoint's and network set's contribution (labels, addresses, named
+//! ports), an inverted label index to find the members of a new selector,
+//! and per set the counted members with their merged intervals, so that an
+//! address coming or going costs a few tree operations and yields the exact
+//! element delta (merged neighbours split or joined).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::ir::ElementDelta;
+use crate::calc::{Endpoint, NetworkSet};
+use crate::model::ResourceKey;
+use crate::selector::Selector;
+
+/// What one endpoint or network set contributes to sets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub labels: BTreeMap<String, String>,
+    pub nets: Vec<IpNet>,
+    /// `(name, protocol number, port, address)` for endpoints.
+    pub ports: Vec<(String, u8, u16, IpAddr)>,
+}
+
+impl Member {
+    pub fn of_endpoint(ep: &Endpoint) -> Member {
+        Member {
+            labels: ep.labels.clone(),
+            nets: ep.addrs.iter().map(|a| IpNet::from(*a)).collect(),
+            ports: ep
+                .ports
+                .iter()
+                .flat_map(|p| {
+                    ep.addrs
+                        .iter()
+                        .map(move |a| (p.name.clone(), p.protocol.number(), p.port, *a))
+                })
+                .collect(),
+        }
+    }
+
+    pub fn of_set(s: &NetworkSet) -> Member {
+        Member {
+            labels: s.labels.clone(),
+            nets: s.nets.clone(),
+            ports: Vec::new(),
+        }
+    }
+}
+
+/// Every member, by the resource it comes from, with an inverted index of
+/// `key=value` pairs.
+#[derive(Debug, Default)]
+pub struct MemberIndex {
+    slots: Vec<Option<(ResourceKey, Member)>>,
+    free: Vec<u32>,
+    ids: HashMap<ResourceKey, u32>,
+    by_pair: HashMap<(String, String), HashSet<u32>>,
+}
+
+/// A `key == value` every match of `sel` has (a top-level conjunct), if any.
+pub fn required_pair(sel: &Selector) -> Option<(String, String)> {
+    match sel {
+        Selector::Equal(k, v) => Some((k.clone(), v.clone())),
+        Selector::And(terms) => terms.iter().find_map(required_pair),
+        _ => None,
+    }
+}
+
+impl MemberIndex {
+    pub fn get(&self, key: &ResourceKey) -> Option<&Member> {
+        let id = *self.ids.get(key)?;
+        self.slots[id as usize].as_ref().map(|(_, m)| m)
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Sets `key`'s contribution (`None`: it has none); returns the old one.
+    pub fn set(&mut self, key: &ResourceKey, member: Option<Member>) -> Option<Member> {
+        let old = self.take(key);
+        if let Some(m) = member {
+            let id = self.free.pop().unwrap_or_else(|| {
+                self.slots.push(None);
+                (self.slots.len() - 1) as u32
+            });
+            for (k, v) in &m.labels {
+                self.by_pair
+                    .entry((k.clone(), v.clone()))
+                    .or_default()
+                    .insert(id);
+            }
+            self.ids.insert(key.clone(), id);
+            self.slots[id as usize] = Some((key.clone(), m));
+        }
+        old
+    }
+
+    fn take(&mut self, key: &ResourceKey) -> Option<Member> {
+        let id = self.ids.remove(key)?;
+        let (_, m) = self.slots[id as usize].take()?;
+        for (k, v) in &m.labels {
+            let pair = (k.clone(), v.clone());
+            if let Some(ids) = self.by_pair.get_mut(&pair) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    self.by_pair.remove(&pair);
+                }
+            }
+        }
+        self.free.push(id);
+        Some(m)
+    }
+
+    /// Members matching `sel`.
+    pub fn matching<'a>(&'a self, sel: &'a Selector) -> Box<dyn Iterator<Item = &'a Member> + 'a> {
+        match required_pair(sel) {
+            Some(pair) => Box::new(
+                self.by_pair
+                    .get(&pair)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|id| self.slots[*id as usize].as_ref().map(|(_, m)| m))
+                    .filter(move |m| sel.matches(&m.labels)),
+            ),
+            None => Box::new(
+                self.slots
+                    .iter()
+                    .flatten()
+                    .map(|(_, m)| m)
+                    .filter(move |m| sel.matches(&m.labels)),
+            ),
+        }
+    }
+
+    /// Keys of members in `namespace` (by their namespace label).
+    pub fn in_namespace(&self, namespace: &str) -> Vec<ResourceKey> {
+        self.by_pair
+            .get(&(
+                crate::calc::NAMESPACE_LABEL.to_string(),
+                namespace.to_string(),
+            ))
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.slots[*id as usize].as_ref().map(|(k, _)| k.clone()))
+            .collect()
+    }
+}
+
+/// The counted addresses of one address set and their merged cover.
+#[derive(Debug, Clone, Default)]
+pub struct AddressCounts {
+    v6: bool,
+    counts: BTreeMap<IpNet, u32>,
+    merged: BTreeSet<IpNet>,
+}
+
+/// The element texts of one merged net (a `/0` is held as its two halves).
+pub fn net_texts(n: IpNet) -> Vec<String> {
+    if n.prefix_len() == 0 {
+        n.subnets(1).expect("a /0 has halves").map(|h| h.to_string()).collect()
+    } else if n.prefix_len() == n.max_prefix_len() {
+        vec![n.addr().to_string()]
+    } else {
+        vec![n.to_string()]
+    }
+}
+
+fn lowest(n: IpNet) -> IpNet {
+    IpNet::new(n.network(), 0).expect("prefix 0")
+}
+
+fn highest(n: IpNet) -> IpNet {
+    IpNet::new(n.broadcast(), n.max_prefix_len()).expect("full prefix")
+}
+
+fn sibling(n: IpNet) -> Option<IpNet> {
+    let parent = n.supernet()?;
+    parent.subnets(n.prefix_len()).ok()?.find(|s| *s != n)
+}
+
+impl AddressCounts {
+    pub fn new(v6: bool) -> Self {
+        AddressCounts {
+            v6,
+            ..Default::default()
+        }
+    }
+
+    /// The elements the set holds.
+    pub fn elements(&self) -> BTreeSet<String> {
+        self.merged.iter().flat_map(|n| net_texts(*n)).collect()
+    }
+
+    fn family(&self, n: &IpNet) -> bool {
+        matches!(n, IpNet::V6(_)) == self.v6
+    }
+
+    /// The merged net containing `n`, if any.
+    fn cover_of(&self, n: IpNet) -> Option<IpNet> {
+        self.merged
+            .range(..=highest(n))
+            .next_back()
+            .copied()
+            .filter(|m| m.contains(&n))
+    }
+
+    /// Counts `n` once more (`step` 1) or once less (-1), recording the
+    /// element changes in `delta`.
+    pub fn bump(&mut self, n: IpNet, step: i64, delta: &mut ElementDelta) {
+        if !self.family(&n) {
+            return;
+        }
+        let n = n.trunc();
+        if step > 0 {
+            let c = self.counts.entry(n).or_default();
+            *c += 1;
+            if *c == 1 {
+                self.joined(n, delta);
+            }
+        } else if let Some(c) = self.counts.get_mut(&n) {
+            *c -= 1;
+            if *c == 0 {
+                self.counts.remove(&n);
+                self.left(n, delta);
+            }
+        }
+    }
+
+    fn replace(&mut self, removed: &[IpNet], added: &[IpNet], delta: &mut ElementDelta) {
+        for r in removed {
+            self.merged.remove(r);
+            for t in net_texts(*r) {
+                delta.remove(t);
+            }
+        }
+        for a in added {
+            self.merged.insert(*a);
+            for t in net_texts(*a) {
+                delta.add(t);
+            }
+        }
+    }
+
+    /// `n` is newly counted: swallow what it covers, join equal siblings.
+    fn joined(&mut self, n: IpNet, delta: &mut ElementDelta) {
+        if self.cover_of(n).is_some() {
+            return;
+        }
+        let mut removed: Vec<IpNet> = self.merged.range(lowest(n)..=highest(n)).copied().collect();
+        let mut block = n;
+        while let Some(s) = sibling(block).filter(|s| self.merged.contains(s)) {
+            removed.push(s);
+            block = block.supernet().expect("a sibling has a parent");
+        }
+        self.replace(&removed, &[block], delta);
+    }
+
+    /// `n` is no longer counted: split its cover around it, unless another
+    /// counted net still covers it.
+    fn left(&mut self, n: IpNet, delta: &mut ElementDelta) {
+        let Some(cover) = self.cover_of(n) else {
+            return;
+        };
+        let mut up = n;
+        while up != cover {
+            up = up.supernet().expect("inside its cover");
+            if self.counts.contains_key(&up) {
+                return;
+            }
+        }
+        let mut added = Vec::new();
+        let mut block = n;
+        while block != cover {
+            added.push(sibling(block).expect("inside its cover"));
+            block = block.supernet().expect("inside its cover");
+        }
+        let inside: Vec<IpNet> = self
+            .counts
+            .range(lowest(n)..=highest(n))
+            .map(|(k, _)| *k)
+            .filter(|k| n.contains(k))
+            .collect();
+        added.extend(aggregate(&inside));
+        self.replace(&[cover], &added, delta);
+    }
+
+    /// Rebuilds the cover from scratch (for a new set).
+    pub fn fill(&mut self, nets: impl IntoIterator<Item = IpNet>) {
+        for n in nets {
+            if self.family(&n) {
+                *self.counts.entry(n.trunc()).or_default() += 1;
+            }
+        }
+        let all: Vec<IpNet> = self.counts.keys().copied().collect();
+        self.merged = aggregate(&all).into_iter().collect();
+    }
+}
+
+fn aggregate(nets: &[IpNet]) -> Vec<IpNet> {
+    IpNet::aggregate(&nets.to_vec())
+}
+
+/// The counted `(address, protocol, port)` members of one named-port set.
+#[derive(Debug, Clone, Default)]
+pub struct PortCounts {
+    v6: bool,
+    counts: BTreeMap<(IpAddr, u8, u16), u32>,
+}
+
+fn port_text((a, p, port): (IpAddr, u8, u16)) -> String {
+    format!("{a} . {p} . {port}")
+}
+
+impl PortCounts {
+    pub fn new(v6: bool) -> Self {
+        PortCounts {
+            v6,
+            ..Default::default()
+        }
+    }
+
+    pub fn elements(&self) -> BTreeSet<String> {
+        self.counts.keys().map(|k| port_text(*k)).collect()
+    }
+
+    pub fn bump(&mut self, key: (IpAddr, u8, u16), step: i64, delta: &mut ElementDelta) {
+        if key.0.is_ipv6() != self.v6 {
+            return;
+        }
+        if step > 0 {
+            let c = self.counts.entry(key).or_default();
+            *c += 1;
+            if *c == 1 {
+                delta.add(port_text(key));
+            }
+        } else if let Some(c) = self.counts.get_mut(&key) {
+            *c -= 1;
+            if *c == 0 {
+                self.counts.remove(&key);
+                delta.remove(port_text(key));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::interval::net_elements;
+    use proptest::prelude::*;
+
+    fn v4(host: u32, len: u8) -> IpNet {
+        let addr = std::net::Ipv4Addr::from(0xC612_0000u32 + host);
+        IpNet::V4(ipnet::Ipv4Net::new(addr, len).unwrap())
+    }
+
+    proptest! {
+        /// After any sequence of counts, the cover equals a merge from
+        /// scratch, and the recorded deltas turn the old elements into the new.
+        #[test]
+        fn counted_covers_equal_merges_from_scratch(
+            steps in prop::collection::vec((0u32..64, prop_oneof![Just(32u8), 26u8..=32, 0u8..=32], any::<bool>()), 1..60),
+        ) {
+            let mut c = AddressCounts::new(false);
+            let mut held: Vec<IpNet> = Vec::new();
+            for (host, len, add) in steps {
+                let n = v4(host, len).trunc();
+                let before = c.elements();
+                let mut d = ElementDelta::default();
+                if add || !held.contains(&n) {
+                    held.push(n);
+                    c.bump(n, 1, &mut d);
+                } else {
+                    let i = held.iter().position(|h| *h == n).unwrap();
+                    held.remove(i);
+                    c.bump(n, -1, &mut d);
+                }
+                let want = net_elements(held.iter().copied(), false);
+                prop_assert_eq!(&c.elements(), &want);
+                let mut replay = before;
+                for e in &d.removed { prop_assert!(replay.remove(e), "removed {} absent", e); }
+                for e in &d.added { prop_assert!(replay.insert(e.clone()), "added {} present", e); }
+                prop_assert_eq!(replay, want);
+            }
+        }
+    }
+
+    #[test]
+    fn adjacent_addresses_join_and_split() {
+        let mut c = AddressCounts::new(false);
+        let mut d = ElementDelta::default();
+        c.bump(v4(0, 32), 1, &mut d);
+        c.bump(v4(1, 32), 1, &mut d);
+        assert_eq!(c.elements(), ["198.18.0.0/31".to_string()].into());
+        let mut d = ElementDelta::default();
+        c.bump(v4(0, 32), -1, &mut d);
+        assert_eq!(d.removed, ["198.18.0.0/31".to_string()].into());
+        assert_eq!(d.added, ["198.18.0.1".to_string()].into());
+    }
+}
