@@ -12,6 +12,8 @@
 //! `--out PATH` (default docs/performance.md). Needs root (network
 //! namespaces). Under `cargo test` it only compiles size S once.
 
+#[path = "perf_calc.rs"]
+mod perf_calc;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -580,6 +582,10 @@ fn main() {
         );
         return;
     }
+    if let Some(size) = arg("--child-calc") {
+        perf_calc::child(&size);
+        return;
+    }
     if !args.iter().any(|a| a == "--bench") {
         // Under `cargo test`: a smoke run of the pure part only.
         child_compile("S", 1);
@@ -640,6 +646,12 @@ fn main() {
     rep.line("Into a fresh network namespace each run: `nft -f` of the rendered table (the floor), against tortie end to end (snapshot, compile, render, plan, `nft`).");
     rep.line("");
     full_apply(&mut rep, &sizes, runs);
+    rep.line("");
+    rep.line("## 3a. Compute per update");
+    rep.line("");
+    rep.line("The engine (`src/compile/incremental.rs`) fed one update at a time, as `tortie run` feeds it, on the synthetic cluster of each size (each size in its own process): median and p99 of the time `apply` takes, over n updates of each kind. Kernel time is not included (section 3).");
+    rep.line("");
+    perf_calc::section(&mut rep, &sizes);
     rep.line("");
     rep.line(&format!("## 3. Incremental changes ({biggest})"));
     rep.line("");

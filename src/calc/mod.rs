@@ -10,6 +10,7 @@ mod settings;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -247,8 +248,13 @@ pub struct Cluster {
 /// sha1("<namespace>.<pod>").
 pub fn pod_interface_name(prefix: &str, namespace: &str, pod: &str) -> String {
     let digest = sha1::Sha1::digest(format!("{namespace}.{pod}").as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{prefix}{}", &hex[..11])
+    let mut out = String::with_capacity(prefix.len() + 11);
+    out.push_str(prefix);
+    for b in digest.iter().take(6) {
+        let _ = write!(out, "{b:02x}");
+    }
+    out.truncate(prefix.len() + 11);
+    out
 }
 
 fn default_types(spec: &PolicySpec) -> (bool, bool) {

@@ -27,7 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use super::ir::{Change, Chain, ElementDelta, LogEntry, Ruleset, Set, SetSource};
+use super::ir::{Chain, Change, ElementDelta, LogEntry, Ruleset, Set, SetSource};
 use super::members::{AddressCounts, Member, MemberIndex, PortCounts, required_pair};
 use super::{Leaf, LeafOf, Part, render_part};
 use crate::calc::{Cluster, Endpoint, EndpointId, Policy, PolicyId, Settings};
@@ -111,6 +111,12 @@ pub struct Incremental {
     /// Selector sets by a `key == value` their selector requires; the rest.
     sets_by_pair: HashMap<(String, String), BTreeSet<String>>,
     sets_unkeyed: BTreeSet<String>,
+    /// Selector sets by every label key their selector reads.
+    sets_by_key: HashMap<String, BTreeSet<String>>,
+    /// Every policy by id, with its place in evaluation order.
+    policies: HashMap<PolicyId, (Rank, Policy)>,
+    /// The policies that apply to each local endpoint, in order.
+    lists: HashMap<EndpointId, Vec<PolicyId>>,
     owned: HashMap<Owner, Vec<Obj>>,
     refs: HashMap<Obj, u32>,
     /// During a rebuild, set members come from the whole cluster snapshot.
@@ -118,6 +124,13 @@ pub struct Incremental {
     buried: HashMap<String, Buried>,
     maps_to_check: BTreeSet<String>,
 }
+
+/// Where a policy sits in evaluation order (`Cluster::policy_rank`).
+type Rank = (
+    crate::calc::OrderKey,
+    String,
+    (crate::calc::OrderKey, String),
+);
 
 /// What one batch must re-render.
 #[derive(Default)]
@@ -158,6 +171,9 @@ impl Incremental {
             counts: HashMap::new(),
             sets_by_pair: HashMap::new(),
             sets_unkeyed: BTreeSet::new(),
+            sets_by_key: HashMap::new(),
+            policies: HashMap::new(),
+            lists: HashMap::new(),
             owned: HashMap::new(),
             refs: HashMap::new(),
             snapshot: None,
@@ -202,6 +218,7 @@ impl Incremental {
         self.counts.clear();
         self.sets_by_pair.clear();
         self.sets_unkeyed.clear();
+        self.sets_by_key.clear();
         self.owned.clear();
         self.refs.clear();
         let node = self.node.clone();
@@ -211,6 +228,18 @@ impl Incremental {
         local.index = Default::default();
         self.snapshot = Some(cluster);
         self.cluster = local;
+        self.policies = self
+            .cluster
+            .policies
+            .iter()
+            .map(|p| (p.id.clone(), (self.cluster.policy_rank(p), p.clone())))
+            .collect();
+        self.lists = self
+            .cluster
+            .endpoints
+            .iter()
+            .map(|e| (e.id.clone(), self.list_for(e)))
+            .collect();
         let mut dirty = Dirty {
             base: true,
             ..Dirty::default()
@@ -257,9 +286,16 @@ impl Incremental {
 
     /// Applies per-object updates from a datastore.
     pub fn apply(&mut self, updates: Vec<Update>) -> Outcome {
+        // The last update of each key wins (a batch may delete then re-add).
+        let mut last: HashMap<ResourceKey, usize> = HashMap::new();
+        for (i, u) in updates.iter().enumerate() {
+            last.insert(u.key.clone(), i);
+        }
         let updates: Vec<Update> = updates
             .into_iter()
-            .filter(|u| self.resources.get(&u.key) != u.value.as_ref())
+            .enumerate()
+            .filter(|(i, u)| last[&u.key] == *i && self.resources.get(&u.key) != u.value.as_ref())
+            .map(|(_, u)| u)
             .collect();
         if updates.is_empty() {
             return Outcome::Unchanged;
@@ -419,7 +455,10 @@ mod tests {
         assert!(!engine.ruleset().chains.contains_key("filter-fh-eth3"));
         let ifaces: BTreeMap<String, Vec<IpAddr>> =
             [("eth3".to_string(), vec!["198.18.9.1".parse().unwrap()])].into();
-        assert_eq!(engine.set_host_interfaces(ifaces.clone()), Outcome::Parts(1));
+        assert_eq!(
+            engine.set_host_interfaces(ifaces.clone()),
+            Outcome::Parts(1)
+        );
         let mut c = Cluster::build(&resources, "n1");
         c.host_interfaces = ifaces.clone();
         assert_eq!(engine.ruleset(), &compile(&c, "n1"));
@@ -476,6 +515,27 @@ mod tests {
                 assert_eq!(before.maps.get(name), Some(m), "map {name} unnamed");
             }
         }
+    }
+
+    #[test]
+    fn the_last_update_of_a_key_in_a_batch_wins() {
+        let resources = generate(Size::S);
+        let mut engine = Incremental::new(resources.clone(), LOCAL_NODE, |_| {});
+        let gnp = resources
+            .iter()
+            .find(|r| matches!(r, Resource::GlobalNetworkPolicy(_)))
+            .unwrap()
+            .clone();
+        let batch = vec![Update::delete(gnp.key()), Update::put(gnp.clone())];
+        assert_eq!(engine.apply(batch), Outcome::Unchanged);
+        assert_eq!(engine.ruleset(), &full(&resources));
+        let batch = vec![Update::put(gnp.clone()), Update::delete(gnp.key())];
+        engine.apply(batch);
+        let without: Vec<Resource> = resources
+            .into_iter()
+            .filter(|r| r.key() != gnp.key())
+            .collect();
+        assert_eq!(engine.ruleset(), &full(&without));
     }
 
     #[test]

@@ -41,6 +41,24 @@ impl Member {
         }
     }
 
+    /// As [`Member::of_endpoint`], taking the endpoint's labels.
+    pub fn from_endpoint(ep: Endpoint) -> Member {
+        let ports = ep
+            .ports
+            .iter()
+            .flat_map(|p| {
+                ep.addrs
+                    .iter()
+                    .map(move |a| (p.name.clone(), p.protocol.number(), p.port, *a))
+            })
+            .collect();
+        Member {
+            nets: ep.addrs.iter().map(|a| IpNet::from(*a)).collect(),
+            labels: ep.labels,
+            ports,
+        }
+    }
+
     pub fn of_set(s: &NetworkSet) -> Member {
         Member {
             labels: s.labels.clone(),
@@ -57,7 +75,8 @@ pub struct MemberIndex {
     slots: Vec<Option<(ResourceKey, Member)>>,
     free: Vec<u32>,
     ids: HashMap<ResourceKey, u32>,
-    by_pair: HashMap<(String, String), HashSet<u32>>,
+    /// key → value → members carrying that label.
+    by_pair: HashMap<String, HashMap<String, HashSet<u32>>>,
 }
 
 /// A `key == value` every match of `sel` has (a top-level conjunct), if any.
@@ -84,51 +103,88 @@ impl MemberIndex {
     }
 
     /// Sets `key`'s contribution (`None`: it has none); returns the old one.
+    /// A replaced member keeps its slot; only its changed labels move in
+    /// the index.
     pub fn set(&mut self, key: &ResourceKey, member: Option<Member>) -> Option<Member> {
-        let old = self.take(key);
-        if let Some(m) = member {
-            let id = self.free.pop().unwrap_or_else(|| {
-                self.slots.push(None);
-                (self.slots.len() - 1) as u32
-            });
-            for (k, v) in &m.labels {
+        let Some(m) = member else {
+            return self.take(key);
+        };
+        let id = match self.ids.get(key) {
+            Some(id) => *id,
+            None => {
+                let id = self.free.pop().unwrap_or_else(|| {
+                    self.slots.push(None);
+                    (self.slots.len() - 1) as u32
+                });
+                self.ids.insert(key.clone(), id);
+                id
+            }
+        };
+        let old = self.slots[id as usize].take().map(|(_, m)| m);
+        let empty = BTreeMap::new();
+        let before = old.as_ref().map_or(&empty, |o| &o.labels);
+        for (k, v) in before {
+            if m.labels.get(k) != Some(v) {
+                self.unlist(k, v, id);
+            }
+        }
+        for (k, v) in &m.labels {
+            if before.get(k) != Some(v) {
                 self.by_pair
-                    .entry((k.clone(), v.clone()))
+                    .entry(k.clone())
+                    .or_default()
+                    .entry(v.clone())
                     .or_default()
                     .insert(id);
             }
-            self.ids.insert(key.clone(), id);
-            self.slots[id as usize] = Some((key.clone(), m));
         }
+        self.slots[id as usize] = Some((key.clone(), m));
         old
+    }
+
+    fn unlist(&mut self, k: &str, v: &str, id: u32) {
+        let Some(values) = self.by_pair.get_mut(k) else {
+            return;
+        };
+        if let Some(ids) = values.get_mut(v) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                values.remove(v);
+            }
+        }
+        if values.is_empty() {
+            self.by_pair.remove(k);
+        }
     }
 
     fn take(&mut self, key: &ResourceKey) -> Option<Member> {
         let id = self.ids.remove(key)?;
         let (_, m) = self.slots[id as usize].take()?;
         for (k, v) in &m.labels {
-            let pair = (k.clone(), v.clone());
-            if let Some(ids) = self.by_pair.get_mut(&pair) {
-                ids.remove(&id);
-                if ids.is_empty() {
-                    self.by_pair.remove(&pair);
-                }
-            }
+            self.unlist(k, v, id);
         }
         self.free.push(id);
         Some(m)
     }
 
+    fn with_label(&self, k: &str, v: &str) -> impl Iterator<Item = &(ResourceKey, Member)> {
+        self.by_pair
+            .get(k)
+            .and_then(|values| values.get(v))
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.slots[*id as usize].as_ref())
+    }
+
     /// Members matching `sel`.
     pub fn matching<'a>(&'a self, sel: &'a Selector) -> Box<dyn Iterator<Item = &'a Member> + 'a> {
         match required_pair(sel) {
-            Some(pair) => Box::new(
-                self.by_pair
-                    .get(&pair)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|id| self.slots[*id as usize].as_ref().map(|(_, m)| m))
-                    .filter(move |m| sel.matches(&m.labels)),
+            Some((k, v)) => Box::new(
+                self.with_label(&k, &v)
+                    .map(|(_, m)| m)
+                    .filter(move |m| sel.matches(&m.labels))
+                    .collect::<Vec<_>>()
+                    .into_iter(),
             ),
             None => Box::new(
                 self.slots
@@ -142,14 +198,8 @@ impl MemberIndex {
 
     /// Keys of members in `namespace` (by their namespace label).
     pub fn in_namespace(&self, namespace: &str) -> Vec<ResourceKey> {
-        self.by_pair
-            .get(&(
-                crate::calc::NAMESPACE_LABEL.to_string(),
-                namespace.to_string(),
-            ))
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.slots[*id as usize].as_ref().map(|(k, _)| k.clone()))
+        self.with_label(crate::calc::NAMESPACE_LABEL, namespace)
+            .map(|(k, _)| k.clone())
             .collect()
     }
 }
@@ -165,7 +215,10 @@ pub struct AddressCounts {
 /// The element texts of one merged net (a `/0` is held as its two halves).
 pub fn net_texts(n: IpNet) -> Vec<String> {
     if n.prefix_len() == 0 {
-        n.subnets(1).expect("a /0 has halves").map(|h| h.to_string()).collect()
+        n.subnets(1)
+            .expect("a /0 has halves")
+            .map(|h| h.to_string())
+            .collect()
     } else if n.prefix_len() == n.max_prefix_len() {
         vec![n.addr().to_string()]
     } else {

@@ -140,11 +140,13 @@ pub enum LeafOf {
 pub enum Part<'a> {
     /// Host endpoints, every dispatch chain and map, the base chains.
     Base,
-    /// One local workload's chains and its entries in the dispatch maps.
-    Workload(&'a Endpoint),
+    /// One local workload's chains and its entries in the dispatch maps,
+    /// with the policies that apply to it in order.
+    Workload(&'a Endpoint, Vec<&'a Policy>),
     /// One policy or profile chain with its sets (left empty: their members
-    /// are the caller's) and log entries.
-    Leaf(&'a Leaf),
+    /// are the caller's) and log entries; the policy when the caller has it
+    /// at hand (else it is looked up).
+    Leaf(&'a Leaf, Option<&'a Policy>),
 }
 
 /// What [`render_part`] produced.
@@ -169,8 +171,8 @@ pub fn render_part(cluster: &Cluster, node: &str, part: Part<'_>) -> Rendered {
             let heps = c.host_endpoint_chains(&hosts);
             c.static_chains(&heps);
         }
-        Part::Workload(ep) => {
-            let (iface, tw, fw) = c.workload(ep);
+        Part::Workload(ep, policies) => {
+            let (iface, tw, fw) = c.workload(ep, policies);
             for (map, chain) in [("filter-to-wl", tw), ("filter-from-wl", fw)] {
                 c.out.maps.insert(
                     map.into(),
@@ -181,11 +183,12 @@ pub fn render_part(cluster: &Cluster, node: &str, part: Part<'_>) -> Rendered {
                 );
             }
         }
-        Part::Leaf(leaf) => {
+        Part::Leaf(leaf, policy) => {
             c.lazy = false;
             match &leaf.of {
                 LeafOf::Policy(id) => {
-                    if let Some(p) = cluster.policies.iter().find(|p| &p.id == id) {
+                    let found = policy.or_else(|| cluster.policies.iter().find(|p| &p.id == id));
+                    if let Some(p) = found {
                         c.policy_chain(leaf.layer, leaf.dir, p);
                     }
                 }
@@ -314,15 +317,21 @@ impl<'a> Compiler<'a> {
         let mut to_map = BTreeMap::new();
         let mut from_map = BTreeMap::new();
         for ep in workloads {
-            let (iface, tw, fw) = self.workload(ep);
+            let policies = self.cluster.policies_for(ep).collect();
+            let (iface, tw, fw) = self.workload(ep, policies);
             to_map.insert(iface.clone(), format!("goto {tw}"));
             from_map.insert(iface, format!("goto {fw}"));
         }
         self.workload_dispatch(to_map, from_map);
     }
 
-    /// One workload's ingress and egress chains: `(interface, to-chain, from-chain)`.
-    fn workload(&mut self, ep: &'a Endpoint) -> (String, String, String) {
+    /// One workload's ingress and egress chains, given the policies that
+    /// apply to it in order: `(interface, to-chain, from-chain)`.
+    fn workload(
+        &mut self,
+        ep: &'a Endpoint,
+        policies: Vec<&'a Policy>,
+    ) -> (String, String, String) {
         let style = ChainStyle {
             conntrack: true,
             failsafe: false,
@@ -331,9 +340,8 @@ impl<'a> Compiler<'a> {
             tail: Tail::Profiles,
         };
         let iface = ep.iface.clone().expect("workload interface");
-        let policies: Vec<&'a Policy> = self
-            .cluster
-            .policies_for(ep)
+        let policies: Vec<&'a Policy> = policies
+            .into_iter()
             .filter(|p| !p.spec.pre_dnat && !p.spec.do_not_track)
             .collect();
         let tw = limit_name(&format!("filter-tw-{iface}"));

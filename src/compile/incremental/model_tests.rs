@@ -93,7 +93,14 @@ fn entity(r: &mut Rng, namespaced: bool) -> String {
     if r.chance(30) {
         f.push(format!(
             "ports: [{}]",
-            r.pick(&["80", "80, 443", "8000:8080, 8080", "http", "http, 443", "dns"])
+            r.pick(&[
+                "80",
+                "80, 443",
+                "8000:8080, 8080",
+                "http",
+                "http, 443",
+                "dns"
+            ])
         ));
     }
     if r.chance(8) {
@@ -169,7 +176,10 @@ fn document(r: &mut Rng, kind: ResourceKind, ns: &str, name: &str) -> String {
             let node = r.pick(&[NODE, NODE, "n2", "n3"]);
             let ip = format!("198.18.{}.{}", r.below(3), r.below(6));
             let ips = if r.chance(30) {
-                format!("\n  podIPs: [{{ip: {ip}}}, {{ip: 'fd74:6f72::{}'}}]", r.below(6))
+                format!(
+                    "\n  podIPs: [{{ip: {ip}}}, {{ip: 'fd74:6f72::{}'}}]",
+                    r.below(6)
+                )
             } else {
                 String::new()
             };
@@ -229,12 +239,24 @@ fn document(r: &mut Rng, kind: ResourceKind, ns: &str, name: &str) -> String {
         ),
         ResourceKind::GlobalNetworkPolicy => {
             let (flags, types, egress) = match r.below(6) {
-                0 => ("  preDNAT: true\n  applyOnForward: true\n", "[Ingress]", false),
-                1 => ("  doNotTrack: true\n  applyOnForward: true\n", "[Ingress, Egress]", true),
+                0 => (
+                    "  preDNAT: true\n  applyOnForward: true\n",
+                    "[Ingress]",
+                    false,
+                ),
+                1 => (
+                    "  doNotTrack: true\n  applyOnForward: true\n",
+                    "[Ingress, Egress]",
+                    true,
+                ),
                 2 => ("  applyOnForward: true\n", "[Ingress, Egress]", true),
                 _ => ("", policy_types(r), true),
             };
-            let egress = if egress { rules(r, false, true) } else { String::new() };
+            let egress = if egress {
+                rules(r, false, true)
+            } else {
+                String::new()
+            };
             let pass = flags.is_empty();
             format!(
                 "{v3}\nkind: GlobalNetworkPolicy\nmetadata: {{name: {name}}}\nspec:\n{}{flags}  order: {}\n  selector: \"{}\"\n  types: {types}\n  ingress:\n{}  egress:\n{egress}",
@@ -248,7 +270,11 @@ fn document(r: &mut Rng, kind: ResourceKind, ns: &str, name: &str) -> String {
             let peer = match r.below(4) {
                 0 => "- podSelector: {matchLabels: {app: web}}".to_string(),
                 1 => "- namespaceSelector: {matchLabels: {team: red}}".to_string(),
-                2 => format!("- ipBlock: {{cidr: 198.18.{}.0/24, except: [198.18.{}.0/28]}}", r.below(3), r.below(3)),
+                2 => format!(
+                    "- ipBlock: {{cidr: 198.18.{}.0/24, except: [198.18.{}.0/28]}}",
+                    r.below(3),
+                    r.below(3)
+                ),
                 _ => "- podSelector: {}".to_string(),
             };
             format!(
@@ -414,18 +440,30 @@ fn every_kind_of_generated_document_validates_often() {
             Some(_) => e.1 += 1,
             None if e.1 == 0 && e.0 > 30 => {
                 let res = crate::model::load::load_str(&text, std::path::Path::new("m.yaml"));
-                panic!("{kind:?} never validates:\n{text}\n{:?}", res.diagnostics.first().map(|d| d.message.clone()));
+                panic!(
+                    "{kind:?} never validates:\n{text}\n{:?}",
+                    res.diagnostics.first().map(|d| d.message.clone())
+                );
             }
             None => {
                 if std::env::var("TORTIE_MODEL_DEBUG").is_ok() {
                     let res = crate::model::load::load_str(&text, std::path::Path::new("m.yaml"));
-                    eprintln!("{kind:?}: {:?}", res.diagnostics.iter().map(|d| d.message.clone()).collect::<Vec<_>>());
+                    eprintln!(
+                        "{kind:?}: {:?}",
+                        res.diagnostics
+                            .iter()
+                            .map(|d| d.message.clone())
+                            .collect::<Vec<_>>()
+                    );
                 }
             }
         }
     }
     for (kind, (tried, ok)) in &seen {
-        assert!(ok * 10 >= tried * 6, "{kind}: only {ok} of {tried} documents validate");
+        assert!(
+            ok * 10 >= tried * 6,
+            "{kind}: only {ok} of {tried} documents validate"
+        );
     }
 }
 
@@ -450,6 +488,9 @@ fn random_updates_across_every_kind_equal_full_compiles() {
             );
         }
         let full = outcomes.get("full").copied().unwrap_or(0);
-        assert!(full * 5 < done, "seed {seed}: {full} rebuilds in {done} steps");
+        assert!(
+            full * 5 < done,
+            "seed {seed}: {full} rebuilds in {done} steps"
+        );
     }
 }

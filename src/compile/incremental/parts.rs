@@ -56,17 +56,24 @@ impl Incremental {
     fn render_owner(&self, owner: &Owner) -> Option<super::super::Rendered> {
         let part = match owner {
             Owner::Base => Part::Base,
-            Owner::Workload(id) => Part::Workload(
-                self.cluster
+            Owner::Workload(id) => {
+                let ep = self
+                    .cluster
                     .endpoints
                     .iter()
-                    .find(|e| &e.id == id && e.iface.is_some())?,
-            ),
+                    .find(|e| &e.id == id && e.iface.is_some())?;
+                let list = self.lists.get(id).map(Vec::as_slice).unwrap_or_default();
+                Part::Workload(ep, list.iter().map(|p| &self.policies[p].1).collect())
+            }
             Owner::Leaf(leaf) => {
                 if !self.refs.contains_key(&Obj::Leaf(leaf.clone())) {
                     return None;
                 }
-                Part::Leaf(leaf)
+                let policy = match &leaf.of {
+                    LeafOf::Policy(id) => Some(&self.policies.get(id)?.1),
+                    LeafOf::Profile(_) => None,
+                };
+                Part::Leaf(leaf, policy)
             }
         };
         Some(render_part(&self.cluster, &self.node, part))
@@ -248,6 +255,12 @@ impl Incremental {
     // Set members
 
     fn index_set(&mut self, name: &str, source: &SetSource) {
+        for k in selector_keys(source_selector(source)) {
+            self.sets_by_key
+                .entry(k)
+                .or_default()
+                .insert(name.to_string());
+        }
         match required_pair(source_selector(source)) {
             Some(pair) => {
                 self.sets_by_pair
@@ -262,6 +275,14 @@ impl Incremental {
     }
 
     fn unindex_set(&mut self, name: &str, source: &SetSource) {
+        for k in selector_keys(source_selector(source)) {
+            if let Some(s) = self.sets_by_key.get_mut(&k) {
+                s.remove(name);
+                if s.is_empty() {
+                    self.sets_by_key.remove(&k);
+                }
+            }
+        }
         match required_pair(source_selector(source)) {
             Some(pair) => {
                 if let Some(s) = self.sets_by_pair.get_mut(&pair) {
@@ -319,14 +340,7 @@ impl Incremental {
     /// Moves the counts of every set `old` or `new` can be in; returns how
     /// many sets changed.
     pub(super) fn bump_members(&mut self, old: Option<&Member>, new: Option<&Member>) -> usize {
-        let mut names: BTreeSet<String> = self.sets_unkeyed.iter().cloned().collect();
-        for m in [old, new].into_iter().flatten() {
-            for (k, v) in &m.labels {
-                if let Some(s) = self.sets_by_pair.get(&(k.clone(), v.clone())) {
-                    names.extend(s.iter().cloned());
-                }
-            }
-        }
+        let names = self.candidate_sets(old, new);
         let mut touched = 0;
         for name in names {
             let Some(source) = self.ruleset.set_sources.get(&name) else {
@@ -371,6 +385,39 @@ impl Incremental {
         touched
     }
 
+    /// The sets `old` → `new` can move: for a relabel (same addresses and
+    /// ports), those whose selector reads a changed key; otherwise those
+    /// keyed by one of their pairs, and the unkeyed ones.
+    fn candidate_sets(&self, old: Option<&Member>, new: Option<&Member>) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        if let (Some(o), Some(n)) = (old, new)
+            && o.nets == n.nets
+            && o.ports == n.ports
+        {
+            let changed = o
+                .labels
+                .iter()
+                .filter(|(k, v)| n.labels.get(*k) != Some(*v))
+                .map(|(k, _)| k)
+                .chain(n.labels.keys().filter(|k| !o.labels.contains_key(*k)));
+            for k in changed {
+                if let Some(s) = self.sets_by_key.get(k) {
+                    names.extend(s.iter().cloned());
+                }
+            }
+            return names;
+        }
+        names.extend(self.sets_unkeyed.iter().cloned());
+        for m in [old, new].into_iter().flatten() {
+            for (k, v) in &m.labels {
+                if let Some(s) = self.sets_by_pair.get(&(k.clone(), v.clone())) {
+                    names.extend(s.iter().cloned());
+                }
+            }
+        }
+        names
+    }
+
     fn record_elements(&mut self, name: &str, delta: ElementDelta) {
         if let Some(set) = self.ruleset.sets.get_mut(name) {
             for e in &delta.removed {
@@ -398,6 +445,16 @@ fn empty_map(name: &str) -> crate::compile::ir::VerdictMap {
         name: name.to_string(),
         elements: BTreeMap::new(),
     }
+}
+
+/// The label keys a selector's result depends on (`global()` reads the
+/// namespace label).
+fn selector_keys(sel: &crate::selector::Selector) -> Vec<String> {
+    let mut keys: Vec<String> = sel.label_keys().into_iter().map(str::to_string).collect();
+    if sel.uses_global() {
+        keys.push(crate::calc::NAMESPACE_LABEL.to_string());
+    }
+    keys
 }
 
 fn source_selector(source: &SetSource) -> &crate::selector::Selector {

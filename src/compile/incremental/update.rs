@@ -59,9 +59,9 @@ impl Incremental {
                 (
                     format!("ksa.{ns}.{name}"),
                     ns.clone(),
-                    u.value
-                        .as_ref()
-                        .map(|r| convert::service_account_profile(&ns, name, &r.meta().labels).spec),
+                    u.value.as_ref().map(|r| {
+                        convert::service_account_profile(&ns, name, &r.meta().labels).spec
+                    }),
                 )
             }
         };
@@ -85,29 +85,50 @@ impl Incremental {
         let mut touched = 0;
         for key in keys {
             let r = self.resources.get(key);
-            let member = r.and_then(|r| member_of(&self.cluster, r));
             let ep = r.and_then(|r| self.cluster.endpoint_of(r));
+            let local = ep.as_ref().filter(|e| e.node == self.node).cloned();
+            let member = match ep {
+                Some(e) => Some(Member::from_endpoint(e)),
+                None => r.and_then(|r| member_of(&self.cluster, r)),
+            };
             if member.as_ref() != self.members.get(key) {
                 let old = self.members.set(key, member.clone());
                 touched += self.bump_members(old.as_ref(), member.as_ref());
             }
             if let Some(id) = endpoint_id(key) {
-                let local = ep.filter(|e| e.node == self.node);
                 self.local_endpoint(id, local, dirty);
             }
         }
         touched
     }
 
+    /// The ids of the policies that apply to `ep`, in order.
+    pub(super) fn list_for(&self, ep: &Endpoint) -> Vec<PolicyId> {
+        self.cluster
+            .policies_for(ep)
+            .map(|p| p.id.clone())
+            .collect()
+    }
+
     /// Puts `ep` (or nothing) in the cluster's list of local endpoints under
     /// `id`, marking the part it changes.
     fn local_endpoint(&mut self, id: EndpointId, ep: Option<Endpoint>, dirty: &mut Dirty) {
-        let eps = &mut self.cluster.endpoints;
+        let eps = &self.cluster.endpoints;
         let at = eps.binary_search_by(|e| e.id.cmp(&id));
         let old = at.ok().map(|i| &eps[i]);
         if old == ep.as_ref() {
             return;
         }
+        match &ep {
+            Some(e) => {
+                let list = self.list_for(e);
+                self.lists.insert(id.clone(), list);
+            }
+            None => {
+                self.lists.remove(&id);
+            }
+        }
+        let eps = &mut self.cluster.endpoints;
         let host = matches!(id, EndpointId::Host { .. });
         match (at, ep) {
             (Ok(i), Some(e)) => eps[i] = e,
@@ -124,6 +145,17 @@ impl Incremental {
         }
     }
 
+    /// Where a policy of `rank` is (or would go) in `cluster.policies`.
+    fn rank_position(&self, rank: &Rank) -> usize {
+        self.cluster.policies.partition_point(|q| {
+            &self
+                .policies
+                .get(&q.id)
+                .map_or_else(|| self.cluster.policy_rank(q), |r| r.0.clone())
+                < rank
+        })
+    }
+
     /// A policy changed from `old` to `new` (either may be absent).
     pub(super) fn replace_policy(
         &mut self,
@@ -134,16 +166,17 @@ impl Incremental {
         let Some(id) = old.as_ref().or(new.as_ref()).map(|p| p.id.clone()) else {
             return;
         };
-        if let Some(i) = self.cluster.policies.iter().position(|p| p.id == id) {
-            self.cluster.policies.remove(i);
+        if let Some((rank, _)) = self.policies.remove(&id) {
+            let at = self.rank_position(&rank);
+            if self.cluster.policies.get(at).is_some_and(|p| p.id == id) {
+                self.cluster.policies.remove(at);
+            }
         }
-        if let Some(p) = &new {
-            let rank = self.cluster.policy_rank(p);
-            let at = self
-                .cluster
-                .policies
-                .partition_point(|q| self.cluster.policy_rank(q) <= rank);
+        let rank = new.as_ref().map(|p| self.cluster.policy_rank(p));
+        if let (Some(p), Some(rank)) = (&new, &rank) {
+            let at = self.rank_position(rank);
             self.cluster.policies.insert(at, p.clone());
+            self.policies.insert(id.clone(), (rank.clone(), p.clone()));
         }
         for ep in &self.cluster.endpoints {
             let was = old
@@ -155,6 +188,12 @@ impl Incremental {
                 .filter(|p| p.applies_to.matches(&ep.labels))
                 .map(placement);
             if was != now {
+                let list = self.lists.entry(ep.id.clone()).or_default();
+                list.retain(|p| p != &id);
+                if let (Some(_), Some(rank)) = (&now, &rank) {
+                    let at = list.partition_point(|p| &self.policies[p].0 < rank);
+                    list.insert(at, id.clone());
+                }
                 match &ep.id {
                     EndpointId::Host { .. } => dirty.base = true,
                     id => {

@@ -1,0 +1,303 @@
+//! Compute per update (`cargo bench --bench perf`, section 3a): the
+//! engine (`compile::incremental`) fed one update at a time, as the
+//! daemon feeds it, on the synthetic cluster of each size. Each size runs
+//! in its own process (`--child-calc SIZE`) so that its peak memory is its
+//! own; it prints one line per measurement for the parent to tabulate.
+
+use std::time::Instant;
+
+use tortie::compile::incremental::Incremental;
+use tortie::model::types::{ObjectMeta, Port, TierSpec};
+use tortie::model::{Object, Resource, Update};
+use tortie::synth::{LOCAL_NODE, Size, generate, pod_ip};
+
+/// Updates per kind (tier changes rebuild: fewer of them).
+const N: usize = 60;
+const N_REBUILD: usize = 5;
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+struct Bench {
+    engine: Incremental,
+    lines: Vec<String>,
+}
+
+impl Bench {
+    /// Times `apply` of each batch (the batches of one label).
+    fn time(&mut self, label: &str, batches: Vec<Vec<Update>>) {
+        // TORTIE_CALC_ONLY=TEXT times only the kinds whose label has TEXT
+        // (for profiling one kind).
+        if std::env::var("TORTIE_CALC_ONLY").is_ok_and(|only| !label.contains(&only)) {
+            return;
+        }
+        let mut t = Vec::new();
+        for b in batches {
+            let start = Instant::now();
+            self.engine.apply(b);
+            t.push(ms(start));
+            self.engine.take_change();
+        }
+        let n = t.len();
+        self.lines.push(format!(
+            "update\t{label}\t{:.3}\t{:.3}\t{n}",
+            quantile(t.clone(), 0.5),
+            quantile(t, 0.99)
+        ));
+    }
+}
+
+fn pods(all: &[Resource], local: bool) -> Vec<tortie::model::Pod> {
+    all.iter()
+        .filter_map(|r| match r {
+            Resource::Pod(p) if (p.spec.node_name.as_deref() == Some(LOCAL_NODE)) == local => {
+                Some(p.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn relabel(p: &tortie::model::Pod, app: &str) -> Update {
+    let mut p = p.clone();
+    p.metadata.labels.insert("app".into(), app.into());
+    Update::put(Resource::Pod(p))
+}
+
+/// Pod add, delete and relabel, on a remote or the local node.
+fn pod_updates(b: &mut Bench, all: &[Resource], local: bool, first_ip: usize) {
+    let where_ = if local { "local" } else { "remote" };
+    let pods = pods(all, local);
+    let added: Vec<tortie::model::Pod> = (0..N)
+        .map(|i| {
+            let mut p = pods[i % pods.len()].clone();
+            p.metadata.name = Some(format!("bench-{where_}-{i}"));
+            p.status.pod_ip = Some(pod_ip(first_ip + i));
+            p
+        })
+        .collect();
+    let put = added
+        .iter()
+        .map(|p| vec![Update::put(Resource::Pod(p.clone()))]);
+    b.time(&format!("{where_} pod add"), put.collect());
+    let del = added
+        .iter()
+        .map(|p| vec![Update::delete(Resource::Pod(p.clone()).key())]);
+    b.time(&format!("{where_} pod delete"), del.collect());
+    let step = (pods.len() / N).max(1);
+    let chosen: Vec<_> = pods.iter().step_by(step).cycle().take(N).collect();
+    let moved = chosen
+        .iter()
+        .enumerate()
+        .map(|(i, p)| vec![relabel(p, &format!("app-bench-{}", i % 2))]);
+    b.time(&format!("{where_} pod relabel"), moved.collect());
+    let back = chosen
+        .iter()
+        .map(|p| vec![Update::put(Resource::Pod((*p).clone()))]);
+    b.engine.apply(back.flatten().collect());
+}
+
+fn policy_updates(b: &mut Bench, all: &[Resource]) {
+    let gnps: Vec<_> = all
+        .iter()
+        .filter_map(|r| match r {
+            Resource::GlobalNetworkPolicy(g) => Some(g.clone()),
+            _ => None,
+        })
+        .collect();
+    let added: Vec<_> = (0..N)
+        .map(|i| {
+            let mut g = gnps[i % gnps.len()].clone();
+            g.metadata.name = Some(format!("bench-gnp-{i}"));
+            g
+        })
+        .collect();
+    let put = added
+        .iter()
+        .map(|g| vec![Update::put(Resource::GlobalNetworkPolicy(g.clone()))]);
+    b.time("policy add", put.collect());
+    let edit = |(i, g): (usize, &Object<tortie::model::types::PolicySpec>)| {
+        let mut g = g.clone();
+        let port = 9000 + i as u16;
+        g.spec.ingress[1]
+            .destination
+            .ports
+            .push(Port::Range(port, port));
+        vec![Update::put(Resource::GlobalNetworkPolicy(g))]
+    };
+    // The synthetic policies' selectors name `app-{g % 20}`; local pods
+    // carry app-0 and app-1.
+    let used = |g: &&Object<tortie::model::types::PolicySpec>| {
+        g.spec
+            .selector
+            .as_deref()
+            .is_some_and(|s| s.starts_with("app == 'app-0'") || s.starts_with("app == 'app-1'"))
+    };
+    let edits = gnps
+        .iter()
+        .filter(used)
+        .cycle()
+        .take(N)
+        .enumerate()
+        .map(edit);
+    b.time(
+        "policy edit (a port; selects local endpoints)",
+        edits.collect(),
+    );
+    let edits = gnps
+        .iter()
+        .filter(|g| !used(g))
+        .take(N)
+        .enumerate()
+        .map(edit);
+    b.time("policy edit (a port; selects none here)", edits.collect());
+    let del = added.iter().map(|g| {
+        vec![Update::delete(
+            Resource::GlobalNetworkPolicy(g.clone()).key(),
+        )]
+    });
+    b.time("policy delete", del.collect());
+}
+
+fn namespace_updates(b: &mut Bench, all: &[Resource]) {
+    let nss: Vec<_> = all
+        .iter()
+        .filter_map(|r| match r {
+            Resource::Namespace(n) => Some(n.clone()),
+            _ => None,
+        })
+        .collect();
+    // `team` is what the Kubernetes policies' namespaceSelectors use.
+    let moved = nss.iter().cycle().take(N).enumerate().map(|(i, n)| {
+        let mut n = n.clone();
+        n.metadata
+            .labels
+            .insert("team".into(), format!("team-bench-{i}"));
+        vec![Update::put(Resource::Namespace(n))]
+    });
+    b.time("namespace relabel", moved.collect());
+}
+
+fn other_updates(b: &mut Bench, all: &[Resource]) {
+    let sets: Vec<_> = all
+        .iter()
+        .filter_map(|r| match r {
+            Resource::GlobalNetworkSet(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
+    let edits = (0..N).map(|i| {
+        let mut s = sets[i % sets.len()].clone();
+        s.spec.nets.push(format!("198.19.{}.0/24", 200 + i % 50));
+        vec![Update::put(Resource::GlobalNetworkSet(s))]
+    });
+    b.time("network set edit", edits.collect());
+    let hep = |i: usize| {
+        let text = format!(
+            "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {{name: bench-hep, labels: {{app: app-{}, tier: api}}}}\nspec: {{node: {LOCAL_NODE}, interfaceName: eth0, expectedIPs: [198.19.9.{}]}}\n",
+            i % 20,
+            1 + i % 200
+        );
+        let r = tortie::model::load::load_str(&text, std::path::Path::new("hep.yaml"));
+        vec![Update::put(r.resources[0].resource.clone())]
+    };
+    b.engine.apply(hep(0));
+    b.time("host endpoint edit", (1..=N).map(hep).collect());
+    let tier = |order: f64| {
+        vec![Update::put(Resource::Tier(Object {
+            metadata: ObjectMeta {
+                name: Some("bench-tier".into()),
+                ..ObjectMeta::default()
+            },
+            spec: TierSpec {
+                order: Some(order),
+                ..TierSpec::default()
+            },
+        }))]
+    };
+    b.engine.apply(tier(50.0));
+    b.time(
+        "tier order change",
+        (0..N_REBUILD).map(|i| tier(60.0 + i as f64)).collect(),
+    );
+}
+
+/// Section 3a: one child per size, then one table of every kind of update
+/// (median / p99 per size), the engine's build time and peak memory.
+pub fn section(rep: &mut super::Report, sizes: &[&str]) {
+    let exe = std::env::current_exe().expect("exe");
+    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
+    let mut build = Vec::new();
+    let mut peak = Vec::new();
+    for (col, name) in sizes.iter().enumerate() {
+        let out = std::process::Command::new(&exe)
+            .args(["--child-calc", name])
+            .output()
+            .expect("child");
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let f: Vec<&str> = line.split('\t').collect();
+            match f.as_slice() {
+                ["build", t] => build.push(format!("{t} ms")),
+                ["peak", m] => peak.push(format!("{m} MB")),
+                ["update", label, med, p99, n] => {
+                    let cell = format!("{med} / {p99} ms (n={n})");
+                    match rows.iter_mut().find(|(l, _)| l == label) {
+                        Some((_, cells)) => cells.push(cell),
+                        None => {
+                            let mut cells = vec!["–".to_string(); col];
+                            cells.push(cell);
+                            rows.push((label.to_string(), cells));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    rep.line(&format!(
+        "| update (median / p99 compute) | {} |",
+        sizes.join(" | ")
+    ));
+    rep.line(&format!("|---|{}", "---|".repeat(sizes.len())));
+    for (label, cells) in rows {
+        rep.line(&format!("| {label} | {} |", cells.join(" | ")));
+    }
+    rep.line(&format!(
+        "| engine build (initial, full) | {} |",
+        build.join(" | ")
+    ));
+    rep.line(&format!(
+        "| peak memory of the process (input included) | {} |",
+        peak.join(" | ")
+    ));
+}
+
+/// The child process: builds the engine for `size`, times every kind of
+/// update, prints the figures.
+pub fn child(size_name: &str) {
+    let size = Size::by_name(size_name).expect("size");
+    let all = generate(size);
+    let t = Instant::now();
+    let engine = Incremental::new(all.clone(), LOCAL_NODE, |_| {});
+    let build = ms(t);
+    let mut b = Bench {
+        engine,
+        lines: vec![format!("build\t{build:.1}")],
+    };
+    pod_updates(&mut b, &all, false, 900_000);
+    pod_updates(&mut b, &all, true, 950_000);
+    namespace_updates(&mut b, &all);
+    policy_updates(&mut b, &all);
+    other_updates(&mut b, &all);
+    for l in &b.lines {
+        println!("{l}");
+    }
+    println!("peak\t{:.0}", super::max_rss_mb());
+}
