@@ -38,6 +38,46 @@ impl Drop for Scratch {
     }
 }
 
+/// The consumer's side: the objects the updates leave, and the files in
+/// force as the reports say.
+#[derive(Default)]
+struct InForce {
+    objects: BTreeMap<ResourceKey, Resource>,
+    files: BTreeSet<PathBuf>,
+}
+
+impl InForce {
+    fn apply(&mut self, c: FileChange) {
+        self.take(c.into_changes());
+    }
+
+    fn take(&mut self, c: Changes) {
+        for u in c.updates {
+            match u.value {
+                Some(r) => self.objects.insert(u.key, r),
+                None => self.objects.remove(&u.key),
+            };
+        }
+        for r in c.reports {
+            match r.status {
+                Status::Read(_) => self.files.insert(PathBuf::from(r.item)),
+                Status::Removed => self.files.remove(Path::new(&r.item)),
+                Status::Kept | Status::Rejected => false,
+            };
+        }
+    }
+
+    fn paths(&self) -> Vec<&Path> {
+        self.files.iter().map(PathBuf::as_path).collect()
+    }
+
+    fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.objects.keys().map(|k| k.name.clone()).collect();
+        v.sort();
+        v
+    }
+}
+
 /// The source's bookkeeping driven by hand: jobs run inline.
 struct Harness {
     tree: Tree,
@@ -69,9 +109,9 @@ impl Harness {
                 generation: job.generation,
                 parsed,
             };
-            let (change, rerun) = self.tree.complete(done);
+            let (change, more) = self.tree.complete(done);
             out.extend(change);
-            jobs.extend(rerun);
+            jobs.extend(more);
         }
         for c in &out {
             self.in_force.apply(c.clone());
@@ -89,19 +129,12 @@ impl Harness {
         let on_disk: Vec<PathBuf> = walk(&self.tree.root)
             .map(|m| m.into_keys().collect())
             .unwrap_or_default();
-        let in_force: Vec<PathBuf> = self.in_force.paths().map(Path::to_path_buf).collect();
+        let in_force: Vec<PathBuf> = self.in_force.files.iter().cloned().collect();
         assert_eq!(in_force, on_disk, "{what}");
     }
 
     fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .in_force
-            .snapshot()
-            .iter()
-            .map(|r| r.key().name.clone())
-            .collect();
-        v.sort();
-        v
+        self.in_force.names()
     }
 }
 
@@ -115,19 +148,19 @@ fn an_invalid_edit_keeps_the_previous_content_and_removal_forgets() {
     s.write("root/p.yaml", &tier("Bad_Name"));
     let c = h.sync_with(&[&f], false);
     assert_eq!(c.len(), 1);
-    assert_eq!(c[0].update, Update::Kept);
+    assert_eq!(c[0].status, Status::Kept);
     assert!(!c[0].diagnostics.is_empty());
     assert_eq!(h.names(), ["a"]);
     s.write("root/p.yaml", &tier("b"));
     h.sync_with(&[&f], false);
     assert_eq!(h.names(), ["b"]);
     std::fs::remove_file(&f).unwrap();
-    assert_eq!(h.sync()[0].update, Update::Removed);
+    assert_eq!(h.sync()[0].status, Status::Removed);
     assert!(h.names().is_empty());
     // A new file with errors contributes its valid documents.
     s.write("root/q.yaml", &format!("{}---\nkind: Nope\n", tier("ok")));
     let c = h.sync();
-    assert!(matches!(c[0].update, Update::Set(_)) && !c[0].diagnostics.is_empty());
+    assert!(matches!(c[0].status, Status::Read(_)) && !c[0].diagnostics.is_empty());
     assert_eq!(h.names(), ["ok"]);
     // The same content again (an event without a change) emits nothing.
     let q = s.root().join("q.yaml");
@@ -241,21 +274,21 @@ fn over_budget_files_are_rejected_whole_and_their_values_given_back() {
     let mut h = Harness::new(&s.root(), limits);
     let f = s.write("root/p.yaml", &tier("a"));
     let c = h.sync();
-    assert!(matches!(c[0].update, Update::Set(_)), "{c:#?}");
+    assert!(matches!(c[0].status, Status::Read(_)), "{c:#?}");
     let held = h.tree.pool.used();
     assert!(held > 0);
     // In force, then over the file budget: kept; the parse's values returned.
     let many: String = (0..300).map(|i| format!("k{i}: {i}\n")).collect();
     s.write("root/p.yaml", &many);
     let c = h.sync_with(&[&f], false);
-    assert_eq!(c[0].update, Update::Kept);
+    assert_eq!(c[0].status, Status::Kept);
     assert!(c[0].diagnostics[0].message.contains("more than 200 values"));
     assert_eq!(h.tree.pool.used(), held);
     assert_eq!(h.names(), ["a"]);
     // A new file over the size limit: rejected before reading.
     s.write("root/big.yaml", &"#".repeat(5000));
     let c = h.sync();
-    assert_eq!(c[0].update, Update::Rejected);
+    assert_eq!(c[0].status, Status::Rejected);
     assert!(
         c[0].diagnostics[0]
             .message
@@ -269,8 +302,11 @@ fn over_budget_files_are_rejected_whole_and_their_values_given_back() {
             .contains("--max-file-size")
     );
     assert_eq!(h.tree.pool.used(), held);
-    let in_force: Vec<&Path> = h.in_force.paths().collect();
-    assert_eq!(in_force, [f.as_path()], "a rejected file is not in force");
+    assert_eq!(
+        h.in_force.paths(),
+        [f.as_path()],
+        "a rejected file is not in force"
+    );
 }
 
 #[test]
@@ -293,7 +329,7 @@ fn a_file_refused_for_the_datastore_budget_is_retried_when_room_appears() {
     s.write("root/a.yaml", &body("a"));
     let b = s.write("root/b.yaml", &body("b"));
     let c = h.sync().to_vec();
-    let refused: Vec<_> = c.iter().filter(|c| c.update == Update::Rejected).collect();
+    let refused: Vec<_> = c.iter().filter(|c| c.status == Status::Rejected).collect();
     assert_eq!(refused.len(), 1, "{c:#?}");
     assert!(
         refused[0].diagnostics[0]
@@ -310,7 +346,7 @@ fn a_file_refused_for_the_datastore_budget_is_retried_when_room_appears() {
     std::fs::remove_file(&other).unwrap();
     h.sync();
     h.assert_matches_disk("retried after room appeared");
-    assert_eq!(h.in_force.file_count(), 1);
+    assert_eq!(h.in_force.files.len(), 1);
 }
 
 #[test]
@@ -332,23 +368,24 @@ fn a_file_changed_while_parsed_is_parsed_again() {
         generation: first.generation,
         parsed,
     };
-    let (change, rerun) = h.tree.complete(done);
+    let (change, mut rerun) = h.tree.complete(done);
     h.in_force.apply(change.unwrap());
-    let rerun = rerun.expect("parsed again");
+    assert_eq!(rerun.len(), 1, "parsed again");
+    let rerun = rerun.pop().unwrap();
     let parsed = parse_job(&rerun, &h.limits, &h.tree.pool);
     let (change, none) = h.tree.complete(Done {
         path: f,
         generation: rerun.generation,
         parsed,
     });
-    assert!(none.is_none());
+    assert!(none.is_empty());
     h.in_force.apply(change.unwrap());
     assert_eq!(h.names(), ["two"]);
 }
 
 /// The consumer's side of a running source.
 struct Follower {
-    rx: mpsc::Receiver<FileChange>,
+    rx: mpsc::Receiver<Event>,
     in_force: InForce,
     root: PathBuf,
 }
@@ -360,20 +397,16 @@ impl Follower {
         f();
         let start = Instant::now();
         loop {
-            while let Ok(c) = self.rx.try_recv() {
-                self.in_force.apply(c);
+            while let Ok(ev) = self.rx.try_recv() {
+                if let Event::Changes(c) = ev {
+                    self.in_force.take(c);
+                }
             }
             let disk: Vec<PathBuf> = walk(&self.root)
                 .map(|m| m.into_keys().collect())
                 .unwrap_or_default();
-            let now: Vec<PathBuf> = self.in_force.paths().map(Path::to_path_buf).collect();
-            let mut got: Vec<String> = self
-                .in_force
-                .snapshot()
-                .iter()
-                .map(|r| r.key().name.clone())
-                .collect();
-            got.sort();
+            let now: Vec<PathBuf> = self.in_force.files.iter().cloned().collect();
+            let got = self.in_force.names();
             if disk == now && got == names {
                 eprintln!("{what}: in sync after {:?}", start.elapsed());
                 return start.elapsed();
@@ -397,15 +430,12 @@ fn the_watcher_follows_renames_deletes_and_symlinks_with_inotify() {
         rescan_every: Duration::from_secs(3600),
         ..DirOptions::default()
     };
-    let (_watching, initial) = watch(&s.root(), opts, move |c| tx.send(c).is_ok()).unwrap();
+    let _watching = watch(&s.root(), opts, move |c| tx.send(c).is_ok()).unwrap();
     let mut w = Follower {
         rx,
         in_force: InForce::default(),
         root: s.root(),
     };
-    for c in initial {
-        w.in_force.apply(c);
-    }
     let (root, out) = (s.root(), s.outside());
     w.step("initial", &["p", "q"], || {});
     w.step("rename out", &["q"], || {
@@ -445,22 +475,29 @@ fn a_large_file_is_settled_in_its_own_lane() {
     let s = Scratch::new("large");
     s.write("root/q.yaml", &tier("q"));
     let (tx, rx) = mpsc::channel();
-    let (_watching, initial) = watch(&s.root(), DirOptions::default(), move |c| {
+    let _watching = watch(&s.root(), DirOptions::default(), move |c| {
         tx.send(c).is_ok()
     })
     .unwrap();
-    assert_eq!(initial.len(), 1);
+    // The initial listing, complete when `watch` returns: one file, Synced.
+    let initial: Vec<Event> = rx.try_iter().collect();
+    assert_eq!(initial.len(), 2, "{initial:?}");
+    assert!(matches!(initial[1], Event::Synced));
     let big = s.root().join("big.yaml");
     std::fs::File::create(&big)
         .unwrap()
         .set_len(50 << 20)
         .unwrap();
-    let c = rx
+    let Event::Changes(c) = rx
         .recv_timeout(Duration::from_secs(5))
-        .expect("a change for the large file");
+        .expect("a change for the large file")
+    else {
+        panic!("not a change");
+    };
+    let c = &c.reports[0];
     assert_eq!(
-        (c.path.as_path(), &c.update),
-        (big.as_path(), &Update::Rejected)
+        (c.item.as_str(), c.status),
+        (big.display().to_string().as_str(), Status::Rejected)
     );
     assert!(
         c.diagnostics[0]
