@@ -542,7 +542,8 @@ impl Tree {
                     .keys
                     .get(&key)
                     .and_then(|s| s.holders.iter().find(|h| h.file == *file));
-                diagnostics.push(duplicate(&loaded, file, first.map_or(0, |h| h.line)));
+                let first = first.map_or(0, |h| h.line);
+                diagnostics.push(duplicate(&key, (file, line), (file, first)));
                 continue;
             }
             let shared = match self.keys.get_key_value(&key) {
@@ -558,9 +559,13 @@ impl Tree {
             };
             let at = state.holders.partition_point(|h| h.file < *file);
             state.holders.insert(at, holder);
+            // Reported on the later definition: this one, or (when this
+            // file now comes first) the one it displaces.
             if at > 0 {
                 let w = &state.holders[0];
-                diagnostics.push(duplicate(&loaded, &w.file, w.line));
+                diagnostics.push(duplicate(&key, (file, line), (&w.file, w.line)));
+            } else if let Some(next) = state.holders.get(1) {
+                diagnostics.push(duplicate(&key, (&next.file, next.line), (file, line)));
             }
             fresh.insert(key, loaded.resource);
             keys.push(shared);
@@ -569,19 +574,27 @@ impl Tree {
     }
 }
 
-/// The error for a second definition of a key; `first` is the one used.
-fn duplicate(loaded: &Loaded, first: &Path, line: u32) -> Diagnostic {
-    let message = format!(
-        "{} is defined twice; the first definition ({}:{line}) is used",
-        loaded.resource.key(),
-        first.display()
-    );
-    loaded.diagnostic(
-        Severity::Error,
-        None,
-        message,
-        "give each resource a unique name, or delete one copy",
-    )
+/// The error for a second definition of `key` (at `at`); `first` is the
+/// one used.
+fn duplicate(key: &ResourceKey, at: (&Path, u32), first: (&Path, u32)) -> Diagnostic {
+    Diagnostic {
+        severity: Severity::Error,
+        stage: crate::diag::Stage::Validation,
+        file: Some(at.0.to_path_buf()),
+        pos: Some(crate::model::yaml::Pos {
+            line: at.1 as usize,
+            col: 1,
+        }),
+        resource: Some(key.to_string()),
+        path: None,
+        message: format!(
+            "{key} is defined twice; the first definition ({}:{}) is used",
+            first.0.display(),
+            first.1
+        ),
+        hint: Some("give each resource a unique name, or delete one copy".into()),
+        source: None,
+    }
 }
 
 /// Gives freed heap back to the kernel after a large parse or a rejected

@@ -526,3 +526,116 @@ fn a_rescan_while_a_new_file_is_parsed_does_not_parse_it_twice() {
     assert!(none.is_empty());
     assert!(h.tree.again.contains(&big));
 }
+
+fn tiers(names: &[&str]) -> String {
+    names.iter().map(|n| format!("---\n{}", tier(n))).collect()
+}
+
+#[test]
+fn one_document_edited_in_a_file_of_1000_is_one_update() {
+    let s = Scratch::new("onedoc");
+    let mut h = Harness::new(&s.root(), Limits::DAEMON);
+    let names: Vec<String> = (0..1000).map(|i| format!("t{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let f = s.write("root/many.yaml", &tiers(&refs));
+    let c = h.sync().to_vec();
+    assert_eq!(c[0].updates.len(), 1000);
+    assert_eq!(c[0].status, Status::Read(1000));
+    // Edit document 500 only (a label added).
+    let mut edited = refs.clone();
+    let text = |edited: &[&str]| -> String {
+        edited
+            .iter()
+            .map(|n| match *n {
+                "t500" => format!("---\n{}", tier_labelled("t500", "a")),
+                n => format!("---\n{}", tier(n)),
+            })
+            .collect()
+    };
+    s.write("root/many.yaml", &text(&edited));
+    let c = h.sync_with(&[&f], false).to_vec();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].updates.len(), 1, "{:?}", c[0].updates);
+    let u = &c[0].updates[0];
+    assert_eq!(u.key.name, "t500");
+    assert!(u.value.as_ref().unwrap().meta().labels.contains_key("from"));
+    // Remove one document: one delete. A comment-only edit: nothing.
+    edited.remove(10);
+    s.write("root/many.yaml", &text(&edited));
+    let c = h.sync_with(&[&f], false).to_vec();
+    assert_eq!(c[0].updates, [Update::delete(u_key("t10"))]);
+    s.write("root/many.yaml", &format!("# note\n{}", text(&edited)));
+    let c = h.sync_with(&[&f], false).to_vec();
+    assert!(c[0].updates.is_empty(), "{:?}", c[0].updates);
+    // The file removed: a delete per key it defined.
+    std::fs::remove_file(&f).unwrap();
+    let c = h.sync().to_vec();
+    assert_eq!(c[0].status, Status::Removed);
+    assert_eq!(c[0].updates.len(), 999);
+    assert!(c[0].updates.iter().all(|u| u.value.is_none()));
+    assert!(h.names().is_empty());
+}
+
+fn u_key(name: &str) -> ResourceKey {
+    ResourceKey {
+        kind: crate::model::ResourceKind::Tier,
+        namespace: None,
+        name: name.into(),
+    }
+}
+
+fn tier_labelled(name: &str, v: &str) -> String {
+    format!(
+        "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {{name: {name}, labels: {{from: {v}}}}}\n"
+    )
+}
+
+fn from_label(h: &Harness, name: &str) -> Option<String> {
+    h.in_force
+        .objects
+        .get(&u_key(name))
+        .and_then(|r| r.meta().labels.get("from").cloned())
+}
+
+#[test]
+fn a_key_in_two_files_is_reported_the_first_file_wins_and_its_removal_promotes_the_other() {
+    let s = Scratch::new("dup");
+    let mut h = Harness::new(&s.root(), Limits::DAEMON);
+    let a = s.write("root/a.yaml", &tier_labelled("x", "a"));
+    let b = s.write("root/b.yaml", &tier_labelled("x", "b"));
+    let c = h.sync().to_vec();
+    assert_eq!(from_label(&h, "x").as_deref(), Some("a"), "the first path wins");
+    let dups: Vec<_> = c
+        .iter()
+        .flat_map(|c| &c.diagnostics)
+        .filter(|d| d.message.contains("is defined twice"))
+        .collect();
+    assert_eq!(dups.len(), 1, "{c:#?}");
+    assert_eq!(dups[0].file.as_deref(), Some(b.as_path()), "reported on the loser");
+    assert!(dups[0].message.contains("a.yaml:1"), "{}", dups[0].message);
+    // Editing the loser changes nothing in force.
+    s.write("root/b.yaml", &tier_labelled("x", "b2"));
+    let c = h.sync_with(&[&b], false).to_vec();
+    assert!(c[0].updates.is_empty(), "{:?}", c[0].updates);
+    // The winner goes: the other file's definition is read again and wins.
+    std::fs::remove_file(&a).unwrap();
+    h.sync();
+    assert_eq!(from_label(&h, "x").as_deref(), Some("b2"), "promoted");
+    // A new first file takes over; removing the last one deletes.
+    s.write("root/0.yaml", &tier_labelled("x", "zero"));
+    h.sync();
+    assert_eq!(from_label(&h, "x").as_deref(), Some("zero"));
+    std::fs::remove_file(&b).unwrap();
+    std::fs::remove_file(s.root().join("0.yaml")).unwrap();
+    h.sync();
+    assert_eq!(from_label(&h, "x"), None);
+    assert!(h.tree.keys.is_empty(), "nothing left in the key index");
+    // Twice within one file: the first document wins, the second is reported.
+    s.write(
+        "root/c.yaml",
+        &format!("{}---\n{}", tier_labelled("y", "first"), tier_labelled("y", "second")),
+    );
+    let c = h.sync().to_vec();
+    assert_eq!(from_label(&h, "y").as_deref(), Some("first"));
+    assert!(c[0].diagnostics.iter().any(|d| d.message.contains("is defined twice")));
+}
