@@ -604,14 +604,22 @@ fn a_key_in_two_files_is_reported_the_first_file_wins_and_its_removal_promotes_t
     let a = s.write("root/a.yaml", &tier_labelled("x", "a"));
     let b = s.write("root/b.yaml", &tier_labelled("x", "b"));
     let c = h.sync().to_vec();
-    assert_eq!(from_label(&h, "x").as_deref(), Some("a"), "the first path wins");
+    assert_eq!(
+        from_label(&h, "x").as_deref(),
+        Some("a"),
+        "the first path wins"
+    );
     let dups: Vec<_> = c
         .iter()
         .flat_map(|c| &c.diagnostics)
         .filter(|d| d.message.contains("is defined twice"))
         .collect();
     assert_eq!(dups.len(), 1, "{c:#?}");
-    assert_eq!(dups[0].file.as_deref(), Some(b.as_path()), "reported on the loser");
+    assert_eq!(
+        dups[0].file.as_deref(),
+        Some(b.as_path()),
+        "reported on the loser"
+    );
     assert!(dups[0].message.contains("a.yaml:1"), "{}", dups[0].message);
     // Editing the loser changes nothing in force.
     s.write("root/b.yaml", &tier_labelled("x", "b2"));
@@ -633,9 +641,17 @@ fn a_key_in_two_files_is_reported_the_first_file_wins_and_its_removal_promotes_t
     // Twice within one file: the first document wins, the second is reported.
     s.write(
         "root/c.yaml",
-        &format!("{}---\n{}", tier_labelled("y", "first"), tier_labelled("y", "second")),
+        &format!(
+            "{}---\n{}",
+            tier_labelled("y", "first"),
+            tier_labelled("y", "second")
+        ),
     );
     let c = h.sync().to_vec();
     assert_eq!(from_label(&h, "y").as_deref(), Some("first"));
-    assert!(c[0].diagnostics.iter().any(|d| d.message.contains("is defined twice")));
+    assert!(
+        c[0].diagnostics
+            .iter()
+            .any(|d| d.message.contains("is defined twice"))
+    );
 }
