@@ -143,7 +143,13 @@ impl Pump {
         }
         self.due = None;
         self.last_sent = Some(now);
-        Next::Batch(std::mem::take(&mut self.pending))
+        let batch = std::mem::take(&mut self.pending);
+        tracing::debug!(
+            updates = batch.updates.len(),
+            interfaces = batch.interfaces.is_some(),
+            "changes received"
+        );
+        Next::Batch(batch)
     }
 
     fn take(&mut self, input: Input) {
