@@ -183,13 +183,12 @@ impl Pump {
         let _entered = span.enter();
         log_report(r, &self.metrics);
         let errors: Vec<&'static str> = r.errors_by_stage().collect();
-        let had = if errors.is_empty() {
+        if errors.is_empty() {
             self.invalid.remove(&r.item).is_some()
         } else {
             self.invalid.insert(r.item.clone(), errors);
             true
-        };
-        had
+        }
     }
 
     fn publish_invalid(&self) {
