@@ -306,7 +306,8 @@ fn watch_interfaces(
     let (itx, irx) = mpsc::channel();
     match crate::hostifaces::watch(target, Duration::from_millis(100), itx) {
         Ok(w) => {
-            let first = irx.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
+            // None until the first map arrives: no check is made on a guess.
+            let first = irx.recv_timeout(Duration::from_secs(2)).ok();
             let forward = tx.clone();
             std::thread::spawn(move || {
                 for m in irx {
@@ -315,7 +316,7 @@ fn watch_interfaces(
                     }
                 }
             });
-            (Some(first), Some(w))
+            (first, Some(w))
         }
         Err(e) => {
             tracing::warn!(
