@@ -225,4 +225,36 @@ mod tests {
         assert!(m.contains("e.g. n1") && m.contains("2 node(s)"), "{m}");
         assert_eq!(wrong_node("n1", &BTreeSet::from(["n1"])), None);
     }
+
+    #[test]
+    fn local_pods_without_their_interfaces_are_named_with_the_prefix() {
+        let engine = Incremental::new(vec![pod("a", "n1"), pod("b", "n2")], "n1", |_| {});
+        let iface = crate::calc::pod_interface_name("cali", "d", "a");
+        let mut map = InterfaceAddrs::new();
+        map.insert("eth0".into(), Vec::new());
+        let m = no_interfaces(&engine, "n1", &map).expect("a warning");
+        assert!(m.starts_with("1 local pod(s)"), "{m}");
+        assert!(
+            m.contains(&iface) && m.contains("interfacePrefix (cali)"),
+            "{m}"
+        );
+        map.insert(iface, Vec::new());
+        assert_eq!(no_interfaces(&engine, "n1", &map), None);
+        // No local pods: nothing to say.
+        assert_eq!(no_interfaces(&engine, "n3", &InterfaceAddrs::new()), None);
+        // Both checks through the gauges.
+        let metrics = Metrics::default();
+        let mut census = Census::default();
+        census.note(&Update::put(pod("b", "n2")));
+        Checks::default().run(&engine, "N2", &census, Some(&map), &metrics);
+        let text = metrics.render();
+        assert!(
+            text.contains("tortie_misconfigured{check=\"wrong_node\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tortie_misconfigured{check=\"no_interfaces\"} 0"),
+            "{text}"
+        );
+    }
 }
