@@ -464,26 +464,8 @@ impl Tree {
         let refused = result.rejected || (in_force && result.has_errors());
         if refused {
             self.pool.release(charged);
-            let kept = previous.unwrap_or_else(|| Tracked {
-                id: Arc::from(path),
-                stamp: None,
-                hash: None,
-                charged: 0,
-                keys: Vec::new(),
-            });
             let stamp = if full { None } else { stamp };
-            self.files
-                .insert(path.to_path_buf(), Tracked { stamp, ..kept });
-            return Some(FileChange {
-                path: path.to_path_buf(),
-                status: if in_force {
-                    Status::Kept
-                } else {
-                    Status::Rejected
-                },
-                diagnostics: result.diagnostics,
-                updates: Vec::new(),
-            });
+            return Some(self.refuse(path, previous, stamp, result.diagnostics));
         }
         self.promote.remove(path);
         let (id, old_keys) = match previous {
@@ -520,6 +502,36 @@ impl Tree {
             diagnostics,
             updates,
         })
+    }
+
+    /// A read that cannot take effect: the previous content (if any) stays.
+    fn refuse(
+        &mut self,
+        path: &Path,
+        previous: Option<Tracked>,
+        stamp: Option<Stamp>,
+        diagnostics: Vec<Diagnostic>,
+    ) -> FileChange {
+        let in_force = previous.as_ref().is_some_and(|t| t.hash.is_some());
+        let kept = previous.unwrap_or_else(|| Tracked {
+            id: Arc::from(path),
+            stamp: None,
+            hash: None,
+            charged: 0,
+            keys: Vec::new(),
+        });
+        self.files
+            .insert(path.to_path_buf(), Tracked { stamp, ..kept });
+        FileChange {
+            path: path.to_path_buf(),
+            status: if in_force {
+                Status::Kept
+            } else {
+                Status::Rejected
+            },
+            diagnostics,
+            updates: Vec::new(),
+        }
     }
 
     /// Records `file`'s definitions (the first of a key within the file
