@@ -52,12 +52,8 @@ impl Desired {
             felix_env: Some(env),
         };
         let started = Instant::now();
-        // The listing's last word on each key (a relist may have come between).
-        let mut last: std::collections::HashMap<_, _> = std::collections::HashMap::new();
-        for u in initial {
-            last.insert(u.key, u.value);
-        }
-        let resources: Vec<_> = last.into_values().flatten().collect();
+        // One update per key (the pump keeps the latest): the objects.
+        let resources: Vec<_> = initial.into_iter().filter_map(|u| u.value).collect();
         let objects = resources.len();
         let engine = Incremental::with_context(resources, &opts.node, context, move |s| {
             s.log_backend = backend

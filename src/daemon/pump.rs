@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::datastore::{Changes, Event, Report, Status};
 use crate::hostifaces::InterfaceAddrs;
-use crate::model::Update;
+use crate::model::{ResourceKey, Update};
 
 use super::checks::Census;
 use super::metrics::Metrics;
@@ -34,17 +34,31 @@ pub const MAX_WINDOW: Duration = Duration::from_secs(1);
 /// that one huge broken file cannot flood the log.
 const LOGGED_PER_REPORT: usize = 20;
 
-/// Inputs gathered for one compute.
+/// Inputs gathered for one compute: at most one update per key (the
+/// latest: a file moved within the tree is a delete then a put of the same
+/// object, which together are no change).
 #[derive(Default)]
 pub struct Batch {
     pub updates: Vec<Update>,
     /// The latest interface map, when it changed.
     pub interfaces: Option<InterfaceAddrs>,
+    /// Key → its update's place in `updates`.
+    index: HashMap<ResourceKey, usize>,
 }
 
 impl Batch {
     fn is_empty(&self) -> bool {
         self.updates.is_empty() && self.interfaces.is_none()
+    }
+
+    fn push(&mut self, u: Update) {
+        match self.index.get(&u.key) {
+            Some(&i) => self.updates[i] = u,
+            None => {
+                self.index.insert(u.key.clone(), self.updates.len());
+                self.updates.push(u);
+            }
+        }
     }
 }
 
@@ -101,8 +115,7 @@ impl Pump {
             }
         }
         self.due = None;
-        self.pending.interfaces = None;
-        Some(std::mem::take(&mut self.pending.updates))
+        Some(std::mem::take(&mut self.pending).updates)
     }
 
     /// The last batch took `took` to compute: the window follows it.
@@ -174,7 +187,9 @@ impl Pump {
         for u in &c.updates {
             self.census.note(u);
         }
-        self.pending.updates.extend(c.updates);
+        for u in c.updates {
+            self.pending.push(u);
+        }
     }
 
     /// Logs and counts one report; true when the gauge must follow.
@@ -283,6 +298,30 @@ mod tests {
         tx.send(put("e")).unwrap();
         let (_, took) = wait_batch(&mut p, Duration::from_secs(2));
         assert!(took < Duration::from_millis(100), "{took:?}");
+    }
+
+    #[test]
+    fn a_delete_and_a_put_of_one_key_in_a_batch_leave_only_the_put() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut p = Pump::new(rx, Duration::from_millis(1), Arc::new(Metrics::default()));
+        let Input::Source(Event::Changes(mut put_a)) = put("a") else {
+            unreachable!()
+        };
+        let a = put_a.updates.pop().unwrap();
+        let changes = Changes {
+            updates: vec![Update::delete(a.key.clone()), a.clone()],
+            reports: Vec::new(),
+        };
+        tx.send(Input::Source(Event::Changes(changes))).unwrap();
+        tx.send(put("b")).unwrap();
+        let (b, _) = wait_batch(&mut p, Duration::from_secs(2));
+        let names: Vec<(&str, bool)> = b
+            .updates
+            .iter()
+            .map(|u| (u.key.name.as_str(), u.value.is_some()))
+            .collect();
+        assert_eq!(names, [("a", true), ("b", true)]);
+        assert_eq!(b.updates[0], a);
     }
 
     #[test]

@@ -750,11 +750,12 @@ pub fn watch(
         watched: std::fs::canonicalize(root).ok(),
         tx,
         opts,
+        held: Held::default(),
     };
     let mut initial = Vec::new();
     source
         .rescan(&BTreeSet::new(), false, &mut |c| {
-            initial.push(c);
+            initial.extend(c);
             true
         })
         .map_err(|e| DirError::Read {
@@ -764,8 +765,8 @@ pub fn watch(
     let mut fs_events = Vec::new();
     while !source.tree.inflight.is_empty() {
         match rx.recv() {
-            Ok(Msg::Done(done)) => source.complete(done, &mut |c| {
-                initial.push(c);
+            Ok(Msg::Done(done)) => source.complete(done, &mut |c: Vec<FileChange>| {
+                initial.extend(c);
                 true
             }),
             Ok(Msg::Fs(ev)) => fs_events.push(ev),
@@ -778,7 +779,7 @@ pub fn watch(
     sink(Event::Synced);
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    let file_sink = move |c: FileChange| sink(Event::Changes(c.into_changes()));
+    let file_sink = move |c: Vec<FileChange>| sink(Event::Changes(merge(c)));
     std::thread::Builder::new()
         .name("tortie-dir".into())
         .spawn(move || source.run(rx, fs_events, &flag, &file_sink))
@@ -787,6 +788,43 @@ pub fn watch(
             source,
         })?;
     Ok(Watching { stop })
+}
+
+/// Removals waiting for the reads started by the same rescan: a file
+/// renamed within the tree is a removal and a read, and sent together the
+/// objects it defines never leave (no window without them). At most
+/// [`HOLD_REMOVALS`].
+#[derive(Default)]
+struct Held {
+    changes: Vec<FileChange>,
+    awaiting: BTreeSet<PathBuf>,
+    since: Option<Instant>,
+}
+
+/// The longest removals wait for the reads they came with.
+const HOLD_REMOVALS: Duration = Duration::from_secs(1);
+
+impl Held {
+    fn overdue(&self) -> bool {
+        self.since.is_some_and(|t| t.elapsed() >= HOLD_REMOVALS)
+    }
+
+    fn take(&mut self) -> Vec<FileChange> {
+        self.awaiting.clear();
+        self.since = None;
+        std::mem::take(&mut self.changes)
+    }
+}
+
+/// Several files' changes as one batch for the consumer.
+fn merge(changes: Vec<FileChange>) -> Changes {
+    let mut out = Changes::default();
+    for c in changes {
+        let one = c.into_changes();
+        out.updates.extend(one.updates);
+        out.reports.extend(one.reports);
+    }
+    out
 }
 
 /// The source thread's state.
@@ -798,6 +836,7 @@ struct Source {
     watched: Option<PathBuf>,
     tx: Sender<Msg>,
     opts: DirOptions,
+    held: Held,
 }
 
 /// Events gathered during one burst.
@@ -833,7 +872,7 @@ impl Source {
         rx: Receiver<Msg>,
         early: Vec<notify::Result<notify::Event>>,
         stop: &AtomicBool,
-        sink: &dyn Fn(FileChange) -> bool,
+        sink: &dyn Fn(Vec<FileChange>) -> bool,
     ) {
         let mut burst = Burst::default();
         for e in early {
@@ -876,6 +915,12 @@ impl Source {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => alive = false,
             }
+            if self.held.overdue() {
+                let late = self.held.take();
+                if !late.is_empty() {
+                    alive &= sink(late);
+                }
+            }
         }
     }
 
@@ -883,7 +928,7 @@ impl Source {
         &mut self,
         forced: &BTreeSet<PathBuf>,
         all: bool,
-        sink: &dyn Fn(FileChange) -> bool,
+        sink: &dyn Fn(Vec<FileChange>) -> bool,
     ) {
         if let Err(e) = self.rescan(forced, all, &mut |c| sink(c)) {
             tracing::error!(
@@ -894,12 +939,13 @@ impl Source {
         }
     }
 
-    /// Walks the tree and dispatches the jobs it needs; emits removals.
+    /// Walks the tree and dispatches the jobs it needs; emits removals, or
+    /// holds them until the reads this rescan started are done.
     fn rescan(
         &mut self,
         forced: &BTreeSet<PathBuf>,
         all: bool,
-        emit: &mut dyn FnMut(FileChange) -> bool,
+        emit: &mut dyn FnMut(Vec<FileChange>) -> bool,
     ) -> std::io::Result<()> {
         self.rewatch_if_moved();
         if all {
@@ -909,8 +955,15 @@ impl Source {
             );
         }
         let (changes, jobs) = self.tree.rescan(forced, all)?;
-        for c in changes {
-            emit(c);
+        if !changes.is_empty() || !self.held.awaiting.is_empty() {
+            self.held.changes.extend(changes);
+            self.held
+                .awaiting
+                .extend(jobs.iter().map(|j| j.path.clone()));
+            self.held.since.get_or_insert_with(Instant::now);
+        }
+        if !self.held.changes.is_empty() && self.held.awaiting.is_empty() {
+            emit(self.held.take());
         }
         for job in jobs {
             self.workers.send(job);
@@ -931,14 +984,26 @@ impl Source {
         }
     }
 
-    fn complete(&mut self, done: Done, emit: &mut dyn FnMut(FileChange) -> bool) {
+    fn complete(&mut self, done: Done, emit: &mut dyn FnMut(Vec<FileChange>) -> bool) {
         let heavy = matches!(&done.parsed, Parsed::Loaded { result, .. } if result.rejected || result.values > 100_000);
+        let path = done.path.clone();
         let (change, jobs) = self.tree.complete(done);
+        if self.held.awaiting.remove(&path) {
+            // Read again (it changed while parsed): still awaited.
+            self.held.awaiting.extend(
+                jobs.iter()
+                    .filter(|j| j.path == path)
+                    .map(|j| j.path.clone()),
+            );
+            self.held.changes.extend(change);
+            if self.held.awaiting.is_empty() {
+                emit(self.held.take());
+            }
+        } else if let Some(c) = change {
+            emit(vec![c]);
+        }
         for job in jobs {
             self.workers.send(job);
-        }
-        if let Some(c) = change {
-            emit(c);
         }
         if heavy {
             trim_heap();

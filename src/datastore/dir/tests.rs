@@ -655,3 +655,31 @@ fn a_key_in_two_files_is_reported_the_first_file_wins_and_its_removal_promotes_t
             .any(|d| d.message.contains("is defined twice"))
     );
 }
+
+#[test]
+fn a_directory_renamed_inside_the_tree_arrives_as_one_change_with_no_gap() {
+    let s = Scratch::new("mvone");
+    s.write("root/sub/p.yaml", &tier("p"));
+    let (tx, rx) = mpsc::channel();
+    let opts = DirOptions {
+        rescan_every: Duration::from_secs(3600),
+        ..DirOptions::default()
+    };
+    let _watching = watch(&s.root(), opts, move |c| tx.send(c).is_ok()).unwrap();
+    let initial: Vec<Event> = rx.try_iter().collect();
+    assert!(matches!(initial.last(), Some(Event::Synced)));
+    std::fs::rename(s.root().join("sub"), s.root().join("sub2")).unwrap();
+    let Ok(Event::Changes(c)) = rx.recv_timeout(Duration::from_secs(5)) else {
+        panic!("no change after the rename");
+    };
+    let statuses: Vec<Status> = c.reports.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [Status::Removed, Status::Read(1)], "{c:?}");
+    // The delete and the put of `p` travel together: applied as one batch,
+    // the tier never leaves.
+    let names: Vec<(&str, bool)> = c
+        .updates
+        .iter()
+        .map(|u| (u.key.name.as_str(), u.value.is_some()))
+        .collect();
+    assert_eq!(names, [("p", false), ("p", true)]);
+}
