@@ -790,10 +790,10 @@ pub fn watch(
     Ok(Watching { stop })
 }
 
-/// Removals waiting for the reads started by the same rescan: a file
-/// renamed within the tree is a removal and a read, and sent together the
-/// objects it defines never leave (no window without them). At most
-/// [`HOLD_REMOVALS`].
+/// Removals and reads waiting for the other reads started by the same
+/// rescan: a file renamed within the tree is a removal and a read, a
+/// document moved between files two reads; sent together, the objects
+/// never leave (no window without them). At most [`HOLD_REMOVALS`].
 #[derive(Default)]
 struct Held {
     changes: Vec<FileChange>,
@@ -955,7 +955,9 @@ impl Source {
             );
         }
         let (changes, jobs) = self.tree.rescan(forced, all)?;
-        if !changes.is_empty() || !self.held.awaiting.is_empty() {
+        // Removals, or reads of several files (a document moved from one
+        // to another), travel as one change.
+        if !changes.is_empty() || jobs.len() > 1 || !self.held.awaiting.is_empty() {
             self.held.changes.extend(changes);
             self.held
                 .awaiting

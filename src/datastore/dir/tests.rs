@@ -683,3 +683,47 @@ fn a_directory_renamed_inside_the_tree_arrives_as_one_change_with_no_gap() {
         .collect();
     assert_eq!(names, [("p", false), ("p", true)]);
 }
+
+#[test]
+fn a_document_moved_between_two_files_in_one_burst_arrives_as_one_change() {
+    let s = Scratch::new("mvdoc");
+    s.write("root/a.yaml", &tiers(&["x", "y"]));
+    s.write("root/b.yaml", &tiers(&["z"]));
+    let (tx, rx) = mpsc::channel();
+    let opts = DirOptions {
+        rescan_every: Duration::from_secs(3600),
+        debounce: Duration::from_millis(100),
+        ..DirOptions::default()
+    };
+    let _watching = watch(&s.root(), opts, move |c| tx.send(c).is_ok()).unwrap();
+    let _initial: Vec<Event> = rx.try_iter().collect();
+    // `y` moves from a.yaml to b.yaml, both written within the debounce.
+    support_write(&s.root().join("a.yaml"), &tiers(&["x"]));
+    support_write(&s.root().join("b.yaml"), &tiers(&["z", "y"]));
+    let Ok(Event::Changes(c)) = rx.recv_timeout(Duration::from_secs(5)) else {
+        panic!("no change after the move");
+    };
+    assert_eq!(c.reports.len(), 2, "both files in one change: {c:?}");
+    let mut applied = InForce::default();
+    for name in ["x", "y", "z"] {
+        applied.objects.insert(
+            u_key(name),
+            crate::model::Resource::Tier(crate::model::Object {
+                metadata: Default::default(),
+                spec: Default::default(),
+            }),
+        );
+    }
+    applied.take(c);
+    assert_eq!(
+        applied.names(),
+        ["x", "y", "z"],
+        "y is in force after the batch"
+    );
+}
+
+fn support_write(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
