@@ -168,8 +168,19 @@ fn edits_reach_the_kernel_and_invalid_edits_keep_the_previous_rules() {
     );
     assert!(d.metric("tortie_invalid_files_kept_total") >= 1.0);
     assert!(d.metric("tortie_invalid_input_total{stage=\"decode\"}") >= 1.0);
+    // The gauge of problems in force counts the broken file, and falls
+    // once it is fixed.
+    let now_invalid = "tortie_invalid_inputs{stage=\"decode\"}";
+    assert_eq!(d.metric(now_invalid), 1.0);
     write(&policy, ALLOW_GOOD);
     within_a_second(&w, (true, false), "fix the file");
+    let (_, body) = d.get("/metrics").expect("metrics");
+    assert!(
+        !body
+            .lines()
+            .any(|l| l.starts_with("tortie_invalid_inputs{")),
+        "no problem in force after the fix:\n{body}"
+    );
 
     // Metrics with sane values.
     assert_eq!(d.metric("felix_resync_state"), 3.0);
