@@ -1,11 +1,11 @@
 //! `tortie run`: the long-running agent, a thin loop: updates in (the
-//! source's per-object deltas, [`pump`]) → engine ([`desired`]) → ruleset
-//! changes → kernel ([`kernel`]). It loads every source completely before
+//! source's per-object deltas, `pump`) → engine (`desired`) → ruleset
+//! changes → kernel (`kernel`). It loads every source completely before
 //! the first apply (a partial ruleset is never installed), debounces once
 //! and adaptively (the first change after quiet goes at once, bursts are
 //! coalesced), re-reads the kernel on every refresh interval to repair
 //! drift, serves metrics and health, warns loudly about a misconfigured
-//! node ([`checks`]), and on SIGTERM leaves the rules in force. A restart
+//! node (`checks`), and on SIGTERM leaves the rules in force. A restart
 //! adopts the table already in the kernel: the first apply is a delta.
 //!
 //! Kernel faults: every nft call has a deadline and is abandoned at once on
