@@ -358,7 +358,7 @@ impl Tree {
     }
 
     /// Forgets a file (and any job in flight for it): deletes for the keys
-    /// it won, promotions of other files defining them.
+    /// it won, promotions of other files defining them; its report clears.
     fn remove(&mut self, path: &Path) -> Option<FileChange> {
         self.inflight.remove(path);
         self.again.remove(path);
@@ -370,7 +370,8 @@ impl Tree {
             self.drop_holder(k, &t.id);
             self.reconcile(k, &t.id, &mut Fresh::new(), &mut updates);
         }
-        t.hash.map(|_| FileChange {
+        // Also for a file never in force: its report (a rejection) clears.
+        Some(FileChange {
             path: path.to_path_buf(),
             status: Status::Removed,
             diagnostics: Vec::new(),

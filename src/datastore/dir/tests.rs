@@ -307,6 +307,11 @@ fn over_budget_files_are_rejected_whole_and_their_values_given_back() {
         [f.as_path()],
         "a rejected file is not in force"
     );
+    // Removing the rejected file clears its report (the gauge falls).
+    std::fs::remove_file(s.root().join("big.yaml")).unwrap();
+    let c = h.sync();
+    assert_eq!(c.len(), 1);
+    assert_eq!((c[0].status, c[0].diagnostics.len()), (Status::Removed, 0));
 }
 
 #[test]
