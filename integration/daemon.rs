@@ -20,11 +20,16 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path, netns: &str, port: u16) -> Daemon {
+        Daemon::start_as(dir, netns, port, "node1", Stdio::inherit())
+    }
+
+    /// As `start`, for node `node`, the agent's log going to `stderr`.
+    fn start_as(dir: &Path, netns: &str, port: u16, node: &str, stderr: Stdio) -> Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_tortie"))
             .args([
                 "run",
                 "--node",
-                "node1",
+                node,
                 "--netns",
                 netns,
                 "--refresh-interval",
@@ -33,7 +38,7 @@ impl Daemon {
             .arg(format!("--datastore=dir:{}", dir.display()))
             .arg(format!("--metrics-addr=127.0.0.1:{port}"))
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start tortie run");
         let d = Daemon {
@@ -163,8 +168,19 @@ fn edits_reach_the_kernel_and_invalid_edits_keep_the_previous_rules() {
     );
     assert!(d.metric("tortie_invalid_files_kept_total") >= 1.0);
     assert!(d.metric("tortie_invalid_input_total{stage=\"decode\"}") >= 1.0);
+    // The gauge of problems in force counts the broken file, and falls
+    // once it is fixed.
+    let now_invalid = "tortie_invalid_inputs{stage=\"decode\"}";
+    assert_eq!(d.metric(now_invalid), 1.0);
     write(&policy, ALLOW_GOOD);
     within_a_second(&w, (true, false), "fix the file");
+    let (_, body) = d.get("/metrics").expect("metrics");
+    assert!(
+        !body
+            .lines()
+            .any(|l| l.starts_with("tortie_invalid_inputs{")),
+        "no problem in force after the fix:\n{body}"
+    );
 
     // Metrics with sane values.
     assert_eq!(d.metric("felix_resync_state"), 3.0);
@@ -183,6 +199,12 @@ fn edits_reach_the_kernel_and_invalid_edits_keep_the_previous_rules() {
         "last apply {last}, now {now}"
     );
     assert_eq!(d.metric("felix_int_dataplane_failures"), 0.0);
+    // The node is configured right: its pods and their interfaces are there.
+    assert_eq!(d.metric("tortie_misconfigured{check=\"wrong_node\"}"), 0.0);
+    assert_eq!(
+        d.metric("tortie_misconfigured{check=\"no_interfaces\"}"),
+        0.0
+    );
     // Per-policy hits come from rule counters (read every refresh, here 1 s).
     let deadline = Instant::now() + Duration::from_secs(5);
     let series = "tortie_policy_packets{tier=\"default\",kind=\"knp\",namespace=\"default\",policy=\"p\",action=\"Allow\"}";
@@ -304,4 +326,43 @@ fn a_restart_opens_no_window() {
     eprintln!("restarts: {a} probes, {bad} wrong");
     assert!(a > 50);
     assert_eq!(bad, 0, "wrong verdicts across restarts");
+}
+
+#[test]
+fn a_mistyped_node_name_is_warned_about_with_the_closest_names_and_a_metric() {
+    if !kernel::require_kernel("daemon_wrong_node") {
+        return;
+    }
+    let w = world("wnode");
+    write(&w.dir.join("policy.yaml"), ALLOW_GOOD);
+    let log_path = w.dir.with_extension("log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    // `Node1` for `node1`: no endpoint here, three on node1.
+    let d = Daemon::start_as(&w.dir, &w.t.node.ns.name, free_port(), "Node1", log.into());
+    let series = "tortie_misconfigured{check=\"wrong_node\"}";
+    assert_eq!(d.metric(series), 1.0, "the warning's gauge at start");
+    assert_eq!(d.metric("felix_active_local_endpoints"), 0.0);
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("no endpoint is on this node"))
+        .unwrap_or_else(|| panic!("no wrong-node warning in:\n{text}"));
+    assert!(line.contains("e.g. node1"), "{line}");
+    assert!(
+        line.contains("check=\"wrong_node\"") || line.contains("check=wrong_node"),
+        "{line}"
+    );
+    // An endpoint on Node1 appears: on the next recompute the warning is
+    // resolved and the gauge falls.
+    let wep = "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {name: node1-k8s-w-eth0, namespace: default}\nspec: {node: Node1, interfaceName: caliw0000001, ipNetworks: [198.18.9.9/32]}\n";
+    write(&w.dir.join("wep.yaml"), wep);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while d.metric(series) != 0.0 {
+        assert!(Instant::now() < deadline, "the gauge did not fall");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(text.contains("resolved"), "{text}");
+    d.stop();
+    let _ = std::fs::remove_file(&log_path);
 }

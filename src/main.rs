@@ -104,7 +104,11 @@ enum Command {
         /// overrides FelixConfiguration nftablesRefreshInterval.
         #[arg(long, env = "TORTIE_REFRESH_INTERVAL")]
         refresh_interval: Option<String>,
-        /// Quiet time that ends a burst of changes, in milliseconds.
+        /// The debounce, in milliseconds: the first change after a quiet
+        /// spell is applied at once; changes within this window after it
+        /// (or the last compute's duration, if longer; at most 1 s) are
+        /// coalesced. The directory source waits this long for file events
+        /// to go quiet before reading.
         #[arg(long, default_value_t = 30)]
         debounce_ms: u64,
         /// Where Log actions and logged drops go: `nflog` (read by tortie and

@@ -194,6 +194,12 @@ impl Incremental {
         &self.cluster
     }
 
+    /// How many distinct policies apply to this node's endpoints.
+    pub fn local_policy_count(&self) -> usize {
+        let ids: std::collections::HashSet<&PolicyId> = self.lists.values().flatten().collect();
+        ids.len()
+    }
+
     /// What changed in the ruleset since the last call (for the kernel side).
     pub fn take_change(&mut self) -> Change {
         std::mem::take(&mut self.pending)

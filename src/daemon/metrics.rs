@@ -53,6 +53,8 @@ struct Inner {
     apply_window: VecDeque<f64>,
     /// Problems in the input as it stands now (gauge), by stage.
     invalid_now: BTreeMap<String, u64>,
+    /// Misconfiguration checks (`daemon::checks`) and whether each holds.
+    misconfigured: BTreeMap<&'static str, bool>,
     /// Packets and bytes dropped by implicit rules, by (endpoint, reason).
     implicit_drops: BTreeMap<(String, String), (u64, u64)>,
     last_success_unix: f64,
@@ -271,6 +273,11 @@ impl Metrics {
         self.with(|m| m.invalid_now = by_stage);
     }
 
+    /// Which misconfiguration checks hold now (a gauge per check).
+    pub fn set_misconfigured(&self, checks: BTreeMap<&'static str, bool>) {
+        self.with(|m| m.misconfigured = checks);
+    }
+
     /// The exposition text: everything below, plus `process_*`.
     pub fn render(&self) -> String {
         let registry = Registry::new();
@@ -337,6 +344,7 @@ impl Metrics {
             f.labelled_counter("tortie_ladder_steps_total", "Applies that escalated to a full rebuild or a re-created table.", &["step"], m.ladder_steps.iter().map(|(k, v)| (vec![k.as_str()], *v as f64)));
             f.labelled_counter("tortie_invalid_input_total", "Problems found in the input, by stage.", &["stage"], m.invalid.iter().map(|(k, v)| (vec![k.as_str()], *v as f64)));
             f.labelled_gauge("tortie_invalid_inputs", "Problems in the input as it stands now, by stage.", &["stage"], m.invalid_now.iter().map(|(k, v)| (vec![k.as_str()], *v as f64)));
+            f.labelled_gauge("tortie_misconfigured", "1 while a misconfiguration check holds (wrong_node: no endpoint on this node but endpoints on others; no_interfaces: local pods but none of their interfaces exists).", &["check"], m.misconfigured.iter().map(|(k, v)| (vec![*k], f64::from(u8::from(*v)))));
             let policy = ["tier", "kind", "namespace", "policy", "action"];
             let hits = |pick: fn(&(u64, u64)) -> u64| {
                 m.policy_hits.iter().map(move |(l, v)| {

@@ -1,6 +1,7 @@
 //! The directory datastore: every YAML/JSON file under a directory, watched
-//! with inotify and emitted as per-file changes (path → its resources now in
-//! force, or removed).
+//! with inotify and emitted as per-file changes, each carrying the
+//! per-object updates it caused (documents are diffed by key and content
+//! hash: editing one document of a file of 1,000 is one update).
 //!
 //! The source owns a thread that follows the tree: after every burst of
 //! events (debounced) and on a periodic safety rescan it walks the whole
@@ -10,8 +11,13 @@
 //! Files are read and parsed by bounded workers off the reconcile loop —
 //! small files in their own lane, so a 50 MB file never delays them — each
 //! within the input [`Limits`]. The source keeps only what it needs to
-//! compute deltas (a stamp, a content hash and a value count per file);
-//! [`InForce`] on the consumer's side holds the resources.
+//! compute deltas: a stamp, a content hash and a value count per file, and
+//! per key which files define it with a hash of each definition — never a
+//! copy of the objects (the consumer holds those).
+//!
+//! A key defined in two files is an error reported on the second; the
+//! first file by path wins, and when its definition goes the next file's is
+//! read again and takes over.
 //!
 //! A file changed into something invalid is reported and its previous
 //! content stays in force; a new invalid file contributes its valid
@@ -27,10 +33,11 @@ use std::time::{Duration, Instant};
 use notify::Watcher;
 use sha2::{Digest, Sha256};
 
-use crate::diag::Diagnostic;
-use crate::model::Resource;
-use crate::model::load::{LoadResult, load_str_with, read_text, walk};
+use super::{Changes, Event, Report, Status};
+use crate::diag::{Diagnostic, Severity};
+use crate::model::load::{LoadResult, Loaded, load_str_with, read_text, walk};
 use crate::model::yaml::{Budget, BudgetKind, Limits, Pool};
+use crate::model::{Resource, ResourceKey, Update};
 
 /// How the source reads and follows the tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,68 +60,28 @@ impl Default for DirOptions {
     }
 }
 
-/// What became of one file.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Update {
-    /// These resources are now the file's content in force.
-    Set(Vec<Resource>),
-    /// The file is gone: nothing of it is in force.
-    Removed,
-    /// The file changed into something invalid; its previous content stays.
-    Kept,
-    /// A new file was rejected whole; nothing of it is in force.
-    Rejected,
-}
-
-/// One file's change, as the source emits it.
+/// One file's change, as the source emits it: what became of the file,
+/// its diagnostics now, and the per-object updates it caused (editing one
+/// document of a file of 1,000 is one update).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileChange {
     pub path: PathBuf,
-    pub update: Update,
+    pub status: Status,
     pub diagnostics: Vec<Diagnostic>,
+    pub updates: Vec<Update>,
 }
 
-/// The resources in force, file by file (the consumer's side).
-#[derive(Debug, Default)]
-pub struct InForce {
-    files: BTreeMap<PathBuf, Vec<Resource>>,
-}
-
-impl InForce {
-    /// Applies one change; true when what is in force changed.
-    pub fn apply(&mut self, change: FileChange) -> bool {
-        match change.update {
-            Update::Set(resources) => {
-                self.files.insert(change.path, resources);
-                true
-            }
-            Update::Removed => self.files.remove(&change.path).is_some(),
-            Update::Kept | Update::Rejected => false,
+impl FileChange {
+    /// The change as the consumer takes it: the updates and the file's report.
+    pub fn into_changes(self) -> Changes {
+        Changes {
+            updates: self.updates,
+            reports: vec![Report {
+                item: self.path.display().to_string(),
+                status: self.status,
+                diagnostics: self.diagnostics,
+            }],
         }
-    }
-
-    /// Everything in force, in a stable order. A resource defined in two
-    /// files is taken from the first file (by path).
-    pub fn snapshot(&self) -> Vec<Resource> {
-        let mut seen = std::collections::HashSet::new();
-        let mut out = Vec::new();
-        for resources in self.files.values() {
-            for r in resources {
-                if seen.insert(r.key()) {
-                    out.push(r.clone());
-                }
-            }
-        }
-        out
-    }
-
-    pub fn file_count(&self) -> usize {
-        self.files.len()
-    }
-
-    /// The files in force.
-    pub fn paths(&self) -> impl Iterator<Item = &Path> {
-        self.files.keys().map(PathBuf::as_path)
     }
 }
 
@@ -159,6 +126,8 @@ type Hash = [u8; 32];
 /// What the source remembers of one file.
 #[derive(Debug, Clone)]
 struct Tracked {
+    /// The path, shared with the key index.
+    id: Arc<Path>,
     /// None: read it again on the next rescan (its last read was refused
     /// for the datastore budget, which may have room later).
     stamp: Option<Stamp>,
@@ -166,6 +135,26 @@ struct Tracked {
     hash: Option<Hash>,
     /// Values charged to the datastore pool for the content in force.
     charged: usize,
+    /// The keys its content in force defines.
+    keys: Vec<Arc<ResourceKey>>,
+}
+
+/// One file's definition of a key.
+#[derive(Debug, Clone)]
+struct Holder {
+    file: Arc<Path>,
+    /// Hash of the object it defines ([`super::value_hash`]).
+    hash: u64,
+    line: u32,
+}
+
+/// Who defines a key, and which definition the consumer has.
+#[derive(Debug, Default)]
+struct KeyState {
+    /// Sorted by path: the first file wins (deterministic).
+    holders: Vec<Holder>,
+    /// Hash of the value last sent (None: nothing, or a delete).
+    in_force: Option<u64>,
 }
 
 /// Work for a parser: read `path` and parse it unless its content hashes
@@ -189,9 +178,28 @@ enum Parsed {
         stamp: Option<Stamp>,
         hash: Hash,
         result: LoadResult,
+        /// [`super::value_hash`] of each resource in `result`, computed off the loop.
+        hashes: Vec<u64>,
         charged: usize,
         datastore_full: bool,
     },
+}
+
+impl Parsed {
+    fn rejected(stamp: Option<Stamp>, d: Diagnostic) -> Parsed {
+        Parsed::Loaded {
+            stamp,
+            hash: [0; 32],
+            result: LoadResult {
+                diagnostics: vec![d],
+                rejected: true,
+                ..LoadResult::default()
+            },
+            hashes: Vec::new(),
+            charged: 0,
+            datastore_full: false,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -216,21 +224,7 @@ fn parse_job(job: &Job, limits: &Limits, pool: &Pool) -> Parsed {
     let text = match read_text(&job.path, limits.max_file_bytes) {
         Ok(t) => t,
         Err(_) if !job.path.exists() => return Parsed::Gone,
-        Err(d) => {
-            let result = LoadResult {
-                diagnostics: vec![*d],
-                rejected: true,
-                ..LoadResult::default()
-            };
-            let hash = [0; 32];
-            return Parsed::Loaded {
-                stamp: Some(stamp),
-                hash,
-                result,
-                charged: 0,
-                datastore_full: false,
-            };
-        }
+        Err(d) => return Parsed::rejected(Some(stamp), *d),
     };
     let hash: Hash = Sha256::digest(text.as_bytes()).into();
     if job.known == Some(hash) {
@@ -239,28 +233,44 @@ fn parse_job(job: &Job, limits: &Limits, pool: &Pool) -> Parsed {
     let mut budget = Budget::with_pool(limits.max_file_values, pool, job.credit);
     let result = load_str_with(&text, &job.path, &mut budget);
     drop(text);
+    let hashes = result
+        .resources
+        .iter()
+        .map(|l| super::value_hash(&l.resource))
+        .collect();
     let datastore_full = result.over_budget == Some(BudgetKind::Datastore);
     Parsed::Loaded {
         stamp: (!datastore_full).then_some(stamp),
         hash,
         result,
+        hashes,
         charged: budget.charged(),
         datastore_full,
     }
 }
 
-/// The source's state: what it knows of each file, and the jobs in flight.
-/// Pure bookkeeping (no threads), so that it can be tested step by step.
+/// The source's state: what it knows of each file, which file defines
+/// each key, and the jobs in flight. Pure bookkeeping (no threads), so
+/// that it can be tested step by step.
 struct Tree {
     root: PathBuf,
     pool: Arc<Pool>,
     files: BTreeMap<PathBuf, Tracked>,
+    keys: HashMap<Arc<ResourceKey>, KeyState>,
     /// Path → generation of the job in flight.
     inflight: HashMap<PathBuf, u64>,
     /// Paths that changed while their job was in flight.
     again: BTreeSet<PathBuf>,
+    /// Files whose values must be read again, though their content did not
+    /// change: a key they define lost its winning definition elsewhere.
+    promote: BTreeSet<PathBuf>,
+    /// Promotions found but not yet turned into jobs.
+    promote_queue: Vec<PathBuf>,
     generation: u64,
 }
+
+/// A document of a file just read, by key.
+type Fresh = HashMap<ResourceKey, Resource>;
 
 impl Tree {
     fn new(root: &Path, pool: Arc<Pool>) -> Tree {
@@ -268,8 +278,11 @@ impl Tree {
             root: root.to_path_buf(),
             pool,
             files: BTreeMap::new(),
+            keys: HashMap::new(),
             inflight: HashMap::new(),
             again: BTreeSet::new(),
+            promote: BTreeSet::new(),
+            promote_queue: Vec::new(),
             generation: 0,
         }
     }
@@ -310,6 +323,7 @@ impl Tree {
                 jobs.extend(self.job(&path, stamp.len >= LARGE_FILE));
             }
         }
+        jobs.extend(self.promotions());
         Ok((changes, jobs))
     }
 
@@ -322,50 +336,114 @@ impl Tree {
         self.generation += 1;
         self.inflight.insert(path.to_path_buf(), self.generation);
         let known = self.files.get(path);
+        let promoting = self.promote.contains(path);
         Some(Job {
             path: path.to_path_buf(),
             generation: self.generation,
-            known: known.and_then(|t| t.hash),
+            known: known.and_then(|t| t.hash).filter(|_| !promoting),
             credit: known.map_or(0, |t| t.charged),
             large,
         })
     }
 
-    /// Forgets a file (and any job in flight for it).
+    /// Jobs for the files whose values are needed again.
+    fn promotions(&mut self) -> Vec<Job> {
+        let queue = std::mem::take(&mut self.promote_queue);
+        let mut jobs = Vec::new();
+        for path in queue {
+            let large = std::fs::metadata(&path).is_ok_and(|m| m.len() >= LARGE_FILE);
+            jobs.extend(self.job(&path, large));
+        }
+        jobs
+    }
+
+    /// Forgets a file (and any job in flight for it): deletes for the keys
+    /// it won, promotions of other files defining them; its report clears.
     fn remove(&mut self, path: &Path) -> Option<FileChange> {
         self.inflight.remove(path);
         self.again.remove(path);
+        self.promote.remove(path);
         let t = self.files.remove(path)?;
         self.pool.release(t.charged);
-        t.hash.map(|_| FileChange {
+        let mut updates = Vec::new();
+        for k in &t.keys {
+            self.drop_holder(k, &t.id);
+            self.reconcile(k, &t.id, &mut Fresh::new(), &mut updates);
+        }
+        // Also for a file never in force: its report (a rejection) clears.
+        Some(FileChange {
             path: path.to_path_buf(),
-            update: Update::Removed,
+            status: Status::Removed,
             diagnostics: Vec::new(),
+            updates,
         })
     }
 
-    /// Takes a parser's result: the change to emit (if any) and a job to
-    /// run again when the file changed while it was being parsed.
-    fn complete(&mut self, done: Done) -> (Option<FileChange>, Option<Job>) {
+    fn drop_holder(&mut self, key: &ResourceKey, file: &Arc<Path>) {
+        if let Some(state) = self.keys.get_mut(key) {
+            state.holders.retain(|h| h.file != *file);
+        }
+    }
+
+    /// Brings what the consumer has for `key` in step with its winning
+    /// definition: a put (its value is in `fresh`, the file just read), a
+    /// delete (no definition left), or a promotion (another file wins now:
+    /// its values are read again).
+    fn reconcile(
+        &mut self,
+        key: &ResourceKey,
+        file: &Arc<Path>,
+        fresh: &mut Fresh,
+        out: &mut Vec<Update>,
+    ) {
+        let Some(state) = self.keys.get_mut(key) else {
+            return;
+        };
+        let Some(winner) = state.holders.first() else {
+            if state.in_force.is_some() {
+                out.push(Update::delete(key.clone()));
+            }
+            self.keys.remove(key);
+            return;
+        };
+        if state.in_force == Some(winner.hash) {
+            return;
+        }
+        if winner.file == *file
+            && let Some(value) = fresh.remove(key)
+        {
+            state.in_force = Some(winner.hash);
+            out.push(Update::put(value));
+            return;
+        }
+        let path = winner.file.to_path_buf();
+        if self.promote.insert(path.clone()) {
+            self.promote_queue.push(path);
+        }
+    }
+
+    /// Takes a parser's result: the change to emit (if any) and the jobs to
+    /// run next (the file changed while it was parsed, or promotions).
+    fn complete(&mut self, done: Done) -> (Option<FileChange>, Vec<Job>) {
         if self.inflight.get(&done.path) != Some(&done.generation) {
             if let Parsed::Loaded { charged, .. } = done.parsed {
                 self.pool.release(charged);
             }
-            return (None, None);
+            return (None, Vec::new());
         }
         self.inflight.remove(&done.path);
         let change = self.settle(&done.path, done.parsed);
-        let rerun = if self.again.remove(&done.path) {
+        let mut jobs = Vec::new();
+        if self.again.remove(&done.path) {
             let large = std::fs::metadata(&done.path).is_ok_and(|m| m.len() >= LARGE_FILE);
-            self.job(&done.path, large)
-        } else {
-            None
-        };
-        (change, rerun)
+            jobs.extend(self.job(&done.path, large));
+        }
+        jobs.extend(self.promotions());
+        (change, jobs)
     }
 
     fn settle(&mut self, path: &Path, parsed: Parsed) -> Option<FileChange> {
-        let (stamp, hash, result, charged, full) = match parsed {
+        let (stamp, hash, result, hashes, charged, full) = match parsed {
             Parsed::Gone => return self.remove(path),
             Parsed::Unchanged(stamp) => {
                 if let Some(t) = self.files.get_mut(path) {
@@ -377,53 +455,158 @@ impl Tree {
                 stamp,
                 hash,
                 result,
+                hashes,
                 charged,
                 datastore_full,
-            } => (stamp, hash, result, charged, datastore_full),
+            } => (stamp, hash, result, hashes, charged, datastore_full),
         };
-        let previous = self.files.get(path).cloned();
+        let previous = self.files.remove(path);
         let in_force = previous.as_ref().is_some_and(|t| t.hash.is_some());
         let refused = result.rejected || (in_force && result.has_errors());
         if refused {
             self.pool.release(charged);
-            let kept = previous.unwrap_or(Tracked {
-                stamp: None,
-                hash: None,
-                charged: 0,
-            });
-            self.files.insert(
-                path.to_path_buf(),
-                Tracked {
-                    stamp: if full { None } else { stamp },
-                    ..kept
-                },
-            );
-            return Some(FileChange {
-                path: path.to_path_buf(),
-                update: if in_force {
-                    Update::Kept
-                } else {
-                    Update::Rejected
-                },
-                diagnostics: result.diagnostics,
-            });
+            let stamp = if full { None } else { stamp };
+            return Some(self.refuse(path, previous, stamp, result.diagnostics));
         }
-        if let Some(p) = previous {
-            self.pool.release(p.charged);
+        self.promote.remove(path);
+        let (id, old_keys) = match previous {
+            Some(p) => {
+                self.pool.release(p.charged);
+                (p.id, p.keys)
+            }
+            None => (Arc::from(path), Vec::new()),
+        };
+        let mut diagnostics = result.diagnostics;
+        let (mut fresh, keys) = self.hold(&id, result.resources, hashes, &mut diagnostics);
+        let mut updates = Vec::new();
+        for k in old_keys.iter().filter(|k| !fresh.contains_key(k.as_ref())) {
+            self.drop_holder(k, &id);
+            self.reconcile(k, &id, &mut Fresh::new(), &mut updates);
         }
+        for k in &keys {
+            self.reconcile(k, &id, &mut fresh, &mut updates);
+        }
+        let count = keys.len();
         self.files.insert(
             path.to_path_buf(),
             Tracked {
+                id,
                 stamp,
                 hash: Some(hash),
                 charged,
+                keys,
             },
         );
         Some(FileChange {
             path: path.to_path_buf(),
-            update: Update::Set(result.resources.into_iter().map(|l| l.resource).collect()),
-            diagnostics: result.diagnostics,
+            status: Status::Read(count),
+            diagnostics,
+            updates,
         })
+    }
+
+    /// A read that cannot take effect: the previous content (if any) stays.
+    fn refuse(
+        &mut self,
+        path: &Path,
+        previous: Option<Tracked>,
+        stamp: Option<Stamp>,
+        diagnostics: Vec<Diagnostic>,
+    ) -> FileChange {
+        let in_force = previous.as_ref().is_some_and(|t| t.hash.is_some());
+        let kept = previous.unwrap_or_else(|| Tracked {
+            id: Arc::from(path),
+            stamp: None,
+            hash: None,
+            charged: 0,
+            keys: Vec::new(),
+        });
+        self.files
+            .insert(path.to_path_buf(), Tracked { stamp, ..kept });
+        FileChange {
+            path: path.to_path_buf(),
+            status: if in_force {
+                Status::Kept
+            } else {
+                Status::Rejected
+            },
+            diagnostics,
+            updates: Vec::new(),
+        }
+    }
+
+    /// Records `file`'s definitions (the first of a key within the file
+    /// counts; a later one is an error, as `tortie validate` says); returns
+    /// the values by key and the keys, shared with the index.
+    fn hold(
+        &mut self,
+        file: &Arc<Path>,
+        resources: Vec<Loaded>,
+        hashes: Vec<u64>,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> (Fresh, Vec<Arc<ResourceKey>>) {
+        let mut fresh = Fresh::with_capacity(resources.len());
+        let mut keys = Vec::with_capacity(resources.len());
+        for (loaded, hash) in resources.into_iter().zip(hashes) {
+            let key = loaded.resource.key();
+            let line = u32::try_from(loaded.origin.line).unwrap_or(u32::MAX);
+            if fresh.contains_key(&key) {
+                let first = self
+                    .keys
+                    .get(&key)
+                    .and_then(|s| s.holders.iter().find(|h| h.file == *file));
+                let first = first.map_or(0, |h| h.line);
+                diagnostics.push(duplicate(&key, (file, line), (file, first)));
+                continue;
+            }
+            let shared = match self.keys.get_key_value(&key) {
+                Some((k, _)) => k.clone(),
+                None => Arc::new(key.clone()),
+            };
+            let state = self.keys.entry(shared.clone()).or_default();
+            state.holders.retain(|h| h.file != *file);
+            let holder = Holder {
+                file: file.clone(),
+                hash,
+                line,
+            };
+            let at = state.holders.partition_point(|h| h.file < *file);
+            state.holders.insert(at, holder);
+            // Reported on the later definition: this one, or (when this
+            // file now comes first) the one it displaces.
+            if at > 0 {
+                let w = &state.holders[0];
+                diagnostics.push(duplicate(&key, (file, line), (&w.file, w.line)));
+            } else if let Some(next) = state.holders.get(1) {
+                diagnostics.push(duplicate(&key, (&next.file, next.line), (file, line)));
+            }
+            fresh.insert(key, loaded.resource);
+            keys.push(shared);
+        }
+        (fresh, keys)
+    }
+}
+
+/// The error for a second definition of `key` (at `at`); `first` is the
+/// one used.
+fn duplicate(key: &ResourceKey, at: (&Path, u32), first: (&Path, u32)) -> Diagnostic {
+    Diagnostic {
+        severity: Severity::Error,
+        stage: crate::diag::Stage::Validation,
+        file: Some(at.0.to_path_buf()),
+        pos: Some(crate::model::yaml::Pos {
+            line: at.1 as usize,
+            col: 1,
+        }),
+        resource: Some(key.to_string()),
+        path: None,
+        message: format!(
+            "{key} is defined twice; the first definition ({}:{}) is used",
+            first.0.display(),
+            first.1
+        ),
+        hint: Some("give each resource a unique name, or delete one copy".into()),
+        source: None,
     }
 }
 
@@ -512,18 +695,9 @@ fn parse_guarded(job: &Job, limits: &Limits, pool: &Pool) -> Parsed {
             format!("internal error while reading this file ({why}); it is rejected"),
         );
         d.hint = Some("this is a bug in tortie: please report it with the file".into());
-        Parsed::Loaded {
-            // Not retried until the file changes.
-            stamp: std::fs::metadata(&job.path).ok().map(|m| Stamp::of(&m)),
-            hash: [0; 32],
-            result: LoadResult {
-                diagnostics: vec![d],
-                rejected: true,
-                ..LoadResult::default()
-            },
-            charged: 0,
-            datastore_full: false,
-        }
+        // Not retried until the file changes.
+        let stamp = std::fs::metadata(&job.path).ok().map(|m| Stamp::of(&m));
+        Parsed::rejected(stamp, d)
     })
 }
 
@@ -552,14 +726,15 @@ fn start_watcher(root: &Path, tx: Sender<Msg>) -> Result<notify::RecommendedWatc
     Ok(w)
 }
 
-/// Starts following `root`: lists and parses every file, returns their
-/// changes (the initial listing, complete), then keeps calling `sink` with
-/// each file's change until `sink` returns false or the handle is dropped.
+/// Starts following `root`: lists and parses every file and sends each
+/// file's change to `sink`, then [`Event::Synced`] (the initial listing is
+/// complete when this returns), then keeps sending each file's change
+/// until `sink` returns false or the handle is dropped.
 pub fn watch(
     root: &Path,
     opts: DirOptions,
-    sink: impl Fn(FileChange) -> bool + Send + 'static,
-) -> Result<(Watching, Vec<FileChange>), DirError> {
+    sink: impl Fn(Event) -> bool + Send + 'static,
+) -> Result<Watching, DirError> {
     let (tx, rx) = mpsc::channel::<Msg>();
     // Watch before the initial listing, so no change slips between them.
     let watcher = start_watcher(root, tx.clone())?;
@@ -576,11 +751,12 @@ pub fn watch(
         watched: std::fs::canonicalize(root).ok(),
         tx,
         opts,
+        held: Held::default(),
     };
     let mut initial = Vec::new();
     source
         .rescan(&BTreeSet::new(), false, &mut |c| {
-            initial.push(c);
+            initial.extend(c);
             true
         })
         .map_err(|e| DirError::Read {
@@ -590,24 +766,66 @@ pub fn watch(
     let mut fs_events = Vec::new();
     while !source.tree.inflight.is_empty() {
         match rx.recv() {
-            Ok(Msg::Done(done)) => source.complete(done, &mut |c| {
-                initial.push(c);
+            Ok(Msg::Done(done)) => source.complete(done, &mut |c: Vec<FileChange>| {
+                initial.extend(c);
                 true
             }),
             Ok(Msg::Fs(ev)) => fs_events.push(ev),
             Err(_) => break,
         }
     }
+    for c in initial {
+        sink(Event::Changes(c.into_changes()));
+    }
+    sink(Event::Synced);
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
+    let file_sink = move |c: Vec<FileChange>| sink(Event::Changes(merge(c)));
     std::thread::Builder::new()
         .name("tortie-dir".into())
-        .spawn(move || source.run(rx, fs_events, &flag, &sink))
+        .spawn(move || source.run(rx, fs_events, &flag, &file_sink))
         .map_err(|source| DirError::Read {
             path: root.to_path_buf(),
             source,
         })?;
-    Ok((Watching { stop }, initial))
+    Ok(Watching { stop })
+}
+
+/// Removals and reads waiting for the other reads started by the same
+/// rescan: a file renamed within the tree is a removal and a read, a
+/// document moved between files two reads; sent together, the objects
+/// never leave (no window without them). At most [`HOLD_REMOVALS`].
+#[derive(Default)]
+struct Held {
+    changes: Vec<FileChange>,
+    awaiting: BTreeSet<PathBuf>,
+    since: Option<Instant>,
+}
+
+/// The longest removals wait for the reads they came with.
+const HOLD_REMOVALS: Duration = Duration::from_secs(1);
+
+impl Held {
+    fn overdue(&self) -> bool {
+        self.since.is_some_and(|t| t.elapsed() >= HOLD_REMOVALS)
+    }
+
+    fn take(&mut self) -> Vec<FileChange> {
+        self.awaiting.clear();
+        self.since = None;
+        std::mem::take(&mut self.changes)
+    }
+}
+
+/// Several files' changes as one batch for the consumer.
+fn merge(changes: Vec<FileChange>) -> Changes {
+    let mut out = Changes::default();
+    for c in changes {
+        let one = c.into_changes();
+        out.updates.extend(one.updates);
+        out.reports.extend(one.reports);
+    }
+    out
 }
 
 /// The source thread's state.
@@ -619,6 +837,7 @@ struct Source {
     watched: Option<PathBuf>,
     tx: Sender<Msg>,
     opts: DirOptions,
+    held: Held,
 }
 
 /// Events gathered during one burst.
@@ -654,7 +873,7 @@ impl Source {
         rx: Receiver<Msg>,
         early: Vec<notify::Result<notify::Event>>,
         stop: &AtomicBool,
-        sink: &dyn Fn(FileChange) -> bool,
+        sink: &dyn Fn(Vec<FileChange>) -> bool,
     ) {
         let mut burst = Burst::default();
         for e in early {
@@ -697,6 +916,12 @@ impl Source {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => alive = false,
             }
+            if self.held.overdue() {
+                let late = self.held.take();
+                if !late.is_empty() {
+                    alive &= sink(late);
+                }
+            }
         }
     }
 
@@ -704,38 +929,44 @@ impl Source {
         &mut self,
         forced: &BTreeSet<PathBuf>,
         all: bool,
-        sink: &dyn Fn(FileChange) -> bool,
+        sink: &dyn Fn(Vec<FileChange>) -> bool,
     ) {
         if let Err(e) = self.rescan(forced, all, &mut |c| sink(c)) {
-            crate::daemon::log(
-                "error",
-                "cannot list the datastore; what is in force stays until it can",
-                &[
-                    ("root", self.tree.root.display().to_string()),
-                    ("error", e.to_string()),
-                ],
+            tracing::error!(
+                root = %self.tree.root.display(),
+                error = %e,
+                "cannot list the datastore; what is in force stays until it can"
             );
         }
     }
 
-    /// Walks the tree and dispatches the jobs it needs; emits removals.
+    /// Walks the tree and dispatches the jobs it needs; emits removals, or
+    /// holds them until the reads this rescan started are done.
     fn rescan(
         &mut self,
         forced: &BTreeSet<PathBuf>,
         all: bool,
-        emit: &mut dyn FnMut(FileChange) -> bool,
+        emit: &mut dyn FnMut(Vec<FileChange>) -> bool,
     ) -> std::io::Result<()> {
         self.rewatch_if_moved();
         if all {
-            crate::daemon::log(
-                "warn",
-                "file events were lost (inotify queue overflow); re-reading every file",
-                &[("root", self.tree.root.display().to_string())],
+            tracing::warn!(
+                root = %self.tree.root.display(),
+                "file events were lost (inotify queue overflow); re-reading every file"
             );
         }
         let (changes, jobs) = self.tree.rescan(forced, all)?;
-        for c in changes {
-            emit(c);
+        // Removals, or reads of several files (a document moved from one
+        // to another), travel as one change.
+        if !changes.is_empty() || jobs.len() > 1 || !self.held.awaiting.is_empty() {
+            self.held.changes.extend(changes);
+            self.held
+                .awaiting
+                .extend(jobs.iter().map(|j| j.path.clone()));
+            self.held.since.get_or_insert_with(Instant::now);
+        }
+        if !self.held.changes.is_empty() && self.held.awaiting.is_empty() {
+            emit(self.held.take());
         }
         for job in jobs {
             self.workers.send(job);
@@ -756,14 +987,26 @@ impl Source {
         }
     }
 
-    fn complete(&mut self, done: Done, emit: &mut dyn FnMut(FileChange) -> bool) {
+    fn complete(&mut self, done: Done, emit: &mut dyn FnMut(Vec<FileChange>) -> bool) {
         let heavy = matches!(&done.parsed, Parsed::Loaded { result, .. } if result.rejected || result.values > 100_000);
-        let (change, rerun) = self.tree.complete(done);
-        if let Some(job) = rerun {
-            self.workers.send(job);
+        let path = done.path.clone();
+        let (change, jobs) = self.tree.complete(done);
+        if self.held.awaiting.remove(&path) {
+            // Read again (it changed while parsed): still awaited.
+            self.held.awaiting.extend(
+                jobs.iter()
+                    .filter(|j| j.path == path)
+                    .map(|j| j.path.clone()),
+            );
+            self.held.changes.extend(change);
+            if self.held.awaiting.is_empty() {
+                emit(self.held.take());
+            }
+        } else if let Some(c) = change {
+            emit(vec![c]);
         }
-        if let Some(c) = change {
-            emit(c);
+        for job in jobs {
+            self.workers.send(job);
         }
         if heavy {
             trim_heap();

@@ -7,10 +7,13 @@
 //!
 //! Each object is turned back into JSON and read by tortie's own loader, so
 //! an invalid object is reported and skipped exactly as a bad file would be.
-//! A snapshot is sent only once every kind has been listed completely;
-//! after that, on every change that alters what was loaded (bursts are
-//! coalesced; a relist that finds what was already known sends nothing, and
-//! an object whose JSON is unchanged is not parsed again).
+//! Watcher events pass straight through as per-object updates (whatever is
+//! queued goes as one batch; nothing waits: the daemon debounces), and
+//! [`Event::Synced`] follows once every kind has been listed completely. A
+//! relist after 410 Gone yields only the differences from what was known
+//! (nothing at all when nothing changed), and an object whose JSON is
+//! unchanged is not parsed again. The source keeps a fingerprint, key and
+//! value hash per object, not the objects.
 //!
 //! Failures: configuration mistakes (no configuration, a missing
 //! kubeconfig, 401, 403) make [`spawn`] fail at once ([`connect`]). While
@@ -25,11 +28,11 @@
 pub mod backoff;
 pub mod connect;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -44,9 +47,10 @@ use tokio::sync::Notify;
 
 use self::backoff::CappedBackoff;
 
+use super::{Changes, Event, Report, Status};
 use crate::diag::Diagnostic;
-use crate::model::Resource;
 use crate::model::load::load_str;
+use crate::model::{Resource, ResourceKey, Update};
 
 /// Which API group holds the Calico kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,24 +83,10 @@ pub const CALICO_KINDS: [(&str, &str); 8] = [
     ("FelixConfiguration", "felixconfigurations"),
 ];
 
-/// What the source reports to the daemon.
-#[derive(Debug)]
-pub enum SourceEvent {
-    /// Everything currently known. `diagnostics` covers invalid objects.
-    Snapshot {
-        resources: Vec<Resource>,
-        diagnostics: Vec<Diagnostic>,
-    },
-    /// A watcher error (the watcher retries with backoff).
-    Error(String),
-}
-
 /// How the watchers pace themselves. [`Tuning::new`] gives the values
 /// `tortie run` uses; tests shorten some of them.
 #[derive(Debug, Clone)]
 pub struct Tuning {
-    /// Quiet time that ends a burst of changes before a snapshot is sent.
-    pub debounce: Duration,
     /// First retry delay after an error.
     pub backoff_min: Duration,
     /// Longest retry delay: after an outage a watcher is back at most this
@@ -111,10 +101,15 @@ pub struct Tuning {
     pub auth_pause: Duration,
 }
 
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning::new()
+    }
+}
+
 impl Tuning {
-    pub fn new(debounce: Duration) -> Tuning {
+    pub fn new() -> Tuning {
         Tuning {
-            debounce,
             backoff_min: Duration::from_millis(250),
             backoff_cap: Duration::from_secs(2),
             recheck_absent: Duration::from_secs(300),
@@ -128,33 +123,30 @@ impl Tuning {
 /// the watchers retry (the server may simply be down).
 pub const ACCESS_CHECK_DEADLINE: Duration = Duration::from_secs(3);
 
-/// One object as loaded: its resources (none if invalid) and diagnostics,
-/// and a fingerprint of its JSON so an unchanged object is not re-parsed.
-#[derive(Debug, Default, Clone)]
+/// What the source keeps of one object: enough to tell what changed (a
+/// fingerprint of its JSON, the key and a hash of the resource it loads
+/// to, its diagnostics), never the object itself.
+#[derive(Debug, Default, Clone, PartialEq)]
 struct Entry {
     fingerprint: u64,
-    resources: Vec<Resource>,
+    /// None when the object is invalid (it is reported and skipped).
+    key: Option<ResourceKey>,
+    value: u64,
     diagnostics: Vec<Diagnostic>,
 }
 
-impl PartialEq for Entry {
-    /// Equal when they load the same: what the daemon would compute from.
-    fn eq(&self, other: &Entry) -> bool {
-        self.resources == other.resources && self.diagnostics == other.diagnostics
-    }
+/// An object just loaded: what to keep, and the value to send.
+#[derive(Debug)]
+struct Fresh {
+    entry: Entry,
+    resource: Option<Resource>,
 }
 
 /// Per kind: synced once, and the objects by `namespace/name`.
 #[derive(Debug, Default)]
 struct Store {
     synced: bool,
-    objects: BTreeMap<String, Entry>,
-}
-
-#[derive(Default)]
-struct Shared {
-    stores: Mutex<BTreeMap<String, Store>>,
-    changed: Notify,
+    objects: HashMap<String, Entry>,
 }
 
 /// Whether an optional (Calico) kind is currently not served.
@@ -166,36 +158,111 @@ struct Presence {
     created: Notify,
 }
 
+/// What a watcher tells the source's loop.
+#[derive(Debug)]
+enum Msg {
+    Changes(Changes),
+    /// This kind's first listing is complete (sent once per kind).
+    Synced,
+    Note(String),
+}
+
 fn fingerprint(json: &str) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     json.hash(&mut h);
     h.finish()
 }
 
-/// Loads `obj`, reusing `old` when its JSON is unchanged.
-fn load_object<T: Serialize>(label: &str, obj: &T, old: Option<&Entry>) -> Entry {
-    match serde_json::to_string(obj) {
-        Ok(json) => {
-            let fp = fingerprint(&json);
-            if let Some(old) = old.filter(|o| o.fingerprint == fp) {
-                return old.clone();
-            }
-            let r = load_str(&json, Path::new(label));
-            Entry {
-                fingerprint: fp,
-                resources: r.resources.into_iter().map(|l| l.resource).collect(),
-                diagnostics: r.diagnostics,
-            }
-        }
-        Err(e) => Entry {
-            fingerprint: 0,
-            resources: Vec::new(),
-            diagnostics: vec![crate::diag::file_error(
+/// Loads an object's JSON (labelled `label` in diagnostics); None when its
+/// JSON is the same as `old`'s (not parsed again).
+fn load_json(label: &str, json: Result<String, String>, old: Option<&Entry>) -> Option<Fresh> {
+    let json = match json {
+        Ok(json) => json,
+        Err(e) => {
+            let d = crate::diag::file_error(
                 Path::new(label),
                 crate::diag::Stage::Decode,
                 format!("cannot encode object: {e}"),
-            )],
-        },
+            );
+            let entry = Entry {
+                diagnostics: vec![d],
+                ..Entry::default()
+            };
+            let same = old.is_some_and(|o| *o == entry);
+            return (!same).then_some(Fresh {
+                entry,
+                resource: None,
+            });
+        }
+    };
+    let fp = fingerprint(&json);
+    if old.is_some_and(|o| o.fingerprint == fp) {
+        return None;
+    }
+    let r = load_str(&json, Path::new(label));
+    let resource = r.resources.into_iter().next().map(|l| l.resource);
+    let entry = Entry {
+        fingerprint: fp,
+        key: resource.as_ref().map(Resource::key),
+        value: resource.as_ref().map_or(0, super::value_hash),
+        diagnostics: r.diagnostics,
+    };
+    Some(Fresh { entry, resource })
+}
+
+/// What the consumer must hear when an object goes from `old` to `new`
+/// (`value` is `new`'s resource): a delete, a put, a report.
+fn diff(
+    label: &str,
+    old: Option<&Entry>,
+    new: Option<&Entry>,
+    value: Option<Resource>,
+    out: &mut Changes,
+) {
+    let old_key = old.and_then(|e| e.key.as_ref());
+    let new_key = new.and_then(|e| e.key.as_ref());
+    if let Some(k) = old_key
+        && old_key != new_key
+    {
+        out.updates.push(Update::delete(k.clone()));
+    }
+    if let (Some(v), Some(n)) = (value, new)
+        && (old_key != new_key || old.map(|o| o.value) != Some(n.value))
+    {
+        out.updates.push(Update::put(v));
+    }
+    let before = old.map_or(&[][..], |e| &e.diagnostics[..]);
+    let after = new.map_or(&[][..], |e| &e.diagnostics[..]);
+    if before != after {
+        let status = match new {
+            None => Status::Removed,
+            Some(e) if e.key.is_some() => Status::Read(1),
+            Some(_) => Status::Rejected,
+        };
+        out.reports.push(Report {
+            item: label.to_string(),
+            status,
+            diagnostics: after.to_vec(),
+        });
+    }
+}
+
+impl Store {
+    fn record(&mut self, label: &str, id: String, fresh: Fresh, out: &mut Changes) {
+        diff(
+            label,
+            self.objects.get(&id),
+            Some(&fresh.entry),
+            fresh.resource,
+            out,
+        );
+        self.objects.insert(id, fresh.entry);
+    }
+
+    fn forget(&mut self, label: &str, id: &str, out: &mut Changes) {
+        if let Some(old) = self.objects.remove(id) {
+            diff(label, Some(&old), None, None, out);
+        }
     }
 }
 
@@ -270,13 +337,14 @@ fn api_code(e: &watcher::Error) -> Option<u16> {
     }
 }
 
-/// One kind's watcher: where it stores, how it loads, how it reports.
+/// One kind's watcher: how it encodes objects for the loader, where it
+/// sends changes, how it paces itself.
 struct KindWatch<K: kube::Resource, F> {
-    shared: Arc<Shared>,
     kind: String,
     api: Api<K>,
-    to_entry: F,
-    errors: tokio::sync::mpsc::UnboundedSender<String>,
+    /// The object as JSON for the loader.
+    encode: F,
+    out: tokio::sync::mpsc::UnboundedSender<Msg>,
     tuning: Tuning,
     /// Set for kinds that may be absent (Calico CRDs not installed).
     optional: Option<Arc<Presence>>,
@@ -292,57 +360,18 @@ enum Ended {
     Closed,
 }
 
-/// Applies one watcher event to the store; true if what is loaded changed.
-fn apply_event<K, F>(
-    store: &mut Store,
-    buffer: &mut BTreeMap<String, Entry>,
-    event: watcher::Event<K>,
-    to_entry: &F,
-) -> bool
-where
-    K: kube::Resource,
-    F: Fn(&K, Option<&Entry>) -> Entry,
-{
-    match event {
-        watcher::Event::Init => {
-            buffer.clear();
-            false
-        }
-        watcher::Event::InitApply(obj) => {
-            let key = key_of(&obj);
-            let entry = to_entry(&obj, store.objects.get(&key));
-            buffer.insert(key, entry);
-            false
-        }
-        watcher::Event::InitDone => {
-            // A relist replaces the store; objects missing from it were
-            // deleted meanwhile. Only a difference is a change.
-            let fresh = std::mem::take(buffer);
-            let changed = !store.synced || fresh != store.objects;
-            store.objects = fresh;
-            store.synced = true;
-            changed
-        }
-        watcher::Event::Apply(obj) => {
-            let key = key_of(&obj);
-            let entry = to_entry(&obj, store.objects.get(&key));
-            store.objects.insert(key, entry.clone()) != Some(entry)
-        }
-        watcher::Event::Delete(obj) => store.objects.remove(&key_of(&obj)).is_some(),
-    }
-}
-
 impl<K, F> KindWatch<K, F>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-    F: Fn(&K, Option<&Entry>) -> Entry,
+    F: Fn(&K) -> Result<String, String>,
 {
     /// Runs until the runtime stops: watch; while absent, wait for a
     /// re-check (timer or CRD event); watch again.
     async fn run(self) {
         let mut gate = ErrorGate::new(&self.kind, self.tuning.error_summary);
+        let mut store = Store::default();
         loop {
-            if let Ended::Closed = self.watch(&mut gate).await {
+            if let Ended::Closed = self.watch(&mut store, &mut gate).await {
                 return;
             }
             let Some(p) = &self.optional else { return };
@@ -353,22 +382,79 @@ where
         }
     }
 
-    fn send(&self, msg: String) {
-        let _ = self.errors.send(msg);
+    fn send(&self, msg: Msg) {
+        let _ = self.out.send(msg);
     }
 
-    async fn watch(&self, gate: &mut ErrorGate) -> Ended {
+    fn label(&self, id: &str) -> String {
+        format!("k8s:{}/{id}", self.kind)
+    }
+
+    fn load(&self, obj: &K, old: Option<&Entry>) -> Option<Fresh> {
+        load_json(&self.label(&key_of(obj)), (self.encode)(obj), old)
+    }
+
+    /// Applies one watcher event to the store: what changed goes into
+    /// `out`; true when this completes the kind's first listing. A relist
+    /// (after 410 Gone) yields only the differences from what was known.
+    fn apply_event(
+        &self,
+        store: &mut Store,
+        buffer: &mut HashMap<String, Option<Fresh>>,
+        event: watcher::Event<K>,
+        out: &mut Changes,
+    ) -> bool {
+        match event {
+            watcher::Event::Init => buffer.clear(),
+            watcher::Event::InitApply(obj) => {
+                let id = key_of(&obj);
+                let fresh = self.load(&obj, store.objects.get(&id));
+                buffer.insert(id, fresh);
+            }
+            watcher::Event::InitDone => {
+                let listed = std::mem::take(buffer);
+                let gone: Vec<String> = store
+                    .objects
+                    .keys()
+                    .filter(|id| !listed.contains_key(*id))
+                    .cloned()
+                    .collect();
+                for id in gone {
+                    store.forget(&self.label(&id), &id, out);
+                }
+                for (id, fresh) in listed {
+                    if let Some(f) = fresh {
+                        store.record(&self.label(&id), id, f, out);
+                    }
+                }
+                return !std::mem::replace(&mut store.synced, true);
+            }
+            watcher::Event::Apply(obj) => {
+                let id = key_of(&obj);
+                if let Some(f) = self.load(&obj, store.objects.get(&id)) {
+                    store.record(&self.label(&id), id, f, out);
+                }
+            }
+            watcher::Event::Delete(obj) => {
+                let id = key_of(&obj);
+                store.forget(&self.label(&id), &id, out);
+            }
+        }
+        false
+    }
+
+    async fn watch(&self, store: &mut Store, gate: &mut ErrorGate) -> Ended {
         let backoff = CappedBackoff::new(self.tuning.backoff_min, self.tuning.backoff_cap);
         let mut stream = watcher(self.api.clone(), watcher::Config::default())
             .backoff(backoff)
             .boxed();
-        let mut buffer: BTreeMap<String, Entry> = BTreeMap::new();
+        let mut buffer = HashMap::new();
         loop {
             let next = stream.try_next().await;
             let event = match next {
                 Ok(Some(ev)) => ev,
                 Ok(None) => return Ended::Closed,
-                Err(e) => match self.failed(&e, gate).await {
+                Err(e) => match self.failed(&e, store, gate).await {
                     Some(ended) => return ended,
                     None => continue,
                 },
@@ -378,26 +464,31 @@ where
                 p.absent.store(false, Ordering::Relaxed);
                 p.noted.store(false, Ordering::Relaxed);
             }
-            let changed = {
-                let mut stores = self.shared.stores.lock().unwrap_or_else(|e| e.into_inner());
-                let store = stores.entry(self.kind.clone()).or_default();
-                apply_event(store, &mut buffer, event, &self.to_entry)
-            };
-            if changed {
-                self.shared.changed.notify_one();
+            let mut out = Changes::default();
+            let synced = self.apply_event(store, &mut buffer, event, &mut out);
+            if !out.updates.is_empty() || !out.reports.is_empty() {
+                self.send(Msg::Changes(out));
+            }
+            if synced {
+                self.send(Msg::Synced);
             }
         }
     }
 
     /// Handles a watcher error; `Some` when the kind turned out absent.
-    async fn failed(&self, e: &watcher::Error, gate: &mut ErrorGate) -> Option<Ended> {
+    async fn failed(
+        &self,
+        e: &watcher::Error,
+        store: &mut Store,
+        gate: &mut ErrorGate,
+    ) -> Option<Ended> {
         let code = api_code(e);
         if let (Some(p), Some(404)) = (&self.optional, code) {
-            self.absent(p);
+            self.absent(p, store);
             return Some(Ended::Absent);
         }
         if let Some(msg) = gate.report(&e.to_string()) {
-            self.send(msg);
+            self.send(Msg::Note(msg));
         }
         if matches!(code, Some(401 | 403)) {
             tokio::time::sleep(self.tuning.auth_pause).await;
@@ -405,28 +496,29 @@ where
         None
     }
 
-    /// Takes the kind as empty and notes it once per absence.
-    fn absent(&self, p: &Presence) {
-        let changed = {
-            let mut stores = self.shared.stores.lock().unwrap_or_else(|e| e.into_inner());
-            let store = stores.entry(self.kind.clone()).or_default();
-            let changed = !store.synced || !store.objects.is_empty();
-            store.objects.clear();
-            store.synced = true;
-            changed
-        };
+    /// Takes the kind as empty (deletes for what it had) and notes it once
+    /// per absence.
+    fn absent(&self, p: &Presence, store: &mut Store) {
+        let mut out = Changes::default();
+        let ids: Vec<String> = store.objects.keys().cloned().collect();
+        for id in ids {
+            store.forget(&self.label(&id), &id, &mut out);
+        }
+        if !out.updates.is_empty() || !out.reports.is_empty() {
+            self.send(Msg::Changes(out));
+        }
+        if !std::mem::replace(&mut store.synced, true) {
+            self.send(Msg::Synced);
+        }
         p.absent.store(true, Ordering::Relaxed);
         if !p.noted.swap(true, Ordering::Relaxed) {
-            self.send(format!(
+            self.send(Msg::Note(format!(
                 "{}: not served by the API server (its CustomResourceDefinition is not \
                  installed): taken as empty; listed again every {:?} or when the CRD is created",
                 self.kind, self.tuning.recheck_absent
-            ));
+            )));
         }
         self.crd_watch.notify_one();
-        if changed {
-            self.shared.changed.notify_one();
-        }
     }
 }
 
@@ -437,7 +529,7 @@ async fn watch_crds(
     client: kube::Client,
     kinds: BTreeMap<String, Arc<Presence>>,
     start: Arc<Notify>,
-    errors: tokio::sync::mpsc::UnboundedSender<String>,
+    out: tokio::sync::mpsc::UnboundedSender<Msg>,
     tuning: Tuning,
 ) {
     start.notified().await;
@@ -463,44 +555,24 @@ async fn watch_crds(
                 Ok(None) => return,
                 Err(e) if matches!(api_code(&e), Some(401 | 403 | 404)) => {
                     if !std::mem::replace(&mut noted, true) {
-                        let _ = errors.send(format!(
+                        let _ = out.send(Msg::Note(format!(
                             "cannot watch CustomResourceDefinitions ({e}): absent Calico kinds \
                              are listed again only every {:?}; grant get, list and watch on \
                              customresourcedefinitions.apiextensions.k8s.io to notice new CRDs at once",
                             tuning.recheck_absent
-                        ));
+                        )));
                     }
                     break;
                 }
                 Err(e) => {
                     if let Some(msg) = gate.report(&e.to_string()) {
-                        let _ = errors.send(msg);
+                        let _ = out.send(Msg::Note(msg));
                     }
                 }
             }
         }
         tokio::time::sleep(tuning.recheck_absent).await;
     }
-}
-
-/// The snapshot, if every kind has been listed.
-fn snapshot(shared: &Shared, kinds: usize) -> Option<SourceEvent> {
-    let stores = shared.stores.lock().unwrap_or_else(|e| e.into_inner());
-    if stores.len() < kinds || stores.values().any(|s| !s.synced) {
-        return None;
-    }
-    let mut resources = Vec::new();
-    let mut diagnostics = Vec::new();
-    for store in stores.values() {
-        for e in store.objects.values() {
-            resources.extend(e.resources.iter().cloned());
-            diagnostics.extend(e.diagnostics.iter().cloned());
-        }
-    }
-    Some(SourceEvent::Snapshot {
-        resources,
-        diagnostics,
-    })
 }
 
 fn calico_resource(calico: CalicoApi, kind: &str, plural: &str) -> ApiResource {
@@ -533,21 +605,15 @@ pub fn watched_resources(calico: CalicoApi) -> Vec<ApiResource> {
 /// The watcher tasks being started, and what they share.
 struct Watchers {
     client: kube::Client,
-    shared: Arc<Shared>,
-    errors: tokio::sync::mpsc::UnboundedSender<String>,
+    out: tokio::sync::mpsc::UnboundedSender<Msg>,
     tuning: Tuning,
     crd_start: Arc<Notify>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Watchers {
-    fn spawn<K, F>(
-        &mut self,
-        kind: String,
-        api: Api<K>,
-        to_entry: F,
-        optional: Option<Arc<Presence>>,
-    ) where
+    fn spawn<K, F>(&mut self, kind: String, api: Api<K>, encode: F, optional: Option<Arc<Presence>>)
+    where
         K: kube::Resource
             + Clone
             + serde::de::DeserializeOwned
@@ -555,14 +621,13 @@ impl Watchers {
             + Send
             + Sync
             + 'static,
-        F: Fn(&K, Option<&Entry>) -> Entry + Send + Sync + 'static,
+        F: Fn(&K) -> Result<String, String> + Send + Sync + 'static,
     {
         let w = KindWatch {
-            shared: self.shared.clone(),
             kind,
             api,
-            to_entry,
-            errors: self.errors.clone(),
+            encode,
+            out: self.out.clone(),
             tuning: self.tuning.clone(),
             optional,
             crd_watch: self.crd_start.clone(),
@@ -583,15 +648,9 @@ impl Watchers {
             + 'static,
         K::DynamicType: Default,
     {
-        let to_entry = move |o: &K, old: Option<&Entry>| {
-            load_object(&format!("k8s:{name}/{}", key_of(o)), o, old)
-        };
-        self.spawn(
-            name.to_string(),
-            Api::all(self.client.clone()),
-            to_entry,
-            None,
-        );
+        let encode = |o: &K| serde_json::to_string(o).map_err(|e| e.to_string());
+        let api = Api::all(self.client.clone());
+        self.spawn(name.to_string(), api, encode, None);
     }
 
     /// The Calico kinds (optional: their CRDs may be absent); returns their
@@ -607,33 +666,36 @@ impl Watchers {
                 api_version: ar.api_version.clone(),
                 kind: ar.kind.clone(),
             };
-            let name = label.clone();
-            let to_entry = move |o: &DynamicObject, old: Option<&Entry>| {
+            let encode = move |o: &DynamicObject| {
                 // List items may come without apiVersion/kind: set them.
                 let mut o = o.clone();
                 o.types = Some(types.clone());
-                load_object(&format!("k8s:{name}/{}", key_of(&o)), &o, old)
+                serde_json::to_string(&o).map_err(|e| e.to_string())
             };
             let api = Api::all_with(self.client.clone(), &ar);
-            self.spawn(label, api, to_entry, Some(presence));
+            self.spawn(label, api, encode, Some(presence));
         }
         presences
     }
 }
 
-/// Watches everything and sends snapshots to `out` until the receiver goes
-/// away.
+/// Most watcher messages folded into one batch of changes.
+const BATCH: usize = 10_000;
+
+/// Watches everything and sends changes to `out` as they come (whatever
+/// is already queued goes as one batch; nothing waits), then
+/// [`Event::Synced`] once every kind has been listed, until the receiver
+/// goes away.
 pub async fn run(
     client: kube::Client,
     calico: CalicoApi,
     tuning: Tuning,
-    out: std::sync::mpsc::Sender<SourceEvent>,
+    out: std::sync::mpsc::Sender<Event>,
 ) {
-    let (errors, mut err_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Msg>();
     let mut w = Watchers {
         client: client.clone(),
-        shared: Arc::new(Shared::default()),
-        errors,
+        out: tx,
         tuning: tuning.clone(),
         crd_start: Arc::new(Notify::new()),
         tasks: Vec::new(),
@@ -648,31 +710,62 @@ pub async fn run(
         client,
         presences,
         w.crd_start.clone(),
-        w.errors.clone(),
-        tuning.clone(),
+        w.out.clone(),
+        tuning,
     );
     w.tasks.push(tokio::spawn(crds));
-    let Watchers { shared, tasks, .. } = w;
-    loop {
-        tokio::select! {
-            _ = shared.changed.notified() => {
-                tokio::time::sleep(tuning.debounce).await;
-                if let Some(ev) = snapshot(&shared, kinds)
-                    && out.send(ev).is_err()
-                {
-                    break;
-                }
-            }
-            Some(e) = err_rx.recv() => {
-                if out.send(SourceEvent::Error(e)).is_err() {
-                    break;
-                }
-            }
+    let Watchers { tasks, out: tx, .. } = w;
+    drop(tx);
+    let mut synced = 0;
+    while let Some(first) = rx.recv().await {
+        let mut msgs = vec![first];
+        while msgs.len() < BATCH
+            && let Ok(m) = rx.try_recv()
+        {
+            msgs.push(m);
+        }
+        if forward(msgs, &mut synced, kinds, &out).is_err() {
+            break;
         }
     }
     for t in tasks {
         t.abort();
     }
+}
+
+/// Sends a batch of watcher messages on, in order; `Synced` goes out when
+/// the last kind completes its first listing.
+fn forward(
+    msgs: Vec<Msg>,
+    synced: &mut usize,
+    kinds: usize,
+    out: &std::sync::mpsc::Sender<Event>,
+) -> Result<(), std::sync::mpsc::SendError<Event>> {
+    let mut batch = Changes::default();
+    let flush = |batch: &mut Changes| {
+        let b = std::mem::take(batch);
+        if b.updates.is_empty() && b.reports.is_empty() {
+            return Ok(());
+        }
+        out.send(Event::Changes(b))
+    };
+    for m in msgs {
+        match m {
+            Msg::Changes(c) => {
+                batch.updates.extend(c.updates);
+                batch.reports.extend(c.reports);
+            }
+            Msg::Synced => {
+                *synced += 1;
+                if *synced == kinds {
+                    flush(&mut batch)?;
+                    out.send(Event::Synced)?;
+                }
+            }
+            Msg::Note(n) => out.send(Event::Note(n))?,
+        }
+    }
+    flush(&mut batch)
 }
 
 /// Connects (in-cluster configuration or KUBECONFIG), checks that the API
@@ -682,8 +775,7 @@ pub async fn run(
 /// server that cannot be reached is not (the watchers retry it).
 pub fn spawn(
     calico: CalicoApi,
-    debounce: Duration,
-    out: std::sync::mpsc::Sender<SourceEvent>,
+    out: std::sync::mpsc::Sender<Event>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -701,7 +793,7 @@ pub fn spawn(
         .map_err(std::io::Error::other)?;
     std::thread::Builder::new()
         .name("tortie-kubernetes".into())
-        .spawn(move || rt.block_on(run(client, calico, Tuning::new(debounce), out)))
+        .spawn(move || rt.block_on(run(client, calico, Tuning::new(), out)))
 }
 
 #[cfg(test)]

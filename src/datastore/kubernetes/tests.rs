@@ -76,30 +76,92 @@ fn state(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Waits (bounded) for a snapshot whose pods equal `want`.
-fn expect_pods(
-    rx: &mpsc::Receiver<SourceEvent>,
-    want: &BTreeMap<String, String>,
-    what: &str,
-) -> (Vec<Resource>, Vec<crate::diag::Diagnostic>) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last = None;
-    while Instant::now() < deadline {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(SourceEvent::Snapshot {
-                resources,
-                diagnostics,
-            }) => {
-                let got = pods_of(&resources);
-                if &got == want {
-                    return (resources, diagnostics);
-                }
-                last = Some(got);
-            }
-            Ok(SourceEvent::Error(_)) | Err(_) => {}
+/// The consumer's side: what the updates leave, the problems reported now,
+/// how often Synced came, the updates since the last `mark`, the notes.
+struct Consumer {
+    rx: mpsc::Receiver<Event>,
+    objects: BTreeMap<crate::model::ResourceKey, Resource>,
+    problems: BTreeMap<String, Vec<crate::diag::Diagnostic>>,
+    synced: usize,
+    since_mark: Vec<crate::model::Update>,
+    notes: Vec<String>,
+}
+
+impl Consumer {
+    fn new(rx: mpsc::Receiver<Event>) -> Consumer {
+        Consumer {
+            rx,
+            objects: BTreeMap::new(),
+            problems: BTreeMap::new(),
+            synced: 0,
+            since_mark: Vec::new(),
+            notes: Vec::new(),
         }
     }
-    panic!("{what}: no snapshot with pods {want:?}; last seen {last:?}");
+
+    /// Takes the next event (waiting at most `wait`); true if there was one.
+    fn pump(&mut self, wait: Duration) -> bool {
+        let Ok(ev) = self.rx.recv_timeout(wait) else {
+            return false;
+        };
+        match ev {
+            Event::Changes(c) => {
+                for u in c.updates {
+                    self.since_mark.push(u.clone());
+                    match u.value {
+                        Some(r) => self.objects.insert(u.key, r),
+                        None => self.objects.remove(&u.key),
+                    };
+                }
+                for r in c.reports {
+                    if r.diagnostics.is_empty() {
+                        self.problems.remove(&r.item);
+                    } else {
+                        self.problems.insert(r.item, r.diagnostics);
+                    }
+                }
+            }
+            Event::Synced => self.synced += 1,
+            Event::Note(n) => self.notes.push(n),
+        }
+        true
+    }
+
+    fn pods(&self) -> BTreeMap<String, String> {
+        pods_of(&self.objects.values().cloned().collect::<Vec<_>>())
+    }
+
+    fn mark(&mut self) {
+        self.since_mark.clear();
+    }
+
+    /// Waits (bounded) until synced with pods equal to `want`; how long it took.
+    fn wait_pods(&mut self, want: &[(&str, &str)], bound: Duration) -> Option<Duration> {
+        let want = state(want);
+        let start = Instant::now();
+        while start.elapsed() < bound {
+            self.pump(Duration::from_millis(10));
+            if self.synced > 0 && self.pods() == want {
+                return Some(start.elapsed());
+            }
+        }
+        None
+    }
+
+    fn expect_pods(&mut self, want: &[(&str, &str)], what: &str) {
+        if self.wait_pods(want, Duration::from_secs(20)).is_none() {
+            panic!(
+                "{what}: pods never became {want:?}; last seen {:?}",
+                self.pods()
+            );
+        }
+    }
+
+    fn has_gnp(&self, name: &str) -> bool {
+        self.objects
+            .keys()
+            .any(|k| k.kind == crate::model::ResourceKind::GlobalNetworkPolicy && k.name == name)
+    }
 }
 
 #[test]
@@ -116,12 +178,7 @@ fn lists_watches_relists_on_410_and_reports_invalid_objects() {
     // The test releases the pod script step by step.
     let (go_tx, go_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let (seen_tx, seen_rx) = mpsc::channel::<String>();
-    rt.spawn(super::run(
-        client,
-        CalicoApi::V3,
-        Tuning::new(Duration::from_millis(20)),
-        tx,
-    ));
+    rt.spawn(super::run(client, CalicoApi::V3, Tuning::new(), tx));
     let go_rx = std::sync::Arc::new(tokio::sync::Mutex::new(go_rx));
     rt.spawn(async move {
         let mut pod_requests = 0;
@@ -196,15 +253,22 @@ fn lists_watches_relists_on_410_and_reports_invalid_objects() {
     });
 
     // Initial listing: one pod, the valid policy, the invalid one reported.
-    let (resources, diagnostics) = expect_pods(&rx, &state(&[("a", "x")]), "initial list");
-    let names: Vec<String> = resources
-        .iter()
-        .filter(|r| r.kind() == crate::model::ResourceKind::K8sNetworkPolicy)
-        .map(|r| r.key().name)
+    let mut c = Consumer::new(rx);
+    c.expect_pods(&[("a", "x")], "initial list");
+    let names: Vec<String> = c
+        .objects
+        .keys()
+        .filter(|k| k.kind == crate::model::ResourceKind::K8sNetworkPolicy)
+        .map(|k| k.name.clone())
         .collect();
     assert_eq!(names, ["good"], "the invalid policy is skipped");
-    let bad: Vec<&crate::diag::Diagnostic> = diagnostics.iter().filter(|d| d.is_error()).collect();
-    assert_eq!(bad.len(), 1, "{diagnostics:?}");
+    let bad: Vec<&crate::diag::Diagnostic> = c
+        .problems
+        .values()
+        .flatten()
+        .filter(|d| d.is_error())
+        .collect();
+    assert_eq!(bad.len(), 1, "{:?}", c.problems);
     assert!(
         bad[0].message.contains("port 70000 is out of range"),
         "{}",
@@ -212,24 +276,33 @@ fn lists_watches_relists_on_410_and_reports_invalid_objects() {
     );
     assert!(bad[0].one_line().contains("NetworkPolicy default/bad"));
     assert!(
-        resources
-            .iter()
-            .any(|r| r.kind() == crate::model::ResourceKind::Namespace)
+        c.objects
+            .keys()
+            .any(|k| k.kind == crate::model::ResourceKind::Namespace)
     );
 
     go_tx.send(()).unwrap();
-    expect_pods(
-        &rx,
-        &state(&[("a", "y"), ("b", "x")]),
-        "watch: added and modified",
-    );
+    c.expect_pods(&[("a", "y"), ("b", "x")], "watch: added and modified");
 
     // The stream ended; the watcher reconnects from the bookmark's version.
+    c.mark();
     go_tx.send(()).unwrap();
-    expect_pods(
-        &rx,
-        &state(&[("a", "y"), ("c", "z")]),
+    c.expect_pods(
+        &[("a", "y"), ("c", "z")],
         "410 Gone, then relist (b was deleted meanwhile)",
+    );
+    // The relist yields only the differences: b deleted, c added; the
+    // unchanged a (and every other kind) sends nothing.
+    let keys: Vec<(String, bool)> = c
+        .since_mark
+        .iter()
+        .map(|u| (u.key.name.clone(), u.value.is_some()))
+        .collect();
+    assert_eq!(
+        keys,
+        [("b".to_string(), false), ("c".to_string(), true)],
+        "{:?}",
+        c.since_mark
     );
     let uris: Vec<String> = seen_rx.try_iter().collect();
     assert!(
@@ -241,8 +314,11 @@ fn lists_watches_relists_on_410_and_reports_invalid_objects() {
         "410 leads to a relist: {uris:?}"
     );
 
+    c.mark();
     go_tx.send(()).unwrap();
-    expect_pods(&rx, &state(&[("c", "z")]), "watch: deleted");
+    c.expect_pods(&[("c", "z")], "watch: deleted");
+    assert_eq!(c.since_mark.len(), 1, "one delete: {:?}", c.since_mark);
+    assert_eq!(c.synced, 1, "Synced exactly once");
     rt.shutdown_timeout(Duration::from_secs(1));
 }
 
@@ -270,7 +346,7 @@ fn calico_paths() -> Vec<String> {
 struct Rig {
     rt: tokio::runtime::Runtime,
     api: MockApi,
-    rx: mpsc::Receiver<SourceEvent>,
+    c: std::cell::RefCell<Consumer>,
 }
 
 impl Rig {
@@ -293,28 +369,32 @@ impl Rig {
             let client = kube::Client::new(svc, "default");
             rt.spawn(super::run(client, CalicoApi::V3, tuning, tx));
         }
-        Rig { rt, api, rx }
+        Rig {
+            rt,
+            api,
+            c: std::cell::RefCell::new(Consumer::new(rx)),
+        }
     }
 
-    /// Notes (Error events) received while waiting go into `notes`.
+    /// Notes received while waiting go into `notes`.
     fn wait_pods(
         &self,
         want: &[(&str, &str)],
         bound: Duration,
         notes: &mut Vec<String>,
     ) -> Option<Duration> {
-        let want = state(want);
-        let start = Instant::now();
-        while start.elapsed() < bound {
-            match self.rx.recv_timeout(Duration::from_millis(10)) {
-                Ok(SourceEvent::Snapshot { resources, .. }) if pods_of(&resources) == want => {
-                    return Some(start.elapsed());
-                }
-                Ok(SourceEvent::Error(e)) => notes.push(e),
-                _ => {}
-            }
-        }
-        None
+        let mut c = self.c.borrow_mut();
+        let took = c.wait_pods(want, bound);
+        notes.append(&mut c.notes);
+        took
+    }
+
+    /// Takes the next event; whether it carried updates.
+    fn pump_updates(&self, wait: Duration) -> bool {
+        let mut c = self.c.borrow_mut();
+        c.mark();
+        c.pump(wait);
+        !c.since_mark.is_empty()
     }
 }
 
@@ -334,7 +414,7 @@ impl Drop for Rig {
 /// Takes the server down for `outage`, brings it back, changes a pod at
 /// once; returns how long the change took to arrive, and the mock.
 fn outage_then_change(outage: Duration, compact: bool) -> (Duration, Rig, Instant, Instant) {
-    let rig = Rig::start(Tuning::new(Duration::from_millis(20)), &[]);
+    let rig = Rig::start(Tuning::new(), &[]);
     let mut notes = Vec::new();
     rig.wait_pods(&[("a", "x")], Duration::from_secs(10), &mut notes)
         .expect("initial listing");
@@ -429,8 +509,8 @@ fn a_change_right_after_a_60_s_outage_arrives_within_5_s_after_a_relist() {
 }
 
 #[test]
-fn a_relist_that_finds_nothing_new_sends_no_snapshot() {
-    let rig = Rig::start(Tuning::new(Duration::from_millis(20)), &[]);
+fn a_relist_that_finds_nothing_new_sends_no_update() {
+    let rig = Rig::start(Tuning::new(), &[]);
     let mut notes = Vec::new();
     rig.wait_pods(&[("a", "x")], Duration::from_secs(10), &mut notes)
         .expect("initial listing");
@@ -438,7 +518,7 @@ fn a_relist_that_finds_nothing_new_sends_no_snapshot() {
     let settle = Instant::now() + Duration::from_secs(5);
     let mut last = Instant::now();
     while Instant::now() < settle && last.elapsed() < Duration::from_millis(500) {
-        if rig.rx.recv_timeout(Duration::from_millis(20)).is_ok() {
+        if rig.c.borrow_mut().pump(Duration::from_millis(20)) {
             last = Instant::now();
         }
     }
@@ -452,8 +532,8 @@ fn a_relist_that_finds_nothing_new_sends_no_snapshot() {
     // Every kind relists (the mock compacted them all); none changed.
     let quiet = Instant::now() + Duration::from_millis(1500);
     while Instant::now() < quiet {
-        if let Ok(SourceEvent::Snapshot { .. }) = rig.rx.recv_timeout(Duration::from_millis(20)) {
-            panic!("a relist with nothing new sent a snapshot");
+        if rig.pump_updates(Duration::from_millis(20)) {
+            panic!("a relist with nothing new sent updates");
         }
     }
     // A real change after the relist still arrives.
@@ -467,50 +547,33 @@ fn gnp(name: &str) -> serde_json::Value {
            "metadata": {"name": name}, "spec": {"selector": "all()", "types": ["Ingress"]}})
 }
 
-fn gnps_of(ev: &SourceEvent) -> Option<Vec<String>> {
-    match ev {
-        SourceEvent::Snapshot { resources, .. } => Some(
-            resources
-                .iter()
-                .filter(|r| r.kind() == crate::model::ResourceKind::GlobalNetworkPolicy)
-                .map(|r| r.key().name)
-                .collect(),
-        ),
-        SourceEvent::Error(_) => None,
-    }
-}
-
-/// Waits for a snapshot holding GlobalNetworkPolicy `name`; returns the
+/// Waits until GlobalNetworkPolicy `name` is in force; returns the
 /// time it took and the notes seen meanwhile.
 fn wait_gnp(rig: &Rig, name: &str, bound: Duration, notes: &mut Vec<String>) -> Option<Duration> {
     let start = Instant::now();
+    let mut c = rig.c.borrow_mut();
     while start.elapsed() < bound {
-        if let Ok(ev) = rig.rx.recv_timeout(Duration::from_millis(10)) {
-            match gnps_of(&ev) {
-                Some(names) if names.iter().any(|n| n == name) => return Some(start.elapsed()),
-                Some(_) => {}
-                None => {
-                    if let SourceEvent::Error(e) = ev {
-                        notes.push(e)
-                    }
-                }
-            }
+        c.pump(Duration::from_millis(10));
+        if c.has_gnp(name) {
+            notes.append(&mut c.notes);
+            return Some(start.elapsed());
         }
     }
+    notes.append(&mut c.notes);
     None
 }
 
 #[test]
 fn an_absent_kind_is_noted_once_and_picked_up_when_its_crd_is_created() {
-    let rig = Rig::start(Tuning::new(Duration::from_millis(20)), &[]);
+    let rig = Rig::start(Tuning::new(), &[]);
     let mut notes = Vec::new();
     rig.wait_pods(&[("a", "x")], Duration::from_secs(10), &mut notes)
         .expect("the initial snapshot does not wait for absent kinds");
     let settle = Instant::now() + Duration::from_secs(3);
     while Instant::now() < settle {
-        if let Ok(SourceEvent::Error(e)) = rig.rx.recv_timeout(Duration::from_millis(20)) {
-            notes.push(e);
-        }
+        let mut c = rig.c.borrow_mut();
+        c.pump(Duration::from_millis(20));
+        notes.append(&mut c.notes);
     }
     for (kind, _) in CALICO_KINDS {
         let label = format!("{kind}.projectcalico.org:");
@@ -532,7 +595,7 @@ fn an_absent_kind_is_noted_once_and_picked_up_when_its_crd_is_created() {
 
 #[test]
 fn without_a_crd_watch_an_absent_kind_is_listed_again_on_the_timer() {
-    let mut tuning = Tuning::new(Duration::from_millis(20));
+    let mut tuning = Tuning::new();
     tuning.recheck_absent = Duration::from_secs(1);
     let rig = Rig::start(tuning, &[]);
     rig.api.fail_with(CRDS, 403);
