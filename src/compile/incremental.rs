@@ -314,12 +314,13 @@ impl Incremental {
             return Outcome::Full;
         }
         let mut dirty = Dirty::default();
+        let mut touched = 0;
         let mut member_keys = BTreeSet::new();
         let mut policies = Vec::new();
         for u in updates {
             match u.key.kind {
                 ResourceKind::Namespace | ResourceKind::ServiceAccount => {
-                    self.implicit_profile(&u, &mut dirty, &mut member_keys)
+                    touched += self.implicit_profile(&u, &mut dirty, &mut member_keys)
                 }
                 ResourceKind::NetworkPolicy
                 | ResourceKind::GlobalNetworkPolicy
@@ -334,7 +335,7 @@ impl Incremental {
             }
             self.store(u);
         }
-        let touched_sets = self.refresh_members(&member_keys, &mut dirty);
+        touched += self.refresh_members(&member_keys, &mut dirty);
         for (old, new) in policies {
             self.replace_policy(old, new, &mut dirty);
         }
@@ -342,8 +343,8 @@ impl Incremental {
         self.render(dirty);
         if parts > 0 {
             Outcome::Parts(parts)
-        } else if touched_sets > 0 {
-            Outcome::Sets(touched_sets)
+        } else if touched > 0 {
+            Outcome::Sets(touched)
         } else {
             Outcome::Unchanged
         }

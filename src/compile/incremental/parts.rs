@@ -255,7 +255,7 @@ impl Incremental {
     // Set members
 
     fn index_set(&mut self, name: &str, source: &SetSource) {
-        for k in selector_keys(source_selector(source)) {
+        for k in unpaired_keys(source_selector(source)) {
             self.sets_by_key
                 .entry(k)
                 .or_default()
@@ -275,7 +275,7 @@ impl Incremental {
     }
 
     fn unindex_set(&mut self, name: &str, source: &SetSource) {
-        for k in selector_keys(source_selector(source)) {
+        for k in unpaired_keys(source_selector(source)) {
             if let Some(s) = self.sets_by_key.get_mut(&k) {
                 s.remove(name);
                 if s.is_empty() {
@@ -401,7 +401,13 @@ impl Incremental {
                 .map(|(k, _)| k)
                 .chain(n.labels.keys().filter(|k| !o.labels.contains_key(*k)));
             for k in changed {
-                if let Some(s) = self.sets_by_key.get(k) {
+                // Sets keyed by this key can only move for its old or new value.
+                let values = [o.labels.get(k), n.labels.get(k)];
+                let paired = values
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| self.sets_by_pair.get(&(k.clone(), v.clone())));
+                for s in self.sets_by_key.get(k).into_iter().chain(paired) {
                     names.extend(s.iter().cloned());
                 }
             }
@@ -448,12 +454,15 @@ fn empty_map(name: &str) -> crate::compile::ir::VerdictMap {
 }
 
 /// The label keys a selector's result depends on (`global()` reads the
-/// namespace label).
-fn selector_keys(sel: &crate::selector::Selector) -> Vec<String> {
+/// namespace label), except the key of its required pair: a set is found
+/// through that pair instead.
+fn unpaired_keys(sel: &crate::selector::Selector) -> Vec<String> {
+    let paired = required_pair(sel).map(|(k, _)| k);
     let mut keys: Vec<String> = sel.label_keys().into_iter().map(str::to_string).collect();
     if sel.uses_global() {
         keys.push(crate::calc::NAMESPACE_LABEL.to_string());
     }
+    keys.retain(|k| Some(k) != paired.as_ref());
     keys
 }
 

@@ -38,41 +38,108 @@ fn endpoint_id(key: &ResourceKey) -> Option<EndpointId> {
 
 impl Incremental {
     /// A namespace or service account changed: its implicit profile, and
-    /// through it every member in that namespace.
+    /// through it the labels of every member in that namespace.
     pub(super) fn implicit_profile(
         &mut self,
         u: &Update,
         dirty: &mut Dirty,
         member_keys: &mut BTreeSet<ResourceKey>,
-    ) {
+    ) -> usize {
         let name = u.key.name.as_str();
-        let (profile, namespace, spec) = match u.key.kind {
+        let (profile, namespace, account, spec) = match u.key.kind {
             ResourceKind::Namespace => (
                 format!("kns.{name}"),
                 name.to_string(),
+                None,
                 u.value
                     .as_ref()
                     .map(|r| convert::namespace_profile(name, &r.meta().labels).spec),
             ),
             _ => {
                 let ns = u.key.namespace.clone().unwrap_or_else(|| "default".into());
-                (
-                    format!("ksa.{ns}.{name}"),
-                    ns.clone(),
-                    u.value.as_ref().map(|r| {
-                        convert::service_account_profile(&ns, name, &r.meta().labels).spec
-                    }),
-                )
+                let spec = u
+                    .value
+                    .as_ref()
+                    .map(|r| convert::service_account_profile(&ns, name, &r.meta().labels).spec);
+                (format!("ksa.{ns}.{name}"), ns, Some(name), spec)
             }
         };
-        match spec {
+        let old = match spec {
             Some(s) => self.cluster.profiles.insert(profile.clone(), s),
             None => self.cluster.profiles.remove(&profile),
         };
-        member_keys.extend(self.members.in_namespace(&namespace));
+        let before = old.map(|p| p.labels_to_apply).unwrap_or_default();
+        let after = self
+            .cluster
+            .profiles
+            .get(&profile)
+            .map(|p| p.labels_to_apply.clone())
+            .unwrap_or_default();
+        let changed: Vec<(String, Option<String>)> = before
+            .keys()
+            .chain(after.keys())
+            .filter(|k| before.get(*k) != after.get(*k))
+            .map(|k| (k.clone(), after.get(k).cloned()))
+            .collect::<BTreeMap<_, _>>()
+            .into_iter()
+            .collect();
+        let mut touched = 0;
+        for key in self.members.in_namespace(&namespace) {
+            match self.patch_inherited(&key, account, &changed) {
+                Some(n) => touched += n,
+                None => {
+                    member_keys.insert(key);
+                }
+            }
+        }
         dirty
             .leaves
             .extend(self.leaves_in_use(&LeafOf::Profile(profile)));
+        touched
+    }
+
+    /// Applies inherited label changes to a remote pod's or a network set's
+    /// member in place (its own labels win, as in `Cluster`): the number of
+    /// sets changed, or `None` when the member must be derived again
+    /// instead (local endpoints, workload endpoints with explicit profiles).
+    fn patch_inherited(
+        &mut self,
+        key: &ResourceKey,
+        account: Option<&str>,
+        changed: &[(String, Option<String>)],
+    ) -> Option<usize> {
+        let own = match self.resources.get(key) {
+            Some(Resource::Pod(p)) if p.spec.node_name.as_deref() != Some(self.node.as_str()) => {
+                let sa = p.spec.service_account_name.as_deref().unwrap_or("default");
+                if account.is_some_and(|a| a != sa) {
+                    return Some(0);
+                }
+                &p.metadata.labels
+            }
+            Some(Resource::NetworkSet(o)) => {
+                if account.is_some() {
+                    return Some(0);
+                }
+                &o.metadata.labels
+            }
+            _ => return None,
+        };
+        let old = self.members.get(key)?;
+        let mut new = old.clone();
+        for (k, v) in changed {
+            if own.contains_key(k) {
+                continue;
+            }
+            match v {
+                Some(v) => new.labels.insert(k.clone(), v.clone()),
+                None => new.labels.remove(k),
+            };
+        }
+        if &new == old {
+            return Some(0);
+        }
+        let old = self.members.set(key, Some(new.clone()));
+        Some(self.bump_members(old.as_ref(), Some(&new)))
     }
 
     /// Re-derives the members and endpoints of `keys` from their resources;
