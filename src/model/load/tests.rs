@@ -117,6 +117,13 @@ fn seed_000_and_001_accounts_allow_is_rejected_precisely() {
                     "unknown field `NamespaceSelector`",
                     "did you mean `namespaceSelector`",
                 ),
+                // Reported in the same run: `ports` is indented under the peer.
+                (
+                    18,
+                    7,
+                    "unknown field `ports`",
+                    "expected one of: podSelector, namespaceSelector, ipBlock",
+                ),
             ],
         );
     }
@@ -185,15 +192,29 @@ fn seed_001_whitelist_is_rejected_with_placeholders_and_the_pre_dnat_conflict() 
 
 #[test]
 fn seed_002_curly_quotes_are_rejected() {
-    for name in [
+    // Every mistake of a resource in one run: the curly quotes and the
+    // `to:` of an ingress rule.
+    assert_errors(
         "002-allow-same-namespace.yaml",
+        &[
+            (13, 21, "unknown field `“color”`", "curly quotes"),
+            (14, 5, "unknown field `to`", "`to` belongs in egress rules"),
+        ],
+    );
+    assert_errors(
         "002-allow-same-namespace-other-ns.yaml",
-    ] {
-        assert_errors(name, &[(13, 21, "unknown field `“color”`", "curly quotes")]);
-    }
+        &[
+            (13, 21, "unknown field `“color”`", "curly quotes"),
+            (14, 27, "unknown field `“something”`", "curly quotes"),
+            (15, 5, "unknown field `to`", "`to` belongs in egress rules"),
+        ],
+    );
     assert_errors(
         "002-allow-egress-same-namespace.yaml",
-        &[(13, 21, "unknown field `“color**”`", "curly quotes")],
+        &[
+            (13, 21, "unknown field `“color**”`", "curly quotes"),
+            (14, 7, "unknown field `ports`", "expected one of"),
+        ],
     );
     assert_errors(
         "002-allow-egress-external.yaml",
