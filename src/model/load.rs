@@ -61,6 +61,8 @@ pub struct LoadResult {
     pub over_budget: Option<yaml::BudgetKind>,
     /// Values parsed (including copies made by aliases).
     pub values: usize,
+    /// Documents of kinds tortie does not use, skipped (each has a note).
+    pub skipped: usize,
 }
 
 impl LoadResult {
@@ -81,6 +83,24 @@ impl LoadResult {
         self.rejected |= other.rejected;
         self.over_budget = self.over_budget.or(other.over_budget);
         self.values += other.values;
+        self.skipped += other.skipped;
+    }
+
+    /// `--strict`: the documents skipped for their kind become errors.
+    pub fn make_strict(&mut self) {
+        for d in &mut self.diagnostics {
+            if d.severity == Severity::Note && d.stage == Stage::Decode {
+                d.severity = Severity::Error;
+                d.message = d.message.replacen("skipped ", "unexpected kind: ", 1);
+                d.hint = Some("remove the document, or run without --strict to skip it".into());
+            }
+        }
+    }
+
+    /// Counts of (errors, warnings, notes).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let n = |s| self.diagnostics.iter().filter(|d| d.severity == s).count();
+        (n(Severity::Error), n(Severity::Warning), n(Severity::Note))
     }
 }
 
@@ -453,6 +473,24 @@ impl Ctx<'_> {
         }
         let rkind = match ResourceKind::resolve(api, kind) {
             Ok(k) => k,
+            Err(_) if is_foreign_kind(api, kind) => {
+                let name = node
+                    .get("metadata")
+                    .and_then(|m| m.get("name"))
+                    .and_then(Node::as_str)
+                    .unwrap_or("<unnamed>");
+                self.result.skipped += 1;
+                self.push(
+                    Severity::Note,
+                    Stage::Decode,
+                    node.get("kind").map(|n| n.pos),
+                    Some(format!("{kind} {name}")),
+                    None,
+                    format!("skipped {kind} ({api}): tortie does not use this kind"),
+                    Some("--strict makes this an error".into()),
+                );
+                return;
+            }
             Err((msg, hint)) => {
                 let pos = node.get("kind").map(|n| n.pos).unwrap_or(node.pos);
                 err(self, pos, msg, Some(hint));
@@ -505,7 +543,7 @@ impl Ctx<'_> {
         let mut valid = true;
         for f in findings {
             let full = FieldPath(base.0.iter().chain(f.path.0.iter()).cloned().collect());
-            let pos = node.locate(&f.path);
+            let pos = finding_pos(node, &f, self.text);
             valid &= f.warning;
             self.push(
                 if f.warning {
@@ -531,6 +569,118 @@ impl Ctx<'_> {
             });
         }
     }
+}
+
+/// Calico's kinds that are not policy (IPAM, BGP, cluster and node state).
+const CALICO_OTHER_KINDS: &[&str] = &[
+    "BGPConfiguration",
+    "BGPFilter",
+    "BGPPeer",
+    "BlockAffinity",
+    "CalicoNodeStatus",
+    "ClusterInformation",
+    "IPAMBlock",
+    "IPAMConfig",
+    "IPAMConfiguration",
+    "IPAMHandle",
+    "IPPool",
+    "IPReservation",
+    "KubeControllersConfiguration",
+    "Node",
+    "StagedGlobalNetworkPolicy",
+    "StagedKubernetesNetworkPolicy",
+    "StagedNetworkPolicy",
+];
+
+/// A kind that tortie does not use and may skip: Calico's non-policy kinds
+/// (and staged policies, which never change a verdict), and any kind of
+/// another API group that is not a network policy and does not look like a
+/// misspelt kind tortie reads. Network policy kinds tortie does not enforce
+/// (e.g. AdminNetworkPolicy) and typos stay errors.
+pub fn is_foreign_kind(api: &str, kind: &str) -> bool {
+    match api {
+        super::CALICO_API | super::CALICO_CRD_API => CALICO_OTHER_KINDS.contains(&kind),
+        _ => {
+            !kind.is_empty()
+                && !api.is_empty()
+                && !kind.to_ascii_lowercase().contains("networkpolic")
+                && !looks_like_a_kind_tortie_reads(kind)
+        }
+    }
+}
+
+/// `pods`, `Pods`, `NetworkPolicys`, `GlobalNetworkpolicy`, `Namespce`: a
+/// kind tortie reads in another case, in the plural, or (for names of six
+/// letters or more) within two edits. Short real kinds (`Node`, `Job`) are
+/// not mistaken for `Pod`.
+fn looks_like_a_kind_tortie_reads(kind: &str) -> bool {
+    let lower = kind.to_ascii_lowercase();
+    ResourceKind::ALL.iter().any(|k| {
+        let name = k.kind_name().to_ascii_lowercase();
+        let plural_y = name
+            .strip_suffix('y')
+            .is_some_and(|stem| lower == format!("{stem}ies"));
+        lower == name
+            || lower == format!("{name}s")
+            || plural_y
+            || (lower.len() >= 6 && super::de::edit_distance(&lower, &name) <= 2)
+    })
+}
+
+/// Where to point for a validation finding: the key of a field the hint
+/// says to remove; the offending character of a value whose message names a
+/// column (`(at column N)`, a byte offset into the value) when the value is
+/// written verbatim on its line; otherwise the value.
+fn finding_pos(doc: &Node, f: &validate::Finding, text: &str) -> yaml::Pos {
+    if f.hint.as_deref().is_some_and(|h| h.starts_with("remove `"))
+        && let Some(pos) = doc.locate_key(&f.path)
+    {
+        return pos;
+    }
+    let pos = doc.locate(&f.path);
+    let Some(offset) = column_in_message(&f.message) else {
+        return pos;
+    };
+    let value = locate_node(doc, &f.path).and_then(Node::as_str);
+    let line = text.lines().nth(pos.line.saturating_sub(1));
+    let (Some(value), Some(line)) = (value, line) else {
+        return pos;
+    };
+    let rest: String = line.chars().skip(pos.col.saturating_sub(1)).collect();
+    let quote = if rest.starts_with(value) {
+        0
+    } else if (rest.starts_with('"') || rest.starts_with('\'')) && rest[1..].starts_with(value) {
+        1
+    } else {
+        return pos;
+    };
+    let Some(before) = value.get(..offset.min(value.len())) else {
+        return pos;
+    };
+    yaml::Pos {
+        line: pos.line,
+        col: pos.col + quote + before.chars().count(),
+    }
+}
+
+/// The byte offset in `(at column N)`, if the message has one.
+fn column_in_message(message: &str) -> Option<usize> {
+    let (_, rest) = message.rsplit_once("(at column ")?;
+    let n: usize = rest.strip_suffix(')')?.parse().ok()?;
+    n.checked_sub(1)
+}
+
+/// The node at exactly `path`, if there is one.
+fn locate_node<'n>(doc: &'n Node, path: &FieldPath) -> Option<&'n Node> {
+    let mut node = doc;
+    for seg in &path.0 {
+        node = match (seg, &node.value) {
+            (yaml::Seg::Key(k), Value::Map(_)) => node.get(k)?,
+            (yaml::Seg::Index(i), Value::Seq(items)) => items.get(*i)?,
+            _ => return None,
+        };
+    }
+    Some(node)
 }
 
 /// Two definitions of one resource: the later one is an error and is left

@@ -163,6 +163,24 @@ impl Node {
     }
 }
 
+impl Node {
+    /// The position of the key of the field `path` names, when the field is
+    /// there and is a map entry (to point at a field that should not be).
+    pub fn locate_key(&self, path: &FieldPath) -> Option<Pos> {
+        let (last, parent) = path.0.split_last()?;
+        let Seg::Key(k) = last else { return None };
+        let mut node = self;
+        for seg in parent {
+            node = match (seg, &node.value) {
+                (Seg::Key(k), Value::Map(_)) => node.get(k)?,
+                (Seg::Index(i), Value::Seq(items)) => items.get(*i)?,
+                _ => return None,
+            };
+        }
+        node.key_node(k).map(|n| n.pos)
+    }
+}
+
 /// A YAML syntax error at a position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyntaxError {
