@@ -167,7 +167,11 @@ fn excerpt(line: &str, col: usize) -> (String, String, usize) {
     if end < chars.len() {
         shown.push('…');
     }
-    lead.extend(chars[start..col].iter().map(|&c| if c == '\t' { '\t' } else { ' ' }));
+    lead.extend(
+        chars[start..col]
+            .iter()
+            .map(|&c| if c == '\t' { '\t' } else { ' ' }),
+    );
     let carets = token.min(end.saturating_sub(col)).max(1);
     (shown, lead, carets)
 }

@@ -220,7 +220,9 @@ pub fn from_node_all<'de, T: de::Deserialize<'de>>(
         // A field left out (or a stand-in) makes its parent incomplete:
         // that is a consequence, not a second problem.
         let consequence = errors.iter().any(|e| e.path == fatal.path)
-            || skip.iter().any(|s| s.0.len() == fatal.path.0.len() + 1 && s.0.starts_with(&fatal.path.0));
+            || skip
+                .iter()
+                .any(|s| s.0.len() == fatal.path.0.len() + 1 && s.0.starts_with(&fatal.path.0));
         let target = fatal.path.clone();
         if !consequence {
             add_unique(&mut errors, fatal);
@@ -369,14 +371,14 @@ impl<'a> NodeDe<'a, '_> {
 
     /// Keeps `e` and lets decoding go on (with a stand-in the caller gives).
     fn record(&self, e: DecodeError) {
-        self.ctx.recorded.borrow_mut().push(e.at(self.node, self.path));
+        self.ctx
+            .recorded
+            .borrow_mut()
+            .push(e.at(self.node, self.path));
     }
 
     fn type_error(&self, expected: &str) -> DecodeError {
-        let mut e = DecodeError::new(format!(
-            "expected {expected}, found {}",
-            found(self.node)
-        ));
+        let mut e = DecodeError::new(format!("expected {expected}, found {}", found(self.node)));
         if expected.contains("list") && matches!(self.node.value, Value::Map(_)) {
             let field = self.path.last_key().unwrap_or_else(|| "this field".into());
             e.hint = Some(format!(
@@ -406,7 +408,11 @@ impl<'a> NodeDe<'a, '_> {
 }
 
 impl<'de: 'p, 'p> NodeDe<'de, 'p> {
-    fn visit_seq_of<V: Visitor<'de>>(&self, items: &'de [Node], visitor: V) -> Result<V::Value, DecodeError> {
+    fn visit_seq_of<V: Visitor<'de>>(
+        &self,
+        items: &'de [Node],
+        visitor: V,
+    ) -> Result<V::Value, DecodeError> {
         visitor.visit_seq(SeqDe {
             items: items.iter(),
             index: 0,
@@ -633,10 +639,7 @@ impl<'de: 'p, 'p> de::SeqAccess<'de> for SeqDe<'de, 'p> {
                 path,
                 ctx: self.ctx,
             };
-            return seed
-                .deserialize(de)
-                .map(Some)
-                .map_err(|e| e.at(node, path));
+            return seed.deserialize(de).map(Some).map_err(|e| e.at(node, path));
         }
     }
     fn size_hint(&self) -> Option<usize> {
@@ -792,6 +795,115 @@ mod tests {
             err.message.contains("found the string \"x\""),
             "{}",
             err.message
+        );
+    }
+
+    #[test]
+    fn every_mistake_is_reported_and_types_are_named_in_words() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Spec {
+            order: Option<f64>,
+            action: Action,
+            rules: Vec<Rule>,
+            labels: std::collections::BTreeMap<String, String>,
+            on: Option<bool>,
+        }
+        let text = "order: \"100\"\naction: allow\nrules:\n- ports: [80, x]\n  extra: 1\n- from: 5\nlabels: [a]\non: \"true\"\nbogus: 1\n";
+        let node: &'static Node = Box::leak(Box::new(parse_one(text, 1).unwrap()));
+        let errors = from_node_all::<Spec>(node, &FieldPath::root()).unwrap_err();
+        let got: Vec<(String, String, Pos)> = errors
+            .iter()
+            .map(|e| (e.path.to_string(), e.message.clone(), e.pos.unwrap()))
+            .collect();
+        let p = |line, col| Pos { line, col };
+        let want = [
+            (
+                "order",
+                "expected a number, found the string \"100\"",
+                p(1, 8),
+            ),
+            ("action", "unknown value `allow`", p(2, 9)),
+            (
+                "rules[0].ports[1]",
+                "expected a whole number from 0 to 65535, found the string \"x\"",
+                p(4, 15),
+            ),
+            ("rules[0].extra", "unknown field `extra`", p(5, 3)),
+            (
+                "rules[1].from",
+                "expected a list, found the integer 5",
+                p(6, 9),
+            ),
+            ("labels", "expected a map of strings, found a list", p(7, 9)),
+            (
+                "on",
+                "expected true or false, found the string \"true\"",
+                p(8, 5),
+            ),
+            ("bogus", "unknown field `bogus`", p(9, 1)),
+        ];
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+        for ((path, msg, pos), (wpath, wmsg, wpos)) in got.iter().zip(want) {
+            assert_eq!((path.as_str(), *pos), (wpath, wpos), "{msg}");
+            assert!(msg.starts_with(wmsg), "{msg:?} is not {wmsg:?}");
+        }
+        assert!(
+            errors[0]
+                .hint
+                .as_deref()
+                .unwrap()
+                .contains("remove the quotes")
+        );
+        assert!(
+            errors[6]
+                .hint
+                .as_deref()
+                .unwrap()
+                .contains("remove the quotes")
+        );
+        for e in &errors {
+            for rust in ["f64", "u16", "Vec", "BTreeMap", "String", "struct "] {
+                assert!(!e.message.contains(rust), "{}", e.message);
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_field_is_reported_once_not_with_its_consequences() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Inner {
+            action: Action,
+            name: String,
+        }
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Outer {
+            items: Vec<Inner>,
+            count: u16,
+        }
+        let node: &'static Node = Box::leak(Box::new(
+            parse_one(
+                "items:\n- name: a\n- action: Deny\n  name: 7\ncount: -1\n",
+                1,
+            )
+            .unwrap(),
+        ));
+        let errors = from_node_all::<Outer>(node, &FieldPath::root()).unwrap_err();
+        let msgs: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{} {}", e.path, e.message))
+            .collect();
+        assert_eq!(
+            msgs,
+            [
+                "items[0] missing required field `action`",
+                "items[1].name expected a string, found the integer 7",
+                "count expected a whole number from 0 to 65535, found the integer -1",
+            ],
+            "{msgs:#?}"
         );
     }
 

@@ -427,3 +427,108 @@ fn sizes_parse_and_oversized_files_are_refused_unread() {
     assert!(!load_file_with(&path, 500, &mut budget).rejected);
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn seven_mistakes_of_one_policy_are_seven_positioned_errors() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/diagnostics/seven-mistakes.yaml");
+    let r = load_file(&path);
+    let got: Vec<(usize, usize, String, String)> = r
+        .errors()
+        .map(|d| {
+            let p = d.pos.unwrap();
+            (
+                p.line,
+                p.col,
+                d.path.as_ref().unwrap().to_string(),
+                d.message.clone(),
+            )
+        })
+        .collect();
+    let want = [
+        (8, 10, "spec.order", "expected a number"),
+        (9, 3, "spec.selectr", "unknown field `selectr`"),
+        (10, 11, "spec.types[0]", "unknown value `Ingres`"),
+        (12, 13, "spec.ingress[0].action", "unknown value `allow`"),
+        (13, 15, "spec.ingress[0].protocol", "unknown protocol `tcp`"),
+        (
+            15,
+            14,
+            "spec.ingress[0].destination.ports",
+            "expected a list",
+        ),
+        (
+            18,
+            13,
+            "spec.ingress[1].source.nets",
+            "expected a list of strings",
+        ),
+    ];
+    assert_eq!(got.len(), 7, "{got:#?}");
+    for ((l, c, p, m), (wl, wc, wp, wm)) in got.iter().zip(want) {
+        assert_eq!((*l, *c, p.as_str()), (wl, wc, wp), "{m}");
+        assert!(m.starts_with(wm), "{m:?}");
+    }
+    assert!(
+        r.errors()
+            .all(|d| d.resource.as_deref() == Some("GlobalNetworkPolicy seven-mistakes"))
+    );
+    assert!(r.resources.is_empty());
+}
+
+#[test]
+fn kinds_tortie_does_not_use_are_skipped_with_notes() {
+    let text = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: p}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: n1}\n---\napiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\nmetadata: {name: anp}\n---\napiVersion: projectcalico.org/v3\nkind: Bogus\nmetadata: {name: b}\n---\napiVersion: v1\nkind: Namespce\nmetadata: {name: t}\n";
+    let mut r = load_str(text, Path::new("k.yaml"));
+    let notes: Vec<_> = r
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Note)
+        .map(|d| (d.pos.unwrap().line, d.message.clone()))
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            (
+                2,
+                "skipped BGPPeer (projectcalico.org/v3): tortie does not use this kind".to_string()
+            ),
+            (
+                6,
+                "skipped Service (v1): tortie does not use this kind".to_string()
+            ),
+            (
+                10,
+                "skipped Node (v1): tortie does not use this kind".to_string()
+            ),
+        ]
+    );
+    assert_eq!(r.skipped, 3);
+    // A network policy kind tortie does not enforce, an unknown Calico kind
+    // and a misspelt kind stay errors.
+    let errors: Vec<_> = r.errors().map(|d| d.message.clone()).collect();
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert!(errors[0].contains("AdminNetworkPolicy"));
+    assert!(errors[1].contains("`Bogus`"));
+    assert!(errors[2].contains("`Namespce`"));
+    assert_eq!(r.counts(), (3, 0, 3));
+    r.make_strict();
+    assert_eq!(r.counts(), (6, 0, 0));
+    assert!(
+        r.diagnostics
+            .iter()
+            .any(|d| d.message.starts_with("unexpected kind: Service (v1)"))
+    );
+}
+
+#[test]
+fn validation_carets_point_at_the_key_to_remove_and_the_bad_character() {
+    let text = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: a\n  namespace: foo\nspec:\n  selector: role == 'db' &&& x\n  ingress:\n  - action: Allow\n    source:\n      selector: \"a == 'b' &&& c\"\n";
+    let r = load_str(text, Path::new("c.yaml"));
+    let got: Vec<(usize, usize)> = r
+        .errors()
+        .map(|d| (d.pos.unwrap().line, d.pos.unwrap().col))
+        .collect();
+    // The key `namespace`, the third `&` of each selector (plain, quoted).
+    assert_eq!(got, [(5, 3), (7, 28), (11, 29)], "{:#?}", r.diagnostics);
+}
