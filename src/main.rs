@@ -50,6 +50,13 @@ enum Command {
     },
     /// Print tortie's version and build, the nft binary found and the kernel.
     Version,
+    /// Print a synthetic cluster (S, M, L or XL) as one YAML dump: the
+    /// input of the loader's size and speed measurements.
+    #[command(hide = true)]
+    SynthDump {
+        #[arg(long, default_value = "XL")]
+        size: String,
+    },
     /// Print the nftables ruleset for one node (nft -f text) to stdout.
     Compile {
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
@@ -447,6 +454,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Version => {
             print!("{}", version_text());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::SynthDump { size } => {
+            let size = tortie::synth::Size::by_name(&size)
+                .ok_or_else(|| anyhow::anyhow!("--size `{size}`: expected S, M, L or XL"))?;
+            print!("{}", emit::cluster_dump(&tortie::synth::generate(size)));
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate {
