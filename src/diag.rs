@@ -50,8 +50,10 @@ pub struct Diagnostic {
     pub path: Option<FieldPath>,
     pub message: String,
     pub hint: Option<String>,
-    /// The source text, for the caret line.
+    /// The source text around the problem (its document), for the caret
+    /// line; its first line is file line `source_line`.
     pub source: Option<Arc<str>>,
+    pub source_line: usize,
 }
 
 impl Diagnostic {
@@ -98,7 +100,10 @@ impl Diagnostic {
         let mut out = format!("{}: {}\n", severity_word(self.severity), self.message);
         let _ = writeln!(out, "  --> {}", self.location());
         if let (Some(src), Some(pos)) = (&self.source, self.pos)
-            && let Some(line) = src.lines().nth(pos.line.saturating_sub(1))
+            && let Some(line) = pos
+                .line
+                .checked_sub(self.source_line.max(1))
+                .and_then(|i| src.lines().nth(i))
         {
             let num = pos.line.to_string();
             let pad = " ".repeat(num.len());
@@ -196,6 +201,7 @@ pub fn file_error(file: &Path, stage: Stage, message: String) -> Diagnostic {
         message,
         hint: None,
         source: None,
+        source_line: 1,
     }
 }
 

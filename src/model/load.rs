@@ -45,6 +45,7 @@ impl Loaded {
             message,
             hint: Some(hint.to_string()),
             source: None,
+            source_line: 1,
         }
     }
 }
@@ -210,15 +211,59 @@ pub fn load_file(path: &Path) -> LoadResult {
 }
 
 /// Loads one file of at most `max_bytes`, counting values against `budget`.
+/// The file is read one document at a time: its whole text is never held.
 pub fn load_file_with(path: &Path, max_bytes: u64, budget: &mut Budget) -> LoadResult {
-    match read_text(path, max_bytes) {
-        Ok(text) => load_str_with(&text, path, budget),
-        Err(d) => LoadResult {
-            diagnostics: vec![*d],
-            rejected: true,
-            ..LoadResult::default()
-        },
+    let rejected = |d: Diagnostic| LoadResult {
+        diagnostics: vec![d],
+        rejected: true,
+        ..LoadResult::default()
+    };
+    let io = |e: std::io::Error| file_error(path, Stage::Io, format!("cannot read: {e}"));
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => return rejected(io(e)),
+    };
+    match file.metadata() {
+        Ok(m) if m.len() > max_bytes => return rejected(too_big(path, m.len(), max_bytes)),
+        Ok(_) => {}
+        Err(e) => return rejected(io(e)),
     }
+    // The file may grow while it is read: never read past the limit.
+    let reader =
+        std::io::BufReader::with_capacity(1 << 16, std::io::Read::take(file, max_bytes + 1));
+    let mut ctx = Ctx::new(path);
+    let outcome = yaml::for_each_document_in(reader, budget, max_bytes, |doc, text| {
+        ctx.raw_document(doc, text)
+    });
+    match outcome {
+        Ok(()) => ctx.finish(None, budget),
+        Err(yaml::ReadError::OverBudget(over)) => ctx.finish(Some(over), budget),
+        Err(yaml::ReadError::Io { line, error }) => {
+            let message = match error.kind() {
+                std::io::ErrorKind::InvalidData => {
+                    format!("the file is not UTF-8 text (line {line})")
+                }
+                _ => format!("cannot read (line {line}): {error}"),
+            };
+            rejected(file_error(path, Stage::Io, message))
+        }
+        Err(yaml::ReadError::TooLong(bytes)) => rejected(too_big(path, bytes, max_bytes)),
+    }
+}
+
+fn too_big(path: &Path, size: u64, max_bytes: u64) -> Diagnostic {
+    let mut d = file_error(
+        path,
+        Stage::Io,
+        format!(
+            "the file is {size} bytes, more than the limit of {max_bytes} bytes ({}); it is not read",
+            human_bytes(max_bytes)
+        ),
+    );
+    d.hint = Some(
+        "if this file is legitimate, raise the limit with --max-file-size (env TORTIE_MAX_FILE_SIZE), or split it into several files".into(),
+    );
+    d
 }
 
 /// Reads a UTF-8 file, refusing (before reading) one larger than `max_bytes`.
@@ -227,30 +272,15 @@ pub fn read_text(path: &Path, max_bytes: u64) -> Result<String, Box<Diagnostic>>
     let io = |e: std::io::Error| Box::new(file_error(path, Stage::Io, format!("cannot read: {e}")));
     let file = std::fs::File::open(path).map_err(io)?;
     let size = file.metadata().map_err(io)?.len();
-    let too_big = |size: u64| {
-        let mut d = Box::new(file_error(
-            path,
-            Stage::Io,
-            format!(
-                "the file is {size} bytes, more than the limit of {max_bytes} bytes ({}); it is not read",
-                human_bytes(max_bytes)
-            ),
-        ));
-        d.hint = Some(
-            "if this file is legitimate, raise the limit with --max-file-size (env TORTIE_MAX_FILE_SIZE), or split it into several files".into(),
-        );
-        d
-    };
     if size > max_bytes {
-        return Err(too_big(size));
+        return Err(Box::new(too_big(path, size, max_bytes)));
     }
-    // The file may grow while it is read: never read past the limit.
     let mut bytes = Vec::with_capacity(size as usize);
     file.take(max_bytes + 1)
         .read_to_end(&mut bytes)
         .map_err(io)?;
     if bytes.len() as u64 > max_bytes {
-        return Err(too_big(bytes.len() as u64));
+        return Err(Box::new(too_big(path, bytes.len() as u64, max_bytes)));
     }
     String::from_utf8(bytes).map_err(|_| {
         Box::new(file_error(
@@ -302,46 +332,37 @@ pub fn load_str(text: &str, path: &Path) -> LoadResult {
 /// are parsed and decoded one at a time; when the budget runs out, the whole
 /// text is rejected with one positioned error and nothing of it is kept.
 pub fn load_str_with(text: &str, path: &Path, budget: &mut Budget) -> LoadResult {
-    let mut ctx = Ctx {
-        file: path.to_path_buf(),
-        text,
-        source: None,
-        result: LoadResult::default(),
-    };
-    let outcome = yaml::for_each_document(text, budget, |doc| match doc.result {
-        Err(e) => ctx.push(
-            Severity::Error,
-            Stage::Syntax,
-            Some(e.pos),
-            None,
-            None,
-            format!("YAML syntax error: {}", e.message),
-            syntax_hint(text, e.pos.line),
-        ),
-        Ok(node) => ctx.document(&node, &FieldPath::root(), doc.first_line),
+    let mut ctx = Ctx::new(path);
+    let mut outcome = Ok(());
+    yaml::split_documents(text, |chunk, start| {
+        if outcome.is_err() {
+            return;
+        }
+        match yaml::parse_one_within(chunk, start, budget) {
+            Err(yaml::ParseError::OverBudget(e)) => outcome = Err(e),
+            Err(yaml::ParseError::Syntax(e)) => ctx.raw_document(
+                yaml::RawDocument {
+                    first_line: start,
+                    result: Err(e),
+                },
+                chunk,
+            ),
+            Ok(node) => ctx.raw_document(
+                yaml::RawDocument {
+                    first_line: start,
+                    result: Ok(node),
+                },
+                chunk,
+            ),
+        }
     });
-    if let Err(over) = outcome {
-        ctx.result = LoadResult {
-            rejected: true,
-            over_budget: Some(over.kind),
-            ..LoadResult::default()
-        };
-        ctx.push(
-            Severity::Error,
-            Stage::Syntax,
-            Some(over.pos),
-            None,
-            None,
-            over.to_string(),
-            Some(over.hint()),
-        );
-    }
-    ctx.result.values = budget.used();
-    ctx.result
+    ctx.finish(outcome.err(), budget)
 }
 
-fn syntax_hint(text: &str, line: usize) -> Option<String> {
-    let l = text.lines().nth(line.saturating_sub(1))?;
+/// A hint for a syntax error on `line` of a document starting at file line
+/// `first_line`.
+fn syntax_hint(text: &str, first_line: usize, line: usize) -> Option<String> {
+    let l = text.lines().nth(line.checked_sub(first_line)?)?;
     if l.contains(['“', '”', '‘', '’']) {
         return Some("this line contains curly quotes (“ ” ‘ ’): use straight quotes".into());
     }
@@ -351,16 +372,80 @@ fn syntax_hint(text: &str, line: usize) -> Option<String> {
     None
 }
 
+/// Loading one file: the document being read and everything found so far.
 struct Ctx<'t> {
     file: PathBuf,
+    /// The text of the document being read and its first file line.
     text: &'t str,
-    /// A shared copy of the text for diagnostics, made at the first one
-    /// (a file without problems is never copied).
+    first_line: usize,
+    /// A shared copy of that text for diagnostics, made at the first one
+    /// (a document without problems is never copied).
     source: Option<Arc<str>>,
     result: LoadResult,
 }
 
-impl Ctx<'_> {
+impl<'t> Ctx<'t> {
+    fn new(path: &Path) -> Self {
+        Ctx {
+            file: path.to_path_buf(),
+            text: "",
+            first_line: 1,
+            source: None,
+            result: LoadResult::default(),
+        }
+    }
+
+    /// Handles one document of the file (its text starts at its first line).
+    fn raw_document(&mut self, doc: yaml::RawDocument, text: &str) {
+        // The text lives only for this call: the context forgets it after.
+        let mut ctx = Ctx {
+            file: std::mem::take(&mut self.file),
+            text,
+            first_line: doc.first_line,
+            source: None,
+            result: std::mem::take(&mut self.result),
+        };
+        match doc.result {
+            Err(e) => {
+                let hint = syntax_hint(text, doc.first_line, e.pos.line);
+                ctx.push(
+                    Severity::Error,
+                    Stage::Syntax,
+                    Some(e.pos),
+                    None,
+                    None,
+                    format!("YAML syntax error: {}", e.message),
+                    hint,
+                )
+            }
+            Ok(node) => ctx.document(&node, &FieldPath::root(), doc.first_line),
+        }
+        self.file = ctx.file;
+        self.result = ctx.result;
+    }
+
+    /// The result; with `over`, the whole file is rejected for its budget.
+    fn finish(mut self, over: Option<yaml::OverBudget>, budget: &Budget) -> LoadResult {
+        if let Some(over) = over {
+            self.result = LoadResult {
+                rejected: true,
+                over_budget: Some(over.kind),
+                ..LoadResult::default()
+            };
+            self.push(
+                Severity::Error,
+                Stage::Syntax,
+                Some(over.pos),
+                None,
+                None,
+                over.to_string(),
+                Some(over.hint()),
+            );
+        }
+        self.result.values = budget.used();
+        self.result
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
@@ -372,6 +457,11 @@ impl Ctx<'_> {
         message: String,
         hint: Option<String>,
     ) {
+        let source = (!self.text.is_empty()).then(|| {
+            self.source
+                .get_or_insert_with(|| Arc::from(self.text))
+                .clone()
+        });
         self.result.diagnostics.push(Diagnostic {
             severity,
             stage,
@@ -381,11 +471,8 @@ impl Ctx<'_> {
             path,
             message,
             hint,
-            source: Some(
-                self.source
-                    .get_or_insert_with(|| Arc::from(self.text))
-                    .clone(),
-            ),
+            source,
+            source_line: self.first_line,
         });
     }
 
@@ -543,7 +630,7 @@ impl Ctx<'_> {
         let mut valid = true;
         for f in findings {
             let full = FieldPath(base.0.iter().chain(f.path.0.iter()).cloned().collect());
-            let pos = finding_pos(node, &f, self.text);
+            let pos = finding_pos(node, &f, self.text, self.first_line);
             valid &= f.warning;
             self.push(
                 if f.warning {
@@ -631,7 +718,7 @@ fn looks_like_a_kind_tortie_reads(kind: &str) -> bool {
 /// says to remove; the offending character of a value whose message names a
 /// column (`(at column N)`, a byte offset into the value) when the value is
 /// written verbatim on its line; otherwise the value.
-fn finding_pos(doc: &Node, f: &validate::Finding, text: &str) -> yaml::Pos {
+fn finding_pos(doc: &Node, f: &validate::Finding, text: &str, first_line: usize) -> yaml::Pos {
     if f.hint.as_deref().is_some_and(|h| h.starts_with("remove `"))
         && let Some(pos) = doc.locate_key(&f.path)
     {
@@ -642,7 +729,10 @@ fn finding_pos(doc: &Node, f: &validate::Finding, text: &str) -> yaml::Pos {
         return pos;
     };
     let value = locate_node(doc, &f.path).and_then(Node::as_str);
-    let line = text.lines().nth(pos.line.saturating_sub(1));
+    let line = pos
+        .line
+        .checked_sub(first_line)
+        .and_then(|i| text.lines().nth(i));
     let (Some(value), Some(line)) = (value, line) else {
         return pos;
     };

@@ -461,6 +461,88 @@ pub fn for_each_document(
     outcome
 }
 
+/// Why reading a stream of documents stopped.
+#[derive(Debug)]
+pub enum ReadError {
+    OverBudget(OverBudget),
+    /// Reading failed at this 1-based line (`InvalidData`: not UTF-8).
+    Io {
+        line: usize,
+        error: std::io::Error,
+    },
+    /// The stream held more than the bytes it was limited to (this many).
+    TooLong(u64),
+}
+
+/// Like `for_each_document`, reading `reader` line by line: only the
+/// document being parsed is held, never the whole text. `f` also gets the
+/// document's text (for diagnostics). A reader limited with `take(n + 1)`
+/// reports `TooLong` once it yields more than `limit` bytes.
+pub fn for_each_document_in(
+    mut reader: impl std::io::BufRead,
+    budget: &mut Budget,
+    limit: u64,
+    mut f: impl FnMut(RawDocument, &str),
+) -> Result<(), ReadError> {
+    let mut doc = String::new();
+    let mut line = String::new();
+    let (mut start, mut number, mut bytes) = (1usize, 0usize, 0u64);
+    let mut flush = |doc: &mut String, start: usize| -> Result<(), ReadError> {
+        if !is_blank(doc) {
+            let result = match parse_one_within(doc, start, budget) {
+                Err(ParseError::OverBudget(e)) => return Err(ReadError::OverBudget(e)),
+                Err(ParseError::Syntax(e)) => Err(e),
+                Ok(node) => Ok(node),
+            };
+            f(
+                RawDocument {
+                    first_line: start,
+                    result,
+                },
+                doc,
+            );
+        }
+        doc.clear();
+        Ok(())
+    };
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).map_err(|error| ReadError::Io {
+            line: number + 1,
+            error,
+        })?;
+        if n == 0 {
+            break;
+        }
+        number += 1;
+        bytes += n as u64;
+        if bytes > limit {
+            return Err(ReadError::TooLong(bytes));
+        }
+        let bare = line.trim_end_matches(['\n', '\r']);
+        let is_separator =
+            bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t") || bare == "...";
+        if !is_separator {
+            doc.push_str(&line);
+            continue;
+        }
+        flush(&mut doc, start)?;
+        match bare
+            .strip_prefix("--- ")
+            .or_else(|| bare.strip_prefix("---\t"))
+        {
+            Some(rest) => {
+                doc.push_str("    ");
+                doc.push_str(rest);
+                doc.push('\n');
+                start = number;
+            }
+            None => start = number + 1,
+        }
+    }
+    flush(&mut doc, start)
+}
+
 /// Whether a document's text holds anything but blank and comment lines.
 fn is_blank(chunk: &str) -> bool {
     !chunk

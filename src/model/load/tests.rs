@@ -532,3 +532,45 @@ fn validation_carets_point_at_the_key_to_remove_and_the_bad_character() {
     // The key `namespace`, the third `&` of each selector (plain, quoted).
     assert_eq!(got, [(5, 3), (7, 28), (11, 29)], "{:#?}", r.diagnostics);
 }
+
+#[test]
+fn reading_a_file_document_by_document_equals_loading_its_text() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::temp_dir().join(format!("tortie-stream-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let extra = dir.join("edge.yaml");
+    std::fs::write(
+        &extra,
+        "--- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n--- \napiVersion: v1\nkind: Namespace\nmetadata:\n  name: b\n  bogus: 1\r\n...\n# only a comment\n---\nkind: [\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: “c”}\n",
+    )
+    .unwrap();
+    let mut files = resource_files(&root.join("fixtures")).unwrap();
+    files.extend(resource_files(&root.join("rulesets")).unwrap());
+    files.push(extra);
+    let mut compared = 0;
+    for f in &files {
+        let streamed = load_file(f);
+        let text = std::fs::read_to_string(f).unwrap();
+        let whole = load_str(&text, f);
+        assert_eq!(streamed.diagnostics, whole.diagnostics, "{}", f.display());
+        assert_eq!(streamed.resources, whole.resources, "{}", f.display());
+        assert_eq!(streamed.values, whole.values, "{}", f.display());
+        compared += streamed.diagnostics.len();
+    }
+    assert!(compared > 30, "{compared} diagnostics compared");
+    // Not UTF-8: the line is named, nothing is kept.
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        b"apiVersion: v1\nkind: Namespace\nmetadata: {name: \xff}\n",
+    )
+    .unwrap();
+    let r = load_file(&bad);
+    assert!(r.rejected && r.resources.is_empty());
+    assert!(
+        r.diagnostics[0].message.contains("not UTF-8 text (line 3)"),
+        "{:?}",
+        r.diagnostics
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
