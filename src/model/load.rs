@@ -776,16 +776,22 @@ fn locate_node<'n>(doc: &'n Node, path: &FieldPath) -> Option<&'n Node> {
 /// Two definitions of one resource: the later one is an error and is left
 /// out (in place: the resources are not copied).
 fn check_duplicates(result: &mut LoadResult) {
-    let mut first: std::collections::HashMap<ResourceKey, usize> =
+    // Keys borrowed from the resources: nothing is copied per resource.
+    let mut first: std::collections::HashMap<(ResourceKind, Option<&str>, &str), usize> =
         std::collections::HashMap::with_capacity(result.resources.len());
     let mut dropped = Vec::new();
-    for (i, loaded) in result.resources.iter().enumerate() {
-        let key = loaded.resource.key();
-        let Some(&f) = first.get(&key) else {
-            first.insert(key, i);
+    let resources = &result.resources;
+    for (i, loaded) in resources.iter().enumerate() {
+        let kind = loaded.resource.kind();
+        let meta = loaded.resource.meta();
+        let namespace = meta.namespace.as_deref().filter(|_| kind.namespaced());
+        let name = meta.name.as_deref().unwrap_or_default();
+        let Some(&f) = first.get(&(kind, namespace, name)) else {
+            first.insert((kind, namespace, name), i);
             continue;
         };
-        let original = &result.resources[f].origin;
+        let key: ResourceKey = loaded.resource.key();
+        let original = &resources[f].origin;
         let message = format!(
             "{key} is defined twice; the first definition ({}:{}) is used",
             original.file.display(),
