@@ -231,6 +231,11 @@ pub fn load_file_with(path: &Path, max_bytes: u64, budget: &mut Budget) -> LoadR
     // The file may grow while it is read: never read past the limit.
     let reader =
         std::io::BufReader::with_capacity(1 << 16, std::io::Read::take(file, max_bytes + 1));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
+    let size = std::fs::metadata(path).map_or(0, |m| m.len());
+    if threads > 1 && size >= PARALLEL_FROM_BYTES {
+        return load_parallel(path, reader, max_bytes, budget, threads);
+    }
     let mut ctx = Ctx::new(path);
     let outcome = yaml::for_each_document_in(reader, budget, max_bytes, |doc, text| {
         ctx.raw_document(doc, text)
@@ -238,16 +243,171 @@ pub fn load_file_with(path: &Path, max_bytes: u64, budget: &mut Budget) -> LoadR
     match outcome {
         Ok(()) => ctx.finish(None, budget),
         Err(yaml::ReadError::OverBudget(over)) => ctx.finish(Some(over), budget),
-        Err(yaml::ReadError::Io { line, error }) => {
+        Err(e) => rejected(read_error(path, e, max_bytes)),
+    }
+}
+
+/// Files from this size on are parsed and decoded by several threads.
+pub const PARALLEL_FROM_BYTES: u64 = 8 << 20;
+/// At most this many threads parse one file.
+const MAX_THREADS: usize = 4;
+/// Documents handed to a thread at a time.
+const BATCH_DOCS: usize = 256;
+
+/// The diagnostic for a file that could not be read to its end.
+fn read_error(path: &Path, e: yaml::ReadError, max_bytes: u64) -> Diagnostic {
+    match e {
+        yaml::ReadError::Io { line, error } => {
             let message = match error.kind() {
                 std::io::ErrorKind::InvalidData => {
                     format!("the file is not UTF-8 text (line {line})")
                 }
                 _ => format!("cannot read (line {line}): {error}"),
             };
-            rejected(file_error(path, Stage::Io, message))
+            file_error(path, Stage::Io, message)
         }
-        Err(yaml::ReadError::TooLong(bytes)) => rejected(too_big(path, bytes, max_bytes)),
+        yaml::ReadError::TooLong(bytes) => too_big(path, bytes, max_bytes),
+        yaml::ReadError::OverBudget(over) => file_error(path, Stage::Syntax, over.to_string()),
+        yaml::ReadError::Stopped => file_error(path, Stage::Io, "reading stopped".into()),
+    }
+}
+
+/// What one thread made of one batch of documents.
+struct Part {
+    result: LoadResult,
+    values: usize,
+    over: Option<yaml::OverBudget>,
+}
+
+/// `load_file_with` on `threads` threads: this one reads and splits the
+/// file, the others parse, decode and validate batches of documents; the
+/// parts are put back in file order, so the result is the same as reading
+/// the file on one thread. The file's value budget is shared while it is
+/// read (an overrun stops the reading); the datastore's is charged at the end.
+fn load_parallel(
+    path: &Path,
+    reader: impl std::io::BufRead,
+    max_bytes: u64,
+    budget: &mut Budget,
+    threads: usize,
+) -> LoadResult {
+    let file_pool = Pool::new(budget.file_limit());
+    let (jobs, queue) = std::sync::mpsc::sync_channel::<(usize, Vec<(String, usize)>)>(threads * 2);
+    let queue = std::sync::Mutex::new(queue);
+    let (done, parts) = std::sync::mpsc::channel::<(usize, Part)>();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (outcome, last_line) = std::thread::scope(|s| {
+        for _ in 0..threads {
+            let (queue, done, file_pool, stop) = (&queue, done.clone(), &file_pool, &stop);
+            s.spawn(move || {
+                loop {
+                    let job = queue
+                        .lock()
+                        .map_err(|_| ())
+                        .and_then(|q| q.recv().map_err(|_| ()));
+                    let Ok((seq, docs)) = job else { break };
+                    let part = parse_batch(path, &docs, file_pool);
+                    if part.over.is_some() {
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    if done.send((seq, part)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done);
+        let (mut batch, mut seq, mut last_line) = (Vec::new(), 0, 1);
+        let outcome = yaml::split_stream(reader, max_bytes, |doc, start| {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(yaml::ReadError::Stopped);
+            }
+            last_line = start;
+            batch.push((std::mem::take(doc), start));
+            if batch.len() >= BATCH_DOCS {
+                jobs.send((seq, std::mem::take(&mut batch)))
+                    .map_err(|_| yaml::ReadError::Stopped)?;
+                seq += 1;
+            }
+            Ok(())
+        });
+        if !batch.is_empty() && outcome.is_ok() {
+            let _ = jobs.send((seq, batch));
+        }
+        drop(jobs);
+        (outcome, last_line)
+    });
+    let mut parts: Vec<(usize, Part)> = parts.into_iter().collect();
+    parts.sort_by_key(|(seq, _)| *seq);
+    assemble(path, parts, outcome, last_line, max_bytes, budget)
+}
+
+/// Parses, decodes and validates one batch, counting values in `pool`.
+fn parse_batch(path: &Path, docs: &[(String, usize)], pool: &Pool) -> Part {
+    let mut budget = Budget::with_pool(usize::MAX, pool, 0);
+    let mut ctx = Ctx::new(path);
+    let mut over = None;
+    for (text, start) in docs {
+        let result = match yaml::parse_one_within(text, *start, &mut budget) {
+            Err(yaml::ParseError::OverBudget(e)) => {
+                // The shared pool is the file's budget.
+                over = Some(yaml::OverBudget {
+                    kind: yaml::BudgetKind::File,
+                    ..e
+                });
+                break;
+            }
+            Err(yaml::ParseError::Syntax(e)) => Err(e),
+            Ok(node) => Ok(node),
+        };
+        let doc = yaml::RawDocument {
+            first_line: *start,
+            result,
+        };
+        ctx.raw_document(doc, text);
+    }
+    Part {
+        values: budget.used(),
+        result: ctx.result,
+        over,
+    }
+}
+
+/// The parts of a file read in parallel, in order, as one result.
+fn assemble(
+    path: &Path,
+    parts: Vec<(usize, Part)>,
+    outcome: Result<(), yaml::ReadError>,
+    last_line: usize,
+    max_bytes: u64,
+    budget: &mut Budget,
+) -> LoadResult {
+    let mut ctx = Ctx::new(path);
+    let mut values = 0;
+    for (_, part) in parts {
+        if let Some(over) = part.over {
+            return ctx.finish(Some(over), budget);
+        }
+        values += part.values;
+        ctx.result.extend(part.result);
+    }
+    match outcome {
+        Ok(()) | Err(yaml::ReadError::Stopped) => {}
+        Err(e) => {
+            return LoadResult {
+                diagnostics: vec![read_error(path, e, max_bytes)],
+                rejected: true,
+                ..LoadResult::default()
+            };
+        }
+    }
+    let pos = yaml::Pos {
+        line: last_line,
+        col: 1,
+    };
+    match budget.charge(values, pos) {
+        Ok(()) => ctx.finish(None, budget),
+        Err(over) => ctx.finish(Some(over), budget),
     }
 }
 

@@ -366,6 +366,16 @@ impl<'a> Budget<'a> {
         self.charged
     }
 
+    /// The most values one file may hold.
+    pub fn file_limit(&self) -> usize {
+        self.file_limit
+    }
+
+    /// Counts `n` values (parsed elsewhere, e.g. by other threads) at once.
+    pub fn charge(&mut self, n: usize, pos: Pos) -> Result<(), OverBudget> {
+        self.take(n, pos)
+    }
+
     /// Gives back `n` values counted for a parse that was abandoned (and
     /// redone another way). What the pool holds stays reserved for it.
     fn refund(&mut self, n: usize) {
@@ -472,6 +482,8 @@ pub enum ReadError {
     },
     /// The stream held more than the bytes it was limited to (this many).
     TooLong(u64),
+    /// The consumer stopped the reading (its own error is reported).
+    Stopped,
 }
 
 /// Like `for_each_document`, reading `reader` line by line: only the
@@ -479,28 +491,42 @@ pub enum ReadError {
 /// document's text (for diagnostics). A reader limited with `take(n + 1)`
 /// reports `TooLong` once it yields more than `limit` bytes.
 pub fn for_each_document_in(
-    mut reader: impl std::io::BufRead,
+    reader: impl std::io::BufRead,
     budget: &mut Budget,
     limit: u64,
     mut f: impl FnMut(RawDocument, &str),
+) -> Result<(), ReadError> {
+    split_stream(reader, limit, |doc, start| {
+        let result = match parse_one_within(doc, start, budget) {
+            Err(ParseError::OverBudget(e)) => return Err(ReadError::OverBudget(e)),
+            Err(ParseError::Syntax(e)) => Err(e),
+            Ok(node) => Ok(node),
+        };
+        f(
+            RawDocument {
+                first_line: start,
+                result,
+            },
+            doc,
+        );
+        Ok(())
+    })
+}
+
+/// Reads `reader` line by line and calls `f` with the text of every
+/// non-blank document (which `f` may take) and the file line it starts on.
+/// Stops at the first error, `f`'s included.
+pub fn split_stream(
+    mut reader: impl std::io::BufRead,
+    limit: u64,
+    mut f: impl FnMut(&mut String, usize) -> Result<(), ReadError>,
 ) -> Result<(), ReadError> {
     let mut doc = String::new();
     let mut line = String::new();
     let (mut start, mut number, mut bytes) = (1usize, 0usize, 0u64);
     let mut flush = |doc: &mut String, start: usize| -> Result<(), ReadError> {
         if !is_blank(doc) {
-            let result = match parse_one_within(doc, start, budget) {
-                Err(ParseError::OverBudget(e)) => return Err(ReadError::OverBudget(e)),
-                Err(ParseError::Syntax(e)) => Err(e),
-                Ok(node) => Ok(node),
-            };
-            f(
-                RawDocument {
-                    first_line: start,
-                    result,
-                },
-                doc,
-            );
+            f(doc, start)?;
         }
         doc.clear();
         Ok(())

@@ -536,8 +536,8 @@ fn validation_carets_point_at_the_key_to_remove_and_the_bad_character() {
 #[test]
 fn reading_a_file_document_by_document_equals_loading_its_text() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = std::env::temp_dir().join(format!("tortie-stream-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir::new("stream");
+    let dir = &tmp.0;
     let extra = dir.join("edge.yaml");
     std::fs::write(
         &extra,
@@ -572,5 +572,75 @@ fn reading_a_file_document_by_document_equals_loading_its_text() {
         "{:?}",
         r.diagnostics
     );
-    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A temporary directory removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("tortie-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn load_in_parallel(path: &Path, threads: usize, budget: &mut Budget) -> LoadResult {
+    let file = std::fs::File::open(path).unwrap();
+    let reader = std::io::BufReader::new(std::io::Read::take(file, (1 << 30) + 1));
+    load_parallel(path, reader, 1 << 30, budget, threads)
+}
+
+#[test]
+fn loading_on_several_threads_gives_what_one_thread_gives() {
+    let dir = TempDir::new("parallel");
+    let path = dir.0.join("cluster.yaml");
+    let mut text = crate::model::emit::cluster_dump(&crate::synth::generate(crate::synth::Size::S));
+    // Problems spread over the file: a syntax error, a decode error, a
+    // foreign kind, a duplicate.
+    text.push_str("kind: [\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: x, bogus: 1}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\n");
+    text.insert_str(
+        0,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: ns-0}\n---\n",
+    );
+    std::fs::write(&path, &text).unwrap();
+    let one = load_file(&path);
+    assert!(
+        one.resources.len() > 4 * BATCH_DOCS,
+        "{} resources",
+        one.resources.len()
+    );
+    for threads in [2, 3] {
+        let mut budget = Budget::new(Limits::CLI.max_file_values);
+        let mut many = load_in_parallel(&path, threads, &mut budget);
+        // Duplicates are found across files by `load_paths`; here, by hand.
+        check_duplicates(&mut many);
+        let mut one = load_file(&path);
+        check_duplicates(&mut one);
+        assert_eq!(many.diagnostics, one.diagnostics);
+        assert_eq!(many.resources, one.resources);
+        assert_eq!((many.values, many.skipped), (one.values, one.skipped));
+        assert_eq!(many.counts(), (3, 0, 1));
+    }
+    // The file's budget is shared by the threads: an overrun rejects the file.
+    let mut small = Budget::new(one.values / 2);
+    let r = load_in_parallel(&path, 2, &mut small);
+    assert!(r.rejected && r.resources.is_empty());
+    assert_eq!(r.over_budget, Some(yaml::BudgetKind::File));
+    assert!(
+        r.diagnostics[0]
+            .message
+            .contains(&format!("more than {} values", one.values / 2))
+    );
+    // And so is the datastore's, charged when the file is read.
+    let pool = Pool::new(one.values - 1);
+    let mut shared = Budget::with_pool(usize::MAX, &pool, 0);
+    let r = load_in_parallel(&path, 2, &mut shared);
+    assert_eq!(r.over_budget, Some(yaml::BudgetKind::Datastore));
 }
