@@ -231,7 +231,7 @@ pub fn load_file_with(path: &Path, max_bytes: u64, budget: &mut Budget) -> LoadR
     // The file may grow while it is read: never read past the limit.
     let reader =
         std::io::BufReader::with_capacity(1 << 16, std::io::Read::take(file, max_bytes + 1));
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
+    let threads = loader_threads();
     let size = std::fs::metadata(path).map_or(0, |m| m.len());
     if threads > 1 && size >= PARALLEL_FROM_BYTES {
         return load_parallel(path, reader, max_bytes, budget, threads);
@@ -245,6 +245,16 @@ pub fn load_file_with(path: &Path, max_bytes: u64, budget: &mut Budget) -> LoadR
         Err(yaml::ReadError::OverBudget(over)) => ctx.finish(Some(over), budget),
         Err(e) => rejected(read_error(path, e, max_bytes)),
     }
+}
+
+/// Threads that parse one large file: `TORTIE_LOADER_THREADS` (1 = read
+/// on one thread), else the CPUs available, at most `MAX_THREADS`.
+fn loader_threads() -> usize {
+    std::env::var("TORTIE_LOADER_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, MAX_THREADS)
 }
 
 /// Files from this size on are parsed and decoded by several threads.
@@ -292,7 +302,7 @@ fn load_parallel(
     threads: usize,
 ) -> LoadResult {
     let file_pool = Pool::new(budget.file_limit());
-    let (jobs, queue) = std::sync::mpsc::sync_channel::<(usize, Vec<(String, usize)>)>(threads * 2);
+    let (jobs, queue) = std::sync::mpsc::sync_channel::<(usize, Batch)>(threads * 2);
     let queue = std::sync::Mutex::new(queue);
     let (done, parts) = std::sync::mpsc::channel::<(usize, Part)>();
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -317,21 +327,21 @@ fn load_parallel(
             });
         }
         drop(done);
-        let (mut batch, mut seq, mut last_line) = (Vec::new(), 0, 1);
+        let (mut batch, mut seq, mut last_line) = (Batch::default(), 0, 1);
         let outcome = yaml::split_stream(reader, max_bytes, |doc, start| {
             if stop.load(std::sync::atomic::Ordering::Relaxed) {
                 return Err(yaml::ReadError::Stopped);
             }
             last_line = start;
-            batch.push((std::mem::take(doc), start));
-            if batch.len() >= BATCH_DOCS {
+            batch.push(doc, start);
+            if batch.docs.len() >= BATCH_DOCS {
                 jobs.send((seq, std::mem::take(&mut batch)))
                     .map_err(|_| yaml::ReadError::Stopped)?;
                 seq += 1;
             }
             Ok(())
         });
-        if !batch.is_empty() && outcome.is_ok() {
+        if !batch.docs.is_empty() && outcome.is_ok() {
             let _ = jobs.send((seq, batch));
         }
         drop(jobs);
@@ -342,12 +352,31 @@ fn load_parallel(
     assemble(path, parts, outcome, last_line, max_bytes, budget)
 }
 
+/// Documents handed to a thread: their texts in one string (one allocation
+/// per batch, freed by the thread that parses it) with each one's end and
+/// first line.
+#[derive(Default)]
+struct Batch {
+    text: String,
+    docs: Vec<(usize, usize)>,
+}
+
+impl Batch {
+    fn push(&mut self, doc: &str, first_line: usize) {
+        self.text.push_str(doc);
+        self.docs.push((self.text.len(), first_line));
+    }
+}
+
 /// Parses, decodes and validates one batch, counting values in `pool`.
-fn parse_batch(path: &Path, docs: &[(String, usize)], pool: &Pool) -> Part {
+fn parse_batch(path: &Path, batch: &Batch, pool: &Pool) -> Part {
     let mut budget = Budget::with_pool(usize::MAX, pool, 0);
     let mut ctx = Ctx::new(path);
     let mut over = None;
-    for (text, start) in docs {
+    let mut from = 0;
+    for (end, start) in &batch.docs {
+        let text = &batch.text[from..*end];
+        from = *end;
         let result = match yaml::parse_one_within(text, *start, &mut budget) {
             Err(yaml::ParseError::OverBudget(e)) => {
                 // The shared pool is the file's budget.
@@ -383,13 +412,18 @@ fn assemble(
     budget: &mut Budget,
 ) -> LoadResult {
     let mut ctx = Ctx::new(path);
+    let total: usize = parts.iter().map(|(_, p)| p.result.resources.len()).sum();
+    ctx.result.resources.reserve_exact(total);
     let mut values = 0;
     for (_, part) in parts {
         if let Some(over) = part.over {
             return ctx.finish(Some(over), budget);
         }
         values += part.values;
-        ctx.result.extend(part.result);
+        // Appended, not moved in: the reserved room is kept.
+        ctx.result.resources.extend(part.result.resources);
+        ctx.result.diagnostics.extend(part.result.diagnostics);
+        ctx.result.skipped += part.result.skipped;
     }
     match outcome {
         Ok(()) | Err(yaml::ReadError::Stopped) => {}
