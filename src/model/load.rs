@@ -694,6 +694,9 @@ impl<'t> Ctx<'t> {
             );
             return;
         }
+        if self.skip_foreign(node) {
+            return;
+        }
         let allowed = ["apiVersion", "kind", "metadata", "spec", "status", "items"];
         if let Value::Map(entries) = &node.value {
             for (k, _) in entries {
@@ -754,24 +757,6 @@ impl<'t> Ctx<'t> {
         }
         let rkind = match ResourceKind::resolve(api, kind) {
             Ok(k) => k,
-            Err(_) if is_foreign_kind(api, kind) => {
-                let name = node
-                    .get("metadata")
-                    .and_then(|m| m.get("name"))
-                    .and_then(Node::as_str)
-                    .unwrap_or("<unnamed>");
-                self.result.skipped += 1;
-                self.push(
-                    Severity::Note,
-                    Stage::Decode,
-                    node.get("kind").map(|n| n.pos),
-                    Some(format!("{kind} {name}")),
-                    None,
-                    format!("skipped {kind} ({api}): tortie does not use this kind"),
-                    Some("--strict makes this an error".into()),
-                );
-                return;
-            }
             Err((msg, hint)) => {
                 let pos = node.get("kind").map(|n| n.pos).unwrap_or(node.pos);
                 err(self, pos, msg, Some(hint));
@@ -849,6 +834,40 @@ impl<'t> Ctx<'t> {
                 },
             });
         }
+    }
+}
+
+impl Ctx<'_> {
+    /// A document of a kind tortie does not use (whatever its fields) is
+    /// skipped with a note.
+    fn skip_foreign(&mut self, node: &Node) -> bool {
+        let api = node.get("apiVersion").and_then(Node::as_str);
+        let kind = node.get("kind").and_then(Node::as_str);
+        let (Some(api), Some(kind)) = (api, kind) else {
+            return false;
+        };
+        if kind.ends_with("List")
+            || ResourceKind::resolve(api, kind).is_ok()
+            || !is_foreign_kind(api, kind)
+        {
+            return false;
+        }
+        let name = node
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(Node::as_str)
+            .unwrap_or("<unnamed>");
+        self.result.skipped += 1;
+        self.push(
+            Severity::Note,
+            Stage::Decode,
+            node.get("kind").map(|n| n.pos),
+            Some(format!("{kind} {name}")),
+            None,
+            format!("skipped {kind} ({api}): tortie does not use this kind"),
+            Some("--strict makes this an error".into()),
+        );
+        true
     }
 }
 

@@ -478,7 +478,7 @@ fn seven_mistakes_of_one_policy_are_seven_positioned_errors() {
 
 #[test]
 fn kinds_tortie_does_not_use_are_skipped_with_notes() {
-    let text = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: p}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: n1}\n---\napiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\nmetadata: {name: anp}\n---\napiVersion: projectcalico.org/v3\nkind: Bogus\nmetadata: {name: b}\n---\napiVersion: v1\nkind: Namespce\nmetadata: {name: t}\n";
+    let text = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: p}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: n1}\n---\napiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\nmetadata: {name: anp}\n---\napiVersion: projectcalico.org/v3\nkind: Bogus\nmetadata: {name: b}\n---\napiVersion: v1\nkind: Namespce\nmetadata: {name: t}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: r}\nrules: []\n";
     let mut r = load_str(text, Path::new("k.yaml"));
     let notes: Vec<_> = r
         .diagnostics
@@ -501,9 +501,15 @@ fn kinds_tortie_does_not_use_are_skipped_with_notes() {
                 10,
                 "skipped Node (v1): tortie does not use this kind".to_string()
             ),
+            // Whatever its fields: `rules` is not a field tortie knows.
+            (
+                26,
+                "skipped ClusterRole (rbac.authorization.k8s.io/v1): tortie does not use this kind"
+                    .to_string()
+            ),
         ]
     );
-    assert_eq!(r.skipped, 3);
+    assert_eq!(r.skipped, 4);
     // A network policy kind tortie does not enforce, an unknown Calico kind
     // and a misspelt kind stay errors.
     let errors: Vec<_> = r.errors().map(|d| d.message.clone()).collect();
@@ -511,9 +517,9 @@ fn kinds_tortie_does_not_use_are_skipped_with_notes() {
     assert!(errors[0].contains("AdminNetworkPolicy"));
     assert!(errors[1].contains("`Bogus`"));
     assert!(errors[2].contains("`Namespce`"));
-    assert_eq!(r.counts(), (3, 0, 3));
+    assert_eq!(r.counts(), (3, 0, 4));
     r.make_strict();
-    assert_eq!(r.counts(), (6, 0, 0));
+    assert_eq!(r.counts(), (7, 0, 0));
     assert!(
         r.diagnostics
             .iter()
