@@ -1,7 +1,8 @@
 //! A serde `Deserializer` over the positioned YAML tree. Every error it
 //! produces carries the position and field path of the node that caused
 //! it, and a hint where one helps (a misspelt field, a map where a list
-//! belongs, curly quotes).
+//! belongs, curly quotes, a quoted number). `from_node_all` reports every
+//! problem of a value in one pass, in human words for the types expected.
 
 use std::fmt;
 

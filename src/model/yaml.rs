@@ -3,7 +3,9 @@
 //! `file:line:column`.
 //!
 //! Files are split into documents at `---` lines before parsing, so that a
-//! syntax error in one document never hides the documents around it.
+//! syntax error in one document never hides the documents around it, and
+//! so that a file can be read one document at a time. Plain dump-shaped
+//! documents are read by a fast reader (`fast`), the rest by saphyr.
 
 use std::collections::HashMap;
 use std::fmt;
