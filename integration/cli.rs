@@ -177,3 +177,144 @@ fn the_agent_log_has_levels_timestamps_rust_log_and_json() {
     assert_eq!(v["level"], "INFO", "{first}");
     assert!(v["timestamp"].is_string(), "{first}");
 }
+
+fn fixture(name: &str) -> String {
+    format!("{}/fixtures/diagnostics/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The seven mistakes of fixtures/diagnostics/seven-mistakes.yaml, each at
+/// its line and column, with a fragment of its message.
+const SEVEN: [(u64, u64, &str); 7] = [
+    (8, 10, "expected a number, found the string \"100\""),
+    (9, 3, "unknown field `selectr`"),
+    (10, 11, "unknown value `Ingres`"),
+    (12, 13, "unknown value `allow`"),
+    (13, 15, "unknown protocol `tcp`"),
+    (15, 14, "expected a list, found the integer 5432"),
+    (
+        18,
+        13,
+        "expected a list of strings, found the string \"198.18.0.0/24\"",
+    ),
+];
+
+#[test]
+fn seven_mistakes_are_seven_diagnostics_in_one_run() {
+    let path = fixture("seven-mistakes.yaml");
+    let out = tortie(&["validate", "-f", &path, "-o", "json"], &[], None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["errors"], 7, "{v:#}");
+    let got: Vec<(u64, u64, String)> = v["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let n = |k: &str| d[k].as_u64().unwrap();
+            (
+                n("line"),
+                n("column"),
+                d["message"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    for ((line, col, msg), (eline, ecol, emsg)) in got.iter().zip(SEVEN) {
+        assert_eq!((*line, *col), (eline, ecol), "{msg}");
+        assert!(msg.contains(emsg), "{msg:?} lacks {emsg:?}");
+        assert!(!msg.contains("f64") && !msg.contains("u16") && !msg.contains("Vec"));
+    }
+    // The text form says the same, with the hint for the quoted number.
+    let out = tortie(&["validate", "-f", &path], &[], None);
+    let err = text(&out.stderr);
+    assert!(err.contains("7 error(s), 0 warning(s)"), "{err}");
+    assert!(err.contains("help: remove the quotes"), "{err}");
+    assert!(err.contains("help: did you mean `selector`?"), "{err}");
+}
+
+const FOREIGN: &str = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pool}\nspec: {cidr: 198.18.0.0/16}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: ok}\n";
+
+#[test]
+fn kinds_tortie_does_not_use_are_notes_and_strict_makes_them_errors() {
+    let out = tortie(&["validate", "-f", "-"], &[], Some(FOREIGN));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let notes: Vec<&str> = err.lines().filter(|l| l.contains(": note: ")).collect();
+    assert_eq!(notes.len(), 3, "{err}");
+    assert!(notes[0].starts_with("<stdin>:2:7: note: skipped IPPool (projectcalico.org/v3)"));
+    assert!(notes[1].contains("skipped Deployment (apps/v1)"), "{err}");
+    assert!(notes[2].contains("skipped ConfigMap (v1)"), "{err}");
+    assert!(text(&out.stdout).contains("Namespace: 1 valid"));
+    // -o json carries the notes.
+    let out = tortie(&["validate", "-f", "-", "-o", "json"], &[], Some(FOREIGN));
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["errors"].as_u64(), v["notes"].as_u64()),
+        (Some(0), Some(3))
+    );
+    assert_eq!(v["diagnostics"][1]["severity"], "note");
+    assert_eq!(v["diagnostics"][1]["line"], 7);
+    // --strict: errors, exit 1.
+    let out = tortie(&["validate", "--strict", "-f", "-"], &[], Some(FOREIGN));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("3 error(s)"), "{err}");
+    assert!(
+        err.contains("error: unexpected kind: Deployment (apps/v1)"),
+        "{err}"
+    );
+    // compile shares the loader: a note without --strict, an error with it.
+    let compile = |strict: bool| {
+        let mut args = vec!["compile", "-f", "-", "--node", "n1"];
+        if strict {
+            args.push("--strict");
+        }
+        tortie(&args, &[], Some(FOREIGN))
+    };
+    let out = compile(false);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("note: skipped IPPool"));
+    assert_eq!(compile(true).status.code(), Some(1));
+}
+
+#[test]
+fn misspelt_kinds_stay_errors_with_a_suggestion() {
+    let input = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicys\nmetadata: {name: x}\n---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkpolicy\nmetadata: {name: y}\n---\napiVersion: v1\nkind: pods\nmetadata: {name: z}\n";
+    let out = tortie(&["validate", "-f", "-"], &[], Some(input));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("3 error(s)"), "{err}");
+    assert!(err.contains("did you mean `NetworkPolicy`?"), "{err}");
+    assert!(err.contains("did you mean `GlobalNetworkPolicy`?"), "{err}");
+    assert!(!err.contains("note:"), "{err}");
+}
+
+#[test]
+fn a_long_line_is_printed_cut_around_the_caret() {
+    let long: String = (0..10_000)
+        .map(|i| format!("\"l{i}\": \"v\", "))
+        .collect::<String>();
+    let more = long.replace("\"l", "\"m");
+    let input = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: n, labels: {{{long}\"bad\": [1], {more}\"last\": x}}}}\n"
+    );
+    assert!(input.len() > 200_000);
+    let out = tortie(&["validate", "-f", "-"], &[], Some(&input));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.len() < 2_000, "{} bytes printed", err.len());
+    let source_line = err.lines().find(|l| l.starts_with("3 | ")).expect(&err);
+    assert!(source_line.starts_with("3 | …") && source_line.ends_with('…'));
+    assert!(err.contains("expected a string, found a list"), "{err}");
+    // The caret is under the `[` of the bad value.
+    let caret = err
+        .lines()
+        .find(|l| l.trim_start().starts_with("| ") && l.contains('^'))
+        .unwrap();
+    let at = caret.find('^').unwrap();
+    assert_eq!(
+        source_line.chars().nth(at),
+        Some('['),
+        "{source_line}\n{caret}"
+    );
+}

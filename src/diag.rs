@@ -11,6 +11,9 @@ use crate::model::yaml::{FieldPath, Pos};
 pub enum Severity {
     Error,
     Warning,
+    /// Information that needs no action (a document of a kind tortie does
+    /// not use, skipped).
+    Note,
 }
 
 /// Which stage found the problem; also used as a metric label.
@@ -47,8 +50,10 @@ pub struct Diagnostic {
     pub path: Option<FieldPath>,
     pub message: String,
     pub hint: Option<String>,
-    /// The source text, for the caret line.
+    /// The source text around the problem (its document), for the caret
+    /// line; its first line is file line `source_line`.
     pub source: Option<Arc<str>>,
+    pub source_line: usize,
 }
 
 impl Diagnostic {
@@ -95,25 +100,17 @@ impl Diagnostic {
         let mut out = format!("{}: {}\n", severity_word(self.severity), self.message);
         let _ = writeln!(out, "  --> {}", self.location());
         if let (Some(src), Some(pos)) = (&self.source, self.pos)
-            && let Some(line) = src.lines().nth(pos.line.saturating_sub(1))
+            && let Some(line) = pos
+                .line
+                .checked_sub(self.source_line.max(1))
+                .and_then(|i| src.lines().nth(i))
         {
             let num = pos.line.to_string();
             let pad = " ".repeat(num.len());
-            let col_chars = pos.col.saturating_sub(1);
-            let prefix: String = line.chars().take(col_chars).collect();
-            let token_len = line
-                .chars()
-                .skip(col_chars)
-                .take_while(|c| !c.is_whitespace() && *c != ':' && *c != ',')
-                .count()
-                .max(1);
+            let (shown, lead, carets) = excerpt(line, pos.col.saturating_sub(1));
             let _ = writeln!(out, "{pad} |");
-            let _ = writeln!(out, "{num} | {line}");
-            let lead: String = prefix
-                .chars()
-                .map(|c| if c == '\t' { '\t' } else { ' ' })
-                .collect();
-            let _ = writeln!(out, "{pad} | {lead}{}", "^".repeat(token_len));
+            let _ = writeln!(out, "{num} | {shown}");
+            let _ = writeln!(out, "{pad} | {lead}{}", "^".repeat(carets));
         }
         if let Some(r) = &self.resource {
             let field = self
@@ -131,10 +128,64 @@ impl Diagnostic {
     }
 }
 
+/// Lines longer than this many characters are shown cut around the caret.
+pub const MAX_SHOWN_CHARS: usize = 120;
+
+/// The length in characters of the token starting `rest`: a quoted string
+/// up to its closing quote, otherwise up to a space or YAML punctuation.
+fn token_len(rest: &str) -> usize {
+    let mut chars = rest.chars();
+    match chars.next() {
+        Some(q @ ('"' | '\'')) => match chars.position(|c| c == q) {
+            Some(i) => i + 2,
+            None => rest.chars().count(),
+        },
+        _ => rest
+            .chars()
+            .take_while(|c| !c.is_whitespace() && !matches!(c, ':' | ',' | ']' | '}'))
+            .count(),
+    }
+    .max(1)
+}
+
+/// The part of `line` to print, the text before the caret (spaces, or tabs
+/// where the line has tabs) and the caret's width, for a caret at
+/// character `col`. A long line is cut to a window around the caret, with
+/// `…` where text is left out.
+fn excerpt(line: &str, col: usize) -> (String, String, usize) {
+    let chars: Vec<char> = line.chars().collect();
+    let col = col.min(chars.len());
+    let token = token_len(&line[line.char_indices().nth(col).map_or(line.len(), |(i, _)| i)..]);
+    let (start, end) = if chars.len() <= MAX_SHOWN_CHARS {
+        (0, chars.len())
+    } else {
+        let start = col.saturating_sub(MAX_SHOWN_CHARS / 3);
+        (start, (start + MAX_SHOWN_CHARS).min(chars.len()))
+    };
+    let mut shown = String::new();
+    let mut lead = String::new();
+    if start > 0 {
+        shown.push('…');
+        lead.push(' ');
+    }
+    shown.extend(&chars[start..end]);
+    if end < chars.len() {
+        shown.push('…');
+    }
+    lead.extend(
+        chars[start..col]
+            .iter()
+            .map(|&c| if c == '\t' { '\t' } else { ' ' }),
+    );
+    let carets = token.min(end.saturating_sub(col)).max(1);
+    (shown, lead, carets)
+}
+
 fn severity_word(s: Severity) -> &'static str {
     match s {
         Severity::Error => "error",
         Severity::Warning => "warning",
+        Severity::Note => "note",
     }
 }
 
@@ -150,5 +201,61 @@ pub fn file_error(file: &Path, stage: Stage, message: String) -> Diagnostic {
         message,
         hint: None,
         source: None,
+        source_line: 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(source: &str, line: usize, col: usize) -> Diagnostic {
+        Diagnostic {
+            pos: Some(Pos { line, col }),
+            source: Some(Arc::from(source)),
+            ..file_error(Path::new("f.yaml"), Stage::Decode, "bad".into())
+        }
+    }
+
+    /// The source line and the caret line of a rendering.
+    fn excerpt_lines(d: &Diagnostic) -> (String, String) {
+        let text = d.render();
+        let lines: Vec<&str> = text.lines().collect();
+        let cut = |l: &str| l.split_once(" | ").map(|(_, r)| r.to_string()).unwrap();
+        (cut(lines[3]), cut(lines[4]))
+    }
+
+    #[test]
+    fn the_caret_covers_the_token_and_stops_at_punctuation() {
+        let (line, caret) = excerpt_lines(&at("  types: [Ingres]\n", 1, 11));
+        assert_eq!(line, "  types: [Ingres]");
+        assert_eq!(caret, "          ^^^^^^");
+        // A quoted scalar is covered up to its closing quote, spaces included.
+        let (_, caret) = excerpt_lines(&at("  order: \"10 0\"\n", 1, 10));
+        assert_eq!(caret, "         ^^^^^^");
+        // Columns count characters, not bytes.
+        let (_, caret) = excerpt_lines(&at("{“k”: x, bad: 1}\n", 1, 10));
+        assert_eq!(caret, "         ^^^");
+    }
+
+    #[test]
+    fn a_long_line_is_cut_around_the_caret() {
+        let mut line = "x".repeat(100_000);
+        line.replace_range(50_000..50_003, "BAD");
+        let (shown, caret) = excerpt_lines(&at(&line, 1, 50_001));
+        assert!(shown.starts_with('…') && shown.ends_with('…'), "{shown}");
+        assert_eq!(shown.chars().count(), MAX_SHOWN_CHARS + 2);
+        let caret_at = caret.find('^').unwrap();
+        let under: String = shown.chars().skip(caret_at).take(3).collect();
+        assert_eq!(under, "BAD");
+        assert!(d_render_len(&line) < 1_000);
+        // Near the start: cut at the end only.
+        let (shown, caret) = excerpt_lines(&at(&line, 1, 3));
+        assert!(!shown.starts_with('…') && shown.ends_with('…'));
+        assert_eq!(caret.find('^'), Some(2));
+    }
+
+    fn d_render_len(line: &str) -> usize {
+        at(line, 1, 50_001).render().len()
     }
 }

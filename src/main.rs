@@ -41,11 +41,22 @@ enum Command {
         /// for CI).
         #[arg(short = 'o', long = "output", default_value = "text", value_parser = ["text", "json"])]
         output: String,
+        /// Treat documents of kinds tortie does not use (IPPool, Deployment,
+        /// ConfigMap…) as errors instead of skipping them with a note.
+        #[arg(long)]
+        strict: bool,
         #[command(flatten)]
         limits: LimitArgs,
     },
     /// Print tortie's version and build, the nft binary found and the kernel.
     Version,
+    /// Print a synthetic cluster (S, M, L or XL) as one YAML dump: the
+    /// input of the loader's size and speed measurements.
+    #[command(hide = true)]
+    SynthDump {
+        #[arg(long, default_value = "XL")]
+        size: String,
+    },
     /// Print the nftables ruleset for one node (nft -f text) to stdout.
     Compile {
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
@@ -57,6 +68,10 @@ enum Command {
         /// endpoints with only expectedIPs bind to the interfaces holding them.
         #[arg(long = "host-interface", value_name = "NAME=IP[,IP…]")]
         host_interfaces: Vec<tortie::calc::HostInterface>,
+        /// Treat documents of kinds tortie does not use (IPPool, Deployment,
+        /// ConfigMap…) as errors instead of skipping them with a note.
+        #[arg(long)]
+        strict: bool,
     },
     /// Compile for one node and apply to the kernel in one transaction.
     Apply {
@@ -76,6 +91,10 @@ enum Command {
         /// Default: the target namespace's interfaces, read by netlink.
         #[arg(long = "host-interface", value_name = "NAME=IP[,IP…]")]
         host_interfaces: Vec<tortie::calc::HostInterface>,
+        /// Treat documents of kinds tortie does not use (IPPool, Deployment,
+        /// ConfigMap…) as errors instead of skipping them with a note.
+        #[arg(long)]
+        strict: bool,
     },
     /// Keep the kernel in step with a datastore until SIGTERM.
     Run {
@@ -262,8 +281,13 @@ impl LimitArgs {
     }
 }
 
+/// Every diagnostic, rustc-style; notes (skipped documents) on one line each.
 fn print_diagnostics(diags: &[Diagnostic]) {
     for d in diags {
+        if d.severity == tortie::diag::Severity::Note {
+            eprintln!("{}", d.one_line());
+            continue;
+        }
         eprint!("{}", d.render());
         eprintln!();
     }
@@ -277,6 +301,12 @@ fn summary(result: &LoadResult) -> String {
     let mut out = String::new();
     for (kind, n) in counts {
         out.push_str(&format!("{kind}: {n} valid\n"));
+    }
+    if result.skipped > 0 {
+        out.push_str(&format!(
+            "{} document(s) of kinds tortie does not use skipped\n",
+            result.skipped
+        ));
     }
     out
 }
@@ -298,8 +328,7 @@ fn load_inputs(paths: &[PathBuf], limits: &tortie::model::yaml::Limits) -> Resul
         let mut budget = tortie::model::yaml::Budget::new(limits.max_file_values);
         let from_stdin =
             tortie::model::load::load_str_with(&text, std::path::Path::new("<stdin>"), &mut budget);
-        result.resources.extend(from_stdin.resources);
-        result.diagnostics.extend(from_stdin.diagnostics);
+        result.extend(from_stdin);
     }
     Ok(result)
 }
@@ -311,7 +340,11 @@ fn diagnostics_json(result: &LoadResult) -> serde_json::Value {
         .iter()
         .map(|d| {
             serde_json::json!({
-                "severity": if d.is_error() { "error" } else { "warning" },
+                "severity": match d.severity {
+                    tortie::diag::Severity::Error => "error",
+                    tortie::diag::Severity::Warning => "warning",
+                    tortie::diag::Severity::Note => "note",
+                },
                 "file": d.file.as_ref().map(|f| f.display().to_string()),
                 "line": d.pos.map(|p| p.line),
                 "column": d.pos.map(|p| p.col),
@@ -322,11 +355,13 @@ fn diagnostics_json(result: &LoadResult) -> serde_json::Value {
             })
         })
         .collect();
-    let errors = result.errors().count();
+    let (errors, warnings, notes) = result.counts();
     serde_json::json!({
         "diagnostics": items,
         "errors": errors,
-        "warnings": result.diagnostics.len() - errors,
+        "warnings": warnings,
+        "notes": notes,
+        "skipped": result.skipped,
         "valid": result.resources.len(),
     })
 }
@@ -355,11 +390,15 @@ fn load_and_compile(
     paths: &[PathBuf],
     node: &str,
     host_interfaces: BTreeMap<String, Vec<std::net::IpAddr>>,
+    strict: bool,
 ) -> (LoadResult, tortie::compile::ir::Ruleset) {
-    let result = load_inputs(paths, &tortie::model::yaml::Limits::CLI).unwrap_or_else(|e| {
+    let mut result = load_inputs(paths, &tortie::model::yaml::Limits::CLI).unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
         std::process::exit(2)
     });
+    if strict {
+        result.make_strict();
+    }
     print_diagnostics(&result.diagnostics);
     print_diagnostics(&tortie::model::lint::lint(&result.resources));
     let resources: Vec<Resource> = result
@@ -421,13 +460,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", version_text());
             Ok(ExitCode::SUCCESS)
         }
+        Command::SynthDump { size } => {
+            let size = tortie::synth::Size::by_name(&size)
+                .ok_or_else(|| anyhow::anyhow!("--size `{size}`: expected S, M, L or XL"))?;
+            print!("{}", emit::cluster_dump(&tortie::synth::generate(size)));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Validate {
             paths,
             output,
+            strict,
             limits,
         } => {
             let limits = limits.limits(tortie::model::yaml::Limits::CLI)?;
             let mut result = load_inputs(&paths, &limits)?;
+            if strict {
+                result.make_strict();
+            }
             let lints = tortie::model::lint::lint(&result.resources);
             result.diagnostics.extend(lints);
             if output == "json" {
@@ -440,8 +489,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             print_diagnostics(&result.diagnostics);
             print!("{}", summary(&result));
-            let errors = result.errors().count();
-            let warnings = result.diagnostics.len() - errors;
+            let (errors, warnings, _) = result.counts();
+            // A one-shot command: the OS takes the memory back at exit faster
+            // than freeing a large cluster object by object.
+            std::mem::forget(result);
             if errors > 0 {
                 eprintln!("{errors} error(s), {warnings} warning(s)");
                 Ok(ExitCode::from(1))
@@ -456,9 +507,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             paths,
             node,
             host_interfaces,
+            strict,
         } => {
             let ifaces = tortie::calc::HostInterface::map(&host_interfaces);
-            let (result, ruleset) = load_and_compile(&paths, &node, ifaces);
+            let (result, ruleset) = load_and_compile(&paths, &node, ifaces, strict);
             print!("{}", ruleset.render());
             Ok(if result.has_errors() {
                 ExitCode::from(1)
@@ -472,6 +524,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             netns,
             dry_run,
             host_interfaces,
+            strict,
         } => {
             let target = netns.as_deref().map(Target::named).unwrap_or_default();
             // Without --host-interface, the target namespace's own interfaces
@@ -481,7 +534,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 tortie::calc::HostInterface::map(&host_interfaces)
             };
-            let (result, ruleset) = load_and_compile(&paths, &node, ifaces);
+            let (result, ruleset) = load_and_compile(&paths, &node, ifaces, strict);
             let mut dp = Dataplane::new(target);
             if dry_run {
                 let (plan, _) = dp.plan(&ruleset)?;

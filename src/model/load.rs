@@ -45,6 +45,7 @@ impl Loaded {
             message,
             hint: Some(hint.to_string()),
             source: None,
+            source_line: 1,
         }
     }
 }
@@ -61,6 +62,8 @@ pub struct LoadResult {
     pub over_budget: Option<yaml::BudgetKind>,
     /// Values parsed (including copies made by aliases).
     pub values: usize,
+    /// Documents of kinds tortie does not use, skipped (each has a note).
+    pub skipped: usize,
 }
 
 impl LoadResult {
@@ -81,6 +84,24 @@ impl LoadResult {
         self.rejected |= other.rejected;
         self.over_budget = self.over_budget.or(other.over_budget);
         self.values += other.values;
+        self.skipped += other.skipped;
+    }
+
+    /// `--strict`: the documents skipped for their kind become errors.
+    pub fn make_strict(&mut self) {
+        for d in &mut self.diagnostics {
+            if d.severity == Severity::Note && d.stage == Stage::Decode {
+                d.severity = Severity::Error;
+                d.message = d.message.replacen("skipped ", "unexpected kind: ", 1);
+                d.hint = Some("remove the document, or run without --strict to skip it".into());
+            }
+        }
+    }
+
+    /// Counts of (errors, warnings, notes).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let n = |s| self.diagnostics.iter().filter(|d| d.severity == s).count();
+        (n(Severity::Error), n(Severity::Warning), n(Severity::Note))
     }
 }
 
@@ -190,15 +211,256 @@ pub fn load_file(path: &Path) -> LoadResult {
 }
 
 /// Loads one file of at most `max_bytes`, counting values against `budget`.
+/// The file is read one document at a time: its whole text is never held.
 pub fn load_file_with(path: &Path, max_bytes: u64, budget: &mut Budget) -> LoadResult {
-    match read_text(path, max_bytes) {
-        Ok(text) => load_str_with(&text, path, budget),
-        Err(d) => LoadResult {
-            diagnostics: vec![*d],
-            rejected: true,
-            ..LoadResult::default()
-        },
+    let rejected = |d: Diagnostic| LoadResult {
+        diagnostics: vec![d],
+        rejected: true,
+        ..LoadResult::default()
+    };
+    let io = |e: std::io::Error| file_error(path, Stage::Io, format!("cannot read: {e}"));
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => return rejected(io(e)),
+    };
+    match file.metadata() {
+        Ok(m) if m.len() > max_bytes => return rejected(too_big(path, m.len(), max_bytes)),
+        Ok(_) => {}
+        Err(e) => return rejected(io(e)),
     }
+    // The file may grow while it is read: never read past the limit.
+    let reader =
+        std::io::BufReader::with_capacity(1 << 16, std::io::Read::take(file, max_bytes + 1));
+    let threads = loader_threads();
+    let size = std::fs::metadata(path).map_or(0, |m| m.len());
+    if threads > 1 && size >= PARALLEL_FROM_BYTES {
+        return load_parallel(path, reader, max_bytes, budget, threads);
+    }
+    let mut ctx = Ctx::new(path);
+    let outcome = yaml::for_each_document_in(reader, budget, max_bytes, |doc, text| {
+        ctx.raw_document(doc, text)
+    });
+    match outcome {
+        Ok(()) => ctx.finish(None, budget),
+        Err(yaml::ReadError::OverBudget(over)) => ctx.finish(Some(over), budget),
+        Err(e) => rejected(read_error(path, e, max_bytes)),
+    }
+}
+
+/// Threads that parse one large file: `TORTIE_LOADER_THREADS`, default 1.
+/// Measured on the shared 2-core machine with the 75 MB XL dump, two
+/// threads cost more CPU (1.7 s against 1.45 s) and 20 MB more, and were
+/// not faster while other work held the cores; they can only pay where
+/// cores are idle.
+fn loader_threads() -> usize {
+    std::env::var("TORTIE_LOADER_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        .clamp(1, MAX_THREADS)
+}
+
+/// Files from this size on are parsed and decoded by several threads.
+pub const PARALLEL_FROM_BYTES: u64 = 8 << 20;
+/// At most this many threads parse one file.
+const MAX_THREADS: usize = 4;
+/// Documents handed to a thread at a time.
+const BATCH_DOCS: usize = 256;
+
+/// The diagnostic for a file that could not be read to its end.
+fn read_error(path: &Path, e: yaml::ReadError, max_bytes: u64) -> Diagnostic {
+    match e {
+        yaml::ReadError::Io { line, error } => {
+            let message = match error.kind() {
+                std::io::ErrorKind::InvalidData => {
+                    format!("the file is not UTF-8 text (line {line})")
+                }
+                _ => format!("cannot read (line {line}): {error}"),
+            };
+            file_error(path, Stage::Io, message)
+        }
+        yaml::ReadError::TooLong(bytes) => too_big(path, bytes, max_bytes),
+        yaml::ReadError::OverBudget(over) => file_error(path, Stage::Syntax, over.to_string()),
+        yaml::ReadError::Stopped => file_error(path, Stage::Io, "reading stopped".into()),
+    }
+}
+
+/// What one thread made of one batch of documents.
+struct Part {
+    result: LoadResult,
+    values: usize,
+    over: Option<yaml::OverBudget>,
+}
+
+/// `load_file_with` on `threads` threads: this one reads and splits the
+/// file, the others parse, decode and validate batches of documents; the
+/// parts are put back in file order, so the result is the same as reading
+/// the file on one thread. The file's value budget is shared while it is
+/// read (an overrun stops the reading); the datastore's is charged at the end.
+fn load_parallel(
+    path: &Path,
+    reader: impl std::io::BufRead,
+    max_bytes: u64,
+    budget: &mut Budget,
+    threads: usize,
+) -> LoadResult {
+    let file_pool = Pool::new(budget.file_limit());
+    let (jobs, queue) = std::sync::mpsc::sync_channel::<(usize, Batch)>(threads * 2);
+    let queue = std::sync::Mutex::new(queue);
+    let (done, parts) = std::sync::mpsc::channel::<(usize, Part)>();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (outcome, last_line) = std::thread::scope(|s| {
+        for _ in 0..threads {
+            let (queue, done, file_pool, stop) = (&queue, done.clone(), &file_pool, &stop);
+            s.spawn(move || {
+                loop {
+                    let job = queue
+                        .lock()
+                        .map_err(|_| ())
+                        .and_then(|q| q.recv().map_err(|_| ()));
+                    let Ok((seq, docs)) = job else { break };
+                    let part = parse_batch(path, &docs, file_pool);
+                    if part.over.is_some() {
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    if done.send((seq, part)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done);
+        let (mut batch, mut seq, mut last_line) = (Batch::default(), 0, 1);
+        let outcome = yaml::split_stream(reader, max_bytes, |doc, start| {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(yaml::ReadError::Stopped);
+            }
+            last_line = start;
+            batch.push(doc, start);
+            if batch.docs.len() >= BATCH_DOCS {
+                jobs.send((seq, std::mem::take(&mut batch)))
+                    .map_err(|_| yaml::ReadError::Stopped)?;
+                seq += 1;
+            }
+            Ok(())
+        });
+        if !batch.docs.is_empty() && outcome.is_ok() {
+            let _ = jobs.send((seq, batch));
+        }
+        drop(jobs);
+        (outcome, last_line)
+    });
+    let mut parts: Vec<(usize, Part)> = parts.into_iter().collect();
+    parts.sort_by_key(|(seq, _)| *seq);
+    assemble(path, parts, outcome, last_line, max_bytes, budget)
+}
+
+/// Documents handed to a thread: their texts in one string (one allocation
+/// per batch, freed by the thread that parses it) with each one's end and
+/// first line.
+#[derive(Default)]
+struct Batch {
+    text: String,
+    docs: Vec<(usize, usize)>,
+}
+
+impl Batch {
+    fn push(&mut self, doc: &str, first_line: usize) {
+        self.text.push_str(doc);
+        self.docs.push((self.text.len(), first_line));
+    }
+}
+
+/// Parses, decodes and validates one batch, counting values in `pool`.
+fn parse_batch(path: &Path, batch: &Batch, pool: &Pool) -> Part {
+    let mut budget = Budget::with_pool(usize::MAX, pool, 0);
+    let mut ctx = Ctx::new(path);
+    let mut over = None;
+    let mut from = 0;
+    for (end, start) in &batch.docs {
+        let text = &batch.text[from..*end];
+        from = *end;
+        let result = match yaml::parse_one_within(text, *start, &mut budget) {
+            Err(yaml::ParseError::OverBudget(e)) => {
+                // The shared pool is the file's budget.
+                over = Some(yaml::OverBudget {
+                    kind: yaml::BudgetKind::File,
+                    ..e
+                });
+                break;
+            }
+            Err(yaml::ParseError::Syntax(e)) => Err(e),
+            Ok(node) => Ok(node),
+        };
+        let doc = yaml::RawDocument {
+            first_line: *start,
+            result,
+        };
+        ctx.raw_document(doc, text);
+    }
+    Part {
+        values: budget.used(),
+        result: ctx.result,
+        over,
+    }
+}
+
+/// The parts of a file read in parallel, in order, as one result.
+fn assemble(
+    path: &Path,
+    parts: Vec<(usize, Part)>,
+    outcome: Result<(), yaml::ReadError>,
+    last_line: usize,
+    max_bytes: u64,
+    budget: &mut Budget,
+) -> LoadResult {
+    let mut ctx = Ctx::new(path);
+    let total: usize = parts.iter().map(|(_, p)| p.result.resources.len()).sum();
+    ctx.result.resources.reserve_exact(total);
+    let mut values = 0;
+    for (_, part) in parts {
+        if let Some(over) = part.over {
+            return ctx.finish(Some(over), budget);
+        }
+        values += part.values;
+        // Appended, not moved in: the reserved room is kept.
+        ctx.result.resources.extend(part.result.resources);
+        ctx.result.diagnostics.extend(part.result.diagnostics);
+        ctx.result.skipped += part.result.skipped;
+    }
+    match outcome {
+        Ok(()) | Err(yaml::ReadError::Stopped) => {}
+        Err(e) => {
+            return LoadResult {
+                diagnostics: vec![read_error(path, e, max_bytes)],
+                rejected: true,
+                ..LoadResult::default()
+            };
+        }
+    }
+    let pos = yaml::Pos {
+        line: last_line,
+        col: 1,
+    };
+    match budget.charge(values, pos) {
+        Ok(()) => ctx.finish(None, budget),
+        Err(over) => ctx.finish(Some(over), budget),
+    }
+}
+
+fn too_big(path: &Path, size: u64, max_bytes: u64) -> Diagnostic {
+    let mut d = file_error(
+        path,
+        Stage::Io,
+        format!(
+            "the file is {size} bytes, more than the limit of {max_bytes} bytes ({}); it is not read",
+            human_bytes(max_bytes)
+        ),
+    );
+    d.hint = Some(
+        "if this file is legitimate, raise the limit with --max-file-size (env TORTIE_MAX_FILE_SIZE), or split it into several files".into(),
+    );
+    d
 }
 
 /// Reads a UTF-8 file, refusing (before reading) one larger than `max_bytes`.
@@ -207,30 +469,15 @@ pub fn read_text(path: &Path, max_bytes: u64) -> Result<String, Box<Diagnostic>>
     let io = |e: std::io::Error| Box::new(file_error(path, Stage::Io, format!("cannot read: {e}")));
     let file = std::fs::File::open(path).map_err(io)?;
     let size = file.metadata().map_err(io)?.len();
-    let too_big = |size: u64| {
-        let mut d = Box::new(file_error(
-            path,
-            Stage::Io,
-            format!(
-                "the file is {size} bytes, more than the limit of {max_bytes} bytes ({}); it is not read",
-                human_bytes(max_bytes)
-            ),
-        ));
-        d.hint = Some(
-            "if this file is legitimate, raise the limit with --max-file-size (env TORTIE_MAX_FILE_SIZE), or split it into several files".into(),
-        );
-        d
-    };
     if size > max_bytes {
-        return Err(too_big(size));
+        return Err(Box::new(too_big(path, size, max_bytes)));
     }
-    // The file may grow while it is read: never read past the limit.
     let mut bytes = Vec::with_capacity(size as usize);
     file.take(max_bytes + 1)
         .read_to_end(&mut bytes)
         .map_err(io)?;
     if bytes.len() as u64 > max_bytes {
-        return Err(too_big(bytes.len() as u64));
+        return Err(Box::new(too_big(path, bytes.len() as u64, max_bytes)));
     }
     String::from_utf8(bytes).map_err(|_| {
         Box::new(file_error(
@@ -282,46 +529,37 @@ pub fn load_str(text: &str, path: &Path) -> LoadResult {
 /// are parsed and decoded one at a time; when the budget runs out, the whole
 /// text is rejected with one positioned error and nothing of it is kept.
 pub fn load_str_with(text: &str, path: &Path, budget: &mut Budget) -> LoadResult {
-    let mut ctx = Ctx {
-        file: path.to_path_buf(),
-        text,
-        source: None,
-        result: LoadResult::default(),
-    };
-    let outcome = yaml::for_each_document(text, budget, |doc| match doc.result {
-        Err(e) => ctx.push(
-            Severity::Error,
-            Stage::Syntax,
-            Some(e.pos),
-            None,
-            None,
-            format!("YAML syntax error: {}", e.message),
-            syntax_hint(text, e.pos.line),
-        ),
-        Ok(node) => ctx.document(&node, &FieldPath::root(), doc.first_line),
+    let mut ctx = Ctx::new(path);
+    let mut outcome = Ok(());
+    yaml::split_documents(text, |chunk, start| {
+        if outcome.is_err() {
+            return;
+        }
+        match yaml::parse_one_within(chunk, start, budget) {
+            Err(yaml::ParseError::OverBudget(e)) => outcome = Err(e),
+            Err(yaml::ParseError::Syntax(e)) => ctx.raw_document(
+                yaml::RawDocument {
+                    first_line: start,
+                    result: Err(e),
+                },
+                chunk,
+            ),
+            Ok(node) => ctx.raw_document(
+                yaml::RawDocument {
+                    first_line: start,
+                    result: Ok(node),
+                },
+                chunk,
+            ),
+        }
     });
-    if let Err(over) = outcome {
-        ctx.result = LoadResult {
-            rejected: true,
-            over_budget: Some(over.kind),
-            ..LoadResult::default()
-        };
-        ctx.push(
-            Severity::Error,
-            Stage::Syntax,
-            Some(over.pos),
-            None,
-            None,
-            over.to_string(),
-            Some(over.hint()),
-        );
-    }
-    ctx.result.values = budget.used();
-    ctx.result
+    ctx.finish(outcome.err(), budget)
 }
 
-fn syntax_hint(text: &str, line: usize) -> Option<String> {
-    let l = text.lines().nth(line.saturating_sub(1))?;
+/// A hint for a syntax error on `line` of a document starting at file line
+/// `first_line`.
+fn syntax_hint(text: &str, first_line: usize, line: usize) -> Option<String> {
+    let l = text.lines().nth(line.checked_sub(first_line)?)?;
     if l.contains(['“', '”', '‘', '’']) {
         return Some("this line contains curly quotes (“ ” ‘ ’): use straight quotes".into());
     }
@@ -331,16 +569,80 @@ fn syntax_hint(text: &str, line: usize) -> Option<String> {
     None
 }
 
+/// Loading one file: the document being read and everything found so far.
 struct Ctx<'t> {
     file: PathBuf,
+    /// The text of the document being read and its first file line.
     text: &'t str,
-    /// A shared copy of the text for diagnostics, made at the first one
-    /// (a file without problems is never copied).
+    first_line: usize,
+    /// A shared copy of that text for diagnostics, made at the first one
+    /// (a document without problems is never copied).
     source: Option<Arc<str>>,
     result: LoadResult,
 }
 
-impl Ctx<'_> {
+impl<'t> Ctx<'t> {
+    fn new(path: &Path) -> Self {
+        Ctx {
+            file: path.to_path_buf(),
+            text: "",
+            first_line: 1,
+            source: None,
+            result: LoadResult::default(),
+        }
+    }
+
+    /// Handles one document of the file (its text starts at its first line).
+    fn raw_document(&mut self, doc: yaml::RawDocument, text: &str) {
+        // The text lives only for this call: the context forgets it after.
+        let mut ctx = Ctx {
+            file: std::mem::take(&mut self.file),
+            text,
+            first_line: doc.first_line,
+            source: None,
+            result: std::mem::take(&mut self.result),
+        };
+        match doc.result {
+            Err(e) => {
+                let hint = syntax_hint(text, doc.first_line, e.pos.line);
+                ctx.push(
+                    Severity::Error,
+                    Stage::Syntax,
+                    Some(e.pos),
+                    None,
+                    None,
+                    format!("YAML syntax error: {}", e.message),
+                    hint,
+                )
+            }
+            Ok(node) => ctx.document(&node, &FieldPath::root(), doc.first_line),
+        }
+        self.file = ctx.file;
+        self.result = ctx.result;
+    }
+
+    /// The result; with `over`, the whole file is rejected for its budget.
+    fn finish(mut self, over: Option<yaml::OverBudget>, budget: &Budget) -> LoadResult {
+        if let Some(over) = over {
+            self.result = LoadResult {
+                rejected: true,
+                over_budget: Some(over.kind),
+                ..LoadResult::default()
+            };
+            self.push(
+                Severity::Error,
+                Stage::Syntax,
+                Some(over.pos),
+                None,
+                None,
+                over.to_string(),
+                Some(over.hint()),
+            );
+        }
+        self.result.values = budget.used();
+        self.result
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
@@ -352,6 +654,11 @@ impl Ctx<'_> {
         message: String,
         hint: Option<String>,
     ) {
+        let source = (!self.text.is_empty()).then(|| {
+            self.source
+                .get_or_insert_with(|| Arc::from(self.text))
+                .clone()
+        });
         self.result.diagnostics.push(Diagnostic {
             severity,
             stage,
@@ -361,11 +668,8 @@ impl Ctx<'_> {
             path,
             message,
             hint,
-            source: Some(
-                self.source
-                    .get_or_insert_with(|| Arc::from(self.text))
-                    .clone(),
-            ),
+            source,
+            source_line: self.first_line,
         });
     }
 
@@ -391,6 +695,9 @@ impl Ctx<'_> {
                 ),
                 None,
             );
+            return;
+        }
+        if self.skip_foreign(node) {
             return;
         }
         let allowed = ["apiVersion", "kind", "metadata", "spec", "status", "items"];
@@ -505,7 +812,7 @@ impl Ctx<'_> {
         let mut valid = true;
         for f in findings {
             let full = FieldPath(base.0.iter().chain(f.path.0.iter()).cloned().collect());
-            let pos = node.locate(&f.path);
+            let pos = finding_pos(node, &f, self.text, self.first_line);
             valid &= f.warning;
             self.push(
                 if f.warning {
@@ -533,19 +840,174 @@ impl Ctx<'_> {
     }
 }
 
+impl Ctx<'_> {
+    /// A document of a kind tortie does not use (whatever its fields) is
+    /// skipped with a note.
+    fn skip_foreign(&mut self, node: &Node) -> bool {
+        let api = node.get("apiVersion").and_then(Node::as_str);
+        let kind = node.get("kind").and_then(Node::as_str);
+        let (Some(api), Some(kind)) = (api, kind) else {
+            return false;
+        };
+        if kind.ends_with("List")
+            || ResourceKind::resolve(api, kind).is_ok()
+            || !is_foreign_kind(api, kind)
+        {
+            return false;
+        }
+        let name = node
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(Node::as_str)
+            .unwrap_or("<unnamed>");
+        self.result.skipped += 1;
+        self.push(
+            Severity::Note,
+            Stage::Decode,
+            node.get("kind").map(|n| n.pos),
+            Some(format!("{kind} {name}")),
+            None,
+            format!("skipped {kind} ({api}): tortie does not use this kind"),
+            Some("--strict makes this an error".into()),
+        );
+        true
+    }
+}
+
+/// Calico's kinds that are not policy (IPAM, BGP, cluster and node state).
+const CALICO_OTHER_KINDS: &[&str] = &[
+    "BGPConfiguration",
+    "BGPFilter",
+    "BGPPeer",
+    "BlockAffinity",
+    "CalicoNodeStatus",
+    "ClusterInformation",
+    "IPAMBlock",
+    "IPAMConfig",
+    "IPAMConfiguration",
+    "IPAMHandle",
+    "IPPool",
+    "IPReservation",
+    "KubeControllersConfiguration",
+    "Node",
+    "StagedGlobalNetworkPolicy",
+    "StagedKubernetesNetworkPolicy",
+    "StagedNetworkPolicy",
+];
+
+/// A kind that tortie does not use and may skip: Calico's non-policy kinds
+/// (and staged policies, which never change a verdict), and any kind of
+/// another API group that is not a network policy and does not look like a
+/// misspelt kind tortie reads. Network policy kinds tortie does not enforce
+/// (e.g. AdminNetworkPolicy) and typos stay errors.
+pub fn is_foreign_kind(api: &str, kind: &str) -> bool {
+    match api {
+        super::CALICO_API | super::CALICO_CRD_API => CALICO_OTHER_KINDS.contains(&kind),
+        _ => {
+            !kind.is_empty()
+                && !api.is_empty()
+                && !kind.to_ascii_lowercase().contains("networkpolic")
+                && !looks_like_a_kind_tortie_reads(kind)
+        }
+    }
+}
+
+/// `pods`, `Pods`, `NetworkPolicys`, `GlobalNetworkpolicy`, `Namespce`: a
+/// kind tortie reads in another case, in the plural, or (for names of six
+/// letters or more) within two edits. Short real kinds (`Node`, `Job`) are
+/// not mistaken for `Pod`.
+fn looks_like_a_kind_tortie_reads(kind: &str) -> bool {
+    let lower = kind.to_ascii_lowercase();
+    ResourceKind::ALL.iter().any(|k| {
+        let name = k.kind_name().to_ascii_lowercase();
+        let plural_y = name
+            .strip_suffix('y')
+            .is_some_and(|stem| lower == format!("{stem}ies"));
+        lower == name
+            || lower == format!("{name}s")
+            || plural_y
+            || (lower.len() >= 6 && super::de::edit_distance(&lower, &name) <= 2)
+    })
+}
+
+/// Where to point for a validation finding: the key of a field the hint
+/// says to remove; the offending character of a value whose message names a
+/// column (`(at column N)`, a byte offset into the value) when the value is
+/// written verbatim on its line; otherwise the value.
+fn finding_pos(doc: &Node, f: &validate::Finding, text: &str, first_line: usize) -> yaml::Pos {
+    if f.hint.as_deref().is_some_and(|h| h.starts_with("remove `"))
+        && let Some(pos) = doc.locate_key(&f.path)
+    {
+        return pos;
+    }
+    let pos = doc.locate(&f.path);
+    let Some(offset) = column_in_message(&f.message) else {
+        return pos;
+    };
+    let value = locate_node(doc, &f.path).and_then(Node::as_str);
+    let line = pos
+        .line
+        .checked_sub(first_line)
+        .and_then(|i| text.lines().nth(i));
+    let (Some(value), Some(line)) = (value, line) else {
+        return pos;
+    };
+    let rest: String = line.chars().skip(pos.col.saturating_sub(1)).collect();
+    let quote = if rest.starts_with(value) {
+        0
+    } else if (rest.starts_with('"') || rest.starts_with('\'')) && rest[1..].starts_with(value) {
+        1
+    } else {
+        return pos;
+    };
+    let Some(before) = value.get(..offset.min(value.len())) else {
+        return pos;
+    };
+    yaml::Pos {
+        line: pos.line,
+        col: pos.col + quote + before.chars().count(),
+    }
+}
+
+/// The byte offset in `(at column N)`, if the message has one.
+fn column_in_message(message: &str) -> Option<usize> {
+    let (_, rest) = message.rsplit_once("(at column ")?;
+    let n: usize = rest.strip_suffix(')')?.parse().ok()?;
+    n.checked_sub(1)
+}
+
+/// The node at exactly `path`, if there is one.
+fn locate_node<'n>(doc: &'n Node, path: &FieldPath) -> Option<&'n Node> {
+    let mut node = doc;
+    for seg in &path.0 {
+        node = match (seg, &node.value) {
+            (yaml::Seg::Key(k), Value::Map(_)) => node.get(k)?,
+            (yaml::Seg::Index(i), Value::Seq(items)) => items.get(*i)?,
+            _ => return None,
+        };
+    }
+    Some(node)
+}
+
 /// Two definitions of one resource: the later one is an error and is left
 /// out (in place: the resources are not copied).
 fn check_duplicates(result: &mut LoadResult) {
-    let mut first: std::collections::HashMap<ResourceKey, usize> =
+    // Keys borrowed from the resources: nothing is copied per resource.
+    let mut first: std::collections::HashMap<(ResourceKind, Option<&str>, &str), usize> =
         std::collections::HashMap::with_capacity(result.resources.len());
     let mut dropped = Vec::new();
-    for (i, loaded) in result.resources.iter().enumerate() {
-        let key = loaded.resource.key();
-        let Some(&f) = first.get(&key) else {
-            first.insert(key, i);
+    let resources = &result.resources;
+    for (i, loaded) in resources.iter().enumerate() {
+        let kind = loaded.resource.kind();
+        let meta = loaded.resource.meta();
+        let namespace = meta.namespace.as_deref().filter(|_| kind.namespaced());
+        let name = meta.name.as_deref().unwrap_or_default();
+        let Some(&f) = first.get(&(kind, namespace, name)) else {
+            first.insert((kind, namespace, name), i);
             continue;
         };
-        let original = &result.resources[f].origin;
+        let key: ResourceKey = loaded.resource.key();
+        let original = &resources[f].origin;
         let message = format!(
             "{key} is defined twice; the first definition ({}:{}) is used",
             original.file.display(),

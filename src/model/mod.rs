@@ -260,7 +260,8 @@ impl fmt::Display for ResourceKey {
     }
 }
 
-/// Decodes one document node into a resource (not yet validated).
+/// Decodes one document node into a resource (not yet validated), with
+/// every problem of every field (metadata, spec and status together).
 /// Namespaced kinds without a namespace are put in `default`, as
 /// `calicoctl` and `kubectl` do.
 pub fn decode_resource(
@@ -268,18 +269,30 @@ pub fn decode_resource(
     kind: ResourceKind,
     base: &yaml::FieldPath,
 ) -> Result<Resource, Vec<de::DecodeError>> {
-    let meta_path = base.key("metadata");
-    let metadata: Result<ObjectMeta, _> = match node.get("metadata") {
-        Some(m) => de::from_node(m, &meta_path),
-        None => Ok(ObjectMeta::default()),
-    };
-    // Decode the spec even when the metadata is bad, to report both.
-    let body = decode_body(node, kind, base, metadata.clone().unwrap_or_default());
-    match (metadata, body) {
-        (Ok(_), Ok(r)) => Ok(r),
-        (Ok(_), Err(e)) => Err(vec![e]),
-        (Err(m), Ok(_)) => Err(vec![m]),
-        (Err(m), Err(e)) => Err(vec![m, e]),
+    let mut errors = Vec::new();
+    let metadata: ObjectMeta = match node.get("metadata") {
+        Some(m) => keep(de::from_node_all(m, &base.key("metadata")), &mut errors),
+        None => None,
+    }
+    .unwrap_or_default();
+    let res = decode_body(node, kind, base, metadata, &mut errors);
+    match res {
+        Some(r) if errors.is_empty() => Ok(r),
+        _ => {
+            errors.sort_by_key(|e| e.pos);
+            Err(errors)
+        }
+    }
+}
+
+/// The value, or `None` with its errors added to `errors`.
+fn keep<T>(r: Result<T, Vec<de::DecodeError>>, errors: &mut Vec<de::DecodeError>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errors.extend(e);
+            None
+        }
     }
 }
 
@@ -288,7 +301,8 @@ fn decode_body(
     kind: ResourceKind,
     base: &yaml::FieldPath,
     mut metadata: ObjectMeta,
-) -> Result<Resource, de::DecodeError> {
+    errors: &mut Vec<de::DecodeError>,
+) -> Option<Resource> {
     use serde::de::IgnoredAny;
     if kind.namespaced() && metadata.namespace.as_deref().unwrap_or("").is_empty() {
         metadata.namespace = Some("default".into());
@@ -299,41 +313,32 @@ fn decode_body(
         pos: node.pos,
     };
     let spec_node = node.get("spec").unwrap_or(&null);
-    fn obj<S: serde::de::DeserializeOwned>(
-        metadata: ObjectMeta,
-        spec: &yaml::Node,
-        path: &yaml::FieldPath,
-    ) -> Result<Object<S>, de::DecodeError> {
-        Ok(Object {
-            metadata,
-            spec: de::from_node(spec, path)?,
-        })
+    macro_rules! spec {
+        () => {
+            keep(de::from_node_all(spec_node, &spec_path), errors)
+        };
+    }
+    macro_rules! obj {
+        ($variant:ident) => {
+            Resource::$variant(Object {
+                metadata,
+                spec: spec!()?,
+            })
+        };
     }
     let mut res = match kind {
-        ResourceKind::NetworkPolicy => {
-            Resource::NetworkPolicy(obj(metadata, spec_node, &spec_path)?)
-        }
-        ResourceKind::GlobalNetworkPolicy => {
-            Resource::GlobalNetworkPolicy(obj(metadata, spec_node, &spec_path)?)
-        }
-        ResourceKind::HostEndpoint => Resource::HostEndpoint(obj(metadata, spec_node, &spec_path)?),
-        ResourceKind::WorkloadEndpoint => {
-            Resource::WorkloadEndpoint(obj(metadata, spec_node, &spec_path)?)
-        }
-        ResourceKind::NetworkSet => Resource::NetworkSet(obj(metadata, spec_node, &spec_path)?),
-        ResourceKind::GlobalNetworkSet => {
-            Resource::GlobalNetworkSet(obj(metadata, spec_node, &spec_path)?)
-        }
-        ResourceKind::Profile => Resource::Profile(obj(metadata, spec_node, &spec_path)?),
-        ResourceKind::Tier => Resource::Tier(obj(metadata, spec_node, &spec_path)?),
-        ResourceKind::FelixConfiguration => {
-            Resource::FelixConfiguration(obj(metadata, spec_node, &spec_path)?)
-        }
-        ResourceKind::K8sNetworkPolicy => {
-            Resource::K8sNetworkPolicy(obj(metadata, spec_node, &spec_path)?)
-        }
+        ResourceKind::NetworkPolicy => obj!(NetworkPolicy),
+        ResourceKind::GlobalNetworkPolicy => obj!(GlobalNetworkPolicy),
+        ResourceKind::HostEndpoint => obj!(HostEndpoint),
+        ResourceKind::WorkloadEndpoint => obj!(WorkloadEndpoint),
+        ResourceKind::NetworkSet => obj!(NetworkSet),
+        ResourceKind::GlobalNetworkSet => obj!(GlobalNetworkSet),
+        ResourceKind::Profile => obj!(Profile),
+        ResourceKind::Tier => obj!(Tier),
+        ResourceKind::FelixConfiguration => obj!(FelixConfiguration),
+        ResourceKind::K8sNetworkPolicy => obj!(K8sNetworkPolicy),
         ResourceKind::Namespace | ResourceKind::ServiceAccount => {
-            let _: Option<IgnoredAny> = de::from_node(spec_node, &spec_path)?;
+            let _: Option<IgnoredAny> = spec!()?;
             let o = Object { metadata, spec: () };
             if kind == ResourceKind::Namespace {
                 Resource::Namespace(o)
@@ -342,14 +347,15 @@ fn decode_body(
             }
         }
         ResourceKind::Pod => {
+            let spec = spec!();
             let status = match node.get("status") {
-                Some(s) => de::from_node(s, &base.key("status"))?,
-                None => PodStatus::default(),
+                Some(s) => keep(de::from_node_all(s, &base.key("status")), errors),
+                None => Some(PodStatus::default()),
             };
             Resource::Pod(Pod {
                 metadata,
-                spec: de::from_node(spec_node, &spec_path)?,
-                status,
+                spec: spec?,
+                status: status?,
             })
         }
     };
@@ -362,7 +368,7 @@ fn decode_body(
             .entry("kubernetes.io/metadata.name".into())
             .or_insert(name);
     }
-    Ok(res)
+    Some(res)
 }
 
 /// Parses a Go-style duration (`90s`, `5m`, `1h30m`, `500ms`).

@@ -3,13 +3,17 @@
 //! `file:line:column`.
 //!
 //! Files are split into documents at `---` lines before parsing, so that a
-//! syntax error in one document never hides the documents around it.
+//! syntax error in one document never hides the documents around it, and
+//! so that a file can be read one document at a time. Plain dump-shaped
+//! documents are read by a fast reader (`fast`), the rest by saphyr.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use saphyr_parser::{Event, Parser, ScalarStyle};
+
+mod fast;
 
 /// A 1-based line and column in a source file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -160,6 +164,24 @@ impl Node {
             }
         }
         node.pos
+    }
+}
+
+impl Node {
+    /// The position of the key of the field `path` names, when the field is
+    /// there and is a map entry (to point at a field that should not be).
+    pub fn locate_key(&self, path: &FieldPath) -> Option<Pos> {
+        let (last, parent) = path.0.split_last()?;
+        let Seg::Key(k) = last else { return None };
+        let mut node = self;
+        for seg in parent {
+            node = match (seg, &node.value) {
+                (Seg::Key(k), Value::Map(_)) => node.get(k)?,
+                (Seg::Index(i), Value::Seq(items)) => items.get(*i)?,
+                _ => return None,
+            };
+        }
+        node.key_node(k).map(|n| n.pos)
     }
 }
 
@@ -346,6 +368,22 @@ impl<'a> Budget<'a> {
         self.charged
     }
 
+    /// The most values one file may hold.
+    pub fn file_limit(&self) -> usize {
+        self.file_limit
+    }
+
+    /// Counts `n` values (parsed elsewhere, e.g. by other threads) at once.
+    pub fn charge(&mut self, n: usize, pos: Pos) -> Result<(), OverBudget> {
+        self.take(n, pos)
+    }
+
+    /// Gives back `n` values counted for a parse that was abandoned (and
+    /// redone another way). What the pool holds stays reserved for it.
+    fn refund(&mut self, n: usize) {
+        self.used = self.used.saturating_sub(n);
+    }
+
     fn take(&mut self, n: usize, pos: Pos) -> Result<(), OverBudget> {
         let after = self.used.saturating_add(n);
         if after > self.file_limit {
@@ -415,61 +453,179 @@ pub fn for_each_document(
     budget: &mut Budget,
     mut f: impl FnMut(RawDocument),
 ) -> Result<(), OverBudget> {
-    let mut chunk = String::new();
-    let mut start = 1usize;
-    let mut flush = |chunk: &mut String, start: usize| -> Result<(), OverBudget> {
-        let blank = !chunk
-            .lines()
-            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
-        let result = if blank {
-            None
-        } else {
-            Some(parse_one_within(chunk, start, budget))
-        };
-        chunk.clear();
-        match result {
-            None => Ok(()),
-            Some(Err(ParseError::OverBudget(e))) => Err(e),
-            Some(Err(ParseError::Syntax(e))) => {
-                f(RawDocument {
-                    first_line: start,
-                    result: Err(e),
-                });
-                Ok(())
-            }
-            Some(Ok(node)) => {
-                f(RawDocument {
-                    first_line: start,
-                    result: Ok(node),
-                });
-                Ok(())
-            }
+    let mut outcome = Ok(());
+    split_documents(text, |chunk, start| {
+        if outcome.is_err() {
+            return;
         }
+        match parse_one_within(chunk, start, budget) {
+            Err(ParseError::OverBudget(e)) => outcome = Err(e),
+            Err(ParseError::Syntax(e)) => f(RawDocument {
+                first_line: start,
+                result: Err(e),
+            }),
+            Ok(node) => f(RawDocument {
+                first_line: start,
+                result: Ok(node),
+            }),
+        }
+    });
+    outcome
+}
+
+/// Why reading a stream of documents stopped.
+#[derive(Debug)]
+pub enum ReadError {
+    OverBudget(OverBudget),
+    /// Reading failed at this 1-based line (`InvalidData`: not UTF-8).
+    Io {
+        line: usize,
+        error: std::io::Error,
+    },
+    /// The stream held more than the bytes it was limited to (this many).
+    TooLong(u64),
+    /// The consumer stopped the reading (its own error is reported).
+    Stopped,
+}
+
+/// Like `for_each_document`, reading `reader` line by line: only the
+/// document being parsed is held, never the whole text. `f` also gets the
+/// document's text (for diagnostics). A reader limited with `take(n + 1)`
+/// reports `TooLong` once it yields more than `limit` bytes.
+pub fn for_each_document_in(
+    reader: impl std::io::BufRead,
+    budget: &mut Budget,
+    limit: u64,
+    mut f: impl FnMut(RawDocument, &str),
+) -> Result<(), ReadError> {
+    split_stream(reader, limit, |doc, start| {
+        let result = match parse_one_within(doc, start, budget) {
+            Err(ParseError::OverBudget(e)) => return Err(ReadError::OverBudget(e)),
+            Err(ParseError::Syntax(e)) => Err(e),
+            Ok(node) => Ok(node),
+        };
+        f(
+            RawDocument {
+                first_line: start,
+                result,
+            },
+            doc,
+        );
+        Ok(())
+    })
+}
+
+/// Reads `reader` line by line and calls `f` with the text of every
+/// non-blank document (which `f` may take) and the file line it starts on.
+/// Stops at the first error, `f`'s included.
+pub fn split_stream(
+    mut reader: impl std::io::BufRead,
+    limit: u64,
+    mut f: impl FnMut(&mut String, usize) -> Result<(), ReadError>,
+) -> Result<(), ReadError> {
+    let mut doc = String::new();
+    let mut line = String::new();
+    let (mut start, mut number, mut bytes) = (1usize, 0usize, 0u64);
+    let mut flush = |doc: &mut String, start: usize| -> Result<(), ReadError> {
+        if !is_blank(doc) {
+            f(doc, start)?;
+        }
+        doc.clear();
+        Ok(())
     };
-    for (i, line) in text.split_inclusive('\n').enumerate() {
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).map_err(|error| ReadError::Io {
+            line: number + 1,
+            error,
+        })?;
+        if n == 0 {
+            break;
+        }
+        number += 1;
+        bytes += n as u64;
+        if bytes > limit {
+            return Err(ReadError::TooLong(bytes));
+        }
         let bare = line.trim_end_matches(['\n', '\r']);
         let is_separator =
             bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t") || bare == "...";
         if !is_separator {
-            chunk.push_str(line);
+            doc.push_str(&line);
             continue;
         }
-        flush(&mut chunk, start)?;
+        flush(&mut doc, start)?;
+        match bare
+            .strip_prefix("--- ")
+            .or_else(|| bare.strip_prefix("---\t"))
+        {
+            Some(rest) => {
+                doc.push_str("    ");
+                doc.push_str(rest);
+                doc.push('\n');
+                start = number;
+            }
+            None => start = number + 1,
+        }
+    }
+    flush(&mut doc, start)
+}
+
+/// Whether a document's text holds anything but blank and comment lines.
+fn is_blank(chunk: &str) -> bool {
+    !chunk
+        .lines()
+        .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+}
+
+/// Calls `f` with the text of every non-blank document of `text` and the
+/// file line its text starts on. Documents are slices of `text`, except one
+/// that starts on its `--- value` line (the marker is replaced by spaces,
+/// so that columns stay those of the file).
+pub fn split_documents(text: &str, mut f: impl FnMut(&str, usize)) {
+    let mut emit = |chunk: &str, start: usize| {
+        if !is_blank(chunk) {
+            f(chunk, start)
+        }
+    };
+    // The document so far: a range of `text`, or an owned text when it
+    // began on a `--- value` line.
+    let (mut from, mut owned): (usize, Option<String>) = (0, None);
+    let mut start = 1usize;
+    let mut offset = 0usize;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let line_start = offset;
+        offset += line.len();
+        let bare = line.trim_end_matches(['\n', '\r']);
+        let is_separator =
+            bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t") || bare == "...";
+        if !is_separator {
+            if let Some(o) = owned.as_mut() {
+                o.push_str(line);
+            }
+            continue;
+        }
+        match owned.take() {
+            Some(o) => emit(&o, start),
+            None => emit(&text[from..line_start], start),
+        }
+        from = offset;
         // A `--- value` line starts a document whose content begins on it.
         match bare
             .strip_prefix("--- ")
             .or_else(|| bare.strip_prefix("---\t"))
         {
             Some(rest) => {
-                chunk.push_str("    ");
-                chunk.push_str(rest);
-                chunk.push('\n');
+                owned = Some(format!("    {rest}\n"));
                 start = i + 1;
             }
             None => start = i + 2,
         }
     }
-    flush(&mut chunk, start)
+    match owned {
+        Some(o) => emit(&o, start),
+        None => emit(&text[from..], start),
+    }
 }
 
 /// Parses one document; `first_line` shifts reported lines to file lines.
@@ -490,6 +646,14 @@ pub fn parse_one_within(
     first_line: usize,
     budget: &mut Budget,
 ) -> Result<Node, ParseError> {
+    if let Some(result) = fast::parse(text, first_line, budget) {
+        return result;
+    }
+    parse_full(text, first_line, budget)
+}
+
+/// Parses one document with the full YAML parser.
+fn parse_full(text: &str, first_line: usize, budget: &mut Budget) -> Result<Node, ParseError> {
     let to_pos = |line: usize, col: usize| Pos {
         line: line + first_line - 1,
         col: col + 1,
@@ -968,5 +1132,122 @@ mod tests {
         );
         let ok = format!("{}1{}", "[".repeat(200), "]".repeat(200));
         assert!(parse_one(&ok, 1).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod fast_tests {
+    use super::*;
+
+    /// Every document: the fast reader either gives up or builds exactly
+    /// what the full parser builds (values, positions, errors, budget).
+    fn same_as_full(text: &str) -> bool {
+        let mut fast_budget = Budget::new(usize::MAX);
+        let Some(fast) = fast::parse(text, 7, &mut fast_budget) else {
+            assert_eq!(fast_budget.used(), 0, "a refused document keeps no values");
+            return false;
+        };
+        let mut full_budget = Budget::new(usize::MAX);
+        let full = parse_full(text, 7, &mut full_budget);
+        assert_eq!(fast, full, "{text}");
+        assert_eq!(fast_budget.used(), full_budget.used(), "{text}");
+        true
+    }
+
+    #[test]
+    fn the_fast_reader_agrees_with_the_full_parser() {
+        let cases = [
+            "apiVersion: v1\nkind: Pod\nmetadata: {\"name\":\"p\",\"namespace\":\"n\",\"labels\":{\"app\":\"a\",\"n\":\"1\"}}\nspec: {nodeName: node-1, containers: [{name: c, ports: [{name: http, containerPort: 8080}]}]}\nstatus: {podIP: '198.18.0.1'}\n",
+            "a: 1\nb: '2'\nc: \"x y\"\nd: true\ne: null\nf: 1.5\ng: 0x10\nh: role == 'db' && x\n",
+            "\n# comment\nkey: value\n\n  # indented comment\nother: [1, 2, ]\n",
+            "a: {x: 1, }\nb: []\nc: {}\nd: [[1, [2]], {k: [v]}]\n",
+            "a: {\"k\":\"v\",\"l\":[\"1\",2,true,null]}\r\nb: c\r\n",
+            "selector: all()\norder: 100\ntypes: [Ingress, Egress]\n",
+            "a: {b c: d e, f: g}\n",
+            // Errors: the same message at the same place.
+            "a: 1\nb: 2\na: 3\n",
+            "a: {x: 1, x: 2}\n",
+            // Given up: the full parser reads these.
+            "a:\n  b: 1\n",
+            "a: 1 # c\n",
+            "a: &x 1\nb: *x\n",
+            "a: 'it''s'\n",
+            "a: \"\\u0041\"\n",
+            "a: {b:c}\n",
+            "a: |\n  x\n",
+            "- a\n- b\n",
+            "a: “x”\n",
+            "a: !!str 1\n",
+            "--- \n",
+            "a: [1,\n 2]\n",
+            "a: -1\n",
+            "a:b\n",
+            "a: x:y\n",
+        ];
+        let mut fast = 0;
+        for text in cases {
+            fast += usize::from(same_as_full(text));
+        }
+        assert_eq!(fast, 9, "the first nine cases are in the subset");
+    }
+
+    /// Random edits of dump-shaped documents (punctuation inserted, bytes
+    /// deleted or replaced): wherever the fast reader accepts the result, it
+    /// agrees with the full parser.
+    #[test]
+    fn the_fast_reader_agrees_on_random_edits() {
+        let base = "apiVersion: v1\nkind: Pod\nmetadata: {\"name\":\"p-1\",\"labels\":{\"app\":\"a b\",\"n\":\"1\"}}\nspec: {nodeName: node-1, containers: [{name: c, ports: [{name: http, containerPort: 8080}]}], x: [1.5, 2, true, null, 'q', 0o17, 1e3]}\nstatus: {podIP: '198.18.0.1'}\n";
+        let alphabet = b"{}[],:#'\" -.0aZ_/\n&*!|>~%@\\";
+        let mut seed: u64 = 0x7471_7274;
+        let mut next = |n: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as usize) % n
+        };
+        assert!(same_as_full(base));
+        let (mut accepted, runs) = (0, 20_000);
+        for _ in 0..runs {
+            let mut bytes = base.as_bytes().to_vec();
+            for _ in 0..1 + next(3) {
+                let at = next(bytes.len());
+                match next(3) {
+                    0 => bytes.insert(at, alphabet[next(alphabet.len())]),
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes[at] = alphabet[next(alphabet.len())],
+                }
+            }
+            let text = String::from_utf8(bytes).expect("ASCII edits");
+            accepted += usize::from(same_as_full(&text));
+        }
+        eprintln!("{accepted} of {runs} edited documents read by the fast reader");
+        assert!(accepted > runs / 10, "{accepted}");
+    }
+
+    #[test]
+    fn the_fast_reader_agrees_on_every_fixture_and_a_synthetic_cluster() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut texts = Vec::new();
+        for dir in ["fixtures", "rulesets", "manifests"] {
+            for f in crate::model::load::resource_files(&root.join(dir)).unwrap_or_default() {
+                texts.push(std::fs::read_to_string(f).unwrap());
+            }
+        }
+        texts.push(crate::model::emit::cluster_dump(&crate::synth::generate(
+            crate::synth::Size::S,
+        )));
+        let (mut docs, mut fast) = (0, 0);
+        for text in &texts {
+            let mut chunks = Vec::new();
+            split_documents(text, |chunk, _| chunks.push(chunk.to_string()));
+            for chunk in chunks {
+                docs += 1;
+                fast += usize::from(same_as_full(&chunk));
+            }
+        }
+        eprintln!("{fast} of {docs} documents read by the fast reader");
+        assert!(fast > docs / 2, "{fast} of {docs}");
     }
 }

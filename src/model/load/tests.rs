@@ -117,6 +117,13 @@ fn seed_000_and_001_accounts_allow_is_rejected_precisely() {
                     "unknown field `NamespaceSelector`",
                     "did you mean `namespaceSelector`",
                 ),
+                // Reported in the same run: `ports` is indented under the peer.
+                (
+                    18,
+                    7,
+                    "unknown field `ports`",
+                    "expected one of: podSelector, namespaceSelector, ipBlock",
+                ),
             ],
         );
     }
@@ -185,15 +192,29 @@ fn seed_001_whitelist_is_rejected_with_placeholders_and_the_pre_dnat_conflict() 
 
 #[test]
 fn seed_002_curly_quotes_are_rejected() {
-    for name in [
+    // Every mistake of a resource in one run: the curly quotes and the
+    // `to:` of an ingress rule.
+    assert_errors(
         "002-allow-same-namespace.yaml",
+        &[
+            (13, 21, "unknown field `“color”`", "curly quotes"),
+            (14, 5, "unknown field `to`", "`to` belongs in egress rules"),
+        ],
+    );
+    assert_errors(
         "002-allow-same-namespace-other-ns.yaml",
-    ] {
-        assert_errors(name, &[(13, 21, "unknown field `“color”`", "curly quotes")]);
-    }
+        &[
+            (13, 21, "unknown field `“color”`", "curly quotes"),
+            (14, 27, "unknown field `“something”`", "curly quotes"),
+            (15, 5, "unknown field `to`", "`to` belongs in egress rules"),
+        ],
+    );
     assert_errors(
         "002-allow-egress-same-namespace.yaml",
-        &[(13, 21, "unknown field `“color**”`", "curly quotes")],
+        &[
+            (13, 21, "unknown field `“color**”`", "curly quotes"),
+            (14, 7, "unknown field `ports`", "expected one of"),
+        ],
     );
     assert_errors(
         "002-allow-egress-external.yaml",
@@ -405,4 +426,227 @@ fn sizes_parse_and_oversized_files_are_refused_unread() {
     assert!(d.hint.as_deref().unwrap().contains("TORTIE_MAX_FILE_SIZE"));
     assert!(!load_file_with(&path, 500, &mut budget).rejected);
     std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn seven_mistakes_of_one_policy_are_seven_positioned_errors() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/diagnostics/seven-mistakes.yaml");
+    let r = load_file(&path);
+    let got: Vec<(usize, usize, String, String)> = r
+        .errors()
+        .map(|d| {
+            let p = d.pos.unwrap();
+            (
+                p.line,
+                p.col,
+                d.path.as_ref().unwrap().to_string(),
+                d.message.clone(),
+            )
+        })
+        .collect();
+    let want = [
+        (8, 10, "spec.order", "expected a number"),
+        (9, 3, "spec.selectr", "unknown field `selectr`"),
+        (10, 11, "spec.types[0]", "unknown value `Ingres`"),
+        (12, 13, "spec.ingress[0].action", "unknown value `allow`"),
+        (13, 15, "spec.ingress[0].protocol", "unknown protocol `tcp`"),
+        (
+            15,
+            14,
+            "spec.ingress[0].destination.ports",
+            "expected a list",
+        ),
+        (
+            18,
+            13,
+            "spec.ingress[1].source.nets",
+            "expected a list of strings",
+        ),
+    ];
+    assert_eq!(got.len(), 7, "{got:#?}");
+    for ((l, c, p, m), (wl, wc, wp, wm)) in got.iter().zip(want) {
+        assert_eq!((*l, *c, p.as_str()), (wl, wc, wp), "{m}");
+        assert!(m.starts_with(wm), "{m:?}");
+    }
+    assert!(
+        r.errors()
+            .all(|d| d.resource.as_deref() == Some("GlobalNetworkPolicy seven-mistakes"))
+    );
+    assert!(r.resources.is_empty());
+}
+
+#[test]
+fn kinds_tortie_does_not_use_are_skipped_with_notes() {
+    let text = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: p}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: n1}\n---\napiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\nmetadata: {name: anp}\n---\napiVersion: projectcalico.org/v3\nkind: Bogus\nmetadata: {name: b}\n---\napiVersion: v1\nkind: Namespce\nmetadata: {name: t}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: r}\nrules: []\n";
+    let mut r = load_str(text, Path::new("k.yaml"));
+    let notes: Vec<_> = r
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Note)
+        .map(|d| (d.pos.unwrap().line, d.message.clone()))
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            (
+                2,
+                "skipped BGPPeer (projectcalico.org/v3): tortie does not use this kind".to_string()
+            ),
+            (
+                6,
+                "skipped Service (v1): tortie does not use this kind".to_string()
+            ),
+            (
+                10,
+                "skipped Node (v1): tortie does not use this kind".to_string()
+            ),
+            // Whatever its fields: `rules` is not a field tortie knows.
+            (
+                26,
+                "skipped ClusterRole (rbac.authorization.k8s.io/v1): tortie does not use this kind"
+                    .to_string()
+            ),
+        ]
+    );
+    assert_eq!(r.skipped, 4);
+    // A network policy kind tortie does not enforce, an unknown Calico kind
+    // and a misspelt kind stay errors.
+    let errors: Vec<_> = r.errors().map(|d| d.message.clone()).collect();
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert!(errors[0].contains("AdminNetworkPolicy"));
+    assert!(errors[1].contains("`Bogus`"));
+    assert!(errors[2].contains("`Namespce`"));
+    assert_eq!(r.counts(), (3, 0, 4));
+    r.make_strict();
+    assert_eq!(r.counts(), (7, 0, 0));
+    assert!(
+        r.diagnostics
+            .iter()
+            .any(|d| d.message.starts_with("unexpected kind: Service (v1)"))
+    );
+}
+
+#[test]
+fn validation_carets_point_at_the_key_to_remove_and_the_bad_character() {
+    let text = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: a\n  namespace: foo\nspec:\n  selector: role == 'db' &&& x\n  ingress:\n  - action: Allow\n    source:\n      selector: \"a == 'b' &&& c\"\n";
+    let r = load_str(text, Path::new("c.yaml"));
+    let got: Vec<(usize, usize)> = r
+        .errors()
+        .map(|d| (d.pos.unwrap().line, d.pos.unwrap().col))
+        .collect();
+    // The key `namespace`, the third `&` of each selector (plain, quoted).
+    assert_eq!(got, [(5, 3), (7, 28), (11, 29)], "{:#?}", r.diagnostics);
+}
+
+#[test]
+fn reading_a_file_document_by_document_equals_loading_its_text() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = TempDir::new("stream");
+    let dir = &tmp.0;
+    let extra = dir.join("edge.yaml");
+    std::fs::write(
+        &extra,
+        "--- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n--- \napiVersion: v1\nkind: Namespace\nmetadata:\n  name: b\n  bogus: 1\r\n...\n# only a comment\n---\nkind: [\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: “c”}\n",
+    )
+    .unwrap();
+    let mut files = resource_files(&root.join("fixtures")).unwrap();
+    files.extend(resource_files(&root.join("rulesets")).unwrap());
+    files.push(extra);
+    let mut compared = 0;
+    for f in &files {
+        let streamed = load_file(f);
+        let text = std::fs::read_to_string(f).unwrap();
+        let whole = load_str(&text, f);
+        assert_eq!(streamed.diagnostics, whole.diagnostics, "{}", f.display());
+        assert_eq!(streamed.resources, whole.resources, "{}", f.display());
+        assert_eq!(streamed.values, whole.values, "{}", f.display());
+        compared += streamed.diagnostics.len();
+    }
+    assert!(compared > 30, "{compared} diagnostics compared");
+    // Not UTF-8: the line is named, nothing is kept.
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        b"apiVersion: v1\nkind: Namespace\nmetadata: {name: \xff}\n",
+    )
+    .unwrap();
+    let r = load_file(&bad);
+    assert!(r.rejected && r.resources.is_empty());
+    assert!(
+        r.diagnostics[0].message.contains("not UTF-8 text (line 3)"),
+        "{:?}",
+        r.diagnostics
+    );
+}
+
+/// A temporary directory removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("tortie-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn load_in_parallel(path: &Path, threads: usize, budget: &mut Budget) -> LoadResult {
+    let file = std::fs::File::open(path).unwrap();
+    let reader = std::io::BufReader::new(std::io::Read::take(file, (1 << 30) + 1));
+    load_parallel(path, reader, 1 << 30, budget, threads)
+}
+
+#[test]
+fn loading_on_several_threads_gives_what_one_thread_gives() {
+    let dir = TempDir::new("parallel");
+    let path = dir.0.join("cluster.yaml");
+    let mut text = crate::model::emit::cluster_dump(&crate::synth::generate(crate::synth::Size::S));
+    // Problems spread over the file: a syntax error, a decode error, a
+    // foreign kind, a duplicate.
+    text.push_str("kind: [\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: x, bogus: 1}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\n");
+    text.insert_str(
+        0,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: ns-0}\n---\n",
+    );
+    std::fs::write(&path, &text).unwrap();
+    let one = load_file(&path);
+    assert!(
+        one.resources.len() > 4 * BATCH_DOCS,
+        "{} resources",
+        one.resources.len()
+    );
+    for threads in [2, 3] {
+        let mut budget = Budget::new(Limits::CLI.max_file_values);
+        let mut many = load_in_parallel(&path, threads, &mut budget);
+        // Duplicates are found across files by `load_paths`; here, by hand.
+        check_duplicates(&mut many);
+        let mut one = load_file(&path);
+        check_duplicates(&mut one);
+        assert_eq!(many.diagnostics, one.diagnostics);
+        assert_eq!(many.resources, one.resources);
+        assert_eq!((many.values, many.skipped), (one.values, one.skipped));
+        assert_eq!(many.counts(), (3, 0, 1));
+    }
+    // The file's budget is shared by the threads: an overrun rejects the file.
+    let mut small = Budget::new(one.values / 2);
+    let r = load_in_parallel(&path, 2, &mut small);
+    assert!(r.rejected && r.resources.is_empty());
+    assert_eq!(r.over_budget, Some(yaml::BudgetKind::File));
+    assert!(
+        r.diagnostics[0]
+            .message
+            .contains(&format!("more than {} values", one.values / 2))
+    );
+    // And so is the datastore's, charged when the file is read.
+    let pool = Pool::new(one.values - 1);
+    let mut shared = Budget::with_pool(usize::MAX, &pool, 0);
+    let r = load_in_parallel(&path, 2, &mut shared);
+    assert_eq!(r.over_budget, Some(yaml::BudgetKind::Datastore));
 }
