@@ -220,10 +220,10 @@ fn log_report(r: &Report, metrics: &Metrics) {
     let shown = r.diagnostics.len().min(LOGGED_PER_REPORT);
     for d in &r.diagnostics[..shown] {
         let stage = d.stage.label();
-        if d.is_error() {
-            tracing::error!(stage, "{}", d.one_line());
-        } else {
-            tracing::warn!(stage, "{}", d.one_line());
+        match d.severity {
+            crate::diag::Severity::Error => tracing::error!(stage, "{}", d.one_line()),
+            crate::diag::Severity::Warning => tracing::warn!(stage, "{}", d.one_line()),
+            crate::diag::Severity::Note => tracing::info!(stage, "{}", d.one_line()),
         }
     }
     for d in r.diagnostics.iter().filter(|d| d.is_error()) {

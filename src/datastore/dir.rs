@@ -607,6 +607,7 @@ fn duplicate(key: &ResourceKey, at: (&Path, u32), first: (&Path, u32)) -> Diagno
         ),
         hint: Some("give each resource a unique name, or delete one copy".into()),
         source: None,
+        source_line: 1,
     }
 }
 
