@@ -325,13 +325,25 @@ impl Cluster {
         node: &str,
         env: Option<&FelixConfigurationSpec>,
     ) -> Cluster {
+        Cluster::build_from(resources.iter(), node, env)
+    }
+
+    /// As [`Cluster::build_with_env`], from resources held elsewhere (read twice).
+    pub fn build_from<'a, I>(
+        resources: I,
+        node: &str,
+        env: Option<&FelixConfigurationSpec>,
+    ) -> Cluster
+    where
+        I: Iterator<Item = &'a Resource> + Clone,
+    {
         let mut c = Cluster::default();
         let mut felix_default = None;
         let mut felix_node = None;
         let mut namespaces: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         let mut service_accounts: BTreeMap<(String, String), BTreeMap<String, String>> =
             BTreeMap::new();
-        for r in resources {
+        for r in resources.clone() {
             match r {
                 Resource::Namespace(o) => {
                     namespaces.insert(
@@ -710,6 +722,24 @@ impl Cluster {
             labels,
             profiles: o.spec.profiles.clone(),
             ports: endpoint_ports(&o.spec.ports),
+        }
+    }
+
+    /// Everything but the endpoints and network sets: the part of the
+    /// cluster that `node`'s endpoints are compiled against, with them.
+    pub fn local_view(&self, node: &str) -> Cluster {
+        Cluster {
+            endpoints: self.local_endpoints(node).cloned().collect(),
+            network_sets: Vec::new(),
+            policies: self.policies.clone(),
+            tiers: self.tiers.clone(),
+            profiles: self.profiles.clone(),
+            settings: self.settings.clone(),
+            host_interfaces: self.host_interfaces.clone(),
+            notes: self.notes.clone(),
+            index: LabelIndex::default(),
+            policy_by_pair: Default::default(),
+            policy_unindexed: Vec::new(),
         }
     }
 

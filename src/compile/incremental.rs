@@ -209,17 +209,10 @@ impl Incremental {
     // Rebuild
 
     fn rebuild(&mut self) {
-        let list: Vec<Resource> = self.resources.values().cloned().collect();
-        let mut cluster = Cluster::build_with_env(&list, &self.node, self.felix_env.as_ref());
+        let mut cluster =
+            Cluster::build_from(self.resources.values(), &self.node, self.felix_env.as_ref());
         (self.adjust)(&mut cluster.settings);
         cluster.host_interfaces = self.host_interfaces.clone();
-        self.members = MemberIndex::default();
-        for (k, r) in &self.resources {
-            let m = member_of(&cluster, r);
-            if m.is_some() {
-                self.members.set(k, m);
-            }
-        }
         self.ruleset = Ruleset::default();
         self.counts.clear();
         self.sets_by_pair.clear();
@@ -227,13 +220,7 @@ impl Incremental {
         self.sets_by_key.clear();
         self.owned.clear();
         self.refs.clear();
-        let node = self.node.clone();
-        let mut local = cluster.clone();
-        local.endpoints.retain(|e| e.node == node);
-        local.network_sets.clear();
-        local.index = Default::default();
-        self.snapshot = Some(cluster);
-        self.cluster = local;
+        self.cluster = cluster.local_view(&self.node);
         self.policies = self
             .cluster
             .policies
@@ -246,14 +233,59 @@ impl Incremental {
             .iter()
             .map(|e| (e.id.clone(), self.list_for(e)))
             .collect();
+        self.snapshot = Some(cluster);
         let mut dirty = Dirty {
             base: true,
             ..Dirty::default()
         };
         dirty.workloads = self.local_workloads().collect();
         self.render(dirty);
-        self.snapshot = None;
+        let snapshot = self.snapshot.take().expect("set above");
+        self.members = self.members_of(snapshot);
         self.pending.merge(Change::everything());
+    }
+
+    /// The member index of a full snapshot, taking its endpoints' labels.
+    fn members_of(&self, snapshot: Cluster) -> MemberIndex {
+        let mut members = MemberIndex::default();
+        for ep in snapshot.endpoints {
+            let key = match &ep.id {
+                EndpointId::Workload { namespace, name } => {
+                    let key = |kind| ResourceKey {
+                        kind,
+                        namespace: Some(namespace.clone()),
+                        name: name.clone(),
+                    };
+                    // A workload endpoint sorts before a pod of the same
+                    // name (resource order, stable sort): it comes first.
+                    let wep = key(ResourceKind::WorkloadEndpoint);
+                    if self.resources.contains_key(&wep) && members.get(&wep).is_none() {
+                        wep
+                    } else {
+                        key(ResourceKind::Pod)
+                    }
+                }
+                EndpointId::Host { name } => ResourceKey {
+                    kind: ResourceKind::HostEndpoint,
+                    namespace: None,
+                    name: name.clone(),
+                },
+            };
+            members.set(&key, Some(Member::from_endpoint(ep)));
+        }
+        for s in snapshot.network_sets {
+            let key = ResourceKey {
+                kind: if s.namespace.is_some() {
+                    ResourceKind::NetworkSet
+                } else {
+                    ResourceKind::GlobalNetworkSet
+                },
+                namespace: s.namespace.clone(),
+                name: s.name.clone(),
+            };
+            members.set(&key, Some(Member::of_set(&s)));
+        }
+        members
     }
 
     fn local_workloads(&self) -> impl Iterator<Item = EndpointId> + '_ {

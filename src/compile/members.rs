@@ -29,33 +29,36 @@ impl Member {
         Member {
             labels: ep.labels.clone(),
             nets: ep.addrs.iter().map(|a| IpNet::from(*a)).collect(),
-            ports: ep
-                .ports
-                .iter()
-                .flat_map(|p| {
-                    ep.addrs
-                        .iter()
-                        .map(move |a| (p.name.clone(), p.protocol.number(), p.port, *a))
-                })
-                .collect(),
+            ports: Self::ports_of(ep),
         }
     }
 
-    /// As [`Member::of_endpoint`], taking the endpoint's labels.
-    pub fn from_endpoint(ep: Endpoint) -> Member {
-        let ports = ep
-            .ports
+    /// An endpoint's addresses and ports only (no labels).
+    pub fn of_endpoint_ports(ep: &Endpoint) -> Member {
+        Member {
+            labels: BTreeMap::new(),
+            nets: Vec::new(),
+            ports: Self::ports_of(ep),
+        }
+    }
+
+    fn ports_of(ep: &Endpoint) -> Vec<(String, u8, u16, IpAddr)> {
+        ep.ports
             .iter()
             .flat_map(|p| {
                 ep.addrs
                     .iter()
                     .map(move |a| (p.name.clone(), p.protocol.number(), p.port, *a))
             })
-            .collect();
+            .collect()
+    }
+
+    /// As [`Member::of_endpoint`], taking the endpoint's labels.
+    pub fn from_endpoint(ep: Endpoint) -> Member {
         Member {
             nets: ep.addrs.iter().map(|a| IpNet::from(*a)).collect(),
+            ports: Self::ports_of(&ep),
             labels: ep.labels,
-            ports,
         }
     }
 
@@ -345,13 +348,17 @@ impl AddressCounts {
         self.replace(&[cover], &added, delta);
     }
 
-    /// Rebuilds the cover from scratch (for a new set).
+    /// Counts `nets` for a new set (call [`AddressCounts::settle`] after the last).
     pub fn fill(&mut self, nets: impl IntoIterator<Item = IpNet>) {
         for n in nets {
             if self.family(&n) {
                 *self.counts.entry(n.trunc()).or_default() += 1;
             }
         }
+    }
+
+    /// Merges the counted nets into the cover, from scratch.
+    pub fn settle(&mut self) {
         let all: Vec<IpNet> = self.counts.keys().copied().collect();
         self.merged = aggregate(&all).into_iter().collect();
     }

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::compile::{Direction, Layer};
+use ipnet::IpNet;
 
 const LEAF_PLACES: [(Layer, Direction); 6] = [
     (Layer::Filter, Direction::Ingress),
@@ -302,39 +303,47 @@ impl Incremental {
     /// index during a rebuild, from the member index afterwards.
     fn count_members(&self, source: &SetSource) -> Counts {
         let selector = source_selector(source);
-        let mut scratch = ElementDelta::default();
-        let members: Vec<Member> = match &self.snapshot {
-            Some(c) => {
-                let eps = c.index.candidate_endpoints(selector).into_iter();
-                let sets = c.index.candidate_sets(selector).into_iter();
-                eps.map(|i| &c.endpoints[i])
-                    .filter(|e| selector.matches(&e.labels))
-                    .map(Member::of_endpoint)
-                    .chain(
-                        sets.map(|i| &c.network_sets[i])
-                            .filter(|s| selector.matches(&s.labels))
-                            .map(Member::of_set),
-                    )
-                    .collect()
-            }
-            None => self.members.matching(selector).cloned().collect(),
+        let mut counts = match source {
+            SetSource::Selector { v6, .. } => Counts::Addresses(AddressCounts::new(*v6)),
+            SetSource::NamedPorts { v6, .. } => Counts::Ports(PortCounts::new(*v6)),
         };
-        match source {
-            SetSource::Selector { v6, .. } => {
-                let mut c = AddressCounts::new(*v6);
-                c.fill(members.iter().flat_map(|m| m.nets.iter().copied()));
-                Counts::Addresses(c)
-            }
-            SetSource::NamedPorts { v6, .. } => {
-                let mut c = PortCounts::new(*v6);
-                for m in &members {
-                    for key in named_ports(source, m) {
+        let mut add = |nets: &[IpNet], ports: &mut dyn Iterator<Item = (IpAddr, u8, u16)>| {
+            let mut scratch = ElementDelta::default();
+            match &mut counts {
+                Counts::Addresses(c) => c.fill(nets.iter().copied()),
+                Counts::Ports(c) => {
+                    for key in ports {
                         c.bump(key, 1, &mut scratch);
                     }
                 }
-                Counts::Ports(c)
+            }
+        };
+        match &self.snapshot {
+            Some(c) => {
+                for i in c.index.candidate_endpoints(selector) {
+                    let e = &c.endpoints[i];
+                    if selector.matches(&e.labels) {
+                        let nets: Vec<IpNet> = e.addrs.iter().map(|a| IpNet::from(*a)).collect();
+                        add(&nets, &mut endpoint_ports(source, e).into_iter());
+                    }
+                }
+                for i in c.index.candidate_sets(selector) {
+                    let s = &c.network_sets[i];
+                    if selector.matches(&s.labels) {
+                        add(&s.nets, &mut std::iter::empty());
+                    }
+                }
+            }
+            None => {
+                for m in self.members.matching(selector) {
+                    add(&m.nets, &mut named_ports(source, m).into_iter());
+                }
             }
         }
+        if let Counts::Addresses(c) = &mut counts {
+            c.settle();
+        }
+        counts
     }
 
     /// Moves the counts of every set `old` or `new` can be in; returns how
@@ -470,6 +479,14 @@ fn source_selector(source: &SetSource) -> &crate::selector::Selector {
     match source {
         SetSource::Selector { selector, .. } | SetSource::NamedPorts { selector, .. } => selector,
     }
+}
+
+/// As [`named_ports`], for an endpoint of the snapshot.
+fn endpoint_ports(source: &SetSource, e: &Endpoint) -> Vec<(IpAddr, u8, u16)> {
+    if !matches!(source, SetSource::NamedPorts { .. }) {
+        return Vec::new();
+    }
+    named_ports(source, &Member::of_endpoint_ports(e))
 }
 
 /// The `(address, protocol, port)` keys `m` contributes to a named-port set.
