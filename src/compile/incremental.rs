@@ -111,8 +111,9 @@ pub struct Incremental {
     /// Selector sets by a `key == value` their selector requires; the rest.
     sets_by_pair: HashMap<(String, String), BTreeSet<String>>,
     sets_unkeyed: BTreeSet<String>,
-    /// Selector sets by every label key their selector reads.
-    sets_by_key: HashMap<String, BTreeSet<String>>,
+    /// Selector sets by each label key their selector reads (other than
+    /// that of their required pair), with that pair.
+    sets_by_key: HashMap<(String, Option<(String, String)>), BTreeSet<String>>,
     /// Every policy by id, with its place in evaluation order.
     policies: HashMap<PolicyId, (Rank, Policy)>,
     /// The policies that apply to each local endpoint, in order.

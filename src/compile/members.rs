@@ -82,12 +82,24 @@ pub struct MemberIndex {
     by_pair: HashMap<String, HashMap<String, HashSet<u32>>>,
 }
 
-/// A `key == value` every match of `sel` has (a top-level conjunct), if any.
+/// A `key == value` every match of `sel` has (a top-level conjunct), if
+/// any: the namespace when the selector names one (namespaces split a
+/// cluster finely), else the first.
 pub fn required_pair(sel: &Selector) -> Option<(String, String)> {
+    let mut pairs = Vec::new();
+    required_pairs(sel, &mut pairs);
+    let ns = pairs
+        .iter()
+        .position(|(k, _)| k == crate::calc::NAMESPACE_LABEL);
+    let i = ns.unwrap_or(0);
+    (i < pairs.len()).then(|| pairs.swap_remove(i))
+}
+
+fn required_pairs(sel: &Selector, out: &mut Vec<(String, String)>) {
     match sel {
-        Selector::Equal(k, v) => Some((k.clone(), v.clone())),
-        Selector::And(terms) => terms.iter().find_map(required_pair),
-        _ => None,
+        Selector::Equal(k, v) => out.push((k.clone(), v.clone())),
+        Selector::And(terms) => terms.iter().for_each(|t| required_pairs(t, out)),
+        _ => {}
     }
 }
 

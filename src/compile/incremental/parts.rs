@@ -256,13 +256,16 @@ impl Incremental {
     // Set members
 
     fn index_set(&mut self, name: &str, source: &SetSource) {
-        for k in unpaired_keys(source_selector(source)) {
+        let sel = source_selector(source);
+        let pair = required_pair(sel);
+        for k in unpaired_keys(sel) {
+            let key = (k, pair.clone());
             self.sets_by_key
-                .entry(k)
+                .entry(key)
                 .or_default()
                 .insert(name.to_string());
         }
-        match required_pair(source_selector(source)) {
+        match pair {
             Some(pair) => {
                 self.sets_by_pair
                     .entry(pair)
@@ -276,15 +279,18 @@ impl Incremental {
     }
 
     fn unindex_set(&mut self, name: &str, source: &SetSource) {
-        for k in unpaired_keys(source_selector(source)) {
-            if let Some(s) = self.sets_by_key.get_mut(&k) {
+        let sel = source_selector(source);
+        let pair = required_pair(sel);
+        for k in unpaired_keys(sel) {
+            let key = (k, pair.clone());
+            if let Some(s) = self.sets_by_key.get_mut(&key) {
                 s.remove(name);
                 if s.is_empty() {
-                    self.sets_by_key.remove(&k);
+                    self.sets_by_key.remove(&key);
                 }
             }
         }
-        match required_pair(source_selector(source)) {
+        match pair {
             Some(pair) => {
                 if let Some(s) = self.sets_by_pair.get_mut(&pair) {
                     s.remove(name);
@@ -409,14 +415,23 @@ impl Incremental {
                 .filter(|(k, v)| n.labels.get(*k) != Some(*v))
                 .map(|(k, _)| k)
                 .chain(n.labels.keys().filter(|k| !o.labels.contains_key(*k)));
+            let pairs: BTreeSet<(&String, &String)> =
+                o.labels.iter().chain(n.labels.iter()).collect();
             for k in changed {
-                // Sets keyed by this key can only move for its old or new value.
+                // A set keyed by this key moves only for its old or new
+                // value; a set reading it and keyed by another pair, only
+                // for a member that has that pair.
                 let values = [o.labels.get(k), n.labels.get(k)];
                 let paired = values
                     .into_iter()
                     .flatten()
                     .filter_map(|v| self.sets_by_pair.get(&(k.clone(), v.clone())));
-                for s in self.sets_by_key.get(k).into_iter().chain(paired) {
+                let reading = pairs.iter().filter_map(|(pk, pv)| {
+                    let pair = Some(((*pk).clone(), (*pv).clone()));
+                    self.sets_by_key.get(&(k.clone(), pair))
+                });
+                let unkeyed = self.sets_by_key.get(&(k.clone(), None));
+                for s in unkeyed.into_iter().chain(paired).chain(reading) {
                     names.extend(s.iter().cloned());
                 }
             }
