@@ -113,7 +113,7 @@ pub struct Incremental {
     sets_unkeyed: BTreeSet<String>,
     /// Selector sets by each label key their selector reads (other than
     /// that of their required pair), with that pair.
-    sets_by_key: HashMap<(String, Option<(String, String)>), BTreeSet<String>>,
+    sets_by_key: HashMap<KeyAndPair, BTreeSet<String>>,
     /// Every policy by id, with its place in evaluation order.
     policies: HashMap<PolicyId, (Rank, Policy)>,
     /// The policies that apply to each local endpoint, in order.
@@ -125,6 +125,9 @@ pub struct Incremental {
     buried: HashMap<String, Buried>,
     maps_to_check: BTreeSet<String>,
 }
+
+/// A label key, and the required pair of the sets indexed under it.
+type KeyAndPair = (String, Option<(String, String)>);
 
 /// Where a policy sits in evaluation order (`Cluster::policy_rank`).
 type Rank = (
