@@ -1,6 +1,7 @@
+use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::plan::{delta, full_rebuild, replace_table};
+use super::plan::{self, delta, full_rebuild, replace_table};
 use super::state::TableState;
 use crate::calc::Cluster;
 use crate::compile::compile;
@@ -54,18 +55,58 @@ fn a_remote_pod_ip_change_is_a_set_element_delta_only() {
     let lines: Vec<&str> = p.text.lines().collect();
     assert_eq!(lines.len(), 3, "{}", p.text);
     assert_eq!(lines[0], "add table inet tortie");
+    // A small set loses an element: flushed and re-declared with its
+    // contents (no `delete element`, which makes nft fetch every set).
     assert!(
-        lines[1].starts_with("delete element inet tortie s4-")
-            && lines[1].ends_with("{ 198.18.0.2 }"),
+        lines[1].starts_with("flush set inet tortie s4-"),
         "{}",
         lines[1]
     );
     assert!(
-        lines[2].starts_with("add element inet tortie s4-") && lines[2].ends_with("{ 198.18.0.3 }"),
+        lines[2].starts_with("add set inet tortie s4-")
+            && lines[2].ends_with("type ipv4_addr; flags interval; elements = { 198.18.0.3 } }"),
         "{}",
         lines[2]
     );
+    assert!(!p.text.contains("add element") && !p.text.contains("delete element"));
     assert_eq!(p.stats.chains_written, 0);
+}
+
+#[test]
+fn large_sets_lose_elements_by_delete_and_gain_them_by_re_declaration() {
+    let before = ruleset(BASE);
+    let mut after = before.clone();
+    let name = after
+        .sets
+        .keys()
+        .find(|n| n.starts_with("s4-"))
+        .unwrap()
+        .clone();
+    let mut current = TableState::of(&before);
+    let big: BTreeSet<String> = (0..=plan::REFILL_MAX as u32)
+        .map(|i| std::net::Ipv4Addr::from(0xc612_0000 + 2 * i).to_string())
+        .collect();
+    current.sets.insert(name.clone(), big.clone());
+    let mut want = big;
+    want.remove("198.18.0.0");
+    want.insert("198.18.200.1".into());
+    after.sets.get_mut(&name).unwrap().elements = want;
+    let p = delta(&current, &after);
+    assert!(
+        p.text.contains(&format!(
+            "delete element inet tortie {name} {{ 198.18.0.0 }}"
+        )),
+        "{}",
+        p.text
+    );
+    assert!(
+        p.text.contains(&format!(
+            "add set inet tortie {name} {{ type ipv4_addr; flags interval; elements = {{ 198.18.200.1 }} }}"
+        )),
+        "{}",
+        p.text
+    );
+    assert_eq!((p.stats.elements_added, p.stats.elements_deleted), (1, 1));
 }
 
 #[test]
@@ -78,8 +119,9 @@ fn a_new_local_pod_adds_its_chains_and_map_entries() {
     assert_eq!(p.stats.chains_written, 2, "{}", p.text);
     assert!(p.text.contains("add chain inet tortie filter-tw-cali"));
     assert!(
-        p.text
-            .contains("add element inet tortie filter-to-wl { \"cali")
+        p.text.contains(
+            "add map inet tortie filter-to-wl { type ifname : verdict; elements = { \"cali"
+        )
     );
     assert!(
         !p.text.contains("flush chain"),
@@ -88,7 +130,10 @@ fn a_new_local_pod_adds_its_chains_and_map_entries() {
     );
     // Chains are declared before the map elements that point at them.
     let decl = p.text.find("add chain inet tortie filter-tw-").unwrap();
-    let elem = p.text.find("add element inet tortie filter-to-wl").unwrap();
+    let elem = p
+        .text
+        .find("add map inet tortie filter-to-wl { type ifname : verdict; elements")
+        .unwrap();
     assert!(decl < elem);
 }
 
