@@ -3,9 +3,12 @@
 //! atomically (on a copy, committed only if every command succeeds), and
 //! enforces what the kernel enforces for ordering: a rule or map element
 //! may only name objects that exist, and an object that something still
-//! refers to cannot be deleted (EBUSY). On demand it fails, hangs until
-//! released (honouring the same deadline and stop flag as the real one), or
-//! crashes as if nft had been killed by a signal.
+//! refers to cannot be deleted (EBUSY). Element batches are checked like
+//! the netlink path is: against the generation id (every commit, and
+//! `FakeControl::concurrent_commit`, moves it on), all or nothing, a
+//! missing element or set refused by name. On demand it fails, hangs until
+//! released (honouring the same deadline and stop flag as the real one),
+//! crashes as if nft had been killed by a signal, or has no netlink.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -42,6 +45,8 @@ struct Control {
     batches: Vec<ElementBatch>,
     /// Commits by anyone (the ruleset generation id).
     generation: u32,
+    /// Element batches fail as if the netlink socket could not be used.
+    netlink_down: bool,
 }
 
 /// The test's handle on a `FakeKernel` owned by a dataplane.
@@ -83,6 +88,10 @@ impl FakeControl {
     }
     pub fn batches(&self) -> Vec<ElementBatch> {
         self.with(|c| c.batches.clone())
+    }
+    /// Element batches fail at the socket (`NftError::Netlink`) while set.
+    pub fn netlink_down(&self, down: bool) {
+        self.with(|c| c.netlink_down = down);
     }
     /// Another program commits something (outside tortie's table): the
     /// generation id moves on.
@@ -199,6 +208,12 @@ impl Kernel for FakeKernel {
 
     fn elements(&mut self, batch: &ElementBatch, limits: &Limits) -> Result<(), NftError> {
         self.control.with(|c| c.batches.push(batch.clone()));
+        if self.control.with(|c| c.netlink_down) {
+            return Err(NftError::Netlink {
+                what: "open",
+                reason: "Protocol not supported (os error 93)".into(),
+            });
+        }
         let seen = self.seen.take();
         self.fault("netlink batch", limits.transaction, limits)?;
         let now = self.generation();

@@ -607,3 +607,212 @@ fn a_random_walk_on_one_real_table_always_ends_in_the_desired_state() {
         from = name;
     }
 }
+
+// ---- apply_change: planning by name, element batches, conflicts ----
+
+use crate::compile::ir::Change;
+
+#[test]
+fn every_pair_of_rulesets_applies_through_apply_change_on_the_fake() {
+    let pool = pool();
+    for (na, a) in &pool {
+        for (nb, b) in &pool {
+            let (mut dp, c) = fake_dataplane(Limits::default());
+            dp.apply(a).unwrap_or_else(|e| panic!("{na}: {e}"));
+            let listings = c.calls() - c.transactions().len() - c.batches().len();
+            let change = plan::change_between(a, b);
+            let r = dp
+                .apply_change(b, &change)
+                .unwrap_or_else(|e| panic!("{na} → {nb}: {e}"));
+            assert!(!r.read_back && r.step == Step::Delta, "{na} → {nb}: {r:?}");
+            assert_eq!(
+                c.calls() - c.transactions().len() - c.batches().len(),
+                listings,
+                "{na} → {nb}: no listing"
+            );
+            assert_eq!(dp.last, Some(TableState::of(b)), "{na} → {nb}: the view");
+            assert!(dp.verify(b).unwrap(), "{na} → {nb}: kernel differs from B");
+        }
+    }
+}
+
+/// BASE, with the remote pod `cli` at `ip`, as (ruleset, name of its set).
+fn remote_at(ip: &str) -> (Ruleset, String) {
+    let rs = ruleset(&BASE.replace("198.18.0.2", ip));
+    let set = rs
+        .sets
+        .keys()
+        .find(|n| n.starts_with("s4-"))
+        .unwrap()
+        .clone();
+    (rs, set)
+}
+
+#[test]
+fn an_element_only_change_is_one_batch_with_removals_first_and_no_nft_run() {
+    let (a, set) = remote_at("198.18.0.2");
+    let (b, _) = remote_at("198.18.0.3");
+    let (mut dp, c) = fake_dataplane(Limits::default());
+    dp.apply(&a).unwrap();
+    let runs = c.transactions().len();
+    let r = dp.apply_change(&b, &plan::change_between(&a, &b)).unwrap();
+    assert!(r.netlink && r.sent, "{r:?}");
+    assert_eq!((r.stats.elements_added, r.stats.elements_deleted), (1, 1));
+    assert_eq!(c.transactions().len(), runs, "no nft transaction");
+    let batch = c.batches().pop().unwrap();
+    assert_eq!(batch.sets.len(), 1);
+    assert_eq!(batch.sets[0].set, set);
+    assert_eq!(batch.sets[0].removed, vec!["198.18.0.2".to_string()]);
+    assert_eq!(batch.sets[0].added, vec!["198.18.0.3".to_string()]);
+    assert!(dp.verify(&b).unwrap());
+    // Nothing left to do: nothing sent.
+    let again = dp.apply_change(&b, &plan::change_between(&b, &b)).unwrap();
+    assert!(!again.sent);
+    assert_eq!(c.batches().len(), 1);
+}
+
+#[test]
+fn a_concurrent_commit_fails_the_batch_and_the_next_apply_re_reads() {
+    let (a, _) = remote_at("198.18.0.2");
+    let (b, _) = remote_at("198.18.0.3");
+    let (mut dp, c) = fake_dataplane(Limits::default());
+    dp.apply(&a).unwrap();
+    c.concurrent_commit();
+    let err = dp
+        .apply_change(&b, &plan::change_between(&a, &b))
+        .unwrap_err();
+    assert!(matches!(err, NftError::Conflict { .. }), "{err}");
+    assert_eq!(err.label(), "conflict");
+    assert_eq!(dp.consecutive_failures(), 1);
+    assert!(dp.verify(&a).unwrap(), "the refused batch changed nothing");
+    // The next change is planned against a fresh read, and carries the
+    // lost one with it.
+    let (b2, _) = remote_at("198.18.0.4");
+    let r = dp
+        .apply_change(&b2, &plan::change_between(&b, &b2))
+        .unwrap();
+    assert!(r.read_back, "{r:?}");
+    assert!(dp.verify(&b2).unwrap());
+    // And element batches work again after that read.
+    let r = dp.apply_change(&a, &plan::change_between(&b2, &a)).unwrap();
+    assert!(r.netlink, "{r:?}");
+    assert!(dp.verify(&a).unwrap());
+}
+
+#[test]
+fn without_netlink_element_changes_go_through_nft_in_one_transaction() {
+    let (a, set) = remote_at("198.18.0.2");
+    let (b, _) = remote_at("198.18.0.3");
+    let (mut dp, c) = fake_dataplane(Limits::default());
+    dp.apply(&a).unwrap();
+    c.netlink_down(true);
+    let runs = c.transactions().len();
+    let r = dp.apply_change(&b, &plan::change_between(&a, &b)).unwrap();
+    assert!(!r.netlink && r.sent, "{r:?}");
+    let t = c.transactions();
+    assert_eq!(t.len(), runs + 1, "one transaction: {t:?}");
+    assert!(
+        t[runs].contains(&format!("flush set inet tortie {set}")),
+        "{}",
+        t[runs]
+    );
+    assert_eq!(dp.consecutive_failures(), 0);
+    assert!(dp.verify(&b).unwrap());
+}
+
+#[test]
+fn a_refused_batch_counts_as_a_failure_and_climbs_the_ladder() {
+    let (a, _) = remote_at("198.18.0.2");
+    let (b, _) = remote_at("198.18.0.3");
+    let (mut dp, c) = fake_dataplane(Limits::default());
+    dp.apply(&a).unwrap();
+    c.next(
+        1,
+        Fault::Fail("Error: Could not process rule: No buffer space available".into()),
+    );
+    let err = dp
+        .apply_change(&b, &plan::change_between(&a, &b))
+        .unwrap_err();
+    assert!(err.to_string().contains("No buffer space"), "{err}");
+    assert_eq!(dp.consecutive_failures(), 1);
+    assert_eq!(dp.last, None, "the view is dropped");
+    // Next: a read and the full comparison (which carries the change).
+    let r = dp.apply_change(&b, &Change::default()).unwrap();
+    assert!(r.read_back && !r.netlink, "{r:?}");
+    assert!(dp.verify(&b).unwrap());
+}
+
+#[test]
+fn a_missing_element_is_refused_by_name_and_the_batch_changes_nothing() {
+    let (a, set) = remote_at("198.18.0.2");
+    let (mut dp, c) = fake_dataplane(Limits::default());
+    dp.apply(&a).unwrap();
+    // The view claims an element the kernel does not hold.
+    dp.last
+        .as_mut()
+        .unwrap()
+        .sets
+        .get_mut(&set)
+        .unwrap()
+        .insert("198.18.0.77".into());
+    let mut change = Change::default();
+    let d = change.elements_of(&set);
+    d.remove("198.18.0.77".into());
+    d.add("198.18.0.78".into());
+    let mut b = a.clone();
+    b.sets
+        .get_mut(&set)
+        .unwrap()
+        .elements
+        .insert("198.18.0.78".into());
+    let err = dp.apply_change(&b, &change).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&set) && text.contains("198.18.0.77") && text.contains("remove"),
+        "{text}"
+    );
+    assert!(dp.verify(&a).unwrap(), "all or nothing");
+    assert_eq!(c.batches().len(), 1);
+}
+
+#[test]
+fn apply_change_plans_only_the_objects_the_change_names() {
+    let a = ruleset(BASE);
+    let b = ruleset(&BASE.replace("matchLabels: {app: cli}", "matchLabels: {app: srv}"));
+    let full = plan::change_between(&a, &b);
+    assert!(!full.chains.is_empty() && !full.elements_only(), "{full:?}");
+    let current = TableState::of(&a);
+    // Naming nothing plans nothing, whatever differs.
+    assert!(plan::delta_of(&current, &b, &Change::default()).is_empty());
+    // Naming one chain rewrites that chain only.
+    let chain = full.chains.iter().next().unwrap().clone();
+    let mut one = Change::default();
+    one.chains.insert(chain.clone());
+    let p = plan::delta_of(&current, &b, &one);
+    assert_eq!(p.stats.chains_written, 1, "{}", p.text);
+    assert!(p.text.contains(&chain));
+    let rules = p.text.lines().filter(|l| l.starts_with("add rule")).count();
+    assert_eq!(rules, b.chains[&chain].rules.len(), "{}", p.text);
+    // Naming everything that differs matches the full comparison.
+    assert_eq!(plan::delta_of(&current, &b, &full), delta(&current, &b));
+}
+
+#[test]
+fn the_full_path_is_taken_at_start_on_full_changes_and_up_the_ladder() {
+    let (a, _) = remote_at("198.18.0.2");
+    let (b, _) = remote_at("198.18.0.3");
+    let (mut dp, c) = fake_dataplane(Limits::default());
+    let r = dp.apply_change(&a, &Change::default()).unwrap();
+    assert!(r.read_back, "start: the kernel is read");
+    let r = dp.apply_change(&b, &Change::everything()).unwrap();
+    assert!(!r.netlink && r.sent, "full: the whole comparison, {r:?}");
+    assert!(dp.verify(&b).unwrap());
+    c.always(Some(Fault::Fail("boom".into())));
+    for _ in 0..super::REBUILD_AFTER_FAILURES {
+        let _ = dp.apply_change(&a, &plan::change_between(&b, &a));
+    }
+    c.always(None);
+    let r = dp.apply_change(&a, &plan::change_between(&b, &a)).unwrap();
+    assert_eq!(r.step, Step::Rebuild, "{r:?}");
+    assert!(dp.verify(&a).unwrap());
+}
