@@ -438,6 +438,37 @@ fn kernel_refusals_name_the_set_and_element_and_change_nothing() {
     assert!(dp.verify(&a).unwrap());
 }
 
+#[test]
+fn a_refresh_lists_nothing_until_someone_else_commits() {
+    if !kernel::require_kernel("nl-refresh") {
+        return;
+    }
+    let ns = Netns::new("nlrefresh");
+    let mut dp = Dataplane::new(ns.target());
+    let one = |s4: &[&str]| {
+        table(&[
+            set_of(s4),
+            set_of(&[]),
+            set_of(&[]),
+            set_of(&[]),
+            set_of(&[]),
+        ])
+    };
+    let a = one(&["198.18.0.5"]);
+    dp.apply(&a).unwrap();
+    let b = one(&["198.18.0.5", "198.18.0.6"]);
+    step(&mut dp, &a, &b);
+    let r = dp.refresh(&b).unwrap();
+    assert!(!r.read_back && !r.sent, "{r:?}");
+    // Drift by hand: the generation moves on, the refresh reads and repairs.
+    ns.exec(&["nft", "delete element inet tortie s4-t { 198.18.0.6 }"]);
+    let r = dp.refresh(&b).unwrap();
+    assert!(r.read_back && r.sent, "{r:?}");
+    assert_holds(&ns, &b, "after the repair");
+    let r = dp.refresh(&b).unwrap();
+    assert!(!r.read_back && !r.sent, "{r:?}");
+}
+
 // ---- no window while swapping through apply_change ----
 
 const POLICY_A: &str = "kind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nmetadata: {name: a, namespace: default}\nspec: {podSelector: {matchLabels: {app: server}}, ingress: [{from: [{podSelector: {matchLabels: {app: good}}}]}]}\n";

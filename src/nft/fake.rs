@@ -206,6 +206,10 @@ impl Kernel for FakeKernel {
         Ok(self.state())
     }
 
+    fn unchanged(&mut self, _limits: &Limits) -> bool {
+        self.seen.is_some() && self.seen == Some(self.generation())
+    }
+
     fn elements(&mut self, batch: &ElementBatch, limits: &Limits) -> Result<(), NftError> {
         self.control.with(|c| c.batches.push(batch.clone()));
         if self.control.with(|c| c.netlink_down) {

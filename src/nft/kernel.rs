@@ -26,6 +26,9 @@ pub trait Kernel: Send + std::fmt::Debug {
     /// transaction, refused with `NftError::Conflict` when another program
     /// committed since tortie's view was last known to be right.
     fn elements(&mut self, batch: &ElementBatch, limits: &Limits) -> Result<(), NftError>;
+    /// Whether nothing at all was committed since tortie's view was last
+    /// known to be right (so its table cannot have drifted).
+    fn unchanged(&mut self, limits: &Limits) -> bool;
 }
 
 /// The real kernel: the `nft` binary, and a netlink socket for elements.
@@ -110,6 +113,10 @@ impl Kernel for NftKernel {
             None
         };
         r
+    }
+
+    fn unchanged(&mut self, limits: &Limits) -> bool {
+        self.genid.is_some() && self.genid_now(limits) == self.genid
     }
 
     fn elements(&mut self, batch: &ElementBatch, limits: &Limits) -> Result<(), NftError> {

@@ -222,15 +222,16 @@ impl Dataplane {
 
     /// The delta from what is in force (read from the kernel when unknown).
     fn plan_delta(&mut self, desired: &Ruleset) -> Result<(Plan, bool), NftError> {
-        let (current, read) = match &self.last {
-            Some(s) => (s.clone(), false),
-            None => (self.read()?, true),
-        };
-        let p = if current == TableState::default() {
+        let read = self.last.is_none();
+        if read {
+            self.last = Some(self.read()?);
+        }
+        let current = self.last.as_ref().expect("just set");
+        let p = if *current == TableState::default() {
             // Nothing there (first start): create the table whole.
             plan::replace_table(desired)
         } else {
-            plan::delta(&current, desired)
+            plan::delta(current, desired)
         };
         Ok((p, read))
     }
@@ -411,15 +412,28 @@ impl Dataplane {
         (batch.len() <= netlink::MAX_BATCH).then_some(batch)
     }
 
-    /// Compares the kernel with `desired` and repairs any difference.
+    /// Compares the kernel with `desired` and repairs any difference. When
+    /// the ruleset generation id shows that nothing was committed since
+    /// tortie's view was last known to be right, the kernel cannot have
+    /// drifted and the view stands in for it (no listing); otherwise the
+    /// kernel is read.
     pub fn refresh(&mut self, desired: &Ruleset) -> Result<ApplyReport, NftError> {
-        self.invalidate();
+        let trusted = self.last.is_some()
+            && self.step() == Step::Delta
+            && self.kernel.unchanged(&self.limits);
+        if !trusted {
+            self.invalidate();
+        }
         self.apply(desired)
     }
 
-    /// Whether the kernel holds exactly `desired` now.
+    /// Whether the kernel holds exactly `desired` now. What was read
+    /// becomes the view (it is what is in force).
     pub fn verify(&mut self, desired: &Ruleset) -> Result<bool, NftError> {
-        Ok(self.read()? == TableState::of(desired))
+        let state = self.read()?;
+        let same = state == TableState::of(desired);
+        self.last = Some(state);
+        Ok(same)
     }
 }
 

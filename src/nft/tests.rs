@@ -437,7 +437,8 @@ fn the_ladder_rebuilds_after_three_failures_and_replaces_after_five() {
     let mut steps = Vec::new();
     for _ in 0..7 {
         steps.push(dp.step());
-        assert!(dp.refresh(&a).is_err());
+        dp.invalidate();
+        assert!(dp.apply(&a).is_err());
     }
     use Step::*;
     assert_eq!(
@@ -814,5 +815,33 @@ fn the_full_path_is_taken_at_start_on_full_changes_and_up_the_ladder() {
     c.always(None);
     let r = dp.apply_change(&a, &plan::change_between(&b, &a)).unwrap();
     assert_eq!(r.step, Step::Rebuild, "{r:?}");
+    assert!(dp.verify(&a).unwrap());
+}
+
+#[test]
+fn a_refresh_reads_the_kernel_only_when_something_was_committed_meanwhile() {
+    let (a, _) = remote_at("198.18.0.2");
+    let (b, _) = remote_at("198.18.0.3");
+    let (mut dp, c) = fake_dataplane(Limits::default());
+    dp.apply(&a).unwrap();
+    dp.apply_change(&b, &plan::change_between(&a, &b)).unwrap();
+    let r = dp.refresh(&b).unwrap();
+    assert!(
+        !r.read_back && !r.sent,
+        "no commit since: the view stands, {r:?}"
+    );
+    c.concurrent_commit();
+    let r = dp.refresh(&b).unwrap();
+    assert!(
+        r.read_back && !r.sent,
+        "a commit elsewhere: read, nothing to repair, {r:?}"
+    );
+    let r = dp.refresh(&b).unwrap();
+    assert!(!r.read_back, "the read re-anchored the view, {r:?}");
+    // A view that is not tied to a generation (after a failure) is read.
+    c.next(1, Fault::Fail("boom".into()));
+    assert!(dp.apply_change(&a, &plan::change_between(&b, &a)).is_err());
+    let r = dp.refresh(&a).unwrap();
+    assert!(r.read_back && r.sent, "{r:?}");
     assert!(dp.verify(&a).unwrap());
 }
