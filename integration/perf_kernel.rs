@@ -12,8 +12,8 @@ use super::{Report, median};
 use tortie::calc::Cluster;
 use tortie::compile::compile;
 use tortie::compile::ir::{Change, Rule, Ruleset, SetType};
-use tortie::nft::Dataplane;
 use tortie::nft::elements::encode;
+use tortie::nft::{Dataplane, TableState, plan};
 use tortie::synth::LOCAL_NODE;
 
 /// CPU seconds (user + system) this process has used.
@@ -212,6 +212,32 @@ fn kernel(rep: &mut Report, name: &str, runs: usize) {
         "nft, flush + refill",
         v,
     );
+    // The same transaction checked by nft without committing (`nft -c`):
+    // nft's own cost and the kernel's parse, without the commit (where the
+    // kernel re-validates the jump graph).
+    let text = plan::delta_of(&TableState::of(&base), &edited, &one).text;
+    let mut v = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.name, "nft", "-c", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().expect("stdin").write_all(text.as_bytes())?;
+                c.wait()
+            })
+            .expect("nft -c");
+        assert!(out.success(), "nft -c failed");
+        v.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    row(
+        "the same rewrite, `nft -c` (no commit; via `ip netns exec`)",
+        "nft's share",
+        v,
+    );
     // A chain and an element together: one transaction through nft.
     let mut both = edited.clone();
     both.sets.get_mut(&set).unwrap().elements.insert(ip.clone());
@@ -247,6 +273,22 @@ fn kernel(rep: &mut Report, name: &str, runs: usize) {
         wall,
     );
     row("refresh, no drift (CPU of tortie)", "", cpu);
+    // A refresh after another program committed: the whole table is read
+    // back (`nft -j list table`, parsed) and compared.
+    let mut v = Vec::new();
+    for i in 0..3 {
+        // (A new table each time: re-adding an existing one commits nothing.)
+        ns.exec(&["nft", &format!("add table inet bench-other-{i}")]);
+        let t = Instant::now();
+        let r = dp.refresh(&base).expect("refresh");
+        assert!(!r.sent && r.read_back, "{r:?}");
+        v.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    row(
+        "refresh after another program committed (3 runs)",
+        "JSON read-back + comparison",
+        v,
+    );
     // (At XL a JSON read-back takes minutes: checked at the smaller sizes.)
     assert!(
         name == "XL" || dp.verify(&base).unwrap(),

@@ -49,6 +49,10 @@ struct Sent {
     add: bool,
 }
 
+/// An encoded batch: the BatchBegin's sequence number, the bytes, and
+/// what each element message (by sequence number) was about.
+type Encoded = (u32, Vec<u8>, Vec<(u32, Sent)>);
+
 /// A long-lived NETLINK_NETFILTER socket in one network namespace.
 #[derive(Debug)]
 pub struct NlSocket {
@@ -245,6 +249,16 @@ impl NlSocket {
         genid: u32,
         deadline: Duration,
     ) -> Result<u32, NftError> {
+        let (begin_seq, out, sent) = self.encode(batch, genid)?;
+        self.sock.send(&out, 0).map_err(sock_err("send"))?;
+        self.acks(begin_seq, genid, &sent, deadline)?;
+        Ok(genid.wrapping_add(1).max(1))
+    }
+
+    /// The batch as bytes: BatchBegin (with `genid`), every removal, every
+    /// addition, BatchEnd; with the sequence number of the BatchBegin and
+    /// what each element message was about.
+    fn encode(&mut self, batch: &ElementBatch, genid: u32) -> Result<Encoded, NftError> {
         let (begin_seq, mut out) = self.batch_begin(genid);
         let mut sent: Vec<(u32, Sent)> = Vec::new();
         for add in [false, true] {
@@ -276,9 +290,7 @@ impl NlSocket {
         );
         let (_, bytes) = self.message(NLM_F_REQUEST, end);
         out.extend_from_slice(&bytes);
-        self.sock.send(&out, 0).map_err(sock_err("send"))?;
-        self.acks(begin_seq, genid, &sent, deadline)?;
-        Ok(genid.wrapping_add(1).max(1))
+        Ok((begin_seq, out, sent))
     }
 
     fn batch_begin(&mut self, genid: u32) -> (u32, Vec<u8>) {
@@ -402,4 +414,139 @@ fn readable(sock: &Socket, timeout: Duration) -> Result<bool, NftError> {
         return Err(sock_err("poll")(e));
     }
     Ok(rc > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::ir::SetType;
+    use crate::nft::elements::SetElements;
+
+    /// Splits a batch into its messages.
+    fn messages(bytes: &[u8]) -> Vec<NetlinkMessage<NetfilterMessage>> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let len = u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            out.push(NetlinkMessage::deserialize(&bytes[at..at + len]).unwrap());
+            at += (len + 3) & !3;
+        }
+        out
+    }
+
+    fn keys_of(m: &NetlinkMessage<NetfilterMessage>) -> (bool, Vec<(Vec<u8>, bool)>) {
+        let NetlinkPayload::InnerMessage(NetfilterMessage {
+            inner: NetfilterMessageInner::NfTables(msg),
+            ..
+        }) = &m.payload
+        else {
+            panic!("not an nftables message: {m:?}");
+        };
+        let (add, body) = match msg {
+            NfTablesMessage::NewSetElement(b) => (true, b),
+            NfTablesMessage::DeleteSetElement(b) => (false, b),
+            other => panic!("{other:?}"),
+        };
+        let mut keys = Vec::new();
+        for a in &body.attributes {
+            if let SetElementList::Elements(list) = a {
+                for l in list {
+                    let ListAttribute::Element(attrs) = l else {
+                        continue;
+                    };
+                    let mut key = Vec::new();
+                    let mut end = false;
+                    for at in attrs {
+                        match at {
+                            SetElementAttribute::Key(DataAttribute::Value(k)) => key = k.clone(),
+                            SetElementAttribute::Flags(f) => {
+                                end = f.contains(SetElementFlags::IntervalEnd)
+                            }
+                            _ => {}
+                        }
+                    }
+                    keys.push((key, end));
+                }
+            }
+        }
+        (add, keys)
+    }
+
+    #[test]
+    fn a_batch_carries_the_genid_then_removals_then_additions() {
+        let mut sock = open_here_for_test();
+        let batch = ElementBatch {
+            sets: vec![
+                SetElements {
+                    set: "s4-a".into(),
+                    ty: SetType::Ipv4,
+                    removed: vec![],
+                    added: vec!["198.18.0.0/24".into()],
+                },
+                SetElements {
+                    set: "np4-b".into(),
+                    ty: SetType::NamedPortV4,
+                    removed: vec!["198.18.0.5 . 6 . 80".into()],
+                    added: vec![],
+                },
+            ],
+        };
+        let (begin, bytes, sent) = sock.encode(&batch, 0x0102_0304).unwrap();
+        let m = messages(&bytes);
+        assert_eq!(m.len(), 4);
+        // BatchBegin: subsystem nftables, the generation id attribute.
+        assert_eq!(m[0].header.sequence_number, begin);
+        assert_eq!(m[0].header.message_type, NFNL_MSG_BATCH_BEGIN as u16);
+        let raw = &bytes[..m[0].header.length as usize];
+        assert_eq!(&raw[18..20], &[0, 10], "res_id: NFNL_SUBSYS_NFTABLES");
+        assert_eq!(&raw[20..24], &[8, 0, 1, 0], "NFNL_BATCH_GENID attribute");
+        assert_eq!(&raw[24..28], &[1, 2, 3, 4], "the generation id, big-endian");
+        // The removal first (one concatenated key), then the addition
+        // (start, and end + 1 flagged INTERVAL_END).
+        let (add, keys) = keys_of(&m[1]);
+        assert!(!add);
+        assert_eq!(
+            keys,
+            vec![(vec![198, 18, 0, 5, 6, 0, 0, 0, 0, 80, 0, 0], false)]
+        );
+        let (add, keys) = keys_of(&m[2]);
+        assert!(add);
+        assert!(m[2].header.flags & NLM_F_CREATE != 0 && m[2].header.flags & NLM_F_ACK != 0);
+        assert_eq!(
+            keys,
+            vec![(vec![198, 18, 0, 0], false), (vec![198, 18, 1, 0], true)]
+        );
+        assert_eq!(m[3].header.message_type, 17, "BatchEnd");
+        // Answers are matched to elements by sequence number.
+        let names: Vec<_> = sent
+            .iter()
+            .map(|(q, s)| (*q, s.set.as_str(), s.add))
+            .collect();
+        let (s1, s2) = (m[1].header.sequence_number, m[2].header.sequence_number);
+        assert_eq!(names, vec![(s1, "np4-b", false), (s2, "s4-a", true)]);
+    }
+
+    #[test]
+    fn an_element_that_does_not_encode_fails_the_whole_batch_by_name() {
+        let mut sock = open_here_for_test();
+        let batch = ElementBatch {
+            sets: vec![SetElements {
+                set: "s4-a".into(),
+                ty: SetType::Ipv4,
+                removed: vec![],
+                added: vec!["198.18.0.1".into(), "fd74::1".into()],
+            }],
+        };
+        let err = sock.encode(&batch, 1).unwrap_err().to_string();
+        assert!(
+            err.contains("s4-a") && err.contains("fd74::1") && err.contains("add"),
+            "{err}"
+        );
+    }
+
+    /// A socket in this namespace (no root needed to open one; nothing is
+    /// sent by these tests).
+    fn open_here_for_test() -> NlSocket {
+        open_here().expect("a netlink socket")
+    }
 }
