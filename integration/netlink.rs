@@ -76,7 +76,17 @@ fn same_as_text_renderer(ns: &Netns, rs: &Ruleset, what: &str) {
 
 /// Asserts that the kernel's table in `ns` holds `rs`, naming differences.
 fn assert_holds(ns: &Netns, rs: &Ruleset, what: &str) {
-    let have = tortie::nft::read_state(&ns.target()).unwrap();
+    let have = tortie::nft::readback::read_target(&ns.target(), Duration::from_secs(30))
+        .unwrap()
+        .expect("the table exists");
+    let json = tortie::nft::exec::list_table_json(&ns.target())
+        .unwrap()
+        .unwrap();
+    let by_json = tortie::nft::TableState::parse_json(&json).unwrap();
+    assert_eq!(
+        have, by_json,
+        "{what}: the netlink read-back equals nft's JSON listing"
+    );
     let want = tortie::nft::TableState::of(rs);
     for (name, w) in &want.sets {
         let h = have.sets.get(name).cloned().unwrap_or_default();

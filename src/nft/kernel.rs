@@ -1,8 +1,8 @@
 //! The seam between the dataplane logic and the kernel: run one atomic
 //! transaction, apply an element-only change, list tortie's table.
 //! `NftKernel` is the real thing (the `nft` binary with deadlines for
-//! transactions and listings, tortie's own netlink socket for element
-//! changes); `fake::FakeKernel` is an in-memory model for tests without
+//! transactions, tortie's own netlink socket for element changes and for
+//! reading the table back, with nft's JSON listing as the fallback); `fake::FakeKernel` is an in-memory model for tests without
 //! root.
 //!
 //! Both track the ruleset generation id at which tortie's view of its
@@ -14,6 +14,7 @@ use super::NftError;
 use super::elements::ElementBatch;
 use super::exec::{self, Limits, Target};
 use super::netlink::NlSocket;
+use super::readback;
 use super::state::TableState;
 
 /// What the dataplane needs from a kernel.
@@ -73,6 +74,31 @@ impl NftKernel {
     }
 }
 
+impl NftKernel {
+    /// The table read over netlink; `None` (logged) when that fails, so
+    /// the caller falls back to nft's JSON listing.
+    fn list_netlink(&mut self, limits: &Limits) -> Option<Option<TableState>> {
+        let r = self.socket().and_then(|s| readback::read(s, limits.list));
+        match r {
+            Ok(state) => Some(state),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the table over netlink; listing it with nft instead");
+                self.socket = None;
+                None
+            }
+        }
+    }
+
+    fn list_json(&mut self, limits: &Limits) -> Result<Option<TableState>, NftError> {
+        match exec::list_table_json_with(&self.target, limits)? {
+            None => Ok(None),
+            Some(json) => TableState::parse_json(&json)
+                .map(Some)
+                .map_err(NftError::Parse),
+        }
+    }
+}
+
 /// Deadline of a generation id lookup (microseconds when all is well).
 const LOOKUP: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -100,11 +126,9 @@ impl Kernel for NftKernel {
 
     fn list(&mut self, limits: &Limits) -> Result<Option<TableState>, NftError> {
         let before = self.genid_now(limits);
-        let r = match exec::list_table_json_with(&self.target, limits)? {
-            None => Ok(None),
-            Some(json) => TableState::parse_json(&json)
-                .map(Some)
-                .map_err(NftError::Parse),
+        let r = match self.list_netlink(limits) {
+            Some(state) => Ok(state),
+            None => self.list_json(limits),
         };
         let after = self.genid_now(limits);
         self.genid = if r.is_ok() && before == after {

@@ -21,6 +21,7 @@ pub mod kernel;
 pub mod lock;
 pub mod netlink;
 pub mod plan;
+pub mod readback;
 pub mod state;
 
 use std::path::PathBuf;

@@ -366,6 +366,115 @@ impl NlSocket {
     }
 }
 
+/// `s` as a NUL-terminated attribute value.
+pub fn cstr(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+/// One message of a dump: its attributes (after the nfgenmsg header).
+#[derive(Debug)]
+pub struct Raw {
+    pub payload: Vec<u8>,
+}
+
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_DUMP_INTR: u16 = 0x10;
+
+impl NlSocket {
+    /// One nf_tables request (`dump`: every object matching `attrs`) in the
+    /// inet family; its answers. A dump interrupted by a commit is an error
+    /// (`what: "interrupted"`).
+    pub fn dump(
+        &mut self,
+        msg_type: u8,
+        attrs: &[(u16, Vec<u8>)],
+        dump: bool,
+        deadline: Duration,
+    ) -> Result<Vec<Raw>, NftError> {
+        let seq = self.next_seq();
+        let mut body = vec![1u8, 0, 0, 0]; // nfgenmsg: inet, version 0
+        for (kind, v) in attrs {
+            let len = (4 + v.len()) as u16;
+            body.extend_from_slice(&len.to_ne_bytes());
+            body.extend_from_slice(&kind.to_ne_bytes());
+            body.extend_from_slice(v);
+            body.resize((body.len() + 3) & !3, 0);
+        }
+        let flags = NLM_F_REQUEST | if dump { 0x300 } else { NLM_F_ACK };
+        let mut msg = Vec::with_capacity(16 + body.len());
+        msg.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+        msg.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | msg_type as u16).to_ne_bytes());
+        msg.extend_from_slice(&flags.to_ne_bytes());
+        msg.extend_from_slice(&seq.to_ne_bytes());
+        msg.extend_from_slice(&0u32.to_ne_bytes());
+        msg.extend_from_slice(&body);
+        self.sock.send(&msg, 0).map_err(sock_err("send"))?;
+        self.answers(seq, deadline)
+    }
+
+    /// Reads the answers to request `seq` until DONE or an ack.
+    fn answers(&mut self, seq: u32, deadline: Duration) -> Result<Vec<Raw>, NftError> {
+        let start = Instant::now();
+        let mut out = Vec::new();
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+        loop {
+            let left = deadline.saturating_sub(start.elapsed());
+            if left.is_zero() || !readable(&self.sock, left)? {
+                return Err(NftError::Timeout {
+                    what: "netlink dump",
+                    after: deadline,
+                });
+            }
+            buf.clear();
+            self.sock.recv(&mut buf, 0).map_err(sock_err("receive"))?;
+            let mut at = 0;
+            while at + 16 <= buf.len() {
+                let h = &buf[at..at + 16];
+                let len = u32::from_ne_bytes(h[0..4].try_into().expect("4")) as usize;
+                let kind = u16::from_ne_bytes([h[4], h[5]]);
+                let flags = u16::from_ne_bytes([h[6], h[7]]);
+                let mseq = u32::from_ne_bytes(h[8..12].try_into().expect("4"));
+                if len < 16 || at + len > buf.len() {
+                    break;
+                }
+                let payload = &buf[at + 16..at + len];
+                at += (len + 3) & !3;
+                if mseq != seq {
+                    continue;
+                }
+                if flags & NLM_F_DUMP_INTR != 0 {
+                    return Err(NftError::Netlink {
+                        what: "interrupted",
+                        reason: "the table changed during the dump".into(),
+                    });
+                }
+                match kind {
+                    NLMSG_DONE => return Ok(out),
+                    NLMSG_ERROR => {
+                        let code = payload
+                            .get(..4)
+                            .map(|c| i32::from_ne_bytes(c.try_into().expect("4")))
+                            .unwrap_or(0);
+                        if code == 0 {
+                            return Ok(out);
+                        }
+                        return Err(NftError::Netlink {
+                            what: "dump",
+                            reason: errno_text(code),
+                        });
+                    }
+                    _ => out.push(Raw {
+                        payload: payload.get(4..).unwrap_or(&[]).to_vec(),
+                    }),
+                }
+            }
+        }
+    }
+}
+
 /// One NEWSETELEM or DELSETELEM message for one element text.
 fn element_message(
     set: &str,

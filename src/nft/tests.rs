@@ -1,4 +1,4 @@
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use super::plan::{self, delta, full_rebuild, replace_table};
@@ -844,4 +844,43 @@ fn a_refresh_reads_the_kernel_only_when_something_was_committed_meanwhile() {
     let r = dp.refresh(&a).unwrap();
     assert!(r.read_back && r.sent, "{r:?}");
     assert!(dp.verify(&a).unwrap());
+}
+
+#[test]
+fn the_netlink_read_back_equals_the_json_listing_for_every_ruleset() {
+    if !kernel_tests_may_run() {
+        eprintln!("SKIPPED: needs root and nft (TORTIE_ALLOW_SKIP=1)");
+        return;
+    }
+    let limits = Limits::default();
+    let mut compared = (0, 0, 0);
+    for (name, rs) in pool() {
+        let ns = crate::sandbox::Netns::new("rb");
+        assert_eq!(
+            super::readback::read_target(&ns.target(), limits.list).unwrap(),
+            None,
+            "{name}: no table yet"
+        );
+        super::Dataplane::new(ns.target()).apply(&rs).unwrap();
+        let json = super::exec::list_table_json(&ns.target()).unwrap().unwrap();
+        let by_json = TableState::parse_json(&json).unwrap();
+        let by_netlink = super::readback::read_target(&ns.target(), limits.list)
+            .unwrap()
+            .unwrap();
+        for (set, want) in &by_json.sets {
+            assert_eq!(by_netlink.sets.get(set), Some(want), "{name}: set {set}");
+        }
+        assert_eq!(by_netlink.maps, by_json.maps, "{name}: maps");
+        assert_eq!(by_netlink.chains, by_json.chains, "{name}: chains");
+        assert_eq!(by_netlink, by_json, "{name}");
+        assert_eq!(by_netlink, TableState::of(&rs), "{name}: as desired");
+        compared.0 += by_netlink.chains.values().map(Vec::len).sum::<usize>();
+        compared.1 += by_netlink.sets.values().map(BTreeSet::len).sum::<usize>();
+        compared.2 += by_netlink.maps.values().map(BTreeMap::len).sum::<usize>();
+    }
+    eprintln!("compared {compared:?} (rules, set elements, map elements)");
+    assert!(
+        compared.0 > 100 && compared.1 > 40 && compared.2 > 5,
+        "{compared:?}"
+    );
 }
