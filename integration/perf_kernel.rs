@@ -274,7 +274,7 @@ fn kernel(rep: &mut Report, name: &str, runs: usize) {
     );
     row("refresh, no drift (CPU of tortie)", "", cpu);
     // A refresh after another program committed: the whole table is read
-    // back (`nft -j list table`, parsed) and compared.
+    // back (over netlink) and compared.
     let mut v = Vec::new();
     for i in 0..3 {
         // (A new table each time: re-adding an existing one commits nothing.)
@@ -286,9 +286,23 @@ fn kernel(rep: &mut Report, name: &str, runs: usize) {
     }
     row(
         "refresh after another program committed (3 runs)",
-        "JSON read-back + comparison",
+        "netlink read-back + comparison",
         v,
     );
+    // Start-up adoption: a new dataplane over the loaded table reads it and
+    // finds nothing to do.
+    let mut v = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let r = Dataplane::new(ns.target()).apply(&base).expect("adopt");
+        assert!(!r.sent && r.read_back, "{r:?}");
+        v.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let label = format!(
+        "start-up adoption of the loaded table (3 runs; loading it took {:.0} ms)",
+        load * 1e3
+    );
+    row(&label, "netlink read-back + comparison", v);
     // (At XL a JSON read-back takes minutes: checked at the smaller sizes.)
     assert!(
         name == "XL" || dp.verify(&base).unwrap(),
