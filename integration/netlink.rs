@@ -595,4 +595,17 @@ fn no_wrong_verdict_while_swapping_through_apply_change() {
         &wrong[..wrong.len().min(10)]
     );
     assert!(dp.verify(&cur).unwrap());
+    // The probes moved counters: the netlink counter reader agrees with
+    // the JSON listing (the network is quiet by now).
+    std::thread::sleep(Duration::from_millis(300));
+    let target = w.node.ns.target();
+    let by_netlink =
+        tortie::nft::readback::rule_counters(&target, Duration::from_secs(30)).unwrap();
+    let json = tortie::nft::exec::list_table_json(&target)
+        .unwrap()
+        .unwrap();
+    let by_json = tortie::nft::state::rule_counters(&json).unwrap();
+    assert_eq!(by_netlink, by_json);
+    let packets: u64 = by_netlink.iter().map(|c| c.packets).sum();
+    assert!(packets > 0, "the probes were counted");
 }

@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::NftError;
 use super::netlink::{NlSocket, cstr};
-use super::state::TableState;
+use super::state::{RuleCounter, TableState};
 use crate::compile::ir::SetType;
 
 const NFT_MSG_GETTABLE: u8 = 1;
@@ -138,6 +138,55 @@ pub fn read(
         }
     }
     Ok(Some(st))
+}
+
+/// Every rule's counter with its chain and note (the comment after the
+/// hash), from one rule dump: what `state::rule_counters` reads from the
+/// JSON listing, at the cost of the rules alone. Rules without a counter
+/// or without one of tortie's comments are left out.
+pub fn rule_counters(
+    target: &super::exec::Target,
+    deadline: std::time::Duration,
+) -> Result<Vec<RuleCounter>, NftError> {
+    let mut sock = NlSocket::open(target)?;
+    let table = [(1u16, cstr(crate::compile::ir::TABLE_NAME))];
+    let mut out = Vec::new();
+    for m in sock.dump(NFT_MSG_GETRULE, &table, true, deadline)? {
+        let a = attrs(&m.payload);
+        let Some(c) = find(&a, 7).and_then(comment) else {
+            continue;
+        };
+        let Some((_, note)) = c.split_once(';') else {
+            continue;
+        };
+        if let Some((packets, bytes)) = find(&a, 4).and_then(counter) {
+            out.push(RuleCounter {
+                chain: string(find(&a, 2).unwrap_or(&[])),
+                note: note.to_string(),
+                packets,
+                bytes,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn be64(v: Option<&[u8]>) -> u64 {
+    v.and_then(|v| v.get(..8))
+        .map(|v| u64::from_be_bytes(v.try_into().expect("8 bytes")))
+        .unwrap_or(0)
+}
+
+/// `(packets, bytes)` of the first `counter` expression of a rule.
+fn counter(exprs: &[u8]) -> Option<(u64, u64)> {
+    attrs(exprs).into_iter().find_map(|(_, e)| {
+        let e = attrs(e);
+        if string(find(&e, 1)?) != "counter" {
+            return None;
+        }
+        let data = attrs(find(&e, 2)?);
+        Some((be64(find(&data, 2)), be64(find(&data, 1))))
+    })
 }
 
 fn set_type(key_len: u32, interval: bool) -> Option<SetType> {

@@ -853,7 +853,7 @@ fn the_netlink_read_back_equals_the_json_listing_for_every_ruleset() {
         return;
     }
     let limits = Limits::default();
-    let mut compared = (0, 0, 0);
+    let mut compared = (0, 0, 0, 0);
     for (name, rs) in pool() {
         let ns = crate::sandbox::Netns::new("rb");
         assert_eq!(
@@ -874,13 +874,17 @@ fn the_netlink_read_back_equals_the_json_listing_for_every_ruleset() {
         assert_eq!(by_netlink.chains, by_json.chains, "{name}: chains");
         assert_eq!(by_netlink, by_json, "{name}");
         assert_eq!(by_netlink, TableState::of(&rs), "{name}: as desired");
+        let counters = super::readback::rule_counters(&ns.target(), limits.list).unwrap();
+        let by_json = super::state::rule_counters(&json).unwrap();
+        assert_eq!(counters, by_json, "{name}: rule counters");
+        compared.3 += counters.len();
         compared.0 += by_netlink.chains.values().map(Vec::len).sum::<usize>();
         compared.1 += by_netlink.sets.values().map(BTreeSet::len).sum::<usize>();
         compared.2 += by_netlink.maps.values().map(BTreeMap::len).sum::<usize>();
     }
-    eprintln!("compared {compared:?} (rules, set elements, map elements)");
+    eprintln!("compared {compared:?} (rules, set elements, map elements, counters)");
     assert!(
-        compared.0 > 100 && compared.1 > 40 && compared.2 > 5,
+        compared.0 > 100 && compared.1 > 40 && compared.2 > 5 && compared.3 > 100,
         "{compared:?}"
     );
 }
