@@ -5,7 +5,7 @@
 //! carrying a chain and an element together, and a refresh with no drift
 //! (CPU). Medians of `runs` (at least 10).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::support::Netns;
 use super::{Report, median};
@@ -303,6 +303,24 @@ fn kernel(rep: &mut Report, name: &str, runs: usize) {
         load * 1e3
     );
     row(&label, "netlink read-back + comparison", v);
+    // Rule counters (the daemon's per-policy hits): one rule dump against
+    // the JSON listing.
+    let (mut nl, mut js) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let t = Instant::now();
+        let c = tortie::nft::readback::rule_counters(&ns.target(), Duration::from_secs(300))
+            .expect("counters");
+        nl.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        let json = tortie::nft::exec::list_table_json(&ns.target())
+            .expect("list")
+            .expect("table");
+        let j = tortie::nft::state::rule_counters(&json).expect("parse");
+        js.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(c.len(), j.len());
+    }
+    row("rule counters (3 runs)", "netlink rule dump", nl);
+    row("rule counters (3 runs)", "`nft -j list table` + parse", js);
     // (At XL a JSON read-back takes minutes: checked at the smaller sizes.)
     assert!(
         name == "XL" || dp.verify(&base).unwrap(),
