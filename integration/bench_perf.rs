@@ -6,14 +6,17 @@
 //!    the transaction, vs a full re-apply;
 //! 4. the packet path between two local pods: no ruleset, tortie's XL
 //!    ruleset, and a naive linear ruleset;
-//! 5. resident memory of `tortie run` holding the XL cluster.
+//! 5. resident memory of `tortie run` holding the XL cluster;
+//! 6. the kernel side through `apply_change` (`perf_kernel.rs`).
 //!
 //! Options: `--sizes S,M,L,XL` (default all), `--runs N` (default 5),
-//! `--out PATH` (default docs/performance.md). Needs root (network
+//! `--out PATH` (default docs/performance.md), `--sections kernel` (only
+//! the named sections, of the largest size). Needs root (network
 //! namespaces). Under `cargo test` it only compiles size S once.
 
 #[path = "perf_calc.rs"]
 mod perf_calc;
+mod perf_kernel;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -605,6 +608,17 @@ fn main() {
     let sizes: Vec<&str> = sizes.iter().map(String::as_str).collect();
     let biggest = *sizes.last().unwrap();
     let mut rep = Report { out: String::new() };
+    if let Some(list) = arg("--sections") {
+        return perf_kernel::sections_only(
+            &mut rep,
+            &list,
+            &sizes,
+            biggest,
+            runs,
+            &out_path,
+            &machine(),
+        );
+    }
     let exe = std::env::current_exe().unwrap();
 
     rep.line("# Performance");
@@ -672,6 +686,7 @@ fn main() {
     rep.line("| size | ready after | resident | peak |");
     rep.line("|---|---|---|---|");
     daemon_memory(&mut rep, biggest);
+    perf_kernel::kernel_section(&mut rep, biggest, runs);
     rep.line("");
     rep.line(TARGETS);
     std::fs::write(&out_path, &rep.out).expect("write report");

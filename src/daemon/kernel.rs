@@ -111,7 +111,7 @@ impl Kernel {
 
     fn attempt(&mut self, view: &View, metrics: &Metrics, stop: &AtomicBool) -> bool {
         let _span = tracing::info_span!("apply").entered();
-        match apply_once(&mut self.dp, view.ruleset, metrics, false) {
+        match apply_once(&mut self.dp, view.ruleset, Some(&self.change), metrics) {
             Ok(()) => {
                 self.pending_apply = false;
                 self.change = Change::default();
@@ -131,8 +131,7 @@ impl Kernel {
 
     fn refresh(&mut self, view: &View, metrics: &Metrics, stop: &AtomicBool) -> bool {
         self.next_refresh = Instant::now() + view.refresh;
-        self.dp.invalidate();
-        match apply_once(&mut self.dp, view.ruleset, metrics, true) {
+        match apply_once(&mut self.dp, view.ruleset, None, metrics) {
             Ok(()) => true,
             Err(_) if stop.load(Ordering::Relaxed) => false,
             Err(e) => {
@@ -175,14 +174,15 @@ fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// One apply (or, with `refresh`, a drift check) with its metrics and
-/// logs. Ladder steps above the plain delta are logged before they run.
+/// One apply of `change` (or, without one, a drift check) with its metrics
+/// and logs. Ladder steps above the plain delta are logged before they run.
 fn apply_once(
     dp: &mut Dataplane,
     ruleset: &Ruleset,
+    change: Option<&Change>,
     metrics: &Metrics,
-    refresh: bool,
 ) -> Result<(), NftError> {
+    let refresh = change.is_none();
     let step = dp.step();
     if step != Step::Delta {
         tracing::warn!(
@@ -193,7 +193,10 @@ fn apply_once(
         metrics.ladder_step(step.metric_label());
     }
     metrics.apply_started(dp.next_call_deadline());
-    let result = dp.apply(ruleset);
+    let result = match change {
+        Some(c) => dp.apply_change(ruleset, c),
+        None => dp.refresh(ruleset),
+    };
     match &result {
         Ok(r) => {
             if refresh && !r.sent {
@@ -253,8 +256,14 @@ fn policy_hits(
     tiers: &BTreeMap<String, String>,
     ruleset: &Ruleset,
 ) -> Result<(PolicyHits, counters::Drops), NftError> {
-    let json = crate::nft::exec::list_table_json_with(target, limits)?.unwrap_or_default();
-    let counters = crate::nft::state::rule_counters(&json).map_err(NftError::Parse)?;
+    let counters = match crate::nft::readback::rule_counters(target, limits.list) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "netlink counters unavailable; listing the table");
+            let json = crate::nft::exec::list_table_json_with(target, limits)?.unwrap_or_default();
+            crate::nft::state::rule_counters(&json).map_err(NftError::Parse)?
+        }
+    };
     let drops = counters::implicit_drops(&counters, ruleset);
     let mut out = PolicyHits::new();
     for c in counters {

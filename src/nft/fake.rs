@@ -3,15 +3,19 @@
 //! atomically (on a copy, committed only if every command succeeds), and
 //! enforces what the kernel enforces for ordering: a rule or map element
 //! may only name objects that exist, and an object that something still
-//! refers to cannot be deleted (EBUSY). On demand it fails, hangs until
-//! released (honouring the same deadline and stop flag as the real one), or
-//! crashes as if nft had been killed by a signal.
+//! refers to cannot be deleted (EBUSY). Element batches are checked like
+//! the netlink path is: against the generation id (every commit, and
+//! `FakeControl::concurrent_commit`, moves it on), all or nothing, a
+//! missing element or set refused by name. On demand it fails, hangs until
+//! released (honouring the same deadline and stop flag as the real one),
+//! crashes as if nft had been killed by a signal, or has no netlink.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::NftError;
+use super::elements::{ElementBatch, SetElements, encode};
 use super::exec::Limits;
 use super::kernel::Kernel;
 use super::state::TableState;
@@ -37,6 +41,12 @@ struct Control {
     calls: usize,
     /// Text of every transaction attempted, in order.
     transactions: Vec<String>,
+    /// Every element batch attempted, in order.
+    batches: Vec<ElementBatch>,
+    /// Commits by anyone (the ruleset generation id).
+    generation: u32,
+    /// Element batches fail as if the netlink socket could not be used.
+    netlink_down: bool,
 }
 
 /// The test's handle on a `FakeKernel` owned by a dataplane.
@@ -76,6 +86,18 @@ impl FakeControl {
     pub fn transactions(&self) -> Vec<String> {
         self.with(|c| c.transactions.clone())
     }
+    pub fn batches(&self) -> Vec<ElementBatch> {
+        self.with(|c| c.batches.clone())
+    }
+    /// Element batches fail at the socket (`NftError::Netlink`) while set.
+    pub fn netlink_down(&self, down: bool) {
+        self.with(|c| c.netlink_down = down);
+    }
+    /// Another program commits something (outside tortie's table): the
+    /// generation id moves on.
+    pub fn concurrent_commit(&self) {
+        self.with(|c| c.generation += 1);
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -91,6 +113,8 @@ struct Table {
 pub struct FakeKernel {
     table: Option<Table>,
     control: FakeControl,
+    /// The generation at which tortie's view was last known to be right.
+    seen: Option<u32>,
 }
 
 impl FakeKernel {
@@ -154,6 +178,11 @@ impl FakeKernel {
 impl Kernel for FakeKernel {
     fn transaction(&mut self, text: &str, limits: &Limits) -> Result<(), NftError> {
         self.control.with(|c| c.transactions.push(text.to_string()));
+        let before = self.generation();
+        let in_step = self.seen == Some(before)
+            || text.contains("\nflush table ")
+            || text.contains("\ndelete table ");
+        self.seen = None;
         self.fault("transaction", limits.transaction, limits)?;
         let mut table = self.table.clone();
         for cmd in commands(text) {
@@ -162,13 +191,91 @@ impl Kernel for FakeKernel {
             })?;
         }
         self.table = table;
+        let after = self.control.with(|c| {
+            c.generation += 1;
+            c.generation
+        });
+        self.seen = in_step.then_some(after);
         Ok(())
     }
 
     fn list(&mut self, limits: &Limits) -> Result<Option<TableState>, NftError> {
+        self.seen = None;
         self.fault("listing", limits.list, limits)?;
+        self.seen = Some(self.generation());
         Ok(self.state())
     }
+
+    fn unchanged(&mut self, _limits: &Limits) -> bool {
+        self.seen.is_some() && self.seen == Some(self.generation())
+    }
+
+    fn elements(&mut self, batch: &ElementBatch, limits: &Limits) -> Result<(), NftError> {
+        self.control.with(|c| c.batches.push(batch.clone()));
+        if self.control.with(|c| c.netlink_down) {
+            return Err(NftError::Netlink {
+                what: "open",
+                reason: "Protocol not supported (os error 93)".into(),
+            });
+        }
+        let seen = self.seen.take();
+        self.fault("netlink batch", limits.transaction, limits)?;
+        let now = self.generation();
+        if seen != Some(now) {
+            return Err(NftError::Conflict {
+                expected: seen.unwrap_or(0),
+                reason: format!("the ruleset is at generation {now}"),
+            });
+        }
+        let mut table = self.table.clone().ok_or(NftError::Element {
+            set: batch
+                .sets
+                .first()
+                .map(|s| s.set.clone())
+                .unwrap_or_default(),
+            element: String::new(),
+            add: true,
+            reason: ENOENT.into(),
+        })?;
+        for add in [false, true] {
+            for s in &batch.sets {
+                apply_elements(&mut table, s, add)?;
+            }
+        }
+        self.table = Some(table);
+        self.seen = Some(self.control.with(|c| {
+            c.generation += 1;
+            c.generation
+        }));
+        Ok(())
+    }
+}
+
+impl FakeKernel {
+    fn generation(&self) -> u32 {
+        self.control.with(|c| c.generation)
+    }
+}
+
+/// One set's removals or additions, refused like the kernel refuses them.
+fn apply_elements(t: &mut Table, s: &SetElements, add: bool) -> Result<(), NftError> {
+    let texts = if add { &s.added } else { &s.removed };
+    for e in texts {
+        let err = |reason: &str| NftError::Element {
+            set: s.set.clone(),
+            element: e.clone(),
+            add,
+            reason: reason.to_string(),
+        };
+        encode(s.ty, e).map_err(|r| err(&r))?;
+        let set = t.sets.get_mut(&s.set).ok_or_else(|| err(ENOENT))?;
+        if add {
+            set.insert(e.clone());
+        } else if !set.remove(e) {
+            return Err(err(ENOENT));
+        }
+    }
+    Ok(())
 }
 
 impl Table {
@@ -310,9 +417,11 @@ fn exec(table: &mut Option<Table>, cmd: &str) -> Result<(), String> {
         ("add", "rule") => add_rule(t, name, &rest)?,
         ("add", "set") => {
             t.sets.entry(name.into()).or_default();
+            declared_elements(t, name, &rest)?;
         }
         ("add", "map") => {
             t.maps.entry(name.into()).or_default();
+            declared_elements(t, name, &rest)?;
         }
         ("flush", "set") => t.sets.get_mut(name).ok_or(ENOENT)?.clear(),
         ("flush", "map") => t.maps.get_mut(name).ok_or(ENOENT)?.clear(),
@@ -341,6 +450,15 @@ fn exec(table: &mut Option<Table>, cmd: &str) -> Result<(), String> {
         _ => return Err(format!("unknown command `{cmd}`")),
     }
     Ok(())
+}
+
+/// The `elements = { … }` of a one-line declaration, added.
+fn declared_elements(t: &mut Table, name: &str, rest: &str) -> Result<(), String> {
+    let Some((_, e)) = rest.split_once("elements = {") else {
+        return Ok(());
+    };
+    let inner = e.split_once('}').map(|(i, _)| i).unwrap_or(e);
+    add_elements(t, name, &items(&format!("{{{inner}}}")))
 }
 
 fn add_rule(t: &mut Table, chain: &str, rule: &str) -> Result<(), String> {

@@ -5,21 +5,31 @@
 //! touched.
 //!
 //! `Dataplane` talks to the kernel only through the `kernel::Kernel` seam:
-//! `NftKernel` runs the `nft` binary (bounded by `exec::Limits`),
+//! `NftKernel` runs the `nft` binary (bounded by `exec::Limits`) and sends
+//! element-only changes over its own netlink socket (`netlink`),
 //! `fake::FakeKernel` is the in-memory model the unit tests use.
+//!
+//! `apply` compares the whole desired ruleset with what is in force;
+//! `apply_change` plans only what an `ir::Change` names and keeps its view
+//! of the kernel up to date by applying the change to it, so both cost in
+//! proportion to the change.
 
+pub mod elements;
 pub mod exec;
 pub mod fake;
 pub mod kernel;
 pub mod lock;
+pub mod netlink;
 pub mod plan;
+pub mod readback;
 pub mod state;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use crate::backoff::Backoff;
-use crate::compile::ir::Ruleset;
+use crate::compile::ir::{Change, Ruleset};
+pub use elements::{ElementBatch, SetElements};
 pub use exec::{Limits, Target};
 pub use kernel::{Kernel, NftKernel};
 pub use plan::{Plan, PlanStats};
@@ -53,6 +63,19 @@ pub enum NftError {
         "nft {what} abandoned because tortie is stopping (atomic: the kernel keeps the previous ruleset)"
     )]
     Interrupted { what: &'static str },
+    #[error("nf_tables netlink socket ({what}): {reason}")]
+    Netlink { what: &'static str, reason: String },
+    #[error(
+        "element batch refused (planned against ruleset generation {expected}): {reason}; tortie re-reads its table and repairs it"
+    )]
+    Conflict { expected: u32, reason: String },
+    #[error("the kernel refused to {} element `{element}` of set {set}: {reason}", if *add { "add" } else { "remove" })]
+    Element {
+        set: String,
+        element: String,
+        add: bool,
+        reason: String,
+    },
 }
 
 impl NftError {
@@ -66,15 +89,16 @@ impl NftError {
             NftError::Timeout { .. } => "timeout",
             NftError::Crashed { .. } => "crashed",
             NftError::Interrupted { .. } => "interrupted",
+            NftError::Netlink { .. } => "netlink",
+            NftError::Conflict { .. } => "conflict",
+            NftError::Element { .. } => "element",
         }
     }
 }
 
 /// Reads what tortie's table holds now (empty when it does not exist).
 pub fn read_state(target: &Target) -> Result<TableState, NftError> {
-    let mut k = NftKernel {
-        target: target.clone(),
-    };
+    let mut k = NftKernel::new(target.clone());
     Ok(k.list(&Limits::default())?.unwrap_or_default())
 }
 
@@ -120,6 +144,8 @@ pub struct ApplyReport {
     pub read_back: bool,
     /// The ladder step this apply took.
     pub step: Step,
+    /// Whether the change went as one netlink element batch (no nft run).
+    pub netlink: bool,
 }
 
 /// Consecutive failures after which the next apply rebuilds the table.
@@ -139,7 +165,7 @@ pub struct Dataplane {
 
 impl Dataplane {
     pub fn new(target: Target) -> Dataplane {
-        Dataplane::with_kernel(Box::new(NftKernel { target }), Limits::default())
+        Dataplane::with_kernel(Box::new(NftKernel::new(target)), Limits::default())
     }
 
     /// A dataplane over any kernel (the fake one in tests).
@@ -197,15 +223,16 @@ impl Dataplane {
 
     /// The delta from what is in force (read from the kernel when unknown).
     fn plan_delta(&mut self, desired: &Ruleset) -> Result<(Plan, bool), NftError> {
-        let (current, read) = match &self.last {
-            Some(s) => (s.clone(), false),
-            None => (self.read()?, true),
-        };
-        let p = if current == TableState::default() {
+        let read = self.last.is_none();
+        if read {
+            self.last = Some(self.read()?);
+        }
+        let current = self.last.as_ref().expect("just set");
+        let p = if *current == TableState::default() {
             // Nothing there (first start): create the table whole.
             plan::replace_table(desired)
         } else {
-            plan::delta(&current, desired)
+            plan::delta(current, desired)
         };
         Ok((p, read))
     }
@@ -243,15 +270,9 @@ impl Dataplane {
             sent: !p.is_empty(),
             read_back,
             step,
+            netlink: false,
         };
-        // New sets are created and filled before the rules that use them.
-        for text in [&p.prepare, &p.text] {
-            if !text.is_empty() {
-                self.kernel
-                    .transaction(text, &self.limits)
-                    .map_err(|e| self.failed(e))?;
-            }
-        }
+        self.send_change(&p)?;
         let mut cleanup = p.cleanup.clone();
         if p.stats.full_rebuild && p.text.contains("\nflush table ") {
             // A rebuild keeps objects that are no longer wanted (empty,
@@ -274,15 +295,146 @@ impl Dataplane {
         Ok(report)
     }
 
-    /// Compares the kernel with `desired` and repairs any difference.
+    /// Sends a plan's prepare and change transactions: new sets are
+    /// created and filled before the rules that use them.
+    fn send_change(&mut self, p: &Plan) -> Result<(), NftError> {
+        for text in [&p.prepare, &p.text] {
+            if !text.is_empty() {
+                self.kernel
+                    .transaction(text, &self.limits)
+                    .map_err(|e| self.failed(e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the kernel to `desired` given what changed since the last
+    /// apply, at a cost in proportion to the change: only the objects
+    /// `change` names are planned, and the view of the kernel is moved on
+    /// by the change (never rebuilt from `desired`). Element-only changes
+    /// go as one netlink batch checked against the ruleset generation; a
+    /// concurrent writer makes it fail, and the next apply re-reads the
+    /// kernel. Falls back to `apply` (the full comparison) when the view is
+    /// unknown (start, after a failure, after `invalidate`), when the
+    /// ladder calls for a rebuild, or when `change.full`.
+    pub fn apply_change(
+        &mut self,
+        desired: &Ruleset,
+        change: &Change,
+    ) -> Result<ApplyReport, NftError> {
+        if change.full || self.last.is_none() || self.step() != Step::Delta {
+            return self.apply(desired);
+        }
+        let start = Instant::now();
+        let mut report = ApplyReport::default();
+        if change.elements_only()
+            && let Some(batch) = self.element_batch(desired, change)
+        {
+            report.stats.elements_added = batch.sets.iter().map(|s| s.added.len()).sum();
+            report.stats.elements_deleted = batch.sets.iter().map(|s| s.removed.len()).sum();
+            if batch.is_empty() {
+                report.duration = start.elapsed();
+                return Ok(report);
+            }
+            match self.kernel.elements(&batch, &self.limits) {
+                Ok(()) => {
+                    report.sent = true;
+                    report.netlink = true;
+                    return Ok(self.advanced(desired, change, report, start));
+                }
+                Err(e @ NftError::Netlink { .. }) => {
+                    tracing::warn!(error = %e, elements = batch.len(), "netlink element batch failed; sending the change through nft instead");
+                }
+                Err(e) => return Err(self.failed(e)),
+            }
+        }
+        let last = self.last.as_ref().expect("checked above");
+        let p = plan::delta_of(last, desired, change);
+        report.stats = p.stats;
+        report.sent = !p.is_empty();
+        self.send_change(&p)?;
+        if !p.cleanup.is_empty() {
+            self.kernel
+                .transaction(&p.cleanup, &self.limits)
+                .map_err(|e| self.failed(e))?;
+        }
+        Ok(self.advanced(desired, change, report, start))
+    }
+
+    /// Records a successful change: the view moves on, failures reset.
+    fn advanced(
+        &mut self,
+        desired: &Ruleset,
+        change: &Change,
+        mut report: ApplyReport,
+        start: Instant,
+    ) -> ApplyReport {
+        if let Some(last) = self.last.as_mut() {
+            last.advance(desired, change);
+        }
+        self.failures = 0;
+        report.duration = start.elapsed();
+        report
+    }
+
+    /// The element-only `change` as one batch against the current view;
+    /// `None` when it cannot go as one (a set missing or unreadable in the
+    /// view, or too many elements).
+    fn element_batch(&self, desired: &Ruleset, change: &Change) -> Option<ElementBatch> {
+        let last = self.last.as_ref()?;
+        let mut batch = ElementBatch::default();
+        for (name, d) in change.elements.iter().filter(|(_, d)| !d.is_empty()) {
+            let have = last.sets.get(name)?;
+            let set = desired.sets.get(name)?;
+            if plan::has_unreadable(have) {
+                return None;
+            }
+            let removed: Vec<String> = d
+                .removed
+                .iter()
+                .filter(|e| have.contains(*e))
+                .cloned()
+                .collect();
+            let added: Vec<String> = d
+                .added
+                .iter()
+                .filter(|e| !have.contains(*e))
+                .cloned()
+                .collect();
+            if !removed.is_empty() || !added.is_empty() {
+                batch.sets.push(SetElements {
+                    set: name.clone(),
+                    ty: set.ty,
+                    removed,
+                    added,
+                });
+            }
+        }
+        (batch.len() <= netlink::MAX_BATCH).then_some(batch)
+    }
+
+    /// Compares the kernel with `desired` and repairs any difference. When
+    /// the ruleset generation id shows that nothing was committed since
+    /// tortie's view was last known to be right, the kernel cannot have
+    /// drifted and the view stands in for it (no listing); otherwise the
+    /// kernel is read.
     pub fn refresh(&mut self, desired: &Ruleset) -> Result<ApplyReport, NftError> {
-        self.invalidate();
+        let trusted = self.last.is_some()
+            && self.step() == Step::Delta
+            && self.kernel.unchanged(&self.limits);
+        if !trusted {
+            self.invalidate();
+        }
         self.apply(desired)
     }
 
-    /// Whether the kernel holds exactly `desired` now.
+    /// Whether the kernel holds exactly `desired` now. What was read
+    /// becomes the view (it is what is in force).
     pub fn verify(&mut self, desired: &Ruleset) -> Result<bool, NftError> {
-        Ok(self.read()? == TableState::of(desired))
+        let state = self.read()?;
+        let same = state == TableState::of(desired);
+        self.last = Some(state);
+        Ok(same)
     }
 }
 

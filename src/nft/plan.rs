@@ -3,12 +3,22 @@
 //! changed chains, set and map element additions and deletions), ordered so
 //! that every reference resolves inside the transaction. A chain is never
 //! left empty between two transactions: flush and refill travel together.
+//!
+//! `delta` compares everything; `delta_of` looks only at the objects a
+//! `Change` names, so its cost follows the change. Element additions are
+//! written as re-declarations (`add set S { type …; elements = { … } }`):
+//! nft then fetches only the table list, where `add element` makes it
+//! fetch every interval set's elements first (seconds at XL). Removals
+//! from small sets flush and refill them; only large sets get `delete
+//! element`, which pays that fetch.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use super::state::TableState;
-use crate::compile::ir::{Rank, Ruleset, TABLE_FAMILY, TABLE_NAME};
+use crate::compile::ir::{
+    Chain, Change, ElementDelta, Rank, Ruleset, Set, TABLE_FAMILY, TABLE_NAME, VerdictMap,
+};
 
 fn table() -> String {
     format!("{TABLE_FAMILY} {TABLE_NAME}")
@@ -127,137 +137,291 @@ fn cleanup_text(flushes: &str, maps_then_chains: &str, sets: &str) -> String {
     format!("add table {}\n{flushes}{maps_then_chains}{sets}", table())
 }
 
+/// Sets up to this size are flushed and refilled when they lose elements;
+/// larger ones get `delete element` (which makes nft fetch every interval
+/// set's elements first).
+pub const REFILL_MAX: usize = 1000;
+
+/// The objects a delta looks at, and the element deltas it may trust.
+struct Scope<'a> {
+    sets: BTreeSet<&'a str>,
+    deltas: BTreeMap<&'a str, &'a ElementDelta>,
+    maps: BTreeSet<&'a str>,
+    chains: BTreeSet<&'a str>,
+}
+
+impl<'a> Scope<'a> {
+    fn everything(current: &'a TableState, desired: &'a Ruleset) -> Scope<'a> {
+        let names = |a: Vec<&'a String>, b: Vec<&'a String>| {
+            a.into_iter().chain(b).map(String::as_str).collect()
+        };
+        Scope {
+            sets: names(desired.sets.keys().collect(), current.sets.keys().collect()),
+            deltas: BTreeMap::new(),
+            maps: names(desired.maps.keys().collect(), current.maps.keys().collect()),
+            chains: names(
+                desired.chains.keys().collect(),
+                current.chains.keys().collect(),
+            ),
+        }
+    }
+
+    fn of(change: &'a Change) -> Scope<'a> {
+        let deltas: BTreeMap<&str, &ElementDelta> = change
+            .elements
+            .iter()
+            .filter(|(n, _)| !change.sets.contains(*n))
+            .map(|(n, d)| (n.as_str(), d))
+            .collect();
+        Scope {
+            sets: change
+                .sets
+                .iter()
+                .map(String::as_str)
+                .chain(deltas.keys().copied())
+                .collect(),
+            deltas,
+            maps: change.maps.iter().map(String::as_str).collect(),
+            chains: change.chains.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// The pieces of a plan, in the order they are sent.
+#[derive(Default)]
+struct Parts {
+    stats: PlanStats,
+    prepare: String,       // new sets, filled, in an earlier transaction
+    head: String,          // objects to create
+    body: String,          // element changes of kept sets
+    rewrites: String,      // chain rewrites (base chains last)
+    base_rewrites: String, //
+    map_dels: String,      // stale map elements
+    map_adds: String,      // map elements, once their chains exist
+    chain_flushes: String, // cleanup: rules of removed chains
+    maps_chains: String,   // cleanup: removed maps, then removed chains
+    chain_dels: String,    //
+    set_dels: String,      // cleanup: removed sets, last of all
+}
+
 /// The delta from `current` to `desired`; an empty plan when nothing differs.
 pub fn delta(current: &TableState, desired: &Ruleset) -> Plan {
+    plan_scope(current, desired, &Scope::everything(current, desired))
+}
+
+/// The delta from `current` to `desired` looking only at what `change`
+/// names: element deltas are trusted (checked against `current`), named
+/// chains, sets and maps are compared whole.
+pub fn delta_of(current: &TableState, desired: &Ruleset, change: &Change) -> Plan {
+    plan_scope(current, desired, &Scope::of(change))
+}
+
+fn plan_scope(current: &TableState, desired: &Ruleset, scope: &Scope) -> Plan {
+    let mut p = Parts::default();
+    for name in &scope.sets {
+        let delta = scope.deltas.get(name).copied();
+        plan_set(
+            &mut p,
+            name,
+            current.sets.get(*name),
+            desired.sets.get(*name),
+            delta,
+        );
+    }
+    for name in &scope.maps {
+        plan_map(
+            &mut p,
+            name,
+            current.maps.get(*name),
+            desired.maps.get(*name),
+        );
+    }
+    plan_chains(&mut p, current, desired, &scope.chains);
+    p.finish()
+}
+
+fn decl_with(set: &Set, elements: &BTreeSet<String>) -> String {
+    format!(
+        "add set {} {} {{ {} elements = {{ {} }} }}\n",
+        table(),
+        set.name,
+        set.ty.declaration(),
+        element_block(elements)
+    )
+}
+
+/// Whether a listing could not render some element of `elements`.
+pub fn has_unreadable(elements: &BTreeSet<String>) -> bool {
+    elements
+        .range("<unreadable".to_string()..)
+        .next()
+        .is_some_and(|e| e.starts_with("<unreadable"))
+}
+
+fn plan_set(
+    p: &mut Parts,
+    name: &str,
+    have: Option<&BTreeSet<String>>,
+    want: Option<&Set>,
+    delta: Option<&ElementDelta>,
+) {
     let t = table();
-    let want = TableState::of(desired);
-    let mut stats = PlanStats::default();
-    let mut prepare = String::new(); // new sets, filled, in an earlier transaction
-    let mut head = String::new(); // objects to create
-    let mut body = String::new(); // element deletions, chain rewrites, additions
-    let mut tail = String::new(); // removed maps, then removed chains
+    let (have, set) = match (have, want) {
+        (None, None) => return,
+        (Some(_), None) => {
+            let _ = writeln!(p.set_dels, "delete set {t} {name}");
+            return;
+        }
+        (None, Some(set)) => {
+            if set.elements.is_empty() {
+                let _ = writeln!(
+                    p.prepare,
+                    "add set {t} {name} {{ {} }}",
+                    set.ty.declaration()
+                );
+            } else {
+                p.prepare.push_str(&decl_with(set, &set.elements));
+                p.stats.elements_added += set.elements.len();
+            }
+            return;
+        }
+        (Some(have), Some(set)) => (have, set),
+    };
+    let unreadable = has_unreadable(have);
+    let (gone, new): (BTreeSet<String>, BTreeSet<String>) = match delta {
+        Some(d) if !unreadable => (
+            d.removed
+                .iter()
+                .filter(|e| have.contains(*e))
+                .cloned()
+                .collect(),
+            d.added
+                .iter()
+                .filter(|e| !have.contains(*e))
+                .cloned()
+                .collect(),
+        ),
+        _ => (
+            have.difference(&set.elements).cloned().collect(),
+            set.elements.difference(have).cloned().collect(),
+        ),
+    };
+    if unreadable || (!gone.is_empty() && set.elements.len() <= REFILL_MAX) {
+        // Cannot name what to delete, or cheap to rewrite: refill.
+        let _ = writeln!(p.body, "flush set {t} {name}");
+        if !set.elements.is_empty() {
+            p.body.push_str(&decl_with(set, &set.elements));
+        }
+        p.stats.elements_deleted += have.len();
+        p.stats.elements_added += set.elements.len();
+        return;
+    }
+    if !gone.is_empty() {
+        let _ = writeln!(
+            p.body,
+            "delete element {t} {name} {{ {} }}",
+            element_block(&gone)
+        );
+        p.stats.elements_deleted += gone.len();
+    }
+    if !new.is_empty() {
+        p.body.push_str(&decl_with(set, &new));
+        p.stats.elements_added += new.len();
+    }
+}
 
-    // Sets.
-    for (name, set) in &desired.sets {
-        match current.sets.get(name) {
+fn map_decl(name: &str, elements: &[(&String, &String)]) -> String {
+    let items: Vec<String> = elements
+        .iter()
+        .map(|(k, v)| format!("\"{k}\" : {v}"))
+        .collect();
+    format!(
+        "add map {} {name} {{ type ifname : verdict; elements = {{ {} }} }}\n",
+        table(),
+        items.join(", ")
+    )
+}
+
+fn plan_map(
+    p: &mut Parts,
+    name: &str,
+    have: Option<&BTreeMap<String, String>>,
+    want: Option<&VerdictMap>,
+) {
+    let t = table();
+    let Some(map) = want else {
+        if have.is_some() {
+            let _ = writeln!(p.maps_chains, "delete map {t} {name}");
+        }
+        return;
+    };
+    let Some(have) = have else {
+        // Declared now, filled once the chains it points at exist.
+        let _ = writeln!(p.head, "add map {t} {name} {{ type ifname : verdict; }}");
+        let all: Vec<_> = map.elements.iter().collect();
+        if !all.is_empty() {
+            p.map_adds.push_str(&map_decl(name, &all));
+            p.stats.elements_added += all.len();
+        }
+        return;
+    };
+    let stale = have.iter().any(|(k, v)| map.elements.get(k) != Some(v));
+    let new: Vec<_> = if stale {
+        // Flush and refill: `delete element` would make nft fetch every set.
+        let _ = writeln!(p.map_dels, "flush map {t} {name}");
+        p.stats.elements_deleted += have.len();
+        map.elements.iter().collect()
+    } else {
+        map.elements
+            .iter()
+            .filter(|(k, _)| !have.contains_key(*k))
+            .collect()
+    };
+    if !new.is_empty() {
+        p.map_adds.push_str(&map_decl(name, &new));
+        p.stats.elements_added += new.len();
+    }
+}
+
+fn hashes(chain: &Chain) -> Vec<String> {
+    chain.rules.iter().map(|r| r.hash(&chain.name)).collect()
+}
+
+fn plan_chains(p: &mut Parts, current: &TableState, desired: &Ruleset, names: &BTreeSet<&str>) {
+    let t = table();
+    let mut chains: Vec<&Chain> = names
+        .iter()
+        .filter_map(|n| desired.chains.get(*n))
+        .collect();
+    chains.sort_by(|a, b| (a.rank, &a.name).cmp(&(b.rank, &b.name)));
+    // Declare every new chain first so that jumps resolve, then rewrite
+    // changed ones in dependency order.
+    for chain in &chains {
+        if current.chains.contains_key(&chain.name) {
+            continue;
+        }
+        match chain.hook {
+            Some(h) => {
+                let _ = writeln!(
+                    p.head,
+                    "add chain {t} {} {{ type {} hook {} priority {}; policy accept; }}",
+                    chain.name, h.kind, h.hook, h.priority
+                );
+            }
             None => {
-                let _ = writeln!(prepare, "add set {t} {name} {{ {} }}", set.ty.declaration());
-                if !set.elements.is_empty() {
-                    let _ = writeln!(
-                        prepare,
-                        "add element {t} {name} {{ {} }}",
-                        element_block(&set.elements)
-                    );
-                    stats.elements_added += set.elements.len();
-                }
-            }
-            Some(have) => {
-                let gone: BTreeSet<String> = have.difference(&set.elements).cloned().collect();
-                let new: BTreeSet<String> = set.elements.difference(have).cloned().collect();
-                if gone.iter().any(|e| e.starts_with("<unreadable")) {
-                    // Cannot name what to delete: rewrite the set's contents.
-                    let _ = writeln!(body, "flush set {t} {name}");
-                    if !set.elements.is_empty() {
-                        let _ = writeln!(
-                            body,
-                            "add element {t} {name} {{ {} }}",
-                            element_block(&set.elements)
-                        );
-                    }
-                    stats.elements_deleted += have.len();
-                    stats.elements_added += set.elements.len();
-                    continue;
-                }
-                if !gone.is_empty() {
-                    let _ = writeln!(
-                        body,
-                        "delete element {t} {name} {{ {} }}",
-                        element_block(&gone)
-                    );
-                    stats.elements_deleted += gone.len();
-                }
-                if !new.is_empty() {
-                    let _ = writeln!(body, "add element {t} {name} {{ {} }}", element_block(&new));
-                    stats.elements_added += new.len();
-                }
+                let _ = writeln!(p.head, "add chain {t} {}", chain.name);
             }
         }
     }
-    // Removed sets go last of all: rules of removed chains may use them.
-    let mut set_dels = String::new();
-    for name in current
-        .sets
-        .keys()
-        .filter(|n| !desired.sets.contains_key(*n))
-    {
-        let _ = writeln!(set_dels, "delete set {t} {name}");
-    }
-
-    // Maps: declare new ones now, fill after the chains they point at exist.
-    let mut map_adds = String::new();
-    let mut map_dels = String::new();
-    for (name, map) in &desired.maps {
-        let have = current.maps.get(name);
-        if have.is_none() {
-            let _ = writeln!(head, "add map {t} {name} {{ type ifname : verdict; }}");
-        }
-        let empty = Default::default();
-        let have = have.unwrap_or(&empty);
-        for (k, v) in have {
-            if map.elements.get(k) != Some(v) {
-                if k.starts_with("<unreadable") {
-                    let _ = writeln!(map_dels, "flush map {t} {name}");
-                    continue;
-                }
-                let _ = writeln!(map_dels, "delete element {t} {name} {{ \"{k}\" }}");
-                stats.elements_deleted += 1;
-            }
-        }
-        let flushed = have.keys().any(|k| k.starts_with("<unreadable"));
-        for (k, v) in &map.elements {
-            if flushed || have.get(k) != Some(v) {
-                let _ = writeln!(map_adds, "add element {t} {name} {{ \"{k}\" : {v} }}");
-                stats.elements_added += 1;
-            }
-        }
-    }
-    for name in current
-        .maps
-        .keys()
-        .filter(|n| !desired.maps.contains_key(*n))
-    {
-        let _ = writeln!(tail, "delete map {t} {name}");
-    }
-
-    // Chains: declare every new chain first so that jumps resolve, then
-    // rewrite changed ones in dependency order.
-    for chain in desired.ordered_chains() {
-        if !current.chains.contains_key(&chain.name) {
-            match chain.hook {
-                Some(h) => {
-                    let _ = writeln!(
-                        head,
-                        "add chain {t} {} {{ type {} hook {} priority {}; policy accept; }}",
-                        chain.name, h.kind, h.hook, h.priority
-                    );
-                }
-                None => {
-                    let _ = writeln!(head, "add chain {t} {}", chain.name);
-                }
-            }
-        }
-    }
-    let mut rewrites = String::new();
-    let mut base_rewrites = String::new();
-    for chain in desired.ordered_chains() {
+    for chain in &chains {
         let have = current.chains.get(&chain.name);
-        if have == want.chains.get(&chain.name) {
+        if have == Some(&hashes(chain)) {
             continue;
         }
         let out = if chain.rank == Rank::Base {
-            &mut base_rewrites
+            &mut p.base_rewrites
         } else {
-            &mut rewrites
+            &mut p.rewrites
         };
         if have.is_some() {
             let _ = writeln!(out, "flush chain {t} {}", chain.name);
@@ -265,51 +429,87 @@ pub fn delta(current: &TableState, desired: &Ruleset) -> Plan {
         for r in &chain.rules {
             let _ = writeln!(out, "add rule {t} {} {}", chain.name, r.render(&chain.name));
         }
-        stats.chains_written += 1;
+        p.stats.chains_written += 1;
     }
-    let mut removals = String::new();
-    let gone: Vec<&String> = current
-        .chains
-        .keys()
-        .filter(|n| !desired.chains.contains_key(*n))
-        .collect();
-    // Flush every removed chain first: they may jump to one another.
-    let mut chain_dels = String::new();
-    for name in &gone {
-        let _ = writeln!(removals, "flush chain {t} {name}");
-        let _ = writeln!(chain_dels, "delete chain {t} {name}");
+    // Removed chains: flushed first (they may jump to one another), deleted
+    // after the removed maps whose elements jump to them.
+    let mut dels = String::new();
+    for name in names {
+        if current.chains.contains_key(*name) && !desired.chains.contains_key(*name) {
+            let _ = writeln!(p.chain_flushes, "flush chain {t} {name}");
+            let _ = writeln!(dels, "delete chain {t} {name}");
+            p.stats.chains_deleted += 1;
+        }
     }
-    // Removed maps (in `tail`) go before the chains their elements jump to.
-    tail.push_str(&chain_dels);
-    stats.chains_deleted = gone.len();
+    p.chain_dels = dels;
+}
 
-    let mut text = String::new();
-    let cleanup = cleanup_text(&removals, &tail, &set_dels);
-    if head.is_empty()
-        && body.is_empty()
-        && rewrites.is_empty()
-        && base_rewrites.is_empty()
-        && map_adds.is_empty()
-        && map_dels.is_empty()
-    {
-        return Plan {
-            prepare: with_table(prepare),
-            text: String::new(),
-            cleanup,
-            stats,
+impl Parts {
+    fn finish(mut self) -> Plan {
+        let t = table();
+        self.maps_chains.push_str(&self.chain_dels);
+        let cleanup = cleanup_text(&self.chain_flushes, &self.maps_chains, &self.set_dels);
+        let change = [
+            &self.head,
+            &self.body,
+            &self.rewrites,
+            &self.map_dels,
+            &self.map_adds,
+            &self.base_rewrites,
+        ];
+        let text = if change.iter().all(|s| s.is_empty()) {
+            String::new()
+        } else {
+            let mut text = format!("add table {t}\n");
+            change.iter().for_each(|s| text.push_str(s));
+            text
         };
+        Plan {
+            prepare: with_table(self.prepare),
+            text,
+            cleanup,
+            stats: self.stats,
+        }
     }
-    let _ = writeln!(text, "add table {t}");
-    text.push_str(&head);
-    text.push_str(&body);
-    text.push_str(&rewrites);
-    text.push_str(&map_dels);
-    text.push_str(&map_adds);
-    text.push_str(&base_rewrites);
-    Plan {
-        prepare: with_table(prepare),
-        text,
-        cleanup,
-        stats,
+}
+
+/// The `Change` that takes `before` to `after`, found by comparing them
+/// whole (for tests, benchmarks and tools; the compiler produces changes
+/// without comparing).
+pub fn change_between(before: &Ruleset, after: &Ruleset) -> Change {
+    let mut c = Change::default();
+    let names = |a: Vec<&String>, b: Vec<&String>| -> BTreeSet<String> {
+        a.into_iter().chain(b).cloned().collect()
+    };
+    for n in names(
+        before.chains.keys().collect(),
+        after.chains.keys().collect(),
+    ) {
+        if before.chains.get(&n) != after.chains.get(&n) {
+            c.chains.insert(n);
+        }
     }
+    for n in names(before.maps.keys().collect(), after.maps.keys().collect()) {
+        if before.maps.get(&n) != after.maps.get(&n) {
+            c.maps.insert(n);
+        }
+    }
+    for n in names(before.sets.keys().collect(), after.sets.keys().collect()) {
+        match (before.sets.get(&n), after.sets.get(&n)) {
+            (Some(a), Some(b)) if a.ty == b.ty => {
+                let d = ElementDelta {
+                    added: b.elements.difference(&a.elements).cloned().collect(),
+                    removed: a.elements.difference(&b.elements).cloned().collect(),
+                };
+                if !d.is_empty() {
+                    c.elements.insert(n, d);
+                }
+            }
+            (a, b) if a != b => {
+                c.sets.insert(n);
+            }
+            _ => {}
+        }
+    }
+    c
 }

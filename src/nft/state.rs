@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use crate::compile::ir::Ruleset;
+use crate::compile::ir::{Change, Ruleset};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TableState {
@@ -39,6 +39,55 @@ impl TableState {
                 .values()
                 .map(|m| (m.name.clone(), m.elements.clone()))
                 .collect(),
+        }
+    }
+
+    /// Moves this view on by `change`, whose names refer to `desired`:
+    /// named chains, sets and maps are copied from it (or dropped when it
+    /// lacks them), element deltas applied. Costs what the change costs.
+    pub fn advance(&mut self, desired: &Ruleset, change: &Change) {
+        for name in &change.chains {
+            match desired.chains.get(name) {
+                Some(c) => {
+                    let hashes = c.rules.iter().map(|r| r.hash(&c.name)).collect();
+                    self.chains.insert(name.clone(), hashes);
+                }
+                None => {
+                    self.chains.remove(name);
+                }
+            }
+        }
+        let copy_set = |st: &mut TableState, name: &String| match desired.sets.get(name) {
+            Some(s) => {
+                st.sets.insert(name.clone(), s.elements.clone());
+            }
+            None => {
+                st.sets.remove(name);
+            }
+        };
+        for name in &change.sets {
+            copy_set(self, name);
+        }
+        for (name, d) in &change.elements {
+            match self.sets.get_mut(name) {
+                Some(have) if !super::plan::has_unreadable(have) => {
+                    d.removed.iter().for_each(|e| {
+                        have.remove(e);
+                    });
+                    have.extend(d.added.iter().cloned());
+                }
+                _ => copy_set(self, name),
+            }
+        }
+        for name in &change.maps {
+            match desired.maps.get(name) {
+                Some(m) => {
+                    self.maps.insert(name.clone(), m.elements.clone());
+                }
+                None => {
+                    self.maps.remove(name);
+                }
+            }
         }
     }
 

@@ -1,0 +1,661 @@
+//! tortie's own nf_tables netlink socket: element-only changes sent as one
+//! batch (BatchBegin carrying the generation id the change was planned
+//! against, one NEWSETELEM / DELSETELEM per element text, BatchEnd), and
+//! the ruleset generation id (GETGEN). The kernel refuses a batch whose
+//! generation id is stale (another program committed since), so a
+//! concurrent writer is detected and never overwritten silently.
+//!
+//! The socket lives as long as its `NftKernel`; for a named network
+//! namespace it is opened by a thread that entered the namespace (a netlink
+//! socket stays bound to the namespace it was created in), so the process
+//! itself never moves.
+
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use netlink_packet_core::{
+    DefaultNla, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload,
+};
+use netlink_packet_netfilter::nftables::{
+    DataAttribute, ListAttribute, NfTablesMessage, SetElementAttribute, SetElementFlags,
+    SetElementList, SetElementMessage,
+};
+use netlink_packet_netfilter::{
+    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
+    nftables::GenMessage, none::ControlMessage,
+};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+
+use super::NftError;
+use super::elements::{ElementBatch, encode, is_interval};
+use super::exec::Target;
+use crate::compile::ir::TABLE_NAME;
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFNL_MSG_BATCH_BEGIN: u8 = 16;
+const NFNL_BATCH_GENID: u16 = 1;
+/// Socket buffers large enough for a batch of `MAX_BATCH` elements and the
+/// kernel's answers.
+const BUFFER_BYTES: usize = 16 << 20;
+/// Larger element changes go through nft (one transaction either way).
+pub const MAX_BATCH: usize = 20_000;
+
+/// What one message of a batch was about, to name it in errors.
+#[derive(Debug, Clone)]
+struct Sent {
+    set: String,
+    element: String,
+    add: bool,
+}
+
+/// An encoded batch: the BatchBegin's sequence number, the bytes, and
+/// what each element message (by sequence number) was about.
+type Encoded = (u32, Vec<u8>, Vec<(u32, Sent)>);
+
+/// A long-lived NETLINK_NETFILTER socket in one network namespace.
+#[derive(Debug)]
+pub struct NlSocket {
+    sock: Socket,
+    seq: u32,
+}
+
+fn sock_err(what: &'static str) -> impl FnOnce(std::io::Error) -> NftError {
+    move |e| NftError::Netlink {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+/// Raises a socket buffer (forcing it past the sysctl cap where allowed).
+fn buffer(sock: &Socket, force: libc::c_int, plain: libc::c_int) {
+    let size = BUFFER_BYTES as libc::c_int;
+    for opt in [force, plain] {
+        // SAFETY: setsockopt with a valid fd and a c_int option value.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return;
+        }
+    }
+}
+
+fn open_here() -> Result<NlSocket, NftError> {
+    let mut sock = Socket::new(NETLINK_NETFILTER).map_err(sock_err("open"))?;
+    sock.bind_auto().map_err(sock_err("bind"))?;
+    sock.connect(&SocketAddr::new(0, 0))
+        .map_err(sock_err("connect"))?;
+    // Error answers carry only the header of the refused message.
+    let _ = sock.set_cap_ack(true);
+    let _ = sock.set_ext_ack(true);
+    buffer(&sock, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF);
+    buffer(&sock, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF);
+    Ok(NlSocket { sock, seq: 0 })
+}
+
+/// Moves the calling thread into `target`'s network namespace.
+fn enter(target: &Target) -> Result<(), NftError> {
+    let Target::Netns(path) = target else {
+        return Ok(());
+    };
+    let netns = |reason: String| NftError::Netns {
+        path: path.clone(),
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(|e| netns(e.to_string()))?;
+    // SAFETY: a plain syscall on an fd that stays open for the call; it
+    // changes only the calling thread's network namespace.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(netns(std::io::Error::last_os_error().to_string()));
+    }
+    Ok(())
+}
+
+fn nf_header(family: NetfilterProtoFamily, res_id: u16) -> NetfilterHeader {
+    NetfilterHeader::new(family, 0, res_id)
+}
+
+fn errno_text(code: i32) -> String {
+    std::io::Error::from_raw_os_error(code.abs()).to_string()
+}
+
+impl NlSocket {
+    /// Opens a socket in `target` (from a short-lived thread for a netns).
+    pub fn open(target: &Target) -> Result<NlSocket, NftError> {
+        if *target == Target::Current {
+            return open_here();
+        }
+        let target = target.clone();
+        std::thread::Builder::new()
+            .name("tortie-nfnl".into())
+            .spawn(move || {
+                enter(&target)?;
+                open_here()
+            })
+            .map_err(sock_err("thread"))?
+            .join()
+            .map_err(|_| NftError::Netlink {
+                what: "thread",
+                reason: "the socket thread panicked".into(),
+            })?
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1).max(1);
+        self.seq
+    }
+
+    fn message(&mut self, flags: u16, inner: NetfilterMessage) -> (u32, Vec<u8>) {
+        let seq = self.next_seq();
+        let mut m = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(inner));
+        m.header.flags = flags;
+        m.header.sequence_number = seq;
+        m.finalize();
+        let mut buf = vec![0; m.buffer_len()];
+        m.serialize(&mut buf);
+        (seq, buf)
+    }
+
+    /// The ruleset's generation id now.
+    pub fn genid(&mut self, deadline: Duration) -> Result<u32, NftError> {
+        let get = NetfilterMessage::new(
+            nf_header(NetfilterProtoFamily::Unspec, 0),
+            NfTablesMessage::GetGen(GenMessage { attributes: vec![] }),
+        );
+        let (seq, buf) = self.message(NLM_F_REQUEST | NLM_F_ACK, get);
+        self.sock.send(&buf, 0).map_err(sock_err("send"))?;
+        let mut id = None;
+        let mut acked = false;
+        self.receive(deadline, |m| {
+            if m.header.sequence_number != seq {
+                return Ok(false);
+            }
+            match m.payload {
+                NetlinkPayload::InnerMessage(NetfilterMessage {
+                    inner: NetfilterMessageInner::NfTables(NfTablesMessage::NewGen(g)),
+                    ..
+                }) => {
+                    id = g.attributes.iter().find_map(|a| match a {
+                        netlink_packet_netfilter::nftables::GenAttribute::Id(i) => Some(*i),
+                        _ => None,
+                    });
+                }
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    return Err(NftError::Netlink {
+                        what: "generation id",
+                        reason: errno_text(e.raw_code()),
+                    });
+                }
+                NetlinkPayload::Error(_) => acked = true,
+                _ => {}
+            }
+            Ok(acked)
+        })?;
+        id.ok_or(NftError::Netlink {
+            what: "generation id",
+            reason: "the kernel's answer carried no generation id".into(),
+        })
+    }
+
+    /// Reads answers until `f` says it has seen the last one it needs.
+    fn receive(
+        &mut self,
+        deadline: Duration,
+        mut f: impl FnMut(NetlinkMessage<NetfilterMessage>) -> Result<bool, NftError>,
+    ) -> Result<(), NftError> {
+        let start = Instant::now();
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
+        loop {
+            let left = deadline.saturating_sub(start.elapsed());
+            if left.is_zero() || !readable(&self.sock, left)? {
+                return Err(NftError::Timeout {
+                    what: "netlink batch",
+                    after: deadline,
+                });
+            }
+            buf.clear();
+            self.sock.recv(&mut buf, 0).map_err(sock_err("receive"))?;
+            let mut at = 0;
+            while at + 16 <= buf.len() {
+                let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
+                if len < 16 || at + len > buf.len() {
+                    break;
+                }
+                let m = NetlinkMessage::<NetfilterMessage>::deserialize(&buf[at..at + len])
+                    .map_err(|e| NftError::Netlink {
+                        what: "decode",
+                        reason: e.to_string(),
+                    })?;
+                if f(m)? {
+                    return Ok(());
+                }
+                at += (len + 3) & !3;
+            }
+        }
+    }
+
+    /// Sends `batch` as one transaction planned against generation `genid`;
+    /// returns the generation id after the commit.
+    pub fn apply(
+        &mut self,
+        batch: &ElementBatch,
+        genid: u32,
+        deadline: Duration,
+    ) -> Result<u32, NftError> {
+        let (begin_seq, out, sent) = self.encode(batch, genid)?;
+        self.sock.send(&out, 0).map_err(sock_err("send"))?;
+        self.acks(begin_seq, genid, &sent, deadline)?;
+        Ok(genid.wrapping_add(1).max(1))
+    }
+
+    /// The batch as bytes: BatchBegin (with `genid`), every removal, every
+    /// addition, BatchEnd; with the sequence number of the BatchBegin and
+    /// what each element message was about.
+    fn encode(&mut self, batch: &ElementBatch, genid: u32) -> Result<Encoded, NftError> {
+        let (begin_seq, mut out) = self.batch_begin(genid);
+        let mut sent: Vec<(u32, Sent)> = Vec::new();
+        for add in [false, true] {
+            for s in &batch.sets {
+                let texts = if add { &s.added } else { &s.removed };
+                for t in texts {
+                    let keys = encode(s.ty, t).map_err(|reason| NftError::Element {
+                        set: s.set.clone(),
+                        element: t.clone(),
+                        add,
+                        reason,
+                    })?;
+                    let msg = element_message(&s.set, keys, is_interval(s.ty), add);
+                    let flags = NLM_F_REQUEST | NLM_F_ACK | if add { NLM_F_CREATE } else { 0 };
+                    let (seq, bytes) = self.message(flags, msg);
+                    out.extend_from_slice(&bytes);
+                    let what = Sent {
+                        set: s.set.clone(),
+                        element: t.clone(),
+                        add,
+                    };
+                    sent.push((seq, what));
+                }
+            }
+        }
+        let end = NetfilterMessage::new(
+            nf_header(NetfilterProtoFamily::Unspec, NFNL_SUBSYS_NFTABLES),
+            ControlMessage::BatchEnd,
+        );
+        let (_, bytes) = self.message(NLM_F_REQUEST, end);
+        out.extend_from_slice(&bytes);
+        Ok((begin_seq, out, sent))
+    }
+
+    fn batch_begin(&mut self, genid: u32) -> (u32, Vec<u8>) {
+        let begin = NetfilterMessage::new(
+            nf_header(NetfilterProtoFamily::Unspec, NFNL_SUBSYS_NFTABLES),
+            ControlMessage::Other {
+                message_type: NFNL_MSG_BATCH_BEGIN,
+                attributes: vec![DefaultNla::new(
+                    NFNL_BATCH_GENID,
+                    genid.to_be_bytes().to_vec(),
+                )],
+            },
+        );
+        self.message(NLM_F_REQUEST, begin)
+    }
+
+    /// Reads one answer per element message (and batch-level errors).
+    fn acks(
+        &mut self,
+        begin_seq: u32,
+        genid: u32,
+        sent: &[(u32, Sent)],
+        deadline: Duration,
+    ) -> Result<(), NftError> {
+        let Some(&(first, _)) = sent.first() else {
+            return Ok(());
+        };
+        let mut answered = 0;
+        let mut first_error: Option<NftError> = None;
+        let mut batch_error: Option<i32> = None;
+        self.receive(deadline, |m| {
+            let seq = m.header.sequence_number;
+            let NetlinkPayload::Error(e) = m.payload else {
+                return Ok(false);
+            };
+            if seq == begin_seq {
+                batch_error = Some(e.raw_code());
+                // A stale generation id ends the batch at once.
+                return Ok(e.raw_code() == -libc::ERESTART || answered == sent.len());
+            }
+            let Some(idx) = seq.checked_sub(first).map(|i| i as usize) else {
+                return Ok(false);
+            };
+            let Some((_, what)) = sent.get(idx) else {
+                return Ok(false);
+            };
+            answered += 1;
+            if e.code.is_some() && first_error.is_none() {
+                first_error = Some(NftError::Element {
+                    set: what.set.clone(),
+                    element: what.element.clone(),
+                    add: what.add,
+                    reason: errno_text(e.raw_code()),
+                });
+            }
+            Ok(answered == sent.len())
+        })?;
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        match batch_error {
+            Some(c) if c == -libc::ERESTART => Err(NftError::Conflict {
+                expected: genid,
+                reason: "another program changed the ruleset since tortie last read or wrote it"
+                    .into(),
+            }),
+            Some(c) if c != 0 => Err(NftError::Netlink {
+                what: "commit",
+                reason: errno_text(c),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `s` as a NUL-terminated attribute value.
+pub fn cstr(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+/// One message of a dump: its attributes (after the nfgenmsg header).
+#[derive(Debug)]
+pub struct Raw {
+    pub payload: Vec<u8>,
+}
+
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_DUMP_INTR: u16 = 0x10;
+
+impl NlSocket {
+    /// One nf_tables request (`dump`: every object matching `attrs`) in the
+    /// inet family; its answers. A dump interrupted by a commit is an error
+    /// (`what: "interrupted"`).
+    pub fn dump(
+        &mut self,
+        msg_type: u8,
+        attrs: &[(u16, Vec<u8>)],
+        dump: bool,
+        deadline: Duration,
+    ) -> Result<Vec<Raw>, NftError> {
+        let seq = self.next_seq();
+        let mut body = vec![1u8, 0, 0, 0]; // nfgenmsg: inet, version 0
+        for (kind, v) in attrs {
+            let len = (4 + v.len()) as u16;
+            body.extend_from_slice(&len.to_ne_bytes());
+            body.extend_from_slice(&kind.to_ne_bytes());
+            body.extend_from_slice(v);
+            body.resize((body.len() + 3) & !3, 0);
+        }
+        let flags = NLM_F_REQUEST | if dump { 0x300 } else { NLM_F_ACK };
+        let mut msg = Vec::with_capacity(16 + body.len());
+        msg.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+        msg.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | msg_type as u16).to_ne_bytes());
+        msg.extend_from_slice(&flags.to_ne_bytes());
+        msg.extend_from_slice(&seq.to_ne_bytes());
+        msg.extend_from_slice(&0u32.to_ne_bytes());
+        msg.extend_from_slice(&body);
+        self.sock.send(&msg, 0).map_err(sock_err("send"))?;
+        self.answers(seq, deadline)
+    }
+
+    /// Reads the answers to request `seq` until DONE or an ack.
+    fn answers(&mut self, seq: u32, deadline: Duration) -> Result<Vec<Raw>, NftError> {
+        let start = Instant::now();
+        let mut out = Vec::new();
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+        loop {
+            let left = deadline.saturating_sub(start.elapsed());
+            if left.is_zero() || !readable(&self.sock, left)? {
+                return Err(NftError::Timeout {
+                    what: "netlink dump",
+                    after: deadline,
+                });
+            }
+            buf.clear();
+            self.sock.recv(&mut buf, 0).map_err(sock_err("receive"))?;
+            let mut at = 0;
+            while at + 16 <= buf.len() {
+                let h = &buf[at..at + 16];
+                let len = u32::from_ne_bytes(h[0..4].try_into().expect("4")) as usize;
+                let kind = u16::from_ne_bytes([h[4], h[5]]);
+                let flags = u16::from_ne_bytes([h[6], h[7]]);
+                let mseq = u32::from_ne_bytes(h[8..12].try_into().expect("4"));
+                if len < 16 || at + len > buf.len() {
+                    break;
+                }
+                let payload = &buf[at + 16..at + len];
+                at += (len + 3) & !3;
+                if mseq != seq {
+                    continue;
+                }
+                if flags & NLM_F_DUMP_INTR != 0 {
+                    return Err(NftError::Netlink {
+                        what: "interrupted",
+                        reason: "the table changed during the dump".into(),
+                    });
+                }
+                match kind {
+                    NLMSG_DONE => return Ok(out),
+                    NLMSG_ERROR => {
+                        let code = payload
+                            .get(..4)
+                            .map(|c| i32::from_ne_bytes(c.try_into().expect("4")))
+                            .unwrap_or(0);
+                        if code == 0 {
+                            return Ok(out);
+                        }
+                        return Err(NftError::Netlink {
+                            what: "dump",
+                            reason: errno_text(code),
+                        });
+                    }
+                    _ => out.push(Raw {
+                        payload: payload.get(4..).unwrap_or(&[]).to_vec(),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// One NEWSETELEM or DELSETELEM message for one element text.
+fn element_message(
+    set: &str,
+    keys: super::elements::Keys,
+    interval: bool,
+    add: bool,
+) -> NetfilterMessage {
+    let key = |k: Vec<u8>| SetElementAttribute::Key(DataAttribute::Value(k));
+    let mut elems = vec![ListAttribute::Element(vec![key(keys.start)])];
+    if interval && let Some(end) = keys.end {
+        elems.push(ListAttribute::Element(vec![
+            key(end),
+            SetElementAttribute::Flags(SetElementFlags::IntervalEnd),
+        ]));
+    }
+    let body = SetElementMessage {
+        attributes: vec![
+            SetElementList::Table(TABLE_NAME.to_string()),
+            SetElementList::Set(set.to_string()),
+            SetElementList::Elements(elems),
+        ],
+    };
+    let inner = if add {
+        NfTablesMessage::NewSetElement(body)
+    } else {
+        NfTablesMessage::DeleteSetElement(body)
+    };
+    NetfilterMessage::new(nf_header(NetfilterProtoFamily::Inet, 0), inner)
+}
+
+/// Waits until `sock` is readable, at most `timeout`; false on timeout.
+fn readable(sock: &Socket, timeout: Duration) -> Result<bool, NftError> {
+    let mut pfd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd for the duration of the call.
+    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        return Err(sock_err("poll")(e));
+    }
+    Ok(rc > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::ir::SetType;
+    use crate::nft::elements::SetElements;
+
+    /// Splits a batch into its messages.
+    fn messages(bytes: &[u8]) -> Vec<NetlinkMessage<NetfilterMessage>> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let len = u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            out.push(NetlinkMessage::deserialize(&bytes[at..at + len]).unwrap());
+            at += (len + 3) & !3;
+        }
+        out
+    }
+
+    fn keys_of(m: &NetlinkMessage<NetfilterMessage>) -> (bool, Vec<(Vec<u8>, bool)>) {
+        let NetlinkPayload::InnerMessage(NetfilterMessage {
+            inner: NetfilterMessageInner::NfTables(msg),
+            ..
+        }) = &m.payload
+        else {
+            panic!("not an nftables message: {m:?}");
+        };
+        let (add, body) = match msg {
+            NfTablesMessage::NewSetElement(b) => (true, b),
+            NfTablesMessage::DeleteSetElement(b) => (false, b),
+            other => panic!("{other:?}"),
+        };
+        let mut keys = Vec::new();
+        for a in &body.attributes {
+            if let SetElementList::Elements(list) = a {
+                for l in list {
+                    let ListAttribute::Element(attrs) = l else {
+                        continue;
+                    };
+                    let mut key = Vec::new();
+                    let mut end = false;
+                    for at in attrs {
+                        match at {
+                            SetElementAttribute::Key(DataAttribute::Value(k)) => key = k.clone(),
+                            SetElementAttribute::Flags(f) => {
+                                end = f.contains(SetElementFlags::IntervalEnd)
+                            }
+                            _ => {}
+                        }
+                    }
+                    keys.push((key, end));
+                }
+            }
+        }
+        (add, keys)
+    }
+
+    #[test]
+    fn a_batch_carries_the_genid_then_removals_then_additions() {
+        let mut sock = open_here_for_test();
+        let batch = ElementBatch {
+            sets: vec![
+                SetElements {
+                    set: "s4-a".into(),
+                    ty: SetType::Ipv4,
+                    removed: vec![],
+                    added: vec!["198.18.0.0/24".into()],
+                },
+                SetElements {
+                    set: "np4-b".into(),
+                    ty: SetType::NamedPortV4,
+                    removed: vec!["198.18.0.5 . 6 . 80".into()],
+                    added: vec![],
+                },
+            ],
+        };
+        let (begin, bytes, sent) = sock.encode(&batch, 0x0102_0304).unwrap();
+        let m = messages(&bytes);
+        assert_eq!(m.len(), 4);
+        // BatchBegin: subsystem nftables, the generation id attribute.
+        assert_eq!(m[0].header.sequence_number, begin);
+        assert_eq!(m[0].header.message_type, NFNL_MSG_BATCH_BEGIN as u16);
+        let raw = &bytes[..m[0].header.length as usize];
+        assert_eq!(&raw[18..20], &[0, 10], "res_id: NFNL_SUBSYS_NFTABLES");
+        assert_eq!(&raw[20..24], &[8, 0, 1, 0], "NFNL_BATCH_GENID attribute");
+        assert_eq!(&raw[24..28], &[1, 2, 3, 4], "the generation id, big-endian");
+        // The removal first (one concatenated key), then the addition
+        // (start, and end + 1 flagged INTERVAL_END).
+        let (add, keys) = keys_of(&m[1]);
+        assert!(!add);
+        assert_eq!(
+            keys,
+            vec![(vec![198, 18, 0, 5, 6, 0, 0, 0, 0, 80, 0, 0], false)]
+        );
+        let (add, keys) = keys_of(&m[2]);
+        assert!(add);
+        assert!(m[2].header.flags & NLM_F_CREATE != 0 && m[2].header.flags & NLM_F_ACK != 0);
+        assert_eq!(
+            keys,
+            vec![(vec![198, 18, 0, 0], false), (vec![198, 18, 1, 0], true)]
+        );
+        assert_eq!(m[3].header.message_type, 17, "BatchEnd");
+        // Answers are matched to elements by sequence number.
+        let names: Vec<_> = sent
+            .iter()
+            .map(|(q, s)| (*q, s.set.as_str(), s.add))
+            .collect();
+        let (s1, s2) = (m[1].header.sequence_number, m[2].header.sequence_number);
+        assert_eq!(names, vec![(s1, "np4-b", false), (s2, "s4-a", true)]);
+    }
+
+    #[test]
+    fn an_element_that_does_not_encode_fails_the_whole_batch_by_name() {
+        let mut sock = open_here_for_test();
+        let batch = ElementBatch {
+            sets: vec![SetElements {
+                set: "s4-a".into(),
+                ty: SetType::Ipv4,
+                removed: vec![],
+                added: vec!["198.18.0.1".into(), "fd74::1".into()],
+            }],
+        };
+        let err = sock.encode(&batch, 1).unwrap_err().to_string();
+        assert!(
+            err.contains("s4-a") && err.contains("fd74::1") && err.contains("add"),
+            "{err}"
+        );
+    }
+
+    /// A socket in this namespace (no root needed to open one; nothing is
+    /// sent by these tests).
+    fn open_here_for_test() -> NlSocket {
+        open_here().expect("a netlink socket")
+    }
+}
