@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use support::*;
 use tortie::calc::Cluster;
 use tortie::compile::compile;
-use tortie::model::Resource;
+use tortie::model::{Resource, Update};
 use tortie::nft::{Dataplane, exec, plan};
 use tortie::synth::{LOCAL_NODE, Size, generate, pod_ip};
 
@@ -162,111 +162,155 @@ fn full_apply(rep: &mut Report, sizes: &[&str], runs: usize) {
 }
 
 /// 3. Incremental changes.
+/// One change of section 3 and its undo, as datastore updates.
+type ChangePair = (Vec<Update>, Vec<Update>);
+
+fn first_of<T>(base: &[Resource], pick: impl Fn(&Resource) -> Option<T>) -> T {
+    base.iter()
+        .find_map(pick)
+        .expect("the synthetic cluster has one")
+}
+
+/// The changes of section 3, each with its undo.
+fn section3_changes(base: &[Resource]) -> Vec<(&'static str, ChangePair)> {
+    let remote = first_of(base, |r| match r {
+        Resource::Pod(p) if p.spec.node_name.as_deref() != Some(LOCAL_NODE) => Some(p.clone()),
+        _ => None,
+    });
+    let mut added = remote.clone();
+    added.metadata.name = Some("bench-new-pod".into());
+    added.status.pod_ip = Some(pod_ip(999_999));
+    let added = Resource::Pod(added);
+    let mut relabelled = remote.clone();
+    relabelled
+        .metadata
+        .labels
+        .insert("app".into(), "app-7".into());
+    // A policy that applies to local endpoints (local pods carry app-0).
+    let gnp = first_of(base, |r| match r {
+        Resource::GlobalNetworkPolicy(g)
+            if g.spec
+                .selector
+                .as_deref()
+                .is_some_and(|s| s.starts_with("app == 'app-0'")) =>
+        {
+            Some(g.clone())
+        }
+        _ => None,
+    });
+    let mut edited = gnp.clone();
+    edited.spec.ingress[1]
+        .destination
+        .ports
+        .push(tortie::model::types::Port::Range(9443, 9443));
+    let set = first_of(base, |r| match r {
+        Resource::GlobalNetworkSet(s) => Some(s.clone()),
+        _ => None,
+    });
+    let mut grown = set.clone();
+    grown.spec.nets.push("198.19.250.0/24".into());
+    let put = Update::put;
+    vec![
+        (
+            "one pod added (remote node)",
+            (vec![put(added.clone())], vec![Update::delete(added.key())]),
+        ),
+        (
+            "one pod's labels changed (remote node)",
+            (
+                vec![put(Resource::Pod(relabelled))],
+                vec![put(Resource::Pod(remote))],
+            ),
+        ),
+        (
+            "one policy edited (a port; it applies here)",
+            (
+                vec![put(Resource::GlobalNetworkPolicy(edited))],
+                vec![put(Resource::GlobalNetworkPolicy(gnp))],
+            ),
+        ),
+        (
+            "one NetworkSet edited (a net added)",
+            (
+                vec![put(Resource::GlobalNetworkSet(grown))],
+                vec![put(Resource::GlobalNetworkSet(set))],
+            ),
+        ),
+    ]
+}
+
 fn incremental(rep: &mut Report, name: &str, runs: usize) {
     let base = resources_for(name);
     let ns = Netns::new("incr");
     let mut dp = Dataplane::new(ns.target());
-    // The daemon's engine: set-member changes are applied in place.
+    // The daemon's path: engine updates, then the engine's Change applied.
     let mut engine =
         tortie::compile::incremental::Incremental::new(base.clone(), LOCAL_NODE, |_| {});
-    let rs0 = engine.ruleset().clone();
-    dp.apply(&rs0).expect("initial apply");
-    // The changes, each applied and then undone.
-    type Change = Box<dyn Fn(&mut Vec<Resource>)>;
-    let changes: Vec<(&str, Change)> = vec![
-        (
-            "one pod added (remote node)",
-            Box::new(|r: &mut Vec<Resource>| {
-                if let Some(Resource::Pod(p)) = r.iter().find(|x| matches!(x, Resource::Pod(p) if p.spec.node_name.as_deref() != Some(LOCAL_NODE))).cloned() {
-                    let mut p = p.clone();
-                    p.metadata.name = Some("bench-new-pod".into());
-                    p.status.pod_ip = Some(pod_ip(999_999));
-                    r.push(Resource::Pod(p));
-                }
-            }),
-        ),
-        (
-            "one pod's labels changed (remote node)",
-            Box::new(|r: &mut Vec<Resource>| {
-                if let Some(Resource::Pod(p)) = r.iter_mut().find(|x| matches!(x, Resource::Pod(p) if p.spec.node_name.as_deref() != Some(LOCAL_NODE))) {
-                    p.metadata.labels.insert("app".into(), "app-7".into());
-                }
-            }),
-        ),
-        (
-            "one policy edited (a port)",
-            Box::new(|r: &mut Vec<Resource>| {
-                if let Some(Resource::GlobalNetworkPolicy(g)) = r
-                    .iter_mut()
-                    .find(|x| matches!(x, Resource::GlobalNetworkPolicy(_)))
-                {
-                    g.spec.ingress[1]
-                        .destination
-                        .ports
-                        .push(tortie::model::types::Port::Range(9443, 9443));
-                }
-            }),
-        ),
-        (
-            "one NetworkSet edited (a net added)",
-            Box::new(|r: &mut Vec<Resource>| {
-                if let Some(Resource::GlobalNetworkSet(s)) = r
-                    .iter_mut()
-                    .find(|x| matches!(x, Resource::GlobalNetworkSet(_)))
-                {
-                    s.spec.nets.push("198.19.250.0/24".into());
-                }
-            }),
-        ),
-    ];
-    rep.line("| change | time until in the kernel | of which compile | of which nft | transaction | full re-apply |");
+    dp.apply(engine.ruleset()).expect("initial apply");
+    engine.take_change();
+    rep.line("| change | time until in the kernel | of which compute | of which kernel | transaction | full re-apply |");
     rep.line("|---|---|---|---|---|---|");
-    for (label, change) in &changes {
+    for (label, (change, undo)) in section3_changes(&base) {
         let (mut total, mut comp, mut nft, mut full) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut size = (0usize, 0usize, 0usize);
+        let mut size = (0usize, 0usize);
         for _ in 0..runs {
-            let mut changed = base.clone();
-            change(&mut changed);
             let t = Instant::now();
-            engine.update(changed.clone());
+            engine.apply(change.clone());
+            let delta = engine.take_change();
             let c = t.elapsed().as_secs_f64();
-            let rs = engine.ruleset().clone();
-            let (p, _) = dp.plan(&rs).expect("plan");
-            size = (
-                p.prepare.len() + p.text.len() + p.cleanup.len(),
-                p.stats.chains_written,
-                p.stats.elements_added + p.stats.elements_deleted,
-            );
             let t2 = Instant::now();
-            dp.apply(&rs).expect("apply");
+            let r = dp.apply_change(engine.ruleset(), &delta).expect("apply");
             let n = t2.elapsed().as_secs_f64();
+            size = (
+                r.stats.chains_written,
+                r.stats.elements_added + r.stats.elements_deleted,
+            );
             total.push(c + n);
             comp.push(c);
             nft.push(n);
-            // Back to the base, then the same change as a full re-apply
-            // (a full compile and the whole table rewritten).
-            engine.update(base.clone());
-            dp.apply(&rs0).expect("undo");
+            // The same change as a full re-apply (a full compile and the
+            // whole table rewritten), then back to the base.
             let t3 = Instant::now();
-            let rs = compile(&Cluster::build(&changed, LOCAL_NODE), LOCAL_NODE);
+            let rs = compile(
+                &Cluster::build(&current(&base, &change), LOCAL_NODE),
+                LOCAL_NODE,
+            );
             let text = plan::full_rebuild(&rs).text;
             exec::run_transaction(&ns.target(), &text).expect("full");
             full.push(t3.elapsed().as_secs_f64());
+            assert!(
+                &rs == engine.ruleset(),
+                "{label}: the engine equals a full compile"
+            );
             dp.invalidate();
-            dp.apply(&rs0).expect("undo full");
+            engine.apply(undo.clone());
+            let back = engine.take_change();
+            dp.apply_change(engine.ruleset(), &back).expect("undo");
         }
         rep.line(&format!(
-            "| {label} | {:.1} ms | {:.1} ms | {:.1} ms | {} bytes ({} chains, {} elements) | {:.1} ms |",
+            "| {label} | {:.2} ms | {:.2} ms | {:.2} ms | {} chains, {} elements | {:.1} ms |",
             median(total) * 1e3,
             median(comp) * 1e3,
             median(nft) * 1e3,
             size.0,
             size.1,
-            size.2,
             median(full) * 1e3
         ));
     }
+}
+
+/// `base` with `updates` applied.
+fn current(base: &[Resource], updates: &[Update]) -> Vec<Resource> {
+    let mut map: std::collections::BTreeMap<_, _> =
+        base.iter().map(|r| (r.key(), r.clone())).collect();
+    for u in updates {
+        match &u.value {
+            Some(v) => map.insert(u.key.clone(), v.clone()),
+            None => map.remove(&u.key),
+        };
+    }
+    map.into_values().collect()
 }
 
 /// TCP connections per second and throughput from `client` to `server_ip`.

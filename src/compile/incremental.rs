@@ -198,6 +198,14 @@ impl Incremental {
         &self.cluster
     }
 
+    #[cfg(test)]
+    fn debug_set(&self, name: &str) -> String {
+        match self.counts.get(name) {
+            Some(Counts::Addresses(c)) => c.debug(),
+            other => format!("{other:?}"),
+        }
+    }
+
     /// How many distinct policies apply to this node's endpoints.
     pub fn local_policy_count(&self) -> usize {
         let ids: std::collections::HashSet<&PolicyId> = self.lists.values().flatten().collect();

@@ -401,9 +401,23 @@ fn run(seed: u64, steps: usize) -> (usize, BTreeMap<&'static str, usize>) {
         let want = compile(&Cluster::build(&list, NODE), NODE);
         let got = engine.ruleset();
         if got.render() != want.render() || got != &want {
-            let batch: Vec<String> = batch.iter().map(|u| format!("{:?}", u.key)).collect();
+            let batch: Vec<String> = batch.iter().map(|u| format!("{u:?}")).collect();
+            let sets: Vec<String> = want
+                .sets
+                .iter()
+                .filter(|(n, s)| got.sets.get(*n) != Some(*s))
+                .map(|(n, s)| {
+                    format!(
+                        "{n} ({}): got {:?}, want {:?}; {}",
+                        s.comment,
+                        got.sets.get(n).map(|g| &g.elements),
+                        s.elements,
+                        engine.debug_set(n)
+                    )
+                })
+                .collect();
             panic!(
-                "seed {seed}, step {done}: incremental differs from a full compile after {batch:?} ({label})\n{}",
+                "seed {seed}, step {done}: incremental differs from a full compile after {batch:#?} ({label})\n{}\nsets: {sets:#?}",
                 first_difference(&got.render(), &want.render())
             );
         }
