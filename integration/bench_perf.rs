@@ -161,7 +161,8 @@ fn full_apply(rep: &mut Report, sizes: &[&str], runs: usize) {
     }
 }
 
-/// 3. Incremental changes.
+// 3. Incremental changes.
+
 /// One change of section 3 and its undo, as datastore updates.
 type ChangePair = (Vec<Update>, Vec<Update>);
 
