@@ -116,6 +116,9 @@ pub struct Incremental {
     sets_by_key: HashMap<KeyAndPair, BTreeSet<String>>,
     /// Every policy by id, with its place in evaluation order.
     policies: HashMap<PolicyId, (Rank, Policy)>,
+    /// Policies by a `key == value` their selector requires; the rest.
+    policy_by_pair: HashMap<String, HashMap<String, BTreeSet<PolicyId>>>,
+    policy_unkeyed: BTreeSet<PolicyId>,
     /// The policies that apply to each local endpoint, in order.
     lists: HashMap<EndpointId, Vec<PolicyId>>,
     owned: HashMap<Owner, Vec<Obj>>,
@@ -177,6 +180,8 @@ impl Incremental {
             sets_unkeyed: BTreeSet::new(),
             sets_by_key: HashMap::new(),
             policies: HashMap::new(),
+            policy_by_pair: HashMap::new(),
+            policy_unkeyed: BTreeSet::new(),
             lists: HashMap::new(),
             owned: HashMap::new(),
             refs: HashMap::new(),
@@ -239,6 +244,12 @@ impl Incremental {
             .iter()
             .map(|p| (p.id.clone(), (self.cluster.policy_rank(p), p.clone())))
             .collect();
+        self.policy_by_pair.clear();
+        self.policy_unkeyed.clear();
+        for p in std::mem::take(&mut self.cluster.policies) {
+            self.index_policy(&p, true);
+            self.cluster.policies.push(p);
+        }
         self.lists = self
             .cluster
             .endpoints

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::calc::OrderKey;
+use crate::compile::members::required_pair;
 use crate::model::convert;
 
 /// Where a policy sits for an endpoint: everything of it that an
@@ -171,10 +172,41 @@ impl Incremental {
 
     /// The ids of the policies that apply to `ep`, in order.
     pub(super) fn list_for(&self, ep: &Endpoint) -> Vec<PolicyId> {
-        self.cluster
-            .policies_for(ep)
-            .map(|p| p.id.clone())
-            .collect()
+        let keyed = ep.labels.iter().filter_map(|(k, v)| {
+            self.policy_by_pair
+                .get(k.as_str())
+                .and_then(|values| values.get(v.as_str()))
+        });
+        let mut found: Vec<(&Rank, &PolicyId)> = keyed
+            .chain(std::iter::once(&self.policy_unkeyed))
+            .flatten()
+            .filter_map(|id| {
+                let (rank, p) = self.policies.get(id)?;
+                p.applies_to.matches(&ep.labels).then_some((rank, id))
+            })
+            .collect();
+        found.sort();
+        found.dedup();
+        found.into_iter().map(|(_, id)| id.clone()).collect()
+    }
+
+    /// Files `p` under the `key == value` its selector requires (or as
+    /// unkeyed), so endpoints find the policies they may match.
+    pub(super) fn index_policy(&mut self, p: &Policy, add: bool) {
+        let set = match required_pair(&p.applies_to) {
+            Some((k, v)) => self
+                .policy_by_pair
+                .entry(k)
+                .or_default()
+                .entry(v)
+                .or_default(),
+            None => &mut self.policy_unkeyed,
+        };
+        if add {
+            set.insert(p.id.clone());
+        } else {
+            set.remove(&p.id);
+        }
     }
 
     /// Puts `ep` (or nothing) in the cluster's list of local endpoints under
@@ -233,7 +265,8 @@ impl Incremental {
         let Some(id) = old.as_ref().or(new.as_ref()).map(|p| p.id.clone()) else {
             return;
         };
-        if let Some((rank, _)) = self.policies.remove(&id) {
+        if let Some((rank, p)) = self.policies.remove(&id) {
+            self.index_policy(&p, false);
             let at = self.rank_position(&rank);
             if self.cluster.policies.get(at).is_some_and(|p| p.id == id) {
                 self.cluster.policies.remove(at);
@@ -244,6 +277,7 @@ impl Incremental {
             let at = self.rank_position(rank);
             self.cluster.policies.insert(at, p.clone());
             self.policies.insert(id.clone(), (rank.clone(), p.clone()));
+            self.index_policy(p, true);
         }
         for ep in &self.cluster.endpoints {
             let was = old
