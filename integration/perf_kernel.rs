@@ -96,7 +96,15 @@ pub fn sections_only(
                 rep.line("");
                 super::perf_calc::section(rep, sizes);
             }
-            other => panic!("--sections: unknown section `{other}` (known: calc, kernel)"),
+            "incremental" => {
+                rep.line("");
+                rep.line(&format!("## 3. Incremental changes ({name})"));
+                rep.line("");
+                super::incremental(rep, name, runs);
+            }
+            other => {
+                panic!("--sections: unknown section `{other}` (known: calc, incremental, kernel)")
+            }
         }
     }
     std::fs::write(out, &rep.out).expect("write report");
