@@ -103,20 +103,10 @@ fn socket_err(what: &'static str) -> impl FnOnce(std::io::Error) -> HostIfacesEr
 
 /// Moves the calling thread into `target`'s network namespace.
 fn enter(target: &Target) -> Result<(), HostIfacesError> {
-    let Target::Netns(path) = target else {
-        return Ok(());
-    };
-    let netns = |reason: String| HostIfacesError::Netns {
-        path: path.clone(),
-        reason,
-    };
-    let file = std::fs::File::open(path).map_err(|e| netns(e.to_string()))?;
-    // SAFETY: a plain syscall on an fd that stays open for the call; it
-    // changes only the calling thread's network namespace.
-    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(netns(std::io::Error::last_os_error().to_string()));
-    }
-    Ok(())
+    target.enter_thread().map_err(|e| match e {
+        crate::nft::NftError::Netns { path, reason } => HostIfacesError::Netns { path, reason },
+        other => HostIfacesError::Thread(other.to_string()),
+    })
 }
 
 /// What a dump has gathered so far: links by index, addresses by index.

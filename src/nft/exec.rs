@@ -74,6 +74,25 @@ impl Target {
         }
     }
 
+    /// Moves the calling thread into the target's network namespace (for
+    /// a thread that opens netlink sockets there; the process stays put).
+    pub fn enter_thread(&self) -> Result<(), NftError> {
+        let Target::Netns(path) = self else {
+            return Ok(());
+        };
+        let netns = |reason: String| NftError::Netns {
+            path: path.clone(),
+            reason,
+        };
+        let file = std::fs::File::open(path).map_err(|e| netns(e.to_string()))?;
+        // SAFETY: a plain syscall on an fd that stays open for the call; it
+        // changes only the calling thread's network namespace.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(netns(std::io::Error::last_os_error().to_string()));
+        }
+        Ok(())
+    }
+
     fn command(&self, program: &str) -> Result<Command, NftError> {
         let mut cmd = Command::new(program);
         // Its own process group: terminal signals reach tortie only, and a

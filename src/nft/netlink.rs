@@ -100,24 +100,6 @@ fn open_here() -> Result<NlSocket, NftError> {
     Ok(NlSocket { sock, seq: 0 })
 }
 
-/// Moves the calling thread into `target`'s network namespace.
-fn enter(target: &Target) -> Result<(), NftError> {
-    let Target::Netns(path) = target else {
-        return Ok(());
-    };
-    let netns = |reason: String| NftError::Netns {
-        path: path.clone(),
-        reason,
-    };
-    let file = std::fs::File::open(path).map_err(|e| netns(e.to_string()))?;
-    // SAFETY: a plain syscall on an fd that stays open for the call; it
-    // changes only the calling thread's network namespace.
-    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(netns(std::io::Error::last_os_error().to_string()));
-    }
-    Ok(())
-}
-
 fn nf_header(family: NetfilterProtoFamily, res_id: u16) -> NetfilterHeader {
     NetfilterHeader::new(family, 0, res_id)
 }
@@ -136,7 +118,7 @@ impl NlSocket {
         std::thread::Builder::new()
             .name("tortie-nfnl".into())
             .spawn(move || {
-                enter(&target)?;
+                target.enter_thread()?;
                 open_here()
             })
             .map_err(sock_err("thread"))?
