@@ -3,7 +3,6 @@
 //! size metrics, the refresh interval), and the misconfiguration checks
 //! after each compute. Hands the ruleset's changes to the kernel side.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::compile::incremental::{Incremental, NodeContext, Outcome};
@@ -19,7 +18,6 @@ use super::pump::Batch;
 
 pub struct Desired {
     engine: Incremental,
-    policy_tiers: BTreeMap<String, String>,
     refresh: Duration,
     /// The node's interfaces, when followed.
     interfaces: Option<InterfaceAddrs>,
@@ -67,12 +65,11 @@ impl Desired {
         );
         let mut d = Desired {
             engine,
-            policy_tiers: BTreeMap::new(),
             refresh: Duration::ZERO,
             interfaces,
             checks: Checks::default(),
         };
-        d.publish(opts, ctx);
+        d.publish(true, opts, ctx);
         d.check(opts, ctx);
         d
     }
@@ -81,7 +78,7 @@ impl Desired {
     pub fn view(&self, opts: &Options) -> View<'_> {
         View {
             ruleset: self.engine.ruleset(),
-            policy_tiers: &self.policy_tiers,
+            policy_tiers: self.engine.policy_tiers(),
             refresh: self.refresh_every(opts),
         }
     }
@@ -102,7 +99,7 @@ impl Desired {
             self.interfaces = Some(map.clone());
             if self.engine.set_host_interfaces(map) != Outcome::Unchanged {
                 tracing::info!("the node's interfaces changed; host endpoints re-bound");
-                self.publish(opts, ctx);
+                self.publish(false, opts, ctx);
                 changed = true;
             }
         }
@@ -120,7 +117,8 @@ impl Desired {
         let started = Instant::now();
         let outcome = self.engine.apply(updates);
         match outcome {
-            Outcome::Full | Outcome::Parts(_) => self.publish(opts, ctx),
+            Outcome::Full => self.publish(true, opts, ctx),
+            Outcome::Parts(_) => self.publish(false, opts, ctx),
             Outcome::Sets(_) => {
                 let snap = ctx.metrics.snapshot();
                 publish_sizes(self, snap.local_endpoints, snap.local_policies, ctx.metrics);
@@ -150,15 +148,18 @@ impl Desired {
         );
     }
 
-    /// Publishes what a full compile produced: notes, the log context, metrics.
-    fn publish(&mut self, opts: &Options, ctx: &Ctx) {
+    /// Publishes what a compute produced: the log context and metrics, and
+    /// after a rebuild (`rebuilt`) the notes and settings it brings.
+    fn publish(&mut self, rebuilt: bool, opts: &Options, ctx: &Ctx) {
         let node = opts.node.as_str();
         let cluster = self.engine.cluster();
-        if let (Some(level), Some(sev)) = (&opts.log_level, &cluster.settings.log_severity) {
-            level.set_felix_severity(sev);
-        }
-        for n in &cluster.notes {
-            tracing::warn!(subject = %n.subject, "{}", n.message);
+        if rebuilt {
+            if let (Some(level), Some(sev)) = (&opts.log_level, &cluster.settings.log_severity) {
+                level.set_felix_severity(sev);
+            }
+            for n in &cluster.notes {
+                tracing::warn!(subject = %n.subject, "{}", n.message);
+            }
         }
         let locals: Vec<_> = cluster.local_endpoints(node).collect();
         if let Ok(mut c) = ctx.log_ctx.write() {
@@ -169,11 +170,6 @@ impl Desired {
                 .collect();
         }
         let (n_locals, n_policies) = (locals.len(), self.engine.local_policy_count());
-        self.policy_tiers = cluster
-            .policies
-            .iter()
-            .map(|p| (p.id.to_string(), p.tier.clone()))
-            .collect();
         self.refresh = cluster.settings.refresh_interval;
         publish_sizes(self, n_locals, n_policies, ctx.metrics);
     }
