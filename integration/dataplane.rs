@@ -4,31 +4,13 @@
 
 mod support;
 
-use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use support::*;
 use tortie::compile::ir::{Rank, Rule as IrRule, Ruleset};
 use tortie::nft::{Dataplane, plan};
-
-/// A TCP probe that says which step failed: connect (SYN not answered) or
-/// read (connected, but no data in time).
-fn probe_tcp_detail(to: IpAddr, port: u16, timeout: Duration) -> (bool, &'static str) {
-    use std::io::Read;
-    let addr = std::net::SocketAddr::new(to, port);
-    let mut s = match std::net::TcpStream::connect_timeout(&addr, timeout) {
-        Ok(s) => s,
-        Err(_) => return (false, "connect failed"),
-    };
-    let _ = s.set_read_timeout(Some(timeout));
-    let mut buf = [0u8; 64];
-    match s.read(&mut buf) {
-        Ok(n) if n > 0 => (true, "answered"),
-        _ => (false, "read failed"),
-    }
-}
 
 type World = Trio;
 
@@ -47,53 +29,6 @@ impl World {
 const POLICY_A: &str = "kind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nmetadata: {name: a, namespace: default}\nspec: {podSelector: {matchLabels: {app: server}}, ingress: [{from: [{podSelector: {matchLabels: {app: good}}}]}]}\n";
 const POLICY_B: &str = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: b}\nspec: {selector: app == 'server', order: 5, types: [Ingress], ingress: [{action: Deny, source: {nets: [198.18.0.4/32]}}, {action: Allow, protocol: TCP, source: {nets: [198.18.0.3/32]}, destination: {ports: [80]}}]}\n";
 
-/// Probes good→server (must connect) and bad→server (must not) until
-/// `stop`; returns (attempts, wrong verdicts).
-fn prober(w: &World, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(usize, Vec<String>)> {
-    let good = w.node.pod("default", "good").ns.path();
-    let bad = w.node.pod("default", "bad").ns.path();
-    let to = w.server();
-    std::thread::spawn(move || {
-        let attempts = Arc::new(AtomicUsize::new(0));
-        let wrong = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut handles = Vec::new();
-        for (ns, expect) in [(good, true), (bad, false)] {
-            for _ in 0..2 {
-                let (stop, attempts, wrong, ns) =
-                    (stop.clone(), attempts.clone(), wrong.clone(), ns.clone());
-                handles.push(std::thread::spawn(move || {
-                    enter_netns(&ns);
-                    let deadline = Instant::now() + Duration::from_secs(300);
-                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                        // An allowed connection gets 900 ms: longer than any
-                        // scheduling hiccup on a loaded machine, shorter than
-                        // TCP's 1 s SYN retransmission, so a SYN dropped by
-                        // the ruleset still shows as a failure.
-                        let timeout = Duration::from_millis(if expect { 900 } else { 200 });
-                        let t0 = Instant::now();
-                        let (got, how) = probe_tcp_detail(to, 80, timeout);
-                        attempts.fetch_add(1, Ordering::Relaxed);
-                        if got != expect {
-                            wrong.lock().unwrap().push(format!(
-                                "{} got {got} ({how} after {:?})",
-                                ns.display(),
-                                t0.elapsed()
-                            ));
-                        }
-                    }
-                }));
-            }
-        }
-        for h in handles {
-            h.join().unwrap();
-        }
-        (
-            attempts.load(Ordering::Relaxed),
-            wrong.lock().unwrap().clone(),
-        )
-    })
-}
-
 #[test]
 fn no_wrong_verdict_while_200_rulesets_are_swapped() {
     if !kernel::require_kernel("swap") {
@@ -103,7 +38,7 @@ fn no_wrong_verdict_while_200_rulesets_are_swapped() {
     let (a, b) = (w.ruleset(POLICY_A), w.ruleset(POLICY_B));
     w.node.dataplane.borrow_mut().apply(&a).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let probing = prober(&w, stop.clone());
+    let probing = w.probe_while(stop.clone(), 2, Duration::from_secs(300));
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
     let mut chains_written = 0;
@@ -132,7 +67,7 @@ fn no_wrong_verdict_across_forced_full_rebuilds() {
     let (a, b) = (w.ruleset(POLICY_A), w.ruleset(POLICY_B));
     w.node.dataplane.borrow_mut().apply(&a).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let probing = prober(&w, stop.clone());
+    let probing = w.probe_while(stop.clone(), 2, Duration::from_secs(300));
     std::thread::sleep(Duration::from_millis(300));
     for i in 0..60 {
         let rs = if i % 2 == 0 { &b } else { &a };

@@ -11,7 +11,7 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -41,6 +41,17 @@ fn table(contents: &[BTreeSet<String>; 5]) -> Ruleset {
         );
     }
     rs
+}
+
+/// The table with `s4` in the first (IPv4) set and the others empty.
+fn one(s4: &[&str]) -> Ruleset {
+    table(&[
+        set_of(s4),
+        set_of(&[]),
+        set_of(&[]),
+        set_of(&[]),
+        set_of(&[]),
+    ])
 }
 
 fn set_of(items: &[&str]) -> BTreeSet<String> {
@@ -412,15 +423,6 @@ fn kernel_refusals_name_the_set_and_element_and_change_nothing() {
     }
     let ns = Netns::new("nlrefuse");
     let mut dp = Dataplane::new(ns.target());
-    let one = |s4: &[&str]| {
-        table(&[
-            set_of(s4),
-            set_of(&[]),
-            set_of(&[]),
-            set_of(&[]),
-            set_of(&[]),
-        ])
-    };
     let a = one(&["198.18.0.5", "198.18.0.9"]);
     dp.apply(&a).unwrap();
     // A delta that is not normalised: a CIDR covering existing addresses
@@ -455,15 +457,6 @@ fn a_refresh_lists_nothing_until_someone_else_commits() {
     }
     let ns = Netns::new("nlrefresh");
     let mut dp = Dataplane::new(ns.target());
-    let one = |s4: &[&str]| {
-        table(&[
-            set_of(s4),
-            set_of(&[]),
-            set_of(&[]),
-            set_of(&[]),
-            set_of(&[]),
-        ])
-    };
     let a = one(&["198.18.0.5"]);
     dp.apply(&a).unwrap();
     let b = one(&["198.18.0.5", "198.18.0.6"]);
@@ -495,44 +488,6 @@ fn remote_goods(n: usize) -> String {
         .collect()
 }
 
-/// Probes good→server (must connect) and bad→server (must not) until
-/// `stop`; returns (attempts, wrong verdicts).
-fn prober(w: &Trio, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(usize, Vec<String>)> {
-    let good = w.node.pod("default", "good").ns.path();
-    let bad = w.node.pod("default", "bad").ns.path();
-    let to = w.server();
-    std::thread::spawn(move || {
-        let attempts = Arc::new(AtomicUsize::new(0));
-        let wrong = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut handles = Vec::new();
-        for (ns, expect) in [(good, true), (bad, false)] {
-            let (stop, attempts, wrong) = (stop.clone(), attempts.clone(), wrong.clone());
-            handles.push(std::thread::spawn(move || {
-                enter_netns(&ns);
-                let deadline = Instant::now() + Duration::from_secs(120);
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    // 900 ms: above scheduling hiccups, below TCP's 1 s SYN
-                    // retransmission, so a dropped SYN shows as a failure.
-                    let timeout = Duration::from_millis(if expect { 900 } else { 200 });
-                    let got = probe_once(Proto::Tcp, to, 80, timeout);
-                    attempts.fetch_add(1, Ordering::Relaxed);
-                    if got != expect {
-                        wrong
-                            .lock()
-                            .unwrap()
-                            .push(format!("{} got {got}", ns.display()));
-                    }
-                }
-            }));
-        }
-        for h in handles {
-            h.join().unwrap();
-        }
-        let n = attempts.load(Ordering::Relaxed);
-        (n, wrong.lock().unwrap().clone())
-    })
-}
-
 #[test]
 fn no_wrong_verdict_while_swapping_through_apply_change() {
     if !kernel::require_kernel("nl-swap") {
@@ -559,7 +514,7 @@ fn no_wrong_verdict_while_swapping_through_apply_change() {
     let mut dp = w.node.dataplane.borrow_mut();
     dp.apply(&cur).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let probing = prober(&w, stop.clone());
+    let probing = w.probe_while(stop.clone(), 1, Duration::from_secs(120));
     std::thread::sleep(Duration::from_millis(300));
     let (mut by_netlink, mut mixed) = (0, 0);
     let started = Instant::now();

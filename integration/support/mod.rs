@@ -11,6 +11,26 @@ pub use tortie::sandbox::*;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A TCP probe that says which step failed: connect (SYN not answered) or
+/// read (connected, but no data in time).
+pub fn probe_tcp_detail(to: IpAddr, port: u16, timeout: Duration) -> (bool, &'static str) {
+    use std::io::Read;
+    let addr = std::net::SocketAddr::new(to, port);
+    let mut s = match std::net::TcpStream::connect_timeout(&addr, timeout) {
+        Ok(s) => s,
+        Err(_) => return (false, "connect failed"),
+    };
+    let _ = s.set_read_timeout(Some(timeout));
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(n) if n > 0 => (true, "answered"),
+        _ => (false, "read failed"),
+    }
+}
 
 /// A node with three pods in `default`, labelled `app=<name>`: `server`
 /// (serving TCP 80), `good` and `bad`.
@@ -45,6 +65,57 @@ impl Trio {
             labels,
             _servers: servers,
         }
+    }
+
+    /// Probes good→server (must connect) and bad→server (must not) from
+    /// `threads` threads each until `stop` (or `limit`); returns (attempts,
+    /// wrong verdicts).
+    pub fn probe_while(
+        &self,
+        stop: Arc<AtomicBool>,
+        threads: usize,
+        limit: Duration,
+    ) -> std::thread::JoinHandle<(usize, Vec<String>)> {
+        let good = self.node.pod("default", "good").ns.path();
+        let bad = self.node.pod("default", "bad").ns.path();
+        let to = self.server();
+        std::thread::spawn(move || {
+            let attempts = Arc::new(AtomicUsize::new(0));
+            let wrong = Arc::new(Mutex::new(Vec::new()));
+            let mut handles = Vec::new();
+            for (ns, expect) in [(good, true), (bad, false)] {
+                for _ in 0..threads {
+                    let (stop, attempts, wrong, ns) =
+                        (stop.clone(), attempts.clone(), wrong.clone(), ns.clone());
+                    handles.push(std::thread::spawn(move || {
+                        enter_netns(&ns);
+                        let deadline = Instant::now() + limit;
+                        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                            // An allowed connection gets 900 ms: longer than
+                            // any scheduling hiccup on a loaded machine,
+                            // shorter than TCP's 1 s SYN retransmission, so a
+                            // SYN dropped by the ruleset still shows.
+                            let timeout = Duration::from_millis(if expect { 900 } else { 200 });
+                            let t0 = Instant::now();
+                            let (got, how) = probe_tcp_detail(to, 80, timeout);
+                            attempts.fetch_add(1, Ordering::Relaxed);
+                            if got != expect {
+                                wrong.lock().unwrap().push(format!(
+                                    "{} got {got} ({how} after {:?})",
+                                    ns.display(),
+                                    t0.elapsed()
+                                ));
+                            }
+                        }
+                    }));
+                }
+            }
+            for h in handles {
+                h.join().unwrap();
+            }
+            let n = attempts.load(Ordering::Relaxed);
+            (n, wrong.lock().unwrap().clone())
+        })
     }
 
     pub fn server(&self) -> IpAddr {
