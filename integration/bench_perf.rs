@@ -495,40 +495,9 @@ fn packet_path(rep: &mut Report, name: &str, runs: usize, naive_rules: usize) {
 /// YAML for the synthetic cluster, split into files of at most 1000 documents.
 fn write_cluster_dir(resources: &[Resource], dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
-    let mut docs = Vec::new();
-    for r in resources {
-        let doc = match r {
-            Resource::Namespace(o) => format!(
-                "apiVersion: v1\nkind: Namespace\nmetadata: {}\n",
-                serde_json::to_string(&o.metadata).unwrap()
-            ),
-            Resource::Pod(p) => format!(
-                "apiVersion: v1\nkind: Pod\nmetadata: {}\nspec: {{nodeName: {}, containers: [{{name: c, ports: [{{name: http, containerPort: 8080}}]}}]}}\nstatus: {{podIP: '{}'}}\n",
-                serde_json::to_string(&p.metadata).unwrap(),
-                p.spec.node_name.clone().unwrap_or_default(),
-                p.status.pod_ip.clone().unwrap_or_default()
-            ),
-            Resource::K8sNetworkPolicy(o) => format!(
-                "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {}\nspec: {}\n",
-                serde_json::to_string(&o.metadata).unwrap(),
-                serde_json::to_string(&o.spec).unwrap()
-            ),
-            Resource::GlobalNetworkPolicy(o) => format!(
-                "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {}\nspec: {}\n",
-                serde_json::to_string(&o.metadata).unwrap(),
-                serde_json::to_string(&o.spec).unwrap()
-            ),
-            Resource::GlobalNetworkSet(o) => format!(
-                "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {}\nspec: {}\n",
-                serde_json::to_string(&o.metadata).unwrap(),
-                serde_json::to_string(&o.spec).unwrap()
-            ),
-            _ => continue,
-        };
-        docs.push(doc);
-    }
-    for (i, chunk) in docs.chunks(1000).enumerate() {
-        std::fs::write(dir.join(format!("part-{i:04}.yaml")), chunk.join("---\n")).unwrap();
+    for (i, chunk) in resources.chunks(1000).enumerate() {
+        let text = tortie::model::emit::cluster_dump(chunk);
+        std::fs::write(dir.join(format!("part-{i:04}.yaml")), text).unwrap();
     }
 }
 

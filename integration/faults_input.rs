@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::*;
-use tortie::model::Resource;
+use tortie::model::emit::cluster_dump;
 
 /// `tortie run` as a process, its log captured; killed on drop.
 struct Agent {
@@ -244,7 +244,7 @@ fn a_file_of_alias_bombs_is_rejected_and_the_agent_keeps_working() {
 /// benchmarks' synthetic cluster), valid if it is ever read.
 fn big_cluster_yaml(bytes: usize) -> String {
     let all = tortie::synth::generate(tortie::synth::Size::XL);
-    let mut out = cluster_yaml(&all[..all.len().min(200 + 250_000)]);
+    let mut out = cluster_dump(&all[..all.len().min(200 + 250_000)]);
     let cut = out[..bytes.min(out.len())].rfind("---\n").unwrap_or(0);
     out.truncate(cut);
     out
@@ -361,72 +361,13 @@ fn directory_renames_leave_the_files_in_force_equal_to_the_files_on_disk() {
     w.within(TWO_SECONDS, (true, true), "subtree deleted");
 }
 
-/// YAML documents for a synthetic cluster (the format of the benchmarks'
-/// directory datastore), `---`-separated.
-fn cluster_yaml(resources: &[Resource]) -> String {
-    let json = |v: &dyn erased::Ser| v.json();
-    let mut out = String::new();
-    for r in resources {
-        let (api, kind, meta, spec) = match r {
-            Resource::Namespace(o) => ("v1", "Namespace", json(&o.metadata), None),
-            Resource::Pod(p) => {
-                let _ = write!(
-                    out,
-                    "apiVersion: v1\nkind: Pod\nmetadata: {}\nspec: {{nodeName: {}, containers: [{{name: c, ports: [{{name: http, containerPort: 8080}}]}}]}}\nstatus: {{podIP: '{}'}}\n---\n",
-                    json(&p.metadata),
-                    p.spec.node_name.clone().unwrap_or_default(),
-                    p.status.pod_ip.clone().unwrap_or_default()
-                );
-                continue;
-            }
-            Resource::K8sNetworkPolicy(o) => (
-                "networking.k8s.io/v1",
-                "NetworkPolicy",
-                json(&o.metadata),
-                Some(json(&o.spec)),
-            ),
-            Resource::GlobalNetworkPolicy(o) => (
-                "projectcalico.org/v3",
-                "GlobalNetworkPolicy",
-                json(&o.metadata),
-                Some(json(&o.spec)),
-            ),
-            Resource::GlobalNetworkSet(o) => (
-                "projectcalico.org/v3",
-                "GlobalNetworkSet",
-                json(&o.metadata),
-                Some(json(&o.spec)),
-            ),
-            _ => continue,
-        };
-        let _ = write!(out, "apiVersion: {api}\nkind: {kind}\nmetadata: {meta}\n");
-        if let Some(spec) = spec {
-            let _ = writeln!(out, "spec: {spec}");
-        }
-        out.push_str("---\n");
-    }
-    out
-}
-
-mod erased {
-    /// Serializes anything serde can, as one line of JSON (valid YAML).
-    pub trait Ser {
-        fn json(&self) -> String;
-    }
-    impl<T: serde::Serialize> Ser for T {
-        fn json(&self) -> String {
-            serde_json::to_string(self).expect("serializable")
-        }
-    }
-}
-
 /// The dump format loads back whole (what the large-file test relies on).
 /// With `TORTIE_DUMP=PATH` (and `TORTIE_DUMP_SIZE=S|M|L|XL`, default XL) it
 /// also writes that cluster as one file, for measuring `tortie validate`.
 #[test]
 fn the_cluster_dump_loads_back_whole() {
     let resources = tortie::synth::generate(tortie::synth::Size::S);
-    let text = cluster_yaml(&resources);
+    let text = cluster_dump(&resources);
     let r = tortie::model::load::load_str(&text, Path::new("dump.yaml"));
     assert!(
         !r.has_errors(),
@@ -437,7 +378,7 @@ fn the_cluster_dump_loads_back_whole() {
     if let Ok(path) = std::env::var("TORTIE_DUMP") {
         let size = std::env::var("TORTIE_DUMP_SIZE").unwrap_or_else(|_| "XL".into());
         let size = tortie::synth::Size::by_name(&size).expect("size S, M, L or XL");
-        let text = cluster_yaml(&tortie::synth::generate(size));
+        let text = cluster_dump(&tortie::synth::generate(size));
         std::fs::write(Path::new(&path), &text).unwrap();
         eprintln!("wrote {} bytes to {path}", text.len());
     }
