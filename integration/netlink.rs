@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use support::*;
 use tortie::compile::ir::{Change, ElementDelta, Ruleset, Set, SetType};
 use tortie::nft::{Dataplane, NftError, plan};
+use tortie::synth::Rng;
 
 const TYPES: [(&str, SetType); 5] = [
     ("s4-t", SetType::Ipv4),
@@ -200,22 +201,6 @@ fn every_kind_of_element_change_lists_back_like_the_text_renderer() {
     }
 }
 
-/// A small deterministic generator (xorshift64*), so a failing walk can be
-/// replayed from its printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// The walk's model: non-overlapping intervals of offsets 0..256 for the
 /// three interval sets, plain elements for the two concatenations.
 #[derive(Default)]
@@ -324,7 +309,7 @@ fn a_seeded_random_walk_of_1000_element_changes_ends_exactly_as_expected() {
     eprintln!("random walk seed {seed} (rerun with TORTIE_WALK_SEED={seed})");
     let ns = Netns::new("nlwalk");
     let mut dp = Dataplane::new(ns.target());
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut model = Model::default();
     let mut cur = table(&model.sets());
     dp.apply(&cur).unwrap();

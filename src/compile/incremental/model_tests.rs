@@ -10,18 +10,12 @@
 use super::*;
 use crate::compile::compile;
 
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
+/// The seeded generator, with the helpers the documents need.
+struct Rng(crate::synth::Rng);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        self.0.below(n as u64) as usize
     }
     fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
         items[self.below(items.len())]
@@ -358,7 +352,7 @@ fn random_update(r: &mut Rng, slots: &[(ResourceKind, &str, String)]) -> Option<
 }
 
 fn run(seed: u64, steps: usize) -> (usize, BTreeMap<&'static str, usize>) {
-    let mut r = Rng(seed.max(1));
+    let mut r = Rng(crate::synth::Rng::new(seed));
     let slots = slots();
     let mut state: BTreeMap<ResourceKey, Resource> = BTreeMap::new();
     for _ in 0..40 {
@@ -453,7 +447,7 @@ fn first_difference(got: &str, want: &str) -> String {
 
 #[test]
 fn every_kind_of_generated_document_validates_often() {
-    let mut r = Rng(9);
+    let mut r = Rng(crate::synth::Rng::new(9));
     let slots = slots();
     let mut seen: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for _ in 0..3000 {
