@@ -59,13 +59,14 @@ impl Daemon {
 
     fn metric(&self, name_with_labels: &str) -> f64 {
         let (_, body) = self.get("/metrics").expect("metrics");
-        body.lines()
-            .find(|l| {
-                l.starts_with(name_with_labels) && l[name_with_labels.len()..].starts_with(' ')
-            })
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
+        sample(&body, name_with_labels)
             .unwrap_or_else(|| panic!("no metric {name_with_labels} in:\n{body}"))
+    }
+
+    /// The series' value, or 0 while it is not exported yet.
+    fn metric_or_zero(&self, name_with_labels: &str) -> f64 {
+        let (_, body) = self.get("/metrics").expect("metrics");
+        sample(&body, name_with_labels).unwrap_or(0.0)
     }
 
     fn stop(mut self) {
@@ -205,10 +206,12 @@ fn edits_reach_the_kernel_and_invalid_edits_keep_the_previous_rules() {
         d.metric("tortie_misconfigured{check=\"no_interfaces\"}"),
         0.0
     );
-    // Per-policy hits come from rule counters (read every refresh, here 1 s).
+    // Per-policy and per-rule hits come from rule counters, read on their
+    // own thread every refresh (here 1 s).
     let deadline = Instant::now() + Duration::from_secs(5);
     let series = "tortie_policy_packets{tier=\"default\",kind=\"knp\",namespace=\"default\",policy=\"p\",action=\"Allow\"}";
-    while d.metric(series) < 1.0 {
+    let rule = "tortie_rule_packets{tier=\"default\",kind=\"knp\",namespace=\"default\",policy=\"p\",direction=\"ingress\",rule=\"0\",action=\"Allow\"}";
+    while d.metric_or_zero(series) < 1.0 || d.metric_or_zero(rule) < 1.0 {
         assert!(
             Instant::now() < deadline,
             "no hits counted for the allow rule"
@@ -232,7 +235,14 @@ fn edits_reach_the_kernel_and_invalid_edits_keep_the_previous_rules() {
             find("process_resident_memory_bytes", None).is_some(),
             "{body}"
         );
-        let drops = find("tortie_implicit_drop_packets", Some("end of tier default"))
+        let drop = find("tortie_implicit_drop_packets", Some("end of tier default"));
+        // The tier walk's owner is found from the jump targets in the
+        // kernel's rule dump.
+        if let Some(x) = drop {
+            let endpoint = x.labels.get("endpoint").unwrap_or_default();
+            assert!(endpoint.starts_with("workload "), "{endpoint:?}\n{body}");
+        }
+        let drops = drop
             .map(|x| match x.value {
                 prometheus_parse::Value::Counter(v) => v,
                 _ => 0.0,
@@ -365,4 +375,12 @@ fn a_mistyped_node_name_is_warned_about_with_the_closest_names_and_a_metric() {
     assert!(text.contains("resolved"), "{text}");
     d.stop();
     let _ = std::fs::remove_file(&log_path);
+}
+
+/// The value of the sample named exactly `name_with_labels` in `body`.
+fn sample(body: &str, name_with_labels: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(name_with_labels) && l[name_with_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }

@@ -145,6 +145,16 @@ enum Command {
         /// Also append each logged packet as a JSON line to this file.
         #[arg(long, env = "TORTIE_LOG_JSON")]
         log_json: Option<PathBuf>,
+        /// How finely policy hits are exported: `rule` (tortie_rule_* per
+        /// rule, and tortie_policy_* per policy) or `policy` (per policy
+        /// only, for fewer series).
+        #[arg(
+            long,
+            env = "TORTIE_POLICY_METRICS",
+            value_enum,
+            default_value = "rule"
+        )]
+        policy_metrics: tortie::daemon::metrics::HitDetail,
         /// Deadline of one nft transaction (e.g. 30s); on expiry nft is
         /// killed and the attempt counts as a failure.
         #[arg(long, env = "TORTIE_NFT_TIMEOUT", default_value = "30s", value_parser = nft_deadline)]
@@ -596,6 +606,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             nflog_group,
             syslog,
             log_json,
+            policy_metrics,
             nft_timeout,
             nft_list_timeout,
             lock_dir,
@@ -648,6 +659,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
                 syslog,
                 log_json,
+                hit_detail: policy_metrics,
                 nft_limits,
                 lock_dir,
                 limits: limits.limits(tortie::model::yaml::Limits::DAEMON)?,

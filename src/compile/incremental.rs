@@ -119,8 +119,6 @@ pub struct Incremental {
     /// Policies by a `key == value` their selector requires; the rest.
     policy_by_pair: HashMap<String, HashMap<String, BTreeSet<PolicyId>>>,
     policy_unkeyed: BTreeSet<PolicyId>,
-    /// Each policy's tier, by the policy's name as rule notes write it.
-    policy_tiers: BTreeMap<String, String>,
     /// The policies that apply to each local endpoint, in order.
     lists: HashMap<EndpointId, Vec<PolicyId>>,
     owned: HashMap<Owner, Vec<Obj>>,
@@ -184,7 +182,6 @@ impl Incremental {
             policies: HashMap::new(),
             policy_by_pair: HashMap::new(),
             policy_unkeyed: BTreeSet::new(),
-            policy_tiers: BTreeMap::new(),
             lists: HashMap::new(),
             owned: HashMap::new(),
             refs: HashMap::new(),
@@ -212,12 +209,6 @@ impl Incremental {
             Some(Counts::Addresses(c)) => c.debug(),
             other => format!("{other:?}"),
         }
-    }
-
-    /// Each policy's tier, by the policy's name as rule notes write it
-    /// (`<kind>/[<namespace>/]<name>`), kept up to date per policy.
-    pub fn policy_tiers(&self) -> &BTreeMap<String, String> {
-        &self.policy_tiers
     }
 
     /// How many distinct policies apply to this node's endpoints.
@@ -255,7 +246,6 @@ impl Incremental {
             .collect();
         self.policy_by_pair.clear();
         self.policy_unkeyed.clear();
-        self.policy_tiers.clear();
         for p in std::mem::take(&mut self.cluster.policies) {
             self.index_policy(&p, true);
             self.cluster.policies.push(p);

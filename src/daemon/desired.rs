@@ -78,7 +78,6 @@ impl Desired {
     pub fn view(&self, opts: &Options) -> View<'_> {
         View {
             ruleset: self.engine.ruleset(),
-            policy_tiers: self.engine.policy_tiers(),
             refresh: self.refresh_every(opts),
         }
     }

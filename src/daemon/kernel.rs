@@ -1,19 +1,17 @@
 //! The kernel side of the loop: when to apply (at once after a change;
 //! after failures, on the jittered backoff, never sooner than
 //! [`RETRY_ON_CHANGE_AFTER`] after the last failure), the periodic refresh
-//! that repairs drift, and reading rule counters for the per-policy and
-//! implicit-drop metrics. It holds the ruleset changes not yet in the
+//! that repairs drift. It holds the ruleset changes not yet in the
 //! kernel (merged on every compute, cleared after a successful apply).
+//! (Rule counters are read on their own thread: `daemon::counters`.)
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::compile::ir::{Change, Ruleset};
 use crate::nft::{Backoff, Dataplane, Limits, NftError, Step, Target};
 
-use super::counters;
-use super::metrics::{Metrics, PolicyLabels};
+use super::metrics::Metrics;
 
 /// While applies fail, a new change may pull the next retry forward, but
 /// never closer than this to the last failure: a flapping input cannot
@@ -31,14 +29,11 @@ pub(super) fn after_change(scheduled: Instant, last_failure: Instant, failures: 
 /// What the kernel side needs to know of the desired state.
 pub struct View<'a> {
     pub ruleset: &'a Ruleset,
-    pub policy_tiers: &'a BTreeMap<String, String>,
     pub refresh: Duration,
 }
 
 pub struct Kernel {
     dp: Dataplane,
-    target: Target,
-    limits: Limits,
     backoff: Backoff,
     pending_apply: bool,
     /// Ruleset changes not yet applied.
@@ -46,25 +41,21 @@ pub struct Kernel {
     next_attempt: Instant,
     last_failure: Instant,
     next_refresh: Instant,
-    next_counters: Instant,
 }
 
 impl Kernel {
     pub fn new(target: &Target, limits: Limits, refresh: Duration, first: Change) -> Kernel {
         let mut dp = Dataplane::new(target.clone());
-        dp.set_limits(limits.clone());
+        dp.set_limits(limits);
         let now = Instant::now();
         Kernel {
             dp,
-            target: target.clone(),
-            limits,
             backoff: Backoff::default(),
             pending_apply: true,
             change: first,
             next_attempt: now,
             last_failure: now,
             next_refresh: now + refresh,
-            next_counters: now,
         }
     }
 
@@ -85,8 +76,6 @@ impl Kernel {
         let mut t = self.next_refresh;
         if self.pending_apply {
             t = t.min(self.next_attempt);
-        } else {
-            t = t.min(self.next_counters);
         }
         t
     }
@@ -99,12 +88,6 @@ impl Kernel {
         }
         if !self.pending_apply && now >= self.next_refresh && !self.refresh(view, metrics, stop) {
             return false;
-        }
-        // Counters are read only while the kernel answers: a failing nft is
-        // not called more often than the backoff allows.
-        if !self.pending_apply && now >= self.next_counters {
-            self.next_counters = now + Duration::from_secs(10).min(view.refresh);
-            self.read_counters(view, metrics);
         }
         true
     }
@@ -154,16 +137,6 @@ impl Kernel {
         );
         self.last_failure = Instant::now();
         self.next_attempt = self.last_failure + delay;
-    }
-
-    fn read_counters(&self, view: &View, metrics: &Metrics) {
-        match policy_hits(&self.target, &self.limits, view.policy_tiers, view.ruleset) {
-            Ok((hits, drops)) => {
-                metrics.set_policy_hits(hits);
-                metrics.set_implicit_drops(drops);
-            }
-            Err(e) => tracing::warn!(error = %e, cause = e.label(), "cannot read rule counters"),
-        }
     }
 }
 
@@ -245,59 +218,6 @@ fn log_applied(r: &crate::nft::ApplyReport, refresh: bool) {
     }
 }
 
-/// Packets and bytes per policy and action.
-type PolicyHits = BTreeMap<PolicyLabels, (u64, u64)>;
-
-/// Reads rule counters and sums them per policy and action, and the
-/// implicit drops per endpoint and reason.
-fn policy_hits(
-    target: &Target,
-    limits: &Limits,
-    tiers: &BTreeMap<String, String>,
-    ruleset: &Ruleset,
-) -> Result<(PolicyHits, counters::Drops), NftError> {
-    let counters = match crate::nft::readback::rule_counters(target, limits.list) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::debug!(error = %e, "netlink counters unavailable; listing the table");
-            let json = crate::nft::exec::list_table_json_with(target, limits)?.unwrap_or_default();
-            crate::nft::state::rule_counters(&json).map_err(NftError::Parse)?
-        }
-    };
-    let drops = counters::implicit_drops(&counters, ruleset);
-    let mut out = PolicyHits::new();
-    for c in counters {
-        if let Some(labels) = policy_labels(&c.note, tiers) {
-            let e = out.entry(labels).or_default();
-            e.0 += c.packets;
-            e.1 += c.bytes;
-        }
-    }
-    Ok((out, drops))
-}
-
-/// Notes of policy rules read `<kind>/[<ns>/]<name> <dir>#<n> <Action>`.
-fn policy_labels(note: &str, tiers: &BTreeMap<String, String>) -> Option<PolicyLabels> {
-    let mut words = note.split(' ');
-    let (id, rule, action) = (words.next()?, words.next()?, words.next()?);
-    if !rule.contains('#') {
-        return None;
-    }
-    let parts: Vec<&str> = id.split('/').collect();
-    let (kind, namespace, name) = match parts.as_slice() {
-        [k, n] => (*k, "", *n),
-        [k, ns, n] => (*k, *ns, *n),
-        _ => return None,
-    };
-    Some(PolicyLabels {
-        tier: tiers.get(id).cloned().unwrap_or_default(),
-        kind: kind.to_string(),
-        namespace: namespace.to_string(),
-        policy: name.to_string(),
-        action: action.to_string(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,17 +234,5 @@ mod tests {
         // A retry already due sooner stays as it is.
         let soon = now + Duration::from_millis(300);
         assert_eq!(after_change(soon, now, 1), soon);
-    }
-
-    #[test]
-    fn policy_rule_notes_become_labels() {
-        let tiers = BTreeMap::from([("np/default/p".to_string(), "security".to_string())]);
-        let l = policy_labels("np/default/p ingress#0 Allow", &tiers).unwrap();
-        assert_eq!(
-            (l.tier.as_str(), l.kind.as_str(), l.namespace.as_str()),
-            ("security", "np", "default")
-        );
-        assert_eq!((l.policy.as_str(), l.action.as_str()), ("p", "Allow"));
-        assert!(policy_labels("gnp/x end-of-tier Deny", &tiers).is_none());
     }
 }

@@ -21,6 +21,19 @@ pub const NOT_READY_AFTER_FAILURES: u32 = 3;
 /// the rest are summed into `policy="(other)"`.
 pub const MAX_POLICY_SERIES: usize = 2000;
 
+/// Per-rule hit counters are reported for at most this many label sets;
+/// the rest are summed into `policy="(other)"`.
+pub const MAX_RULE_SERIES: usize = 10_000;
+
+/// How finely policy hits are exported: per rule and per policy, or per
+/// policy only (fewer series).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum HitDetail {
+    #[default]
+    Rule,
+    Policy,
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     pub local_endpoints: usize,
@@ -40,6 +53,80 @@ pub struct PolicyLabels {
     pub namespace: String,
     pub policy: String,
     pub action: String,
+}
+
+/// Labels of one per-rule hit series: a policy's rule by direction and
+/// index (the IPv4 and IPv6 copies of a rule are one series).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RuleLabels {
+    pub tier: String,
+    pub kind: String,
+    pub namespace: String,
+    pub policy: String,
+    pub direction: String,
+    pub rule: String,
+    pub action: String,
+}
+
+impl RuleLabels {
+    fn policy(&self) -> PolicyLabels {
+        PolicyLabels {
+            tier: self.tier.clone(),
+            kind: self.kind.clone(),
+            namespace: self.namespace.clone(),
+            policy: self.policy.clone(),
+            action: self.action.clone(),
+        }
+    }
+
+    fn other() -> RuleLabels {
+        RuleLabels {
+            tier: String::new(),
+            kind: String::new(),
+            namespace: String::new(),
+            policy: "(other)".into(),
+            direction: String::new(),
+            rule: String::new(),
+            action: String::new(),
+        }
+    }
+}
+
+/// A bounded family of hit series: a series, once reported, keeps its
+/// labels for as long as the kernel has it (so that its counter stays
+/// monotonic); new series beyond `cap` are summed into one `other` series.
+#[derive(Debug)]
+struct Bounded<K> {
+    admitted: std::collections::BTreeSet<K>,
+    series: BTreeMap<K, (u64, u64)>,
+}
+
+impl<K> Default for Bounded<K> {
+    fn default() -> Self {
+        Bounded {
+            admitted: Default::default(),
+            series: BTreeMap::new(),
+        }
+    }
+}
+
+impl<K: Ord + Clone> Bounded<K> {
+    fn set(&mut self, hits: BTreeMap<K, (u64, u64)>, cap: usize, other: K) {
+        self.admitted.retain(|k| hits.contains_key(k));
+        let mut series = BTreeMap::new();
+        for (k, v) in hits {
+            let key = if self.admitted.contains(&k) || self.admitted.len() < cap {
+                self.admitted.insert(k.clone());
+                k
+            } else {
+                other.clone()
+            };
+            let e: &mut (u64, u64) = series.entry(key).or_default();
+            e.0 += v.0;
+            e.1 += v.1;
+        }
+        self.series = series;
+    }
 }
 
 #[derive(Debug, Default)]
@@ -64,7 +151,9 @@ struct Inner {
     kept_previous_files: u64,
     refreshes: u64,
     drift_repairs: u64,
-    policy_hits: BTreeMap<PolicyLabels, (u64, u64)>,
+    policy_hits: Bounded<PolicyLabels>,
+    rule_hits: Bounded<RuleLabels>,
+    hit_detail: HitDetail,
     /// A ruleset was in force at least once.
     ever_synced: bool,
     consecutive_failures: u32,
@@ -230,25 +319,29 @@ impl Metrics {
         });
     }
 
-    pub fn set_policy_hits(&self, hits: BTreeMap<PolicyLabels, (u64, u64)>) {
-        let mut bounded = BTreeMap::new();
-        for (i, (k, v)) in hits.into_iter().enumerate() {
-            let key = if i < MAX_POLICY_SERIES {
-                k
-            } else {
-                PolicyLabels {
-                    tier: String::new(),
-                    kind: String::new(),
-                    namespace: String::new(),
-                    policy: "(other)".into(),
-                    action: String::new(),
-                }
-            };
-            let e: &mut (u64, u64) = bounded.entry(key).or_default();
+    /// How finely policy hits are exported (set once, at start).
+    pub fn set_hit_detail(&self, detail: HitDetail) {
+        self.with(|m| m.hit_detail = detail);
+    }
+
+    /// One reading of the kernel's rule counters: per-rule hits (summed
+    /// per policy as well) and implicit drops.
+    pub fn set_rule_hits(&self, tally: super::counters::Tally) {
+        let mut per_policy: BTreeMap<PolicyLabels, (u64, u64)> = BTreeMap::new();
+        for (k, v) in &tally.rules {
+            let e = per_policy.entry(k.policy()).or_default();
             e.0 += v.0;
             e.1 += v.1;
         }
-        self.with(|m| m.policy_hits = bounded);
+        self.with(|m| {
+            let other = RuleLabels::other();
+            m.policy_hits
+                .set(per_policy, MAX_POLICY_SERIES, other.policy());
+            if m.hit_detail == HitDetail::Rule {
+                m.rule_hits.set(tally.rules, MAX_RULE_SERIES, other);
+            }
+            m.implicit_drops = tally.drops;
+        });
     }
 
     pub fn set_log_stats(&self, stats: std::sync::Arc<crate::logging::LogStats>) {
@@ -258,13 +351,6 @@ impl Metrics {
     /// Whether /readyz answers 200 now.
     pub fn in_sync(&self) -> bool {
         self.readiness_at(Instant::now()).is_ok()
-    }
-
-    /// Packets and bytes dropped by the implicit rules (end of tier, no
-    /// profile, unknown interface, DefaultEndpointToHostAction), by endpoint
-    /// and reason, as read from the kernel's rule counters.
-    pub fn set_implicit_drops(&self, drops: BTreeMap<(String, String), (u64, u64)>) {
-        self.with(|m| m.implicit_drops = drops);
     }
 
     /// Problems in the input as it stands now, by stage (a gauge: it falls
@@ -347,12 +433,22 @@ impl Metrics {
             f.labelled_gauge("tortie_misconfigured", "1 while a misconfiguration check holds (wrong_node: no endpoint on this node but endpoints on others; no_interfaces: local pods but none of their interfaces exists).", &["check"], m.misconfigured.iter().map(|(k, v)| (vec![*k], f64::from(u8::from(*v)))));
             let policy = ["tier", "kind", "namespace", "policy", "action"];
             let hits = |pick: fn(&(u64, u64)) -> u64| {
-                m.policy_hits.iter().map(move |(l, v)| {
+                m.policy_hits.series.iter().map(move |(l, v)| {
                     (vec![l.tier.as_str(), l.kind.as_str(), l.namespace.as_str(), l.policy.as_str(), l.action.as_str()], pick(v) as f64)
                 })
             };
             f.labelled_counter("tortie_policy_packets", "Packets matched by a policy's rules.", &policy, hits(|v| v.0));
             f.labelled_counter("tortie_policy_bytes", "Bytes matched by a policy's rules.", &policy, hits(|v| v.1));
+            if m.hit_detail == HitDetail::Rule {
+                let rule = ["tier", "kind", "namespace", "policy", "direction", "rule", "action"];
+                let hits = |pick: fn(&(u64, u64)) -> u64| {
+                    m.rule_hits.series.iter().map(move |(l, v)| {
+                        (vec![l.tier.as_str(), l.kind.as_str(), l.namespace.as_str(), l.policy.as_str(), l.direction.as_str(), l.rule.as_str(), l.action.as_str()], pick(v) as f64)
+                    })
+                };
+                f.labelled_counter("tortie_rule_packets", "Packets matched by one policy rule (its IPv4 and IPv6 forms together).", &rule, hits(|v| v.0));
+                f.labelled_counter("tortie_rule_bytes", "Bytes matched by one policy rule (its IPv4 and IPv6 forms together).", &rule, hits(|v| v.1));
+            }
             let drops = |pick: fn(&(u64, u64)) -> u64| {
                 m.implicit_drops.iter().map(move |((ep, reason), v)| (vec![ep.as_str(), reason.as_str()], pick(v) as f64))
             };
@@ -593,6 +689,123 @@ mod exposition_tests {
             })
     }
 
+    fn rule(policy: &str, index: &str) -> RuleLabels {
+        RuleLabels {
+            tier: "default".into(),
+            kind: "knp".into(),
+            namespace: "d".into(),
+            policy: policy.into(),
+            direction: "ingress".into(),
+            rule: index.into(),
+            action: "Allow".into(),
+        }
+    }
+
+    fn tally(rules: &[(RuleLabels, u64)]) -> super::super::counters::Tally {
+        super::super::counters::Tally {
+            rules: rules
+                .iter()
+                .map(|(l, n)| (l.clone(), (*n, n * 60)))
+                .collect(),
+            drops: Default::default(),
+        }
+    }
+
+    #[test]
+    fn series_beyond_the_cap_are_summed_and_admitted_series_keep_their_labels() {
+        let mut b = Bounded::default();
+        let other = rule("(other)", "");
+        let hits = |names: &[&str]| names.iter().map(|n| (rule(n, "0"), (1, 60))).collect();
+        b.set(hits(&["b", "c", "d"]), 2, other.clone());
+        assert_eq!(b.series.len(), 3);
+        assert_eq!(b.series[&other], (1, 60));
+        // "a" sorts first but arrives later: it does not push "c" out.
+        b.set(hits(&["a", "b", "c", "d"]), 2, other.clone());
+        assert!(b.series.contains_key(&rule("c", "0")));
+        assert_eq!(b.series[&other], (2, 120));
+        // Once "b" is gone, a place is free again.
+        b.set(hits(&["a", "c"]), 2, other.clone());
+        assert!(b.series.contains_key(&rule("a", "0")) && !b.series.contains_key(&other));
+    }
+
+    /// Every metric name in an expression (`tortie_…` or `felix_…`).
+    fn metric_names(expr: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, _) in expr.match_indices(['t', 'f']) {
+            let rest = &expr[i..];
+            let starts = i == 0 || !expr.as_bytes()[i - 1].is_ascii_alphanumeric();
+            if starts && (rest.starts_with("tortie_") || rest.starts_with("felix_")) {
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                out.push(rest[..end].to_string());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_grafana_dashboard_queries_only_metrics_tortie_exports() {
+        let text = include_str!("../../manifests/grafana-dashboard.json");
+        let dash: serde_json::Value = serde_json::from_str(text).expect("dashboard JSON");
+        let m = Metrics::default();
+        m.set_rule_hits(super::super::counters::Tally {
+            rules: [(rule("web", "0"), (5, 300))].into(),
+            drops: [(
+                ("workload d/a".into(), "no profile allowed".into()),
+                (1, 60),
+            )]
+            .into(),
+        });
+        m.apply_succeeded(0.01, true, 1.0);
+        m.apply_failed("timeout", 1);
+        m.set_invalid_now([("decode".to_string(), 1)].into());
+        m.set_misconfigured([("wrong_node", false)].into());
+        let exposed: std::collections::BTreeSet<String> = m
+            .render()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next().map(str::to_string))
+            .collect();
+        let panels = dash["panels"].as_array().expect("panels");
+        let mut ids = std::collections::BTreeSet::new();
+        let mut queried = 0;
+        for p in panels {
+            assert!(
+                ids.insert(p["id"].as_u64().expect("panel id")),
+                "duplicate id"
+            );
+            assert!(p["title"].as_str().is_some_and(|t| !t.is_empty()));
+            for t in p["targets"].as_array().expect("targets") {
+                let expr = t["expr"].as_str().expect("expr");
+                let names = metric_names(expr);
+                assert!(!names.is_empty(), "{expr}");
+                for n in names {
+                    assert!(
+                        exposed.contains(&n),
+                        "panel {:?} queries {n}, not exported",
+                        p["title"]
+                    );
+                    queried += 1;
+                }
+            }
+        }
+        assert!(queried >= panels.len());
+    }
+
+    #[test]
+    fn per_policy_detail_exports_no_rule_series() {
+        let m = Metrics::default();
+        m.set_hit_detail(HitDetail::Policy);
+        m.set_rule_hits(tally(&[(rule("web", "0"), 4), (rule("web", "1"), 1)]));
+        let s = scrape(&m);
+        assert_eq!(
+            value(&s, "tortie_policy_packets", Some(("policy", "web"))),
+            Some(5.0)
+        );
+        assert_eq!(value(&s, "tortie_rule_packets", None), None);
+    }
+
     #[test]
     fn the_exposition_parses_and_has_felix_shapes_process_and_build_series() {
         let m = Metrics::default();
@@ -601,8 +814,9 @@ mod exposition_tests {
         }
         m.apply_failed("timeout", 1);
         m.set_invalid_now([("decode".to_string(), 2)].into());
-        m.set_implicit_drops(
-            [(
+        m.set_rule_hits(super::super::counters::Tally {
+            rules: [(rule("web", "0"), (5, 300)), (rule("web", "1"), (2, 120))].into(),
+            drops: [(
                 (
                     "workload default/nginx".to_string(),
                     "end of tier default".to_string(),
@@ -610,8 +824,16 @@ mod exposition_tests {
                 (3, 180),
             )]
             .into(),
-        );
+        });
         let s = scrape(&m);
+        assert_eq!(
+            value(&s, "tortie_rule_packets", Some(("rule", "1"))),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&s, "tortie_policy_packets", Some(("policy", "web"))),
+            Some(7.0)
+        );
         let summary = s
             .samples
             .iter()

@@ -16,7 +16,7 @@
 //! heartbeat. One agent per network namespace (a lock under /run/tortie).
 
 mod checks;
-mod counters;
+pub mod counters;
 mod desired;
 pub mod http;
 mod kernel;
@@ -74,6 +74,8 @@ pub struct Options {
     /// With the NFLOG backend: syslog destination and optional JSON file.
     pub syslog: crate::logging::Sink,
     pub log_json: Option<PathBuf>,
+    /// How finely policy hits are exported.
+    pub hit_detail: metrics::HitDetail,
     /// Deadlines of nft calls (the stop flag is filled in by `run`).
     pub nft_limits: Limits,
     /// Where the one-agent-per-namespace lock files live.
@@ -166,6 +168,7 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
         &desired::Ctx::new(&metrics, &log_ctx, &pump.census),
     );
     let refresh = desired.refresh_every(opts);
+    let _counters = start_counters(opts, &limits, refresh, &metrics, &stop);
     let mut kernel = kernel::Kernel::new(&opts.target, limits, refresh, desired.take_change());
     while !stop.load(Ordering::Relaxed) {
         metrics.heartbeat();
@@ -190,6 +193,43 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
     tracing::info!("stopping; the ruleset stays in force");
     drop(lock);
     Ok(())
+}
+
+/// Sets its flag when dropped: stops a helper thread when `run` returns.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Starts the rule-counter reader (every `min(10 s, refresh)`, less often
+/// when reading is costly); it stops when `run` returns.
+fn start_counters(
+    opts: &Options,
+    limits: &Limits,
+    refresh: Duration,
+    metrics: &Arc<Metrics>,
+    stop: &Arc<AtomicBool>,
+) -> Option<StopOnDrop> {
+    metrics.set_hit_detail(opts.hit_detail);
+    let own = Arc::new(AtomicBool::new(false));
+    let every = refresh.min(Duration::from_secs(10));
+    let both = counters::StopFlags(vec![stop.clone(), own.clone()]);
+    match counters::spawn(
+        opts.target.clone(),
+        limits.clone(),
+        every,
+        metrics.clone(),
+        both,
+    ) {
+        Ok(_) => Some(StopOnDrop(own)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the rule-counter reader; no policy hit metrics");
+            None
+        }
+    }
 }
 
 fn serve_metrics(

@@ -159,12 +159,14 @@ pub fn rule_counters(
         let Some((_, note)) = c.split_once(';') else {
             continue;
         };
-        if let Some((packets, bytes)) = find(&a, 4).and_then(counter) {
+        let exprs = find(&a, 4);
+        if let Some((packets, bytes)) = exprs.and_then(counter) {
             out.push(RuleCounter {
                 chain: string(find(&a, 2).unwrap_or(&[])),
                 note: note.to_string(),
                 packets,
                 bytes,
+                jump: exprs.and_then(jump_target),
             });
         }
     }
@@ -186,6 +188,21 @@ fn counter(exprs: &[u8]) -> Option<(u64, u64)> {
         }
         let data = attrs(find(&e, 2)?);
         Some((be64(find(&data, 2)), be64(find(&data, 1))))
+    })
+}
+
+/// The chain of a rule's `jump` or `goto` verdict (an `immediate`
+/// expression whose data is a verdict naming a chain).
+fn jump_target(exprs: &[u8]) -> Option<String> {
+    attrs(exprs).into_iter().find_map(|(_, e)| {
+        let e = attrs(e);
+        if string(find(&e, 1)?) != "immediate" {
+            return None;
+        }
+        let data = attrs(find(&e, 2)?);
+        let verdict = attrs(find(&attrs(find(&data, 2)?), 2)?);
+        let code = be32(find(&verdict, 1)) as i32;
+        (code == NFT_JUMP || code == NFT_GOTO).then(|| string(find(&verdict, 2).unwrap_or(&[])))
     })
 }
 

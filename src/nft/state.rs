@@ -224,6 +224,8 @@ pub struct RuleCounter {
     pub note: String,
     pub packets: u64,
     pub bytes: u64,
+    /// The chain the rule jumps or goes to, if its verdict is one.
+    pub jump: Option<String>,
 }
 
 /// `(note, packets, bytes)` for every rule with a counter and one of our
@@ -263,11 +265,19 @@ pub fn rule_counters(text: &str) -> Result<Vec<RuleCounter>, String> {
                 .get("chain")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
+            let jump = rule
+                .get("expr")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find_map(verdict_text)
+                .and_then(|v| v.split_once(' ').map(|(_, c)| c.to_string()));
             out.push(RuleCounter {
                 chain: chain.to_string(),
                 note: note.to_string(),
                 packets,
                 bytes,
+                jump,
             });
         }
     }

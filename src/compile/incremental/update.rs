@@ -204,10 +204,8 @@ impl Incremental {
         };
         if add {
             set.insert(p.id.clone());
-            self.policy_tiers.insert(p.id.to_string(), p.tier.clone());
         } else {
             set.remove(&p.id);
-            self.policy_tiers.remove(&p.id.to_string());
         }
     }
 
