@@ -271,8 +271,11 @@ fn port_of(p: &CnpPort) -> Port {
     }
 }
 
-/// The entity a peer stands for (source for ingress, destination for egress).
-fn peer_entity(peer: &CnpPeer) -> EntityRule {
+/// The entities a peer stands for (sources for ingress, destinations for
+/// egress): one, except that `networks` of both families become one entity
+/// per family (a Calico rule holds CIDRs of one family; Felix splits such
+/// a rule by family the same way).
+fn peer_entities(peer: &CnpPeer) -> Vec<EntityRule> {
     let mut e = EntityRule::default();
     if let Some(ns) = &peer.namespaces {
         e.namespace_selector = Some(label_selector_text(ns, false));
@@ -283,9 +286,18 @@ fn peer_entity(peer: &CnpPeer) -> EntityRule {
             true,
         ));
     } else if let Some(nets) = &peer.networks {
-        e.nets = nets.iter().map(|n| normalize_cidr(n)).collect();
+        let nets: Vec<String> = nets.iter().map(|n| normalize_cidr(n)).collect();
+        let (v6, v4): (Vec<String>, Vec<String>) = nets.into_iter().partition(|n| n.contains(':'));
+        return [v4, v6]
+            .into_iter()
+            .filter(|n| !n.is_empty())
+            .map(|nets| EntityRule {
+                nets,
+                ..EntityRule::default()
+            })
+            .collect();
     }
-    e
+    vec![e]
 }
 
 /// A CIDR with its host bits cleared (`198.18.0.1/24` → `198.18.0.0/24`),
@@ -310,12 +322,11 @@ fn rules(rule: &CnpRule, ingress: bool) -> Vec<Rule> {
     let protocols = rule.protocols.as_deref().unwrap_or_default();
     let mut out = Vec::new();
     for (protocol, ports) in protocol_groups(protocols) {
-        for peer in rule.peers() {
+        for entity in rule.peers().iter().flat_map(peer_entities) {
             let mut r = Rule::allow();
             r.action = action;
             r.protocol = protocol;
             r.metadata = metadata.clone();
-            let entity = peer_entity(peer);
             if ingress {
                 r.source = entity;
             } else {

@@ -70,6 +70,14 @@ fn baseline_pods_subject_egress_protocol_groups_by_peer() {
 }
 
 #[test]
+fn networks_of_both_families_become_one_rule_per_family() {
+    check(
+        "  tier: Admin\n  priority: 3\n  subject: {namespaces: {}}\n  egress:\n  - action: Deny\n    to: [{networks: ['fd74:6f72::1/64', 198.18.0.0/16, 198.19.0.0/16]}]\n",
+        "  tier: kube-admin\n  order: 3\n  namespaceSelector: all()\n  selector: \"projectcalico.org/orchestrator == 'k8s'\"\n  types: [Egress]\n  egress:\n  - action: Deny\n    destination: {nets: [198.18.0.0/16, 198.19.0.0/16]}\n  - action: Deny\n    destination: {nets: ['fd74:6f72::/64']}\n",
+    );
+}
+
+#[test]
 fn no_rules_means_no_policy_types() {
     let c = convert_cnp(&cnp(
         "  tier: Admin\n  priority: 0\n  subject: {namespaces: {}}\n",
