@@ -651,3 +651,126 @@ fn conformance_admin_gress_combined_egress_rules() {
         },
     );
 }
+
+/// A scratch directory, removed on drop.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("tortie-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `tortie run` on a directory datastore, killed on drop.
+struct Agent {
+    child: std::process::Child,
+    metrics: String,
+}
+
+impl Agent {
+    fn start(dir: &std::path::Path, netns: &str) -> Agent {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tortie"))
+            .args(["run", "--node", "node1", "--netns", netns])
+            .args(["--refresh-interval", "1s", "--syslog", "none"])
+            .arg(format!("--datastore=dir:{}", dir.display()))
+            .arg(format!("--metrics-addr=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start tortie run");
+        let a = Agent {
+            child,
+            metrics: format!("127.0.0.1:{port}"),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while support::agent::http_get(&a.metrics, "/readyz").map(|r| r.0) != Some(200) {
+            assert!(std::time::Instant::now() < deadline, "tortie run not ready");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        a
+    }
+
+    /// The value of one series (0 when absent).
+    fn metric(&self, series: &str) -> f64 {
+        let (_, body) = support::agent::http_get(&self.metrics, "/metrics").expect("metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn tortie_run_applies_cluster_network_policy_edits_and_counts_their_rules() {
+    // The directory datastore through the engine: a ClusterNetworkPolicy
+    // added, edited (Deny -> Accept over a NetworkPolicy deny) and deleted,
+    // each in force within the bound; its rule's hits are counted under
+    // tier kube-admin, kind kcnp and its name.
+    use std::time::Duration;
+    if !kernel::require_kernel("cnp-run") {
+        return;
+    }
+    let t = Trio::new("cnp-run");
+    let dir = Scratch::new("cnp-run");
+    let write =
+        |name: &str, text: &str| support::agent::write_atomically(&dir.path().join(name), text);
+    write("cluster.yaml", &t.cluster_yaml());
+    let guard = |action: &str| {
+        cnp(
+            "guard",
+            "Admin",
+            7,
+            "{pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: server}}}}",
+            &format!(
+                "  ingress:\n  - {{name: bad-clients, action: {action}, from: [{{pods: {{namespaceSelector: {{}}, podSelector: {{matchLabels: {{app: bad}}}}}}}}]}}\n"
+            ),
+        )
+    };
+    write("guard.yaml", &guard("Deny"));
+    let agent = Agent::start(dir.path(), &t.node.ns.name);
+    let bound = Duration::from_secs(5);
+    let none = String::new;
+    let took = support::agent::wait_verdicts(&t, (true, false), bound, "add", none);
+    eprintln!("ClusterNetworkPolicy in force {took:?} after the agent was ready");
+    let series = "tortie_policy_packets{tier=\"kube-admin\",kind=\"kcnp\",namespace=\"\",policy=\"guard\",action=\"Deny\"}";
+    let deadline = std::time::Instant::now() + bound;
+    while agent.metric(series) < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no hits counted for {series}"
+        );
+        t.verdicts();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    write(
+        "deny-all.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-all, namespace: default}\nspec: {podSelector: {}, policyTypes: [Ingress]}\n",
+    );
+    write("guard.yaml", &guard("Accept"));
+    let took = support::agent::wait_verdicts(&t, (false, true), bound, "edit", none);
+    eprintln!("edit (Deny -> Accept over a NetworkPolicy deny) in force after {took:?}");
+    std::fs::remove_file(dir.path().join("guard.yaml")).unwrap();
+    let took = support::agent::wait_verdicts(&t, (false, false), bound, "delete", none);
+    eprintln!("delete in force after {took:?}");
+}
