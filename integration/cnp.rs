@@ -122,11 +122,10 @@ impl World {
     /// container ports `web` (TCP 80) and `dns` (UDP 53).
     fn cluster_yaml(&self) -> String {
         let mut y = String::new();
-        for house in 0..4 {
+        for (house, (label, _)) in HOUSES.iter().enumerate() {
             y.push_str(&format!(
-                "---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {}, labels: {{conformance-house: {}}}}}\n",
+                "---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {}, labels: {{conformance-house: {label}}}}}\n",
                 namespace(house),
-                HOUSES[house].0
             ));
         }
         for p in all_pods() {
@@ -152,7 +151,6 @@ impl World {
             y.push('\n');
         }
         self.node.apply_yaml(&y);
-        let outside_ip: std::net::IpAddr = UPLINK_OUTSIDE_IP.parse().unwrap();
         let mut cells = Vec::new();
         for from in all_pods() {
             let from_ns = self
@@ -160,16 +158,7 @@ impl World {
                 .pod(&namespace(from.house), &pod_name(from))
                 .ns
                 .path();
-            let mut targets: Vec<(To, std::net::IpAddr, &[(Proto, u16)])> = all_pods()
-                .into_iter()
-                .filter(|t| *t != from)
-                .map(|t| {
-                    let ip = ip_of(t).parse().unwrap();
-                    (To::Pod(t), ip, &POD_PORTS[..])
-                })
-                .collect();
-            targets.push((To::Outside, outside_ip, &OUTSIDE_PORTS[..]));
-            for (to, ip, ports) in targets {
+            for (to, ip, ports) in targets(from) {
                 for &(proto, port) in ports {
                     let cell = Cell {
                         from,
@@ -199,6 +188,24 @@ impl World {
             panic!("{e}");
         }
     }
+}
+
+/// A probe destination: who, its address, the ports it serves.
+type Target = (To, std::net::IpAddr, &'static [(Proto, u16)]);
+
+/// Every other pod, then the outside host.
+fn targets(from: P) -> Vec<Target> {
+    let mut out: Vec<Target> = all_pods()
+        .into_iter()
+        .filter(|t| *t != from)
+        .map(|t| (To::Pod(t), ip_of(t).parse().unwrap(), &POD_PORTS[..]))
+        .collect();
+    out.push((
+        To::Outside,
+        UPLINK_OUTSIDE_IP.parse().unwrap(),
+        &OUTSIDE_PORTS[..],
+    ));
+    out
 }
 
 /// A ClusterNetworkPolicy document.
