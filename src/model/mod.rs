@@ -151,6 +151,21 @@ impl ResourceKind {
                 format!("{kind} is a Calico kind: use `apiVersion: {CALICO_API}`"),
             ));
         }
+        if kind == "AdminNetworkPolicy" || kind == "BaselineAdminNetworkPolicy" {
+            let tier = if kind == "AdminNetworkPolicy" {
+                "Admin"
+            } else {
+                "Baseline"
+            };
+            return Err((
+                format!(
+                    "{kind} ({api_version}) is not supported: network-policy-api v0.2.0 and Calico 3.32 replaced it with ClusterNetworkPolicy"
+                ),
+                format!(
+                    "rewrite it as `apiVersion: {CNP_API}`, `kind: ClusterNetworkPolicy` with `spec.tier: {tier}` (the priority, subject and rules carry over; actions Allow becomes Accept)"
+                ),
+            ));
+        }
         if kind == "ClusterNetworkPolicy" {
             return Err((
                 format!("kind `{kind}` does not exist in apiVersion `{api_version}`"),
@@ -456,6 +471,21 @@ mod tests {
         let (_, hint) =
             ResourceKind::resolve("networking.k8s.io/v1", "GlobalNetworkPolicy").unwrap_err();
         assert!(hint.contains("projectcalico.org/v3"));
+        assert_eq!(
+            ResourceKind::resolve(CNP_API, "ClusterNetworkPolicy"),
+            Ok(ResourceKind::ClusterNetworkPolicy)
+        );
+        let (msg, hint) = ResourceKind::resolve("v1", "ClusterNetworkPolicy").unwrap_err();
+        assert!(msg.contains("does not exist"), "{msg}");
+        assert!(hint.contains(CNP_API), "{hint}");
+        let (msg, hint) =
+            ResourceKind::resolve("policy.networking.k8s.io/v1alpha1", "AdminNetworkPolicy")
+                .unwrap_err();
+        assert!(
+            msg.contains("replaced it with ClusterNetworkPolicy"),
+            "{msg}"
+        );
+        assert!(hint.contains("spec.tier: Admin"), "{hint}");
         let (msg, hint) =
             ResourceKind::resolve("projectcalico.org/v3", "GlobalNetworkpolicy").unwrap_err();
         assert!(msg.contains("unknown kind"));
