@@ -216,3 +216,25 @@ fn experimental_peers_and_wrong_api_version() {
         e[0].one_line()
     );
 }
+
+#[test]
+fn implicit_tiers_place_admin_before_and_baseline_after_networkpolicies() {
+    use crate::calc::Cluster;
+    let text = "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {name: base}\nspec: {tier: Baseline, priority: 0, subject: {namespaces: {}}, ingress: [{action: Deny, from: [{namespaces: {}}]}]}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np, namespace: a}\nspec: {podSelector: {}}\n---\napiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {name: late}\nspec: {tier: Admin, priority: 900, subject: {namespaces: {}}, ingress: [{action: Pass, from: [{namespaces: {}}]}]}\n---\napiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {name: early}\nspec: {tier: Admin, priority: 2, subject: {namespaces: {}}, ingress: [{action: Accept, from: [{namespaces: {}}]}]}\n";
+    let r = load_str(text, Path::new("tiers.yaml"));
+    assert!(!r.has_errors(), "{:?}", r.diagnostics);
+    let resources: Vec<Resource> = r.resources.into_iter().map(|l| l.resource).collect();
+    let c = Cluster::build(&resources, "n1");
+    let order: Vec<String> = c.policies.iter().map(|p| p.id.to_string()).collect();
+    assert_eq!(
+        order,
+        ["kcnp/early", "kcnp/late", "knp/a/np", "kcnp/base"],
+        "no Tier object names kube-admin or kube-baseline"
+    );
+    for (tier, order) in [(ADMIN_TIER, 1_000.0), (BASELINE_TIER, 10_000_000.0)] {
+        let t = &c.tiers[tier];
+        assert_eq!(t.order, Some(order));
+        assert_eq!(t.default_action, TierAction::Pass);
+    }
+    assert!(c.notes.is_empty(), "{:?}", c.notes);
+}
