@@ -36,6 +36,8 @@ pub enum PolicyKind {
     Gnp,
     /// Kubernetes NetworkPolicy (converted).
     Knp,
+    /// ClusterNetworkPolicy (converted; Calico's short kind `kcnp`).
+    Kcnp,
 }
 
 impl PolicyKind {
@@ -44,11 +46,12 @@ impl PolicyKind {
             PolicyKind::Np => "np",
             PolicyKind::Gnp => "gnp",
             PolicyKind::Knp => "knp",
+            PolicyKind::Kcnp => "kcnp",
         }
     }
 }
 
-/// Identifies a policy: `gnp/name`, `np/ns/name`, `knp/ns/name`.
+/// Identifies a policy: `gnp/name`, `np/ns/name`, `knp/ns/name`, `kcnp/name`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PolicyId {
     pub kind: PolicyKind,
@@ -390,12 +393,22 @@ impl Cluster {
             }
         }
         c.settings = Settings::from_config(felix_default.as_ref(), felix_node.as_ref(), env);
-        c.tiers.entry("default".into()).or_insert(Tier {
-            name: "default".into(),
-            order: Some(1_000_000.0),
-            default_action: TierAction::Deny,
-            log_dropped: false,
-        });
+        // Calico's built-in tiers exist whether or not a Tier object names
+        // them (default; kube-admin and kube-baseline for ClusterNetworkPolicy).
+        for name in [
+            "default",
+            crate::model::cnp::ADMIN_TIER,
+            crate::model::cnp::BASELINE_TIER,
+        ] {
+            let (order, default_action) =
+                validate::builtin_tier(name).unwrap_or((0.0, TierAction::Deny));
+            c.tiers.entry(name.into()).or_insert(Tier {
+                name: name.into(),
+                order: Some(order),
+                default_action,
+                log_dropped: false,
+            });
+        }
         // Namespaces and service accounts become profiles carrying their labels.
         for (ns, labels) in &namespaces {
             let p = convert::namespace_profile(ns, labels);
@@ -416,6 +429,10 @@ impl Cluster {
                 Resource::K8sNetworkPolicy(o) => {
                     let conv = convert::convert_k8s_policy(o);
                     c.add_policy(PolicyKind::Knp, &conv.metadata, &conv.spec)
+                }
+                Resource::ClusterNetworkPolicy(o) => {
+                    let conv = crate::model::cnp::convert_cnp(o);
+                    c.add_policy(PolicyKind::Kcnp, &conv.metadata, &conv.spec)
                 }
                 Resource::Pod(p) => c.add_pod(p, &namespaces),
                 Resource::WorkloadEndpoint(o) => c.add_workload_endpoint(o),
@@ -468,6 +485,10 @@ impl Cluster {
                 let conv = convert::convert_k8s_policy(o);
                 self.make_policy(PolicyKind::Knp, &conv.metadata, &conv.spec)
             }
+            Resource::ClusterNetworkPolicy(o) => {
+                let conv = crate::model::cnp::convert_cnp(o);
+                self.make_policy(PolicyKind::Kcnp, &conv.metadata, &conv.spec)
+            }
             _ => return None,
         })
     }
@@ -490,7 +511,7 @@ impl Cluster {
         spec: &PolicySpec,
     ) -> Result<Policy, Note> {
         let namespace = match kind {
-            PolicyKind::Gnp => None,
+            PolicyKind::Gnp | PolicyKind::Kcnp => None,
             _ => Some(meta.namespace.clone().unwrap_or_else(|| "default".into())),
         };
         let id = PolicyId {

@@ -379,7 +379,8 @@ impl Incremental {
                 }
                 ResourceKind::NetworkPolicy
                 | ResourceKind::GlobalNetworkPolicy
-                | ResourceKind::K8sNetworkPolicy => {
+                | ResourceKind::K8sNetworkPolicy
+                | ResourceKind::ClusterNetworkPolicy => {
                     let old = self.resources.get(&u.key).and_then(|r| self.policy(r));
                     let new = u.value.as_ref().and_then(|r| self.policy(r));
                     policies.push((old, new));

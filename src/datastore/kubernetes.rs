@@ -1,6 +1,7 @@
 //! The Kubernetes datastore: watchers (list, then watch with bookmarks;
 //! resume from the last resourceVersion, relist on 410 Gone) for
-//! Namespaces, Pods, ServiceAccounts, NetworkPolicies and the Calico kinds,
+//! Namespaces, Pods, ServiceAccounts, NetworkPolicies, ClusterNetworkPolicies
+//! (policy.networking.k8s.io/v1alpha2, when its CRD is installed) and the Calico kinds,
 //! either `projectcalico.org/v3` (tortie's CRDs, so `kubectl apply` of
 //! calicoctl YAML works unchanged) or the `crd.projectcalico.org/v1`
 //! objects of an existing Calico cluster.
@@ -21,7 +22,7 @@
 //! force, and each watcher retries after a capped, jittered delay
 //! ([`backoff`], at most [`Tuning::backoff_cap`]); its first error is
 //! reported, then one summary per [`Tuning::error_summary`]. A Calico kind
-//! the server does not serve (CRD not installed: 404) is taken as empty,
+//! or ClusterNetworkPolicy the server does not serve (CRD not installed: 404) is taken as empty,
 //! noted once, and listed again only every [`Tuning::recheck_absent`] or
 //! as soon as a CustomResourceDefinition watch shows its CRD.
 
@@ -82,6 +83,27 @@ pub const CALICO_KINDS: [(&str, &str); 8] = [
     ("Profile", "profiles"),
     ("FelixConfiguration", "felixconfigurations"),
 ];
+
+/// ClusterNetworkPolicy (kubernetes-sigs/network-policy-api): group,
+/// version, kind, plural. Its CRD is upstream's and often not installed,
+/// so it is watched like the Calico kinds: absent (404) is taken as empty.
+pub const CNP_RESOURCE: (&str, &str, &str, &str) = (
+    "policy.networking.k8s.io",
+    "v1alpha2",
+    "ClusterNetworkPolicy",
+    "clusternetworkpolicies",
+);
+
+fn cnp_resource() -> ApiResource {
+    let (group, version, kind, plural) = CNP_RESOURCE;
+    ApiResource {
+        group: group.into(),
+        version: version.into(),
+        api_version: format!("{group}/{version}"),
+        kind: kind.into(),
+        plural: plural.into(),
+    }
+}
 
 /// How the watchers pace themselves. [`Tuning::new`] gives the values
 /// `tortie run` uses; tests shorten some of them.
@@ -599,6 +621,7 @@ pub fn watched_resources(calico: CalicoApi) -> Vec<ApiResource> {
             .iter()
             .map(|(kind, plural)| calico_resource(calico, kind, plural)),
     );
+    out.push(cnp_resource());
     out
 }
 
@@ -659,23 +682,30 @@ impl Watchers {
         let mut presences = BTreeMap::new();
         for (kind, plural) in CALICO_KINDS {
             let ar = calico_resource(calico, kind, plural);
-            let label = format!("{kind}.{}", ar.group);
-            let presence = Arc::new(Presence::default());
-            presences.insert(format!("{plural}.{}", ar.group), presence.clone());
-            let types = kube::api::TypeMeta {
-                api_version: ar.api_version.clone(),
-                kind: ar.kind.clone(),
-            };
-            let encode = move |o: &DynamicObject| {
-                // List items may come without apiVersion/kind: set them.
-                let mut o = o.clone();
-                o.types = Some(types.clone());
-                serde_json::to_string(&o).map_err(|e| e.to_string())
-            };
-            let api = Api::all_with(self.client.clone(), &ar);
-            self.spawn(label, api, encode, Some(presence));
+            let (crd, presence) = self.optional(&ar);
+            presences.insert(crd, presence);
         }
         presences
+    }
+
+    /// A custom kind whose CRD may be absent, read as dynamic objects;
+    /// returns its CRD name (`plural.group`) and presence flag.
+    fn optional(&mut self, ar: &ApiResource) -> (String, Arc<Presence>) {
+        let label = format!("{}.{}", ar.kind, ar.group);
+        let presence = Arc::new(Presence::default());
+        let types = kube::api::TypeMeta {
+            api_version: ar.api_version.clone(),
+            kind: ar.kind.clone(),
+        };
+        let encode = move |o: &DynamicObject| {
+            // List items may come without apiVersion/kind: set them.
+            let mut o = o.clone();
+            o.types = Some(types.clone());
+            serde_json::to_string(&o).map_err(|e| e.to_string())
+        };
+        let api = Api::all_with(self.client.clone(), ar);
+        self.spawn(label, api, encode, Some(presence.clone()));
+        (format!("{}.{}", ar.plural, ar.group), presence)
     }
 }
 
@@ -704,7 +734,9 @@ pub async fn run(
     w.typed::<Pod>("Pod");
     w.typed::<ServiceAccount>("ServiceAccount");
     w.typed::<NetworkPolicy>("NetworkPolicy.networking.k8s.io");
-    let presences = w.calico(calico);
+    let mut presences = w.calico(calico);
+    let (crd, presence) = w.optional(&cnp_resource());
+    presences.insert(crd, presence);
     let kinds = w.tasks.len();
     let crds = watch_crds(
         client,

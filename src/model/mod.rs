@@ -2,6 +2,7 @@
 //! documents, validated, and converted (Kubernetes NetworkPolicy → Calico).
 //! Pure: no I/O except reading the files the loader is given.
 
+pub mod cnp;
 pub mod convert;
 pub mod de;
 pub mod emit;
@@ -46,6 +47,7 @@ pub enum Resource {
     Namespace(Object<()>),
     ServiceAccount(Object<()>),
     Pod(Pod),
+    ClusterNetworkPolicy(Object<cnp::ClusterNetworkPolicySpec>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -63,15 +65,18 @@ pub enum ResourceKind {
     Namespace,
     ServiceAccount,
     Pod,
+    ClusterNetworkPolicy,
 }
 
 pub const CALICO_API: &str = "projectcalico.org/v3";
 pub const CALICO_CRD_API: &str = "crd.projectcalico.org/v1";
+/// The API of ClusterNetworkPolicy (kubernetes-sigs/network-policy-api v0.2.0).
+pub const CNP_API: &str = "policy.networking.k8s.io/v1alpha2";
 
 impl ResourceKind {
     /// Calico kinds first, then the Kubernetes NetworkPolicy, then the core
-    /// v1 kinds (`resolve` relies on this order).
-    pub const ALL: [ResourceKind; 13] = [
+    /// v1 kinds, then ClusterNetworkPolicy (`resolve` relies on this order).
+    pub const ALL: [ResourceKind; 14] = [
         ResourceKind::NetworkPolicy,
         ResourceKind::GlobalNetworkPolicy,
         ResourceKind::HostEndpoint,
@@ -85,6 +90,7 @@ impl ResourceKind {
         ResourceKind::Namespace,
         ResourceKind::ServiceAccount,
         ResourceKind::Pod,
+        ResourceKind::ClusterNetworkPolicy,
     ];
 
     /// The `kind:` text.
@@ -102,6 +108,7 @@ impl ResourceKind {
             ResourceKind::Namespace => "Namespace",
             ResourceKind::ServiceAccount => "ServiceAccount",
             ResourceKind::Pod => "Pod",
+            ResourceKind::ClusterNetworkPolicy => "ClusterNetworkPolicy",
         }
     }
 
@@ -119,15 +126,18 @@ impl ResourceKind {
 
     /// Resolves `apiVersion` + `kind`. `Err` carries a message and a hint.
     pub fn resolve(api_version: &str, kind: &str) -> Result<ResourceKind, (String, String)> {
-        // The first nine kinds are Calico's; the last three are core v1.
+        // The first nine kinds are Calico's; then three core v1 kinds.
         let calico = &Self::ALL[..9];
-        let core = &Self::ALL[10..];
+        let core = &Self::ALL[10..13];
         let found = match api_version {
             CALICO_API | CALICO_CRD_API => calico.iter().find(|k| k.kind_name() == kind).copied(),
             "networking.k8s.io/v1" | "extensions/v1beta1" | "networking.k8s.io/v1beta1" => {
                 (kind == "NetworkPolicy").then_some(ResourceKind::K8sNetworkPolicy)
             }
             "v1" => core.iter().find(|k| k.kind_name() == kind).copied(),
+            CNP_API => {
+                (kind == "ClusterNetworkPolicy").then_some(ResourceKind::ClusterNetworkPolicy)
+            }
             _ => None,
         };
         if let Some(k) = found {
@@ -139,6 +149,29 @@ impl ResourceKind {
             return Err((
                 format!("kind `{kind}` does not exist in apiVersion `{api_version}`"),
                 format!("{kind} is a Calico kind: use `apiVersion: {CALICO_API}`"),
+            ));
+        }
+        if kind == "AdminNetworkPolicy" || kind == "BaselineAdminNetworkPolicy" {
+            let tier = if kind == "AdminNetworkPolicy" {
+                "Admin"
+            } else {
+                "Baseline"
+            };
+            return Err((
+                format!(
+                    "{kind} ({api_version}) is not supported: network-policy-api v0.2.0 and Calico 3.32 replaced it with ClusterNetworkPolicy"
+                ),
+                format!(
+                    "rewrite it as `apiVersion: {CNP_API}`, `kind: ClusterNetworkPolicy` with `spec.tier: {tier}` (the priority, subject and rules carry over; actions Allow becomes Accept)"
+                ),
+            ));
+        }
+        if kind == "ClusterNetworkPolicy" {
+            return Err((
+                format!("kind `{kind}` does not exist in apiVersion `{api_version}`"),
+                format!(
+                    "ClusterNetworkPolicy is the network-policy-api kind: use `apiVersion: {CNP_API}`"
+                ),
             ));
         }
         if core.iter().any(|k| k.kind_name() == kind) {
@@ -187,6 +220,7 @@ impl Resource {
             Resource::Namespace(_) => ResourceKind::Namespace,
             Resource::ServiceAccount(_) => ResourceKind::ServiceAccount,
             Resource::Pod(_) => ResourceKind::Pod,
+            Resource::ClusterNetworkPolicy(_) => ResourceKind::ClusterNetworkPolicy,
         }
     }
 
@@ -202,6 +236,7 @@ impl Resource {
             Resource::K8sNetworkPolicy(o) => &o.metadata,
             Resource::Namespace(o) | Resource::ServiceAccount(o) => &o.metadata,
             Resource::Pod(p) => &p.metadata,
+            Resource::ClusterNetworkPolicy(o) => &o.metadata,
         }
     }
 
@@ -337,6 +372,7 @@ fn decode_body(
         ResourceKind::Tier => obj!(Tier),
         ResourceKind::FelixConfiguration => obj!(FelixConfiguration),
         ResourceKind::K8sNetworkPolicy => obj!(K8sNetworkPolicy),
+        ResourceKind::ClusterNetworkPolicy => obj!(ClusterNetworkPolicy),
         ResourceKind::Namespace | ResourceKind::ServiceAccount => {
             let _: Option<IgnoredAny> = spec!()?;
             let o = Object { metadata, spec: () };
@@ -435,6 +471,21 @@ mod tests {
         let (_, hint) =
             ResourceKind::resolve("networking.k8s.io/v1", "GlobalNetworkPolicy").unwrap_err();
         assert!(hint.contains("projectcalico.org/v3"));
+        assert_eq!(
+            ResourceKind::resolve(CNP_API, "ClusterNetworkPolicy"),
+            Ok(ResourceKind::ClusterNetworkPolicy)
+        );
+        let (msg, hint) = ResourceKind::resolve("v1", "ClusterNetworkPolicy").unwrap_err();
+        assert!(msg.contains("does not exist"), "{msg}");
+        assert!(hint.contains(CNP_API), "{hint}");
+        let (msg, hint) =
+            ResourceKind::resolve("policy.networking.k8s.io/v1alpha1", "AdminNetworkPolicy")
+                .unwrap_err();
+        assert!(
+            msg.contains("replaced it with ClusterNetworkPolicy"),
+            "{msg}"
+        );
+        assert!(hint.contains("spec.tier: Admin"), "{hint}");
         let (msg, hint) =
             ResourceKind::resolve("projectcalico.org/v3", "GlobalNetworkpolicy").unwrap_err();
         assert!(msg.contains("unknown kind"));

@@ -114,6 +114,7 @@ pub fn validate(resource: &Resource) -> Vec<Finding> {
             &spec,
         ),
         Resource::K8sNetworkPolicy(o) => check_k8s_policy(&mut c, &o.spec, &spec),
+        Resource::ClusterNetworkPolicy(o) => cnp::check_cnp(&mut c, &o.spec, &spec),
         Resource::Namespace(_) | Resource::ServiceAccount(_) => {}
         Resource::Pod(p) => {
             if let Some(ip) = &p.status.pod_ip
@@ -1277,5 +1278,6 @@ fn check_k8s_policy(c: &mut Checker, spec: &K8sNetworkPolicySpec, path: &FieldPa
     }
 }
 
+mod cnp;
 #[cfg(test)]
 mod tests;

@@ -277,6 +277,7 @@ fn document(r: &mut Rng, kind: ResourceKind, ns: &str, name: &str) -> String {
                 r.pick(&["80", "http", "443"]),
             )
         }
+        ResourceKind::ClusterNetworkPolicy => cnp_document(r, name),
         ResourceKind::Profile => format!(
             "{v3}\nkind: Profile\nmetadata: {{name: {name}}}\nspec:\n  labelsToApply: {}\n  ingress:\n{}  egress:\n{}",
             labels(r, &[("app", &["web", "db"])]),
@@ -295,6 +296,62 @@ fn document(r: &mut Rng, kind: ResourceKind, ns: &str, name: &str) -> String {
             r.pick(&["true", "false"])
         ),
     }
+}
+
+/// A Kubernetes label selector over random labels.
+fn lsel(r: &mut Rng, keys: &[(&str, &[&str])]) -> String {
+    format!("{{matchLabels: {}}}", labels(r, keys))
+}
+
+/// A random ClusterNetworkPolicy: either tier, a priority that may tie,
+/// either subject form, and rules of every action, peer and protocol form.
+fn cnp_document(r: &mut Rng, name: &str) -> String {
+    let subject = if r.chance(50) {
+        format!("{{namespaces: {}}}", lsel(r, &[("team", &["red", "blue"])]))
+    } else {
+        format!(
+            "{{pods: {{namespaceSelector: {}, podSelector: {}}}}}",
+            lsel(r, &[("env", &["prod", "dev"])]),
+            lsel(r, &[("app", &["web", "api", "db"])])
+        )
+    };
+    let mut text = format!(
+        "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {{name: {name}}}\nspec:\n  tier: {}\n  priority: {}\n  subject: {subject}\n",
+        r.pick(&["Admin", "Baseline"]),
+        r.below(3) * 5
+    );
+    for (dir, field) in [("ingress", "from"), ("egress", "to")] {
+        if r.chance(30) {
+            continue;
+        }
+        text.push_str(&format!("  {dir}:\n"));
+        for _ in 0..1 + r.below(2) {
+            let peer = match r.below(if dir == "egress" { 4 } else { 3 }) {
+                0 => format!("namespaces: {}", lsel(r, &[("team", &["red", "blue"])])),
+                1 => format!(
+                    "pods: {{namespaceSelector: {{}}, podSelector: {}}}",
+                    lsel(r, &[("app", &["web", "api"])])
+                ),
+                2 => {
+                    "pods: {namespaceSelector: {matchLabels: {env: prod}}, podSelector: {}}".into()
+                }
+                _ => format!("networks: [198.18.{}.0/24, 198.19.0.0/16]", r.below(3)),
+            };
+            let named_ok = !peer.starts_with("networks");
+            let protocols = match r.below(4) {
+                0 => String::new(),
+                1 => "    protocols: [{tcp: {destinationPort: {number: 80}}}, {udp: {destinationPort: {number: 53}}}]\n".into(),
+                2 => "    protocols: [{tcp: {destinationPort: {range: {start: 8000, end: 8080}}}}]\n".into(),
+                _ if named_ok => "    protocols: [{destinationNamedPort: http}, {sctp: {destinationPort: {number: 9}}}]\n".into(),
+                _ => "    protocols: [{tcp: {destinationPort: {number: 443}}}]\n".into(),
+            };
+            text.push_str(&format!(
+                "  - action: {}\n    {field}: [{{{peer}}}]\n{protocols}",
+                r.pick(&["Accept", "Deny", "Pass"])
+            ));
+        }
+    }
+    text
 }
 
 /// The object slots updates are drawn from, weighted towards pods.
@@ -321,6 +378,7 @@ fn slots() -> Vec<(ResourceKind, &'static str, String)> {
     }
     for i in 0..3 {
         out.push((HostEndpoint, "", format!("h{i}")));
+        out.push((ClusterNetworkPolicy, "", format!("c{i}")));
     }
     out.push((GlobalNetworkSet, "", "gs0".into()));
     out.push((Tier, "", "t-sec".into()));

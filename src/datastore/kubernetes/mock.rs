@@ -123,6 +123,19 @@ impl MockApi {
         rv
     }
 
+    /// Deletes an object (`namespace/name`; empty namespace for cluster
+    /// scope) if it is there; returns the resourceVersion of the deletion.
+    pub fn delete(&self, path: &str, id: &str) -> Option<u64> {
+        let mut s = self.lock();
+        s.rv += 1;
+        let rv = s.rv;
+        let c = s.collections.get_mut(path).expect("a served path");
+        let mut obj = c.objects.remove(id)?;
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        c.log.push((rv, "DELETED", obj));
+        Some(rv)
+    }
+
     /// Forgets history: a watch from any version seen so far gets 410.
     pub fn compact(&self) {
         let mut s = self.lock();

@@ -676,3 +676,105 @@ fn a_failing_watcher_reports_its_first_error_then_summaries() {
         "a new outage"
     );
 }
+
+const CNPS: &str = "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies";
+
+fn cnp(name: &str, tier: &str) -> serde_json::Value {
+    json!({"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+           "metadata": {"name": name, "uid": "u1", "generation": 1},
+           "spec": {"tier": tier, "priority": 10, "subject": {"namespaces": {}},
+                    "ingress": [{"name": "deny-all", "action": "Deny", "from": [{"namespaces": {}}]}]},
+           "status": {"conditions": []}})
+}
+
+/// Pumps until ClusterNetworkPolicy `name` is (`present`) or is not in the
+/// consumer's state; how long it took.
+fn wait_cnp(rig: &Rig, name: &str, present: bool, bound: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut c = rig.c.borrow_mut();
+    let has = |c: &Consumer| {
+        c.objects
+            .keys()
+            .any(|k| k.kind == crate::model::ResourceKind::ClusterNetworkPolicy && k.name == name)
+    };
+    while start.elapsed() < bound {
+        c.pump(Duration::from_millis(10));
+        if has(&c) == present {
+            return Some(start.elapsed());
+        }
+    }
+    None
+}
+
+#[test]
+fn cluster_network_policies_without_their_crd_are_noted_once_then_watched_once_it_appears() {
+    let rig = Rig::start(Tuning::new(), &[]);
+    let mut notes = Vec::new();
+    rig.wait_pods(&[("a", "x")], Duration::from_secs(10), &mut notes)
+        .expect("the initial snapshot does not wait for the absent kind");
+    let settle = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < settle {
+        let mut c = rig.c.borrow_mut();
+        c.pump(Duration::from_millis(20));
+        notes.append(&mut c.notes);
+    }
+    let cnp_notes: Vec<&String> = notes
+        .iter()
+        .filter(|n| n.starts_with("ClusterNetworkPolicy.policy.networking.k8s.io:"))
+        .collect();
+    assert_eq!(cnp_notes.len(), 1, "noted once: {notes:#?}");
+    assert!(cnp_notes[0].contains("not served"), "{cnp_notes:?}");
+    let start = Instant::now();
+    // Absent: listed once, not retried in a loop.
+    assert!(rig.api.count(CNPS, false, start - Duration::from_secs(3)) <= 2);
+    rig.api.serve(CNPS);
+    rig.api.put(CNPS, cnp("guard", "Admin"));
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                     "metadata": {"name": "clusternetworkpolicies.policy.networking.k8s.io"}});
+    rig.api.put(CRDS, crd);
+    let took = wait_cnp(&rig, "guard", true, Duration::from_secs(5))
+        .expect("the kind is listed once its CRD appears");
+    eprintln!("ClusterNetworkPolicy CRD created: its objects arrived after {took:?}");
+    rig.api
+        .delete(CNPS, "/guard")
+        .expect("the object was there");
+    wait_cnp(&rig, "guard", false, Duration::from_secs(5)).expect("a deletion is delivered");
+}
+
+#[test]
+fn cluster_network_policies_are_watched_and_invalid_ones_reported() {
+    let rig = Rig::start(Tuning::new(), &[CNPS]);
+    rig.api.put(CNPS, cnp("admin-guard", "Admin"));
+    wait_cnp(&rig, "admin-guard", true, Duration::from_secs(10)).expect("listed or watched");
+    {
+        let c = rig.c.borrow();
+        let key = c
+            .objects
+            .keys()
+            .find(|k| k.name == "admin-guard")
+            .unwrap()
+            .clone();
+        let Some(Resource::ClusterNetworkPolicy(o)) = c.objects.get(&key) else {
+            panic!("{key}: not a ClusterNetworkPolicy");
+        };
+        assert_eq!(o.spec.priority, Some(10));
+    }
+    // An edit arrives; an invalid object is reported with its field and
+    // withdrawn, not looped on.
+    rig.api.put(CNPS, cnp("admin-guard", "Admn"));
+    wait_cnp(&rig, "admin-guard", false, Duration::from_secs(5))
+        .expect("the now-invalid policy is withdrawn");
+    let c = rig.c.borrow();
+    let problems: Vec<String> = c
+        .problems
+        .values()
+        .flatten()
+        .map(|d| d.one_line())
+        .collect();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("Admn") && p.contains("spec.tier")),
+        "{problems:#?}"
+    );
+}
