@@ -46,6 +46,8 @@ pub enum Resource {
     Namespace(Object<()>),
     ServiceAccount(Object<()>),
     Pod(Pod),
+    /// discovery.k8s.io/v1 EndpointSlice (the body is its `spec` here).
+    EndpointSlice(Object<EndpointSliceSpec>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -63,15 +65,17 @@ pub enum ResourceKind {
     Namespace,
     ServiceAccount,
     Pod,
+    EndpointSlice,
 }
 
 pub const CALICO_API: &str = "projectcalico.org/v3";
 pub const CALICO_CRD_API: &str = "crd.projectcalico.org/v1";
+pub const DISCOVERY_API: &str = "discovery.k8s.io/v1";
 
 impl ResourceKind {
     /// Calico kinds first, then the Kubernetes NetworkPolicy, then the core
-    /// v1 kinds (`resolve` relies on this order).
-    pub const ALL: [ResourceKind; 13] = [
+    /// v1 kinds, then the discovery.k8s.io kinds (`resolve` relies on this order).
+    pub const ALL: [ResourceKind; 14] = [
         ResourceKind::NetworkPolicy,
         ResourceKind::GlobalNetworkPolicy,
         ResourceKind::HostEndpoint,
@@ -85,6 +89,7 @@ impl ResourceKind {
         ResourceKind::Namespace,
         ResourceKind::ServiceAccount,
         ResourceKind::Pod,
+        ResourceKind::EndpointSlice,
     ];
 
     /// The `kind:` text.
@@ -102,6 +107,7 @@ impl ResourceKind {
             ResourceKind::Namespace => "Namespace",
             ResourceKind::ServiceAccount => "ServiceAccount",
             ResourceKind::Pod => "Pod",
+            ResourceKind::EndpointSlice => "EndpointSlice",
         }
     }
 
@@ -114,6 +120,7 @@ impl ResourceKind {
                 | ResourceKind::WorkloadEndpoint
                 | ResourceKind::ServiceAccount
                 | ResourceKind::Pod
+                | ResourceKind::EndpointSlice
         )
     }
 
@@ -121,13 +128,14 @@ impl ResourceKind {
     pub fn resolve(api_version: &str, kind: &str) -> Result<ResourceKind, (String, String)> {
         // The first nine kinds are Calico's; the last three are core v1.
         let calico = &Self::ALL[..9];
-        let core = &Self::ALL[10..];
+        let core = &Self::ALL[10..13];
         let found = match api_version {
             CALICO_API | CALICO_CRD_API => calico.iter().find(|k| k.kind_name() == kind).copied(),
             "networking.k8s.io/v1" | "extensions/v1beta1" | "networking.k8s.io/v1beta1" => {
                 (kind == "NetworkPolicy").then_some(ResourceKind::K8sNetworkPolicy)
             }
             "v1" => core.iter().find(|k| k.kind_name() == kind).copied(),
+            DISCOVERY_API => (kind == "EndpointSlice").then_some(ResourceKind::EndpointSlice),
             _ => None,
         };
         if let Some(k) = found {
@@ -139,6 +147,12 @@ impl ResourceKind {
             return Err((
                 format!("kind `{kind}` does not exist in apiVersion `{api_version}`"),
                 format!("{kind} is a Calico kind: use `apiVersion: {CALICO_API}`"),
+            ));
+        }
+        if kind == "EndpointSlice" {
+            return Err((
+                format!("kind `{kind}` does not exist in apiVersion `{api_version}`"),
+                format!("{kind} is a Kubernetes discovery kind: use `apiVersion: {DISCOVERY_API}`"),
             ));
         }
         if core.iter().any(|k| k.kind_name() == kind) {
@@ -187,6 +201,7 @@ impl Resource {
             Resource::Namespace(_) => ResourceKind::Namespace,
             Resource::ServiceAccount(_) => ResourceKind::ServiceAccount,
             Resource::Pod(_) => ResourceKind::Pod,
+            Resource::EndpointSlice(_) => ResourceKind::EndpointSlice,
         }
     }
 
@@ -202,6 +217,7 @@ impl Resource {
             Resource::K8sNetworkPolicy(o) => &o.metadata,
             Resource::Namespace(o) | Resource::ServiceAccount(o) => &o.metadata,
             Resource::Pod(p) => &p.metadata,
+            Resource::EndpointSlice(o) => &o.metadata,
         }
     }
 
@@ -346,6 +362,10 @@ fn decode_body(
                 Resource::ServiceAccount(o)
             }
         }
+        ResourceKind::EndpointSlice => Resource::EndpointSlice(Object {
+            metadata,
+            spec: keep(de::from_node_all(node, base), errors)?,
+        }),
         ResourceKind::Pod => {
             let spec = spec!();
             let status = match node.get("status") {
