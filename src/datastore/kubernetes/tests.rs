@@ -676,3 +676,5 @@ fn a_failing_watcher_reports_its_first_error_then_summaries() {
         "a new outage"
     );
 }
+
+mod slices;
