@@ -146,3 +146,114 @@ impl Incremental {
         delta
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::compile;
+
+    const BASE: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: c, namespace: shop, labels: {app: c}}\nspec: {nodeName: n1}\nstatus: {podIP: 198.18.1.2}\n---\napiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec:\n  selector: app == 'c'\n  types: [Egress, Ingress]\n  egress: [{action: Allow, destination: {services: {name: api}}}]\n  ingress: [{action: Allow, source: {services: {name: api}}}]\n";
+
+    fn slice(name: &str, svc: &str, addrs: &[&str]) -> Resource {
+        let eps: Vec<String> = addrs.iter().map(|a| format!("{{addresses: [{a}]}}")).collect();
+        let y = format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}, namespace: shop, labels: {{kubernetes.io/service-name: {svc}}}}}\naddressType: IPv4\nendpoints: [{}]\nports: [{{port: 8080}}, {{port: 53, protocol: UDP}}]\n",
+            eps.join(", ")
+        );
+        let mut r = crate::model::load::load_str(&y, std::path::Path::new("s.yaml"));
+        assert!(!r.has_errors(), "{:?}", r.diagnostics);
+        r.resources.remove(0).resource
+    }
+
+    fn base() -> Vec<Resource> {
+        let r = crate::model::load::load_str(BASE, std::path::Path::new("b.yaml"));
+        assert!(!r.has_errors(), "{:?}", r.diagnostics);
+        r.resources.into_iter().map(|l| l.resource).collect()
+    }
+
+    /// Applies `u`; checks the outcome is set elements only, the change
+    /// names no chain, and the result equals a full compile of `all`.
+    fn step(engine: &mut Incremental, u: Update, all: &[Resource]) -> Change {
+        engine.take_change();
+        let outcome = engine.apply(vec![u]);
+        assert!(matches!(outcome, Outcome::Sets(_)), "{outcome:?}");
+        let change = engine.take_change();
+        assert!(change.chains.is_empty() && change.sets.is_empty(), "{change:?}");
+        assert_eq!(engine.ruleset(), &compile(&Cluster::build(all, "n1"), "n1"));
+        change
+    }
+
+    fn elements(change: &Change) -> Vec<String> {
+        let mut out: Vec<String> = change
+            .elements
+            .values()
+            .flat_map(|d| {
+                let added = d.added.iter().map(|e| format!("+{e}"));
+                added.chain(d.removed.iter().map(|e| format!("-{e}")))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn slices_coming_changing_moving_and_going_are_element_deltas() {
+        let mut all = base();
+        let mut engine = Incremental::new(all.clone(), "n1", |_| {});
+        let a = slice("api-1", "api", &["198.18.3.10"]);
+        all.push(a.clone());
+        let c = step(&mut engine, Update::put(a), &all);
+        assert_eq!(
+            elements(&c),
+            [
+                "+198.18.3.10",
+                "+198.18.3.10 . 17 . 53",
+                "+198.18.3.10 . 6 . 8080"
+            ]
+        );
+        // A second slice of the same Service sharing an address: only the
+        // new address is added; the shared one is counted twice.
+        let b = slice("api-2", "api", &["198.18.3.10", "198.18.3.11"]);
+        all.push(b.clone());
+        let c = step(&mut engine, Update::put(b.clone()), &all);
+        assert_eq!(
+            elements(&c),
+            [
+                "+198.18.3.10/31",
+                "+198.18.3.11 . 17 . 53",
+                "+198.18.3.11 . 6 . 8080",
+                "-198.18.3.10"
+            ]
+        );
+        // The second slice moves to another Service: its own address goes,
+        // the shared one stays (the first slice still holds it).
+        let moved = slice("api-2", "web", &["198.18.3.10", "198.18.3.11"]);
+        all.pop();
+        all.push(moved.clone());
+        let c = step(&mut engine, Update::put(moved.clone()), &all);
+        assert_eq!(
+            elements(&c),
+            [
+                "+198.18.3.10",
+                "-198.18.3.10/31",
+                "-198.18.3.11 . 17 . 53",
+                "-198.18.3.11 . 6 . 8080"
+            ]
+        );
+        all.pop();
+        engine.take_change();
+        let outcome = engine.apply(vec![Update::delete(moved.key())]);
+        assert_eq!(outcome, Outcome::Unchanged, "a slice of an unused Service");
+        assert_eq!(engine.ruleset(), &compile(&Cluster::build(&all, "n1"), "n1"));
+        let gone = all.pop().expect("api-1");
+        let c = step(&mut engine, Update::delete(gone.key()), &all);
+        assert_eq!(
+            elements(&c),
+            [
+                "-198.18.3.10",
+                "-198.18.3.10 . 17 . 53",
+                "-198.18.3.10 . 6 . 8080"
+            ]
+        );
+    }
+}
