@@ -155,7 +155,10 @@ mod tests {
     const BASE: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: c, namespace: shop, labels: {app: c}}\nspec: {nodeName: n1}\nstatus: {podIP: 198.18.1.2}\n---\napiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec:\n  selector: app == 'c'\n  types: [Egress, Ingress]\n  egress: [{action: Allow, destination: {services: {name: api}}}]\n  ingress: [{action: Allow, source: {services: {name: api}}}]\n";
 
     fn slice(name: &str, svc: &str, addrs: &[&str]) -> Resource {
-        let eps: Vec<String> = addrs.iter().map(|a| format!("{{addresses: [{a}]}}")).collect();
+        let eps: Vec<String> = addrs
+            .iter()
+            .map(|a| format!("{{addresses: [{a}]}}"))
+            .collect();
         let y = format!(
             "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}, namespace: shop, labels: {{kubernetes.io/service-name: {svc}}}}}\naddressType: IPv4\nendpoints: [{}]\nports: [{{port: 8080}}, {{port: 53, protocol: UDP}}]\n",
             eps.join(", ")
@@ -178,7 +181,10 @@ mod tests {
         let outcome = engine.apply(vec![u]);
         assert!(matches!(outcome, Outcome::Sets(_)), "{outcome:?}");
         let change = engine.take_change();
-        assert!(change.chains.is_empty() && change.sets.is_empty(), "{change:?}");
+        assert!(
+            change.chains.is_empty() && change.sets.is_empty(),
+            "{change:?}"
+        );
         assert_eq!(engine.ruleset(), &compile(&Cluster::build(all, "n1"), "n1"));
         change
     }
@@ -244,7 +250,10 @@ mod tests {
         engine.take_change();
         let outcome = engine.apply(vec![Update::delete(moved.key())]);
         assert_eq!(outcome, Outcome::Unchanged, "a slice of an unused Service");
-        assert_eq!(engine.ruleset(), &compile(&Cluster::build(&all, "n1"), "n1"));
+        assert_eq!(
+            engine.ruleset(),
+            &compile(&Cluster::build(&all, "n1"), "n1")
+        );
         let gone = all.pop().expect("api-1");
         let c = step(&mut engine, Update::delete(gone.key()), &all);
         assert_eq!(

@@ -89,8 +89,13 @@ pub(super) fn check_rule_services(
         );
     }
     if side == "destination" && (!ent.ports.is_empty() || !ent.not_ports.is_empty()) {
+        let field = if ent.ports.is_empty() {
+            "notPorts"
+        } else {
+            "ports"
+        };
         c.error_hint(
-            &svp,
+            &sp.key(field),
             "destination `ports` and `notPorts` cannot be combined with `services`",
             "the Service's EndpointSlice ports are the ports matched; remove `ports`",
         );
