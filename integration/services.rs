@@ -63,7 +63,12 @@ impl Lab {
 
     /// Whether `client` reaches each `(address, port)`.
     fn reach(&self, targets: &[(&str, u16)]) -> Vec<bool> {
-        let from = self.node.pod("default", "client").ns.path();
+        self.reach_from("client", targets)
+    }
+
+    /// Whether pod `from` reaches each `(address, port)`.
+    fn reach_from(&self, from: &str, targets: &[(&str, u16)]) -> Vec<bool> {
+        let from = self.node.pod("default", from).ns.path();
         let probes: Vec<Probe> = targets
             .iter()
             .map(|(ip, port)| Probe {
@@ -300,5 +305,36 @@ fn an_endpoint_slice_change_while_running_is_a_set_element_change() {
         lab.handles(),
         before,
         "a re-rendered chain shows in the handles"
+    );
+}
+
+#[test]
+fn ingress_from_a_service_admits_its_endpoints_only() {
+    if !kernel::require_kernel("services_ingress") {
+        return;
+    }
+    let lab = Lab::new("svci");
+    // Service `clients` has one endpoint, the client pod; `other` admits
+    // its endpoints (from source ports 1024 and up) and nothing else.
+    let clients = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: clients-1, namespace: default, labels: {kubernetes.io/service-name: clients}}\naddressType: IPv4\nendpoints: [{addresses: ['198.18.0.3']}]\nports: [{port: 7000}]\n";
+    let policy = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: other-from-clients}\nspec:\n  selector: app == 'other'\n  types: [Ingress]\n  ingress:\n  - action: Allow\n    protocol: TCP\n    source:\n      services: {name: clients, namespace: default}\n      ports: ['1024:65535']\n  - action: Deny\n";
+    lab.node.apply_yaml(&format!(
+        "{}---\n{clients}---\n{policy}",
+        lab.cluster_yaml()
+    ));
+    assert_eq!(
+        lab.reach_from("client", &[(OTHER, 8080)]),
+        [true],
+        "an endpoint of `clients` is admitted (the slice's port 7000 plays no part for a source)"
+    );
+    assert_eq!(
+        lab.reach_from("api-1", &[(OTHER, 8080)]),
+        [false],
+        "a pod outside `clients` is not"
+    );
+    assert_eq!(
+        lab.reach_from("api-1", &[(API0, 8080)]),
+        [true],
+        "the lab routes between the pods (the denial is the policy's)"
     );
 }
