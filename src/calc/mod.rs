@@ -18,7 +18,7 @@ use ipnet::IpNet;
 use sha1::Digest;
 
 pub use index::LabelIndex;
-pub use services::{ServiceKey, ServiceSlices, SliceMembers};
+pub use services::{ServiceKey, ServiceSlices, SliceMembers, missing_service_notes};
 pub use settings::{
     DenyAction, EndpointToHostAction, FailsafePort, LogBackend, Settings, felix_env,
 };
@@ -931,6 +931,7 @@ pub fn node_notes(c: &Cluster, node: &str) -> Vec<Note> {
             ),
         });
     }
+    out.extend(missing_service_notes(c));
     out
 }
 

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::Cluster;
+use super::{Cluster, Note};
 use crate::model::Object;
 use crate::model::types::{EndpointSliceSpec, SERVICE_NAME_LABEL};
 use crate::model::validate::slice_members;
@@ -77,3 +77,57 @@ impl Cluster {
 
 /// Slices by Service, then by slice name.
 pub type ServiceSlices = BTreeMap<ServiceKey, BTreeMap<String, SliceMembers>>;
+
+/// Notes for `services` matches that name a Service with no EndpointSlice
+/// in the input (a typo, or slices not exported): such a rule matches
+/// nothing until one appears.
+pub fn missing_service_notes(c: &Cluster) -> Vec<Note> {
+    let mut out = Vec::new();
+    for p in &c.policies {
+        let mut missing = BTreeSet::new();
+        for rule in p.spec.ingress.iter().chain(&p.spec.egress) {
+            for side in [&rule.source, &rule.destination] {
+                let Some(svc) = &side.services else { continue };
+                let ns = svc.namespace.as_deref().filter(|n| !n.is_empty());
+                let ns = ns.or(p.namespace()).unwrap_or_default();
+                let key = (ns.to_string(), svc.name.clone());
+                if !c.services.contains_key(&key) {
+                    missing.insert(format!("{}/{}", key.0, key.1));
+                }
+            }
+        }
+        for svc in missing {
+            out.push(Note {
+                subject: p.id.to_string(),
+                message: format!(
+                    "`services` names Service {svc}, which has no EndpointSlice in the input: \
+                     the rule matches nothing until one appears (slices carry the label \
+                     `{SERVICE_NAME_LABEL}: <name>`)"
+                ),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_without_slices_is_noted_and_one_with_slices_is_not() {
+        let y = "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec:\n  selector: all()\n  types: [Egress]\n  egress:\n  - {action: Allow, destination: {services: {name: api}}}\n  - {action: Allow, destination: {services: {name: web, namespace: other}}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: api-1, namespace: shop, labels: {kubernetes.io/service-name: api}}\naddressType: IPv4\nendpoints: [{addresses: [198.18.3.10]}]\nports: [{port: 80}]\n";
+        let r = crate::model::load::load_str(y, std::path::Path::new("n.yaml"));
+        assert!(!r.has_errors(), "{:?}", r.diagnostics);
+        let res: Vec<_> = r.resources.into_iter().map(|l| l.resource).collect();
+        let c = Cluster::build(&res, "n1");
+        assert_eq!(
+            c.service_ports(&("shop".into(), "api".into())),
+            [("198.18.3.10".parse().unwrap(), 6, 80)].into()
+        );
+        let notes = missing_service_notes(&c);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert_eq!(notes[0].subject, "np/shop/p");
+        assert!(notes[0].message.contains("Service other/web"), "{notes:?}");
+    }
+}
