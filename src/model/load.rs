@@ -702,8 +702,7 @@ impl<'t> Ctx<'t> {
         }
         let allowed = ["apiVersion", "kind", "metadata", "spec", "status", "items"];
         // An EndpointSlice has no `spec`: its fields sit at the top level.
-        let slice =
-            node.get("apiVersion").and_then(Node::as_str) == Some(crate::model::DISCOVERY_API);
+        let slice = node.get("kind").and_then(Node::as_str) == Some("EndpointSlice");
         if let Value::Map(entries) = &node.value
             && !slice
         {
