@@ -6,6 +6,7 @@
 //! proportional to the endpoints a selector can match, not to the cluster.
 
 mod index;
+mod services;
 mod settings;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,6 +18,7 @@ use ipnet::IpNet;
 use sha1::Digest;
 
 pub use index::LabelIndex;
+pub use services::{ServiceKey, ServiceSlices, SliceMembers, missing_service_notes};
 pub use settings::{
     DenyAction, EndpointToHostAction, FailsafePort, LogBackend, Settings, felix_env,
 };
@@ -240,6 +242,8 @@ pub struct Cluster {
     /// hold those addresses.
     pub host_interfaces: BTreeMap<String, Vec<IpAddr>>,
     pub notes: Vec<Note>,
+    /// EndpointSlice members by Service (for `services` rule matches).
+    pub services: ServiceSlices,
     pub index: LabelIndex,
     /// Policies by a `key == value` their selector requires; the rest are
     /// checked against every endpoint.
@@ -439,6 +443,7 @@ impl Cluster {
                 Resource::HostEndpoint(o) => c.add_host_endpoint(o),
                 Resource::NetworkSet(o) => c.add_network_set(Some(o), &o.metadata, &o.spec),
                 Resource::GlobalNetworkSet(o) => c.add_network_set(None, &o.metadata, &o.spec),
+                Resource::EndpointSlice(o) => c.add_endpoint_slice(o),
                 _ => {}
             }
         }
@@ -758,6 +763,7 @@ impl Cluster {
             settings: self.settings.clone(),
             host_interfaces: self.host_interfaces.clone(),
             notes: self.notes.clone(),
+            services: ServiceSlices::new(),
             index: LabelIndex::default(),
             policy_by_pair: Default::default(),
             policy_unindexed: Vec::new(),
@@ -946,6 +952,7 @@ pub fn node_notes(c: &Cluster, node: &str) -> Vec<Note> {
             ),
         });
     }
+    out.extend(missing_service_notes(c));
     out
 }
 

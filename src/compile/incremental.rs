@@ -36,6 +36,7 @@ use crate::model::{Resource, ResourceKey, ResourceKind, Update};
 #[cfg(test)]
 mod model_tests;
 mod parts;
+mod services;
 mod update;
 
 /// How an update was handled.
@@ -114,6 +115,8 @@ pub struct Incremental {
     /// Selector sets by each label key their selector reads (other than
     /// that of their required pair), with that pair.
     sets_by_key: HashMap<KeyAndPair, BTreeSet<String>>,
+    /// Service sets by the Service they hold (filled from EndpointSlices).
+    sets_by_service: HashMap<crate::calc::ServiceKey, BTreeSet<String>>,
     /// Every policy by id, with its place in evaluation order.
     policies: HashMap<PolicyId, (Rank, Policy)>,
     /// Policies by a `key == value` their selector requires; the rest.
@@ -179,6 +182,7 @@ impl Incremental {
             sets_by_pair: HashMap::new(),
             sets_unkeyed: BTreeSet::new(),
             sets_by_key: HashMap::new(),
+            sets_by_service: HashMap::new(),
             policies: HashMap::new(),
             policy_by_pair: HashMap::new(),
             policy_unkeyed: BTreeSet::new(),
@@ -235,6 +239,7 @@ impl Incremental {
         self.sets_by_pair.clear();
         self.sets_unkeyed.clear();
         self.sets_by_key.clear();
+        self.sets_by_service.clear();
         self.owned.clear();
         self.refs.clear();
         self.cluster = cluster.local_view(&self.node);
@@ -372,8 +377,14 @@ impl Incremental {
         let mut touched = 0;
         let mut member_keys = BTreeSet::new();
         let mut policies = Vec::new();
+        let mut slices = Vec::new();
         for u in updates {
             match u.key.kind {
+                ResourceKind::EndpointSlice => {
+                    let old = self.resources.get(&u.key).and_then(services::slice_of);
+                    let new = u.value.as_ref().and_then(services::slice_of);
+                    slices.push((old, new));
+                }
                 ResourceKind::Namespace | ResourceKind::ServiceAccount => {
                     touched += self.implicit_profile(&u, &mut dirty, &mut member_keys)
                 }
@@ -392,6 +403,7 @@ impl Incremental {
             self.store(u);
         }
         touched += self.refresh_members(&member_keys, &mut dirty);
+        touched += self.bump_services(slices);
         for (old, new) in policies {
             self.replace_policy(old, new, &mut dirty);
         }

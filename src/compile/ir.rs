@@ -179,6 +179,14 @@ pub enum SetSource {
         protocol: Option<crate::model::types::Protocol>,
         v6: bool,
     },
+    /// A Service's endpoint addresses (`ports: false`, a source match) or
+    /// `address . protocol . port` of its endpoints and EndpointSlice ports
+    /// (`ports: true`, a destination match).
+    Service {
+        service: crate::calc::ServiceKey,
+        ports: bool,
+        v6: bool,
+    },
 }
 
 /// The whole desired table.

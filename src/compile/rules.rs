@@ -341,6 +341,45 @@ impl<'a> RuleRenderer<'a> {
         })
     }
 
+    /// The set of a Service's endpoints: `address . protocol . port` for a
+    /// destination (`ports`), addresses for a source.
+    fn service_set(&mut self, svc: &crate::calc::ServiceKey, ports: bool, fam: Fam) -> String {
+        let key = format!("{}/{}", svc.0, svc.1);
+        let prefix = if ports { "svc" } else { "sva" };
+        let name = format!("{prefix}{}-{}", fam.digit(), short_hash(&key));
+        let v6 = fam == Fam::V6;
+        self.sources.insert(
+            name.clone(),
+            SetSource::Service {
+                service: svc.clone(),
+                ports,
+                v6,
+            },
+        );
+        let (ty, comment) = match (ports, v6) {
+            (true, false) => (SetType::NamedPortV4, format!("service {key} ports")),
+            (true, true) => (SetType::NamedPortV6, format!("service {key} ports")),
+            (false, false) => (SetType::Ipv4, format!("service {key}")),
+            (false, true) => (SetType::Ipv6, format!("service {key}")),
+        };
+        let cluster = self.cluster;
+        let fill = self.fill_sets;
+        self.add_set(name, ty, comment, || {
+            if !fill {
+                return BTreeSet::new();
+            }
+            if !ports {
+                return address_elements(cluster.service_addresses(svc), v6);
+            }
+            cluster
+                .service_ports(svc)
+                .into_iter()
+                .filter(|(a, _, _)| fam.holds(a))
+                .map(|(a, p, port)| format!("{a} . {p} . {port}"))
+                .collect()
+        })
+    }
+
     /// Renders one Calico rule. `ns` is the policy's namespace (None for
     /// global policies and profiles).
     /// `log` describes the rule for its Log statement (policy, tier, rule).
@@ -409,6 +448,7 @@ impl<'a> RuleRenderer<'a> {
                 || e.not_selector.is_some()
                 || e.namespace_selector.is_some()
                 || e.service_accounts.is_some()
+                || e.services.is_some()
                 || e.ports
                     .iter()
                     .chain(e.not_ports.iter())
@@ -506,6 +546,21 @@ impl<'a> RuleRenderer<'a> {
             } else {
                 let set = self.nets_set(&in_fam, fam);
                 m.push(format!("{} {addr} {op}@{set}", fam.kw()));
+            }
+        }
+        if let Some(svc) = &e.services {
+            // A Service in the policy's namespace unless it names one.
+            let namespace = given(&svc.namespace).or(ns).unwrap_or_default();
+            let key = (namespace.to_string(), svc.name.clone());
+            let dst = side == "d";
+            let set = self.service_set(&key, dst, fam);
+            if dst {
+                m.push(format!(
+                    "{} {addr} . meta l4proto . th {port_kw} @{set}",
+                    fam.kw()
+                ));
+            } else {
+                m.push(format!("{} {addr} @{set}", fam.kw()));
             }
         }
         let (positive, negative) = entity_selectors(e, ns);

@@ -200,7 +200,11 @@ fn publish_sizes(d: &Desired, local_endpoints: usize, local_policies: usize, met
     metrics.set_snapshot(Snapshot {
         local_endpoints,
         local_policies,
-        selectors: ruleset.sets.keys().filter(|k| k.starts_with('s')).count(),
+        selectors: ruleset
+            .sets
+            .keys()
+            .filter(|k| k.starts_with("s4-") || k.starts_with("s6-"))
+            .count(),
         set_members: ruleset.sets.values().map(|s| s.elements.len()).sum(),
         rules: ruleset.rule_count(),
         chains: ruleset.chains.len(),

@@ -25,6 +25,9 @@
 //! or ClusterNetworkPolicy the server does not serve (CRD not installed: 404) is taken as empty,
 //! noted once, and listed again only every [`Tuning::recheck_absent`] or
 //! as soon as a CustomResourceDefinition watch shows its CRD.
+//! EndpointSlices (`discovery.k8s.io/v1`, for `services` rule matches) are
+//! watched the same way, and tolerated when not served (404) or not
+//! granted (403): taken as empty, noted once, listed again on the timer.
 
 pub mod backoff;
 pub mod connect;
@@ -38,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, ResourceExt};
@@ -176,6 +180,10 @@ struct Store {
 struct Presence {
     absent: AtomicBool,
     noted: AtomicBool,
+    /// A built-in kind tortie can do without (EndpointSlice): 403 is taken
+    /// like 404 (as empty, noted once, listed again on the timer), and
+    /// no CRD can bring it back.
+    builtin: bool,
     /// Woken by the CRD watcher when this kind's CRD appears or changes.
     created: Notify,
 }
@@ -482,7 +490,11 @@ where
                 },
             };
             gate.ok();
-            if let Some(p) = &self.optional {
+            // `Init` comes before the first LIST is answered: it does not
+            // show that the kind is served.
+            if let Some(p) = &self.optional
+                && !matches!(event, watcher::Event::Init)
+            {
                 p.absent.store(false, Ordering::Relaxed);
                 p.noted.store(false, Ordering::Relaxed);
             }
@@ -506,7 +518,13 @@ where
     ) -> Option<Ended> {
         let code = api_code(e);
         if let (Some(p), Some(404)) = (&self.optional, code) {
-            self.absent(p, store);
+            self.absent(p, store, 404);
+            return Some(Ended::Absent);
+        }
+        if let (Some(p), Some(403)) = (&self.optional, code)
+            && p.builtin
+        {
+            self.absent(p, store, 403);
             return Some(Ended::Absent);
         }
         if let Some(msg) = gate.report(&e.to_string()) {
@@ -520,7 +538,7 @@ where
 
     /// Takes the kind as empty (deletes for what it had) and notes it once
     /// per absence.
-    fn absent(&self, p: &Presence, store: &mut Store) {
+    fn absent(&self, p: &Presence, store: &mut Store, code: u16) {
         let mut out = Changes::default();
         let ids: Vec<String> = store.objects.keys().cloned().collect();
         for id in ids {
@@ -534,13 +552,35 @@ where
         }
         p.absent.store(true, Ordering::Relaxed);
         if !p.noted.swap(true, Ordering::Relaxed) {
-            self.send(Msg::Note(format!(
-                "{}: not served by the API server (its CustomResourceDefinition is not \
-                 installed): taken as empty; listed again every {:?} or when the CRD is created",
-                self.kind, self.tuning.recheck_absent
+            self.send(Msg::Note(absent_note(
+                &self.kind,
+                p.builtin,
+                code,
+                self.tuning.recheck_absent,
             )));
         }
-        self.crd_watch.notify_one();
+        if !p.builtin {
+            self.crd_watch.notify_one();
+        }
+    }
+}
+
+/// What an operator hears, once, about a kind taken as empty.
+fn absent_note(kind: &str, builtin: bool, code: u16, recheck: Duration) -> String {
+    match (builtin, code) {
+        (true, 403) => format!(
+            "{kind}: tortie may not list or watch it (403 Forbidden): taken as empty, so `services` \
+             rule matches hold no endpoints; grant get, list and watch on \
+             endpointslices.discovery.k8s.io (manifests/rbac.yaml does); listed again every {recheck:?}"
+        ),
+        (true, _) => format!(
+            "{kind}: not served by the API server (discovery.k8s.io/v1 needs Kubernetes 1.21 or \
+             later): taken as empty, so `services` rule matches hold no endpoints; listed again every {recheck:?}"
+        ),
+        (false, _) => format!(
+            "{kind}: not served by the API server (its CustomResourceDefinition is not \
+             installed): taken as empty; listed again every {recheck:?} or when the CRD is created"
+        ),
     }
 }
 
@@ -676,6 +716,23 @@ impl Watchers {
         self.spawn(name.to_string(), api, encode, None);
     }
 
+    /// EndpointSlices (for `services` rule matches): optional, since an old
+    /// API server may not serve them and RBAC may not grant them.
+    fn endpoint_slices(&mut self) {
+        let encode = |o: &EndpointSlice| serde_json::to_string(o).map_err(|e| e.to_string());
+        let presence = Arc::new(Presence {
+            builtin: true,
+            ..Presence::default()
+        });
+        let api = Api::all(self.client.clone());
+        self.spawn(
+            ENDPOINT_SLICE_LABEL.to_string(),
+            api,
+            encode,
+            Some(presence),
+        );
+    }
+
     /// The Calico kinds (optional: their CRDs may be absent); returns their
     /// presence flags by CRD name (`plural.group`).
     fn calico(&mut self, calico: CalicoApi) -> BTreeMap<String, Arc<Presence>> {
@@ -709,6 +766,9 @@ impl Watchers {
     }
 }
 
+/// The EndpointSlice watcher's name in notes and item labels.
+const ENDPOINT_SLICE_LABEL: &str = "EndpointSlice.discovery.k8s.io";
+
 /// Most watcher messages folded into one batch of changes.
 const BATCH: usize = 10_000;
 
@@ -734,6 +794,7 @@ pub async fn run(
     w.typed::<Pod>("Pod");
     w.typed::<ServiceAccount>("ServiceAccount");
     w.typed::<NetworkPolicy>("NetworkPolicy.networking.k8s.io");
+    w.endpoint_slices();
     let mut presences = w.calico(calico);
     let (crd, presence) = w.optional(&cnp_resource());
     presences.insert(crd, presence);

@@ -271,3 +271,40 @@ fn crd_schemas_reject_what_the_api_server_would() {
         );
     }
 }
+
+#[test]
+fn the_cluster_role_grants_list_and_watch_on_every_watched_kind_and_endpoint_slices() {
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    let path = root().join("manifests").join("rbac.yaml");
+    let mut granted = std::collections::BTreeSet::new();
+    for doc in docs(&path) {
+        if doc["kind"] != "ClusterRole" {
+            continue;
+        }
+        let role: ClusterRole = round_trip(&doc, "rbac.yaml ClusterRole");
+        for rule in role.rules.unwrap_or_default() {
+            if !(rule.verbs.iter().any(|v| v == "list") && rule.verbs.iter().any(|v| v == "watch"))
+            {
+                continue;
+            }
+            for g in rule.api_groups.unwrap_or_default() {
+                for r in rule.resources.clone().unwrap_or_default() {
+                    granted.insert((g.clone(), r));
+                }
+            }
+        }
+    }
+    let mut want: Vec<(String, String)> = crate::datastore::kubernetes::watched_resources(
+        crate::datastore::kubernetes::CalicoApi::V3,
+    )
+    .into_iter()
+    .map(|ar| (ar.group, ar.plural))
+    .collect();
+    want.push(("discovery.k8s.io".into(), "endpointslices".into()));
+    for w in want {
+        assert!(
+            granted.contains(&w),
+            "rbac.yaml does not grant list/watch on {w:?}"
+        );
+    }
+}

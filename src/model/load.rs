@@ -701,7 +701,11 @@ impl<'t> Ctx<'t> {
             return;
         }
         let allowed = ["apiVersion", "kind", "metadata", "spec", "status", "items"];
-        if let Value::Map(entries) = &node.value {
+        // An EndpointSlice has no `spec`: its fields sit at the top level.
+        let slice = node.get("kind").and_then(Node::as_str) == Some("EndpointSlice");
+        if let Value::Map(entries) = &node.value
+            && !slice
+        {
             for (k, _) in entries {
                 let name = k.as_str().unwrap_or("");
                 if !allowed.contains(&name) {

@@ -48,6 +48,8 @@ pub enum Resource {
     ServiceAccount(Object<()>),
     Pod(Pod),
     ClusterNetworkPolicy(Object<cnp::ClusterNetworkPolicySpec>),
+    /// discovery.k8s.io/v1 EndpointSlice (the body is its `spec` here).
+    EndpointSlice(Object<EndpointSliceSpec>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -66,17 +68,20 @@ pub enum ResourceKind {
     ServiceAccount,
     Pod,
     ClusterNetworkPolicy,
+    EndpointSlice,
 }
 
 pub const CALICO_API: &str = "projectcalico.org/v3";
 pub const CALICO_CRD_API: &str = "crd.projectcalico.org/v1";
 /// The API of ClusterNetworkPolicy (kubernetes-sigs/network-policy-api v0.2.0).
 pub const CNP_API: &str = "policy.networking.k8s.io/v1alpha2";
+pub const DISCOVERY_API: &str = "discovery.k8s.io/v1";
 
 impl ResourceKind {
     /// Calico kinds first, then the Kubernetes NetworkPolicy, then the core
-    /// v1 kinds, then ClusterNetworkPolicy (`resolve` relies on this order).
-    pub const ALL: [ResourceKind; 14] = [
+    /// v1 kinds, then ClusterNetworkPolicy and the discovery.k8s.io kinds
+    /// (`resolve` relies on this order).
+    pub const ALL: [ResourceKind; 15] = [
         ResourceKind::NetworkPolicy,
         ResourceKind::GlobalNetworkPolicy,
         ResourceKind::HostEndpoint,
@@ -91,6 +96,7 @@ impl ResourceKind {
         ResourceKind::ServiceAccount,
         ResourceKind::Pod,
         ResourceKind::ClusterNetworkPolicy,
+        ResourceKind::EndpointSlice,
     ];
 
     /// The `kind:` text.
@@ -109,6 +115,7 @@ impl ResourceKind {
             ResourceKind::ServiceAccount => "ServiceAccount",
             ResourceKind::Pod => "Pod",
             ResourceKind::ClusterNetworkPolicy => "ClusterNetworkPolicy",
+            ResourceKind::EndpointSlice => "EndpointSlice",
         }
     }
 
@@ -121,6 +128,7 @@ impl ResourceKind {
                 | ResourceKind::WorkloadEndpoint
                 | ResourceKind::ServiceAccount
                 | ResourceKind::Pod
+                | ResourceKind::EndpointSlice
         )
     }
 
@@ -138,6 +146,7 @@ impl ResourceKind {
             CNP_API => {
                 (kind == "ClusterNetworkPolicy").then_some(ResourceKind::ClusterNetworkPolicy)
             }
+            DISCOVERY_API => (kind == "EndpointSlice").then_some(ResourceKind::EndpointSlice),
             _ => None,
         };
         if let Some(k) = found {
@@ -172,6 +181,12 @@ impl ResourceKind {
                 format!(
                     "ClusterNetworkPolicy is the network-policy-api kind: use `apiVersion: {CNP_API}`"
                 ),
+            ));
+        }
+        if kind == "EndpointSlice" {
+            return Err((
+                format!("kind `{kind}` does not exist in apiVersion `{api_version}`"),
+                format!("{kind} is a Kubernetes discovery kind: use `apiVersion: {DISCOVERY_API}`"),
             ));
         }
         if core.iter().any(|k| k.kind_name() == kind) {
@@ -221,6 +236,7 @@ impl Resource {
             Resource::ServiceAccount(_) => ResourceKind::ServiceAccount,
             Resource::Pod(_) => ResourceKind::Pod,
             Resource::ClusterNetworkPolicy(_) => ResourceKind::ClusterNetworkPolicy,
+            Resource::EndpointSlice(_) => ResourceKind::EndpointSlice,
         }
     }
 
@@ -237,6 +253,7 @@ impl Resource {
             Resource::Namespace(o) | Resource::ServiceAccount(o) => &o.metadata,
             Resource::Pod(p) => &p.metadata,
             Resource::ClusterNetworkPolicy(o) => &o.metadata,
+            Resource::EndpointSlice(o) => &o.metadata,
         }
     }
 
@@ -382,6 +399,10 @@ fn decode_body(
                 Resource::ServiceAccount(o)
             }
         }
+        ResourceKind::EndpointSlice => Resource::EndpointSlice(Object {
+            metadata,
+            spec: keep(de::from_node_all(node, base), errors)?,
+        }),
         ResourceKind::Pod => {
             let spec = spec!();
             let status = match node.get("status") {

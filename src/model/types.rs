@@ -759,3 +759,68 @@ pub struct PodStatus {
     #[serde(default)]
     pub phase: Option<String>,
 }
+
+// ---------------------------------------------------------------------------
+// EndpointSlice (discovery.k8s.io/v1): what `services` rule matches read.
+
+/// The label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// An EndpointSlice's body (the kind has no `spec`: `addressType`,
+/// `endpoints` and `ports` sit at the top level). Usually dumped from a
+/// live cluster, so fields tortie does not use are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointSliceSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_type: Option<String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub endpoints: Vec<SliceEndpoint>,
+    /// `None` (or null): the slice says nothing about ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<SlicePort>>,
+}
+
+/// One endpoint of a slice: its addresses (and its readiness, which
+/// Calico's service index does not read).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SliceEndpoint {
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub addresses: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<SliceConditions>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SliceConditions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminating: Option<bool>,
+}
+
+/// One port of a slice: the Service's target port as resolved for its
+/// endpoints. `port: null` means "all ports" in Kubernetes; Calico (and
+/// tortie) give such a port no membership.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlicePort {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+}
+
+fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}

@@ -116,6 +116,7 @@ pub fn validate(resource: &Resource) -> Vec<Finding> {
         Resource::K8sNetworkPolicy(o) => check_k8s_policy(&mut c, &o.spec, &spec),
         Resource::ClusterNetworkPolicy(o) => cnp::check_cnp(&mut c, &o.spec, &spec),
         Resource::Namespace(_) | Resource::ServiceAccount(_) => {}
+        Resource::EndpointSlice(o) => services::check_endpoint_slice(&mut c, o),
         Resource::Pod(p) => {
             if let Some(ip) = &p.status.pod_ip
                 && ip.parse::<IpAddr>().is_err()
@@ -597,40 +598,7 @@ fn check_rule(c: &mut Checker, rule: &Rule, path: &FieldPath, dir: Dir, global: 
     for (side, ent) in [("source", &rule.source), ("destination", &rule.destination)] {
         let sp = path.key(side);
         check_entity(c, rule, ent, &sp, &mut families);
-        if let Some(svc) = &ent.services {
-            let allowed = matches!(
-                (dir, side),
-                (Dir::Egress, "destination") | (Dir::Ingress, "source")
-            );
-            let svp = sp.key("services");
-            if !allowed {
-                c.error(&svp, "`services` is only allowed in an egress rule's destination or an ingress rule's source");
-            }
-            if svc.name.is_empty() {
-                c.error(&svp.key("name"), "`services` needs a `name`");
-            }
-            if global && svc.namespace.is_none() {
-                c.error(
-                    &svp.key("namespace"),
-                    "`services` in a GlobalNetworkPolicy needs a `namespace`",
-                );
-            }
-            let conflicts = !ent.ports.is_empty()
-                || ent.selector.is_some()
-                || ent.not_selector.is_some()
-                || ent.namespace_selector.is_some()
-                || ent.service_accounts.is_some()
-                || !ent.nets.is_empty()
-                || !ent.not_nets.is_empty();
-            if conflicts {
-                c.error(&svp, "`services` cannot be combined with ports, selectors, namespaceSelector, serviceAccounts or nets");
-            }
-            c.error_hint(
-                &svp,
-                "`services` matches are not supported by tortie yet",
-                "match the service's pods with a selector instead",
-            );
-        }
+        services::check_rule_services(c, ent, &sp, dir, side, global);
     }
     families.sort_unstable();
     families.dedup();
@@ -1279,5 +1247,8 @@ fn check_k8s_policy(c: &mut Checker, spec: &K8sNetworkPolicySpec, path: &FieldPa
 }
 
 mod cnp;
+mod services;
+pub use services::slice_members;
+
 #[cfg(test)]
 mod tests;

@@ -106,7 +106,25 @@ fn entity(r: &mut Rng, namespaced: bool) -> String {
     format!("{{{}}}", f.join(", "))
 }
 
+/// A `services` side: a Service by name (its namespace left to default in
+/// a namespaced policy, half the time).
+fn service_entity(r: &mut Rng, namespaced: bool) -> String {
+    let name = r.pick(&["web", "api"]);
+    let ns = r.pick(&NAMESPACES);
+    if namespaced && r.chance(50) {
+        format!("{{services: {{name: {name}}}}}")
+    } else {
+        format!("{{services: {{name: {name}, namespace: {ns}}}}}")
+    }
+}
+
 fn rules(r: &mut Rng, namespaced: bool, allow_pass: bool) -> String {
+    rules_dir(r, namespaced, allow_pass, None)
+}
+
+/// As [`rules`]; with `egress` known, some rules match a Service (the
+/// destination of egress, the source of ingress, as Calico allows).
+fn rules_dir(r: &mut Rng, namespaced: bool, allow_pass: bool, egress: Option<bool>) -> String {
     let mut out = String::new();
     for _ in 0..r.below(3) {
         let action = if allow_pass {
@@ -121,11 +139,17 @@ fn rules(r: &mut Rng, namespaced: bool, allow_pass: bool) -> String {
             // Ports need a protocol: keep only what stands without one.
             dst = "{}".into();
         }
+        let mut src = strip_ports(&src);
+        match egress {
+            Some(true) if r.chance(50) => dst = service_entity(r, namespaced),
+            Some(false) if r.chance(50) => src = service_entity(r, namespaced),
+            _ => {}
+        }
         out.push_str(&format!("  - action: {action}\n"));
         if !proto.is_empty() {
             out.push_str(&format!("    protocol: {proto}\n"));
         }
-        out.push_str(&format!("    source: {}\n", strip_ports(&src)));
+        out.push_str(&format!("    source: {src}\n"));
         out.push_str(&format!("    destination: {dst}\n"));
     }
     out
@@ -228,8 +252,8 @@ fn document(r: &mut Rng, kind: ResourceKind, ns: &str, name: &str) -> String {
             r.below(4) * 10,
             selector(r),
             policy_types(r),
-            rules(r, true, true),
-            rules(r, true, true)
+            rules_dir(r, true, true, Some(false)),
+            rules_dir(r, true, true, Some(true))
         ),
         ResourceKind::GlobalNetworkPolicy => {
             let (flags, types, egress) = match r.below(6) {
@@ -247,7 +271,7 @@ fn document(r: &mut Rng, kind: ResourceKind, ns: &str, name: &str) -> String {
                 _ => ("", policy_types(r), true),
             };
             let egress = if egress {
-                rules(r, false, true)
+                rules_dir(r, false, true, Some(true))
             } else {
                 String::new()
             };
@@ -257,7 +281,7 @@ fn document(r: &mut Rng, kind: ResourceKind, ns: &str, name: &str) -> String {
                 tier_line(r),
                 r.below(4) * 10,
                 selector(r),
-                rules(r, false, pass),
+                rules_dir(r, false, pass, Some(false)),
             )
         }
         ResourceKind::K8sNetworkPolicy => {
@@ -290,6 +314,37 @@ fn document(r: &mut Rng, kind: ResourceKind, ns: &str, name: &str) -> String {
             r.pick(&[NODE, "n2"]),
             r.below(6)
         ),
+        ResourceKind::EndpointSlice => {
+            let v6 = r.chance(20);
+            let addr = |r: &mut Rng| {
+                if v6 {
+                    format!("'fd74:6f72::{}'", r.below(6))
+                } else {
+                    format!("198.18.{}.{}", r.below(3), r.below(6))
+                }
+            };
+            let endpoints: Vec<String> = (0..r.below(4))
+                .map(|_| {
+                    format!(
+                        "{{addresses: [{}], conditions: {{ready: {}}}}}",
+                        addr(r),
+                        r.pick(&["true", "false"])
+                    )
+                })
+                .collect();
+            let ports = r.pick(&[
+                "[{port: 80, protocol: TCP}]",
+                "[{name: http, port: 8080}, {name: dns, port: 53, protocol: UDP}]",
+                "[{port: 80}, {port: null}]",
+                "[]",
+            ]);
+            format!(
+                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}, namespace: {ns}, labels: {{kubernetes.io/service-name: {}}}}}\naddressType: {}\nendpoints: [{}]\nports: {ports}\n",
+                r.pick(&["web", "api"]),
+                if v6 { "IPv6" } else { "IPv4" },
+                endpoints.join(", "),
+            )
+        }
         ResourceKind::FelixConfiguration => format!(
             "{v3}\nkind: FelixConfiguration\nmetadata: {{name: default}}\nspec: {{defaultEndpointToHostAction: {}, logDroppedPackets: {}}}\n",
             r.pick(&["Drop", "Accept", "Return"]),
@@ -386,6 +441,19 @@ fn slots() -> Vec<(ResourceKind, &'static str, String)> {
     out.push((Profile, "", "prof-0".into()));
     out.push((WorkloadEndpoint, "ns-a", "w0".into()));
     out.push((FelixConfiguration, "", "default".into()));
+    // Slices of two Services spread over the namespaces (a label change
+    // moves a slice from one Service to the other).
+    for (ns, slice) in [
+        ("ns-a", "web-1"),
+        ("ns-a", "web-2"),
+        ("ns-b", "api-1"),
+        ("ns-c", "web-1"),
+    ] {
+        // Weighted like pods: slices change often in real clusters.
+        for _ in 0..3 {
+            out.push((EndpointSlice, ns, slice.to_string()));
+        }
+    }
     out
 }
 
@@ -399,7 +467,7 @@ fn parse(text: &str) -> Option<Resource> {
 fn random_update(r: &mut Rng, slots: &[(ResourceKind, &str, String)]) -> Option<Update> {
     let (kind, ns, name) = &slots[r.below(slots.len())];
     // Rebuild-causing kinds change rarely, as in real clusters.
-    if needs_rebuild(*kind) && !r.chance(15) {
+    if needs_rebuild(*kind) && !r.chance(25) {
         return None;
     }
     if r.chance(25) {
@@ -449,6 +517,13 @@ fn run(seed: u64, steps: usize) -> (usize, BTreeMap<&'static str, usize>) {
             Outcome::Full => "full",
         };
         *outcomes.entry(label).or_default() += 1;
+        let slices_only = batch
+            .iter()
+            .all(|u| u.key.kind == ResourceKind::EndpointSlice);
+        assert!(
+            !slices_only || matches!(outcome, Outcome::Sets(_) | Outcome::Unchanged),
+            "seed {seed}, step {done}: an EndpointSlice batch re-rendered parts ({label}): {batch:?}"
+        );
         let list: Vec<Resource> = state.values().cloned().collect();
         let cluster = Cluster::build(&list, NODE);
         let want = compile(&cluster, NODE);
@@ -476,6 +551,9 @@ fn run(seed: u64, steps: usize) -> (usize, BTreeMap<&'static str, usize>) {
         }
         let change = engine.take_change();
         super::tests::check_change(&before, engine.ruleset(), &change);
+        if slices_only && change.elements.keys().any(|n| n.starts_with("sv")) {
+            *outcomes.entry("service deltas").or_default() += 1;
+        }
     }
     (done, outcomes)
 }
@@ -548,7 +626,7 @@ fn random_updates_across_every_kind_equal_full_compiles() {
         let (done, outcomes) = run(seed, steps);
         eprintln!("seed {seed}: {done} steps, outcomes {outcomes:?}");
         // Every path was exercised, and most updates did not rebuild.
-        for label in ["sets", "parts", "full"] {
+        for label in ["sets", "parts", "full", "service deltas"] {
             assert!(
                 outcomes.get(label).copied().unwrap_or(0) > 0,
                 "seed {seed}: no `{label}` outcome in {outcomes:?}"

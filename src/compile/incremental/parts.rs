@@ -256,7 +256,10 @@ impl Incremental {
     // Set members
 
     fn index_set(&mut self, name: &str, source: &SetSource) {
-        let sel = source_selector(source);
+        let Some(sel) = source_selector(source) else {
+            self.index_service_set(name, source, true);
+            return;
+        };
         let pair = required_pair(sel);
         for k in unpaired_keys(sel) {
             let key = (k, pair.clone());
@@ -279,7 +282,10 @@ impl Incremental {
     }
 
     fn unindex_set(&mut self, name: &str, source: &SetSource) {
-        let sel = source_selector(source);
+        let Some(sel) = source_selector(source) else {
+            self.index_service_set(name, source, false);
+            return;
+        };
         let pair = required_pair(sel);
         for k in unpaired_keys(sel) {
             let key = (k, pair.clone());
@@ -308,10 +314,14 @@ impl Incremental {
     /// The members of a new set, counted: from the whole snapshot's label
     /// index during a rebuild, from the member index afterwards.
     fn count_members(&self, source: &SetSource) -> Counts {
-        let selector = source_selector(source);
+        let Some(selector) = source_selector(source) else {
+            return self.count_service(source);
+        };
         let mut counts = match source {
-            SetSource::Selector { v6, .. } => Counts::Addresses(AddressCounts::new(*v6)),
             SetSource::NamedPorts { v6, .. } => Counts::Ports(PortCounts::new(*v6)),
+            SetSource::Selector { v6, .. } | SetSource::Service { v6, .. } => {
+                Counts::Addresses(AddressCounts::new(*v6))
+            }
         };
         let mut add = |nets: &[IpNet], ports: &mut dyn Iterator<Item = (IpAddr, u8, u16)>| {
             let mut scratch = ElementDelta::default();
@@ -361,7 +371,9 @@ impl Incremental {
             let Some(source) = self.ruleset.set_sources.get(&name) else {
                 continue;
             };
-            let sel = source_selector(source);
+            let Some(sel) = source_selector(source) else {
+                continue;
+            };
             let o = old.filter(|m| sel.matches(&m.labels));
             let n = new.filter(|m| sel.matches(&m.labels));
             let mut delta = ElementDelta::default();
@@ -448,7 +460,7 @@ impl Incremental {
         names
     }
 
-    fn record_elements(&mut self, name: &str, delta: ElementDelta) {
+    pub(super) fn record_elements(&mut self, name: &str, delta: ElementDelta) {
         if let Some(set) = self.ruleset.sets.get_mut(name) {
             for e in &delta.removed {
                 set.elements.remove(e);
@@ -490,9 +502,14 @@ fn unpaired_keys(sel: &crate::selector::Selector) -> Vec<String> {
     keys
 }
 
-fn source_selector(source: &SetSource) -> &crate::selector::Selector {
+/// The selector of a selector or named-port set (`None`: a Service set,
+/// filled from EndpointSlices instead).
+fn source_selector(source: &SetSource) -> Option<&crate::selector::Selector> {
     match source {
-        SetSource::Selector { selector, .. } | SetSource::NamedPorts { selector, .. } => selector,
+        SetSource::Selector { selector, .. } | SetSource::NamedPorts { selector, .. } => {
+            Some(selector)
+        }
+        SetSource::Service { .. } => None,
     }
 }
 

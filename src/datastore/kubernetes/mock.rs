@@ -107,6 +107,22 @@ impl MockApi {
         self.lock().status.insert(path.to_string(), code);
     }
 
+    /// Stops answering `path` with a fixed status code.
+    pub fn stop_failing(&self, path: &str) {
+        self.lock().status.remove(path);
+    }
+
+    /// Removes an object (a DELETED event); returns the new resourceVersion.
+    pub fn delete(&self, path: &str, obj: &Value) -> u64 {
+        let mut s = self.lock();
+        s.rv += 1;
+        let rv = s.rv;
+        let c = s.collections.get_mut(path).expect("a served path");
+        let gone = c.objects.remove(&key(obj)).unwrap_or_else(|| obj.clone());
+        c.log.push((rv, "DELETED", gone));
+        rv
+    }
+
     /// Adds or replaces an object; returns its new resourceVersion.
     pub fn put(&self, path: &str, mut obj: Value) -> u64 {
         let mut s = self.lock();
@@ -125,7 +141,7 @@ impl MockApi {
 
     /// Deletes an object (`namespace/name`; empty namespace for cluster
     /// scope) if it is there; returns the resourceVersion of the deletion.
-    pub fn delete(&self, path: &str, id: &str) -> Option<u64> {
+    pub fn delete_id(&self, path: &str, id: &str) -> Option<u64> {
         let mut s = self.lock();
         s.rv += 1;
         let rv = s.rv;

@@ -736,7 +736,7 @@ fn cluster_network_policies_without_their_crd_are_noted_once_then_watched_once_i
         .expect("the kind is listed once its CRD appears");
     eprintln!("ClusterNetworkPolicy CRD created: its objects arrived after {took:?}");
     rig.api
-        .delete(CNPS, "/guard")
+        .delete_id(CNPS, "/guard")
         .expect("the object was there");
     wait_cnp(&rig, "guard", false, Duration::from_secs(5)).expect("a deletion is delivered");
 }
@@ -778,3 +778,4 @@ fn cluster_network_policies_are_watched_and_invalid_ones_reported() {
         "{problems:#?}"
     );
 }
+mod slices;

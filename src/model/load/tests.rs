@@ -650,3 +650,38 @@ fn loading_on_several_threads_gives_what_one_thread_gives() {
     let r = load_in_parallel(&path, 2, &mut shared);
     assert_eq!(r.over_budget, Some(yaml::BudgetKind::Datastore));
 }
+
+#[test]
+fn endpoint_slices_load_with_positioned_errors_and_warnings() {
+    let y = "apiVersion: discovery.k8s.io/v1beta1\nkind: EndpointSlice\nmetadata: {name: a, namespace: x}\naddressType: IPv4\nendpoints: []\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: b, namespace: x}\naddressType: IPv4\nendpoints:\n- addresses: [198.18.0.5]\n  zone: z1\n- addresses: [198.18.0.300]\nports: [{port: 80}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: c, namespace: x, labels: {kubernetes.io/service-name: web}}\naddressType: IPv4\nendpoints: [{addresses: [198.18.0.6], nodeName: n2}]\n";
+    let r = load_str(y, Path::new("slices.yaml"));
+    let errors: Vec<String> = r.errors().map(|d| d.one_line()).collect();
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(
+        errors[0].starts_with("slices.yaml:2:7:") && errors[0].contains("discovery.k8s.io/v1`"),
+        "{errors:#?}"
+    );
+    assert!(
+        errors[1].starts_with("slices.yaml:14:15:")
+            && errors[1].contains("`198.18.0.300` is not an IP address"),
+        "{errors:#?}"
+    );
+    let warnings: Vec<String> = r
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Warning)
+        .map(|d| d.one_line())
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("no `kubernetes.io/service-name` label")),
+        "{warnings:#?}"
+    );
+    let names: Vec<String> = r
+        .resources
+        .iter()
+        .map(|l| l.resource.key().to_string())
+        .collect();
+    assert_eq!(names, ["EndpointSlice x/c"], "only the valid slice loads");
+}

@@ -9,6 +9,7 @@ fn doc(kind: &str, body: &str) -> String {
     let (api, kind) = match kind {
         "k8s" => ("networking.k8s.io/v1", "NetworkPolicy"),
         "Namespace" | "Pod" => ("v1", kind),
+        "EndpointSlice" => ("discovery.k8s.io/v1", kind),
         k => ("projectcalico.org/v3", k),
     };
     let meta = if body.starts_with("metadata:") {
@@ -21,6 +22,12 @@ fn doc(kind: &str, body: &str) -> String {
 
 fn rule(r: &str) -> String {
     format!("spec: {{selector: all(), ingress: [{r}]}}")
+}
+
+fn slice(family: &str, endpoints: &str, ports: &str) -> String {
+    format!(
+        "metadata: {{name: web-1, namespace: dev, labels: {{kubernetes.io/service-name: web}}}}\naddressType: {family}\nendpoints: {endpoints}\nports: {ports}"
+    )
 }
 
 fn erule(r: &str) -> String {
@@ -574,9 +581,79 @@ fn cases() -> Vec<(&'static str, String, String, &'static str)> {
         ),
         (
             "GlobalNetworkPolicy",
-            rule("{action: Allow, source: {selector: all()}}"),
             rule("{action: Allow, source: {services: {name: web, namespace: dev}}}"),
-            "not supported by tortie",
+            rule(
+                "{action: Allow, source: {services: {name: web, namespace: dev}, selector: all()}}",
+            ),
+            "cannot be combined with selector",
+        ),
+        (
+            "GlobalNetworkPolicy",
+            rule(
+                "{action: Allow, source: {services: {name: web, namespace: dev}, ports: [80]}, protocol: TCP}",
+            ),
+            rule("{action: Allow, source: {services: {name: web}}}"),
+            "needs a `namespace`",
+        ),
+        (
+            "NetworkPolicy",
+            erule("{action: Allow, destination: {services: {name: web}}}"),
+            erule("{action: Allow, destination: {services: {name: Web}}}"),
+            "not a valid Service name",
+        ),
+        (
+            "NetworkPolicy",
+            erule("{action: Allow, protocol: TCP, destination: {services: {name: web}}}"),
+            erule(
+                "{action: Allow, protocol: TCP, destination: {services: {name: web}, ports: [80]}}",
+            ),
+            "destination `ports` and `notPorts` cannot be combined",
+        ),
+        (
+            "NetworkPolicy",
+            erule("{action: Allow, destination: {services: {name: web}}}"),
+            erule("{action: Allow, destination: {services: {name: web}, nets: [198.18.0.0/24]}}"),
+            "cannot be combined with nets",
+        ),
+        (
+            "NetworkPolicy",
+            rule("{action: Allow, source: {services: {name: web}}}"),
+            rule("{action: Allow, destination: {services: {name: web}}}"),
+            "only allowed in an egress rule's destination",
+        ),
+        (
+            "EndpointSlice",
+            slice(
+                "IPv4",
+                "[{addresses: [198.18.0.5]}]",
+                "[{port: 80, protocol: TCP}]",
+            ),
+            slice("IPv4", "[{addresses: [fd74:6f72::5]}]", "[{port: 80}]"),
+            "is not an IPv4 address",
+        ),
+        (
+            "EndpointSlice",
+            slice("IPv6", "[{addresses: ['fd74:6f72::5']}]", "[{port: 80}]"),
+            slice("IPv6", "[{addresses: [web-0]}]", "[{port: 80}]"),
+            "is not an IP address",
+        ),
+        (
+            "EndpointSlice",
+            slice("IPv4", "[]", "[{name: http, port: 8080, protocol: UDP}]"),
+            slice("IPv4", "[]", "[{name: http, port: 8080, protocol: udp}]"),
+            "unknown protocol `udp`",
+        ),
+        (
+            "EndpointSlice",
+            slice("IPv4", "[]", "[{port: 65535}]"),
+            slice("IPv4", "[]", "[{port: 70000}]"),
+            "not in 1-65535",
+        ),
+        (
+            "EndpointSlice",
+            slice("IPv4", "[]", "null"),
+            slice("IPv5", "[]", "null"),
+            "unknown addressType",
         ),
         (
             "GlobalNetworkPolicy",
