@@ -549,3 +549,121 @@ fn no_wrong_verdict_while_swapping_through_apply_change() {
     let packets: u64 = by_netlink.iter().map(|c| c.packets).sum();
     assert!(packets > 0, "the probes were counted");
 }
+
+/// The text of `nft list set inet tortie NAME` in `ns` (declaration,
+/// flags, comment and elements), or `None` when there is no such set.
+fn set_text(ns: &Netns, name: &str) -> Option<String> {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &ns.name, "nft", "list", "set", "inet", "tortie", name,
+        ])
+        .output()
+        .expect("ip netns exec nft");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `sets` plus one chain whose rules look every set of the table up.
+fn using(sets: &Ruleset) -> Ruleset {
+    use tortie::compile::ir::{Chain, Rank, Rule};
+    let mut rs = sets.clone();
+    let matches = [
+        "ip saddr @s4-t",
+        "ip6 saddr @s6-t",
+        "tcp dport @sp-t",
+        "ip daddr . meta l4proto . th dport @np4-t",
+        "ip6 daddr . meta l4proto . th dport @np6-t",
+    ];
+    let rules = matches
+        .iter()
+        .map(|m| Rule::new(*m, "accept", "netlink test"))
+        .collect();
+    rs.chains.insert(
+        "filter-users".into(),
+        Chain {
+            name: "filter-users".into(),
+            hook: None,
+            rank: Rank::Leaf,
+            rules,
+        },
+    );
+    rs
+}
+
+#[test]
+fn sets_created_and_deleted_over_netlink_list_exactly_like_nft_declared_ones() {
+    if !kernel::require_kernel("netlink set creation") {
+        return;
+    }
+    let ns = Netns::new("nlset");
+    let mut dp = Dataplane::new(ns.target());
+    // Before: a table with one chain and no set.
+    let mut before = using(&Ruleset::default());
+    before.chains.values_mut().for_each(|c| {
+        c.name = "filter-other".into();
+        c.rules.truncate(0);
+        c.rules
+            .push(tortie::compile::ir::Rule::new("", "accept", "netlink test"));
+    });
+    before.chains = before
+        .chains
+        .into_values()
+        .map(|c| (c.name.clone(), c))
+        .collect();
+    dp.apply(&before).expect("a first table");
+    // After: every kind of set, with elements of every shape and a
+    // comment, and a chain that looks them up.
+    let mut sets = table(&[
+        set_of(&["198.18.0.1", "198.18.2.0/24", "198.18.9.1-198.18.9.7"]),
+        set_of(&["fd74:6f72::1", "fd74:6f72:1::/64"]),
+        set_of(&["80", "443", "9000-9100"]),
+        set_of(&["198.18.0.5 . 6 . 80", "198.18.0.6 . 17 . 53"]),
+        set_of(&["fd74:6f72::5 . 6 . 8080"]),
+    ]);
+    for (i, set) in sets.sets.values_mut().enumerate() {
+        set.comment = format!("app == \"web-{i}\" && tier in {{'a', 'b'}}");
+    }
+    let mut wanted = using(&sets);
+    wanted.chains.extend(before.chains.clone());
+    let batches = dp.side_batches();
+    let change = plan::change_between(&before, &wanted);
+    dp.apply_change(&wanted, &change)
+        .expect("new sets and the chain using them");
+    assert_eq!(
+        dp.side_batches(),
+        batches + 1,
+        "the new sets went as one netlink batch"
+    );
+    assert_holds(&ns, &wanted, "after creating the sets");
+    // The same table from the text renderer, in another namespace: every
+    // new set lists identically (type, flags, comment, elements).
+    let reference = Netns::new("nlsetref");
+    tortie::nft::exec::run_transaction(&reference.target(), &wanted.render())
+        .expect("the text renderer's table loads");
+    for (name, _) in TYPES {
+        let (got, want) = (set_text(&ns, name), set_text(&reference, name));
+        assert!(got.is_some(), "set {name} exists");
+        assert_eq!(
+            got, want,
+            "set {name}: created over netlink (left), by nft (right)"
+        );
+    }
+    // Back: the chain goes and the sets are deleted, again over netlink.
+    let change = plan::change_between(&wanted, &before);
+    dp.apply_change(&before, &change).expect("the sets removed");
+    assert_eq!(
+        dp.side_batches(),
+        batches + 2,
+        "the deletions went as one netlink batch"
+    );
+    for (name, _) in TYPES {
+        assert_eq!(set_text(&ns, name), None, "set {name} is gone");
+    }
+    let chains = ns.output(&["nft", "list", "chains"]);
+    assert!(
+        chains.contains("filter-other") && !chains.contains("filter-users"),
+        "{chains}"
+    );
+    assert_holds(&ns, &before, "after deleting the sets");
+}

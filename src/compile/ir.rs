@@ -245,16 +245,22 @@ impl Ruleset {
         rules + self.maps.values().map(|m| m.elements.len()).sum::<usize>()
     }
 
+    /// A set's comment as the kernel keeps it: no quotes, backslashes or
+    /// control characters, at most 127 characters; `None` when empty.
+    pub fn set_comment(set: &Set) -> Option<String> {
+        let c: String = set
+            .comment
+            .chars()
+            .map(|c| if c == '"' { '\'' } else { c })
+            .filter(|c| *c != '\\' && !c.is_control())
+            .take(127)
+            .collect();
+        (!c.is_empty()).then_some(c)
+    }
+
     pub fn render_set(set: &Set) -> String {
         let mut out = format!("\tset {} {{\n\t\t{}\n", set.name, set.ty.declaration());
-        if !set.comment.is_empty() {
-            let c: String = set
-                .comment
-                .chars()
-                .map(|c| if c == '"' { '\'' } else { c })
-                .filter(|c| *c != '\\' && !c.is_control())
-                .take(127)
-                .collect();
+        if let Some(c) = Self::set_comment(set) {
             let _ = writeln!(out, "\t\tcomment \"{c}\"");
         }
         render_elements(&mut out, &set.elements, false);

@@ -1,5 +1,6 @@
-//! Element-only changes as the kernel sees them: which elements of which
-//! sets to remove and add (`ElementBatch`), and how one element text of the
+//! Changes that go as one nf_tables netlink batch (`ElementBatch`): sets
+//! to create with their elements, which elements of which sets to remove
+//! and add, and objects nothing refers to any more to delete; and how one element text of the
 //! IR (`198.18.0.0/24`, `79-81`, `198.18.0.5 . 6 . 80`) becomes nf_tables
 //! keys. Interval sets hold `[start]` plus `[end + 1, INTERVAL_END]` (no end
 //! key when the interval reaches the top of the type); concatenations hold
@@ -7,7 +8,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::compile::ir::SetType;
+use crate::compile::ir::{Set, SetType};
 
 /// The element changes of one set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,27 +19,63 @@ pub struct SetElements {
     pub added: Vec<String>,
 }
 
-/// Element changes of several sets, applied as one transaction: every
-/// removal before every addition (a CIDR that replaces the addresses it
-/// covers arrives as "remove them, add it").
+/// Objects a cleanup deletes once nothing refers to them, in the order the
+/// kernel accepts: the rules of removed chains first (they may jump to
+/// chains, look up sets and maps), then maps, then chains, then sets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Removals {
+    pub flushed: Vec<String>,
+    pub maps: Vec<String>,
+    pub chains: Vec<String>,
+    pub sets: Vec<String>,
+}
+
+impl Removals {
+    pub fn is_empty(&self) -> bool {
+        self.flushed.is_empty()
+            && self.maps.is_empty()
+            && self.chains.is_empty()
+            && self.sets.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.flushed.len() + self.maps.len() + self.chains.len() + self.sets.len()
+    }
+}
+
+/// One transaction of set creations, element changes and deletions: sets
+/// are created (and filled) first, then every element removal comes before
+/// every addition (a CIDR that replaces the addresses it covers arrives as
+/// "remove them, add it"), deletions last.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ElementBatch {
+    /// New sets and their elements (nothing refers to them yet).
+    pub create: Vec<Set>,
     pub sets: Vec<SetElements>,
+    pub remove: Removals,
 }
 
 impl ElementBatch {
     pub fn is_empty(&self) -> bool {
-        self.sets
-            .iter()
-            .all(|s| s.removed.is_empty() && s.added.is_empty())
+        self.create.is_empty()
+            && self.remove.is_empty()
+            && self
+                .sets
+                .iter()
+                .all(|s| s.removed.is_empty() && s.added.is_empty())
     }
 
-    /// Number of element texts added plus removed.
+    /// Number of messages: elements added plus removed, sets created with
+    /// their elements, objects deleted.
     pub fn len(&self) -> usize {
-        self.sets
-            .iter()
-            .map(|s| s.removed.len() + s.added.len())
-            .sum()
+        let created: usize = self.create.iter().map(|s| 1 + s.elements.len()).sum();
+        created
+            + self.remove.len()
+            + self
+                .sets
+                .iter()
+                .map(|s| s.removed.len() + s.added.len())
+                .sum::<usize>()
     }
 }
 

@@ -237,11 +237,21 @@ impl Kernel for FakeKernel {
             add: true,
             reason: ENOENT.into(),
         })?;
+        for set in &batch.create {
+            if table.sets.contains_key(&set.name) {
+                return Err(NftError::Object {
+                    what: format!("create set {}", set.name),
+                    reason: "File exists (os error 17)".into(),
+                });
+            }
+            table.sets.insert(set.name.clone(), set.elements.clone());
+        }
         for add in [false, true] {
             for s in &batch.sets {
                 apply_elements(&mut table, s, add)?;
             }
         }
+        remove_objects(&mut table, &batch.remove)?;
         self.table = Some(table);
         self.seen = Some(self.control.with(|c| {
             c.generation += 1;
@@ -255,6 +265,39 @@ impl FakeKernel {
     fn generation(&self) -> u32 {
         self.control.with(|c| c.generation)
     }
+}
+
+/// A cleanup's deletions, refused like the kernel refuses them (EBUSY
+/// while something still refers to the object).
+fn remove_objects(t: &mut Table, r: &super::elements::Removals) -> Result<(), NftError> {
+    let refused = |what: String, reason: &str| NftError::Object {
+        what,
+        reason: reason.to_string(),
+    };
+    for c in &r.flushed {
+        let rules = t
+            .chains
+            .get_mut(c)
+            .ok_or_else(|| refused(format!("flush chain {c}"), ENOENT))?;
+        rules.clear();
+    }
+    let busy = "Device or resource busy (os error 16)";
+    for (names, what) in [(&r.maps, "map"), (&r.chains, "chain"), (&r.sets, "set")] {
+        for n in names {
+            if t.referenced(n) {
+                return Err(refused(format!("delete {what} {n}"), busy));
+            }
+            let gone = match what {
+                "map" => t.maps.remove(n).is_some(),
+                "chain" => t.chains.remove(n).is_some(),
+                _ => t.sets.remove(n).is_some(),
+            };
+            if !gone {
+                return Err(refused(format!("delete {what} {n}"), ENOENT));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One set's removals or additions, refused like the kernel refuses them.

@@ -69,6 +69,8 @@ pub enum NftError {
         "element batch refused (planned against ruleset generation {expected}): {reason}; tortie re-reads its table and repairs it"
     )]
     Conflict { expected: u32, reason: String },
+    #[error("the kernel refused to {what}: {reason}")]
+    Object { what: String, reason: String },
     #[error("the kernel refused to {} element `{element}` of set {set}: {reason}", if *add { "add" } else { "remove" })]
     Element {
         set: String,
@@ -92,6 +94,7 @@ impl NftError {
             NftError::Netlink { .. } => "netlink",
             NftError::Conflict { .. } => "conflict",
             NftError::Element { .. } => "element",
+            NftError::Object { .. } => "object",
         }
     }
 }
@@ -161,6 +164,8 @@ pub struct Dataplane {
     /// What tortie last put in force; `None` means "read the kernel".
     last: Option<TableState>,
     failures: u32,
+    /// Set creations and deletions sent as netlink batches so far.
+    side_batches: u64,
 }
 
 impl Dataplane {
@@ -173,6 +178,7 @@ impl Dataplane {
         Dataplane {
             kernel,
             limits,
+            side_batches: 0,
             last: None,
             failures: 0,
         }
@@ -273,21 +279,26 @@ impl Dataplane {
             netlink: false,
         };
         self.send_change(&p)?;
-        let mut cleanup = p.cleanup.clone();
+        // Leftovers are unreferenced and change no verdict; a failure here
+        // still counts, so a cleanup that keeps failing climbs the ladder
+        // instead of repeating forever.
         if p.stats.full_rebuild && p.text.contains("\nflush table ") {
             // A rebuild keeps objects that are no longer wanted (empty,
             // unreferenced); a read-back finds them.
             self.last = None;
             let (c, _) = self.plan_delta(desired).map_err(|e| self.failed(e))?;
-            cleanup.push_str(&c.cleanup);
-        }
-        if !cleanup.is_empty() {
-            // Leftovers are unreferenced and change no verdict; a failure
-            // here still counts, so a cleanup that keeps failing climbs the
-            // ladder instead of repeating forever.
-            self.kernel
-                .transaction(&cleanup, &self.limits)
-                .map_err(|e| self.failed(e))?;
+            let cleanup = format!("{}{}", p.cleanup, c.cleanup);
+            if !cleanup.is_empty() {
+                self.kernel
+                    .transaction(&cleanup, &self.limits)
+                    .map_err(|e| self.failed(e))?;
+            }
+        } else if !p.cleanup.is_empty() {
+            let batch = ElementBatch {
+                remove: p.removed.clone(),
+                ..ElementBatch::default()
+            };
+            self.side_transaction(&p.cleanup, &batch)?;
         }
         self.last = Some(TableState::of(desired));
         self.failures = 0;
@@ -298,14 +309,47 @@ impl Dataplane {
     /// Sends a plan's prepare and change transactions: new sets are
     /// created and filled before the rules that use them.
     fn send_change(&mut self, p: &Plan) -> Result<(), NftError> {
-        for text in [&p.prepare, &p.text] {
-            if !text.is_empty() {
-                self.kernel
-                    .transaction(text, &self.limits)
-                    .map_err(|e| self.failed(e))?;
-            }
+        if !p.prepare.is_empty() {
+            let batch = ElementBatch {
+                create: p.created.clone(),
+                ..ElementBatch::default()
+            };
+            self.side_transaction(&p.prepare, &batch)?;
+        }
+        if !p.text.is_empty() {
+            self.kernel
+                .transaction(&p.text, &self.limits)
+                .map_err(|e| self.failed(e))?;
         }
         Ok(())
+    }
+
+    /// How many set creations and deletions went as netlink batches.
+    pub fn side_batches(&self) -> u64 {
+        self.side_batches
+    }
+
+    /// A transaction that cannot change a verdict (new sets nothing refers
+    /// to yet, or objects nothing refers to any more): one netlink batch
+    /// when tortie's view is tied to the generation id, else (or when the
+    /// socket fails, or another program committed since) `text` through
+    /// nft, as before netlink.
+    fn side_transaction(&mut self, text: &str, batch: &ElementBatch) -> Result<(), NftError> {
+        if batch.len() <= netlink::MAX_BATCH {
+            match self.kernel.elements(batch, &self.limits) {
+                Ok(()) => {
+                    self.side_batches += 1;
+                    return Ok(());
+                }
+                Err(e @ (NftError::Netlink { .. } | NftError::Conflict { .. })) => {
+                    tracing::debug!(error = %e, "sending set creations or deletions through nft instead");
+                }
+                Err(e) => return Err(self.failed(e)),
+            }
+        }
+        self.kernel
+            .transaction(text, &self.limits)
+            .map_err(|e| self.failed(e))
     }
 
     /// Brings the kernel to `desired` given what changed since the last
@@ -354,9 +398,11 @@ impl Dataplane {
         report.sent = !p.is_empty();
         self.send_change(&p)?;
         if !p.cleanup.is_empty() {
-            self.kernel
-                .transaction(&p.cleanup, &self.limits)
-                .map_err(|e| self.failed(e))?;
+            let batch = ElementBatch {
+                remove: p.removed.clone(),
+                ..ElementBatch::default()
+            };
+            self.side_transaction(&p.cleanup, &batch)?;
         }
         Ok(self.advanced(desired, change, report, start))
     }

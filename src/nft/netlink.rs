@@ -1,7 +1,9 @@
-//! tortie's own nf_tables netlink socket: element-only changes sent as one
-//! batch (BatchBegin carrying the generation id the change was planned
-//! against, one NEWSETELEM / DELSETELEM per element text, BatchEnd), and
-//! the ruleset generation id (GETGEN). The kernel refuses a batch whose
+//! tortie's own nf_tables netlink socket: changes that need no rule sent
+//! as one batch (BatchBegin carrying the generation id the change was
+//! planned against; NEWSET for each new set, as nft declares it; one
+//! NEWSETELEM / DELSETELEM per element text; DELRULE / DELSET / DELCHAIN
+//! for objects nothing refers to; BatchEnd), and the ruleset generation id
+//! (GETGEN). The kernel refuses a batch whose
 //! generation id is stale (another program committed since), so a
 //! concurrent writer is detected and never overwritten silently.
 //!
@@ -18,8 +20,9 @@ use netlink_packet_core::{
     NetlinkPayload,
 };
 use netlink_packet_netfilter::nftables::{
-    DataAttribute, ListAttribute, NfTablesMessage, SetElementAttribute, SetElementFlags,
-    SetElementList, SetElementMessage,
+    ChainAttribute, ChainMessage, DataAttribute, ListAttribute, NfTablesMessage, RuleAttribute,
+    RuleMessage, SetAttribute, SetElementAttribute, SetElementFlags, SetElementList,
+    SetElementMessage, SetFlags, SetMessage,
 };
 use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
@@ -28,9 +31,9 @@ use netlink_packet_netfilter::{
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 
 use super::NftError;
-use super::elements::{ElementBatch, encode, is_interval};
+use super::elements::{ElementBatch, Removals, encode, is_interval};
 use super::exec::Target;
-use crate::compile::ir::TABLE_NAME;
+use crate::compile::ir::{Set, SetType, TABLE_NAME};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u8 = 16;
@@ -43,10 +46,28 @@ pub const MAX_BATCH: usize = 20_000;
 
 /// What one message of a batch was about, to name it in errors.
 #[derive(Debug, Clone)]
-struct Sent {
-    set: String,
-    element: String,
-    add: bool,
+enum Sent {
+    Element {
+        set: String,
+        element: String,
+        add: bool,
+    },
+    /// e.g. "create set S", "delete chain C".
+    Object(String),
+}
+
+impl Sent {
+    fn refused(&self, reason: String) -> NftError {
+        match self.clone() {
+            Sent::Element { set, element, add } => NftError::Element {
+                set,
+                element,
+                add,
+                reason,
+            },
+            Sent::Object(what) => NftError::Object { what, reason },
+        }
+    }
 }
 
 /// An encoded batch: the BatchBegin's sequence number, the bytes, and
@@ -237,34 +258,34 @@ impl NlSocket {
         Ok(genid.wrapping_add(1).max(1))
     }
 
-    /// The batch as bytes: BatchBegin (with `genid`), every removal, every
-    /// addition, BatchEnd; with the sequence number of the BatchBegin and
-    /// what each element message was about.
+    /// The batch as bytes: BatchBegin (with `genid`), new sets with their
+    /// elements, every removal, every addition, deletions, BatchEnd; with
+    /// the sequence number of the BatchBegin and what each message was
+    /// about.
     fn encode(&mut self, batch: &ElementBatch, genid: u32) -> Result<Encoded, NftError> {
         let (begin_seq, mut out) = self.batch_begin(genid);
         let mut sent: Vec<(u32, Sent)> = Vec::new();
+        for (id, set) in batch.create.iter().enumerate() {
+            let what = Sent::Object(format!("create set {}", set.name));
+            self.push(
+                &mut out,
+                &mut sent,
+                NLM_F_CREATE,
+                new_set(set, id as u32 + 1),
+                what,
+            );
+            let texts: Vec<&String> = set.elements.iter().collect();
+            self.push_elements(&mut out, &mut sent, &set.name, set.ty, &texts, true)?;
+        }
         for add in [false, true] {
             for s in &batch.sets {
                 let texts = if add { &s.added } else { &s.removed };
-                for t in texts {
-                    let keys = encode(s.ty, t).map_err(|reason| NftError::Element {
-                        set: s.set.clone(),
-                        element: t.clone(),
-                        add,
-                        reason,
-                    })?;
-                    let msg = element_message(&s.set, keys, is_interval(s.ty), add);
-                    let flags = NLM_F_REQUEST | NLM_F_ACK | if add { NLM_F_CREATE } else { 0 };
-                    let (seq, bytes) = self.message(flags, msg);
-                    out.extend_from_slice(&bytes);
-                    let what = Sent {
-                        set: s.set.clone(),
-                        element: t.clone(),
-                        add,
-                    };
-                    sent.push((seq, what));
-                }
+                let texts: Vec<&String> = texts.iter().collect();
+                self.push_elements(&mut out, &mut sent, &s.set, s.ty, &texts, add)?;
             }
+        }
+        for (msg, what) in removals(&batch.remove) {
+            self.push(&mut out, &mut sent, 0, msg, Sent::Object(what));
         }
         let end = NetfilterMessage::new(
             nf_header(NetfilterProtoFamily::Unspec, NFNL_SUBSYS_NFTABLES),
@@ -273,6 +294,43 @@ impl NlSocket {
         let (_, bytes) = self.message(NLM_F_REQUEST, end);
         out.extend_from_slice(&bytes);
         Ok((begin_seq, out, sent))
+    }
+
+    /// Appends one acknowledged message of the batch.
+    fn push(
+        &mut self,
+        out: &mut Vec<u8>,
+        sent: &mut Vec<(u32, Sent)>,
+        extra_flags: u16,
+        msg: NetfilterMessage,
+        what: Sent,
+    ) {
+        let (seq, bytes) = self.message(NLM_F_REQUEST | NLM_F_ACK | extra_flags, msg);
+        out.extend_from_slice(&bytes);
+        sent.push((seq, what));
+    }
+
+    /// Appends one NEWSETELEM / DELSETELEM per element text.
+    fn push_elements(
+        &mut self,
+        out: &mut Vec<u8>,
+        sent: &mut Vec<(u32, Sent)>,
+        set: &str,
+        ty: SetType,
+        texts: &[&String],
+        add: bool,
+    ) -> Result<(), NftError> {
+        for t in texts {
+            let what = Sent::Element {
+                set: set.to_string(),
+                element: t.to_string(),
+                add,
+            };
+            let keys = encode(ty, t).map_err(|reason| what.refused(reason))?;
+            let msg = element_message(set, keys, is_interval(ty), add);
+            self.push(out, sent, if add { NLM_F_CREATE } else { 0 }, msg, what);
+        }
+        Ok(())
     }
 
     fn batch_begin(&mut self, genid: u32) -> (u32, Vec<u8>) {
@@ -321,12 +379,7 @@ impl NlSocket {
             };
             answered += 1;
             if e.code.is_some() && first_error.is_none() {
-                first_error = Some(NftError::Element {
-                    set: what.set.clone(),
-                    element: what.element.clone(),
-                    add: what.add,
-                    reason: errno_text(e.raw_code()),
-                });
+                first_error = Some(what.refused(errno_text(e.raw_code())));
             }
             Ok(answered == sent.len())
         })?;
@@ -487,6 +540,130 @@ fn element_message(
     NetfilterMessage::new(nf_header(NetfilterProtoFamily::Inet, 0), inner)
 }
 
+/// `NFT_SET_INTERVAL`, as the crate's flags type.
+const INTERVAL: u32 = 0x4;
+
+/// nft's set user data: the key byte order (big-endian for addresses and
+/// ports; none for concatenations, which also carry nft's description of
+/// their fields), then the comment. The same bytes `nft` writes for the
+/// declarations in `SetType::declaration`, so that `nft list` shows a set
+/// tortie created over netlink exactly as one nft created.
+fn set_userdata(set: &Set) -> Vec<u8> {
+    let mut ud = match set.ty {
+        SetType::Ipv4 | SetType::Ipv6 | SetType::Port => {
+            let mut v = vec![0, 4];
+            v.extend_from_slice(&2u32.to_ne_bytes());
+            v
+        }
+        SetType::NamedPortV4 | SetType::NamedPortV6 => {
+            let mut v = vec![0, 4];
+            v.extend_from_slice(&0u32.to_ne_bytes());
+            v.extend_from_slice(&[3, 8, 0, 4]);
+            v.extend_from_slice(&13u32.to_ne_bytes());
+            v.extend_from_slice(&[1, 0]);
+            v
+        }
+    };
+    if let Some(mut c) = crate::compile::ir::Ruleset::set_comment(set) {
+        // nft keeps at most 127 bytes of a comment (and its NUL).
+        while c.len() > 127 {
+            c.pop();
+        }
+        let c = c.into_bytes();
+        ud.push(7);
+        ud.push((c.len() + 1) as u8);
+        ud.extend_from_slice(&c);
+        ud.push(0);
+    }
+    ud
+}
+
+/// nft's data type of a set's key (concatenations: 6 bits per field).
+fn key_type(ty: SetType) -> (u32, u32) {
+    const IPV4: u32 = 7;
+    const IPV6: u32 = 8;
+    const PROTO: u32 = 12;
+    const SERVICE: u32 = 13;
+    let concat = |addr: u32| (((addr << 6) | PROTO) << 6) | SERVICE;
+    match ty {
+        SetType::Ipv4 => (IPV4, 4),
+        SetType::Ipv6 => (IPV6, 16),
+        SetType::Port => (SERVICE, 2),
+        SetType::NamedPortV4 => (concat(IPV4), 12),
+        SetType::NamedPortV6 => (concat(IPV6), 24),
+    }
+}
+
+/// NEWSET for `set` (batch-local id `id`), as nft declares it.
+fn new_set(set: &Set, id: u32) -> NetfilterMessage {
+    let (ty, len) = key_type(set.ty);
+    let mut attributes = vec![
+        SetAttribute::Table(TABLE_NAME.to_string()),
+        SetAttribute::Name(set.name.clone()),
+    ];
+    if is_interval(set.ty) {
+        attributes.push(SetAttribute::Flags(SetFlags::from_bits_retain(INTERVAL)));
+    }
+    attributes.extend([
+        SetAttribute::KeyType(ty),
+        SetAttribute::KeyLen(len),
+        SetAttribute::Id(id),
+        SetAttribute::UserData(set_userdata(set)),
+    ]);
+    let inner = NfTablesMessage::NewSet(SetMessage { attributes });
+    NetfilterMessage::new(nf_header(NetfilterProtoFamily::Inet, 0), inner)
+}
+
+/// The deletions of a cleanup, in order, with what each is about.
+fn removals(r: &Removals) -> Vec<(NetfilterMessage, String)> {
+    let table = || TABLE_NAME.to_string();
+    let wrap = |m| NetfilterMessage::new(nf_header(NetfilterProtoFamily::Inet, 0), m);
+    let set = |name: &String| SetMessage {
+        attributes: vec![
+            SetAttribute::Table(table()),
+            SetAttribute::Name(name.clone()),
+        ],
+    };
+    let mut out = Vec::new();
+    for c in &r.flushed {
+        let m = RuleMessage {
+            attributes: vec![
+                RuleAttribute::Table(table()),
+                RuleAttribute::Chain(c.clone()),
+            ],
+        };
+        out.push((
+            wrap(NfTablesMessage::DeleteRule(m)),
+            format!("flush chain {c}"),
+        ));
+    }
+    for m in &r.maps {
+        out.push((
+            wrap(NfTablesMessage::DeleteSet(set(m))),
+            format!("delete map {m}"),
+        ));
+    }
+    for c in &r.chains {
+        let m = ChainMessage {
+            attributes: vec![
+                ChainAttribute::Table(table()),
+                ChainAttribute::Name(c.clone()),
+            ],
+        };
+        out.push((
+            wrap(NfTablesMessage::DeleteChain(m)),
+            format!("delete chain {c}"),
+        ));
+    }
+    for s in &r.sets {
+        out.push((
+            wrap(NfTablesMessage::DeleteSet(set(s))),
+            format!("delete set {s}"),
+        ));
+    }
+    out
+}
+
 /// Waits until `sock` is readable, at most `timeout`; false on timeout.
 fn readable(sock: &Socket, timeout: Duration) -> Result<bool, NftError> {
     let mut pfd = libc::pollfd {
@@ -567,6 +744,8 @@ mod tests {
     fn a_batch_carries_the_genid_then_removals_then_additions() {
         let mut sock = open_here_for_test();
         let batch = ElementBatch {
+            create: Vec::new(),
+            remove: Default::default(),
             sets: vec![
                 SetElements {
                     set: "s4-a".into(),
@@ -611,7 +790,10 @@ mod tests {
         // Answers are matched to elements by sequence number.
         let names: Vec<_> = sent
             .iter()
-            .map(|(q, s)| (*q, s.set.as_str(), s.add))
+            .map(|(q, s)| match s {
+                Sent::Element { set, add, .. } => (*q, set.as_str(), *add),
+                Sent::Object(o) => panic!("no object in this batch: {o}"),
+            })
             .collect();
         let (s1, s2) = (m[1].header.sequence_number, m[2].header.sequence_number);
         assert_eq!(names, vec![(s1, "np4-b", false), (s2, "s4-a", true)]);
@@ -621,6 +803,8 @@ mod tests {
     fn an_element_that_does_not_encode_fails_the_whole_batch_by_name() {
         let mut sock = open_here_for_test();
         let batch = ElementBatch {
+            create: Vec::new(),
+            remove: Default::default(),
             sets: vec![SetElements {
                 set: "s4-a".into(),
                 ty: SetType::Ipv4,

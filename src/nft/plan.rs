@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use super::elements::Removals;
 use super::state::TableState;
 use crate::compile::ir::{
     Chain, Change, ElementDelta, Rank, Ruleset, Set, TABLE_FAMILY, TABLE_NAME, VerdictMap,
@@ -49,6 +50,10 @@ pub struct Plan {
     pub text: String,
     pub cleanup: String,
     pub stats: PlanStats,
+    /// `prepare` as objects: the sets it creates, with their elements.
+    pub created: Vec<Set>,
+    /// `cleanup` as objects, in its order.
+    pub removed: Removals,
 }
 
 impl Plan {
@@ -97,6 +102,8 @@ fn whole_table(mut text: String, desired: &Ruleset) -> Plan {
         prepare: String::new(),
         text,
         cleanup: String::new(),
+        created: Vec::new(),
+        removed: Removals::default(),
         stats: PlanStats {
             chains_written: desired.chains.len(),
             elements_added: desired.sets.values().map(|s| s.elements.len()).sum(),
@@ -202,6 +209,8 @@ struct Parts {
     maps_chains: String,   // cleanup: removed maps, then removed chains
     chain_dels: String,    //
     set_dels: String,      // cleanup: removed sets, last of all
+    created: Vec<Set>,     // prepare, as objects
+    removed: Removals,     // cleanup, as objects
 }
 
 /// The delta from `current` to `desired`; an empty plan when nothing differs.
@@ -270,9 +279,11 @@ fn plan_set(
         (None, None) => return,
         (Some(_), None) => {
             let _ = writeln!(p.set_dels, "delete set {t} {name}");
+            p.removed.sets.push(name.to_string());
             return;
         }
         (None, Some(set)) => {
+            p.created.push(set.clone());
             if set.elements.is_empty() {
                 let _ = writeln!(
                     p.prepare,
@@ -352,6 +363,7 @@ fn plan_map(
     let Some(map) = want else {
         if have.is_some() {
             let _ = writeln!(p.maps_chains, "delete map {t} {name}");
+            p.removed.maps.push(name.to_string());
         }
         return;
     };
@@ -438,6 +450,8 @@ fn plan_chains(p: &mut Parts, current: &TableState, desired: &Ruleset, names: &B
         if current.chains.contains_key(*name) && !desired.chains.contains_key(*name) {
             let _ = writeln!(p.chain_flushes, "flush chain {t} {name}");
             let _ = writeln!(dels, "delete chain {t} {name}");
+            p.removed.flushed.push(name.to_string());
+            p.removed.chains.push(name.to_string());
             p.stats.chains_deleted += 1;
         }
     }
@@ -469,6 +483,8 @@ impl Parts {
             text,
             cleanup,
             stats: self.stats,
+            created: self.created,
+            removed: self.removed,
         }
     }
 }
