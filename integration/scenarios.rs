@@ -43,7 +43,10 @@ struct Expect<'a> {
     allowed: bool,
 }
 
-fn check(step: &str, expectations: &[Expect<'_>]) {
+/// Probes every expectation with real packets and traces each one on the
+/// ruleset the node applied (`Node::check_truth_table`): the packets must
+/// match the expectation and the trace must match the packets.
+fn check(node: &Node, step: &str, expectations: &[Expect<'_>]) {
     let cells: Vec<(Probe, bool, String)> = expectations
         .iter()
         .map(|e| {
@@ -62,7 +65,7 @@ fn check(step: &str, expectations: &[Expect<'_>]) {
             )
         })
         .collect();
-    if let Err(e) = check_truth_table(&cells) {
+    if let Err(e) = node.check_truth_table(&cells) {
         panic!("{e}");
     }
 }
@@ -164,7 +167,7 @@ fn seed_003_access_nginx_and_default_deny() {
         allowed,
     };
     sc.apply(&seed("003-access-nginx.yaml"));
-    check(
+    check(&sc.node, 
         "access-nginx",
         &[
             e("foo", "nginx", true),
@@ -174,7 +177,7 @@ fn seed_003_access_nginx_and_default_deny() {
         ],
     );
     sc.apply(&seed("003-default-deny.yaml"));
-    check(
+    check(&sc.node, 
         "default-deny",
         &[
             e("foo", "nginx", false),
@@ -245,7 +248,7 @@ fn seeds_000_001_srv1_and_accounts_finance() {
             allowed,
         }
     };
-    check(
+    check(&sc.node, 
         "srv1",
         &[
             e("accounts", "srv1-frontend", "srv1-backend", 80, true),
@@ -289,14 +292,14 @@ fn seed_001_log_denied_packets_does_not_change_verdicts() {
         allowed,
     };
     sc.apply(&format!("{access}\n---\n{log}"));
-    check(
+    check(&sc.node, 
         "access-nginx + log-denied-packets",
         &[e("access", true), e("other", false)],
     );
     // Log alone does not decide, but a policy that selects the pod puts it
     // into default deny at the end of the tier.
     sc.apply(&log);
-    check(
+    check(&sc.node, 
         "log-denied-packets alone",
         &[e("access", false), e("other", false)],
     );
@@ -328,9 +331,9 @@ fn seed_001_ibm_default_host_policies_and_failsafes() {
     };
     // Without policy, everything reaches the node.
     sc.apply("");
-    check("no host endpoint", &[node_probe(8080, Proto::Tcp, true)]);
+    check(&sc.node, "no host endpoint", &[node_probe(8080, Proto::Tcp, true)]);
     sc.apply(&policies);
-    check(
+    check(&sc.node, 
         "IBM defaults",
         &[
             node_probe(52311, Proto::Tcp, true),
@@ -348,18 +351,18 @@ fn seed_001_ibm_default_host_policies_and_failsafes() {
             },
         ],
     );
-    assert!(ping(sc.outside(), node_ip()), "allow-icmp lets pings in");
+    assert!(sc.node.ping(sc.outside(), node_ip()), "allow-icmp lets pings in");
     // A deny-all in front of everything: failsafe port 22 still answers.
     let deny_all = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: deny-all}\nspec: {order: 1, selector: ibm.role == 'worker_public', types: [Ingress, Egress], ingress: [{action: Deny}], egress: [{action: Deny}]}\n";
     sc.apply(&format!("{policies}\n---\n{deny_all}"));
-    check(
+    check(&sc.node, 
         "deny-all keeps failsafes",
         &[
             node_probe(22, Proto::Tcp, true),
             node_probe(52311, Proto::Tcp, false),
         ],
     );
-    assert!(!ping(sc.outside(), node_ip()), "deny-all blocks pings");
+    assert!(!sc.node.ping(sc.outside(), node_ip()), "deny-all blocks pings");
 }
 
 fn gnp(name: &str, spec: &str) -> String {
@@ -392,7 +395,7 @@ fn seed_001_deny_nodeports_pre_dnat_beside_a_foreign_nodeport_table() {
         allowed,
     };
     sc.apply(HEP_ETH1);
-    check(
+    check(&sc.node, 
         "NodePort open before the policy",
         &[
             e(node_ip(), 30080, Proto::Tcp, true),
@@ -404,7 +407,7 @@ fn seed_001_deny_nodeports_pre_dnat_beside_a_foreign_nodeport_table() {
         seed("001-deny-nodeports.yaml")
     ));
     let pod_ip = sc.ip("default", "web");
-    check(
+    check(&sc.node, 
         "deny-nodeports",
         &[
             e(node_ip(), 30080, Proto::Tcp, false),
@@ -452,9 +455,9 @@ fn seed_001_whitelist_untracked() {
         "{}\n---\n{replies}",
         base.replace("198.18.60.7/32", &format!("{UPLINK_OUTSIDE_IP}/32"))
     ));
-    check("whitelisted client", &[e(80, true), e(8080, false)]);
+    check(&sc.node, "whitelisted client", &[e(80, true), e(8080, false)]);
     sc.apply(&format!("{base}\n---\n{replies}"));
-    check("client not whitelisted", &[e(80, false), e(8080, false)]);
+    check(&sc.node, "client not whitelisted", &[e(80, false), e(8080, false)]);
 }
 
 #[test]
@@ -513,7 +516,7 @@ fn calico_order_deny_before_allow_pass_end_of_tier_and_log() {
             });
         }
     }
-    check("tiers", &cells);
+    check(&sc.node, "tiers", &cells);
 }
 
 #[test]
@@ -550,14 +553,14 @@ fn default_endpoint_to_host_action_and_host_to_workload() {
         allowed,
     };
     sc.apply(isolate);
-    check(
+    check(&sc.node, 
         "default Drop; host to an isolated pod is not policed",
         &[to_host(false), host_to_pod(true)],
     );
     sc.apply(&format!("{isolate}---\n{}", felix("Accept")));
-    check("Accept", &[to_host(true)]);
+    check(&sc.node, "Accept", &[to_host(true)]);
     sc.apply(&format!("{isolate}---\n{}", felix("Return")));
-    check("Return (no host endpoint: allowed)", &[to_host(true)]);
+    check(&sc.node, "Return (no host endpoint: allowed)", &[to_host(true)]);
 }
 
 #[test]
@@ -588,7 +591,7 @@ fn apply_on_forward_polices_routed_traffic_only_when_set() {
         allowed,
     };
     sc.apply(&format!("{HEP_ETH1}---\n{}", pol(false)));
-    check(
+    check(&sc.node, 
         "without applyOnForward",
         &[
             e(web, 80, true),
@@ -598,7 +601,7 @@ fn apply_on_forward_polices_routed_traffic_only_when_set() {
         ],
     );
     sc.apply(&format!("{HEP_ETH1}---\n{}", pol(true)));
-    check(
+    check(&sc.node, 
         "with applyOnForward",
         &[
             e(web, 80, true),
@@ -649,10 +652,10 @@ fn ipv6_pods_and_policy() {
         allowed,
     };
     sc.apply("");
-    check("no policy", &[e("client", v6, true), e("other", v6, true)]);
-    assert!(ping(sc.pod_ns("default", "other"), v6));
+    check(&sc.node, "no policy", &[e("client", v6, true), e("other", v6, true)]);
+    assert!(sc.node.ping(sc.pod_ns("default", "other"), v6));
     sc.apply("apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p, namespace: default}\nspec: {selector: app == 'server', types: [Ingress], ingress: [{action: Allow, protocol: TCP, source: {selector: app == 'client'}, destination: {ports: [80]}}]}\n");
-    check(
+    check(&sc.node, 
         "client only, both families",
         &[
             e("client", v6, true),
@@ -662,16 +665,16 @@ fn ipv6_pods_and_policy() {
         ],
     );
     assert!(
-        !ping(sc.pod_ns("default", "other"), v6),
+        !sc.node.ping(sc.pod_ns("default", "other"), v6),
         "ICMPv6 echo is not allowed by the policy"
     );
     sc.apply("apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p, namespace: default}\nspec: {selector: app == 'server', types: [Ingress], ingress: [{action: Allow, ipVersion: 6, source: {selector: app == 'client'}}, {action: Allow, protocol: ICMPv6, icmp: {type: 128}}]}\n");
-    check(
+    check(&sc.node, 
         "IPv6 only",
         &[e("client", v6, true), e("client", v4, false)],
     );
     assert!(
-        ping(sc.pod_ns("default", "other"), v6),
+        sc.node.ping(sc.pod_ns("default", "other"), v6),
         "ICMPv6 type 128 allowed"
     );
 }
@@ -744,7 +747,7 @@ fn seed_002_examples_as_corrected() {
         allowed,
     };
     sc.apply(&SEED_002_CORRECTED[..2].join("---\n"));
-    check(
+    check(&sc.node, 
         "ingress examples",
         &[
             e("default", "red", "default", "blue", 80, true),
@@ -755,7 +758,7 @@ fn seed_002_examples_as_corrected() {
         ],
     );
     sc.apply(&SEED_002_CORRECTED[..3].join("---\n"));
-    check(
+    check(&sc.node, 
         "egress same namespace",
         &[
             e("default", "blue", "default", "red", 80, true),
@@ -764,7 +767,7 @@ fn seed_002_examples_as_corrected() {
         ],
     );
     sc.apply(&SEED_002_CORRECTED[..4].join("---\n"));
-    check(
+    check(&sc.node, 
         "egress to a CIDR",
         &[
             out("default", "red", true),
@@ -773,7 +776,7 @@ fn seed_002_examples_as_corrected() {
         ],
     );
     sc.apply(&SEED_002_CORRECTED.join("---\n"));
-    check(
+    check(&sc.node, 
         "deny-all in policy-demo",
         &[
             e("policy-demo", "p1", "policy-demo", "p2", 80, false),
@@ -841,7 +844,7 @@ fn namespaced_not_selector_peers_stay_in_their_namespace() {
         proto: Proto::Tcp,
         allowed: false,
     });
-    check("allow notSelector", &cells);
+    check(&sc.node, "allow notSelector", &cells);
     sc.apply(
         "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: deny-not-blocked, namespace: a}\nspec:\n  selector: app == 'server'\n  types: [Egress]\n  egress:\n  - action: Deny\n    destination: {notSelector: app == 'blocked'}\n  - action: Allow\n",
     );
@@ -861,5 +864,5 @@ fn namespaced_not_selector_peers_stay_in_their_namespace() {
         proto: Proto::Tcp,
         allowed: true,
     });
-    check("deny notSelector", &cells);
+    check(&sc.node, "deny notSelector", &cells);
 }

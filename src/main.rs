@@ -225,6 +225,10 @@ struct TraceArgs {
     /// The interface a packet to a remote DST leaves by.
     #[arg(long)]
     oif: Option<String>,
+    /// A destination NAT the node does outside tortie's table (e.g. a
+    /// kube-proxy NodePort): the IP:PORT it rewrites DST to before routing.
+    #[arg(long)]
+    dnat: Option<std::net::SocketAddr>,
     /// The node's interface NAME with its addresses (repeatable): binds
     /// expectedIPs-only host endpoints and makes those addresses the node's.
     #[arg(long = "host-interface", value_name = "NAME=IP[,IP…]")]
@@ -246,6 +250,7 @@ impl TraceArgs {
             icmp_code: self.icmp_code,
             iif: self.iif.clone(),
             oif: self.oif.clone(),
+            dnat: self.dnat,
         }
     }
 }

@@ -39,6 +39,18 @@ pub struct Packet {
     pub sport: Option<u16>,
     pub dport: Option<u16>,
     pub icmp: Option<(u8, u8)>,
+    /// A destination NAT done by the node outside tortie's table (a
+    /// kube-proxy NodePort) between prerouting and routing.
+    pub dnat: Option<Dnat>,
+}
+
+/// The destination after a foreign DNAT, and the interface it routes to
+/// (`None`: the host itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dnat {
+    pub daddr: IpAddr,
+    pub dport: Option<u16>,
+    pub oif: Option<String>,
 }
 
 impl Packet {
@@ -87,6 +99,8 @@ pub struct Hit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookRun {
     pub hook: &'static str,
+    /// The packet as this hook saw it (after a DNAT, for later hooks).
+    pub packet: Packet,
     pub chain: String,
     pub accepted: bool,
     pub hits: Vec<Hit>,
@@ -110,16 +124,21 @@ enum Flow {
 
 struct Machine<'p, 'a> {
     parsed: &'p Parsed<'a>,
-    pkt: &'p Packet,
+    pkt: Packet,
     mark: u32,
     untracked: bool,
     steps: usize,
     hits: Vec<Hit>,
 }
 
-/// The hooks a packet crosses, in order, given its interfaces.
+/// The hooks a packet crosses, in order, given its interfaces (and where
+/// a DNAT sends it).
 pub fn hooks_for(pkt: &Packet) -> Vec<&'static str> {
-    match (&pkt.iif, &pkt.oif) {
+    let oif = match &pkt.dnat {
+        Some(d) => &d.oif,
+        None => &pkt.oif,
+    };
+    match (&pkt.iif, oif) {
         (Some(_), Some(_)) => vec!["prerouting", "forward"],
         (Some(_), None) => vec!["prerouting", "input"],
         (None, _) => vec!["output"],
@@ -130,7 +149,7 @@ pub fn hooks_for(pkt: &Packet) -> Vec<&'static str> {
 pub fn run(parsed: &Parsed<'_>, pkt: &Packet) -> Result<Run, EvalError> {
     let mut m = Machine {
         parsed,
-        pkt,
+        pkt: pkt.clone(),
         mark: 0,
         untracked: false,
         steps: 0,
@@ -138,6 +157,13 @@ pub fn run(parsed: &Parsed<'_>, pkt: &Packet) -> Result<Run, EvalError> {
     };
     let mut hooks = Vec::new();
     for hook in hooks_for(pkt) {
+        if hook != "prerouting" {
+            if let Some(d) = m.pkt.dnat.take() {
+                m.pkt.daddr = d.daddr;
+                m.pkt.dport = d.dport.or(m.pkt.dport);
+                m.pkt.oif = d.oif;
+            }
+        }
         let mut bases: Vec<_> = parsed
             .ruleset
             .chains
@@ -150,6 +176,7 @@ pub fn run(parsed: &Parsed<'_>, pkt: &Packet) -> Result<Run, EvalError> {
             let accepted = !matches!(flow, Flow::Drop);
             hooks.push(HookRun {
                 hook,
+                packet: m.pkt.clone(),
                 chain: base.name.clone(),
                 accepted,
                 hits: std::mem::take(&mut m.hits),
@@ -271,7 +298,7 @@ impl Machine<'_, '_> {
     /// (a port of an ICMP packet, an IPv4 address of an IPv6 packet) fails
     /// the match whether negated or not, as nft's implicit dependencies do.
     fn matches(&self, field: Field, negate: bool, values: &Values) -> Result<bool, String> {
-        let p = self.pkt;
+        let p = &self.pkt;
         let found = match field {
             Field::Iifname | Field::Oifname => {
                 let Some(name) = self.ifname(field) else {
@@ -435,6 +462,7 @@ mod tests {
             sport: Some(40000),
             dport: Some(dport),
             icmp: None,
+            dnat: None,
         }
     }
 

@@ -10,6 +10,7 @@
 
 pub mod eval;
 pub mod nft;
+pub mod probe;
 pub mod render;
 pub mod stages;
 
@@ -82,6 +83,9 @@ pub struct Query {
     pub iif: Option<String>,
     /// The interface a packet to a remote DST leaves by.
     pub oif: Option<String>,
+    /// A DNAT the node does outside tortie's table (a kube-proxy NodePort):
+    /// the destination it rewrites DST to, before routing.
+    pub dnat: Option<std::net::SocketAddr>,
 }
 
 /// Why a query cannot be traced; each says what to do.
@@ -424,7 +428,12 @@ fn packet(
             "--icmp-type applies to icmp and icmpv6 only".into(),
         ));
     }
+    let dnat = match q.dnat {
+        None => None,
+        Some(to) => Some(dnat_of(cluster, ruleset, node, q, to)?),
+    };
     Ok(Packet {
+        dnat,
         iif,
         oif,
         saddr,
@@ -436,6 +445,27 @@ fn packet(
             let default_type = if q.proto == 1 { 8 } else { 128 };
             (q.icmp_type.unwrap_or(default_type), q.icmp_code.unwrap_or(0))
         }),
+    })
+}
+
+/// Where a foreign DNAT to `to` sends the packet.
+fn dnat_of(
+    cluster: &Cluster,
+    ruleset: &Ruleset,
+    node: &str,
+    q: &Query,
+    to: std::net::SocketAddr,
+) -> Result<eval::Dnat, TraceError> {
+    let side = resolve_ip(cluster, node, to.ip());
+    let oif = match &side.place {
+        Place::Workload(ep) => ep.iface.clone(),
+        Place::Host => None,
+        Place::Remote => Some(remote_iface(&q.oif, ruleset, node, &side.label, "--oif")?),
+    };
+    Ok(eval::Dnat {
+        daddr: to.ip(),
+        dport: Some(to.port()),
+        oif,
     })
 }
 

@@ -358,7 +358,7 @@ pub fn attribute(ruleset: &Ruleset, pkt: &Packet, run: &Run, endpoints: &Endpoin
                 stages.extend(current.take().map(Builder::finish));
             }
             if enters {
-                current = Some(Builder::new(ruleset, &hit.chain, endpoints, pkt));
+                current = Some(Builder::new(ruleset, &hit.chain, endpoints, &hook.packet));
             }
             match current.as_mut() {
                 Some(b) if inside => b.add(hit),

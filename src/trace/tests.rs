@@ -119,6 +119,7 @@ fn query(from: &str, to: &str, port: u16) -> Query {
         icmp_code: None,
         iif: None,
         oif: None,
+        dnat: None,
     }
 }
 
