@@ -385,6 +385,11 @@ fn seed_001_deny_nodeports_pre_dnat_beside_a_foreign_nodeport_table() {
     // table, plus a foreign filter table: tortie must coexist with both.
     let foreign = "table ip kube-proxy-test {\n chain nat-prerouting {\n  type nat hook prerouting priority dstnat; policy accept;\n  tcp dport 30080 dnat to 198.18.0.2:80\n  udp dport 30080 dnat to 198.18.0.2:80\n }\n}\ntable inet other-filter {\n chain input {\n  type filter hook input priority 10; policy accept;\n  counter\n }\n}\n";
     tortie::nft::exec::run_transaction(&sc.node.ns.target(), foreign).expect("foreign tables");
+    // Tell trace about the NodePort: it evaluates only tortie's table.
+    sc.node.book.borrow_mut().dnat.push((
+        (node_ip(), 30080),
+        ("198.18.0.2".parse().unwrap(), 80),
+    ));
     let e = |to: IpAddr, port: u16, proto: Proto, allowed: bool| Expect {
         from: sc.outside(),
         from_name: "outside",

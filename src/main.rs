@@ -823,3 +823,78 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trace_args(extra: &[&str]) -> Result<TraceArgs, clap::Error> {
+        let mut argv = vec!["tortie", "trace", "-f", "x.yaml", "--node", "n1"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Trace(a) => Ok(a),
+            _ => panic!("not the trace command"),
+        }
+    }
+
+    #[test]
+    fn trace_flags_parse_into_a_query() {
+        let a = trace_args(&[
+            "--from",
+            "default/web",
+            "--to",
+            "fd74:6f72::9",
+            "--proto",
+            "UDP",
+            "--port",
+            "53",
+            "--oif",
+            "eth1",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        let q = a.query();
+        assert_eq!(
+            q.from,
+            tortie::trace::Peer::Pod {
+                namespace: "default".into(),
+                name: "web".into()
+            }
+        );
+        assert_eq!(q.to, tortie::trace::Peer::Ip("fd74:6f72::9".parse().unwrap()));
+        assert_eq!((q.proto, q.port, q.oif.as_deref()), (17, Some(53), Some("eth1")));
+        assert_eq!(a.output, "json");
+        let icmp = trace_args(&[
+            "--from",
+            "hostendpoint/h1",
+            "--to",
+            "198.18.0.1",
+            "--proto",
+            "icmp",
+            "--icmp-type",
+            "3",
+            "--icmp-code",
+            "1",
+        ])
+        .unwrap()
+        .query();
+        assert_eq!((icmp.proto, icmp.icmp_type, icmp.icmp_code), (1, Some(3), Some(1)));
+    }
+
+    #[test]
+    fn bad_trace_flags_are_refused() {
+        let base = ["--from", "a/b", "--to", "c/d"];
+        for bad in [
+            &["--proto", "tcpx"][..],
+            &["--proto", "tcp", "--port", "70000"],
+            &["--proto", "icmp", "--icmp-code", "1"],
+            &["--proto", "tcp", "-o", "yaml"],
+        ] {
+            let mut v = base.to_vec();
+            v.extend_from_slice(bad);
+            assert!(trace_args(&v).is_err(), "{bad:?}");
+        }
+        assert!(trace_args(&["--from", "web", "--to", "c/d", "--proto", "tcp"]).is_err());
+    }
+}

@@ -478,7 +478,9 @@ pub fn trace(
     node: &str,
     q: &Query,
 ) -> Result<Trace, TraceError> {
-    if cluster.local_endpoints(node).next().is_none() {
+    // A node with no endpoint is legitimate; one that is not among the
+    // nodes of the input's endpoints is likely a typo.
+    if !cluster.endpoints.is_empty() && cluster.local_endpoints(node).next().is_none() {
         return Err(TraceError::UnknownNode {
             node: node.into(),
             known: names(cluster.endpoints.iter().map(|e| e.node.clone())),
