@@ -111,6 +111,8 @@ pub struct HookRun {
 pub struct Run {
     pub allowed: bool,
     pub hooks: Vec<HookRun>,
+    /// A `notrack` ran: conntrack never saw the packet.
+    pub untracked: bool,
 }
 
 const MAX_DEPTH: usize = 64;
@@ -127,6 +129,8 @@ struct Machine<'p, 'a> {
     pkt: Packet,
     mark: u32,
     untracked: bool,
+    /// The conntrack state of a tracked packet.
+    ct: &'static str,
     steps: usize,
     hits: Vec<Hit>,
 }
@@ -147,11 +151,18 @@ pub fn hooks_for(pkt: &Packet) -> Vec<&'static str> {
 
 /// Runs `pkt` (conntrack state NEW) through every hook on its path.
 pub fn run(parsed: &Parsed<'_>, pkt: &Packet) -> Result<Run, EvalError> {
+    run_in_state(parsed, pkt, "new")
+}
+
+/// As [`run`], the packet in conntrack state `ct` (`new`, `invalid`…)
+/// unless a `notrack` untracks it.
+pub fn run_in_state(parsed: &Parsed<'_>, pkt: &Packet, ct: &'static str) -> Result<Run, EvalError> {
     let mut m = Machine {
         parsed,
         pkt: pkt.clone(),
         mark: 0,
         untracked: false,
+        ct,
         steps: 0,
         hits: Vec::new(),
     };
@@ -185,6 +196,7 @@ pub fn run(parsed: &Parsed<'_>, pkt: &Packet) -> Result<Run, EvalError> {
                 return Ok(Run {
                     allowed: false,
                     hooks,
+                    untracked: m.untracked,
                 });
             }
         }
@@ -192,6 +204,7 @@ pub fn run(parsed: &Parsed<'_>, pkt: &Packet) -> Result<Run, EvalError> {
     Ok(Run {
         allowed: true,
         hooks,
+        untracked: m.untracked,
     })
 }
 
@@ -352,7 +365,7 @@ impl Machine<'_, '_> {
                 })?
             }
             Field::CtState => {
-                let state = if self.untracked { "untracked" } else { "new" };
+                let state = if self.untracked { "untracked" } else { self.ct };
                 self.any(values, |e| match e {
                     "new" | "established" | "related" | "invalid" | "untracked" => Ok(e == state),
                     _ => Err(format!("unknown ct state `{e}`")),

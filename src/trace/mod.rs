@@ -448,6 +448,26 @@ fn packet(
     })
 }
 
+/// The reply to `p`: addresses, ports and interfaces swapped.
+fn reply_of(p: &Packet) -> Packet {
+    let icmp = p.icmp.map(|(ty, code)| match (p.proto, ty) {
+        (1, 8) => (0, code),
+        (58, 128) => (129, code),
+        other => (other.1, code),
+    });
+    Packet {
+        iif: p.oif.clone(),
+        oif: p.iif.clone(),
+        saddr: p.daddr,
+        daddr: p.saddr,
+        proto: p.proto,
+        sport: p.dport,
+        dport: p.sport,
+        icmp,
+        dnat: None,
+    }
+}
+
 /// Where a foreign DNAT to `to` sends the packet.
 fn dnat_of(
     cluster: &Cluster,
@@ -490,7 +510,26 @@ pub fn trace(
     let parsed = eval::Parsed::new(ruleset).map_err(eval::EvalError::from)?;
     let run = eval::run(&parsed, &pkt)?;
     let endpoints = stages::Endpoints::of(cluster, node);
-    let trace = stages::attribute(ruleset, &pkt, &run, &endpoints);
+    let mut trace = stages::attribute(ruleset, &pkt, &run, &endpoints);
+    if run.allowed && run.untracked && pkt.dnat.is_none() {
+        // Conntrack never saw the request, so its reply is no conntrack
+        // reply: it must pass the policy on its own.
+        let reply = reply_of(&pkt);
+        let state = match pkt.proto {
+            6 | 1 | 58 => "invalid",
+            _ => "new",
+        };
+        let r = eval::run_in_state(&parsed, &reply, state)?;
+        let rt = stages::attribute(ruleset, &reply, &r, &endpoints);
+        let at = trace.stages.len();
+        trace.stages.extend(rt.stages.into_iter().map(|mut s| {
+            s.endpoint.push_str(" (reply)");
+            s
+        }));
+        trace.verdict = rt.verdict;
+        let shown = if r.untracked { "untracked" } else { state };
+        trace.reply = Some((reply, shown, at));
+    }
     tracing::debug!(
         node = %node,
         from = %q.from,

@@ -19,14 +19,17 @@ fn proto_name(p: u8) -> String {
 
 /// The first line: the packet as the node sees it.
 fn packet_line(t: &Trace) -> String {
-    let p = &t.packet;
+    packet_text("packet", &t.packet, "NEW")
+}
+
+fn packet_text(what: &str, p: &super::Packet, state: &str) -> String {
     let at = |a: std::net::IpAddr, port: Option<u16>| match (a, port) {
         (std::net::IpAddr::V6(a), Some(n)) => format!("[{a}]:{n}"),
         (a, Some(n)) => format!("{a}:{n}"),
         (a, None) => a.to_string(),
     };
     let mut s = format!(
-        "packet: {} {} -> {}",
+        "{what}: {} {} -> {}",
         proto_name(p.proto),
         at(p.saddr, p.sport),
         at(p.daddr, p.dport)
@@ -37,7 +40,7 @@ fn packet_line(t: &Trace) -> String {
     let iface = |i: &Option<String>| i.clone().unwrap_or_else(|| "(host)".into());
     let _ = write!(
         s,
-        ", in {} out {}, conntrack state NEW",
+        ", in {} out {}, conntrack state {state}",
         iface(&p.iif),
         iface(&p.oif)
     );
@@ -64,6 +67,9 @@ fn policy_line(p: &PolicyTrace) -> String {
 
 fn stage_text(out: &mut String, s: &Stage) {
     let _ = writeln!(out, "{} {}: {}", s.stage, s.endpoint, s.verdict);
+    if let Some(r) = &s.reason {
+        let _ = writeln!(out, "  by rule `{r}` of {}", s.chain);
+    }
     for t in &s.tiers {
         let label = match t.tier.as_str() {
             "failsafe" => "failsafes".to_string(),
@@ -84,8 +90,20 @@ pub fn text(t: &Trace) -> String {
     if t.stages.is_empty() {
         out.push_str("no policy stage applies to this path\n");
     }
-    for s in &t.stages {
+    for (i, s) in t.stages.iter().enumerate() {
+        if let Some((reply, state, at)) = &t.reply {
+            if *at == i {
+                let line = packet_text("reply", reply, &state.to_uppercase());
+                let _ = writeln!(out, "{line} (the request was untracked)");
+            }
+        }
         stage_text(&mut out, s);
+    }
+    if let Some((reply, state, at)) = &t.reply {
+        if *at == t.stages.len() {
+            let line = packet_text("reply", reply, &state.to_uppercase());
+            let _ = writeln!(out, "{line} (the request was untracked): no policy stage");
+        }
     }
     let _ = writeln!(out, "verdict: {}", t.verdict);
     out

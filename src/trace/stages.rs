@@ -45,6 +45,9 @@ pub struct Stage {
     /// The chain the stage ran (text output only).
     #[serde(skip)]
     pub chain: String,
+    /// The deciding rule's text when no note names it (text output only).
+    #[serde(skip)]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -54,6 +57,10 @@ pub struct Trace {
     pub stages: Vec<Stage>,
     #[serde(skip)]
     pub packet: Packet,
+    /// When the request was untracked: its reply (not a conntrack reply),
+    /// the reply's conntrack state, and where its stages start.
+    #[serde(skip)]
+    pub reply: Option<(Packet, &'static str, usize)>,
 }
 
 /// Which endpoint each interface of the node stands for.
@@ -174,6 +181,7 @@ impl<'a> Builder<'a> {
                 tiers: Vec::new(),
                 verdict: String::new(),
                 chain: chain.to_string(),
+                reason: None,
             },
             last: None,
         }
@@ -306,6 +314,10 @@ impl<'a> Builder<'a> {
             None => "pass",
         };
         self.stage.verdict = verdict.into();
+        if let Some(h) = self.last.filter(|h| h.note.is_empty() && h.verdict.is_some()) {
+            let rule = &self.ruleset.chains[&h.chain].rules[h.index];
+            self.stage.reason = Some(rule.body());
+        }
         self.stage
     }
 }
@@ -341,6 +353,7 @@ fn implicit_stage(hook: &str, chain: &str, hit: &Hit) -> Option<Stage> {
         tiers: Vec::new(),
         verdict: verdict.into(),
         chain: hit.chain.clone(),
+        reason: None,
     })
 }
 
@@ -371,5 +384,6 @@ pub fn attribute(ruleset: &Ruleset, pkt: &Packet, run: &Run, endpoints: &Endpoin
         verdict: if run.allowed { "allow" } else { "deny" }.into(),
         stages,
         packet: pkt.clone(),
+        reply: None,
     }
 }
