@@ -566,7 +566,11 @@ fn default_failsafes_under_deny_all_on_named_hep() {
         return;
     };
     t.apply(&[hep_a(), deny_all("deny-all", "hep == 'a'", "")]);
-    check(&t.lab.node, "deny-all on eth0", &failsafe_cells(&t, true, true));
+    check(
+        &t.lab.node,
+        "deny-all on eth0",
+        &failsafe_cells(&t, true, true),
+    );
 }
 
 /// As `default_failsafes_under_deny_all_on_named_hep`, for `*`
@@ -577,7 +581,11 @@ fn default_failsafes_under_deny_all_on_all_interfaces_hep() {
         return;
     };
     t.apply(&[hep_star(), deny_all("deny-all", "hep == 'star'", "")]);
-    check(&t.lab.node, "deny-all on *", &failsafe_cells(&t, true, true));
+    check(
+        &t.lab.node,
+        "deny-all on *",
+        &failsafe_cells(&t, true, true),
+    );
 }
 
 /// Felix `config_params.go` / FelixConfiguration `failsafeInboundHostPorts`
@@ -606,7 +614,11 @@ fn custom_failsafe_ports_from_felix_configuration() {
     );
     let none = felix("{failsafeInboundHostPorts: [], failsafeOutboundHostPorts: []}");
     t.apply(&[hep_a(), deny, none]);
-    check(&t.lab.node, "no failsafes", &failsafe_cells(&t, false, false));
+    check(
+        &t.lab.node,
+        "no failsafes",
+        &failsafe_cells(&t, false, false),
+    );
 }
 
 /// Class 7 of issue 10. Felix `static.go` `failsafeInChain` /

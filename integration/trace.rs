@@ -53,7 +53,11 @@ fn transcript(stdout: &str, stderr: &str, code: i32) -> String {
 /// The fields docs/trace.md promises, at every level.
 fn check_schema(case: &Path, v: &serde_json::Value) {
     let verdict = v["verdict"].as_str().unwrap_or_default();
-    assert!(matches!(verdict, "allow" | "deny"), "{}: verdict {verdict}", case.display());
+    assert!(
+        matches!(verdict, "allow" | "deny"),
+        "{}: verdict {verdict}",
+        case.display()
+    );
     for s in v["stages"].as_array().expect("stages") {
         let stage = s["stage"].as_str().expect("stage");
         assert!(
@@ -71,7 +75,10 @@ fn check_schema(case: &Path, v: &serde_json::Value) {
             case.display()
         );
         assert!(s["endpoint"].is_string());
-        assert!(matches!(s["verdict"].as_str(), Some("allow" | "deny" | "pass")));
+        assert!(matches!(
+            s["verdict"].as_str(),
+            Some("allow" | "deny" | "pass")
+        ));
         for t in s["tiers"].as_array().expect("tiers") {
             assert!(t["tier"].is_string() && t["outcome"].is_string());
             for p in t["policies"].as_array().expect("policies") {
@@ -135,15 +142,17 @@ fn the_verdicts_of_the_golden_cases_are_the_expected_ones() {
         ("tutorial-frontend-backend", "verdict: allow"),
         ("ipv6-echo", "verdict: allow"),
     ] {
-        let args = std::fs::read_to_string(root().join(format!("integration/trace/{case}.args")))
-            .unwrap();
+        let args =
+            std::fs::read_to_string(root().join(format!("integration/trace/{case}.args"))).unwrap();
         let (stdout, stderr, code) = run(args.trim());
         assert_eq!(code, 0, "{case}: {stderr}");
-        assert!(stdout.ends_with(&format!("{verdict}\n")), "{case}:\n{stdout}");
+        assert!(
+            stdout.ends_with(&format!("{verdict}\n")),
+            "{case}:\n{stdout}"
+        );
     }
-    let (_, stderr, code) = run(
-        &std::fs::read_to_string(root().join("integration/trace/unknown-pod.args")).unwrap(),
-    );
+    let (_, stderr, code) =
+        run(&std::fs::read_to_string(root().join("integration/trace/unknown-pod.args")).unwrap());
     assert_eq!(code, 2);
     assert!(stderr.contains("no such pod"), "{stderr}");
 }

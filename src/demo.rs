@@ -344,7 +344,9 @@ pub fn run(out: &mut dyn Write) -> Result<DemoReport, DemoError> {
             };
             if disagrees {
                 let conn = CONNECTIONS[c];
-                report.mismatches.push(format!("step {i}: trace disagrees: {conn}"));
+                report
+                    .mismatches
+                    .push(format!("step {i}: trace disagrees: {conn}"));
             }
         }
         for (c, conn) in CONNECTIONS.iter().enumerate() {

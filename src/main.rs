@@ -862,8 +862,14 @@ mod tests {
                 name: "web".into()
             }
         );
-        assert_eq!(q.to, tortie::trace::Peer::Ip("fd74:6f72::9".parse().unwrap()));
-        assert_eq!((q.proto, q.port, q.oif.as_deref()), (17, Some(53), Some("eth1")));
+        assert_eq!(
+            q.to,
+            tortie::trace::Peer::Ip("fd74:6f72::9".parse().unwrap())
+        );
+        assert_eq!(
+            (q.proto, q.port, q.oif.as_deref()),
+            (17, Some(53), Some("eth1"))
+        );
         assert_eq!(a.output, "json");
         let icmp = trace_args(&[
             "--from",
@@ -879,7 +885,10 @@ mod tests {
         ])
         .unwrap()
         .query();
-        assert_eq!((icmp.proto, icmp.icmp_type, icmp.icmp_code), (1, Some(3), Some(1)));
+        assert_eq!(
+            (icmp.proto, icmp.icmp_type, icmp.icmp_code),
+            (1, Some(3), Some(1))
+        );
     }
 
     #[test]

@@ -168,12 +168,12 @@ pub fn run_in_state(parsed: &Parsed<'_>, pkt: &Packet, ct: &'static str) -> Resu
     };
     let mut hooks = Vec::new();
     for hook in hooks_for(pkt) {
-        if hook != "prerouting" {
-            if let Some(d) = m.pkt.dnat.take() {
-                m.pkt.daddr = d.daddr;
-                m.pkt.dport = d.dport.or(m.pkt.dport);
-                m.pkt.oif = d.oif;
-            }
+        if hook != "prerouting"
+            && let Some(d) = m.pkt.dnat.take()
+        {
+            m.pkt.daddr = d.daddr;
+            m.pkt.dport = d.dport.or(m.pkt.dport);
+            m.pkt.oif = d.oif;
         }
         let mut bases: Vec<_> = parsed
             .ruleset
@@ -348,8 +348,7 @@ impl Machine<'_, '_> {
                 self.any(values, |e| nft::num_in(e, u32::from(port)))?
             }
             Field::IcmpType { v6 } | Field::IcmpCode { v6 } => {
-                let Some((ty, code)) = p.icmp.filter(|_| p.proto == if v6 { 58 } else { 1 })
-                else {
+                let Some((ty, code)) = p.icmp.filter(|_| p.proto == if v6 { 58 } else { 1 }) else {
                     return Ok(false);
                 };
                 let is_type = matches!(field, Field::IcmpType { .. });
@@ -461,7 +460,10 @@ mod tests {
             } else {
                 Rank::Leaf
             },
-            rules: rules.iter().map(|(m, a, n)| Rule::new(*m, *a, *n)).collect(),
+            rules: rules
+                .iter()
+                .map(|(m, a, n)| Rule::new(*m, *a, *n))
+                .collect(),
         }
     }
 

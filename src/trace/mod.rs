@@ -130,7 +130,9 @@ pub enum TraceError {
     },
     #[error("{0}")]
     Query(String),
-    #[error("the compiled ruleset cannot be evaluated: {0}; this is a bug in tortie, please report it")]
+    #[error(
+        "the compiled ruleset cannot be evaluated: {0}; this is a bug in tortie, please report it"
+    )]
     Eval(#[from] eval::EvalError),
 }
 
@@ -233,7 +235,11 @@ fn resolve_hep<'c>(
         .filter(|i| i != "*");
     let mut addrs = ep.addrs.clone();
     if let Some(held) = iface.as_ref().and_then(|i| cluster.host_interfaces.get(i)) {
-        addrs.extend(held.iter().filter(|a| !addrs.contains(a)).collect::<Vec<_>>());
+        addrs.extend(
+            held.iter()
+                .filter(|a| !addrs.contains(a))
+                .collect::<Vec<_>>(),
+        );
     }
     Ok(Side {
         place: Place::Host,
@@ -385,7 +391,10 @@ fn packet(
     let iif = match &from.place {
         Place::Workload(ep) => {
             if q.iif.is_some() {
-                return Err(wrong_flag("--iif", &format!("{} is a local pod", from.label)));
+                return Err(wrong_flag(
+                    "--iif",
+                    &format!("{} is a local pod", from.label),
+                ));
             }
             Some(ep.iface.clone().expect("local workload interface"))
         }
@@ -443,7 +452,10 @@ fn packet(
         dport: q.port,
         icmp: icmp.then(|| {
             let default_type = if q.proto == 1 { 8 } else { 128 };
-            (q.icmp_type.unwrap_or(default_type), q.icmp_code.unwrap_or(0))
+            (
+                q.icmp_type.unwrap_or(default_type),
+                q.icmp_code.unwrap_or(0),
+            )
         }),
     })
 }

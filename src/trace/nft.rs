@@ -29,14 +29,27 @@ pub enum Field {
     NfProto,
     L4Proto,
     /// `ip saddr` / `ip6 daddr`: address of family (v6), side (src).
-    Addr { v6: bool, src: bool },
+    Addr {
+        v6: bool,
+        src: bool,
+    },
     /// `tcp dport`, `th sport`: the protocol the header must be, if any.
-    Port { proto: Option<u8>, src: bool },
-    IcmpType { v6: bool },
-    IcmpCode { v6: bool },
+    Port {
+        proto: Option<u8>,
+        src: bool,
+    },
+    IcmpType {
+        v6: bool,
+    },
+    IcmpCode {
+        v6: bool,
+    },
     CtState,
     /// `ip daddr . meta l4proto . th dport`.
-    NamedPort { v6: bool, src: bool },
+    NamedPort {
+        v6: bool,
+        src: bool,
+    },
 }
 
 /// One item of a rule, in the order nft runs them.
@@ -49,9 +62,15 @@ pub enum Item {
         values: Values,
     },
     /// `meta mark & MASK == VALUE`.
-    Mark { mask: u32, value: u32 },
+    Mark {
+        mask: u32,
+        value: u32,
+    },
     /// `iifname vmap @map` / `oifname vmap @map`.
-    Vmap { field: Field, map: String },
+    Vmap {
+        field: Field,
+        map: String,
+    },
     /// `limit rate …`: assumed under the limit (it never decides a verdict
     /// in tortie's rules: only log rules carry it).
     Limit(String),

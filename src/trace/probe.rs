@@ -53,7 +53,12 @@ impl Node {
 
     /// Who sends from the namespace at `from`: a pod, a host outside
     /// (with the node interface it is behind), or the node itself.
-    fn sender(&self, from: &Path, to: IpAddr, cluster: &Cluster) -> Result<(Peer, Option<String>), String> {
+    fn sender(
+        &self,
+        from: &Path,
+        to: IpAddr,
+        cluster: &Cluster,
+    ) -> Result<(Peer, Option<String>), String> {
         if let Some(p) = self.pods.iter().find(|p| p.ns.path() == from) {
             return Ok((
                 Peer::Pod {
@@ -71,15 +76,30 @@ impl Node {
             // The node's address on the interface towards `to`, else any.
             let via = book.remotes.iter().find(|r| r.1 == to).map(|r| r.2.clone());
             let fam = |a: &&IpAddr| a.is_ipv6() == to.is_ipv6() && !is_link_local(a);
-            let on = |i: &str| cluster.host_interfaces.get(i).and_then(|v| v.iter().find(fam).copied());
+            let on = |i: &str| {
+                cluster
+                    .host_interfaces
+                    .get(i)
+                    .and_then(|v| v.iter().find(fam).copied())
+            };
             let addr = via
                 .as_deref()
                 .and_then(on)
-                .or_else(|| cluster.host_interfaces.values().flatten().find(fam).copied())
+                .or_else(|| {
+                    cluster
+                        .host_interfaces
+                        .values()
+                        .flatten()
+                        .find(fam)
+                        .copied()
+                })
                 .ok_or("the node has no address of the probe's family")?;
             return Ok((Peer::Ip(addr), None));
         }
-        Err(format!("{} is not a namespace of this node's sandbox", from.display()))
+        Err(format!(
+            "{} is not a namespace of this node's sandbox",
+            from.display()
+        ))
     }
 
     /// The trace query of one probe.
@@ -90,7 +110,13 @@ impl Node {
         }
     }
 
-    fn try_trace(&self, from: &Path, to: IpAddr, proto: u8, port: Option<u16>) -> Result<Traced, String> {
+    fn try_trace(
+        &self,
+        from: &Path,
+        to: IpAddr,
+        proto: u8,
+        port: Option<u16>,
+    ) -> Result<Traced, String> {
         let (cluster, ruleset) = self.trace_cluster()?;
         let (peer, iif) = self.sender(from, to, &cluster)?;
         let book = self.book.borrow();
@@ -168,6 +194,10 @@ impl Node {
             }
         }
         if errors.is_empty() {
+            eprintln!(
+                "trace: {} probes traced, every verdict agrees with the packets",
+                cells.len()
+            );
             Ok(())
         } else {
             Err(errors.join("\n"))

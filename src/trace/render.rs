@@ -91,19 +91,19 @@ pub fn text(t: &Trace) -> String {
         out.push_str("no policy stage applies to this path\n");
     }
     for (i, s) in t.stages.iter().enumerate() {
-        if let Some((reply, state, at)) = &t.reply {
-            if *at == i {
-                let line = packet_text("reply", reply, &state.to_uppercase());
-                let _ = writeln!(out, "{line} (the request was untracked)");
-            }
+        if let Some((reply, state, at)) = &t.reply
+            && *at == i
+        {
+            let line = packet_text("reply", reply, &state.to_uppercase());
+            let _ = writeln!(out, "{line} (the request was untracked)");
         }
         stage_text(&mut out, s);
     }
-    if let Some((reply, state, at)) = &t.reply {
-        if *at == t.stages.len() {
-            let line = packet_text("reply", reply, &state.to_uppercase());
-            let _ = writeln!(out, "{line} (the request was untracked): no policy stage");
-        }
+    if let Some((reply, state, at)) = &t.reply
+        && *at == t.stages.len()
+    {
+        let line = packet_text("reply", reply, &state.to_uppercase());
+        let _ = writeln!(out, "{line} (the request was untracked): no policy stage");
     }
     let _ = writeln!(out, "verdict: {}", t.verdict);
     out

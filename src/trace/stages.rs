@@ -203,7 +203,10 @@ impl<'a> Builder<'a> {
     fn close_tier(&mut self) {
         let force_pass = self.force_pass;
         if let Some(t) = self.stage.tiers.last_mut().filter(|t| t.outcome.is_empty()) {
-            let passed = t.policies.iter().any(|p| p.action.as_deref() == Some("pass"));
+            let passed = t
+                .policies
+                .iter()
+                .any(|p| p.action.as_deref() == Some("pass"));
             t.outcome = if passed {
                 "pass"
             } else if force_pass {
@@ -274,10 +277,10 @@ impl<'a> Builder<'a> {
             if let Some(t) = self.stage.tiers.last_mut() {
                 t.outcome = "allow".into();
             }
-        } else if matches!(hit.verdict, Some(Verdict::Jump(_))) {
-            if let Some(t) = self.stage.tiers.last_mut() {
-                t.policies.push(policy_of(note));
-            }
+        } else if matches!(hit.verdict, Some(Verdict::Jump(_)))
+            && let Some(t) = self.stage.tiers.last_mut()
+        {
+            t.policies.push(policy_of(note));
         }
     }
 
@@ -314,7 +317,10 @@ impl<'a> Builder<'a> {
             None => "pass",
         };
         self.stage.verdict = verdict.into();
-        if let Some(h) = self.last.filter(|h| h.note.is_empty() && h.verdict.is_some()) {
+        if let Some(h) = self
+            .last
+            .filter(|h| h.note.is_empty() && h.verdict.is_some())
+        {
             let rule = &self.ruleset.chains[&h.chain].rules[h.index];
             self.stage.reason = Some(rule.body());
         }

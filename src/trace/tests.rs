@@ -59,7 +59,12 @@ fn resources(r: crate::model::load::LoadResult) -> Vec<Resource> {
 fn every_compiled_golden_ruleset_evaluates_whole() {
     for f in golden("yaml") {
         let text = std::fs::read_to_string(&f).unwrap();
-        let node = text.lines().next().unwrap().trim_start_matches("# node: ").trim();
+        let node = text
+            .lines()
+            .next()
+            .unwrap()
+            .trim_start_matches("# node: ")
+            .trim();
         let cluster = Cluster::build(&resources(load_file(&f)), node);
         let rs = crate::compile::compile(&cluster, node);
         let parsed = eval::Parsed::new(&rs).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
@@ -133,13 +138,21 @@ fn pod_to_pod_names_the_deciding_policy_and_rule() {
         .iter()
         .map(|s| (s.stage.as_str(), s.verdict.as_str()))
         .collect();
-    assert_eq!(stages, [("egress", "allow"), ("ingress", "allow")], "{t:#?}");
+    assert_eq!(
+        stages,
+        [("egress", "allow"), ("ingress", "allow")],
+        "{t:#?}"
+    );
     let egress = &t.stages[0];
     assert_eq!(egress.tiers[0].tier, "profiles");
     assert_eq!(egress.tiers[0].outcome, "allow");
     assert_eq!(egress.tiers[0].policies[0].name, "kns.default");
     let ingress = t.stages.iter().find(|s| s.stage == "ingress").unwrap();
-    assert!(ingress.endpoint.starts_with("default/web ("), "{}", ingress.endpoint);
+    assert!(
+        ingress.endpoint.starts_with("default/web ("),
+        "{}",
+        ingress.endpoint
+    );
     let tier = &ingress.tiers[0];
     assert_eq!(tier.tier, "default");
     assert_eq!(tier.outcome, "allow");
