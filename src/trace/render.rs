@@ -68,7 +68,7 @@ fn policy_line(p: &PolicyTrace) -> String {
 fn stage_text(out: &mut String, s: &Stage) {
     let _ = writeln!(out, "{} {}: {}", s.stage, s.endpoint, s.verdict);
     if let Some(r) = &s.reason {
-        let _ = writeln!(out, "  by rule `{r}` of {}", s.chain);
+        let _ = writeln!(out, "  {r}");
     }
     for t in &s.tiers {
         let label = match t.tier.as_str() {

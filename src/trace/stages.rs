@@ -317,12 +317,15 @@ impl<'a> Builder<'a> {
             None => "pass",
         };
         self.stage.verdict = verdict.into();
-        if let Some(h) = self
-            .last
-            .filter(|h| h.note.is_empty() && h.verdict.is_some())
-        {
+        if let Some(h) = self.last.filter(|h| h.verdict.is_some()) {
             let rule = &self.ruleset.chains[&h.chain].rules[h.index];
-            self.stage.reason = Some(rule.body());
+            self.stage.reason = if h.note.is_empty() {
+                Some(format!("by rule `{}` of {}", rule.body(), h.chain))
+            } else if self.stage.tiers.is_empty() {
+                Some(h.note.clone())
+            } else {
+                None
+            };
         }
         self.stage
     }

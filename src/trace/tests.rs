@@ -217,3 +217,23 @@ fn peers_and_protocols_parse() {
     assert_eq!(parse_proto("112"), Ok(112));
     assert!(parse_proto("300").is_err());
 }
+
+#[test]
+fn a_foreign_dnat_sends_the_packet_to_the_pod_it_names() {
+    let mut c = cluster();
+    c.host_interfaces
+        .insert("eth1".into(), vec!["198.18.100.1".parse().unwrap()]);
+    let mut q = query("198.18.100.2", "198.18.100.1", 30080);
+    q.iif = Some("eth1".into());
+    // To the node itself: no host endpoint, nothing polices it.
+    let t = trace_cluster(&c, "node1", &q).unwrap();
+    assert_eq!(t.verdict, "allow");
+    assert!(t.stages.is_empty(), "{t:#?}");
+    // A NodePort DNAT to web:80: web's ingress policy decides.
+    q.dnat = Some("198.18.0.2:80".parse().unwrap());
+    let t = trace_cluster(&c, "node1", &q).unwrap();
+    assert_eq!(t.verdict, "deny");
+    let s = t.stages.last().unwrap();
+    assert_eq!((s.stage.as_str(), s.verdict.as_str()), ("ingress", "deny"));
+    assert!(s.endpoint.starts_with("default/web"), "{}", s.endpoint);
+}
