@@ -372,71 +372,18 @@ fn remote_iface(
     })
 }
 
-/// The packet the node sees for `q`, and the endpoint each interface
-/// stands for.
+/// The packet the node sees for `q`.
 fn packet(
     cluster: &Cluster,
     ruleset: &Ruleset,
     node: &str,
     q: &Query,
 ) -> Result<Packet, TraceError> {
+    let (ports, icmp) = check_l4(q)?;
     let from = resolve(cluster, node, "--from", &q.from)?;
     let to = resolve(cluster, node, "--to", &q.to)?;
     let (saddr, daddr) = addresses(q, &from, &to)?;
-    let wrong_flag = |flag: &str, why: &str| {
-        TraceError::Query(format!(
-            "{flag} applies only to a side that is not on this node ({why}); leave it out"
-        ))
-    };
-    let iif = match &from.place {
-        Place::Workload(ep) => {
-            if q.iif.is_some() {
-                return Err(wrong_flag(
-                    "--iif",
-                    &format!("{} is a local pod", from.label),
-                ));
-            }
-            Some(ep.iface.clone().expect("local workload interface"))
-        }
-        Place::Host => None,
-        Place::Remote => Some(remote_iface(&q.iif, ruleset, node, &from.label, "--iif")?),
-    };
-    let oif = match &to.place {
-        Place::Workload(ep) => Some(ep.iface.clone().expect("local workload interface")),
-        Place::Host => None,
-        Place::Remote => {
-            // Sent by the host through a host endpoint: its interface.
-            let by_hep = from.iface.clone().filter(|_| q.oif.is_none());
-            match by_hep {
-                Some(i) => Some(i),
-                None => Some(remote_iface(&q.oif, ruleset, node, &to.label, "--oif")?),
-            }
-        }
-    };
-    if iif.is_none() && oif.is_none() {
-        return Err(TraceError::Query(format!(
-            "{} to {}: both are this node; traffic to itself goes over loopback, which tortie never polices",
-            from.label, to.label
-        )));
-    }
-    let ports = matches!(q.proto, 6 | 17 | 132 | 136);
-    if q.port.is_some() && !ports {
-        return Err(TraceError::Query(
-            "--port applies to tcp, udp, sctp and udplite only; leave it out or use --icmp-type"
-                .into(),
-        ));
-    }
-    if ports && q.port.is_none() {
-        return Err(TraceError::Query(
-            "--port is required for tcp, udp, sctp and udplite".into(),
-        ));
-    }
-    let icmp = matches!(q.proto, 1 | 58);
-    if !icmp && q.icmp_type.is_some() {
-        return Err(TraceError::Query(
-            "--icmp-type applies to icmp and icmpv6 only".into(),
-        ));
-    }
+    let (iif, oif) = interfaces(ruleset, node, q, &from, &to)?;
     let dnat = match q.dnat {
         None => None,
         Some(to) => Some(dnat_of(cluster, ruleset, node, q, to)?),
@@ -458,6 +405,62 @@ fn packet(
             )
         }),
     })
+}
+
+/// Whether the protocol has ports (then `--port` is required) or is ICMP
+/// (then `--icmp-type` may be given), and that the flags fit it.
+fn check_l4(q: &Query) -> Result<(bool, bool), TraceError> {
+    let ports = matches!(q.proto, 6 | 17 | 132 | 136);
+    let icmp = matches!(q.proto, 1 | 58);
+    let problem = match (ports, icmp) {
+        (false, _) if q.port.is_some() || q.sport.is_some() => {
+            "--port and --sport apply to tcp, udp, sctp and udplite only; leave them out or use --icmp-type"
+        }
+        (true, _) if q.port.is_none() => "--port is required for tcp, udp, sctp and udplite",
+        (_, false) if q.icmp_type.is_some() => "--icmp-type applies to icmp and icmpv6 only",
+        _ => return Ok((ports, icmp)),
+    };
+    Err(TraceError::Query(problem.into()))
+}
+
+/// The input and output interfaces: a local pod's own, none for the node
+/// itself, and for remote sides the one given (or `uplink`).
+fn interfaces(
+    ruleset: &Ruleset,
+    node: &str,
+    q: &Query,
+    from: &Side<'_>,
+    to: &Side<'_>,
+) -> Result<(Option<String>, Option<String>), TraceError> {
+    let not_remote = |flag: &str, side: &Side<'_>| {
+        TraceError::Query(format!(
+            "{flag} applies only to a side that is not on this node ({} is on it); leave it out",
+            side.label
+        ))
+    };
+    let iif = match &from.place {
+        Place::Remote => Some(remote_iface(&q.iif, ruleset, node, &from.label, "--iif")?),
+        _ if q.iif.is_some() => return Err(not_remote("--iif", from)),
+        Place::Workload(ep) => ep.iface.clone(),
+        Place::Host => None,
+    };
+    let oif = match &to.place {
+        // Sent by the host through a host endpoint: that interface.
+        Place::Remote => match from.iface.clone().filter(|_| q.oif.is_none()) {
+            Some(i) => Some(i),
+            None => Some(remote_iface(&q.oif, ruleset, node, &to.label, "--oif")?),
+        },
+        _ if q.oif.is_some() => return Err(not_remote("--oif", to)),
+        Place::Workload(ep) => ep.iface.clone(),
+        Place::Host => None,
+    };
+    if iif.is_none() && oif.is_none() {
+        return Err(TraceError::Query(format!(
+            "{} to {}: both are this node; traffic to itself goes over loopback, which tortie never polices",
+            from.label, to.label
+        )));
+    }
+    Ok((iif, oif))
 }
 
 /// The reply to `p`: addresses, ports and interfaces swapped.

@@ -102,9 +102,23 @@ impl Node {
         ))
     }
 
-    /// The trace query of one probe.
+    /// One probe traced on the last applied ruleset.
     pub fn trace_probe(&self, from: &Path, to: IpAddr, proto: u8, port: Option<u16>) -> Traced {
-        match self.try_trace(from, to, proto, port) {
+        match self.trace_cluster() {
+            Ok(ctx) => self.trace_in(&ctx, from, to, proto, port),
+            Err(e) => Traced::Not(format!("trace failed: {e}")),
+        }
+    }
+
+    fn trace_in(
+        &self,
+        ctx: &(Cluster, crate::compile::ir::Ruleset),
+        from: &Path,
+        to: IpAddr,
+        proto: u8,
+        port: Option<u16>,
+    ) -> Traced {
+        match self.try_trace(ctx, from, to, proto, port) {
             Ok(t) => t,
             Err(e) => Traced::Not(format!("trace failed: {e}")),
         }
@@ -112,13 +126,13 @@ impl Node {
 
     fn try_trace(
         &self,
+        (cluster, ruleset): &(Cluster, crate::compile::ir::Ruleset),
         from: &Path,
         to: IpAddr,
         proto: u8,
         port: Option<u16>,
     ) -> Result<Traced, String> {
-        let (cluster, ruleset) = self.trace_cluster()?;
-        let (peer, iif) = self.sender(from, to, &cluster)?;
+        let (peer, iif) = self.sender(from, to, cluster)?;
         let book = self.book.borrow();
         let oif = book.remotes.iter().find(|r| r.1 == to).map(|r| r.2.clone());
         let dnat = port.and_then(|p| {
@@ -145,7 +159,7 @@ impl Node {
             dnat,
         };
         drop(book);
-        let t = super::trace(&cluster, &ruleset, &self.name, &q).map_err(|e| e.to_string())?;
+        let t = super::trace(cluster, ruleset, &self.name, &q).map_err(|e| e.to_string())?;
         Ok(Traced::Trace(Box::new(t)))
     }
 
@@ -153,6 +167,7 @@ impl Node {
     /// a trace whose verdict differs from what the packets did (or a probe
     /// that cannot be traced) is an error too.
     pub fn check_truth_table(&self, cells: &[(Probe, bool, String)]) -> Result<(), String> {
+        let ctx = self.trace_cluster()?;
         let traces: Vec<Traced> = cells
             .iter()
             .map(|(p, _, _)| {
@@ -160,7 +175,7 @@ impl Node {
                     Proto::Tcp => 6,
                     Proto::Udp => 17,
                 };
-                self.trace_probe(&p.from, p.to, proto, Some(p.port))
+                self.trace_in(&ctx, &p.from, p.to, proto, Some(p.port))
             })
             .collect();
         let probes: Vec<Probe> = cells.iter().map(|c| c.0.clone()).collect();
