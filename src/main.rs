@@ -192,6 +192,7 @@ enum Command {
 /// `tortie trace` flags.
 #[derive(clap::Args, Debug)]
 struct TraceArgs {
+    /// Files or directories of YAML/JSON resources; `-` reads standard input.
     #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
     paths: Vec<PathBuf>,
     /// The node whose ruleset decides (as for `compile`).

@@ -549,6 +549,37 @@ mod tests {
     }
 
     #[test]
+    fn a_return_after_goto_resumes_the_chain_that_jumped() {
+        let mut rs = Ruleset::default();
+        for c in [
+            chain(
+                "filter-FORWARD",
+                Some("forward"),
+                &[
+                    ("", "jump a", "to a"),
+                    ("meta mark & 0x1 == 0x1", "drop", "marked"),
+                ],
+            ),
+            chain("a", None, &[("", "goto b", ""), ("", "accept", "never")]),
+            chain(
+                "b",
+                None,
+                &[
+                    ("", "meta mark set meta mark | 0x1", "mark"),
+                    ("", "return", ""),
+                ],
+            ),
+        ] {
+            rs.chains.insert(c.name.clone(), c);
+        }
+        let parsed = Parsed::new(&rs).unwrap();
+        let r = run(&parsed, &pkt(80)).unwrap();
+        assert!(!r.allowed);
+        let notes: Vec<&str> = r.hooks[0].hits.iter().map(|h| h.note.as_str()).collect();
+        assert_eq!(notes, ["to a", "", "mark", "", "marked"]);
+    }
+
+    #[test]
     fn missing_chains_and_sets_are_errors() {
         let mut rs = table();
         rs.chains.get_mut("pol").unwrap().rules[0] = Rule::new("ip saddr @nope", "drop", "");
