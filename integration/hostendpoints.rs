@@ -758,9 +758,24 @@ fn syn_ack_reaches_b(t: &Lab, sport: u16) -> bool {
     };
     let caught = hep::catch_syn_ack(&b.ns, (sport, 80), Duration::from_millis(800));
     hep::send_syn_acks(&a.ns, src, dst, (sport, 80), 5);
-    caught
+    let got = caught
         .recv_timeout(Duration::from_secs(5))
-        .expect("capture result")
+        .expect("capture result");
+    // `tortie trace` of the same packet (conntrack state INVALID) must agree.
+    match t
+        .lab
+        .node
+        .trace_invalid_tcp(&a.ns.path(), b.ip, (sport, 80))
+    {
+        tortie::trace::probe::Traced::Trace(tr) => assert_eq!(
+            tr.verdict == "allow",
+            got,
+            "SYN-ACK a -> b: the packets say {got}, trace says:\n{}",
+            tortie::trace::render::text(&tr)
+        ),
+        tortie::trace::probe::Traced::Not(why) => panic!("SYN-ACK a -> b not traced: {why}"),
+    }
+    got
 }
 
 fn invalid_forwarded_packet_case(test: &str, tag: &str, heps: &[String]) {

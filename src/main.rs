@@ -252,6 +252,7 @@ impl TraceArgs {
             iif: self.iif.clone(),
             oif: self.oif.clone(),
             dnat: self.dnat,
+            ct_invalid: false,
         }
     }
 }

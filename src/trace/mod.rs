@@ -86,6 +86,9 @@ pub struct Query {
     /// A DNAT the node does outside tortie's table (a kube-proxy NodePort):
     /// the destination it rewrites DST to, before routing.
     pub dnat: Option<std::net::SocketAddr>,
+    /// The packet is one conntrack calls invalid (a SYN-ACK it saw no SYN
+    /// for, say) instead of the first of a new connection.
+    pub ct_invalid: bool,
 }
 
 /// Why a query cannot be traced; each says what to do.
@@ -523,10 +526,12 @@ pub fn trace(
     }
     let pkt = packet(cluster, ruleset, node, q)?;
     let parsed = eval::Parsed::new(ruleset).map_err(eval::EvalError::from)?;
-    let run = eval::run(&parsed, &pkt)?;
+    let state = if q.ct_invalid { "invalid" } else { "new" };
+    let run = eval::run_in_state(&parsed, &pkt, state)?;
     let endpoints = stages::Endpoints::of(cluster, node);
     let mut trace = stages::attribute(ruleset, &pkt, &run, &endpoints);
-    if run.allowed && run.untracked && pkt.dnat.is_none() {
+    trace.ct_state = state;
+    if run.allowed && run.untracked && pkt.dnat.is_none() && !q.ct_invalid {
         // Conntrack never saw the request, so its reply is no conntrack
         // reply: it must pass the policy on its own.
         let reply = reply_of(&pkt);

@@ -132,6 +132,20 @@ impl Node {
         proto: u8,
         port: Option<u16>,
     ) -> Result<Traced, String> {
+        self.try_trace_packet(cluster, ruleset, from, to, proto, port, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn try_trace_packet(
+        &self,
+        cluster: &Cluster,
+        ruleset: &crate::compile::ir::Ruleset,
+        from: &Path,
+        to: IpAddr,
+        proto: u8,
+        port: Option<u16>,
+        invalid_from_sport: Option<u16>,
+    ) -> Result<Traced, String> {
         let (peer, iif) = self.sender(from, to, cluster)?;
         let book = self.book.borrow();
         let oif = book.remotes.iter().find(|r| r.1 == to).map(|r| r.2.clone());
@@ -151,16 +165,26 @@ impl Node {
             to: Peer::Ip(to),
             proto,
             port,
-            sport: None,
+            sport: invalid_from_sport,
             icmp_type: None,
             icmp_code: None,
             iif,
             oif,
             dnat,
+            ct_invalid: invalid_from_sport.is_some(),
         };
         drop(book);
         let t = super::trace(cluster, ruleset, &self.name, &q).map_err(|e| e.to_string())?;
         Ok(Traced::Trace(Box::new(t)))
+    }
+
+    /// A TCP packet conntrack calls invalid (a bare SYN-ACK) from the
+    /// namespace at `from`, traced on the last applied ruleset.
+    pub fn trace_invalid_tcp(&self, from: &Path, to: IpAddr, ports: (u16, u16)) -> Traced {
+        let traced = self.trace_cluster().and_then(|(c, rs)| {
+            self.try_trace_packet(&c, &rs, from, to, 6, Some(ports.1), Some(ports.0))
+        });
+        traced.unwrap_or_else(|e| Traced::Not(format!("trace failed: {e}")))
     }
 
     /// As [`crate::sandbox::check_truth_table`], and every probe is traced:

@@ -19,7 +19,7 @@ fn proto_name(p: u8) -> String {
 
 /// The first line: the packet as the node sees it.
 fn packet_line(t: &Trace) -> String {
-    packet_text("packet", &t.packet, "NEW")
+    packet_text("packet", &t.packet, &t.ct_state.to_uppercase())
 }
 
 fn packet_text(what: &str, p: &super::Packet, state: &str) -> String {

@@ -61,6 +61,9 @@ pub struct Trace {
     /// the reply's conntrack state, and where its stages start.
     #[serde(skip)]
     pub reply: Option<(Packet, &'static str, usize)>,
+    /// The traced packet's conntrack state (`new` unless asked otherwise).
+    #[serde(skip)]
+    pub ct_state: &'static str,
 }
 
 /// Which endpoint each interface of the node stands for.
@@ -394,5 +397,6 @@ pub fn attribute(ruleset: &Ruleset, pkt: &Packet, run: &Run, endpoints: &Endpoin
         stages,
         packet: pkt.clone(),
         reply: None,
+        ct_state: "new",
     }
 }

@@ -125,6 +125,7 @@ fn query(from: &str, to: &str, port: u16) -> Query {
         iif: None,
         oif: None,
         dnat: None,
+        ct_invalid: false,
     }
 }
 
