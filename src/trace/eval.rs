@@ -348,20 +348,10 @@ impl Machine<'_, '_> {
                 self.any(values, |e| nft::num_in(e, u32::from(port)))?
             }
             Field::IcmpType { v6 } | Field::IcmpCode { v6 } => {
-                let Some((ty, code)) = p.icmp.filter(|_| p.proto == if v6 { 58 } else { 1 }) else {
-                    return Ok(false);
-                };
-                let is_type = matches!(field, Field::IcmpType { .. });
-                let got = if is_type { ty } else { code };
-                self.any(values, |e| {
-                    let n = if is_type {
-                        nft::icmp_type_number(e)
-                    } else {
-                        e.parse().ok()
-                    };
-                    n.map(|n| n == got)
-                        .ok_or_else(|| format!("unknown icmp value `{e}`"))
-                })?
+                match self.icmp_found(field, v6, values)? {
+                    Some(f) => f,
+                    None => return Ok(false),
+                }
             }
             Field::CtState => {
                 let state = if self.untracked { "untracked" } else { self.ct };
@@ -370,20 +360,54 @@ impl Machine<'_, '_> {
                     _ => Err(format!("unknown ct state `{e}`")),
                 })?
             }
-            Field::NamedPort { v6, src } => {
-                let (a, port) = if src {
-                    (p.saddr, p.sport)
-                } else {
-                    (p.daddr, p.dport)
-                };
-                let Some(port) = port.filter(|_| v6 == p.v6()) else {
-                    return Ok(false);
-                };
-                let want = format!("{a} . {} . {port}", p.proto);
-                self.any(values, |e| Ok(e == want))?
-            }
+            Field::NamedPort { v6, src } => match self.named_port_found(v6, src, values)? {
+                Some(f) => f,
+                None => return Ok(false),
+            },
         };
         Ok(found != negate)
+    }
+
+    /// An ICMP type or code match; `None` when the packet is not ICMP of
+    /// that family.
+    fn icmp_found(&self, field: Field, v6: bool, values: &Values) -> Result<Option<bool>, String> {
+        let p = &self.pkt;
+        let Some((ty, code)) = p.icmp.filter(|_| p.proto == if v6 { 58 } else { 1 }) else {
+            return Ok(None);
+        };
+        let is_type = matches!(field, Field::IcmpType { .. });
+        let got = if is_type { ty } else { code };
+        self.any(values, |e| {
+            let n = if is_type {
+                nft::icmp_type_number(e)
+            } else {
+                e.parse().ok()
+            };
+            n.map(|n| n == got)
+                .ok_or_else(|| format!("unknown icmp value `{e}`"))
+        })
+        .map(Some)
+    }
+
+    /// An `addr . l4proto . port` lookup; `None` when the packet has no
+    /// port or is of the other family.
+    fn named_port_found(
+        &self,
+        v6: bool,
+        src: bool,
+        values: &Values,
+    ) -> Result<Option<bool>, String> {
+        let p = &self.pkt;
+        let (a, port) = if src {
+            (p.saddr, p.sport)
+        } else {
+            (p.daddr, p.dport)
+        };
+        let Some(port) = port.filter(|_| v6 == p.v6()) else {
+            return Ok(None);
+        };
+        let want = format!("{a} . {} . {port}", p.proto);
+        self.any(values, |e| Ok(e == want)).map(Some)
     }
 
     /// Whether any element of `values` satisfies `f`; a named set is looked
