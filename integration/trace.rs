@@ -141,6 +141,8 @@ fn the_verdicts_of_the_golden_cases_are_the_expected_ones() {
         ("hep-forward-allow", "verdict: allow"),
         ("tutorial-frontend-backend", "verdict: allow"),
         ("ipv6-echo", "verdict: allow"),
+        ("whitelist-untracked-reply", "verdict: deny"),
+        ("untracked-deny-drops-replies", "verdict: deny"),
     ] {
         let args =
             std::fs::read_to_string(root().join(format!("integration/trace/{case}.args"))).unwrap();

@@ -466,24 +466,69 @@ fn interfaces(
     Ok((iif, oif))
 }
 
-/// The reply to `p`: addresses, ports and interfaces swapped.
-fn reply_of(p: &Packet) -> Packet {
-    let icmp = p.icmp.map(|(ty, code)| match (p.proto, ty) {
-        (1, 8) => (0, code),
-        (58, 128) => (129, code),
-        other => (other.1, code),
-    });
-    Packet {
-        iif: p.oif.clone(),
+/// The reply to `p` (from where a DNAT sent it): addresses, ports and
+/// interfaces swapped; `None` for a packet that gets no reply (ICMP other
+/// than an echo request, protocols without ports).
+fn reply_of(p: &Packet) -> Option<Packet> {
+    let icmp = match (p.proto, p.icmp) {
+        (1, Some((8, code))) => Some((0, code)),
+        (58, Some((128, code))) => Some((129, code)),
+        (1 | 58, _) => return None,
+        (6 | 17 | 132 | 136, _) => None,
+        _ => return None,
+    };
+    let (saddr, sport, iif) = match &p.dnat {
+        Some(d) => (d.daddr, d.dport, d.oif.clone()),
+        None => (p.daddr, p.dport, p.oif.clone()),
+    };
+    Some(Packet {
+        iif,
         oif: p.iif.clone(),
-        saddr: p.daddr,
+        saddr,
         daddr: p.saddr,
         proto: p.proto,
-        sport: p.dport,
+        sport,
         dport: p.sport,
         icmp,
         dnat: None,
+    })
+}
+
+/// Runs the reply of an allowed request. A tracked request's reply is
+/// ESTABLISHED (the filter chains accept it, but untracked policy in raw,
+/// before conntrack, still sees it); an untracked request's reply is none
+/// conntrack knows: INVALID for TCP and ICMP, NEW for UDP. The reply's
+/// stages are shown when it is denied or the request was untracked; the
+/// verdict becomes the reply's.
+fn add_reply(
+    parsed: &eval::Parsed<'_>,
+    pkt: &Packet,
+    untracked: bool,
+    endpoints: &stages::Endpoints,
+    trace: &mut Trace,
+) -> Result<(), TraceError> {
+    let Some(reply) = reply_of(pkt) else {
+        return Ok(());
+    };
+    let state = match (untracked, pkt.proto) {
+        (false, _) => "established",
+        (true, 6 | 1 | 58) => "invalid",
+        (true, _) => "new",
+    };
+    let r = eval::run_in_state(parsed, &reply, state)?;
+    if r.allowed && !untracked {
+        return Ok(());
     }
+    let rt = stages::attribute(parsed.ruleset, &reply, &r, endpoints);
+    let at = trace.stages.len();
+    trace.stages.extend(rt.stages.into_iter().map(|mut s| {
+        s.endpoint.push_str(" (reply)");
+        s
+    }));
+    trace.verdict = rt.verdict;
+    let shown = if r.untracked { "untracked" } else { state };
+    trace.reply = Some((reply, shown, at));
+    Ok(())
 }
 
 /// Where a foreign DNAT to `to` sends the packet.
@@ -531,24 +576,8 @@ pub fn trace(
     let endpoints = stages::Endpoints::of(cluster, node);
     let mut trace = stages::attribute(ruleset, &pkt, &run, &endpoints);
     trace.ct_state = state;
-    if run.allowed && run.untracked && pkt.dnat.is_none() && !q.ct_invalid {
-        // Conntrack never saw the request, so its reply is no conntrack
-        // reply: it must pass the policy on its own.
-        let reply = reply_of(&pkt);
-        let state = match pkt.proto {
-            6 | 1 | 58 => "invalid",
-            _ => "new",
-        };
-        let r = eval::run_in_state(&parsed, &reply, state)?;
-        let rt = stages::attribute(ruleset, &reply, &r, &endpoints);
-        let at = trace.stages.len();
-        trace.stages.extend(rt.stages.into_iter().map(|mut s| {
-            s.endpoint.push_str(" (reply)");
-            s
-        }));
-        trace.verdict = rt.verdict;
-        let shown = if r.untracked { "untracked" } else { state };
-        trace.reply = Some((reply, shown, at));
+    if run.allowed && !q.ct_invalid {
+        add_reply(&parsed, &pkt, run.untracked, &endpoints, &mut trace)?;
     }
     tracing::debug!(
         node = %node,

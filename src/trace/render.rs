@@ -95,7 +95,7 @@ pub fn text(t: &Trace) -> String {
             && *at == i
         {
             let line = packet_text("reply", reply, &state.to_uppercase());
-            let _ = writeln!(out, "{line} (the request was untracked)");
+            let _ = writeln!(out, "{line}");
         }
         stage_text(&mut out, s);
     }
@@ -103,7 +103,7 @@ pub fn text(t: &Trace) -> String {
         && *at == t.stages.len()
     {
         let line = packet_text("reply", reply, &state.to_uppercase());
-        let _ = writeln!(out, "{line} (the request was untracked): no policy stage");
+        let _ = writeln!(out, "{line}: no policy stage");
     }
     let _ = writeln!(out, "verdict: {}", t.verdict);
     out
