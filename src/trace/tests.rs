@@ -238,3 +238,30 @@ fn a_foreign_dnat_sends_the_packet_to_the_pod_it_names() {
     assert_eq!((s.stage.as_str(), s.verdict.as_str()), ("ingress", "deny"));
     assert!(s.endpoint.starts_with("default/web"), "{}", s.endpoint);
 }
+
+#[test]
+fn untracked_policy_sees_the_replies_of_tracked_connections() {
+    let f = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("integration/trace/untracked-deny-drops-replies.yaml");
+    let c = Cluster::build(&resources(load_file(&f)), "node1");
+    let mut q = query("default/web", "198.18.10.2", 80);
+    q.oif = Some("eth0".into());
+    let t = trace_cluster(&c, "node1", &q).unwrap();
+    assert_eq!(t.verdict, "deny");
+    let (reply, state, at) = t.reply.clone().expect("the reply is shown");
+    assert_eq!(state, "established");
+    assert_eq!(reply.iif.as_deref(), Some("eth0"));
+    assert!(t.stages[..at].iter().all(|s| s.verdict != "deny"), "{t:#?}");
+    let last = t.stages.last().unwrap();
+    assert_eq!(last.stage, "untracked");
+    assert!(last.endpoint.ends_with("(reply)"), "{}", last.endpoint);
+    let p = &last.tiers.last().unwrap().policies[0];
+    assert_eq!((p.name.as_str(), p.rule), ("untracked-deny-in", Some(0)));
+    // An ICMP destination-unreachable gets no reply to drop.
+    q.proto = 1;
+    q.port = None;
+    q.icmp_type = Some(3);
+    let t = trace_cluster(&c, "node1", &q).unwrap();
+    assert_eq!(t.verdict, "allow");
+    assert!(t.reply.is_none());
+}
