@@ -105,15 +105,20 @@ impl Lab {
         }
         let rs = compile_yaml(&y, &self.lab.node.name);
         let result = self.lab.node.dataplane.borrow_mut().apply(&rs);
+        if result.is_ok() {
+            self.lab.node.record_applied(&y, &rs);
+        }
         result.map(|_| ()).map_err(|e| e.to_string())
     }
 }
 
 type Cell3 = (Probe, bool, String);
 
-/// Asserts a truth table (wrong cells are probed once more before failing).
-fn check(step: &str, cells: &[Cell3]) {
-    if let Err(e) = check_truth_table(cells) {
+/// Asserts a truth table (wrong cells are probed once more before
+/// failing), each cell also traced on the applied ruleset
+/// (`Node::check_truth_table`): the trace must match the packets.
+fn check(node: &Node, step: &str, cells: &[Cell3]) {
+    if let Err(e) = node.check_truth_table(cells) {
         panic!("{step}:\n{e}");
     }
 }
@@ -180,6 +185,7 @@ fn named_hep_normal_policy_polices_host_traffic_on_its_interface() {
     t.apply(&[hep_a(), pol]);
     use Who::*;
     check(
+        &t.lab.node,
         "named eth0 host endpoint",
         &[
             t.tcp(A, Node, 8080, true),
@@ -213,6 +219,7 @@ fn all_interfaces_hep_normal_policy_polices_every_interface() {
     t.apply(&[hep_star(), pol]);
     use Who::*;
     check(
+        &t.lab.node,
         "all-interfaces host endpoint",
         &[
             t.tcp(A, Node, 8080, true),
@@ -247,6 +254,7 @@ fn pre_dnat_deny_on_node_port_while_the_pod_allows() {
     use Who::*;
     t.apply(&[hep_a()]);
     check(
+        &t.lab.node,
         "NodePort open without preDNAT policy",
         &[t.tcp(A, Node, NODE_PORT, true), t.tcp(A, Web, 80, true)],
     );
@@ -258,6 +266,7 @@ fn pre_dnat_deny_on_node_port_while_the_pod_allows() {
     );
     t.apply(&[hep_a(), deny_np.clone()]);
     check(
+        &t.lab.node,
         "preDNAT deny of the NodePort",
         &[
             t.tcp(A, Node, NODE_PORT, false),
@@ -279,6 +288,7 @@ fn pre_dnat_deny_on_node_port_while_the_pod_allows() {
     );
     t.apply(&[hep_a(), deny_np, pinhole, aof_deny]);
     check(
+        &t.lab.node,
         "preDNAT pinhole over a forward deny",
         &[
             t.tcp(A, Node, NODE_PORT, true),
@@ -307,6 +317,7 @@ fn pre_dnat_on_all_interfaces_applies_to_local_workloads() {
     );
     t.apply(&[hep_star(), deny_np]);
     check(
+        &t.lab.node,
         "preDNAT deny of the NodePort on *",
         &[
             t.tcp(A, Node, NODE_PORT, false),
@@ -343,6 +354,7 @@ fn apply_on_forward_on_named_heps() {
     };
     t.apply(&[hep_a(), hep_b(), pol(false)]);
     check(
+        &t.lab.node,
         "without applyOnForward",
         &[
             t.tcp(A, B, 81, true),
@@ -357,6 +369,7 @@ fn apply_on_forward_on_named_heps() {
     );
     t.apply(&[hep_a(), hep_b(), pol(true), out_b]);
     check(
+        &t.lab.node,
         "with applyOnForward",
         &[
             t.tcp(A, B, 80, true),
@@ -395,6 +408,7 @@ fn apply_on_forward_on_all_interfaces_polices_unnamed_paths() {
     );
     t.apply(&[hep_a(), hep_star(), pol, host_ok]);
     check(
+        &t.lab.node,
         "applyOnForward on * beside a named eth0",
         &[
             t.tcp(B, A, 81, false),
@@ -434,11 +448,13 @@ fn do_not_track_named_hep_with_and_without_reply_rules() {
     let deny = deny_all("normal-deny", "hep == 'a'", "");
     t.apply(&[hep_a(), untracked_in.clone(), deny.clone()]);
     check(
+        &t.lab.node,
         "untracked allow without reply rule",
         &[t.tcp(A, Node, 8080, false), t.tcp(A, Node, 8081, false)],
     );
     t.apply(&[hep_a(), untracked_in, replies, deny]);
     check(
+        &t.lab.node,
         "untracked allow with reply rule",
         &[
             t.tcp(A, Node, 8080, true),
@@ -468,6 +484,7 @@ fn do_not_track_deny_wins_over_normal_allow() {
     );
     t.apply(&[hep_a(), untracked_deny, allow]);
     check(
+        &t.lab.node,
         "untracked deny over a normal allow",
         &[
             t.tcp(A, Node, 8080, false),
@@ -499,6 +516,7 @@ fn do_not_track_on_all_interfaces_is_ignored() {
     let isolate_web = "kind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nmetadata: {name: isolate-web, namespace: default}\nspec: {podSelector: {matchLabels: {app: web}}, policyTypes: [Ingress]}\n".to_string();
     t.apply(&[hep_star(), normal.clone(), isolate_web.clone()]);
     check(
+        &t.lab.node,
         "without the untracked policy",
         &[
             t.tcp(A, Node, 8081, false),
@@ -508,6 +526,7 @@ fn do_not_track_on_all_interfaces_is_ignored() {
     );
     t.apply(&[hep_star(), untracked, normal, isolate_web]);
     check(
+        &t.lab.node,
         "untracked allow-all on * is ignored",
         &[
             t.tcp(A, Node, 8080, true),
@@ -547,7 +566,11 @@ fn default_failsafes_under_deny_all_on_named_hep() {
         return;
     };
     t.apply(&[hep_a(), deny_all("deny-all", "hep == 'a'", "")]);
-    check("deny-all on eth0", &failsafe_cells(&t, true, true));
+    check(
+        &t.lab.node,
+        "deny-all on eth0",
+        &failsafe_cells(&t, true, true),
+    );
 }
 
 /// As `default_failsafes_under_deny_all_on_named_hep`, for `*`
@@ -558,7 +581,11 @@ fn default_failsafes_under_deny_all_on_all_interfaces_hep() {
         return;
     };
     t.apply(&[hep_star(), deny_all("deny-all", "hep == 'star'", "")]);
-    check("deny-all on *", &failsafe_cells(&t, true, true));
+    check(
+        &t.lab.node,
+        "deny-all on *",
+        &failsafe_cells(&t, true, true),
+    );
 }
 
 /// Felix `config_params.go` / FelixConfiguration `failsafeInboundHostPorts`
@@ -576,6 +603,7 @@ fn custom_failsafe_ports_from_felix_configuration() {
     );
     t.apply(&[hep_a(), deny.clone(), custom]);
     check(
+        &t.lab.node,
         "custom failsafes",
         &[
             t.tcp(A, Node, 8080, true),
@@ -586,7 +614,11 @@ fn custom_failsafe_ports_from_felix_configuration() {
     );
     let none = felix("{failsafeInboundHostPorts: [], failsafeOutboundHostPorts: []}");
     t.apply(&[hep_a(), deny, none]);
-    check("no failsafes", &failsafe_cells(&t, false, false));
+    check(
+        &t.lab.node,
+        "no failsafes",
+        &failsafe_cells(&t, false, false),
+    );
 }
 
 /// Class 7 of issue 10. Felix `static.go` `failsafeInChain` /
@@ -608,6 +640,7 @@ fn untracked_deny_all_keeps_failsafes_in_both_directions() {
         ),
     ]);
     check(
+        &t.lab.node,
         "doNotTrack deny-all on eth0",
         &failsafe_cells(&t, true, true),
     );
@@ -633,6 +666,7 @@ fn default_endpoint_to_host_action_with_host_endpoints() {
         let cfg = felix(&format!("{{defaultEndpointToHostAction: {action}}}"));
         t.apply(&[hep_a(), hep_star(), deny.clone(), cfg]);
         check(
+            &t.lab.node,
             &format!("defaultEndpointToHostAction {action}"),
             &[
                 t.tcp(Client, Node, 8080, allowed),
@@ -685,6 +719,7 @@ fn transitions_dropping_the_last_pre_dnat_forward_and_untracked_policies() {
         t.try_apply(&with)
             .unwrap_or_else(|e| panic!("round {round}: adding the policies: {e}"));
         check(
+            &t.lab.node,
             &format!("round {round}: with preDNAT, forward and untracked policy"),
             &[
                 t.tcp(A, Node, NODE_PORT, false),
@@ -699,6 +734,7 @@ fn transitions_dropping_the_last_pre_dnat_forward_and_untracked_policies() {
             panic!("round {round}: removing the last preDNAT / forward / untracked policies: {e}")
         });
         check(
+            &t.lab.node,
             &format!("round {round}: normal policy only"),
             &[
                 t.tcp(A, Node, NODE_PORT, true),
@@ -722,9 +758,24 @@ fn syn_ack_reaches_b(t: &Lab, sport: u16) -> bool {
     };
     let caught = hep::catch_syn_ack(&b.ns, (sport, 80), Duration::from_millis(800));
     hep::send_syn_acks(&a.ns, src, dst, (sport, 80), 5);
-    caught
+    let got = caught
         .recv_timeout(Duration::from_secs(5))
-        .expect("capture result")
+        .expect("capture result");
+    // `tortie trace` of the same packet (conntrack state INVALID) must agree.
+    match t
+        .lab
+        .node
+        .trace_invalid_tcp(&a.ns.path(), b.ip, (sport, 80))
+    {
+        tortie::trace::probe::Traced::Trace(tr) => assert_eq!(
+            tr.verdict == "allow",
+            got,
+            "SYN-ACK a -> b: the packets say {got}, trace says:\n{}",
+            tortie::trace::render::text(&tr)
+        ),
+        tortie::trace::probe::Traced::Not(why) => panic!("SYN-ACK a -> b not traced: {why}"),
+    }
+    got
 }
 
 fn invalid_forwarded_packet_case(test: &str, tag: &str, heps: &[String]) {
@@ -746,6 +797,7 @@ fn invalid_forwarded_packet_case(test: &str, tag: &str, heps: &[String]) {
     docs.push(allow);
     t.apply(&docs);
     check(
+        &t.lab.node,
         "valid forwarded traffic still flows",
         &[t.tcp(Who::A, Who::B, 80, true)],
     );
@@ -1475,6 +1527,7 @@ fn sequence_step(t: &Lab, file: &TempFile, cfg: &Config) -> Result<(), String> {
     std::fs::write(&file.0, &y).expect("write step file");
     hep::cli_apply(&t.lab.node.ns, &t.lab.node.name, &file.0)
         .map_err(|e| format!("tortie apply failed: {}", e.trim()))?;
+    t.lab.node.record_cli_applied(&y);
     let cells: Vec<Cell3> = PROBES
         .iter()
         .map(|&(from, to, port, p, flow)| {
@@ -1482,7 +1535,7 @@ fn sequence_step(t: &Lab, file: &TempFile, cfg: &Config) -> Result<(), String> {
             t.cell(from, to, port, proto, cfg.allows(flow, p, port))
         })
         .collect();
-    check_truth_table(&cells)
+    t.lab.node.check_truth_table(&cells)
 }
 
 /// Issue 10 ("transitions between them applied in sequence on one table",
@@ -1563,8 +1616,10 @@ fn expected_ips_only_host_endpoint_binds_to_the_interface_holding_them() {
     )));
     std::fs::write(&file.0, &y).expect("write");
     hep::cli_apply(&t.lab.node.ns, &t.lab.node.name, &file.0).expect("tortie apply");
+    t.lab.node.record_cli_applied(&y);
     use Who::*;
     check(
+        &t.lab.node,
         "expectedIPs-only host endpoint on eth0",
         &[
             // Policed on eth0: denied but for the failsafe port.

@@ -150,7 +150,7 @@ impl World {
             }
         }
         assert_eq!(cells.len(), 288);
-        if let Err(e) = check_truth_table(&cells) {
+        if let Err(e) = self.node.check_truth_table(&cells) {
             panic!("{e}");
         }
     }

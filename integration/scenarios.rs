@@ -43,7 +43,10 @@ struct Expect<'a> {
     allowed: bool,
 }
 
-fn check(step: &str, expectations: &[Expect<'_>]) {
+/// Probes every expectation with real packets and traces each one on the
+/// ruleset the node applied (`Node::check_truth_table`): the packets must
+/// match the expectation and the trace must match the packets.
+fn check(node: &Node, step: &str, expectations: &[Expect<'_>]) {
     let cells: Vec<(Probe, bool, String)> = expectations
         .iter()
         .map(|e| {
@@ -62,7 +65,7 @@ fn check(step: &str, expectations: &[Expect<'_>]) {
             )
         })
         .collect();
-    if let Err(e) = check_truth_table(&cells) {
+    if let Err(e) = node.check_truth_table(&cells) {
         panic!("{e}");
     }
 }
@@ -165,6 +168,7 @@ fn seed_003_access_nginx_and_default_deny() {
     };
     sc.apply(&seed("003-access-nginx.yaml"));
     check(
+        &sc.node,
         "access-nginx",
         &[
             e("foo", "nginx", true),
@@ -175,6 +179,7 @@ fn seed_003_access_nginx_and_default_deny() {
     );
     sc.apply(&seed("003-default-deny.yaml"));
     check(
+        &sc.node,
         "default-deny",
         &[
             e("foo", "nginx", false),
@@ -246,6 +251,7 @@ fn seeds_000_001_srv1_and_accounts_finance() {
         }
     };
     check(
+        &sc.node,
         "srv1",
         &[
             e("accounts", "srv1-frontend", "srv1-backend", 80, true),
@@ -290,6 +296,7 @@ fn seed_001_log_denied_packets_does_not_change_verdicts() {
     };
     sc.apply(&format!("{access}\n---\n{log}"));
     check(
+        &sc.node,
         "access-nginx + log-denied-packets",
         &[e("access", true), e("other", false)],
     );
@@ -297,6 +304,7 @@ fn seed_001_log_denied_packets_does_not_change_verdicts() {
     // into default deny at the end of the tier.
     sc.apply(&log);
     check(
+        &sc.node,
         "log-denied-packets alone",
         &[e("access", false), e("other", false)],
     );
@@ -328,9 +336,14 @@ fn seed_001_ibm_default_host_policies_and_failsafes() {
     };
     // Without policy, everything reaches the node.
     sc.apply("");
-    check("no host endpoint", &[node_probe(8080, Proto::Tcp, true)]);
+    check(
+        &sc.node,
+        "no host endpoint",
+        &[node_probe(8080, Proto::Tcp, true)],
+    );
     sc.apply(&policies);
     check(
+        &sc.node,
         "IBM defaults",
         &[
             node_probe(52311, Proto::Tcp, true),
@@ -348,18 +361,25 @@ fn seed_001_ibm_default_host_policies_and_failsafes() {
             },
         ],
     );
-    assert!(ping(sc.outside(), node_ip()), "allow-icmp lets pings in");
+    assert!(
+        sc.node.ping(sc.outside(), node_ip()),
+        "allow-icmp lets pings in"
+    );
     // A deny-all in front of everything: failsafe port 22 still answers.
     let deny_all = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: deny-all}\nspec: {order: 1, selector: ibm.role == 'worker_public', types: [Ingress, Egress], ingress: [{action: Deny}], egress: [{action: Deny}]}\n";
     sc.apply(&format!("{policies}\n---\n{deny_all}"));
     check(
+        &sc.node,
         "deny-all keeps failsafes",
         &[
             node_probe(22, Proto::Tcp, true),
             node_probe(52311, Proto::Tcp, false),
         ],
     );
-    assert!(!ping(sc.outside(), node_ip()), "deny-all blocks pings");
+    assert!(
+        !sc.node.ping(sc.outside(), node_ip()),
+        "deny-all blocks pings"
+    );
 }
 
 fn gnp(name: &str, spec: &str) -> String {
@@ -382,6 +402,12 @@ fn seed_001_deny_nodeports_pre_dnat_beside_a_foreign_nodeport_table() {
     // table, plus a foreign filter table: tortie must coexist with both.
     let foreign = "table ip kube-proxy-test {\n chain nat-prerouting {\n  type nat hook prerouting priority dstnat; policy accept;\n  tcp dport 30080 dnat to 198.18.0.2:80\n  udp dport 30080 dnat to 198.18.0.2:80\n }\n}\ntable inet other-filter {\n chain input {\n  type filter hook input priority 10; policy accept;\n  counter\n }\n}\n";
     tortie::nft::exec::run_transaction(&sc.node.ns.target(), foreign).expect("foreign tables");
+    // Tell trace about the NodePort: it evaluates only tortie's table.
+    sc.node
+        .book
+        .borrow_mut()
+        .dnat
+        .push(((node_ip(), 30080), ("198.18.0.2".parse().unwrap(), 80)));
     let e = |to: IpAddr, port: u16, proto: Proto, allowed: bool| Expect {
         from: sc.outside(),
         from_name: "outside",
@@ -393,6 +419,7 @@ fn seed_001_deny_nodeports_pre_dnat_beside_a_foreign_nodeport_table() {
     };
     sc.apply(HEP_ETH1);
     check(
+        &sc.node,
         "NodePort open before the policy",
         &[
             e(node_ip(), 30080, Proto::Tcp, true),
@@ -405,6 +432,7 @@ fn seed_001_deny_nodeports_pre_dnat_beside_a_foreign_nodeport_table() {
     ));
     let pod_ip = sc.ip("default", "web");
     check(
+        &sc.node,
         "deny-nodeports",
         &[
             e(node_ip(), 30080, Proto::Tcp, false),
@@ -452,9 +480,17 @@ fn seed_001_whitelist_untracked() {
         "{}\n---\n{replies}",
         base.replace("198.18.60.7/32", &format!("{UPLINK_OUTSIDE_IP}/32"))
     ));
-    check("whitelisted client", &[e(80, true), e(8080, false)]);
+    check(
+        &sc.node,
+        "whitelisted client",
+        &[e(80, true), e(8080, false)],
+    );
     sc.apply(&format!("{base}\n---\n{replies}"));
-    check("client not whitelisted", &[e(80, false), e(8080, false)]);
+    check(
+        &sc.node,
+        "client not whitelisted",
+        &[e(80, false), e(8080, false)],
+    );
 }
 
 #[test]
@@ -513,7 +549,7 @@ fn calico_order_deny_before_allow_pass_end_of_tier_and_log() {
             });
         }
     }
-    check("tiers", &cells);
+    check(&sc.node, "tiers", &cells);
 }
 
 #[test]
@@ -551,13 +587,18 @@ fn default_endpoint_to_host_action_and_host_to_workload() {
     };
     sc.apply(isolate);
     check(
+        &sc.node,
         "default Drop; host to an isolated pod is not policed",
         &[to_host(false), host_to_pod(true)],
     );
     sc.apply(&format!("{isolate}---\n{}", felix("Accept")));
-    check("Accept", &[to_host(true)]);
+    check(&sc.node, "Accept", &[to_host(true)]);
     sc.apply(&format!("{isolate}---\n{}", felix("Return")));
-    check("Return (no host endpoint: allowed)", &[to_host(true)]);
+    check(
+        &sc.node,
+        "Return (no host endpoint: allowed)",
+        &[to_host(true)],
+    );
 }
 
 #[test]
@@ -589,6 +630,7 @@ fn apply_on_forward_polices_routed_traffic_only_when_set() {
     };
     sc.apply(&format!("{HEP_ETH1}---\n{}", pol(false)));
     check(
+        &sc.node,
         "without applyOnForward",
         &[
             e(web, 80, true),
@@ -599,6 +641,7 @@ fn apply_on_forward_polices_routed_traffic_only_when_set() {
     );
     sc.apply(&format!("{HEP_ETH1}---\n{}", pol(true)));
     check(
+        &sc.node,
         "with applyOnForward",
         &[
             e(web, 80, true),
@@ -649,10 +692,15 @@ fn ipv6_pods_and_policy() {
         allowed,
     };
     sc.apply("");
-    check("no policy", &[e("client", v6, true), e("other", v6, true)]);
-    assert!(ping(sc.pod_ns("default", "other"), v6));
+    check(
+        &sc.node,
+        "no policy",
+        &[e("client", v6, true), e("other", v6, true)],
+    );
+    assert!(sc.node.ping(sc.pod_ns("default", "other"), v6));
     sc.apply("apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p, namespace: default}\nspec: {selector: app == 'server', types: [Ingress], ingress: [{action: Allow, protocol: TCP, source: {selector: app == 'client'}, destination: {ports: [80]}}]}\n");
     check(
+        &sc.node,
         "client only, both families",
         &[
             e("client", v6, true),
@@ -662,16 +710,17 @@ fn ipv6_pods_and_policy() {
         ],
     );
     assert!(
-        !ping(sc.pod_ns("default", "other"), v6),
+        !sc.node.ping(sc.pod_ns("default", "other"), v6),
         "ICMPv6 echo is not allowed by the policy"
     );
     sc.apply("apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p, namespace: default}\nspec: {selector: app == 'server', types: [Ingress], ingress: [{action: Allow, ipVersion: 6, source: {selector: app == 'client'}}, {action: Allow, protocol: ICMPv6, icmp: {type: 128}}]}\n");
     check(
+        &sc.node,
         "IPv6 only",
         &[e("client", v6, true), e("client", v4, false)],
     );
     assert!(
-        ping(sc.pod_ns("default", "other"), v6),
+        sc.node.ping(sc.pod_ns("default", "other"), v6),
         "ICMPv6 type 128 allowed"
     );
 }
@@ -745,6 +794,7 @@ fn seed_002_examples_as_corrected() {
     };
     sc.apply(&SEED_002_CORRECTED[..2].join("---\n"));
     check(
+        &sc.node,
         "ingress examples",
         &[
             e("default", "red", "default", "blue", 80, true),
@@ -756,6 +806,7 @@ fn seed_002_examples_as_corrected() {
     );
     sc.apply(&SEED_002_CORRECTED[..3].join("---\n"));
     check(
+        &sc.node,
         "egress same namespace",
         &[
             e("default", "blue", "default", "red", 80, true),
@@ -765,6 +816,7 @@ fn seed_002_examples_as_corrected() {
     );
     sc.apply(&SEED_002_CORRECTED[..4].join("---\n"));
     check(
+        &sc.node,
         "egress to a CIDR",
         &[
             out("default", "red", true),
@@ -774,6 +826,7 @@ fn seed_002_examples_as_corrected() {
     );
     sc.apply(&SEED_002_CORRECTED.join("---\n"));
     check(
+        &sc.node,
         "deny-all in policy-demo",
         &[
             e("policy-demo", "p1", "policy-demo", "p2", 80, false),
@@ -841,7 +894,7 @@ fn namespaced_not_selector_peers_stay_in_their_namespace() {
         proto: Proto::Tcp,
         allowed: false,
     });
-    check("allow notSelector", &cells);
+    check(&sc.node, "allow notSelector", &cells);
     sc.apply(
         "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: deny-not-blocked, namespace: a}\nspec:\n  selector: app == 'server'\n  types: [Egress]\n  egress:\n  - action: Deny\n    destination: {notSelector: app == 'blocked'}\n  - action: Allow\n",
     );
@@ -861,5 +914,5 @@ fn namespaced_not_selector_peers_stay_in_their_namespace() {
         proto: Proto::Tcp,
         allowed: true,
     });
-    check("deny notSelector", &cells);
+    check(&sc.node, "deny notSelector", &cells);
 }

@@ -304,6 +304,7 @@ pub fn run(out: &mut dyn Write) -> Result<DemoReport, DemoError> {
             .borrow_mut()
             .apply(&ruleset)
             .map_err(|source| DemoError::Apply { step: i, source })?;
+        node.record_applied(&yaml, &ruleset);
         writeln!(out, "step {i}: {}", step.title)?;
         let names: Vec<&str> = active.iter().map(|&p| POLICIES[p].0).collect();
         writeln!(
@@ -332,6 +333,20 @@ pub fn run(out: &mut dyn Write) -> Result<DemoReport, DemoError> {
             let again = probe_all(&wrong.iter().map(|&c| probes[c].clone()).collect::<Vec<_>>());
             for (c, g) in wrong.into_iter().zip(again) {
                 got[c] = g;
+            }
+        }
+        // `tortie trace` on the same ruleset must say what the packets did.
+        for (c, p) in probes.iter().enumerate() {
+            let proto = if p.proto == Proto::Tcp { 6 } else { 17 };
+            let disagrees = match node.trace_probe(&p.from, p.to, proto, Some(p.port)) {
+                crate::trace::probe::Traced::Trace(t) => (t.verdict == "allow") != got[c],
+                crate::trace::probe::Traced::Not(_) => true,
+            };
+            if disagrees {
+                let conn = CONNECTIONS[c];
+                report
+                    .mismatches
+                    .push(format!("step {i}: trace disagrees: {conn}"));
             }
         }
         for (c, conn) in CONNECTIONS.iter().enumerate() {

@@ -19,3 +19,4 @@ pub mod obs;
 pub mod sandbox;
 pub mod selector;
 pub mod synth;
+pub mod trace;

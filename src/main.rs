@@ -173,6 +173,10 @@ enum Command {
         #[arg(long, env = "TORTIE_RESCAN_INTERVAL", default_value = "30s")]
         rescan_interval: String,
     },
+    /// Show which stage, tier, policy and rule decide one packet on a node,
+    /// evaluated on the compiled ruleset (the first packet of a new
+    /// connection).
+    Trace(TraceArgs),
     /// Run the NetworkPolicy tutorial in a sandbox of network namespaces and
     /// show, with real packets, what each step allows.
     Demo,
@@ -193,6 +197,92 @@ enum Command {
         #[arg(long)]
         labels: Option<String>,
     },
+}
+
+/// `tortie trace` flags.
+#[derive(clap::Args, Debug)]
+struct TraceArgs {
+    /// Files or directories of YAML/JSON resources; `-` reads standard input.
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    paths: Vec<PathBuf>,
+    /// The node whose ruleset decides (as for `compile`).
+    #[arg(long, env = "NODENAME")]
+    node: String,
+    /// The sender: NAMESPACE/POD, hostendpoint/NAME or an IP address.
+    #[arg(long)]
+    from: tortie::trace::Peer,
+    /// The receiver: NAMESPACE/POD, hostendpoint/NAME or an IP address.
+    #[arg(long)]
+    to: tortie::trace::Peer,
+    /// tcp, udp, sctp, icmp, icmpv6 or a protocol number.
+    #[arg(long, value_parser = tortie::trace::parse_proto)]
+    proto: u8,
+    /// Destination port (tcp, udp, sctp).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Source port (default 32768).
+    #[arg(long)]
+    sport: Option<u16>,
+    /// ICMP type (default: echo request).
+    #[arg(long = "icmp-type")]
+    icmp_type: Option<u8>,
+    /// ICMP code (default 0).
+    #[arg(long = "icmp-code", requires = "icmp_type")]
+    icmp_code: Option<u8>,
+    /// The interface a packet from a remote SRC arrives on (needed when the
+    /// node has host endpoints on named interfaces).
+    #[arg(long)]
+    iif: Option<String>,
+    /// The interface a packet to a remote DST leaves by.
+    #[arg(long)]
+    oif: Option<String>,
+    /// A destination NAT the node does outside tortie's table (e.g. a
+    /// kube-proxy NodePort): the IP:PORT it rewrites DST to before routing.
+    #[arg(long)]
+    dnat: Option<std::net::SocketAddr>,
+    /// The node's interface NAME with its addresses (repeatable): binds
+    /// expectedIPs-only host endpoints and makes those addresses the node's.
+    #[arg(long = "host-interface", value_name = "NAME=IP[,IP…]")]
+    host_interfaces: Vec<tortie::calc::HostInterface>,
+    /// `text` or `json` (the schema in docs/trace.md).
+    #[arg(short = 'o', long = "output", default_value = "text", value_parser = ["text", "json"])]
+    output: String,
+}
+
+impl TraceArgs {
+    fn query(&self) -> tortie::trace::Query {
+        tortie::trace::Query {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            proto: self.proto,
+            port: self.port,
+            sport: self.sport,
+            icmp_type: self.icmp_type,
+            icmp_code: self.icmp_code,
+            iif: self.iif.clone(),
+            oif: self.oif.clone(),
+            dnat: self.dnat,
+            ct_invalid: false,
+        }
+    }
+}
+
+/// `tortie trace`: exit 0 with the trace (whatever the verdict), 1 if the
+/// input has errors, 2 if the query cannot be traced.
+fn trace_command(args: TraceArgs) -> Result<ExitCode> {
+    let ifaces = tortie::calc::HostInterface::map(&args.host_interfaces);
+    let (result, cluster) = load_cluster(&args.paths, &args.node, ifaces, false);
+    let trace = tortie::trace::trace_cluster(&cluster, &args.node, &args.query())?;
+    if args.output == "json" {
+        print!("{}", tortie::trace::render::json(&trace));
+    } else {
+        print!("{}", tortie::trace::render::text(&trace));
+    }
+    Ok(if result.has_errors() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Parses `k=v,k2=v2` into a label map: `k=` is an empty value, the empty
@@ -402,6 +492,19 @@ fn load_and_compile(
     host_interfaces: BTreeMap<String, Vec<std::net::IpAddr>>,
     strict: bool,
 ) -> (LoadResult, tortie::compile::ir::Ruleset) {
+    let (result, cluster) = load_cluster(paths, node, host_interfaces, strict);
+    let ruleset = tortie::compile::compile(&cluster, node);
+    (result, ruleset)
+}
+
+/// Loads, reports problems, and builds the cluster of the valid resources
+/// as `node` sees it.
+fn load_cluster(
+    paths: &[PathBuf],
+    node: &str,
+    host_interfaces: BTreeMap<String, Vec<std::net::IpAddr>>,
+    strict: bool,
+) -> (LoadResult, tortie::calc::Cluster) {
     let mut result = load_inputs(paths, &tortie::model::yaml::Limits::CLI).unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
         std::process::exit(2)
@@ -429,7 +532,7 @@ fn load_and_compile(
     {
         eprintln!("note: {}: {}", n.subject, n.message);
     }
-    (result, tortie::compile::compile(&cluster, node))
+    (result, cluster)
 }
 
 /// The shortest nft deadline accepted: below it even a tiny table misses it.
@@ -513,6 +616,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         }
+        Command::Trace(args) => trace_command(args),
         Command::Compile {
             paths,
             node,
@@ -731,5 +835,89 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trace_args(extra: &[&str]) -> Result<TraceArgs, clap::Error> {
+        let mut argv = vec!["tortie", "trace", "-f", "x.yaml", "--node", "n1"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Trace(a) => Ok(a),
+            _ => panic!("not the trace command"),
+        }
+    }
+
+    #[test]
+    fn trace_flags_parse_into_a_query() {
+        let a = trace_args(&[
+            "--from",
+            "default/web",
+            "--to",
+            "fd74:6f72::9",
+            "--proto",
+            "UDP",
+            "--port",
+            "53",
+            "--oif",
+            "eth1",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        let q = a.query();
+        assert_eq!(
+            q.from,
+            tortie::trace::Peer::Pod {
+                namespace: "default".into(),
+                name: "web".into()
+            }
+        );
+        assert_eq!(
+            q.to,
+            tortie::trace::Peer::Ip("fd74:6f72::9".parse().unwrap())
+        );
+        assert_eq!(
+            (q.proto, q.port, q.oif.as_deref()),
+            (17, Some(53), Some("eth1"))
+        );
+        assert_eq!(a.output, "json");
+        let icmp = trace_args(&[
+            "--from",
+            "hostendpoint/h1",
+            "--to",
+            "198.18.0.1",
+            "--proto",
+            "icmp",
+            "--icmp-type",
+            "3",
+            "--icmp-code",
+            "1",
+        ])
+        .unwrap()
+        .query();
+        assert_eq!(
+            (icmp.proto, icmp.icmp_type, icmp.icmp_code),
+            (1, Some(3), Some(1))
+        );
+    }
+
+    #[test]
+    fn bad_trace_flags_are_refused() {
+        let base = ["--from", "a/b", "--to", "c/d"];
+        for bad in [
+            &["--proto", "tcpx"][..],
+            &["--proto", "tcp", "--port", "70000"],
+            &["--proto", "icmp", "--icmp-code", "1"],
+            &["--proto", "tcp", "-o", "yaml"],
+        ] {
+            let mut v = base.to_vec();
+            v.extend_from_slice(bad);
+            assert!(trace_args(&v).is_err(), "{bad:?}");
+        }
+        assert!(trace_args(&["--from", "web", "--to", "c/d", "--proto", "tcp"]).is_err());
     }
 }

@@ -295,6 +295,21 @@ pub struct Node {
     pub pods: Vec<Pod>,
     pub outside: Option<Netns>,
     pub dataplane: std::cell::RefCell<Dataplane>,
+    /// What was applied last and who is where, for tracing the probes.
+    pub book: std::cell::RefCell<TraceBook>,
+}
+
+/// What `tortie trace` needs to know about a probe that the ruleset does
+/// not say: the input last applied (and the ruleset made of it), the hosts
+/// outside the node with the node interface each sits behind, and DNATs of
+/// tables tortie does not own.
+#[derive(Default)]
+pub struct TraceBook {
+    pub applied: Option<(String, Ruleset)>,
+    /// (namespace path, address, node interface).
+    pub remotes: Vec<(PathBuf, IpAddr, String)>,
+    /// (node address, port) → (new address, port) of a foreign DNAT.
+    pub dnat: Vec<((IpAddr, u16), (IpAddr, u16))>,
 }
 
 pub const UPLINK_NODE_IP: &str = "198.18.100.1";
@@ -320,6 +335,7 @@ impl Node {
             pods: Vec::new(),
             outside: None,
             dataplane,
+            book: std::cell::RefCell::new(TraceBook::default()),
         }
     }
 
@@ -418,6 +434,11 @@ impl Node {
         ]);
         out.ip(&["link", "set", "eth0", "up"]);
         out.ip(&["route", "add", "default", "via", UPLINK_NODE_IP]);
+        self.book.borrow_mut().remotes.push((
+            out.path(),
+            UPLINK_OUTSIDE_IP.parse().unwrap(),
+            "eth1".into(),
+        ));
         self.outside = Some(out);
     }
 
@@ -478,6 +499,7 @@ impl Node {
             .borrow_mut()
             .apply(&rs)
             .unwrap_or_else(|e| panic!("apply: {e}"));
+        self.book.borrow_mut().applied = Some((yaml.to_string(), rs.clone()));
         rs
     }
 }
@@ -626,6 +648,10 @@ impl HepLab {
         );
         crate::nft::exec::run_transaction(&self.node.ns.target(), &text)
             .unwrap_or_else(|e| panic!("foreign NodePort table: {e}"));
+        let mut book = self.node.book.borrow_mut();
+        for h in &self.hosts {
+            book.dnat.push(((h.node_ip, LAB_NODE_PORT), (web, 80)));
+        }
     }
 
     pub fn host(&self, name: &str) -> &OutsideHost {
@@ -671,11 +697,16 @@ fn add_outside_host(node: &Node, name: &str, iface: &str, net: u8) -> OutsideHos
     ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
     ns.ip(&["link", "set", "eth0", "up"]);
     ns.ip(&["route", "add", "default", "via", &node_ip]);
+    let ip: IpAddr = ip.parse().unwrap();
+    node.book
+        .borrow_mut()
+        .remotes
+        .push((ns.path(), ip, iface.to_string()));
     OutsideHost {
         name: name.into(),
         ns,
         iface: iface.into(),
-        ip: ip.parse().unwrap(),
+        ip,
         node_ip: node_ip.parse().unwrap(),
     }
 }

@@ -1068,6 +1068,16 @@ fn failsafe_rule(fp: &FailsafePort, dir: Direction, reply: bool) -> Rule {
     )
 }
 
+/// The interface each of `node`'s host endpoints polices (`*` for the
+/// all-interfaces endpoint), as the compiler binds them: for `trace`.
+pub fn host_endpoint_bindings<'c>(cluster: &'c Cluster, node: &str) -> Vec<(String, &'c Endpoint)> {
+    let hosts: Vec<&Endpoint> = cluster
+        .local_endpoints(node)
+        .filter(|e| matches!(e.id, EndpointId::Host { .. }))
+        .collect();
+    host_bindings(&hosts, &cluster.host_interfaces)
+}
+
 /// Which host endpoint polices each interface, as Felix resolves it: for
 /// every interface, the host endpoints that name it, or that name no
 /// interface and expect one of its addresses (`host_interfaces`), compete,
