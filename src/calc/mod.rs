@@ -36,6 +36,12 @@ pub enum PolicyKind {
     Gnp,
     /// Kubernetes NetworkPolicy (converted).
     Knp,
+    /// StagedNetworkPolicy.
+    StagedNp,
+    /// StagedGlobalNetworkPolicy.
+    StagedGnp,
+    /// StagedKubernetesNetworkPolicy (converted).
+    StagedKnp,
 }
 
 impl PolicyKind {
@@ -44,7 +50,24 @@ impl PolicyKind {
             PolicyKind::Np => "np",
             PolicyKind::Gnp => "gnp",
             PolicyKind::Knp => "knp",
+            PolicyKind::StagedNp => "snp",
+            PolicyKind::StagedGnp => "sgnp",
+            PolicyKind::StagedKnp => "sknp",
         }
+    }
+
+    /// The enforced kind a staged kind stages (itself for enforced kinds).
+    pub fn enforced(self) -> PolicyKind {
+        match self {
+            PolicyKind::StagedNp => PolicyKind::Np,
+            PolicyKind::StagedGnp => PolicyKind::Gnp,
+            PolicyKind::StagedKnp => PolicyKind::Knp,
+            k => k,
+        }
+    }
+
+    pub fn is_staged(self) -> bool {
+        self != self.enforced()
     }
 }
 
@@ -63,6 +86,25 @@ impl fmt::Display for PolicyId {
             None => write!(f, "{}/{}", self.kind.short(), self.name),
         }
     }
+}
+
+impl PolicyId {
+    /// The enforced policy a staged policy stages (itself when enforced).
+    pub fn enforced(&self) -> PolicyId {
+        PolicyId {
+            kind: self.kind.enforced(),
+            ..self.clone()
+        }
+    }
+}
+
+/// A staged policy: what it would do (`Set` or `Delete`) and the policy
+/// itself (its id has a staged kind; `id.enforced()` names the enforced
+/// policy it replaces or deletes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StagedPolicy {
+    pub action: StagedAction,
+    pub policy: Policy,
 }
 
 /// A policy in Calico form with its defaults applied.
@@ -237,6 +279,8 @@ pub struct Cluster {
     /// hold those addresses.
     pub host_interfaces: BTreeMap<String, Vec<IpAddr>>,
     pub notes: Vec<Note>,
+    /// Staged policies, sorted as `policies` are; they never change a verdict.
+    pub staged: Vec<StagedPolicy>,
     pub index: LabelIndex,
     /// Policies by a `key == value` their selector requires; the rest are
     /// checked against every endpoint.
@@ -422,9 +466,16 @@ impl Cluster {
                 Resource::HostEndpoint(o) => c.add_host_endpoint(o),
                 Resource::NetworkSet(o) => c.add_network_set(Some(o), &o.metadata, &o.spec),
                 Resource::GlobalNetworkSet(o) => c.add_network_set(None, &o.metadata, &o.spec),
-                _ => {}
+                r => match c.staged_of(r) {
+                    Some(Ok(sp)) => c.staged.push(sp),
+                    Some(Err(note)) => c.notes.push(note),
+                    None => {}
+                },
             }
         }
+        let mut staged = std::mem::take(&mut c.staged);
+        staged.sort_by_cached_key(|s| c.policy_rank(&s.policy));
+        c.staged = staged;
         let mut policies = std::mem::take(&mut c.policies);
         policies.sort_by_cached_key(|p| c.policy_rank(p));
         c.policies = policies;
@@ -472,6 +523,29 @@ impl Cluster {
         })
     }
 
+    /// The staged policy a staged resource stands for (a note when a `Set`
+    /// names a tier that does not exist); `None` for other kinds.
+    pub fn staged_of(&self, r: &Resource) -> Option<Result<StagedPolicy, Note>> {
+        let (action, enforced) = crate::model::staged::as_enforced(r)?;
+        let (kind, meta, mut spec) = match enforced {
+            Resource::NetworkPolicy(o) => (PolicyKind::StagedNp, o.metadata, o.spec),
+            Resource::GlobalNetworkPolicy(o) => (PolicyKind::StagedGnp, o.metadata, o.spec),
+            Resource::K8sNetworkPolicy(o) => {
+                let conv = convert::convert_k8s_policy(&o);
+                (PolicyKind::StagedKnp, conv.metadata, conv.spec)
+            }
+            _ => return None,
+        };
+        if action == StagedAction::Delete {
+            // Only the name matters: what it deletes is found by name.
+            spec.tier = None;
+        }
+        Some(
+            self.make_policy(kind, &meta, &spec)
+                .map(|policy| StagedPolicy { action, policy }),
+        )
+    }
+
     /// Where `p` sits in evaluation order: tier order, tier name, then the
     /// policy's order and name.
     pub fn policy_rank(&self, p: &Policy) -> (OrderKey, String, (OrderKey, String)) {
@@ -490,7 +564,7 @@ impl Cluster {
         spec: &PolicySpec,
     ) -> Result<Policy, Note> {
         let namespace = match kind {
-            PolicyKind::Gnp => None,
+            PolicyKind::Gnp | PolicyKind::StagedGnp => None,
             _ => Some(meta.namespace.clone().unwrap_or_else(|| "default".into())),
         };
         let id = PolicyId {
@@ -737,6 +811,7 @@ impl Cluster {
             settings: self.settings.clone(),
             host_interfaces: self.host_interfaces.clone(),
             notes: self.notes.clone(),
+            staged: self.staged.clone(),
             index: LabelIndex::default(),
             policy_by_pair: Default::default(),
             policy_unindexed: Vec::new(),

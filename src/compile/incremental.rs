@@ -19,7 +19,9 @@
 //!   no local endpoint and is not in use;
 //! - namespaces and service accounts: their implicit profile, the members
 //!   in that namespace, and the local endpoints among them;
-//! - tiers, explicit profiles, FelixConfiguration: a rebuild.
+//! - tiers, explicit profiles, FelixConfiguration, staged policies: a rebuild;
+//! - with staged policies present, every batch that re-renders a part or
+//!   changes a policy also re-renders the staged part whole.
 //!
 //! A rebuild and `compile::compile` give the same ruleset; the tests check
 //! every incremental step against a full compile.
@@ -66,6 +68,8 @@ enum Owner {
     Base,
     Workload(EndpointId),
     Leaf(Leaf),
+    /// Every staged chain and map (`compile::staged`), re-rendered whole.
+    Staged,
 }
 
 /// One reference-counted object of the ruleset.
@@ -147,6 +151,7 @@ struct Dirty {
     base: bool,
     workloads: BTreeSet<EndpointId>,
     leaves: BTreeSet<Leaf>,
+    staged: bool,
 }
 
 impl Incremental {
@@ -269,6 +274,7 @@ impl Incremental {
         self.snapshot = Some(cluster);
         let mut dirty = Dirty {
             base: true,
+            staged: true,
             ..Dirty::default()
         };
         dirty.workloads = self.local_workloads().collect();
@@ -401,10 +407,18 @@ impl Incremental {
             self.store(u);
         }
         touched += self.refresh_members(&member_keys, &mut dirty);
+        let policy_changed = policies.iter().any(|(o, n)| o != n);
         for (old, new) in policies {
             self.replace_policy(old, new, &mut dirty);
         }
-        let parts = usize::from(dirty.base) + dirty.workloads.len() + dirty.leaves.len();
+        // The staged part depends on every local endpoint and policy: it is
+        // rendered again whenever anything but set members changed.
+        let rendered = dirty.base || !dirty.workloads.is_empty() || !dirty.leaves.is_empty();
+        dirty.staged = !self.cluster.staged.is_empty() && (rendered || policy_changed);
+        let parts = usize::from(dirty.base)
+            + dirty.workloads.len()
+            + dirty.leaves.len()
+            + usize::from(dirty.staged);
         self.render(dirty);
         if parts > 0 {
             Outcome::Parts(parts)
@@ -470,12 +484,13 @@ impl Incremental {
     }
 }
 
-/// Kinds whose change re-renders everything (rare, and they reach every part).
+/// Kinds whose change re-renders everything (rare, and they reach every
+/// part; a staged policy also turns the staged dispatch on or off).
 fn needs_rebuild(kind: ResourceKind) -> bool {
     matches!(
         kind,
         ResourceKind::Tier | ResourceKind::Profile | ResourceKind::FelixConfiguration
-    )
+    ) || crate::model::staged::is_staged(kind)
 }
 
 /// What a pod, endpoint or network set contributes, as the full compile

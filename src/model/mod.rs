@@ -7,6 +7,7 @@ pub mod de;
 pub mod emit;
 pub mod lint;
 pub mod load;
+pub mod staged;
 pub mod types;
 pub mod validate;
 pub mod yaml;
@@ -42,6 +43,9 @@ pub enum Resource {
     Profile(Object<ProfileSpec>),
     Tier(Object<TierSpec>),
     FelixConfiguration(Object<FelixConfigurationSpec>),
+    StagedNetworkPolicy(Object<StagedPolicySpec>),
+    StagedGlobalNetworkPolicy(Object<StagedPolicySpec>),
+    StagedKubernetesNetworkPolicy(Object<StagedK8sNetworkPolicySpec>),
     K8sNetworkPolicy(Object<K8sNetworkPolicySpec>),
     Namespace(Object<()>),
     ServiceAccount(Object<()>),
@@ -59,6 +63,9 @@ pub enum ResourceKind {
     Profile,
     Tier,
     FelixConfiguration,
+    StagedNetworkPolicy,
+    StagedGlobalNetworkPolicy,
+    StagedKubernetesNetworkPolicy,
     K8sNetworkPolicy,
     Namespace,
     ServiceAccount,
@@ -71,7 +78,7 @@ pub const CALICO_CRD_API: &str = "crd.projectcalico.org/v1";
 impl ResourceKind {
     /// Calico kinds first, then the Kubernetes NetworkPolicy, then the core
     /// v1 kinds (`resolve` relies on this order).
-    pub const ALL: [ResourceKind; 13] = [
+    pub const ALL: [ResourceKind; 16] = [
         ResourceKind::NetworkPolicy,
         ResourceKind::GlobalNetworkPolicy,
         ResourceKind::HostEndpoint,
@@ -81,6 +88,9 @@ impl ResourceKind {
         ResourceKind::Profile,
         ResourceKind::Tier,
         ResourceKind::FelixConfiguration,
+        ResourceKind::StagedNetworkPolicy,
+        ResourceKind::StagedGlobalNetworkPolicy,
+        ResourceKind::StagedKubernetesNetworkPolicy,
         ResourceKind::K8sNetworkPolicy,
         ResourceKind::Namespace,
         ResourceKind::ServiceAccount,
@@ -99,6 +109,9 @@ impl ResourceKind {
             ResourceKind::Profile => "Profile",
             ResourceKind::Tier => "Tier",
             ResourceKind::FelixConfiguration => "FelixConfiguration",
+            ResourceKind::StagedNetworkPolicy => "StagedNetworkPolicy",
+            ResourceKind::StagedGlobalNetworkPolicy => "StagedGlobalNetworkPolicy",
+            ResourceKind::StagedKubernetesNetworkPolicy => "StagedKubernetesNetworkPolicy",
             ResourceKind::Namespace => "Namespace",
             ResourceKind::ServiceAccount => "ServiceAccount",
             ResourceKind::Pod => "Pod",
@@ -110,6 +123,8 @@ impl ResourceKind {
             self,
             ResourceKind::NetworkPolicy
                 | ResourceKind::K8sNetworkPolicy
+                | ResourceKind::StagedNetworkPolicy
+                | ResourceKind::StagedKubernetesNetworkPolicy
                 | ResourceKind::NetworkSet
                 | ResourceKind::WorkloadEndpoint
                 | ResourceKind::ServiceAccount
@@ -119,9 +134,9 @@ impl ResourceKind {
 
     /// Resolves `apiVersion` + `kind`. `Err` carries a message and a hint.
     pub fn resolve(api_version: &str, kind: &str) -> Result<ResourceKind, (String, String)> {
-        // The first nine kinds are Calico's; the last three are core v1.
-        let calico = &Self::ALL[..9];
-        let core = &Self::ALL[10..];
+        // The first twelve kinds are Calico's; the last three are core v1.
+        let calico = &Self::ALL[..12];
+        let core = &Self::ALL[13..];
         let found = match api_version {
             CALICO_API | CALICO_CRD_API => calico.iter().find(|k| k.kind_name() == kind).copied(),
             "networking.k8s.io/v1" | "extensions/v1beta1" | "networking.k8s.io/v1beta1" => {
@@ -183,6 +198,11 @@ impl Resource {
             Resource::Profile(_) => ResourceKind::Profile,
             Resource::Tier(_) => ResourceKind::Tier,
             Resource::FelixConfiguration(_) => ResourceKind::FelixConfiguration,
+            Resource::StagedNetworkPolicy(_) => ResourceKind::StagedNetworkPolicy,
+            Resource::StagedGlobalNetworkPolicy(_) => ResourceKind::StagedGlobalNetworkPolicy,
+            Resource::StagedKubernetesNetworkPolicy(_) => {
+                ResourceKind::StagedKubernetesNetworkPolicy
+            }
             Resource::K8sNetworkPolicy(_) => ResourceKind::K8sNetworkPolicy,
             Resource::Namespace(_) => ResourceKind::Namespace,
             Resource::ServiceAccount(_) => ResourceKind::ServiceAccount,
@@ -199,6 +219,10 @@ impl Resource {
             Resource::Profile(o) => &o.metadata,
             Resource::Tier(o) => &o.metadata,
             Resource::FelixConfiguration(o) => &o.metadata,
+            Resource::StagedNetworkPolicy(o) | Resource::StagedGlobalNetworkPolicy(o) => {
+                &o.metadata
+            }
+            Resource::StagedKubernetesNetworkPolicy(o) => &o.metadata,
             Resource::K8sNetworkPolicy(o) => &o.metadata,
             Resource::Namespace(o) | Resource::ServiceAccount(o) => &o.metadata,
             Resource::Pod(p) => &p.metadata,
@@ -337,6 +361,9 @@ fn decode_body(
         ResourceKind::Tier => obj!(Tier),
         ResourceKind::FelixConfiguration => obj!(FelixConfiguration),
         ResourceKind::K8sNetworkPolicy => obj!(K8sNetworkPolicy),
+        ResourceKind::StagedNetworkPolicy => obj!(StagedNetworkPolicy),
+        ResourceKind::StagedGlobalNetworkPolicy => obj!(StagedGlobalNetworkPolicy),
+        ResourceKind::StagedKubernetesNetworkPolicy => obj!(StagedKubernetesNetworkPolicy),
         ResourceKind::Namespace | ResourceKind::ServiceAccount => {
             let _: Option<IgnoredAny> = spec!()?;
             let o = Object { metadata, spec: () };

@@ -114,6 +114,17 @@ pub fn validate(resource: &Resource) -> Vec<Finding> {
             &spec,
         ),
         Resource::K8sNetworkPolicy(o) => check_k8s_policy(&mut c, &o.spec, &spec),
+        Resource::StagedNetworkPolicy(o) | Resource::StagedGlobalNetworkPolicy(o) => {
+            let global = kind == ResourceKind::StagedGlobalNetworkPolicy;
+            check_policy(&mut c, &o.spec.to_enforced(), &spec, global);
+            let rules = !o.spec.ingress.is_empty() || !o.spec.egress.is_empty();
+            check_staged_delete(&mut c, o.spec.action(), rules, &spec);
+        }
+        Resource::StagedKubernetesNetworkPolicy(o) => {
+            check_k8s_policy(&mut c, &o.spec.to_enforced(), &spec);
+            let rules = !o.spec.ingress.is_empty() || !o.spec.egress.is_empty();
+            check_staged_delete(&mut c, o.spec.action(), rules, &spec);
+        }
         Resource::Namespace(_) | Resource::ServiceAccount(_) => {}
         Resource::Pod(p) => {
             if let Some(ip) = &p.status.pod_ip
@@ -1228,6 +1239,17 @@ fn check_k8s_ports(c: &mut Checker, ports: &[NetworkPolicyPort], path: &FieldPat
                 }
             }
         }
+    }
+}
+
+/// A staged Delete removes the enforced policy of the same name: rules
+/// given with it have no effect.
+fn check_staged_delete(c: &mut Checker, action: StagedAction, rules: bool, path: &FieldPath) {
+    if action == StagedAction::Delete && rules {
+        c.warn(
+            &path.key("stagedAction"),
+            "stagedAction `Delete` stages the removal of the enforced policy of the same name: the rules given here are ignored",
+        );
     }
 }
 
