@@ -100,6 +100,34 @@ pub struct Record {
     pub in_if: String,
     pub out_if: String,
     pub endpoint: String,
+    /// For a staged "would deny" / "would allow" record: the enforced
+    /// decision it differs from (from the packet mark's id).
+    pub enforced: Option<LogEntry>,
+}
+
+/// A rule or implicit decision as a reader names it:
+/// `np/ns/name ingress#0`, `profile/kns.ns ingress#0`, `end of tier (tier t)`.
+fn describe(e: &LogEntry) -> String {
+    let who = if e.name.is_empty() {
+        format!(
+            "{} {}",
+            e.rule,
+            if e.tier.is_empty() {
+                String::new()
+            } else {
+                format!("(tier {})", e.tier)
+            }
+        )
+    } else if e.namespace.is_empty() {
+        format!("{}/{} {}", e.kind, e.name, e.rule)
+    } else {
+        format!("{}/{}/{} {}", e.kind, e.namespace, e.name, e.rule)
+    };
+    who.trim().to_string()
+}
+
+fn is_staged(e: &LogEntry) -> bool {
+    e.action.starts_with("would ")
 }
 
 /// Source, destination, protocol and (for TCP/UDP/SCTP) ports of a packet.
@@ -226,6 +254,10 @@ impl Record {
             e.endpoint.clone()
         };
         f.push(("endpoint", endpoint));
+        if let Some(en) = &self.enforced {
+            f.push(("enforced_action", en.action.clone()));
+            f.push(("enforced_rule", describe(en)));
+        }
         f.push(("id", self.id.clone()));
         f.retain(|(_, v)| !v.is_empty());
         f
@@ -233,21 +265,10 @@ impl Record {
 
     fn summary(&self) -> String {
         let e = self.entry.clone().unwrap_or_default();
-        let who = if e.name.is_empty() {
-            format!(
-                "{} {}",
-                e.rule,
-                if e.tier.is_empty() {
-                    String::new()
-                } else {
-                    format!("(tier {})", e.tier)
-                }
-            )
-        } else if e.namespace.is_empty() {
-            format!("{}/{} {}", e.kind, e.name, e.rule)
-        } else {
-            format!("{}/{}/{} {}", e.kind, e.namespace, e.name, e.rule)
-        };
+        let mut who = describe(&e);
+        if let Some(en) = &self.enforced {
+            who = format!("{who} (enforced: {} by {})", en.action, describe(en));
+        }
         let hp = |a: Option<IpAddr>, p: Option<u16>| match (a, p) {
             (Some(IpAddr::V6(a)), Some(p)) => format!("[{a}]:{p}"),
             (Some(a), Some(p)) => format!("{a}:{p}"),
@@ -256,6 +277,8 @@ impl Record {
         };
         let verb = if e.action == "Drop" {
             "dropped"
+        } else if is_staged(&e) {
+            e.action.as_str()
         } else {
             "logged"
         };
@@ -271,8 +294,24 @@ impl Record {
     /// The RFC 5424 message.
     pub fn syslog(&self, hostname: &str) -> String {
         let drop = self.entry.as_ref().is_some_and(|e| e.action == "Drop");
-        // Facility local0 (16); warning for drops, informational for Log.
-        let pri = 16 * 8 + if drop { 4 } else { 6 };
+        let staged = self.entry.as_ref().is_some_and(is_staged);
+        // Facility local0 (16); warning for drops, notice for staged
+        // verdicts, informational for Log.
+        let pri = 16 * 8
+            + if drop {
+                4
+            } else if staged {
+                5
+            } else {
+                6
+            };
+        let msgid = if drop {
+            "DROP"
+        } else if staged {
+            "STAGED"
+        } else {
+            "LOG"
+        };
         let sd: Vec<String> = self
             .fields()
             .iter()
@@ -282,7 +321,7 @@ impl Record {
             "<{pri}>1 {} {hostname} tortie {} {} [tortie@32473 {}] {}",
             rfc3339(self.time),
             std::process::id(),
-            if drop { "DROP" } else { "LOG" },
+            msgid,
             sd.join(" "),
             self.summary()
         )
@@ -391,7 +430,9 @@ fn read_loop(
                     in_if: String::new(),
                     out_if: String::new(),
                     endpoint: String::new(),
+                    enforced: None,
                 };
+                let mut mark = 0;
                 for nla in nlas {
                     match nla {
                         PacketNla::Prefix(p) => {
@@ -401,6 +442,7 @@ fn read_loop(
                                 .to_string()
                         }
                         PacketNla::IfIndexInDev(i) => rec.in_if = ifname(*i),
+                        PacketNla::Mark(m) => mark = *m,
                         PacketNla::IfIndexOutDev(i) => rec.out_if = ifname(*i),
                         PacketNla::Payload(p) => {
                             if let Some((s, d, proto, ports)) = parse_ip(p) {
@@ -416,6 +458,10 @@ fn read_loop(
                 }
                 if let Ok(c) = ctx.read() {
                     rec.entry = c.index.get(&rec.id).cloned();
+                    if rec.entry.as_ref().is_some_and(is_staged) {
+                        rec.enforced = crate::compile::staged::mark_key(mark)
+                            .and_then(|k| c.index.get(&k).cloned());
+                    }
                     let ingress = rec
                         .entry
                         .as_ref()
@@ -728,6 +774,7 @@ mod tests {
             in_if: "cali1".into(),
             out_if: "cali2".into(),
             endpoint: "default/nginx".into(),
+            enforced: None,
         };
         let m = rec.syslog("node1");
         assert!(
@@ -740,5 +787,45 @@ mod tests {
         assert_eq!(j["policy"], "log-denied-packets");
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         assert_eq!(sd_escape("a\"b]c\\"), "a\\\"b\\]c\\\\");
+    }
+
+    #[test]
+    fn staged_records_name_both_rules() {
+        let rule = |action: &str, kind: &str, name: &str| LogEntry {
+            action: action.into(),
+            kind: kind.into(),
+            namespace: "shop".into(),
+            name: name.into(),
+            tier: "default".into(),
+            rule: "ingress#0".into(),
+            endpoint: String::new(),
+        };
+        let rec = Record {
+            time: UNIX_EPOCH,
+            id: "Tabc".into(),
+            entry: Some(rule("would deny", "snp", "allow-web")),
+            src: Some("198.18.0.11".parse().unwrap()),
+            dst: Some("198.18.0.10".parse().unwrap()),
+            proto: 6,
+            sport: Some(40000),
+            dport: Some(80),
+            in_if: "cali1".into(),
+            out_if: "cali2".into(),
+            endpoint: "shop/web".into(),
+            enforced: Some(rule("Allow", "np", "allow-web")),
+        };
+        let m = rec.syslog("node1");
+        assert!(m.starts_with("<133>1 "), "{m}");
+        assert!(
+            m.contains(" STAGED [tortie@32473 action=\"would deny\" kind=\"snp\""),
+            "{m}"
+        );
+        assert!(
+            m.contains(" enforced_action=\"Allow\" enforced_rule=\"np/shop/allow-web ingress#0\""),
+            "{m}"
+        );
+        assert!(m.ends_with("would deny by snp/shop/allow-web ingress#0 (enforced: Allow by np/shop/allow-web ingress#0): tcp 198.18.0.11:40000 -> 198.18.0.10:80"), "{m}");
+        let j: serde_json::Value = serde_json::from_str(&rec.json()).unwrap();
+        assert_eq!(j["enforced_rule"], "np/shop/allow-web ingress#0");
     }
 }
