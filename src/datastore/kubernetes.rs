@@ -72,7 +72,7 @@ impl CalicoApi {
 }
 
 /// The Calico kinds tortie watches: (kind, plural).
-pub const CALICO_KINDS: [(&str, &str); 8] = [
+pub const CALICO_KINDS: [(&str, &str); 11] = [
     ("GlobalNetworkPolicy", "globalnetworkpolicies"),
     ("NetworkPolicy", "networkpolicies"),
     ("HostEndpoint", "hostendpoints"),
@@ -81,6 +81,12 @@ pub const CALICO_KINDS: [(&str, &str); 8] = [
     ("Tier", "tiers"),
     ("Profile", "profiles"),
     ("FelixConfiguration", "felixconfigurations"),
+    ("StagedGlobalNetworkPolicy", "stagedglobalnetworkpolicies"),
+    ("StagedNetworkPolicy", "stagednetworkpolicies"),
+    (
+        "StagedKubernetesNetworkPolicy",
+        "stagedkubernetesnetworkpolicies",
+    ),
 ];
 
 /// How the watchers pace themselves. [`Tuning::new`] gives the values
