@@ -152,4 +152,52 @@ spec: {stagedAction: Delete}
             crate::model::types::Action::Deny
         );
     }
+
+    #[test]
+    fn staged_kinds_report_positioned_errors_and_warnings() {
+        let text = "apiVersion: projectcalico.org/v3
+kind: StagedNetworkPolicy
+metadata: {name: x, namespace: a}
+spec:
+  stagedAction: Remove
+---
+apiVersion: projectcalico.org/v3
+kind: StagedNetworkPolicy
+metadata: {name: y, namespace: a}
+spec:
+  doNotTrack: true
+  ingress: [{action: Allow}]
+---
+apiVersion: projectcalico.org/v3
+kind: StagedKubernetesNetworkPolicy
+metadata: {name: z, namespace: a}
+spec:
+  stagedAction: Delete
+  ingress: [{}]
+";
+        let loaded = load_str(text, std::path::Path::new("s.yaml"));
+        let lines: Vec<String> = loaded.diagnostics.iter().map(|d| d.one_line()).collect();
+        let find = |needle: &str| {
+            lines
+                .iter()
+                .find(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no `{needle}` in {lines:#?}"))
+                .clone()
+        };
+        let bad_action = find("Remove");
+        assert!(bad_action.starts_with("s.yaml:5:17: error:"), "{bad_action}");
+        assert!(bad_action.contains("StagedNetworkPolicy a/x"), "{bad_action}");
+        let dnt = find("doNotTrack");
+        assert!(dnt.starts_with("s.yaml:11:"), "{dnt}");
+        assert!(dnt.contains("error"), "{dnt}");
+        let ignored = find("are ignored");
+        assert!(ignored.starts_with("s.yaml:18:17: warning:"), "{ignored}");
+        assert!(ignored.contains("field spec.stagedAction"), "{ignored}");
+        let kept: Vec<String> = loaded
+            .resources
+            .iter()
+            .map(|l| l.resource.key().to_string())
+            .collect();
+        assert_eq!(kept, ["StagedKubernetesNetworkPolicy a/z"], "only the valid one loads");
+    }
 }
