@@ -109,7 +109,9 @@ pub fn sections_only(
                 super::incremental(rep, name, runs);
             }
             other => {
-                panic!("--sections: unknown section `{other}` (known: calc, incremental, kernel, packets)")
+                panic!(
+                    "--sections: unknown section `{other}` (known: calc, incremental, kernel, packets)"
+                )
             }
         }
     }

@@ -1,7 +1,8 @@
-//! Staged policies with real packets: they never change a verdict, their
-//! rules count the first packet of each connection, and a staged verdict
-//! that differs from the enforced one is logged (NFLOG → RFC 5424 syslog)
-//! naming both deciding rules.
+//! Staged policies and connection logs with real packets: staged policies
+//! never change a verdict, their rules count the first packet of each
+//! connection, and a staged verdict that differs from the enforced one is
+//! logged (NFLOG → RFC 5424 syslog) naming both deciding rules; connection
+//! logs write one record per new connection, allowed or denied.
 
 mod support;
 
@@ -62,6 +63,11 @@ impl World {
     /// Compiles `policies` with the NFLOG backend on `group`, applies them,
     /// and starts the reader writing to a fresh syslog socket.
     fn apply(&mut self, policies: &str, group: u16) {
+        self.apply_with(policies, group, false);
+    }
+
+    /// As `apply`, with connection logs on or off.
+    fn apply_with(&mut self, policies: &str, group: u16, connection_logs: bool) {
         let mut labels = BTreeMap::new();
         for n in ["nginx", "access", "other"] {
             labels.insert(
@@ -77,8 +83,12 @@ impl World {
         assert!(!r.has_errors(), "{:?}", r.diagnostics);
         let res: Vec<Resource> = r.resources.into_iter().map(|l| l.resource).collect();
         let mut cluster = Cluster::build(&res, "node1");
-        assert!(!cluster.staged.is_empty(), "the staged policies loaded");
+        assert!(
+            connection_logs || !cluster.staged.is_empty(),
+            "the staged policies loaded"
+        );
         cluster.settings.log_backend = LogBackend::Nflog { group };
+        cluster.settings.connection_logs = connection_logs;
         let rs = compile(&cluster, "node1");
         self.node.dataplane.borrow_mut().apply(&rs).unwrap();
         let path = std::env::temp_dir().join(format!(
@@ -96,6 +106,7 @@ impl World {
         let ctx = Arc::new(RwLock::new(LogContext {
             index: rs.log_index.clone(),
             endpoints,
+            connection_rate: 0,
         }));
         let opts = LogOptions {
             group,
@@ -277,4 +288,58 @@ spec: {stagedAction: Delete}
     let end_of_tier = w.counted(&chain, ";staged: end of tier default\"");
     assert_eq!(end_of_tier as usize, N + 2, "counted in {chain}");
     assert_eq!(w.stats.dropped.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn connection_logs_write_one_record_per_new_connection_allowed_or_denied() {
+    if !kernel::require_kernel("connection_logs") {
+        return;
+    }
+    let mut w = world("connlog");
+    w.apply_with(ALLOW_ACCESS, 23, true);
+    const N: usize = 3;
+    const M: usize = 2;
+    for _ in 0..N {
+        assert!(w.attempt("access"));
+    }
+    for _ in 0..M {
+        assert!(!w.attempt("other"));
+    }
+    let msgs = w.messages(Duration::from_millis(1500));
+    assert_eq!(msgs.len(), N + M, "one record per connection: {msgs:#?}");
+    eprintln!("allowed: {}", msgs[0]);
+    eprintln!("denied: {}", msgs[N]);
+    let egress = |pod: &str| {
+        format!(
+            "egress=\"Allow by profile/kns.default egress#0\" egress_endpoint=\"workload default/{pod}\""
+        )
+    };
+    for m in &msgs[..N] {
+        assert!(
+            m.contains(" CONN [tortie@32473 action=\"Connection\""),
+            "{m}"
+        );
+        assert!(m.contains("src=\"198.18.0.3\""), "{m}");
+        assert!(m.contains("verdict=\"allow\""), "{m}");
+        assert!(m.contains(&egress("access")), "{m}");
+        assert!(m.contains("ingress=\"Allow by np/default/allow-web ingress#0\" ingress_endpoint=\"workload default/nginx\""), "{m}");
+        assert!(
+            m.contains("time_source=\"packet\""),
+            "the packet's own timestamp: {m}"
+        );
+    }
+    for m in &msgs[N..] {
+        assert!(m.starts_with("<132>1 "), "{m}");
+        assert!(m.contains("src=\"198.18.0.4\""), "{m}");
+        assert!(m.contains("verdict=\"deny\""), "{m}");
+        assert!(m.contains(&egress("other")), "{m}");
+        assert!(
+            m.contains(
+                "ingress=\"Deny by end of tier (tier default) (selected by np/default/allow-web)\""
+            ),
+            "an end-of-tier drop names the policies that selected nginx: {m}"
+        );
+    }
+    assert_eq!(w.stats.dropped.load(Ordering::Relaxed), 0);
+    assert_eq!(w.stats.suppressed.load(Ordering::Relaxed), 0);
 }

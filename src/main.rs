@@ -138,6 +138,12 @@ enum Command {
         /// The NFLOG group for the nflog backend.
         #[arg(long, env = "TORTIE_NFLOG_GROUP", default_value_t = 20)]
         nflog_group: u16,
+        /// Log one record per new connection of every local workload, allowed
+        /// or denied (as FelixConfiguration `connectionLogsEnabled: true`;
+        /// a Namespace annotated `tortie.io/connection-logs: "true"` turns
+        /// them on for its workloads only). Needs the nflog backend.
+        #[arg(long, env = "TORTIE_CONNECTION_LOGS")]
+        connection_logs: bool,
         /// Syslog destination for the nflog backend: unix:PATH, udp:HOST:PORT,
         /// tcp:HOST:PORT or none.
         #[arg(long, env = "TORTIE_SYSLOG", default_value = "unix:/dev/log")]
@@ -594,6 +600,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             debounce_ms,
             log_backend,
             nflog_group,
+            connection_logs,
             syslog,
             log_json,
             nft_timeout,
@@ -646,6 +653,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 } else {
                     tortie::calc::LogBackend::Nflog { group: nflog_group }
                 },
+                connection_logs,
                 syslog,
                 log_json,
                 nft_limits,

@@ -281,11 +281,42 @@ pub struct Cluster {
     pub notes: Vec<Note>,
     /// Staged policies, sorted as `policies` are; they never change a verdict.
     pub staged: Vec<StagedPolicy>,
+    /// Namespaces annotated [`CONNECTION_LOGS_ANNOTATION`]` = "true"`: their
+    /// workloads' connections are logged.
+    pub connection_log_namespaces: BTreeSet<String>,
     pub index: LabelIndex,
     /// Policies by a `key == value` their selector requires; the rest are
     /// checked against every endpoint.
     policy_by_pair: std::collections::HashMap<(String, String), Vec<usize>>,
     policy_unindexed: Vec<usize>,
+}
+
+/// The Namespace annotation that turns connection logs on for the
+/// namespace's workloads (whatever policy, Kubernetes or Calico, decides).
+pub const CONNECTION_LOGS_ANNOTATION: &str = "tortie.io/connection-logs";
+
+/// Whether a Namespace's metadata asks for connection logs.
+pub fn connection_logs_annotated(meta: &ObjectMeta) -> bool {
+    meta.annotations
+        .get(CONNECTION_LOGS_ANNOTATION)
+        .is_some_and(|v| v == "true")
+}
+
+impl Cluster {
+    /// Whether `ep`'s new connections are logged.
+    pub fn connection_logged(&self, ep: &Endpoint) -> bool {
+        self.settings.connection_logs
+            || matches!(&ep.id, EndpointId::Workload { namespace, .. }
+                if self.connection_log_namespaces.contains(namespace))
+    }
+
+    /// Whether the workload dispatch consults the shadow maps (staged
+    /// policies or connection logs may be in use).
+    pub fn shadow_walks(&self) -> bool {
+        !self.staged.is_empty()
+            || self.settings.connection_logs
+            || !self.connection_log_namespaces.is_empty()
+    }
 }
 
 /// The name Calico gives a pod's host-side veth: `cali` + 11 hex chars of
@@ -390,6 +421,10 @@ impl Cluster {
         for r in resources.clone() {
             match r {
                 Resource::Namespace(o) => {
+                    if connection_logs_annotated(&o.metadata) {
+                        c.connection_log_namespaces
+                            .insert(o.metadata.name.clone().unwrap_or_default());
+                    }
                     namespaces.insert(
                         o.metadata.name.clone().unwrap_or_default(),
                         o.metadata.labels.clone(),
@@ -812,6 +847,7 @@ impl Cluster {
             host_interfaces: self.host_interfaces.clone(),
             notes: self.notes.clone(),
             staged: self.staged.clone(),
+            connection_log_namespaces: self.connection_log_namespaces.clone(),
             index: LabelIndex::default(),
             policy_by_pair: Default::default(),
             policy_unindexed: Vec::new(),

@@ -388,9 +388,14 @@ impl Incremental {
         let mut touched = 0;
         let mut member_keys = BTreeSet::new();
         let mut policies = Vec::new();
+        let shadow_before = self.cluster.shadow_walks();
+        let mut logged_namespaces = false;
         for u in updates {
             match u.key.kind {
                 ResourceKind::Namespace | ResourceKind::ServiceAccount => {
+                    if u.key.kind == ResourceKind::Namespace {
+                        logged_namespaces |= self.connection_log_namespace(&u);
+                    }
                     touched += self.implicit_profile(&u, &mut dirty, &mut member_keys)
                 }
                 ResourceKind::NetworkPolicy
@@ -413,8 +418,12 @@ impl Incremental {
         }
         // The staged part depends on every local endpoint and policy: it is
         // rendered again whenever anything but set members changed.
+        let shadow = self.cluster.shadow_walks();
+        // The dispatch consults the shadow maps only while they may be used.
+        dirty.base |= shadow != shadow_before;
         let rendered = dirty.base || !dirty.workloads.is_empty() || !dirty.leaves.is_empty();
-        dirty.staged = !self.cluster.staged.is_empty() && (rendered || policy_changed);
+        dirty.staged =
+            (shadow || shadow_before) && (rendered || policy_changed || logged_namespaces);
         let parts = usize::from(dirty.base)
             + dirty.workloads.len()
             + dirty.leaves.len()
@@ -426,6 +435,21 @@ impl Incremental {
             Outcome::Sets(touched)
         } else {
             Outcome::Unchanged
+        }
+    }
+
+    /// A namespace's connection-logs annotation, kept in the cluster;
+    /// whether it changed.
+    fn connection_log_namespace(&mut self, u: &Update) -> bool {
+        let on = u
+            .value
+            .as_ref()
+            .is_some_and(|r| crate::calc::connection_logs_annotated(r.meta()));
+        let set = &mut self.cluster.connection_log_namespaces;
+        if on {
+            set.insert(u.key.name.clone())
+        } else {
+            set.remove(&u.key.name)
         }
     }
 

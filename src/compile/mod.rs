@@ -424,15 +424,29 @@ impl<'a> Compiler<'a> {
             ),
         ] {
             let mut rules = Vec::new();
-            if !self.cluster.staged.is_empty() {
-                // New connections first walk the staged views (never a verdict).
+            if self.cluster.shadow_walks() {
+                // New connections first walk the shadow views (staged
+                // policies, connection logs): never a verdict.
                 rules.push(Rule::new(
-                    format!("ct state new {key} vmap @filter-staged-{}", &map[7..]),
+                    format!("ct state new {key} vmap @filter-shadow-{}", &map[7..]),
                     "",
-                    "staged policies",
+                    "staged policies and connection logs",
                 ));
             }
             rules.push(Rule::new(format!("{key} vmap @{map}"), "", note));
+            if self.cluster.settings.connection_logs {
+                let entry = ir::LogEntry {
+                    action: "Connection".into(),
+                    rule: "unknown workload interface".into(),
+                    ..ir::LogEntry::default()
+                };
+                let stmt = self.shadow_log(entry);
+                rules.push(Rule::new(
+                    "ct state new",
+                    stmt,
+                    "connection log: unknown workload interface",
+                ));
+            }
             rules.extend(self.implicit_drop(
                 String::new(),
                 deny,
@@ -789,6 +803,7 @@ impl<'a> Compiler<'a> {
                         }
                     ),
                     endpoint: String::new(),
+                    selected: String::new(),
                 };
                 rules.extend(self.rules.render(r, p.namespace(), dir, deny, &note, log));
             }

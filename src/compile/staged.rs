@@ -116,7 +116,7 @@ impl<'a> Compiler<'a> {
     /// The staged chains and the `filter-staged-{to,from}-wl` maps the
     /// workload dispatch consults (nothing without staged policies).
     pub(super) fn staged_chains(&mut self, workloads: &[&'a Endpoint]) {
-        if self.cluster.staged.is_empty() {
+        if !self.cluster.shadow_walks() {
             return;
         }
         let mut eps = workloads.to_vec();
@@ -142,15 +142,18 @@ impl<'a> Compiler<'a> {
                     .copied()
                     .filter(|p| in_direction(p, dir))
                     .collect();
-                if e.iter().map(|p| &p.id).eq(s.iter().map(|p| &p.id)) {
+                let differs = !e.iter().map(|p| &p.id).eq(s.iter().map(|p| &p.id));
+                let logged = self.cluster.connection_logged(ep);
+                if !differs && !logged {
                     continue;
                 }
-                let chain = self.staged_endpoint(dir, &iface, &e, &s, ep);
+                let staged = differs.then_some(s.as_slice());
+                let chain = self.staged_endpoint(dir, &iface, &e, staged, logged, ep);
                 maps[i].insert(iface.clone(), format!("jump {chain}"));
             }
         }
         let [to, from] = maps;
-        for (name, elements) in [("filter-staged-to-wl", to), ("filter-staged-from-wl", from)] {
+        for (name, elements) in [("filter-shadow-to-wl", to), ("filter-shadow-from-wl", from)] {
             self.out.maps.insert(
                 name.into(),
                 VerdictMap {
@@ -161,14 +164,16 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    /// One workload direction's staged entry chain: clear the staged bits,
-    /// walk the enforced view, walk the staged view, clear them again.
+    /// One workload direction's shadow entry chain: clear the staged bits,
+    /// walk the enforced view, walk the staged view (when it differs), log
+    /// the connection (when logged), clear the bits again.
     fn staged_endpoint(
         &mut self,
         dir: Direction,
         iface: &str,
         enforced: &[&'a Policy],
-        staged: &[&'a Policy],
+        staged: Option<&[&'a Policy]>,
+        logged: bool,
         ep: &'a Endpoint,
     ) -> String {
         let tag = if dir == Direction::Ingress {
@@ -178,12 +183,24 @@ impl<'a> Compiler<'a> {
         };
         let name = limit_name(&format!("filter-{tag}-{iface}"));
         let mut rules = vec![Rule::new("", mark_clear(MARK_STAGED_ALL), "")];
-        for (view, list, suffix) in [(View::Enforced, enforced, "e"), (View::Staged, staged, "s")] {
+        let mut views = vec![(View::Enforced, enforced, "e")];
+        views.extend(staged.map(|s| (View::Staged, s, "s")));
+        for (view, list, suffix) in views {
             let walk = self.shadow_walk(view, dir, list, ep);
             let chain = limit_name(&format!("filter-{tag}{suffix}-{iface}"));
             self.add_chain(chain.clone(), Rank::Tiers, None, walk);
             let note = format!("{} view of {}", view.word(), ep.id);
             rules.push(Rule::new("", format!("jump {chain}"), note));
+        }
+        if logged {
+            let entry = ir::LogEntry {
+                action: "Connection".into(),
+                rule: rule_name(dir, 0).replace("#0", ""),
+                endpoint: ep.id.to_string(),
+                ..ir::LogEntry::default()
+            };
+            let stmt = self.shadow_log(entry);
+            rules.push(Rule::new("", stmt, format!("connection log of {}", ep.id)));
         }
         rules.push(Rule::new("", mark_clear(MARK_STAGED_ALL), ""));
         self.add_chain(name.clone(), Rank::Endpoint, None, rules);
@@ -222,7 +239,13 @@ impl<'a> Compiler<'a> {
                 i += 1;
             }
             if default_action == TierAction::Deny {
+                let selected: Vec<String> = policies
+                    .iter()
+                    .filter(|p| p.tier == tier_name)
+                    .map(|p| p.id.to_string())
+                    .collect();
                 let entry = ir::LogEntry {
+                    selected: selected.join(","),
                     tier: tier_name.clone(),
                     rule: "end of tier".into(),
                     endpoint: ep.id.to_string(),
@@ -387,7 +410,7 @@ impl<'a> Compiler<'a> {
                 } else {
                     mark_is(MARK_ENFORCED_ALLOW)
                 };
-                let stmt = self.staged_log(entry);
+                let stmt = self.shadow_log(entry);
                 Decision {
                     log: Some((differs, stmt)),
                     action: format!("{} return", mark_set(MARK_STAGED_DONE)),
@@ -420,9 +443,9 @@ impl<'a> Compiler<'a> {
         id
     }
 
-    /// The log statement of a staged "would …" record: NFLOG with the
-    /// entry's id, or a kernel log prefix naming the staged rule.
-    fn staged_log(&mut self, entry: ir::LogEntry) -> String {
+    /// The log statement of a staged "would …" record or a connection
+    /// record: NFLOG with the entry's id, or a kernel log prefix naming it.
+    pub(super) fn shadow_log(&mut self, entry: ir::LogEntry) -> String {
         match self.cluster.settings.log_backend {
             crate::calc::LogBackend::Nflog { .. } => self.rules.log_statement(entry),
             crate::calc::LogBackend::Kernel => {

@@ -71,6 +71,9 @@ pub struct Options {
     pub debounce: Duration,
     /// Where Log actions and logged drops go.
     pub log_backend: crate::calc::LogBackend,
+    /// Connection logs for every local workload (`--connection-logs`), in
+    /// addition to FelixConfiguration `connectionLogsEnabled`.
+    pub connection_logs: bool,
     /// With the NFLOG backend: syslog destination and optional JSON file.
     pub syslog: crate::logging::Sink,
     pub log_json: Option<PathBuf>,

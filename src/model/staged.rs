@@ -185,8 +185,14 @@ spec:
                 .clone()
         };
         let bad_action = find("Remove");
-        assert!(bad_action.starts_with("s.yaml:5:17: error:"), "{bad_action}");
-        assert!(bad_action.contains("StagedNetworkPolicy a/x"), "{bad_action}");
+        assert!(
+            bad_action.starts_with("s.yaml:5:17: error:"),
+            "{bad_action}"
+        );
+        assert!(
+            bad_action.contains("StagedNetworkPolicy a/x"),
+            "{bad_action}"
+        );
         let dnt = find("doNotTrack");
         assert!(dnt.starts_with("s.yaml:11:"), "{dnt}");
         assert!(dnt.contains("error"), "{dnt}");
@@ -198,6 +204,10 @@ spec:
             .iter()
             .map(|l| l.resource.key().to_string())
             .collect();
-        assert_eq!(kept, ["StagedKubernetesNetworkPolicy a/z"], "only the valid one loads");
+        assert_eq!(
+            kept,
+            ["StagedKubernetesNetworkPolicy a/z"],
+            "only the valid one loads"
+        );
     }
 }

@@ -603,6 +603,14 @@ pub struct FelixConfigurationSpec {
     pub log_severity_screen: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface_prefix: Option<String>,
+    /// tortie extension: one log record per new connection of every local
+    /// workload (see docs/logging.md, "Connection logs").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_logs_enabled: Option<bool>,
+    /// tortie extension: connection records per endpoint and second
+    /// (default 100); the rest are counted and reported in the next record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_logs_per_endpoint_rate: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nftables_mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

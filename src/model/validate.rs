@@ -935,6 +935,14 @@ pub fn parse_rate(text: &str) -> Option<(u32, &str)> {
 }
 
 fn check_felix(c: &mut Checker, _name: &str, spec: &FelixConfigurationSpec, path: &FieldPath) {
+    if let Some(r) = spec.connection_logs_per_endpoint_rate
+        && r < 1
+    {
+        c.error(
+            &path.key("connectionLogsPerEndpointRate"),
+            format!("connectionLogsPerEndpointRate must be at least 1 (records per endpoint and second), not {r}"),
+        );
+    }
     one_of(
         c,
         &spec.default_endpoint_to_host_action,

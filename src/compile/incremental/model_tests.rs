@@ -159,8 +159,9 @@ fn document(r: &mut Rng, kind: ResourceKind, ns: &str, name: &str) -> String {
     let v3 = "apiVersion: projectcalico.org/v3";
     match kind {
         ResourceKind::Namespace => format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}, labels: {}}}\n",
-            labels(r, &[("team", &["red", "blue"]), ("env", &["prod", "dev"])])
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}, labels: {}, annotations: {{tortie.io/connection-logs: '{}'}}}}\n",
+            labels(r, &[("team", &["red", "blue"]), ("env", &["prod", "dev"])]),
+            r.pick(&["true", "false", "false"])
         ),
         ResourceKind::ServiceAccount => format!(
             "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {name}, namespace: {ns}, labels: {}}}\n",
@@ -293,9 +294,10 @@ fn document(r: &mut Rng, kind: ResourceKind, ns: &str, name: &str) -> String {
         | ResourceKind::StagedGlobalNetworkPolicy
         | ResourceKind::StagedKubernetesNetworkPolicy => staged_document(r, kind, ns, name),
         ResourceKind::FelixConfiguration => format!(
-            "{v3}\nkind: FelixConfiguration\nmetadata: {{name: default}}\nspec: {{defaultEndpointToHostAction: {}, logDroppedPackets: {}}}\n",
+            "{v3}\nkind: FelixConfiguration\nmetadata: {{name: default}}\nspec: {{defaultEndpointToHostAction: {}, logDroppedPackets: {}, connectionLogsEnabled: {}}}\n",
             r.pick(&["Drop", "Accept", "Return"]),
-            r.pick(&["true", "false"])
+            r.pick(&["true", "false"]),
+            r.pick(&["true", "false", "false"])
         ),
     }
 }
@@ -436,11 +438,20 @@ fn run(seed: u64, steps: usize) -> (usize, BTreeMap<&'static str, usize>) {
             "seed {seed}, step {done}: policy tiers"
         );
         let want = compile(&cluster, NODE);
-        let staged_walks = ["filter-staged-to-wl", "filter-staged-from-wl"]
-            .iter()
-            .any(|m| want.maps.get(*m).is_some_and(|m| !m.elements.is_empty()));
+        let staged_walks = want
+            .chains
+            .keys()
+            .any(|k| k.starts_with("filter-stws-") || k.starts_with("filter-sfws-"));
         if staged_walks {
             *outcomes.entry("staged walks").or_default() += 1;
+        }
+        let connection_logs = want.chains.values().any(|c| {
+            c.rules
+                .iter()
+                .any(|r| r.note.starts_with("connection log of"))
+        });
+        if connection_logs {
+            *outcomes.entry("connection logs").or_default() += 1;
         }
         let got = engine.ruleset();
         if got.render() != want.render() || got != &want {
@@ -538,7 +549,7 @@ fn random_updates_across_every_kind_equal_full_compiles() {
         let (done, outcomes) = run(seed, steps);
         eprintln!("seed {seed}: {done} steps, outcomes {outcomes:?}");
         // Every path was exercised, and most updates did not rebuild.
-        for label in ["sets", "parts", "full", "staged walks"] {
+        for label in ["sets", "parts", "full", "staged walks", "connection logs"] {
             assert!(
                 outcomes.get(label).copied().unwrap_or(0) > 0,
                 "seed {seed}: no `{label}` outcome in {outcomes:?}"

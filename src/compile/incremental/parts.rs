@@ -69,7 +69,7 @@ impl Incremental {
                 let list = self.lists.get(id).map(Vec::as_slice).unwrap_or_default();
                 Part::Workload(ep, list.iter().map(|p| &self.policies[p].1).collect())
             }
-            Owner::Staged if self.cluster.staged.is_empty() => return None,
+            Owner::Staged if !self.cluster.shadow_walks() => return None,
             Owner::Staged => Part::Staged,
             Owner::Leaf(leaf) => {
                 if !self.refs.contains_key(&Obj::Leaf(leaf.clone())) {
