@@ -460,7 +460,7 @@ impl<'a> Compiler<'a> {
                 } else {
                     format!("tier {}", entry.tier)
                 };
-                let text = ["tortie", &entry.action, &who, &tier, &entry.rule]
+                let text = ["tortie", &entry.action, &who, &entry.endpoint, &tier, &entry.rule]
                     .iter()
                     .filter(|s| !s.is_empty())
                     .copied()
