@@ -54,6 +54,9 @@ pub struct LogStats {
     pub errors: AtomicU64,
     /// Connection records held back by the per-endpoint rate limit.
     pub suppressed: AtomicU64,
+    /// Times the kernel dropped NFLOG messages because the reader's socket
+    /// buffer was full (ENOBUFS; each time one or more messages).
+    pub overruns: AtomicU64,
 }
 
 /// Where messages go.
@@ -500,6 +503,24 @@ fn open_group(group: u16) -> std::io::Result<Socket> {
             std::mem::size_of::<libc::timeval>() as u32,
         );
     }
+    // Room for bursts of logged packets (connection logs): 16 MiB, beyond
+    // rmem_max when we may (CAP_NET_ADMIN), else what the kernel allows.
+    let size: libc::c_int = 16 << 20;
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: an int option on our own socket.
+        let r = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+        if r == 0 {
+            break;
+        }
+    }
     Ok(socket)
 }
 
@@ -516,6 +537,10 @@ fn read_loop(
     while !stop.load(Ordering::Relaxed) {
         let size = match socket.recv(&mut &mut buf[..], 0) {
             Ok(n) => n,
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                stats.overruns.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             Err(_) => {
                 // Timeout: write connection stages that waited long enough.
                 let rate = ctx.read().map(|c| c.connection_rate).unwrap_or(0);

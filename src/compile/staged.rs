@@ -460,12 +460,19 @@ impl<'a> Compiler<'a> {
                 } else {
                     format!("tier {}", entry.tier)
                 };
-                let text = ["tortie", &entry.action, &who, &entry.endpoint, &tier, &entry.rule]
-                    .iter()
-                    .filter(|s| !s.is_empty())
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                let text = [
+                    "tortie",
+                    &entry.action,
+                    &who,
+                    &entry.endpoint,
+                    &tier,
+                    &entry.rule,
+                ]
+                .iter()
+                .filter(|s| !s.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" ");
                 let text: String = text
                     .chars()
                     .filter(|c| *c != '"' && *c != '\\')
