@@ -1,7 +1,7 @@
 //! Connection-log throughput: `cargo bench --bench connlog` (root; network
 //! namespaces). A client pod sends UDP datagrams, each a new connection
 //! (fresh source/destination port pair), to a server pod at increasing
-//! paced rates for one second each; every connection walks the shadow
+//! paced rates for five seconds each (`TORTIE_CONNLOG_SECS`); every connection walks the shadow
 //! view of both pods and is logged (egress + ingress paired into one
 //! record) through NFLOG → reader → bounded queue → syslog writer (a unix
 //! socket read by this program). Per step: connections sent, records
@@ -9,7 +9,7 @@
 //! rate limit), and the sender's achieved rate with logs off at the same
 //! target (the dataplane never waits for the log). Under `cargo test` it
 //! runs one small step. Prints a Markdown table (docs/performance.md,
-//! "Connection logs").
+//! "Connection logs"); `TORTIE_CONNLOG_RATES=25000,30000` picks the steps.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -63,11 +63,21 @@ fn main() {
     if !kernel::require_kernel("connlog benchmark") {
         return;
     }
-    let rates: Vec<u64> = if bench {
+    let rates: Vec<u64> = if let Ok(list) = std::env::var("TORTIE_CONNLOG_RATES") {
+        list.split(',')
+            .filter_map(|r| r.trim().parse().ok())
+            .collect()
+    } else if bench {
         vec![5_000, 10_000, 20_000, 40_000, 80_000]
     } else {
         vec![2_000]
     };
+    // Seconds per step: long enough that the bounded queue (32,768) cannot
+    // hide a writer slower than the rate.
+    let secs: f64 = std::env::var("TORTIE_CONNLOG_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if bench { 5.0 } else { 1.0 });
     let mut node = Node::new("clbench");
     // Unreplied UDP entries of this namespace expire after 1 s, so the
     // steps do not fill the conntrack table (only this namespace's).
@@ -138,7 +148,7 @@ fn main() {
     let mut base = 0u16;
     for rate in rates {
         node.dataplane.borrow_mut().apply(&plain).unwrap();
-        let (n_off, t_off) = send_paced(client, server, rate, 1.0, base);
+        let (n_off, t_off) = send_paced(client, server, rate, secs, base);
         base = base.wrapping_add(7919);
         node.dataplane.borrow_mut().apply(&logged).unwrap();
         let before = (
@@ -147,7 +157,7 @@ fn main() {
             stats.overruns.load(Ordering::Relaxed),
             stats.suppressed.load(Ordering::Relaxed),
         );
-        let (n_on, t_on) = send_paced(client, server, rate, 1.0, base);
+        let (n_on, t_on) = send_paced(client, server, rate, secs, base);
         base = base.wrapping_add(7919);
         // Let the reader and the writer drain: until nothing arrives for
         // 500 ms (at most 20 s), then let conntrack entries expire.
