@@ -267,4 +267,34 @@ mod tests {
         assert_eq!(later.len(), 1);
         assert_eq!(later[0].suppressed, 3, "the next record carries the count");
     }
+
+    #[test]
+    fn a_differing_staged_verdict_is_carried_in_its_stage() {
+        let mut c = Connections::default();
+        let now = Instant::now();
+        let mut sup = 0;
+        let mut would = stage_rec("ingress", "a/web", entry("Allow", "", ""), 7);
+        would.entry = Some(entry("would deny", "ingress#0", ""));
+        c.staged(&would);
+        let allow = entry("Allow", "ingress#0", "");
+        let out = c.stage(
+            stage_rec("ingress", "a/web", allow, 7),
+            now,
+            10,
+            |_| false,
+            &mut sup,
+        );
+        assert_eq!(out.len(), 1);
+        let staged = out[0].stages[0].staged.as_ref().map(|e| e.action.as_str());
+        assert_eq!(staged, Some("would deny"));
+        let other = entry("Allow", "ingress#0", "");
+        let out = c.stage(
+            stage_rec("ingress", "a/web", other, 8),
+            now,
+            10,
+            |_| false,
+            &mut sup,
+        );
+        assert!(out[0].stages[0].staged.is_none(), "only its own flow's");
+    }
 }
