@@ -540,7 +540,13 @@ fn read_loop(
         let size = match socket.recv(&mut &mut buf[..], 0) {
             Ok(n) => n,
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                stats.overruns.fetch_add(1, Ordering::Relaxed);
+                let n = stats.overruns.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        overruns = n,
+                        "the kernel dropped logged packets: the NFLOG reader fell behind (tortie_logged_packets_total{{result=\"overrun\"}})"
+                    );
+                }
                 continue;
             }
             Err(_) => {

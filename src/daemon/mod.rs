@@ -218,6 +218,12 @@ fn start_packet_log(
 ) -> crate::logging::SharedContext {
     let log_ctx: crate::logging::SharedContext = Default::default();
     let crate::calc::LogBackend::Nflog { group } = opts.log_backend else {
+        if opts.connection_logs {
+            tracing::warn!(
+                backend = "kernel",
+                "--connection-logs needs --log-backend nflog: connection records go to the kernel log without the deciding rules"
+            );
+        }
         return log_ctx;
     };
     let stats = Arc::new(crate::logging::LogStats::default());
