@@ -407,6 +407,14 @@ fn packet_path(rep: &mut Report, name: &str, runs: usize, naive_rules: usize) {
     let extra = tortie::model::load::load_str(allow, Path::new("bench.yaml"));
     resources.extend(extra.resources.into_iter().map(|l| l.resource));
     let rs = compile(&Cluster::build(&resources, LOCAL_NODE), LOCAL_NODE);
+    // The same with a staged policy over every local endpoint that agrees
+    // with the enforced verdict: each new connection walks both shadow
+    // views (egress of the client, ingress of the server), logging nothing.
+    let staged = "apiVersion: projectcalico.org/v3\nkind: StagedGlobalNetworkPolicy\nmetadata: {name: bench-staged}\nspec: {order: 999998, selector: all(), types: [Ingress, Egress], ingress: [{action: Allow, protocol: TCP, destination: {ports: [5001]}}], egress: [{action: Allow, protocol: TCP, destination: {ports: [5001]}}]}\n";
+    let mut with_staged = resources.clone();
+    let extra = tortie::model::load::load_str(staged, Path::new("bench-staged.yaml"));
+    with_staged.extend(extra.resources.into_iter().map(|l| l.resource));
+    let rs_staged = compile(&Cluster::build(&with_staged, LOCAL_NODE), LOCAL_NODE);
     let mut node = Node::new("path");
     node.name = LOCAL_NODE.into();
     // Local pods 0 and 1 of the synthetic cluster (ns-0/pod-0, ns-1/pod-1).
@@ -445,9 +453,21 @@ fn packet_path(rep: &mut Report, name: &str, runs: usize, naive_rules: usize) {
     rep.line("|---|---|---|---|---|---|");
     let mut base = (0.0, 0.0);
     let ours = format!("tortie, {name}");
-    for (label, setup) in [("no ruleset", 0u8), (ours.as_str(), 1), ("naive linear", 2)] {
+    let ours_staged = format!("tortie, {name}, with staged views");
+    for (label, setup) in [
+        ("no ruleset", 0u8),
+        (ours.as_str(), 1),
+        (ours_staged.as_str(), 3),
+        ("naive linear", 2),
+    ] {
         match setup {
             0 => {}
+            3 => {
+                node.dataplane
+                    .borrow_mut()
+                    .apply(&rs_staged)
+                    .expect("apply with staged");
+            }
             1 => {
                 let _ = Command::new("ip")
                     .args([
@@ -492,6 +512,7 @@ fn packet_path(rep: &mut Report, name: &str, runs: usize, naive_rules: usize) {
         let rules = match setup {
             0 => 0,
             1 => rs.rule_count(),
+            3 => rs_staged.rule_count(),
             _ => naive_count,
         };
         rep.line(&format!(

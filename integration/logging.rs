@@ -99,6 +99,7 @@ impl World {
             let ctx = Arc::new(RwLock::new(LogContext {
                 index: rs.log_index.clone(),
                 endpoints,
+                connection_rate: 0,
             }));
             let (sink, json) = match other {
                 Some((sink, json)) => (sink, Some(json)),

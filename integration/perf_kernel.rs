@@ -96,6 +96,12 @@ pub fn sections_only(
                 rep.line("");
                 super::perf_calc::section(rep, sizes);
             }
+            "packets" => {
+                rep.line("");
+                rep.line(&format!("## 4. Packet path ({name})"));
+                rep.line("");
+                super::packet_path(rep, name, runs.min(3), 20_000);
+            }
             "incremental" => {
                 rep.line("");
                 rep.line(&format!("## 3. Incremental changes ({name})"));
@@ -103,7 +109,9 @@ pub fn sections_only(
                 super::incremental(rep, name, runs);
             }
             other => {
-                panic!("--sections: unknown section `{other}` (known: calc, incremental, kernel)")
+                panic!(
+                    "--sections: unknown section `{other}` (known: calc, incremental, kernel, packets)"
+                )
             }
         }
     }

@@ -138,6 +138,12 @@ enum Command {
         /// The NFLOG group for the nflog backend.
         #[arg(long, env = "TORTIE_NFLOG_GROUP", default_value_t = 20)]
         nflog_group: u16,
+        /// Log one record per new connection of every local workload, allowed
+        /// or denied (as FelixConfiguration `connectionLogsEnabled: true`;
+        /// a Namespace annotated `tortie.io/connection-logs: "true"` turns
+        /// them on for its workloads only). Needs the nflog backend.
+        #[arg(long, env = "TORTIE_CONNECTION_LOGS")]
+        connection_logs: bool,
         /// Syslog destination for the nflog backend: unix:PATH, udp:HOST:PORT,
         /// tcp:HOST:PORT or none.
         #[arg(long, env = "TORTIE_SYSLOG", default_value = "unix:/dev/log")]
@@ -247,6 +253,10 @@ struct TraceArgs {
     /// `text` or `json` (the schema in docs/trace.md).
     #[arg(short = 'o', long = "output", default_value = "text", value_parser = ["text", "json"])]
     output: String,
+    /// Evaluate staged policies as if enforced (StagedAction Set replaces
+    /// or adds the policy, Delete removes it).
+    #[arg(long)]
+    staged: bool,
 }
 
 impl TraceArgs {
@@ -271,7 +281,7 @@ impl TraceArgs {
 /// input has errors, 2 if the query cannot be traced.
 fn trace_command(args: TraceArgs) -> Result<ExitCode> {
     let ifaces = tortie::calc::HostInterface::map(&args.host_interfaces);
-    let (result, cluster) = load_cluster(&args.paths, &args.node, ifaces, false);
+    let (result, cluster) = load_cluster(&args.paths, &args.node, ifaces, false, args.staged);
     let trace = tortie::trace::trace_cluster(&cluster, &args.node, &args.query())?;
     if args.output == "json" {
         print!("{}", tortie::trace::render::json(&trace));
@@ -492,7 +502,7 @@ fn load_and_compile(
     host_interfaces: BTreeMap<String, Vec<std::net::IpAddr>>,
     strict: bool,
 ) -> (LoadResult, tortie::compile::ir::Ruleset) {
-    let (result, cluster) = load_cluster(paths, node, host_interfaces, strict);
+    let (result, cluster) = load_cluster(paths, node, host_interfaces, strict, false);
     let ruleset = tortie::compile::compile(&cluster, node);
     (result, ruleset)
 }
@@ -504,6 +514,7 @@ fn load_cluster(
     node: &str,
     host_interfaces: BTreeMap<String, Vec<std::net::IpAddr>>,
     strict: bool,
+    staged_enforced: bool,
 ) -> (LoadResult, tortie::calc::Cluster) {
     let mut result = load_inputs(paths, &tortie::model::yaml::Limits::CLI).unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
@@ -519,6 +530,11 @@ fn load_cluster(
         .iter()
         .map(|l| l.resource.clone())
         .collect();
+    let resources = if staged_enforced {
+        tortie::model::staged::apply_staged(&resources)
+    } else {
+        resources
+    };
     let (env, problems) = tortie::calc::felix_env(std::env::vars());
     for p in &problems {
         eprintln!("warning: {p}");
@@ -708,6 +724,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             debounce_ms,
             log_backend,
             nflog_group,
+            connection_logs,
             syslog,
             log_json,
             policy_metrics,
@@ -761,6 +778,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 } else {
                     tortie::calc::LogBackend::Nflog { group: nflog_group }
                 },
+                connection_logs,
                 syslog,
                 log_json,
                 hit_detail: policy_metrics,

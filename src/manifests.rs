@@ -91,6 +91,38 @@ fn policy_spec(global: bool) -> Value {
     obj(props, &[])
 }
 
+/// `spec.stagedAction` of the staged kinds.
+fn staged_action() -> Value {
+    json!({"type": "string", "enum": ["Set", "Delete"]})
+}
+
+/// A staged Calico policy: the enforced kind's spec plus `stagedAction`.
+fn staged_policy_spec(global: bool) -> Value {
+    let mut spec = policy_spec(global);
+    spec["properties"]
+        .as_object_mut()
+        .expect("properties")
+        .insert("stagedAction".into(), staged_action());
+    spec
+}
+
+/// A StagedKubernetesNetworkPolicy: a Kubernetes NetworkPolicy spec (its
+/// peers and ports kept as given; tortie validates them when it loads the
+/// object) plus `stagedAction`.
+fn staged_k8s_policy_spec() -> Value {
+    let open = || json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+    let open_list = || json!({"type": "array", "items": open()});
+    obj(
+        json!({
+            "stagedAction": staged_action(),
+            "podSelector": open(),
+            "ingress": open_list(), "egress": open_list(),
+            "policyTypes": {"type": "array", "items": {"type": "string", "enum": ["Ingress", "Egress"]}},
+        }),
+        &[],
+    )
+}
+
 fn endpoint_ports() -> Value {
     json!({"type": "array", "items": obj(json!({"name": string(), "protocol": int_or_string(), "port": {"type": "integer", "minimum": 1, "maximum": 65535}}), &["name", "port"])})
 }
@@ -169,6 +201,24 @@ pub fn kinds() -> Vec<(&'static str, &'static str, bool, Value)> {
             ),
         ),
         ("FelixConfiguration", "felixconfigurations", false, felix),
+        (
+            "StagedGlobalNetworkPolicy",
+            "stagedglobalnetworkpolicies",
+            false,
+            staged_policy_spec(true),
+        ),
+        (
+            "StagedNetworkPolicy",
+            "stagednetworkpolicies",
+            true,
+            staged_policy_spec(false),
+        ),
+        (
+            "StagedKubernetesNetworkPolicy",
+            "stagedkubernetesnetworkpolicies",
+            true,
+            staged_k8s_policy_spec(),
+        ),
     ]
 }
 

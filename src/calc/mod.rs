@@ -40,6 +40,12 @@ pub enum PolicyKind {
     Knp,
     /// ClusterNetworkPolicy (converted; Calico's short kind `kcnp`).
     Kcnp,
+    /// StagedNetworkPolicy.
+    StagedNp,
+    /// StagedGlobalNetworkPolicy.
+    StagedGnp,
+    /// StagedKubernetesNetworkPolicy (converted).
+    StagedKnp,
 }
 
 impl PolicyKind {
@@ -49,7 +55,24 @@ impl PolicyKind {
             PolicyKind::Gnp => "gnp",
             PolicyKind::Knp => "knp",
             PolicyKind::Kcnp => "kcnp",
+            PolicyKind::StagedNp => "snp",
+            PolicyKind::StagedGnp => "sgnp",
+            PolicyKind::StagedKnp => "sknp",
         }
+    }
+
+    /// The enforced kind a staged kind stages (itself for enforced kinds).
+    pub fn enforced(self) -> PolicyKind {
+        match self {
+            PolicyKind::StagedNp => PolicyKind::Np,
+            PolicyKind::StagedGnp => PolicyKind::Gnp,
+            PolicyKind::StagedKnp => PolicyKind::Knp,
+            k => k,
+        }
+    }
+
+    pub fn is_staged(self) -> bool {
+        self != self.enforced()
     }
 }
 
@@ -68,6 +91,25 @@ impl fmt::Display for PolicyId {
             None => write!(f, "{}/{}", self.kind.short(), self.name),
         }
     }
+}
+
+impl PolicyId {
+    /// The enforced policy a staged policy stages (itself when enforced).
+    pub fn enforced(&self) -> PolicyId {
+        PolicyId {
+            kind: self.kind.enforced(),
+            ..self.clone()
+        }
+    }
+}
+
+/// A staged policy: what it would do (`Set` or `Delete`) and the policy
+/// itself (its id has a staged kind; `id.enforced()` names the enforced
+/// policy it replaces or deletes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StagedPolicy {
+    pub action: StagedAction,
+    pub policy: Policy,
 }
 
 /// A policy in Calico form with its defaults applied.
@@ -244,11 +286,44 @@ pub struct Cluster {
     pub notes: Vec<Note>,
     /// EndpointSlice members by Service (for `services` rule matches).
     pub services: ServiceSlices,
+    /// Staged policies, sorted as `policies` are; they never change a verdict.
+    pub staged: Vec<StagedPolicy>,
+    /// Namespaces annotated [`CONNECTION_LOGS_ANNOTATION`]` = "true"`: their
+    /// workloads' connections are logged.
+    pub connection_log_namespaces: BTreeSet<String>,
     pub index: LabelIndex,
     /// Policies by a `key == value` their selector requires; the rest are
     /// checked against every endpoint.
     policy_by_pair: std::collections::HashMap<(String, String), Vec<usize>>,
     policy_unindexed: Vec<usize>,
+}
+
+/// The Namespace annotation that turns connection logs on for the
+/// namespace's workloads (whatever policy, Kubernetes or Calico, decides).
+pub const CONNECTION_LOGS_ANNOTATION: &str = "tortie.io/connection-logs";
+
+/// Whether a Namespace's metadata asks for connection logs.
+pub fn connection_logs_annotated(meta: &ObjectMeta) -> bool {
+    meta.annotations
+        .get(CONNECTION_LOGS_ANNOTATION)
+        .is_some_and(|v| v == "true")
+}
+
+impl Cluster {
+    /// Whether `ep`'s new connections are logged.
+    pub fn connection_logged(&self, ep: &Endpoint) -> bool {
+        self.settings.connection_logs
+            || matches!(&ep.id, EndpointId::Workload { namespace, .. }
+                if self.connection_log_namespaces.contains(namespace))
+    }
+
+    /// Whether the workload dispatch consults the shadow maps (staged
+    /// policies or connection logs may be in use).
+    pub fn shadow_walks(&self) -> bool {
+        !self.staged.is_empty()
+            || self.settings.connection_logs
+            || !self.connection_log_namespaces.is_empty()
+    }
 }
 
 /// The name Calico gives a pod's host-side veth: `cali` + 11 hex chars of
@@ -353,6 +428,10 @@ impl Cluster {
         for r in resources.clone() {
             match r {
                 Resource::Namespace(o) => {
+                    if connection_logs_annotated(&o.metadata) {
+                        c.connection_log_namespaces
+                            .insert(o.metadata.name.clone().unwrap_or_default());
+                    }
                     namespaces.insert(
                         o.metadata.name.clone().unwrap_or_default(),
                         o.metadata.labels.clone(),
@@ -444,9 +523,16 @@ impl Cluster {
                 Resource::NetworkSet(o) => c.add_network_set(Some(o), &o.metadata, &o.spec),
                 Resource::GlobalNetworkSet(o) => c.add_network_set(None, &o.metadata, &o.spec),
                 Resource::EndpointSlice(o) => c.add_endpoint_slice(o),
-                _ => {}
+                r => match c.staged_of(r) {
+                    Some(Ok(sp)) => c.staged.push(sp),
+                    Some(Err(note)) => c.notes.push(note),
+                    None => {}
+                },
             }
         }
+        let mut staged = std::mem::take(&mut c.staged);
+        staged.sort_by_cached_key(|s| c.policy_rank(&s.policy));
+        c.staged = staged;
         let mut policies = std::mem::take(&mut c.policies);
         policies.sort_by_cached_key(|p| c.policy_rank(p));
         c.policies = policies;
@@ -498,6 +584,29 @@ impl Cluster {
         })
     }
 
+    /// The staged policy a staged resource stands for (a note when a `Set`
+    /// names a tier that does not exist); `None` for other kinds.
+    pub fn staged_of(&self, r: &Resource) -> Option<Result<StagedPolicy, Note>> {
+        let (action, enforced) = crate::model::staged::as_enforced(r)?;
+        let (kind, meta, mut spec) = match enforced {
+            Resource::NetworkPolicy(o) => (PolicyKind::StagedNp, o.metadata, o.spec),
+            Resource::GlobalNetworkPolicy(o) => (PolicyKind::StagedGnp, o.metadata, o.spec),
+            Resource::K8sNetworkPolicy(o) => {
+                let conv = convert::convert_k8s_policy(&o);
+                (PolicyKind::StagedKnp, conv.metadata, conv.spec)
+            }
+            _ => return None,
+        };
+        if action == StagedAction::Delete {
+            // Only the name matters: what it deletes is found by name.
+            spec.tier = None;
+        }
+        Some(
+            self.make_policy(kind, &meta, &spec)
+                .map(|policy| StagedPolicy { action, policy }),
+        )
+    }
+
     /// Where `p` sits in evaluation order: tier order, tier name, then the
     /// policy's order and name.
     pub fn policy_rank(&self, p: &Policy) -> (OrderKey, String, (OrderKey, String)) {
@@ -516,7 +625,7 @@ impl Cluster {
         spec: &PolicySpec,
     ) -> Result<Policy, Note> {
         let namespace = match kind {
-            PolicyKind::Gnp | PolicyKind::Kcnp => None,
+            PolicyKind::Gnp | PolicyKind::Kcnp | PolicyKind::StagedGnp => None,
             _ => Some(meta.namespace.clone().unwrap_or_else(|| "default".into())),
         };
         let id = PolicyId {
@@ -764,6 +873,8 @@ impl Cluster {
             host_interfaces: self.host_interfaces.clone(),
             notes: self.notes.clone(),
             services: ServiceSlices::new(),
+            staged: self.staged.clone(),
+            connection_log_namespaces: self.connection_log_namespaces.clone(),
             index: LabelIndex::default(),
             policy_by_pair: Default::default(),
             policy_unindexed: Vec::new(),

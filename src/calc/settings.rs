@@ -48,6 +48,11 @@ pub struct Settings {
     pub log_dropped: bool,
     /// FelixConfiguration `logSeverityScreen`: the agent's own log level.
     pub log_severity: Option<String>,
+    /// Connection logs for every local workload (FelixConfiguration
+    /// `connectionLogsEnabled`, `tortie run --connection-logs`).
+    pub connection_logs: bool,
+    /// Connection records per endpoint and second.
+    pub connection_logs_rate: u32,
 }
 
 /// Where logged packets go.
@@ -105,6 +110,8 @@ impl Default for Settings {
             log_backend: LogBackend::Kernel,
             log_dropped: false,
             log_severity: None,
+            connection_logs: false,
+            connection_logs_rate: 100,
         }
     }
 }
@@ -179,6 +186,12 @@ impl Settings {
         }
         if let Some(d) = spec.log_dropped {
             self.log_dropped = d;
+        }
+        if let Some(c) = spec.connection_logs_enabled {
+            self.connection_logs = c;
+        }
+        if let Some(r) = spec.connection_logs_per_endpoint_rate {
+            self.connection_logs_rate = u32::try_from(r.max(1)).unwrap_or(u32::MAX);
         }
         if let Some(s) = &spec.log_severity_screen {
             self.log_severity = Some(s.clone());

@@ -19,7 +19,9 @@
 //!   no local endpoint and is not in use;
 //! - namespaces and service accounts: their implicit profile, the members
 //!   in that namespace, and the local endpoints among them;
-//! - tiers, explicit profiles, FelixConfiguration: a rebuild.
+//! - tiers, explicit profiles, FelixConfiguration, staged policies: a rebuild;
+//! - with staged policies present, every batch that re-renders a part or
+//!   changes a policy also re-renders the staged part whole.
 //!
 //! A rebuild and `compile::compile` give the same ruleset; the tests check
 //! every incremental step against a full compile.
@@ -67,6 +69,8 @@ enum Owner {
     Base,
     Workload(EndpointId),
     Leaf(Leaf),
+    /// Every staged chain and map (`compile::staged`), re-rendered whole.
+    Staged,
 }
 
 /// One reference-counted object of the ruleset.
@@ -148,6 +152,7 @@ struct Dirty {
     base: bool,
     workloads: BTreeSet<EndpointId>,
     leaves: BTreeSet<Leaf>,
+    staged: bool,
 }
 
 impl Incremental {
@@ -264,6 +269,7 @@ impl Incremental {
         self.snapshot = Some(cluster);
         let mut dirty = Dirty {
             base: true,
+            staged: true,
             ..Dirty::default()
         };
         dirty.workloads = self.local_workloads().collect();
@@ -378,6 +384,8 @@ impl Incremental {
         let mut member_keys = BTreeSet::new();
         let mut policies = Vec::new();
         let mut slices = Vec::new();
+        let shadow_before = self.cluster.shadow_walks();
+        let mut logged_namespaces = false;
         for u in updates {
             match u.key.kind {
                 ResourceKind::EndpointSlice => {
@@ -386,6 +394,9 @@ impl Incremental {
                     slices.push((old, new));
                 }
                 ResourceKind::Namespace | ResourceKind::ServiceAccount => {
+                    if u.key.kind == ResourceKind::Namespace {
+                        logged_namespaces |= self.connection_log_namespace(&u);
+                    }
                     touched += self.implicit_profile(&u, &mut dirty, &mut member_keys)
                 }
                 ResourceKind::NetworkPolicy
@@ -404,10 +415,22 @@ impl Incremental {
         }
         touched += self.refresh_members(&member_keys, &mut dirty);
         touched += self.bump_services(slices);
+        let policy_changed = policies.iter().any(|(o, n)| o != n);
         for (old, new) in policies {
             self.replace_policy(old, new, &mut dirty);
         }
-        let parts = usize::from(dirty.base) + dirty.workloads.len() + dirty.leaves.len();
+        // The staged part depends on every local endpoint and policy: it is
+        // rendered again whenever anything but set members changed.
+        let shadow = self.cluster.shadow_walks();
+        // The dispatch consults the shadow maps only while they may be used.
+        dirty.base |= shadow != shadow_before;
+        let rendered = dirty.base || !dirty.workloads.is_empty() || !dirty.leaves.is_empty();
+        dirty.staged =
+            (shadow || shadow_before) && (rendered || policy_changed || logged_namespaces);
+        let parts = usize::from(dirty.base)
+            + dirty.workloads.len()
+            + dirty.leaves.len()
+            + usize::from(dirty.staged);
         self.render(dirty);
         if parts > 0 {
             Outcome::Parts(parts)
@@ -415,6 +438,21 @@ impl Incremental {
             Outcome::Sets(touched)
         } else {
             Outcome::Unchanged
+        }
+    }
+
+    /// A namespace's connection-logs annotation, kept in the cluster;
+    /// whether it changed.
+    fn connection_log_namespace(&mut self, u: &Update) -> bool {
+        let on = u
+            .value
+            .as_ref()
+            .is_some_and(|r| crate::calc::connection_logs_annotated(r.meta()));
+        let set = &mut self.cluster.connection_log_namespaces;
+        if on {
+            set.insert(u.key.name.clone())
+        } else {
+            set.remove(&u.key.name)
         }
     }
 
@@ -473,12 +511,13 @@ impl Incremental {
     }
 }
 
-/// Kinds whose change re-renders everything (rare, and they reach every part).
+/// Kinds whose change re-renders everything (rare, and they reach every
+/// part; a staged policy also turns the staged dispatch on or off).
 fn needs_rebuild(kind: ResourceKind) -> bool {
     matches!(
         kind,
         ResourceKind::Tier | ResourceKind::Profile | ResourceKind::FelixConfiguration
-    )
+    ) || crate::model::staged::is_staged(kind)
 }
 
 /// What a pod, endpoint or network set contributes, as the full compile

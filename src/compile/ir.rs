@@ -160,6 +160,9 @@ pub struct LogEntry {
     pub rule: String,
     /// The endpoint whose chain dropped (implicit drops).
     pub endpoint: String,
+    /// For an end of tier: the policies of that tier that selected the
+    /// endpoint (comma-separated), as connection logs name them.
+    pub selected: String,
 }
 
 /// What a selector set holds, so its members can be updated in place when

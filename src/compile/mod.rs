@@ -15,6 +15,7 @@ pub mod interval;
 pub mod ir;
 pub mod members;
 mod rules;
+pub mod staged;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -147,6 +148,9 @@ pub enum Part<'a> {
     /// are the caller's) and log entries; the policy when the caller has it
     /// at hand (else it is looked up).
     Leaf(&'a Leaf, Option<&'a Policy>),
+    /// The staged-policy chains and maps of every local workload (see
+    /// `staged`); empty without staged policies.
+    Staged,
 }
 
 /// What [`render_part`] produced.
@@ -183,6 +187,14 @@ pub fn render_part(cluster: &Cluster, node: &str, part: Part<'_>) -> Rendered {
                 );
             }
         }
+        Part::Staged => {
+            c.lazy = false;
+            let workloads: Vec<&Endpoint> = cluster
+                .local_endpoints(node)
+                .filter(|e| matches!(e.id, EndpointId::Workload { .. }) && e.iface.is_some())
+                .collect();
+            c.staged_chains(&workloads);
+        }
         Part::Leaf(leaf, policy) => {
             c.lazy = false;
             match &leaf.of {
@@ -217,7 +229,7 @@ impl<'a> Compiler<'a> {
     fn finish(mut self) -> Rendered {
         let (sets, log_index, set_sources) = self.rules.finish();
         self.out.sets = sets;
-        self.out.log_index = log_index;
+        self.out.log_index.extend(log_index);
         self.out.set_sources = set_sources;
         Rendered {
             ruleset: self.out,
@@ -306,6 +318,7 @@ impl<'a> Compiler<'a> {
         let hosts = host_bindings(&hosts, &self.cluster.host_interfaces);
 
         self.workload_chains(&workloads);
+        self.staged_chains(&workloads);
         let heps = self.host_endpoint_chains(&hosts);
         self.static_chains(&heps);
     }
@@ -410,7 +423,30 @@ impl<'a> Compiler<'a> {
                 "dispatch to workload egress chains",
             ),
         ] {
-            let mut rules = vec![Rule::new(format!("{key} vmap @{map}"), "", note)];
+            let mut rules = Vec::new();
+            if self.cluster.shadow_walks() {
+                // New connections first walk the shadow views (staged
+                // policies, connection logs): never a verdict.
+                rules.push(Rule::new(
+                    format!("ct state new {key} vmap @filter-shadow-{}", &map[7..]),
+                    "",
+                    "staged policies and connection logs",
+                ));
+            }
+            rules.push(Rule::new(format!("{key} vmap @{map}"), "", note));
+            if self.cluster.settings.connection_logs {
+                let entry = ir::LogEntry {
+                    action: "Connection".into(),
+                    rule: "unknown workload interface".into(),
+                    ..ir::LogEntry::default()
+                };
+                let stmt = self.shadow_log(entry);
+                rules.push(Rule::new(
+                    "ct state new",
+                    stmt,
+                    "connection log: unknown workload interface",
+                ));
+            }
             rules.extend(self.implicit_drop(
                 String::new(),
                 deny,
@@ -767,6 +803,7 @@ impl<'a> Compiler<'a> {
                         }
                     ),
                     endpoint: String::new(),
+                    selected: String::new(),
                 };
                 rules.extend(self.rules.render(r, p.namespace(), dir, deny, &note, log));
             }

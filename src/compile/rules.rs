@@ -420,6 +420,19 @@ impl<'a> RuleRenderer<'a> {
         out
     }
 
+    /// The match text of each nft rule one Calico rule becomes (one per
+    /// family and alternative, as [`RuleRenderer::render`] emits them), for
+    /// callers that attach their own statements (staged policies).
+    pub fn alternatives(&mut self, rule: &CalicoRule, ns: Option<&str>) -> Vec<String> {
+        let mut out = Vec::new();
+        for fam in self.families(rule) {
+            if let Some(alts) = self.matches(rule, ns, fam) {
+                out.extend(alts.into_iter().map(|a| a.join(" ")));
+            }
+        }
+        out
+    }
+
     /// The IP families a rule must be rendered for.
     fn families(&self, rule: &CalicoRule) -> Vec<Fam> {
         let from_proto = match rule.protocol.map(Protocol::normalised) {

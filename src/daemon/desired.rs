@@ -42,6 +42,7 @@ impl Desired {
         ctx: &Ctx,
     ) -> Desired {
         let backend = opts.log_backend;
+        let connection_logs = opts.connection_logs;
         let (env, problems) = crate::calc::felix_env(std::env::vars());
         for p in problems {
             tracing::warn!("{p}");
@@ -55,7 +56,8 @@ impl Desired {
         let resources: Vec<_> = initial.into_iter().filter_map(|u| u.value).collect();
         let objects = resources.len();
         let engine = Incremental::with_context(resources, &opts.node, context, move |s| {
-            s.log_backend = backend
+            s.log_backend = backend;
+            s.connection_logs |= connection_logs;
         });
         tracing::info!(
             objects,
@@ -163,6 +165,7 @@ impl Desired {
         let locals: Vec<_> = cluster.local_endpoints(node).collect();
         if let Ok(mut c) = ctx.log_ctx.write() {
             c.index = self.engine.ruleset().log_index.clone();
+            c.connection_rate = cluster.settings.connection_logs_rate;
             c.endpoints = locals
                 .iter()
                 .filter_map(|e| Some((e.iface.clone()?, e.id.to_string())))

@@ -470,6 +470,8 @@ impl Metrics {
                 ("written", ls.written.load(Relaxed)),
                 ("dropped", ls.dropped.load(Relaxed)),
                 ("error", ls.errors.load(Relaxed)),
+                ("suppressed", ls.suppressed.load(Relaxed)),
+                ("overrun", ls.overruns.load(Relaxed)),
             ];
             f.labelled_counter(
                 "tortie_logged_packets_total",

@@ -71,6 +71,9 @@ pub struct Options {
     pub debounce: Duration,
     /// Where Log actions and logged drops go.
     pub log_backend: crate::calc::LogBackend,
+    /// Connection logs for every local workload (`--connection-logs`), in
+    /// addition to FelixConfiguration `connectionLogsEnabled`.
+    pub connection_logs: bool,
     /// With the NFLOG backend: syslog destination and optional JSON file.
     pub syslog: crate::logging::Sink,
     pub log_json: Option<PathBuf>,
@@ -255,6 +258,12 @@ fn start_packet_log(
 ) -> crate::logging::SharedContext {
     let log_ctx: crate::logging::SharedContext = Default::default();
     let crate::calc::LogBackend::Nflog { group } = opts.log_backend else {
+        if opts.connection_logs {
+            tracing::warn!(
+                backend = "kernel",
+                "--connection-logs needs --log-backend nflog: connection records go to the kernel log without the deciding rules"
+            );
+        }
         return log_ctx;
     };
     let stats = Arc::new(crate::logging::LogStats::default());

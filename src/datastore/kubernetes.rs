@@ -77,7 +77,7 @@ impl CalicoApi {
 }
 
 /// The Calico kinds tortie watches: (kind, plural).
-pub const CALICO_KINDS: [(&str, &str); 8] = [
+pub const CALICO_KINDS: [(&str, &str); 11] = [
     ("GlobalNetworkPolicy", "globalnetworkpolicies"),
     ("NetworkPolicy", "networkpolicies"),
     ("HostEndpoint", "hostendpoints"),
@@ -86,6 +86,12 @@ pub const CALICO_KINDS: [(&str, &str); 8] = [
     ("Tier", "tiers"),
     ("Profile", "profiles"),
     ("FelixConfiguration", "felixconfigurations"),
+    ("StagedGlobalNetworkPolicy", "stagedglobalnetworkpolicies"),
+    ("StagedNetworkPolicy", "stagednetworkpolicies"),
+    (
+        "StagedKubernetesNetworkPolicy",
+        "stagedkubernetesnetworkpolicies",
+    ),
 ];
 
 /// ClusterNetworkPolicy (kubernetes-sigs/network-policy-api): group,

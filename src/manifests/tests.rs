@@ -173,7 +173,8 @@ fn every_manifest_is_the_kubernetes_object_it_claims_to_be() {
         seen.iter()
             .filter(|k| *k == "CustomResourceDefinition")
             .count(),
-        8
+        crate::datastore::kubernetes::CALICO_KINDS.len(),
+        "one CRD per Calico kind watched"
     );
 }
 

@@ -894,13 +894,10 @@ const CALICO_OTHER_KINDS: &[&str] = &[
     "IPReservation",
     "KubeControllersConfiguration",
     "Node",
-    "StagedGlobalNetworkPolicy",
-    "StagedKubernetesNetworkPolicy",
-    "StagedNetworkPolicy",
 ];
 
-/// A kind that tortie does not use and may skip: Calico's non-policy kinds
-/// (and staged policies, which never change a verdict), and any kind of
+/// A kind that tortie does not use and may skip: Calico's non-policy kinds,
+/// and any kind of
 /// another API group that is not a network policy and does not look like a
 /// misspelt kind tortie reads. Network policy kinds tortie does not enforce
 /// (e.g. AdminNetworkPolicy) and typos stay errors.

@@ -8,6 +8,7 @@ pub mod de;
 pub mod emit;
 pub mod lint;
 pub mod load;
+pub mod staged;
 pub mod types;
 pub mod validate;
 pub mod yaml;
@@ -43,6 +44,9 @@ pub enum Resource {
     Profile(Object<ProfileSpec>),
     Tier(Object<TierSpec>),
     FelixConfiguration(Object<FelixConfigurationSpec>),
+    StagedNetworkPolicy(Object<StagedPolicySpec>),
+    StagedGlobalNetworkPolicy(Object<StagedPolicySpec>),
+    StagedKubernetesNetworkPolicy(Object<StagedK8sNetworkPolicySpec>),
     K8sNetworkPolicy(Object<K8sNetworkPolicySpec>),
     Namespace(Object<()>),
     ServiceAccount(Object<()>),
@@ -63,6 +67,9 @@ pub enum ResourceKind {
     Profile,
     Tier,
     FelixConfiguration,
+    StagedNetworkPolicy,
+    StagedGlobalNetworkPolicy,
+    StagedKubernetesNetworkPolicy,
     K8sNetworkPolicy,
     Namespace,
     ServiceAccount,
@@ -81,7 +88,7 @@ impl ResourceKind {
     /// Calico kinds first, then the Kubernetes NetworkPolicy, then the core
     /// v1 kinds, then ClusterNetworkPolicy and the discovery.k8s.io kinds
     /// (`resolve` relies on this order).
-    pub const ALL: [ResourceKind; 15] = [
+    pub const ALL: [ResourceKind; 18] = [
         ResourceKind::NetworkPolicy,
         ResourceKind::GlobalNetworkPolicy,
         ResourceKind::HostEndpoint,
@@ -91,6 +98,9 @@ impl ResourceKind {
         ResourceKind::Profile,
         ResourceKind::Tier,
         ResourceKind::FelixConfiguration,
+        ResourceKind::StagedNetworkPolicy,
+        ResourceKind::StagedGlobalNetworkPolicy,
+        ResourceKind::StagedKubernetesNetworkPolicy,
         ResourceKind::K8sNetworkPolicy,
         ResourceKind::Namespace,
         ResourceKind::ServiceAccount,
@@ -111,6 +121,9 @@ impl ResourceKind {
             ResourceKind::Profile => "Profile",
             ResourceKind::Tier => "Tier",
             ResourceKind::FelixConfiguration => "FelixConfiguration",
+            ResourceKind::StagedNetworkPolicy => "StagedNetworkPolicy",
+            ResourceKind::StagedGlobalNetworkPolicy => "StagedGlobalNetworkPolicy",
+            ResourceKind::StagedKubernetesNetworkPolicy => "StagedKubernetesNetworkPolicy",
             ResourceKind::Namespace => "Namespace",
             ResourceKind::ServiceAccount => "ServiceAccount",
             ResourceKind::Pod => "Pod",
@@ -124,6 +137,8 @@ impl ResourceKind {
             self,
             ResourceKind::NetworkPolicy
                 | ResourceKind::K8sNetworkPolicy
+                | ResourceKind::StagedNetworkPolicy
+                | ResourceKind::StagedKubernetesNetworkPolicy
                 | ResourceKind::NetworkSet
                 | ResourceKind::WorkloadEndpoint
                 | ResourceKind::ServiceAccount
@@ -134,9 +149,9 @@ impl ResourceKind {
 
     /// Resolves `apiVersion` + `kind`. `Err` carries a message and a hint.
     pub fn resolve(api_version: &str, kind: &str) -> Result<ResourceKind, (String, String)> {
-        // The first nine kinds are Calico's; then three core v1 kinds.
-        let calico = &Self::ALL[..9];
-        let core = &Self::ALL[10..13];
+        // The first twelve kinds are Calico's; then three core v1 kinds.
+        let calico = &Self::ALL[..12];
+        let core = &Self::ALL[13..16];
         let found = match api_version {
             CALICO_API | CALICO_CRD_API => calico.iter().find(|k| k.kind_name() == kind).copied(),
             "networking.k8s.io/v1" | "extensions/v1beta1" | "networking.k8s.io/v1beta1" => {
@@ -231,6 +246,11 @@ impl Resource {
             Resource::Profile(_) => ResourceKind::Profile,
             Resource::Tier(_) => ResourceKind::Tier,
             Resource::FelixConfiguration(_) => ResourceKind::FelixConfiguration,
+            Resource::StagedNetworkPolicy(_) => ResourceKind::StagedNetworkPolicy,
+            Resource::StagedGlobalNetworkPolicy(_) => ResourceKind::StagedGlobalNetworkPolicy,
+            Resource::StagedKubernetesNetworkPolicy(_) => {
+                ResourceKind::StagedKubernetesNetworkPolicy
+            }
             Resource::K8sNetworkPolicy(_) => ResourceKind::K8sNetworkPolicy,
             Resource::Namespace(_) => ResourceKind::Namespace,
             Resource::ServiceAccount(_) => ResourceKind::ServiceAccount,
@@ -249,6 +269,10 @@ impl Resource {
             Resource::Profile(o) => &o.metadata,
             Resource::Tier(o) => &o.metadata,
             Resource::FelixConfiguration(o) => &o.metadata,
+            Resource::StagedNetworkPolicy(o) | Resource::StagedGlobalNetworkPolicy(o) => {
+                &o.metadata
+            }
+            Resource::StagedKubernetesNetworkPolicy(o) => &o.metadata,
             Resource::K8sNetworkPolicy(o) => &o.metadata,
             Resource::Namespace(o) | Resource::ServiceAccount(o) => &o.metadata,
             Resource::Pod(p) => &p.metadata,
@@ -390,6 +414,9 @@ fn decode_body(
         ResourceKind::FelixConfiguration => obj!(FelixConfiguration),
         ResourceKind::K8sNetworkPolicy => obj!(K8sNetworkPolicy),
         ResourceKind::ClusterNetworkPolicy => obj!(ClusterNetworkPolicy),
+        ResourceKind::StagedNetworkPolicy => obj!(StagedNetworkPolicy),
+        ResourceKind::StagedGlobalNetworkPolicy => obj!(StagedGlobalNetworkPolicy),
+        ResourceKind::StagedKubernetesNetworkPolicy => obj!(StagedKubernetesNetworkPolicy),
         ResourceKind::Namespace | ResourceKind::ServiceAccount => {
             let _: Option<IgnoredAny> = spec!()?;
             let o = Object { metadata, spec: () };

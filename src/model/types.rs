@@ -603,6 +603,14 @@ pub struct FelixConfigurationSpec {
     pub log_severity_screen: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface_prefix: Option<String>,
+    /// tortie extension: one log record per new connection of every local
+    /// workload (see docs/logging.md, "Connection logs").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_logs_enabled: Option<bool>,
+    /// tortie extension: connection records per endpoint and second
+    /// (default 100); the rest are counted and reported in the next record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_logs_per_endpoint_rate: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nftables_mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -823,4 +831,110 @@ where
     T: Deserialize<'de>,
 {
     Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
+// Staged policies (projectcalico.org/v3 StagedNetworkPolicy,
+// StagedGlobalNetworkPolicy, StagedKubernetesNetworkPolicy).
+
+/// What a staged policy would do to the enforced policy of the same name:
+/// set it (create or replace) or delete it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+pub enum StagedAction {
+    #[default]
+    Set,
+    Delete,
+}
+
+/// The spec of a StagedNetworkPolicy or StagedGlobalNetworkPolicy: the
+/// enforced kind's fields plus `stagedAction` (default `Set`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StagedPolicySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged_action: Option<StagedAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<PolicyType>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingress: Vec<Rule>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<Rule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_selector: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub performance_hints: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub do_not_track: bool,
+    #[serde(
+        default,
+        rename = "preDNAT",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub pre_dnat: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub apply_on_forward: bool,
+}
+
+impl StagedPolicySpec {
+    pub fn action(&self) -> StagedAction {
+        self.staged_action.unwrap_or_default()
+    }
+
+    /// The spec of the enforced policy this one stages.
+    pub fn to_enforced(&self) -> PolicySpec {
+        PolicySpec {
+            tier: self.tier.clone(),
+            order: self.order,
+            selector: self.selector.clone(),
+            types: self.types.clone(),
+            ingress: self.ingress.clone(),
+            egress: self.egress.clone(),
+            service_account_selector: self.service_account_selector.clone(),
+            performance_hints: self.performance_hints.clone(),
+            namespace_selector: self.namespace_selector.clone(),
+            do_not_track: self.do_not_track,
+            pre_dnat: self.pre_dnat,
+            apply_on_forward: self.apply_on_forward,
+        }
+    }
+}
+
+/// The spec of a StagedKubernetesNetworkPolicy: a Kubernetes
+/// NetworkPolicy spec plus `stagedAction`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StagedK8sNetworkPolicySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged_action: Option<StagedAction>,
+    #[serde(default)]
+    pub pod_selector: LabelSelector,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingress: Vec<NetworkPolicyIngressRule>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<NetworkPolicyEgressRule>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy_types: Vec<PolicyType>,
+}
+
+impl StagedK8sNetworkPolicySpec {
+    pub fn action(&self) -> StagedAction {
+        self.staged_action.unwrap_or_default()
+    }
+
+    /// The spec of the Kubernetes NetworkPolicy this one stages.
+    pub fn to_enforced(&self) -> K8sNetworkPolicySpec {
+        K8sNetworkPolicySpec {
+            pod_selector: self.pod_selector.clone(),
+            ingress: self.ingress.clone(),
+            egress: self.egress.clone(),
+            policy_types: self.policy_types.clone(),
+        }
+    }
 }

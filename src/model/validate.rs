@@ -115,6 +115,17 @@ pub fn validate(resource: &Resource) -> Vec<Finding> {
         ),
         Resource::K8sNetworkPolicy(o) => check_k8s_policy(&mut c, &o.spec, &spec),
         Resource::ClusterNetworkPolicy(o) => cnp::check_cnp(&mut c, &o.spec, &spec),
+        Resource::StagedNetworkPolicy(o) | Resource::StagedGlobalNetworkPolicy(o) => {
+            let global = kind == ResourceKind::StagedGlobalNetworkPolicy;
+            check_policy(&mut c, &o.spec.to_enforced(), &spec, global);
+            let rules = !o.spec.ingress.is_empty() || !o.spec.egress.is_empty();
+            check_staged_delete(&mut c, o.spec.action(), rules, &spec);
+        }
+        Resource::StagedKubernetesNetworkPolicy(o) => {
+            check_k8s_policy(&mut c, &o.spec.to_enforced(), &spec);
+            let rules = !o.spec.ingress.is_empty() || !o.spec.egress.is_empty();
+            check_staged_delete(&mut c, o.spec.action(), rules, &spec);
+        }
         Resource::Namespace(_) | Resource::ServiceAccount(_) => {}
         Resource::EndpointSlice(o) => services::check_endpoint_slice(&mut c, o),
         Resource::Pod(p) => {
@@ -893,6 +904,14 @@ pub fn parse_rate(text: &str) -> Option<(u32, &str)> {
 }
 
 fn check_felix(c: &mut Checker, _name: &str, spec: &FelixConfigurationSpec, path: &FieldPath) {
+    if let Some(r) = spec.connection_logs_per_endpoint_rate
+        && r < 1
+    {
+        c.error(
+            &path.key("connectionLogsPerEndpointRate"),
+            format!("connectionLogsPerEndpointRate must be at least 1 (records per endpoint and second), not {r}"),
+        );
+    }
     one_of(
         c,
         &spec.default_endpoint_to_host_action,
@@ -1197,6 +1216,17 @@ fn check_k8s_ports(c: &mut Checker, ports: &[NetworkPolicyPort], path: &FieldPat
                 }
             }
         }
+    }
+}
+
+/// A staged Delete removes the enforced policy of the same name: rules
+/// given with it have no effect.
+fn check_staged_delete(c: &mut Checker, action: StagedAction, rules: bool, path: &FieldPath) {
+    if action == StagedAction::Delete && rules {
+        c.warn(
+            &path.key("stagedAction"),
+            "stagedAction `Delete` stages the removal of the enforced policy of the same name: the rules given here are ignored",
+        );
     }
 }
 

@@ -270,8 +270,12 @@ impl Machine<'_, '_> {
                         return Ok(None);
                     }
                 }
-                Item::Mark { mask, value } => {
-                    if self.mark & mask != *value {
+                Item::Mark {
+                    mask,
+                    value,
+                    negate,
+                } => {
+                    if (self.mark & mask == *value) == *negate {
                         return Ok(None);
                     }
                 }

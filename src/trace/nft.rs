@@ -61,10 +61,11 @@ pub enum Item {
         negate: bool,
         values: Values,
     },
-    /// `meta mark & MASK == VALUE`.
+    /// `meta mark & MASK == VALUE` (`!=` when `negate`).
     Mark {
         mask: u32,
         value: u32,
+        negate: bool,
     },
     /// `iifname vmap @map` / `oifname vmap @map`.
     Vmap {
@@ -275,9 +276,17 @@ impl Parser {
                 }
                 self.expect("&")?;
                 let mask = self.hex()?;
-                self.expect("==")?;
+                let negate = match self.word()?.as_str() {
+                    "==" => false,
+                    "!=" => true,
+                    op => return Err(format!("expected `==` or `!=`, found `{op}`")),
+                };
                 let value = self.hex()?;
-                Ok(Item::Mark { mask, value })
+                Ok(Item::Mark {
+                    mask,
+                    value,
+                    negate,
+                })
             }
             other => Err(format!("unknown meta key `{other}`")),
         }
@@ -534,7 +543,17 @@ mod tests {
             items[0],
             Item::Mark {
                 mask: 0x20000,
-                value: 0
+                value: 0,
+                negate: false
+            }
+        );
+        let ne = parse_rule("meta mark & 0xffe00000 != 0 counter return").unwrap();
+        assert_eq!(
+            ne[0],
+            Item::Mark {
+                mask: 0xffe00000,
+                value: 0,
+                negate: true
             }
         );
         let ct = parse_rule("ct state established,related counter accept").unwrap();

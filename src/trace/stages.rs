@@ -369,14 +369,33 @@ fn implicit_stage(hook: &str, chain: &str, hit: &Hit) -> Option<Stage> {
     })
 }
 
+/// Whether `chain` belongs to a staged shadow walk (`compile::staged`):
+/// the endpoint chains `filter-stw-…` / `filter-sfw-…` and their views.
+fn is_shadow(chain: &str) -> bool {
+    chain.starts_with("filter-stw") || chain.starts_with("filter-sfw")
+}
+
 /// The stages of `run`, in packet order.
 pub fn attribute(ruleset: &Ruleset, pkt: &Packet, run: &Run, endpoints: &Endpoints) -> Trace {
     let mut stages = Vec::new();
     for hook in &run.hooks {
         let mut current: Option<Builder<'_>> = None;
+        let mut in_shadow = false;
         for hit in &hook.hits {
             let rank = ruleset.chains.get(&hit.chain).map(|c| c.rank);
             let inside = matches!(rank, Some(Rank::Endpoint | Rank::Tiers | Rank::Leaf));
+            // A staged shadow walk never decides: it is not a stage.
+            let shadow_chain = is_shadow(&hit.chain);
+            if rank == Some(Rank::Endpoint) && shadow_chain {
+                stages.extend(current.take().map(Builder::finish));
+                in_shadow = true;
+            }
+            if in_shadow {
+                if inside && (rank != Some(Rank::Endpoint) || shadow_chain) {
+                    continue;
+                }
+                in_shadow = false;
+            }
             let enters = rank == Some(Rank::Endpoint)
                 && current.as_ref().is_none_or(|b| b.stage.chain != hit.chain);
             if !inside || enters {

@@ -183,8 +183,9 @@ fn document(r: &mut Rng, kind: ResourceKind, ns: &str, name: &str) -> String {
     let v3 = "apiVersion: projectcalico.org/v3";
     match kind {
         ResourceKind::Namespace => format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}, labels: {}}}\n",
-            labels(r, &[("team", &["red", "blue"]), ("env", &["prod", "dev"])])
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}, labels: {}, annotations: {{tortie.io/connection-logs: '{}'}}}}\n",
+            labels(r, &[("team", &["red", "blue"]), ("env", &["prod", "dev"])]),
+            r.pick(&["true", "false", "false"])
         ),
         ResourceKind::ServiceAccount => format!(
             "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {name}, namespace: {ns}, labels: {}}}\n",
@@ -345,10 +346,14 @@ fn document(r: &mut Rng, kind: ResourceKind, ns: &str, name: &str) -> String {
                 endpoints.join(", "),
             )
         }
+        ResourceKind::StagedNetworkPolicy
+        | ResourceKind::StagedGlobalNetworkPolicy
+        | ResourceKind::StagedKubernetesNetworkPolicy => staged_document(r, kind, ns, name),
         ResourceKind::FelixConfiguration => format!(
-            "{v3}\nkind: FelixConfiguration\nmetadata: {{name: default}}\nspec: {{defaultEndpointToHostAction: {}, logDroppedPackets: {}}}\n",
+            "{v3}\nkind: FelixConfiguration\nmetadata: {{name: default}}\nspec: {{defaultEndpointToHostAction: {}, logDroppedPackets: {}, connectionLogsEnabled: {}}}\n",
             r.pick(&["Drop", "Accept", "Return"]),
-            r.pick(&["true", "false"])
+            r.pick(&["true", "false"]),
+            r.pick(&["true", "false", "false"])
         ),
     }
 }
@@ -409,6 +414,29 @@ fn cnp_document(r: &mut Rng, name: &str) -> String {
     text
 }
 
+/// A staged policy: a random document of the enforced kind, restaged
+/// (`Set` three times in four, else `Delete`).
+fn staged_document(r: &mut Rng, kind: ResourceKind, ns: &str, name: &str) -> String {
+    let enforced = crate::model::staged::enforced_kind(kind).expect("a staged kind");
+    let doc = document(r, enforced, ns, name);
+    let action = if r.chance(75) { "Set" } else { "Delete" };
+    let (old_kind, old_api) = match enforced {
+        ResourceKind::K8sNetworkPolicy => {
+            ("kind: NetworkPolicy\n", "apiVersion: networking.k8s.io/v1")
+        }
+        ResourceKind::NetworkPolicy => {
+            ("kind: NetworkPolicy\n", "apiVersion: projectcalico.org/v3")
+        }
+        _ => (
+            "kind: GlobalNetworkPolicy\n",
+            "apiVersion: projectcalico.org/v3",
+        ),
+    };
+    doc.replacen(old_api, "apiVersion: projectcalico.org/v3", 1)
+        .replacen(old_kind, &format!("kind: {}\n", kind.kind_name()), 1)
+        .replacen("spec:\n", &format!("spec:\n  stagedAction: {action}\n"), 1)
+}
+
 /// The object slots updates are drawn from, weighted towards pods.
 fn slots() -> Vec<(ResourceKind, &'static str, String)> {
     use ResourceKind::*;
@@ -427,10 +455,16 @@ fn slots() -> Vec<(ResourceKind, &'static str, String)> {
             out.push((K8sNetworkPolicy, ns, format!("k{i}")));
         }
         out.push((NetworkSet, ns, "set0".into()));
+        // Staged policies named as enforced ones (replace or delete them)
+        // and one of their own.
+        out.push((StagedNetworkPolicy, ns, "np0".into()));
+        out.push((StagedNetworkPolicy, ns, "snp9".into()));
+        out.push((StagedKubernetesNetworkPolicy, ns, "k0".into()));
     }
     for i in 0..4 {
         out.push((GlobalNetworkPolicy, "", format!("g{i}")));
     }
+    out.push((StagedGlobalNetworkPolicy, "", "g0".into()));
     for i in 0..3 {
         out.push((HostEndpoint, "", format!("h{i}")));
         out.push((ClusterNetworkPolicy, "", format!("c{i}")));
@@ -467,7 +501,7 @@ fn parse(text: &str) -> Option<Resource> {
 fn random_update(r: &mut Rng, slots: &[(ResourceKind, &str, String)]) -> Option<Update> {
     let (kind, ns, name) = &slots[r.below(slots.len())];
     // Rebuild-causing kinds change rarely, as in real clusters.
-    if needs_rebuild(*kind) && !r.chance(25) {
+    if needs_rebuild(*kind) && !crate::model::staged::is_staged(*kind) && !r.chance(25) {
         return None;
     }
     if r.chance(25) {
@@ -527,6 +561,21 @@ fn run(seed: u64, steps: usize) -> (usize, BTreeMap<&'static str, usize>) {
         let list: Vec<Resource> = state.values().cloned().collect();
         let cluster = Cluster::build(&list, NODE);
         let want = compile(&cluster, NODE);
+        let staged_walks = want
+            .chains
+            .keys()
+            .any(|k| k.starts_with("filter-stws-") || k.starts_with("filter-sfws-"));
+        if staged_walks {
+            *outcomes.entry("staged walks").or_default() += 1;
+        }
+        let connection_logs = want.chains.values().any(|c| {
+            c.rules
+                .iter()
+                .any(|r| r.note.starts_with("connection log of"))
+        });
+        if connection_logs {
+            *outcomes.entry("connection logs").or_default() += 1;
+        }
         let got = engine.ruleset();
         if got.render() != want.render() || got != &want {
             let batch: Vec<String> = batch.iter().map(|u| format!("{u:?}")).collect();
@@ -626,7 +675,14 @@ fn random_updates_across_every_kind_equal_full_compiles() {
         let (done, outcomes) = run(seed, steps);
         eprintln!("seed {seed}: {done} steps, outcomes {outcomes:?}");
         // Every path was exercised, and most updates did not rebuild.
-        for label in ["sets", "parts", "full", "service deltas"] {
+        for label in [
+            "sets",
+            "parts",
+            "full",
+            "service deltas",
+            "staged walks",
+            "connection logs",
+        ] {
             assert!(
                 outcomes.get(label).copied().unwrap_or(0) > 0,
                 "seed {seed}: no `{label}` outcome in {outcomes:?}"

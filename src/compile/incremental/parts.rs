@@ -24,6 +24,9 @@ impl Incremental {
         for id in dirty.workloads {
             self.reinstall(Owner::Workload(id), &mut leaves);
         }
+        if dirty.staged {
+            self.reinstall(Owner::Staged, &mut leaves);
+        }
         for leaf in dirty.leaves {
             if self.refs.contains_key(&Obj::Leaf(leaf.clone())) {
                 self.reinstall(Owner::Leaf(leaf), &mut leaves);
@@ -66,6 +69,8 @@ impl Incremental {
                 let list = self.lists.get(id).map(Vec::as_slice).unwrap_or_default();
                 Part::Workload(ep, list.iter().map(|p| &self.policies[p].1).collect())
             }
+            Owner::Staged if !self.cluster.shadow_walks() => return None,
+            Owner::Staged => Part::Staged,
             Owner::Leaf(leaf) => {
                 if !self.refs.contains_key(&Obj::Leaf(leaf.clone())) {
                     return None;

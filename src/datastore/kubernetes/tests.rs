@@ -779,3 +779,48 @@ fn cluster_network_policies_are_watched_and_invalid_ones_reported() {
     );
 }
 mod slices;
+#[test]
+fn staged_policies_are_watched_and_arrive_with_their_action() {
+    const STAGED_NPS: &str = "/apis/projectcalico.org/v3/stagednetworkpolicies";
+    const STAGED_KNPS: &str = "/apis/projectcalico.org/v3/stagedkubernetesnetworkpolicies";
+    let rig = Rig::start(Tuning::new(), &[STAGED_NPS, STAGED_KNPS]);
+    rig.api.put(
+        STAGED_NPS,
+        json!({"apiVersion": "projectcalico.org/v3", "kind": "StagedNetworkPolicy",
+               "metadata": {"name": "tighten", "namespace": "shop"},
+               "spec": {"selector": "all()", "ingress": [{"action": "Deny"}]}}),
+    );
+    rig.api.put(
+        STAGED_KNPS,
+        json!({"apiVersion": "projectcalico.org/v3", "kind": "StagedKubernetesNetworkPolicy",
+               "metadata": {"name": "old", "namespace": "shop"},
+               "spec": {"stagedAction": "Delete"}}),
+    );
+    let mut notes = Vec::new();
+    rig.wait_pods(&[("a", "x")], Duration::from_secs(10), &mut notes)
+        .expect("initial listing");
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut c = rig.c.borrow_mut();
+    let staged = |c: &Consumer| {
+        c.objects
+            .values()
+            .filter_map(crate::model::staged::as_enforced)
+            .map(|(action, r)| (r.key().to_string(), action))
+            .collect::<Vec<_>>()
+    };
+    while staged(&c).len() < 2 && Instant::now() < end {
+        c.pump(Duration::from_millis(20));
+    }
+    use crate::model::types::StagedAction;
+    assert_eq!(
+        staged(&c),
+        [
+            ("NetworkPolicy shop/tighten".to_string(), StagedAction::Set),
+            (
+                "NetworkPolicy (networking.k8s.io/v1) shop/old".to_string(),
+                StagedAction::Delete
+            ),
+        ],
+        "{notes:#?}"
+    );
+}

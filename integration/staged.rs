@@ -1,0 +1,345 @@
+//! Staged policies and connection logs with real packets: staged policies
+//! never change a verdict, their rules count the first packet of each
+//! connection, and a staged verdict that differs from the enforced one is
+//! logged (NFLOG → RFC 5424 syslog) naming both deciding rules; connection
+//! logs write one record per new connection, allowed or denied.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use support::*;
+use tortie::calc::{Cluster, LogBackend};
+use tortie::compile::compile;
+use tortie::logging::{LogContext, LogOptions, LogStats, Sink};
+use tortie::model::Resource;
+use tortie::model::load::load_str;
+
+/// A node with pods nginx, access, other (labelled `run: <name>`), a TCP
+/// server on nginx:80, and a syslog socket fed by the NFLOG reader.
+struct World {
+    node: Node,
+    _servers: Servers,
+    stop: Arc<AtomicBool>,
+    stats: Arc<LogStats>,
+    socket: Option<(UnixDatagram, PathBuf)>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some((_, p)) = &self.socket {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn world(tag: &str) -> World {
+    let mut node = Node::new(tag);
+    node.add_pod("default", "nginx", "198.18.0.2", None);
+    node.add_pod("default", "access", "198.18.0.3", None);
+    node.add_pod("default", "other", "198.18.0.4", None);
+    let servers = Servers::start(
+        &node.pod("default", "nginx").ns,
+        "nginx",
+        &[(Proto::Tcp, 80)],
+    );
+    World {
+        node,
+        _servers: servers,
+        stop: Arc::new(AtomicBool::new(false)),
+        stats: Arc::new(LogStats::default()),
+        socket: None,
+    }
+}
+
+impl World {
+    /// Compiles `policies` with the NFLOG backend on `group`, applies them,
+    /// and starts the reader writing to a fresh syslog socket.
+    fn apply(&mut self, policies: &str, group: u16) {
+        self.apply_with(policies, group, false);
+    }
+
+    /// As `apply`, with connection logs on or off.
+    fn apply_with(&mut self, policies: &str, group: u16, connection_logs: bool) {
+        let mut labels = BTreeMap::new();
+        for n in ["nginx", "access", "other"] {
+            labels.insert(
+                ("default".to_string(), n.to_string()),
+                vec![("run".to_string(), n.to_string())],
+            );
+        }
+        let y = format!(
+            "{}---\n{policies}",
+            self.node.cluster_yaml(&labels, &BTreeMap::new())
+        );
+        let r = load_str(&y, std::path::Path::new("t.yaml"));
+        assert!(!r.has_errors(), "{:?}", r.diagnostics);
+        let res: Vec<Resource> = r.resources.into_iter().map(|l| l.resource).collect();
+        let mut cluster = Cluster::build(&res, "node1");
+        assert!(
+            connection_logs || !cluster.staged.is_empty(),
+            "the staged policies loaded"
+        );
+        cluster.settings.log_backend = LogBackend::Nflog { group };
+        cluster.settings.connection_logs = connection_logs;
+        let rs = compile(&cluster, "node1");
+        self.node.dataplane.borrow_mut().apply(&rs).unwrap();
+        let path = std::env::temp_dir().join(format!(
+            "tortie-staged-syslog-{}-{group}.sock",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        let sock = UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let endpoints = cluster
+            .local_endpoints("node1")
+            .filter_map(|e| Some((e.iface.clone()?, e.id.to_string())))
+            .collect();
+        let ctx = Arc::new(RwLock::new(LogContext {
+            index: rs.log_index.clone(),
+            endpoints,
+            connection_rate: 0,
+        }));
+        let opts = LogOptions {
+            group,
+            sink: Sink::Unix(path.clone()),
+            json: None,
+            hostname: "node1".into(),
+            netns: Some(self.node.ns.path()),
+        };
+        tortie::logging::spawn(opts, ctx, self.stats.clone(), self.stop.clone())
+            .expect("bind NFLOG group");
+        self.socket = Some((sock, path));
+    }
+
+    fn attempt(&self, from: &str) -> bool {
+        let to: IpAddr = self.node.pod("default", "nginx").ip4;
+        probe_all(&[Probe {
+            from: self.node.pod("default", from).ns.path(),
+            to,
+            port: 80,
+            proto: Proto::Tcp,
+        }])[0]
+    }
+
+    /// Messages received within `window`.
+    fn messages(&self, window: Duration) -> Vec<String> {
+        let (sock, _) = self.socket.as_ref().expect("syslog socket");
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        let end = Instant::now() + window;
+        while Instant::now() < end {
+            if let Ok(n) = sock.recv(&mut buf) {
+                out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        out
+    }
+
+    /// Packets counted by the rules of `chain` whose comment contains `note`.
+    fn counted(&self, chain: &str, note: &str) -> u64 {
+        let text = self
+            .node
+            .ns
+            .output(&["nft", "list", "chain", "inet", "tortie", chain]);
+        let mut total = 0;
+        for line in text.lines().filter(|l| l.contains(note)) {
+            let mut words = line.split_whitespace();
+            while let Some(w) = words.next() {
+                if w == "packets" {
+                    total += words
+                        .next()
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .unwrap_or(0);
+                }
+            }
+        }
+        total
+    }
+}
+
+const ALLOW_ACCESS: &str = "apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: allow-web, namespace: default}
+spec:
+  selector: run == 'nginx'
+  types: [Ingress]
+  ingress:
+  - action: Allow
+    protocol: TCP
+    source: {selector: run == 'access'}
+    destination: {ports: [80]}
+";
+
+#[test]
+fn a_staged_deny_over_an_allowing_policy_counts_and_logs_would_deny_but_traffic_flows() {
+    if !kernel::require_kernel("staged_deny") {
+        return;
+    }
+    let mut w = world("stgdeny");
+    let staged = "apiVersion: projectcalico.org/v3
+kind: StagedNetworkPolicy
+metadata: {name: allow-web, namespace: default}
+spec:
+  selector: run == 'nginx'
+  types: [Ingress]
+  ingress:
+  - action: Deny
+    protocol: TCP
+    destination: {ports: [80]}
+";
+    w.apply(&format!("{ALLOW_ACCESS}---\n{staged}"), 21);
+    const N: usize = 4;
+    for i in 0..N {
+        assert!(
+            w.attempt("access"),
+            "attempt {i}: the staged deny changed a verdict"
+        );
+    }
+    // Denied by the enforced policy and by the staged one: same verdict.
+    assert!(!w.attempt("other"));
+    let msgs = w.messages(Duration::from_millis(800));
+    assert_eq!(
+        msgs.len(),
+        N,
+        "one would-deny record per allowed connection: {msgs:#?}"
+    );
+    eprintln!("example: {}", msgs[0]);
+    for m in &msgs {
+        assert!(m.starts_with("<133>1 "), "{m}");
+        assert!(m.contains(" STAGED [tortie@32473 action=\"would deny\" kind=\"snp\" namespace=\"default\" policy=\"allow-web\" tier=\"default\" rule=\"ingress#0\""), "{m}");
+        assert!(m.contains("src=\"198.18.0.3\""), "{m}");
+        assert!(
+            m.contains(
+                "enforced_action=\"Allow\" enforced_rule=\"np/default/allow-web ingress#0\""
+            ),
+            "{m}"
+        );
+        assert!(m.contains("would deny by snp/default/allow-web ingress#0 (enforced: Allow by np/default/allow-web ingress#0)"), "{m}");
+    }
+    let staged_hits = w.counted(
+        "filter-ssi-snp/default/allow-web",
+        ";staged: snp/default/allow-web ingress#0 Deny\"",
+    );
+    assert_eq!(
+        staged_hits as usize,
+        N + 1,
+        "the staged rule counts every new connection it decides"
+    );
+    assert_eq!(w.stats.dropped.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_staged_delete_of_an_allowing_policy_logs_would_deny_for_what_it_alone_allowed() {
+    if !kernel::require_kernel("staged_delete") {
+        return;
+    }
+    let mut w = world("stgdel");
+    let deny_all = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: default-deny, namespace: default}
+spec: {podSelector: {}, policyTypes: [Ingress]}
+";
+    let delete = "apiVersion: projectcalico.org/v3
+kind: StagedNetworkPolicy
+metadata: {name: allow-web, namespace: default}
+spec: {stagedAction: Delete}
+";
+    w.apply(&format!("{ALLOW_ACCESS}---\n{deny_all}---\n{delete}"), 22);
+    const N: usize = 3;
+    for i in 0..N {
+        assert!(
+            w.attempt("access"),
+            "attempt {i}: the staged delete changed a verdict"
+        );
+    }
+    for _ in 0..2 {
+        assert!(!w.attempt("other"), "denied either way");
+    }
+    let msgs = w.messages(Duration::from_millis(800));
+    assert_eq!(
+        msgs.len(),
+        N,
+        "a record only for what allow-web alone allowed: {msgs:#?}"
+    );
+    eprintln!("example: {}", msgs[0]);
+    for m in &msgs {
+        assert!(
+            m.contains("action=\"would deny\" tier=\"default\" rule=\"end of tier\""),
+            "{m}"
+        );
+        assert!(m.contains("src=\"198.18.0.3\""), "{m}");
+        assert!(m.contains("endpoint=\"workload default/nginx\""), "{m}");
+        assert!(
+            m.contains("enforced_rule=\"np/default/allow-web ingress#0\""),
+            "{m}"
+        );
+    }
+    // In the staged view every new connection to nginx ends its tier.
+    let chain = format!("filter-stws-{}", w.node.pod("default", "nginx").iface);
+    let end_of_tier = w.counted(&chain, ";staged: end of tier default\"");
+    assert_eq!(end_of_tier as usize, N + 2, "counted in {chain}");
+    assert_eq!(w.stats.dropped.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn connection_logs_write_one_record_per_new_connection_allowed_or_denied() {
+    if !kernel::require_kernel("connection_logs") {
+        return;
+    }
+    let mut w = world("connlog");
+    w.apply_with(ALLOW_ACCESS, 23, true);
+    const N: usize = 3;
+    const M: usize = 2;
+    for _ in 0..N {
+        assert!(w.attempt("access"));
+    }
+    for _ in 0..M {
+        assert!(!w.attempt("other"));
+    }
+    let msgs = w.messages(Duration::from_millis(1500));
+    assert_eq!(msgs.len(), N + M, "one record per connection: {msgs:#?}");
+    eprintln!("allowed: {}", msgs[0]);
+    eprintln!("denied: {}", msgs[N]);
+    let egress = |pod: &str| {
+        format!(
+            "egress=\"Allow by profile/kns.default egress#0\" egress_endpoint=\"workload default/{pod}\""
+        )
+    };
+    for m in &msgs[..N] {
+        assert!(
+            m.contains(" CONN [tortie@32473 action=\"Connection\""),
+            "{m}"
+        );
+        assert!(m.contains("src=\"198.18.0.3\""), "{m}");
+        assert!(m.contains("verdict=\"allow\""), "{m}");
+        assert!(m.contains(&egress("access")), "{m}");
+        assert!(m.contains("ingress=\"Allow by np/default/allow-web ingress#0\" ingress_endpoint=\"workload default/nginx\""), "{m}");
+        assert!(
+            m.contains("time_source=\"packet\""),
+            "the packet's own timestamp: {m}"
+        );
+    }
+    for m in &msgs[N..] {
+        assert!(m.starts_with("<132>1 "), "{m}");
+        assert!(m.contains("src=\"198.18.0.4\""), "{m}");
+        assert!(m.contains("verdict=\"deny\""), "{m}");
+        assert!(m.contains(&egress("other")), "{m}");
+        assert!(
+            m.contains(
+                "ingress=\"Deny by end of tier (tier default) (selected by np/default/allow-web)\""
+            ),
+            "an end-of-tier drop names the policies that selected nginx: {m}"
+        );
+    }
+    assert_eq!(w.stats.dropped.load(Ordering::Relaxed), 0);
+    assert_eq!(w.stats.suppressed.load(Ordering::Relaxed), 0);
+}

@@ -1,0 +1,507 @@
+//! Staged policies in the kernel. For each local workload (and direction)
+//! whose ordered policies differ in the staged view, the first packet of a
+//! connection (`ct state new`) walks two shadow copies of its policy
+//! before the enforced chains run, from the workload dispatch chains:
+//!
+//! 1. the **enforced** view, which records its verdict and the id of its
+//!    deciding rule in the packet mark (bits 21–31, allow in bit 20);
+//! 2. the **staged** view (enforced policies with staged ones set or
+//!    deleted), whose deciding rule counts the packet and, when its verdict
+//!    differs from the recorded one, logs "would deny" / "would allow"
+//!    naming itself (log prefix) and the enforced rule (mark id → log
+//!    index `E<id>`).
+//!
+//! Neither walk drops, accepts or touches the ACCEPT/PASS bits: the
+//! enforced chains then decide exactly as without staged policies.
+
+use super::*;
+use crate::calc::PolicyId;
+use crate::model::types::{Action, StagedAction};
+
+/// Mark bit: a shadow walk passed to the next tier.
+pub const MARK_SHADOW_PASS: u32 = 0x4_0000;
+/// Mark bit: the staged walk decided.
+pub const MARK_STAGED_DONE: u32 = 0x8_0000;
+/// Mark bit: the enforced shadow walk allowed.
+pub const MARK_ENFORCED_ALLOW: u32 = 0x10_0000;
+/// Mark bits holding the enforced deciding rule's id.
+pub const MARK_ID: u32 = 0xffe0_0000;
+const ID_SHIFT: u32 = 21;
+/// The largest id; beyond it decisions share it (and are unattributed).
+pub const MAX_ID: u32 = MARK_ID >> ID_SHIFT;
+/// Every bit the staged walks use.
+pub const MARK_STAGED_ALL: u32 = 0xfffc_0000;
+
+/// The log index key of the enforced decision a packet mark carries.
+pub fn mark_key(mark: u32) -> Option<String> {
+    let id = (mark & MARK_ID) >> ID_SHIFT;
+    (id != 0).then(|| format!("E{id}"))
+}
+
+/// The policies that apply to `ep` in the staged view, in evaluation
+/// order: the enforced ones not replaced or deleted by a staged policy,
+/// and the staged `Set` policies that select it.
+pub fn staged_view<'a>(cluster: &'a Cluster, ep: &'a Endpoint) -> Vec<&'a Policy> {
+    let staged: BTreeSet<PolicyId> = cluster
+        .staged
+        .iter()
+        .map(|s| s.policy.id.enforced())
+        .collect();
+    let mut out: Vec<&Policy> = cluster
+        .policies_for(ep)
+        .filter(|p| !staged.contains(&p.id))
+        .collect();
+    out.extend(
+        cluster
+            .staged
+            .iter()
+            .filter(|s| s.action == StagedAction::Set && s.policy.applies_to.matches(&ep.labels))
+            .map(|s| &s.policy),
+    );
+    out.sort_by_cached_key(|p| cluster.policy_rank(p));
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    Enforced,
+    Staged,
+}
+
+impl View {
+    fn word(self) -> &'static str {
+        match self {
+            View::Enforced => "shadow",
+            View::Staged => "staged",
+        }
+    }
+
+    /// Whether this walk has decided (after a jump into a policy).
+    fn decided(self) -> String {
+        match self {
+            View::Enforced => format!("meta mark & 0x{MARK_ID:x} != 0"),
+            View::Staged => mark_is(MARK_STAGED_DONE),
+        }
+    }
+}
+
+fn in_direction(p: &Policy, dir: Direction) -> bool {
+    let normal = !p.spec.pre_dnat && !p.spec.do_not_track;
+    normal
+        && if dir == Direction::Ingress {
+            p.ingress
+        } else {
+            p.egress
+        }
+}
+
+fn join(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (_, true) => a.to_string(),
+        _ => format!("{a} {b}"),
+    }
+}
+
+fn rule_name(dir: Direction, idx: usize) -> String {
+    let d = if dir == Direction::Ingress {
+        "ingress"
+    } else {
+        "egress"
+    };
+    format!("{d}#{idx}")
+}
+
+impl<'a> Compiler<'a> {
+    /// The staged chains and the `filter-staged-{to,from}-wl` maps the
+    /// workload dispatch consults (nothing without staged policies).
+    pub(super) fn staged_chains(&mut self, workloads: &[&'a Endpoint]) {
+        if !self.cluster.shadow_walks() {
+            return;
+        }
+        let mut eps = workloads.to_vec();
+        eps.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut maps = [BTreeMap::new(), BTreeMap::new()];
+        for ep in eps {
+            let Some(iface) = ep.iface.clone() else {
+                continue;
+            };
+            let enforced: Vec<&'a Policy> = self.cluster.policies_for(ep).collect();
+            let staged = staged_view(self.cluster, ep);
+            for (i, dir) in [Direction::Ingress, Direction::Egress]
+                .into_iter()
+                .enumerate()
+            {
+                let e: Vec<&'a Policy> = enforced
+                    .iter()
+                    .copied()
+                    .filter(|p| in_direction(p, dir))
+                    .collect();
+                let s: Vec<&'a Policy> = staged
+                    .iter()
+                    .copied()
+                    .filter(|p| in_direction(p, dir))
+                    .collect();
+                let differs = !e.iter().map(|p| &p.id).eq(s.iter().map(|p| &p.id));
+                let logged = self.cluster.connection_logged(ep);
+                if !differs && !logged {
+                    continue;
+                }
+                let staged = differs.then_some(s.as_slice());
+                let chain = self.staged_endpoint(dir, &iface, &e, staged, logged, ep);
+                maps[i].insert(iface.clone(), format!("jump {chain}"));
+            }
+        }
+        let [to, from] = maps;
+        for (name, elements) in [("filter-shadow-to-wl", to), ("filter-shadow-from-wl", from)] {
+            self.out.maps.insert(
+                name.into(),
+                VerdictMap {
+                    name: name.into(),
+                    elements,
+                },
+            );
+        }
+    }
+
+    /// One workload direction's shadow entry chain: clear the staged bits,
+    /// walk the enforced view, walk the staged view (when it differs), log
+    /// the connection (when logged), clear the bits again.
+    fn staged_endpoint(
+        &mut self,
+        dir: Direction,
+        iface: &str,
+        enforced: &[&'a Policy],
+        staged: Option<&[&'a Policy]>,
+        logged: bool,
+        ep: &'a Endpoint,
+    ) -> String {
+        let tag = if dir == Direction::Ingress {
+            "stw"
+        } else {
+            "sfw"
+        };
+        let name = limit_name(&format!("filter-{tag}-{iface}"));
+        let mut rules = vec![Rule::new("", mark_clear(MARK_STAGED_ALL), "")];
+        let mut views = vec![(View::Enforced, enforced, "e")];
+        views.extend(staged.map(|s| (View::Staged, s, "s")));
+        for (view, list, suffix) in views {
+            let walk = self.shadow_walk(view, dir, list, ep);
+            let chain = limit_name(&format!("filter-{tag}{suffix}-{iface}"));
+            self.add_chain(chain.clone(), Rank::Tiers, None, walk);
+            let note = format!("{} view of {}", view.word(), ep.id);
+            rules.push(Rule::new("", format!("jump {chain}"), note));
+        }
+        if logged {
+            let entry = ir::LogEntry {
+                action: "Connection".into(),
+                rule: rule_name(dir, 0).replace("#0", ""),
+                endpoint: ep.id.to_string(),
+                ..ir::LogEntry::default()
+            };
+            let stmt = self.shadow_log(entry);
+            rules.push(Rule::new("", stmt, format!("connection log of {}", ep.id)));
+        }
+        rules.push(Rule::new("", mark_clear(MARK_STAGED_ALL), ""));
+        self.add_chain(name.clone(), Rank::Endpoint, None, rules);
+        name
+    }
+
+    /// The tier walk of one view, then the endpoint's profiles, then the
+    /// implicit "no profile allowed" decision. Every path decides.
+    fn shadow_walk(
+        &mut self,
+        view: View,
+        dir: Direction,
+        policies: &[&'a Policy],
+        ep: &'a Endpoint,
+    ) -> Vec<Rule> {
+        let mut rules = Vec::new();
+        let mut i = 0;
+        while i < policies.len() {
+            let tier_name = policies[i].tier.clone();
+            let default_action = self.cluster.tiers[&tier_name].default_action;
+            rules.push(Rule::new(
+                "",
+                mark_clear(MARK_SHADOW_PASS),
+                format!("{}: start of tier {tier_name}", view.word()),
+            ));
+            while i < policies.len() && policies[i].tier == tier_name {
+                let p = policies[i];
+                let chain = self.shadow_policy_chain(view, dir, p);
+                let jump = format!("jump {chain}");
+                rules.push(Rule::new(
+                    mark_not(MARK_SHADOW_PASS),
+                    jump,
+                    p.id.to_string(),
+                ));
+                rules.push(Rule::new(view.decided(), "return", ""));
+                i += 1;
+            }
+            if default_action == TierAction::Deny {
+                let selected: Vec<String> = policies
+                    .iter()
+                    .filter(|p| p.tier == tier_name)
+                    .map(|p| p.id.to_string())
+                    .collect();
+                let entry = ir::LogEntry {
+                    selected: selected.join(","),
+                    tier: tier_name.clone(),
+                    rule: "end of tier".into(),
+                    endpoint: ep.id.to_string(),
+                    ..ir::LogEntry::default()
+                };
+                let note = format!("{}: end of tier {tier_name}", view.word());
+                rules.extend(self.decide(view, false, entry, &mark_not(MARK_SHADOW_PASS), &note));
+            }
+        }
+        for prof in &ep.profiles {
+            if !self.cluster.profiles.contains_key(prof) {
+                continue;
+            }
+            let chain = self.shadow_profile_chain(view, dir, prof);
+            rules.push(Rule::new(
+                "",
+                format!("jump {chain}"),
+                format!("profile {prof}"),
+            ));
+            rules.push(Rule::new(view.decided(), "return", ""));
+        }
+        let entry = ir::LogEntry {
+            rule: "no profile allowed".into(),
+            endpoint: ep.id.to_string(),
+            ..ir::LogEntry::default()
+        };
+        let note = format!("{}: {}: no profile allowed", view.word(), ep.id);
+        rules.extend(self.decide(view, false, entry, "", &note));
+        rules
+    }
+
+    /// A policy's rules in one view, shared by every endpoint using it.
+    fn shadow_policy_chain(&mut self, view: View, dir: Direction, p: &'a Policy) -> String {
+        let tag = match (view, dir) {
+            (View::Enforced, Direction::Ingress) => "sei",
+            (View::Enforced, Direction::Egress) => "seo",
+            (View::Staged, Direction::Ingress) => "ssi",
+            (View::Staged, Direction::Egress) => "sso",
+        };
+        let name = limit_name(&format!("filter-{tag}-{}", p.id));
+        if self.out.chains.contains_key(&name) {
+            return name;
+        }
+        let list = if dir == Direction::Ingress {
+            &p.spec.ingress
+        } else {
+            &p.spec.egress
+        };
+        let mut rules = Vec::new();
+        for (idx, r) in list.iter().enumerate() {
+            let entry = ir::LogEntry {
+                kind: p.id.kind.short().into(),
+                namespace: p.namespace().unwrap_or_default().into(),
+                name: p.id.name.clone(),
+                tier: p.tier.clone(),
+                rule: rule_name(dir, idx),
+                ..ir::LogEntry::default()
+            };
+            let note = format!("{}: {} {} {:?}", view.word(), p.id, entry.rule, r.action);
+            rules.extend(self.shadow_rule(view, r, p.namespace(), entry, &note));
+        }
+        self.add_chain(name.clone(), Rank::Leaf, None, rules);
+        name
+    }
+
+    fn shadow_profile_chain(&mut self, view: View, dir: Direction, prof: &str) -> String {
+        let tag = match (view, dir) {
+            (View::Enforced, Direction::Ingress) => "seri",
+            (View::Enforced, Direction::Egress) => "sero",
+            (View::Staged, Direction::Ingress) => "ssri",
+            (View::Staged, Direction::Egress) => "ssro",
+        };
+        let name = limit_name(&format!("filter-{tag}-{prof}"));
+        if self.out.chains.contains_key(&name) {
+            return name;
+        }
+        let spec = &self.cluster.profiles[prof];
+        let list = if dir == Direction::Ingress {
+            &spec.ingress
+        } else {
+            &spec.egress
+        };
+        let mut rules = Vec::new();
+        for (idx, r) in list.iter().enumerate() {
+            let entry = ir::LogEntry {
+                kind: "profile".into(),
+                name: prof.to_string(),
+                rule: rule_name(dir, idx),
+                ..ir::LogEntry::default()
+            };
+            let note = format!(
+                "{}: profile {prof} {} {:?}",
+                view.word(),
+                entry.rule,
+                r.action
+            );
+            rules.extend(self.shadow_rule(view, r, None, entry, &note));
+        }
+        self.add_chain(name.clone(), Rank::Leaf, None, rules);
+        name
+    }
+
+    /// One Calico rule in a shadow chain: Allow and Deny decide, Pass skips
+    /// the rest of the tier, Log is left out (the enforced chain logs).
+    fn shadow_rule(
+        &mut self,
+        view: View,
+        r: &crate::model::types::Rule,
+        ns: Option<&str>,
+        entry: ir::LogEntry,
+        note: &str,
+    ) -> Vec<Rule> {
+        let alts = self.rules.alternatives(r, ns);
+        let mut out = Vec::new();
+        match r.action {
+            Action::Allow | Action::Deny => {
+                let allow = r.action == Action::Allow;
+                let decide = self.decision(view, allow, entry);
+                for alt in alts {
+                    out.extend(decide.rules(&alt, note));
+                }
+            }
+            Action::Pass => {
+                let pass = format!("{} return", mark_set(MARK_SHADOW_PASS));
+                out.extend(alts.into_iter().map(|a| Rule::new(a, pass.clone(), note)));
+            }
+            Action::Log => {}
+        }
+        out
+    }
+
+    /// An implicit decision (end of tier, no profile) under `matches`.
+    fn decide(
+        &mut self,
+        view: View,
+        allow: bool,
+        entry: ir::LogEntry,
+        matches: &str,
+        note: &str,
+    ) -> Vec<Rule> {
+        self.decision(view, allow, entry).rules(matches, note)
+    }
+
+    /// What deciding `allow` means in `view`: in the enforced view, record
+    /// the verdict and a fresh id for `entry`; in the staged view, log when
+    /// the recorded verdict differs, then mark the staged walk done.
+    fn decision(&mut self, view: View, allow: bool, mut entry: ir::LogEntry) -> Decision {
+        match view {
+            View::Enforced => {
+                entry.action = if allow { "Allow" } else { "Deny" }.into();
+                let id = self.enforced_id(entry);
+                let bits = (id << ID_SHIFT) | if allow { MARK_ENFORCED_ALLOW } else { 0 };
+                Decision {
+                    log: None,
+                    action: format!("{} return", mark_set(bits)),
+                }
+            }
+            View::Staged => {
+                entry.action = if allow { "would allow" } else { "would deny" }.into();
+                let differs = if allow {
+                    mark_not(MARK_ENFORCED_ALLOW)
+                } else {
+                    mark_is(MARK_ENFORCED_ALLOW)
+                };
+                let stmt = self.shadow_log(entry);
+                Decision {
+                    log: Some((differs, stmt)),
+                    action: format!("{} return", mark_set(MARK_STAGED_DONE)),
+                }
+            }
+        }
+    }
+
+    /// A new id for an enforced decision, recorded in the log index as
+    /// `E<id>`; past [`MAX_ID`] decisions share the last id.
+    fn enforced_id(&mut self, entry: ir::LogEntry) -> u32 {
+        let id = (self
+            .out
+            .log_index
+            .keys()
+            .filter(|k| k.starts_with('E'))
+            .count() as u32
+            + 1)
+        .min(MAX_ID);
+        let entry = if id == MAX_ID {
+            ir::LogEntry {
+                action: entry.action,
+                rule: "unattributed (too many shadowed rules)".into(),
+                ..ir::LogEntry::default()
+            }
+        } else {
+            entry
+        };
+        self.out.log_index.insert(format!("E{id}"), entry);
+        id
+    }
+
+    /// The log statement of a staged "would …" record or a connection
+    /// record: NFLOG with the entry's id, or a kernel log prefix naming it.
+    pub(super) fn shadow_log(&mut self, entry: ir::LogEntry) -> String {
+        match self.cluster.settings.log_backend {
+            crate::calc::LogBackend::Nflog { .. } => self.rules.log_statement(entry),
+            crate::calc::LogBackend::Kernel => {
+                let who = [entry.kind.as_str(), &entry.namespace, &entry.name]
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join("/");
+                let tier = if entry.tier.is_empty() {
+                    String::new()
+                } else {
+                    format!("tier {}", entry.tier)
+                };
+                let text = [
+                    "tortie",
+                    &entry.action,
+                    &who,
+                    &entry.endpoint,
+                    &tier,
+                    &entry.rule,
+                ]
+                .iter()
+                .filter(|s| !s.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" ");
+                let text: String = text
+                    .chars()
+                    .filter(|c| *c != '"' && *c != '\\')
+                    .take(120)
+                    .collect();
+                format!("log prefix \"{text}: \" level info")
+            }
+        }
+    }
+}
+
+/// The statements of one decision (see [`Compiler::decision`]).
+struct Decision {
+    /// The condition under which the verdict differs, and the log statement.
+    log: Option<(String, String)>,
+    action: String,
+}
+
+impl Decision {
+    fn rules(&self, matches: &str, note: &str) -> Vec<Rule> {
+        let mut out = Vec::new();
+        if let Some((differs, stmt)) = &self.log {
+            out.push(Rule::new(
+                join(matches, differs),
+                stmt.clone(),
+                format!("log: {note}"),
+            ));
+        }
+        out.push(Rule::new(matches, self.action.clone(), note));
+        out
+    }
+}
