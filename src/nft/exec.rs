@@ -93,30 +93,35 @@ impl Target {
         Ok(())
     }
 
-    fn command(&self, program: &str) -> Result<Command, NftError> {
+    fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
         // Its own process group: terminal signals reach tortie only, and a
         // timeout can kill nft together with anything it started.
         cmd.process_group(0);
-        if let Target::Netns(path) = self {
-            let file = std::fs::File::open(path).map_err(|e| NftError::Netns {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            let fd = file.as_raw_fd();
-            // SAFETY: setns is async-signal-safe; the fd stays open because
-            // `file` lives until after spawn (it is moved into the closure).
-            unsafe {
-                cmd.pre_exec(move || {
-                    let _keep = &file;
-                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+        cmd
+    }
+
+    /// Starts `cmd` in this network namespace. The child is spawned from a
+    /// short-lived thread that entered the namespace (namespaces belong to
+    /// threads, and a child inherits its spawning thread's), so that std
+    /// can start it with posix_spawn (vfork). Entering the namespace in a
+    /// `pre_exec` hook instead forces a fork, which copies the page tables
+    /// of the whole process: measured here, 75 ms per spawn at 2 GB
+    /// resident against 0.8 ms, paid by every nft call of `tortie run` at
+    /// XL.
+    fn spawn(&self, cmd: &mut Command) -> Result<Child, NftError> {
+        let spawn = |cmd: &mut Command| cmd.spawn().map_err(|e| NftError::Spawn(e.to_string()));
+        if *self == Target::Current {
+            return spawn(cmd);
         }
-        Ok(cmd)
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                self.enter_thread()?;
+                spawn(cmd)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(NftError::Spawn("the spawning thread panicked".into())))
+        })
     }
 }
 
@@ -213,18 +218,16 @@ fn run_nft(
     deadline: Duration,
     limits: &Limits,
 ) -> Result<Finished, NftError> {
-    let mut child = target
-        .command("nft")?
-        .args(args)
+    let mut cmd = target.command("nft");
+    cmd.args(args)
         .stdin(if input.is_some() {
             Stdio::piped()
         } else {
             Stdio::null()
         })
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| NftError::Spawn(e.to_string()))?;
+        .stderr(Stdio::piped());
+    let mut child = target.spawn(&mut cmd)?;
     if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
         // Written by a thread: a hung nft that never reads must not block us.
         // A write error means nft exited early; its status says why.
