@@ -29,6 +29,33 @@ const NAMED: usize = 3;
 pub struct Tally {
     pub rules: RuleHits,
     pub drops: Drops,
+    /// The staged view's deciding rules (`compile::staged`): every new
+    /// connection the staged view decided, by its rule.
+    pub staged: RuleHits,
+    /// Of those, the connections whose staged verdict differs from the
+    /// enforced one ("would deny" / "would allow"), by staged rule.
+    pub staged_differs: RuleHits,
+}
+
+/// What a rule's note says it counts.
+enum Counted<'a> {
+    Enforced(&'a str),
+    Staged(&'a str),
+    StagedDiffers(&'a str),
+    /// The enforced copy inside a staged shadow walk: counted once already.
+    Shadow,
+}
+
+fn counted(note: &str) -> Counted<'_> {
+    if let Some(n) = note.strip_prefix("log: staged: ") {
+        Counted::StagedDiffers(n)
+    } else if let Some(n) = note.strip_prefix("staged: ") {
+        Counted::Staged(n)
+    } else if note.starts_with("shadow: ") || note.starts_with("log: ") {
+        Counted::Shadow
+    } else {
+        Counted::Enforced(note)
+    }
 }
 
 /// Sorts every counter of one dump into policy-rule hits and implicit
@@ -41,14 +68,27 @@ pub fn tally(counters: &[RuleCounter]) -> Tally {
     let owners = walk_owners(counters);
     let mut out = Tally::default();
     for c in counters {
-        let slot = if let Some((endpoint, reason)) = classify(&c.note) {
-            let endpoint =
-                endpoint.unwrap_or_else(|| owners.get(&c.chain).cloned().unwrap_or_default());
-            out.drops.entry((endpoint, reason)).or_default()
-        } else if let Some(labels) = rule_labels(&c.note, &tiers) {
-            out.rules.entry(labels).or_default()
-        } else {
-            continue;
+        let slot = match counted(&c.note) {
+            Counted::Shadow => continue,
+            Counted::Enforced(n) => match classify(n) {
+                Some((endpoint, reason)) => {
+                    let endpoint = endpoint
+                        .unwrap_or_else(|| owners.get(&c.chain).cloned().unwrap_or_default());
+                    out.drops.entry((endpoint, reason)).or_default()
+                }
+                None => match rule_labels(n, &tiers) {
+                    Some(l) => out.rules.entry(l).or_default(),
+                    None => continue,
+                },
+            },
+            Counted::Staged(n) => match rule_labels(n, &tiers) {
+                Some(l) => out.staged.entry(l).or_default(),
+                None => continue,
+            },
+            Counted::StagedDiffers(n) => match rule_labels(n, &tiers) {
+                Some(l) => out.staged_differs.entry(l).or_default(),
+                None => continue,
+            },
         };
         slot.0 += c.packets;
         slot.1 += c.bytes;
@@ -63,7 +103,8 @@ fn policy_tiers(counters: &[RuleCounter]) -> HashMap<&str, &str> {
     let mut current: HashMap<&str, &str> = HashMap::new();
     let mut out = HashMap::new();
     for c in counters {
-        if let Some(tier) = c.note.strip_prefix("start of tier ") {
+        let note = c.note.strip_prefix("staged: ").unwrap_or(&c.note);
+        if let Some(tier) = note.strip_prefix("start of tier ") {
             current.insert(c.chain.as_str(), tier);
         } else if c.jump.is_some()
             && !c.note.contains(' ')
@@ -299,6 +340,57 @@ mod tests {
             t.rules.keys().all(|l| !l.tier.is_empty()),
             "{:?}",
             t.rules.keys()
+        );
+    }
+
+    #[test]
+    fn staged_rules_are_counted_apart_and_shadow_copies_not_at_all() {
+        let yaml = include_str!("../../rulesets/staged-deny-over-allow.yaml");
+        let rs = crate::sandbox::compile_yaml(yaml, "node1");
+        let counters = dump(
+            &rs,
+            &[
+                ("np/shop/allow-web ingress#0 Allow", 4),
+                ("shadow: np/shop/allow-web ingress#0 Allow", 4),
+                ("staged: snp/shop/allow-web ingress#0 Deny", 4),
+                ("log: staged: snp/shop/allow-web ingress#0 Deny", 4),
+                ("shadow: workload shop/web: no profile allowed", 9),
+            ],
+        );
+        assert!(
+            counters
+                .iter()
+                .any(|c| c.note.starts_with("shadow: ") && c.packets > 0),
+            "the staged golden has shadow walks"
+        );
+        let t = tally(&counters);
+        let labels = |kind: &str, action: &str| RuleLabels {
+            tier: "default".into(),
+            kind: kind.into(),
+            namespace: "shop".into(),
+            policy: "allow-web".into(),
+            direction: "ingress".into(),
+            rule: "0".into(),
+            action: action.into(),
+        };
+        let copies = |note: &str| counters.iter().filter(|c| c.note == note).count() as u64;
+        let n = copies("np/shop/allow-web ingress#0 Allow");
+        assert_eq!(t.rules.get(&labels("np", "Allow")), Some(&(4 * n, 240 * n)));
+        let n = copies("staged: snp/shop/allow-web ingress#0 Deny");
+        assert_eq!(
+            t.staged.get(&labels("snp", "Deny")),
+            Some(&(4 * n, 240 * n))
+        );
+        let n = copies("log: staged: snp/shop/allow-web ingress#0 Deny");
+        assert_eq!(
+            t.staged_differs.get(&labels("snp", "Deny")),
+            Some(&(4 * n, 240 * n))
+        );
+        assert_eq!(t.rules.len(), 1, "{:?}", t.rules);
+        assert!(
+            t.drops.keys().all(|(ep, _)| !ep.contains("shadow")),
+            "{:?}",
+            t.drops
         );
     }
 

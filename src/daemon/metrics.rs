@@ -153,6 +153,8 @@ struct Inner {
     drift_repairs: u64,
     policy_hits: Bounded<PolicyLabels>,
     rule_hits: Bounded<RuleLabels>,
+    staged_hits: Bounded<RuleLabels>,
+    staged_differs: Bounded<RuleLabels>,
     hit_detail: HitDetail,
     /// A ruleset was in force at least once.
     ever_synced: bool,
@@ -337,6 +339,10 @@ impl Metrics {
             let other = RuleLabels::other();
             m.policy_hits
                 .set(per_policy, MAX_POLICY_SERIES, other.policy());
+            m.staged_hits
+                .set(tally.staged, MAX_RULE_SERIES, other.clone());
+            m.staged_differs
+                .set(tally.staged_differs, MAX_RULE_SERIES, other.clone());
             if m.hit_detail == HitDetail::Rule {
                 m.rule_hits.set(tally.rules, MAX_RULE_SERIES, other);
             }
@@ -439,16 +445,14 @@ impl Metrics {
             };
             f.labelled_counter("tortie_policy_packets", "Packets matched by a policy's rules.", &policy, hits(|v| v.0));
             f.labelled_counter("tortie_policy_bytes", "Bytes matched by a policy's rules.", &policy, hits(|v| v.1));
+            let rule = ["tier", "kind", "namespace", "policy", "direction", "rule", "action"];
+            let series = rule_series;
             if m.hit_detail == HitDetail::Rule {
-                let rule = ["tier", "kind", "namespace", "policy", "direction", "rule", "action"];
-                let hits = |pick: fn(&(u64, u64)) -> u64| {
-                    m.rule_hits.series.iter().map(move |(l, v)| {
-                        (vec![l.tier.as_str(), l.kind.as_str(), l.namespace.as_str(), l.policy.as_str(), l.direction.as_str(), l.rule.as_str(), l.action.as_str()], pick(v) as f64)
-                    })
-                };
-                f.labelled_counter("tortie_rule_packets", "Packets matched by one policy rule (its IPv4 and IPv6 forms together).", &rule, hits(|v| v.0));
-                f.labelled_counter("tortie_rule_bytes", "Bytes matched by one policy rule (its IPv4 and IPv6 forms together).", &rule, hits(|v| v.1));
+                f.labelled_counter("tortie_rule_packets", "Packets matched by one policy rule (its IPv4 and IPv6 forms together).", &rule, series(&m.rule_hits, |v| v.0).into_iter());
+                f.labelled_counter("tortie_rule_bytes", "Bytes matched by one policy rule (its IPv4 and IPv6 forms together).", &rule, series(&m.rule_hits, |v| v.1).into_iter());
             }
+            f.labelled_counter("tortie_staged_rule_packets", "New connections the staged view decided, by its deciding rule (kind snp, sgnp or sknp for staged policies).", &rule, series(&m.staged_hits, |v| v.0).into_iter());
+            f.labelled_counter("tortie_staged_differs_packets", "New connections whose staged verdict differs from the enforced one, by the deciding staged rule (action Deny: would deny; Allow: would allow).", &rule, series(&m.staged_differs, |v| v.0).into_iter());
             let drops = |pick: fn(&(u64, u64)) -> u64| {
                 m.implicit_drops.iter().map(move |((ep, reason), v)| (vec![ep.as_str(), reason.as_str()], pick(v) as f64))
             };
@@ -482,6 +486,25 @@ impl Metrics {
         }
         f.0
     }
+}
+
+/// The samples of a per-rule family: label values and the picked count.
+fn rule_series(b: &Bounded<RuleLabels>, pick: fn(&(u64, u64)) -> u64) -> Vec<(Vec<&str>, f64)> {
+    b.series
+        .iter()
+        .map(|(l, v)| {
+            let labels = vec![
+                l.tier.as_str(),
+                l.kind.as_str(),
+                l.namespace.as_str(),
+                l.policy.as_str(),
+                l.direction.as_str(),
+                l.rule.as_str(),
+                l.action.as_str(),
+            ];
+            (labels, pick(v) as f64)
+        })
+        .collect()
 }
 
 /// Metric families built from the current state at each scrape.
@@ -709,7 +732,7 @@ mod exposition_tests {
                 .iter()
                 .map(|(l, n)| (l.clone(), (*n, n * 60)))
                 .collect(),
-            drops: Default::default(),
+            ..Default::default()
         }
     }
 
@@ -758,6 +781,8 @@ mod exposition_tests {
                 (1, 60),
             )]
             .into(),
+            staged: [(rule("web", "0"), (2, 120))].into(),
+            staged_differs: [(rule("web", "0"), (1, 60))].into(),
         });
         m.apply_succeeded(0.01, true, 1.0);
         m.apply_failed("timeout", 1);
@@ -826,6 +851,7 @@ mod exposition_tests {
                 (3, 180),
             )]
             .into(),
+            ..Default::default()
         });
         let s = scrape(&m);
         assert_eq!(
