@@ -102,8 +102,15 @@ pub fn sections_only(
                 rep.line("");
                 super::incremental(rep, name, runs);
             }
+            "kube" => {
+                rep.line("");
+                rep.line("## 5. `tortie run` memory, from a Kubernetes API");
+                super::daemon_memory_kube_table(rep, sizes);
+            }
             other => {
-                panic!("--sections: unknown section `{other}` (known: calc, incremental, kernel)")
+                panic!(
+                    "--sections: unknown section `{other}` (known: calc, incremental, kernel, kube)"
+                )
             }
         }
     }
