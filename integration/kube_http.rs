@@ -4,10 +4,10 @@
 //! cannot pass as ready), then a pod added on node-0 through the watch
 //! raises that to 21 within 10 s.
 
-#[path = "support/mod.rs"]
-mod support;
 #[path = "support/kubeapi.rs"]
 mod kubeapi;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::time::Duration;
 
@@ -75,18 +75,26 @@ fn run_from_a_kubernetes_api_is_ready_with_every_local_endpoint_and_follows_the_
     eprintln!("pod added through the watch counted after {took:?}");
     let requests = api.requests();
     assert!(
-        requests.iter().any(|r| r.contains("/api/v1/pods?") && r.contains("watch=")),
+        requests
+            .iter()
+            .any(|r| r.contains("/api/v1/pods?") && r.contains("watch=")),
         "no pod watch in:\n{}",
         requests.join("\n")
     );
     // 1,000 pods in pages of 500: the list was read to the end by its
     // continue tokens.
     assert!(
-        requests.iter().any(|r| r.starts_with("GET /api/v1/pods?") && r.contains("continue=")),
+        requests
+            .iter()
+            .any(|r| r.starts_with("GET /api/v1/pods?") && r.contains("continue=")),
         "the pod list was not paged:\n{}",
         requests.join("\n")
     );
-    eprintln!("{} requests, the first 40:\n{}", requests.len(), requests[..requests.len().min(40)].join("\n"));
+    eprintln!(
+        "{} requests, the first 40:\n{}",
+        requests.len(),
+        requests[..requests.len().min(40)].join("\n")
+    );
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -16,7 +16,8 @@
 //! `watch=1`) is a chunked stream of JSON lines: the events after the
 //! requested `resourceVersion` (every object as ADDED when it is 0 or
 //! missing), then new events as [`KubeApi::put`] / [`KubeApi::delete`]
-//! make them, and BOOKMARKs (at the start and every [`BOOKMARK_EVERY`])
+//! make them (a version older than the initial objects' gets an ERROR
+//! event with 410 Gone, as after compaction), and BOOKMARKs (at the start and every [`BOOKMARK_EVERY`])
 //! when the client sent `allowWatchBookmarks=true`. A watch closes after
 //! `timeoutSeconds` or [`WATCH_MAX`], whichever is shorter, or when the
 //! client goes. Every request is recorded ([`KubeApi::requests`]).
@@ -60,9 +61,12 @@ struct Collection {
 #[derive(Default)]
 struct State {
     rv: u64,
+    /// Events up to this version are not kept (the initial objects): a
+    /// watch from an older version gets 410 Gone, as after compaction.
+    compacted: u64,
     /// By URL path (`/api/v1/pods`).
     collections: BTreeMap<String, Collection>,
-    requests: Vec<String>,
+    requests: Vec<(Instant, String)>,
 }
 
 struct Shared {
@@ -242,6 +246,7 @@ impl KubeApi {
         for c in state.collections.values_mut() {
             c.log.clear();
         }
+        state.compacted = state.rv;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("addr").port();
@@ -277,7 +282,18 @@ impl KubeApi {
 
     /// Every request so far, as `METHOD target -> status`.
     pub fn requests(&self) -> Vec<String> {
-        self.shared.state.lock().unwrap().requests.clone()
+        let st = self.shared.state.lock().unwrap();
+        st.requests.iter().map(|(_, r)| r.clone()).collect()
+    }
+
+    /// When the last LIST (not WATCH) request arrived, if any.
+    pub fn last_list(&self) -> Option<Instant> {
+        let st = self.shared.state.lock().unwrap();
+        st.requests
+            .iter()
+            .filter(|(_, r)| !r.contains("watch="))
+            .map(|(at, _)| *at)
+            .max()
     }
 
     /// The collections served (URL paths) and their object counts.
@@ -388,7 +404,8 @@ fn query<'a>(target: &'a str, name: &str) -> Option<&'a str> {
 
 fn record(shared: &Shared, req: &Request, code: u16) {
     let line = format!("{} {} -> {code}", req.method, req.target);
-    shared.state.lock().unwrap().requests.push(line);
+    let at = Instant::now();
+    shared.state.lock().unwrap().requests.push((at, line));
 }
 
 fn handle(req: &Request, out: &mut TcpStream, shared: &Shared) -> std::io::Result<()> {
@@ -396,11 +413,23 @@ fn handle(req: &Request, out: &mut TcpStream, shared: &Shared) -> std::io::Resul
     let served = shared.state.lock().unwrap().collections.contains_key(&path);
     if req.method != "GET" {
         record(shared, req, 405);
-        return respond(out, 405, &status(405, "MethodNotAllowed", "the mock only reads"));
+        return respond(
+            out,
+            405,
+            &status(405, "MethodNotAllowed", "the mock only reads"),
+        );
     }
     if !served {
         record(shared, req, 404);
-        return respond(out, 404, &status(404, "NotFound", "the server could not find the requested resource"));
+        return respond(
+            out,
+            404,
+            &status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ),
+        );
     }
     let watch = matches!(query(&req.target, "watch"), Some("true" | "1"));
     record(shared, req, 200);
@@ -537,7 +566,12 @@ fn events_since(c: &Collection, since: Option<u64>, now: u64) -> (Vec<String>, u
     (lines, now)
 }
 
-fn serve_watch(req: &Request, path: &str, out: &mut TcpStream, shared: &Shared) -> std::io::Result<()> {
+fn serve_watch(
+    req: &Request,
+    path: &str,
+    out: &mut TcpStream,
+    shared: &Shared,
+) -> std::io::Result<()> {
     let bookmarks = query(&req.target, "allowWatchBookmarks") == Some("true");
     let timeout = query(&req.target, "timeoutSeconds")
         .and_then(|t| t.parse().ok())
@@ -549,11 +583,18 @@ fn serve_watch(req: &Request, path: &str, out: &mut TcpStream, shared: &Shared) 
         out,
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     )?;
-    let (api_version, kind) = {
+    let (api_version, kind, compacted) = {
         let st = shared.state.lock().unwrap();
         let c = &st.collections[path];
-        (c.api_version.clone(), c.kind.clone())
+        (c.api_version.clone(), c.kind.clone(), st.compacted)
     };
+    if since.is_some_and(|rv| rv < compacted) {
+        // What an API server sends for a compacted version: an ERROR event.
+        let gone = status(410, "Expired", "too old resource version");
+        chunk(out, &format!(r#"{{"type":"ERROR","object":{gone}}}"#))?;
+        write!(out, "0\r\n\r\n")?;
+        return out.flush();
+    }
     let start = Instant::now();
     let mut last_bookmark: Option<Instant> = None;
     while start.elapsed() < timeout && !shared.stop.load(Ordering::Relaxed) {
@@ -646,7 +687,12 @@ impl Agent {
     }
 
     /// Polls `name` until it equals `want` (time taken) or `bound` passes.
-    pub fn wait_metric(&self, name: &str, want: f64, bound: Duration) -> Result<Duration, Option<f64>> {
+    pub fn wait_metric(
+        &self,
+        name: &str,
+        want: f64,
+        bound: Duration,
+    ) -> Result<Duration, Option<f64>> {
         let start = Instant::now();
         loop {
             let got = self.metric(name);
@@ -662,8 +708,8 @@ impl Agent {
 
     /// VmRSS and VmHWM in MB.
     pub fn memory_mb(&self) -> (f64, f64) {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         let field = |k: &str| {
             status
                 .lines()
@@ -689,7 +735,11 @@ fn get(addr: &str, path: &str) -> Option<(u16, String)> {
     use std::io::Read;
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let code = out.split_whitespace().nth(1)?.parse().ok()?;
