@@ -413,7 +413,7 @@ fn handle(req: &Request, out: &mut TcpStream, shared: &Shared) -> std::io::Resul
     let served = shared.state.lock().unwrap().collections.contains_key(&path);
     if req.method != "GET" {
         record(shared, req, 405);
-        return respond(
+        return respond_text(
             out,
             405,
             &status(405, "MethodNotAllowed", "the mock only reads"),
@@ -421,7 +421,7 @@ fn handle(req: &Request, out: &mut TcpStream, shared: &Shared) -> std::io::Resul
     }
     if !served {
         record(shared, req, 404);
-        return respond(
+        return respond_text(
             out,
             404,
             &status(
@@ -457,18 +457,15 @@ fn reason_phrase(code: u16) -> &'static str {
     }
 }
 
-fn respond(out: &mut TcpStream, code: u16, body: &str) -> std::io::Result<()> {
-    respond_text(out, code, body)
-}
-
+/// One response, written with one call (small writes would each be a packet).
 fn respond_text(out: &mut TcpStream, code: u16, body: &str) -> std::io::Result<()> {
-    write!(
-        out,
+    let mut msg = format!(
         "HTTP/1.1 {code} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         reason_phrase(code),
         body.len()
-    )?;
-    out.write_all(body.as_bytes())?;
+    );
+    msg.push_str(body);
+    out.write_all(msg.as_bytes())?;
     out.flush()
 }
 
@@ -522,7 +519,8 @@ fn list_page(req: &Request, path: &str, shared: &Shared) -> String {
 }
 
 fn chunk(out: &mut TcpStream, line: &str) -> std::io::Result<()> {
-    write!(out, "{:x}\r\n{line}\n\r\n", line.len() + 1)?;
+    let framed = format!("{:x}\r\n{line}\n\r\n", line.len() + 1);
+    out.write_all(framed.as_bytes())?;
     out.flush()
 }
 
