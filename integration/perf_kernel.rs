@@ -108,9 +108,14 @@ pub fn sections_only(
                 rep.line("");
                 super::incremental(rep, name, runs);
             }
+            "kube" => {
+                rep.line("");
+                rep.line("## 5. `tortie run` memory, from a Kubernetes API");
+                super::daemon_memory_kube_table(rep, sizes);
+            }
             other => {
                 panic!(
-                    "--sections: unknown section `{other}` (known: calc, incremental, kernel, packets)"
+                    "--sections: unknown section `{other}` (known: calc, incremental, kernel, packets, kube)"
                 )
             }
         }
