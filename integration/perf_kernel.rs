@@ -129,7 +129,7 @@ pub fn kernel_section(rep: &mut Report, name: &str, runs: usize) {
     rep.line("");
     rep.line(&format!("## 6. The kernel side ({name})"));
     rep.line("");
-    rep.line("With the table loaded in a network namespace, through `Dataplane::apply_change` (what `tortie run` calls with the engine's `Change`), from \"change ready\" to \"committed\". Element-only changes go as one nf_tables netlink batch from tortie's long-lived socket; anything with chains goes through `nft -f` as one transaction (set additions re-declared, which spares nft fetching every set). See docs/ruleset.md, \"The kernel\".");
+    rep.line("With the table loaded in a network namespace, through `Dataplane::apply_change` (what `tortie run` calls with the engine's `Change`), from \"change ready\" to \"committed\". Element-only changes go as one nf_tables netlink batch from tortie's long-lived socket; new sets (with their elements) and the deletion of objects nothing refers to any more go as netlink batches too, before and after the change; a change of chains goes through `nft -f` as one transaction. See docs/ruleset.md, \"The kernel\".");
     rep.line("");
     kernel(rep, name, runs);
 }
