@@ -569,18 +569,7 @@ fn daemon_memory(rep: &mut Report, name: &str) {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
-    let field = |k: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(k))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    let (rss, hwm) = (field("VmRSS:"), field("VmHWM:"));
+    let (rss, hwm) = kubeapi::memory_mb_of(child.id());
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
