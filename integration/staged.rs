@@ -343,3 +343,55 @@ fn connection_logs_write_one_record_per_new_connection_allowed_or_denied() {
     assert_eq!(w.stats.dropped.load(Ordering::Relaxed), 0);
     assert_eq!(w.stats.suppressed.load(Ordering::Relaxed), 0);
 }
+
+#[test]
+fn connection_logs_carry_the_staged_verdict_where_it_differs() {
+    if !kernel::require_kernel("connlog_staged") {
+        return;
+    }
+    let mut w = world("connstg");
+    let staged = "apiVersion: projectcalico.org/v3
+kind: StagedNetworkPolicy
+metadata: {name: allow-web, namespace: default}
+spec:
+  selector: run == 'nginx'
+  types: [Ingress]
+  ingress:
+  - action: Deny
+    protocol: TCP
+    destination: {ports: [80]}
+";
+    w.apply_with(&format!("{ALLOW_ACCESS}---\n{staged}"), 24, true);
+    const N: usize = 3;
+    for _ in 0..N {
+        assert!(w.attempt("access"), "the staged deny changed a verdict");
+    }
+    assert!(!w.attempt("other"));
+    let msgs = w.messages(Duration::from_millis(1500));
+    let conns: Vec<&String> = msgs.iter().filter(|m| m.contains(" CONN ")).collect();
+    let would: Vec<&String> = msgs.iter().filter(|m| m.contains(" STAGED ")).collect();
+    assert_eq!(conns.len(), N + 1, "one record per connection: {msgs:#?}");
+    assert_eq!(
+        would.len(),
+        N,
+        "one would-deny record per allowed connection: {msgs:#?}"
+    );
+    eprintln!("allowed, staged deny: {}", conns[0]);
+    for m in conns.iter().filter(|m| m.contains("verdict=\"allow\"")) {
+        assert!(
+            m.contains("ingress_staged=\"") && m.contains("snp/default/allow-web ingress#0"),
+            "the record carries the differing staged verdict and its rule: {m}"
+        );
+    }
+    let denied: Vec<_> = conns
+        .iter()
+        .filter(|m| m.contains("verdict=\"deny\""))
+        .collect();
+    assert_eq!(denied.len(), 1, "{conns:#?}");
+    assert!(
+        !denied[0].contains("_staged="),
+        "no staged field where the staged verdict is the same: {}",
+        denied[0]
+    );
+    assert_eq!(w.stats.dropped.load(Ordering::Relaxed), 0);
+}
