@@ -4,65 +4,31 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::IpAddr;
-use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use support::nflog::LogWorld;
 use support::*;
-use tortie::calc::{Cluster, LogBackend};
-use tortie::compile::compile;
-use tortie::logging::{LogContext, LogOptions, LogStats, Sink};
-use tortie::model::Resource;
-use tortie::model::load::load_str;
+use tortie::calc::LogBackend;
+use tortie::logging::Sink;
 
-struct World {
-    node: Node,
-    _servers: Servers,
-    labels: BTreeMap<(String, String), Vec<(String, String)>>,
-    stop: Arc<AtomicBool>,
-    stats: Arc<LogStats>,
-    socket: Option<(UnixDatagram, PathBuf)>,
-}
+/// A node with pods nginx, access, other (labelled `run: <name>`),
+/// servers on nginx at TCP 80 and UDP 9999, and (with the NFLOG backend) a
+/// syslog socket fed by the reader.
+struct World(LogWorld);
 
-impl Drop for World {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some((_, p)) = &self.socket {
-            let _ = std::fs::remove_file(p);
-        }
+impl std::ops::Deref for World {
+    type Target = LogWorld;
+    fn deref(&self) -> &LogWorld {
+        &self.0
     }
 }
 
 fn world(tag: &str) -> World {
-    let mut node = Node::new(tag);
-    node.add_pod("default", "nginx", "198.18.0.2", None);
-    node.add_pod("default", "access", "198.18.0.3", None);
-    node.add_pod("default", "other", "198.18.0.4", None);
-    let servers = Servers::start(
-        &node.pod("default", "nginx").ns,
-        "nginx",
-        &[(Proto::Tcp, 80), (Proto::Udp, 9999)],
-    );
-    let mut labels = BTreeMap::new();
-    for n in ["nginx", "access", "other"] {
-        labels.insert(
-            ("default".to_string(), n.to_string()),
-            vec![("run".to_string(), n.to_string())],
-        );
-    }
-    World {
-        node,
-        _servers: servers,
-        labels,
-        stop: Arc::new(AtomicBool::new(false)),
-        stats: Arc::new(LogStats::default()),
-        socket: None,
-    }
+    World(LogWorld::new(tag, &[(Proto::Tcp, 80), (Proto::Udp, 9999)]))
 }
 
 impl World {
@@ -74,72 +40,10 @@ impl World {
 
     /// As `apply`, optionally with another syslog destination and a JSON file.
     fn apply_to(&mut self, policies: &str, backend: LogBackend, other: Option<(Sink, PathBuf)>) {
-        let y = format!(
-            "{}---\n{policies}",
-            self.node.cluster_yaml(&self.labels, &BTreeMap::new())
-        );
-        let r = load_str(&y, std::path::Path::new("t.yaml"));
-        assert!(!r.has_errors(), "{:?}", r.diagnostics);
-        let res: Vec<Resource> = r.resources.into_iter().map(|l| l.resource).collect();
-        let mut cluster = Cluster::build(&res, "node1");
-        cluster.settings.log_backend = backend;
-        let rs = compile(&cluster, "node1");
-        self.node.dataplane.borrow_mut().apply(&rs).unwrap();
+        let (cluster, rs) = self.0.apply(policies, |c| c.settings.log_backend = backend);
         if let LogBackend::Nflog { group } = backend {
-            let path = std::env::temp_dir()
-                .join(format!("tortie-syslog-{}-{group}.sock", std::process::id()));
-            let _ = std::fs::remove_file(&path);
-            let sock = UnixDatagram::bind(&path).unwrap();
-            sock.set_read_timeout(Some(Duration::from_millis(100)))
-                .unwrap();
-            let endpoints = cluster
-                .local_endpoints("node1")
-                .filter_map(|e| Some((e.iface.clone()?, e.id.to_string())))
-                .collect();
-            let ctx = Arc::new(RwLock::new(LogContext {
-                index: rs.log_index.clone(),
-                endpoints,
-                connection_rate: 0,
-            }));
-            let (sink, json) = match other {
-                Some((sink, json)) => (sink, Some(json)),
-                None => (Sink::Unix(path.clone()), None),
-            };
-            let opts = LogOptions {
-                group,
-                sink,
-                json,
-                hostname: "node1".into(),
-                netns: Some(self.node.ns.path()),
-            };
-            tortie::logging::spawn(opts, ctx, self.stats.clone(), self.stop.clone())
-                .expect("bind NFLOG group");
-            self.socket = Some((sock, path));
+            self.0.listen(&cluster, &rs, group, other);
         }
-    }
-
-    fn attempt(&self, from: &str, port: u16, proto: Proto) -> bool {
-        let to: IpAddr = self.node.pod("default", "nginx").ip4;
-        probe_all(&[Probe {
-            from: self.node.pod("default", from).ns.path(),
-            to,
-            port,
-            proto,
-        }])[0]
-    }
-
-    /// Messages received within `window`.
-    fn messages(&self, window: Duration) -> Vec<String> {
-        let (sock, _) = self.socket.as_ref().expect("syslog socket");
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        let end = Instant::now() + window;
-        while Instant::now() < end {
-            if let Ok(n) = sock.recv(&mut buf) {
-                out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-            }
-        }
-        out
     }
 }
 

@@ -6,57 +6,26 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
-use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
+use support::nflog::LogWorld;
 use support::*;
-use tortie::calc::{Cluster, LogBackend};
-use tortie::compile::compile;
-use tortie::logging::{LogContext, LogOptions, LogStats, Sink};
-use tortie::model::Resource;
-use tortie::model::load::load_str;
+use tortie::calc::LogBackend;
 
 /// A node with pods nginx, access, other (labelled `run: <name>`), a TCP
 /// server on nginx:80, and a syslog socket fed by the NFLOG reader.
-struct World {
-    node: Node,
-    _servers: Servers,
-    stop: Arc<AtomicBool>,
-    stats: Arc<LogStats>,
-    socket: Option<(UnixDatagram, PathBuf)>,
-}
+struct World(LogWorld);
 
-impl Drop for World {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some((_, p)) = &self.socket {
-            let _ = std::fs::remove_file(p);
-        }
+impl std::ops::Deref for World {
+    type Target = LogWorld;
+    fn deref(&self) -> &LogWorld {
+        &self.0
     }
 }
 
 fn world(tag: &str) -> World {
-    let mut node = Node::new(tag);
-    node.add_pod("default", "nginx", "198.18.0.2", None);
-    node.add_pod("default", "access", "198.18.0.3", None);
-    node.add_pod("default", "other", "198.18.0.4", None);
-    let servers = Servers::start(
-        &node.pod("default", "nginx").ns,
-        "nginx",
-        &[(Proto::Tcp, 80)],
-    );
-    World {
-        node,
-        _servers: servers,
-        stop: Arc::new(AtomicBool::new(false)),
-        stats: Arc::new(LogStats::default()),
-        socket: None,
-    }
+    World(LogWorld::new(tag, &[(Proto::Tcp, 80)]))
 }
 
 impl World {
@@ -68,80 +37,19 @@ impl World {
 
     /// As `apply`, with connection logs on or off.
     fn apply_with(&mut self, policies: &str, group: u16, connection_logs: bool) {
-        let mut labels = BTreeMap::new();
-        for n in ["nginx", "access", "other"] {
-            labels.insert(
-                ("default".to_string(), n.to_string()),
-                vec![("run".to_string(), n.to_string())],
-            );
-        }
-        let y = format!(
-            "{}---\n{policies}",
-            self.node.cluster_yaml(&labels, &BTreeMap::new())
-        );
-        let r = load_str(&y, std::path::Path::new("t.yaml"));
-        assert!(!r.has_errors(), "{:?}", r.diagnostics);
-        let res: Vec<Resource> = r.resources.into_iter().map(|l| l.resource).collect();
-        let mut cluster = Cluster::build(&res, "node1");
+        let (cluster, rs) = self.0.apply(policies, |c| {
+            c.settings.log_backend = LogBackend::Nflog { group };
+            c.settings.connection_logs = connection_logs;
+        });
         assert!(
             connection_logs || !cluster.staged.is_empty(),
             "the staged policies loaded"
         );
-        cluster.settings.log_backend = LogBackend::Nflog { group };
-        cluster.settings.connection_logs = connection_logs;
-        let rs = compile(&cluster, "node1");
-        self.node.dataplane.borrow_mut().apply(&rs).unwrap();
-        let path = std::env::temp_dir().join(format!(
-            "tortie-staged-syslog-{}-{group}.sock",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_file(&path);
-        let sock = UnixDatagram::bind(&path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let endpoints = cluster
-            .local_endpoints("node1")
-            .filter_map(|e| Some((e.iface.clone()?, e.id.to_string())))
-            .collect();
-        let ctx = Arc::new(RwLock::new(LogContext {
-            index: rs.log_index.clone(),
-            endpoints,
-            connection_rate: 0,
-        }));
-        let opts = LogOptions {
-            group,
-            sink: Sink::Unix(path.clone()),
-            json: None,
-            hostname: "node1".into(),
-            netns: Some(self.node.ns.path()),
-        };
-        tortie::logging::spawn(opts, ctx, self.stats.clone(), self.stop.clone())
-            .expect("bind NFLOG group");
-        self.socket = Some((sock, path));
+        self.0.listen(&cluster, &rs, group, None);
     }
 
     fn attempt(&self, from: &str) -> bool {
-        let to: IpAddr = self.node.pod("default", "nginx").ip4;
-        probe_all(&[Probe {
-            from: self.node.pod("default", from).ns.path(),
-            to,
-            port: 80,
-            proto: Proto::Tcp,
-        }])[0]
-    }
-
-    /// Messages received within `window`.
-    fn messages(&self, window: Duration) -> Vec<String> {
-        let (sock, _) = self.socket.as_ref().expect("syslog socket");
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        let end = Instant::now() + window;
-        while Instant::now() < end {
-            if let Ok(n) = sock.recv(&mut buf) {
-                out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-            }
-        }
-        out
+        self.0.attempt(from, 80, Proto::Tcp)
     }
 
     /// Packets counted by the rules of `chain` whose comment contains `note`.
@@ -166,6 +74,19 @@ impl World {
     }
 }
 
+/// A staged deny of what ALLOW_ACCESS allows (same name: it replaces it).
+const STAGED_DENY_WEB: &str = "apiVersion: projectcalico.org/v3
+kind: StagedNetworkPolicy
+metadata: {name: allow-web, namespace: default}
+spec:
+  selector: run == 'nginx'
+  types: [Ingress]
+  ingress:
+  - action: Deny
+    protocol: TCP
+    destination: {ports: [80]}
+";
+
 const ALLOW_ACCESS: &str = "apiVersion: projectcalico.org/v3
 kind: NetworkPolicy
 metadata: {name: allow-web, namespace: default}
@@ -185,17 +106,7 @@ fn a_staged_deny_over_an_allowing_policy_counts_and_logs_would_deny_but_traffic_
         return;
     }
     let mut w = world("stgdeny");
-    let staged = "apiVersion: projectcalico.org/v3
-kind: StagedNetworkPolicy
-metadata: {name: allow-web, namespace: default}
-spec:
-  selector: run == 'nginx'
-  types: [Ingress]
-  ingress:
-  - action: Deny
-    protocol: TCP
-    destination: {ports: [80]}
-";
+    let staged = STAGED_DENY_WEB;
     w.apply(&format!("{ALLOW_ACCESS}---\n{staged}"), 21);
     const N: usize = 4;
     for i in 0..N {
@@ -350,17 +261,7 @@ fn connection_logs_carry_the_staged_verdict_where_it_differs() {
         return;
     }
     let mut w = world("connstg");
-    let staged = "apiVersion: projectcalico.org/v3
-kind: StagedNetworkPolicy
-metadata: {name: allow-web, namespace: default}
-spec:
-  selector: run == 'nginx'
-  types: [Ingress]
-  ingress:
-  - action: Deny
-    protocol: TCP
-    destination: {ports: [80]}
-";
+    let staged = STAGED_DENY_WEB;
     w.apply_with(&format!("{ALLOW_ACCESS}---\n{staged}"), 24, true);
     const N: usize = 3;
     for _ in 0..N {

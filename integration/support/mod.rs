@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod hep;
 pub mod kernel;
+pub mod nflog;
 
 pub use tortie::sandbox::*;
 
