@@ -221,14 +221,7 @@ pub fn parse_ip(p: &[u8]) -> Option<PacketSummary> {
 }
 
 fn proto_name(p: u8) -> String {
-    match p {
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        58 => "icmpv6".into(),
-        132 => "sctp".into(),
-        n => n.to_string(),
-    }
+    crate::ipproto::name(p).map_or_else(|| p.to_string(), str::to_string)
 }
 
 fn sd_escape(v: &str) -> String {

@@ -212,25 +212,16 @@ pub fn next_pause(every: Duration, cost: Duration) -> Duration {
     every.max(cost * COST_FACTOR)
 }
 
-/// Flags any of which stops the reader.
-pub struct StopFlags(pub Vec<Arc<AtomicBool>>);
-
-impl StopFlags {
-    fn set(&self) -> bool {
-        self.0.iter().any(|f| f.load(Ordering::Relaxed))
-    }
-}
-
 /// Starts the thread that reads the kernel's rule counters every `every`
 /// (or less often when a read is costly; see [`next_pause`]) into
-/// `metrics`, until a flag of `stop` is set. It works in the target's namespace on
+/// `metrics`, until `stop` is set. It works in the target's namespace on
 /// its own socket, so a slow dump never delays an apply.
 pub fn spawn(
     target: Target,
     limits: Limits,
     every: Duration,
     metrics: Arc<Metrics>,
-    stop: StopFlags,
+    stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("tortie-counters".into())
@@ -238,7 +229,7 @@ pub fn spawn(
             let mut failing = false;
             // The first apply comes first.
             sleep_unless_stopped(every, &stop);
-            while !stop.set() {
+            while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
                 match read(&target, &limits) {
                     Ok(counters) => {
@@ -258,9 +249,9 @@ pub fn spawn(
 }
 
 /// Sleeps `pause` in short steps, returning early once `stop` is set.
-fn sleep_unless_stopped(pause: Duration, stop: &StopFlags) {
+fn sleep_unless_stopped(pause: Duration, stop: &AtomicBool) {
     let until = Instant::now() + pause;
-    while !stop.set() {
+    while !stop.load(Ordering::Relaxed) {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return;

@@ -171,7 +171,7 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
         &desired::Ctx::new(&metrics, &log_ctx, &pump.census),
     );
     let refresh = desired.refresh_every(opts);
-    let _counters = start_counters(opts, &limits, refresh, &metrics, &stop);
+    let _counters = start_counters(opts, &limits, refresh, &metrics);
     let mut kernel = kernel::Kernel::new(&opts.target, limits, refresh, desired.take_change());
     while !stop.load(Ordering::Relaxed) {
         metrics.heartbeat();
@@ -208,24 +208,23 @@ impl Drop for StopOnDrop {
 }
 
 /// Starts the rule-counter reader (every `min(10 s, refresh)`, less often
-/// when reading is costly); it stops when `run` returns.
+/// when reading is costly); it stops when `run` returns (on a stop too:
+/// the loop then ends).
 fn start_counters(
     opts: &Options,
     limits: &Limits,
     refresh: Duration,
     metrics: &Arc<Metrics>,
-    stop: &Arc<AtomicBool>,
 ) -> Option<StopOnDrop> {
     metrics.set_hit_detail(opts.hit_detail);
     let own = Arc::new(AtomicBool::new(false));
     let every = refresh.min(Duration::from_secs(10));
-    let both = counters::StopFlags(vec![stop.clone(), own.clone()]);
     match counters::spawn(
         opts.target.clone(),
         limits.clone(),
         every,
         metrics.clone(),
-        both,
+        own.clone(),
     ) {
         Ok(_) => Some(StopOnDrop(own)),
         Err(e) => {

@@ -106,6 +106,11 @@ pub const CNP_RESOURCE: (&str, &str, &str, &str) = (
 
 fn cnp_resource() -> ApiResource {
     let (group, version, kind, plural) = CNP_RESOURCE;
+    api_resource(group, version, kind, plural)
+}
+
+/// A custom kind read as dynamic objects.
+fn api_resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
     ApiResource {
         group: group.into(),
         version: version.into(),
@@ -645,13 +650,7 @@ async fn watch_crds(
 
 fn calico_resource(calico: CalicoApi, kind: &str, plural: &str) -> ApiResource {
     let (group, version) = calico.group_version();
-    ApiResource {
-        group: group.into(),
-        version: version.into(),
-        api_version: format!("{group}/{version}"),
-        kind: kind.into(),
-        plural: plural.into(),
-    }
+    api_resource(group, version, kind, plural)
 }
 
 /// Every resource tortie lists, for the access check.

@@ -269,7 +269,7 @@ impl Dataplane {
     pub fn apply(&mut self, desired: &Ruleset) -> Result<ApplyReport, NftError> {
         let start = Instant::now();
         let step = self.step();
-        let (p, read_back) = self.plan(desired).map_err(|e| self.failed(e))?;
+        let (mut p, read_back) = self.plan(desired).map_err(|e| self.failed(e))?;
         let mut report = ApplyReport {
             stats: p.stats,
             duration: Duration::ZERO,
@@ -278,7 +278,7 @@ impl Dataplane {
             step,
             netlink: false,
         };
-        self.send_change(&p)?;
+        self.send_change(&mut p)?;
         // Leftovers are unreferenced and change no verdict; a failure here
         // still counts, so a cleanup that keeps failing climbs the ladder
         // instead of repeating forever.
@@ -295,7 +295,7 @@ impl Dataplane {
             }
         } else if !p.cleanup.is_empty() {
             let batch = ElementBatch {
-                remove: p.removed.clone(),
+                remove: std::mem::take(&mut p.removed),
                 ..ElementBatch::default()
             };
             self.side_transaction(&p.cleanup, &batch)?;
@@ -308,10 +308,10 @@ impl Dataplane {
 
     /// Sends a plan's prepare and change transactions: new sets are
     /// created and filled before the rules that use them.
-    fn send_change(&mut self, p: &Plan) -> Result<(), NftError> {
+    fn send_change(&mut self, p: &mut Plan) -> Result<(), NftError> {
         if !p.prepare.is_empty() {
             let batch = ElementBatch {
-                create: p.created.clone(),
+                create: std::mem::take(&mut p.created),
                 ..ElementBatch::default()
             };
             self.side_transaction(&p.prepare, &batch)?;
@@ -393,13 +393,13 @@ impl Dataplane {
             }
         }
         let last = self.last.as_ref().expect("checked above");
-        let p = plan::delta_of(last, desired, change);
+        let mut p = plan::delta_of(last, desired, change);
         report.stats = p.stats;
         report.sent = !p.is_empty();
-        self.send_change(&p)?;
+        self.send_change(&mut p)?;
         if !p.cleanup.is_empty() {
             let batch = ElementBatch {
-                remove: p.removed.clone(),
+                remove: std::mem::take(&mut p.removed),
                 ..ElementBatch::default()
             };
             self.side_transaction(&p.cleanup, &batch)?;

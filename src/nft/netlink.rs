@@ -540,9 +540,6 @@ fn element_message(
     NetfilterMessage::new(nf_header(NetfilterProtoFamily::Inet, 0), inner)
 }
 
-/// `NFT_SET_INTERVAL`, as the crate's flags type.
-const INTERVAL: u32 = 0x4;
-
 /// nft's set user data: the key byte order (big-endian for addresses and
 /// ports; none for concatenations, which also carry nft's description of
 /// their fields), then the comment. The same bytes `nft` writes for the
@@ -602,7 +599,7 @@ fn new_set(set: &Set, id: u32) -> NetfilterMessage {
         SetAttribute::Name(set.name.clone()),
     ];
     if is_interval(set.ty) {
-        attributes.push(SetAttribute::Flags(SetFlags::from_bits_retain(INTERVAL)));
+        attributes.push(SetAttribute::Flags(SetFlags::Interval));
     }
     attributes.extend([
         SetAttribute::KeyType(ty),

@@ -169,18 +169,6 @@ fn verdict_text(v: &Value) -> Option<String> {
     None
 }
 
-fn proto_number(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "tcp" => "6",
-        "udp" => "17",
-        "sctp" => "132",
-        "icmp" => "1",
-        "ipv6-icmp" => "58",
-        "udplite" => "136",
-        _ => return None,
-    })
-}
-
 /// Renders one JSON set element the way the IR writes it.
 fn element_text(e: &Value) -> Option<String> {
     // Elements may be wrapped with per-element options.
@@ -188,11 +176,9 @@ fn element_text(e: &Value) -> Option<String> {
         return element_text(inner.get("val")?);
     }
     match e {
-        Value::String(s) => Some(
-            proto_number(s)
-                .map(str::to_string)
-                .unwrap_or_else(|| s.clone()),
-        ),
+        Value::String(s) => {
+            Some(crate::ipproto::number(s).map_or_else(|| s.clone(), |n| n.to_string()))
+        }
         Value::Number(n) => Some(n.to_string()),
         Value::Object(_) => {
             if let Some(p) = e.get("prefix") {

@@ -598,17 +598,12 @@ pub fn trace_cluster(cluster: &Cluster, node: &str, q: &Query) -> Result<Trace, 
 
 /// The protocol number of a `--proto` value.
 pub fn parse_proto(s: &str) -> Result<u8, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "tcp" => Ok(6),
-        "udp" => Ok(17),
-        "sctp" => Ok(132),
-        "udplite" => Ok(136),
-        "icmp" => Ok(1),
-        "icmpv6" | "ipv6-icmp" => Ok(58),
-        n => n.parse::<u8>().map_err(|_| {
+    let lower = s.to_ascii_lowercase();
+    crate::ipproto::number(&lower)
+        .or_else(|| lower.parse::<u8>().ok())
+        .ok_or_else(|| {
             format!("`{s}` is not tcp, udp, sctp, icmp, icmpv6 or a protocol number (0-255)")
-        }),
-    }
+        })
 }
 
 #[cfg(test)]

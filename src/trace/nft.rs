@@ -471,15 +471,7 @@ pub fn num_in(element: &str, v: u32) -> Result<bool, String> {
 
 /// The number of a protocol name nft accepts after `meta l4proto`.
 pub fn l4proto_number(w: &str) -> Option<u8> {
-    Some(match w {
-        "tcp" => 6,
-        "udp" => 17,
-        "sctp" => 132,
-        "icmp" => 1,
-        "ipv6-icmp" | "icmpv6" => 58,
-        "udplite" => 136,
-        n => return n.parse().ok(),
-    })
+    crate::ipproto::number(w).or_else(|| w.parse().ok())
 }
 
 /// ICMP and ICMPv6 type names tortie renders (numbers pass through).

@@ -6,15 +6,7 @@ use std::fmt::Write as _;
 use super::{PolicyTrace, Stage, Trace};
 
 fn proto_name(p: u8) -> String {
-    match p {
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        58 => "icmpv6".into(),
-        132 => "sctp".into(),
-        136 => "udplite".into(),
-        n => format!("protocol {n}"),
-    }
+    crate::ipproto::name(p).map_or_else(|| format!("protocol {p}"), str::to_string)
 }
 
 /// The first line: the packet as the node sees it.
