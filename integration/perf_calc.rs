@@ -11,7 +11,8 @@ use tortie::model::types::{ObjectMeta, Port, TierSpec};
 use tortie::model::{Object, Resource, Update};
 use tortie::synth::{LOCAL_NODE, Size, generate, pod_ip};
 
-/// Updates per kind (tier changes rebuild: fewer of them).
+/// Updates per kind (changes of the default tier reach every policy and
+/// endpoint: fewer of them).
 const N: usize = 60;
 const N_REBUILD: usize = 5;
 
@@ -210,10 +211,10 @@ fn other_updates(b: &mut Bench, all: &[Resource]) {
     };
     b.engine.apply(hep(0));
     b.time("host endpoint edit", (1..=N).map(hep).collect());
-    let tier = |order: f64| {
+    let tier = |name: &str, order: f64| {
         vec![Update::put(Resource::Tier(Object {
             metadata: ObjectMeta {
-                name: Some("bench-tier".into()),
+                name: Some(name.into()),
                 ..ObjectMeta::default()
             },
             spec: TierSpec {
@@ -222,10 +223,18 @@ fn other_updates(b: &mut Bench, all: &[Resource]) {
             },
         }))]
     };
-    b.engine.apply(tier(50.0));
+    b.engine.apply(tier("bench-tier", 50.0));
     b.time(
-        "tier order change",
-        (0..N_REBUILD).map(|i| tier(60.0 + i as f64)).collect(),
+        "tier order change (a tier no policy uses)",
+        (0..N)
+            .map(|i| tier("bench-tier", 60.0 + i as f64))
+            .collect(),
+    );
+    b.time(
+        "tier order change (the default tier: every policy)",
+        (0..N_REBUILD)
+            .map(|i| tier("default", 1_000_001.0 + i as f64))
+            .collect(),
     );
 }
 

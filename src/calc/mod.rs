@@ -169,6 +169,43 @@ pub struct Tier {
     pub log_dropped: bool,
 }
 
+impl Tier {
+    /// Calico's built-in tiers, which exist whether or not a Tier object
+    /// names them (default; kube-admin and kube-baseline for
+    /// ClusterNetworkPolicy).
+    pub const BUILTIN: [&'static str; 3] = [
+        "default",
+        crate::model::cnp::ADMIN_TIER,
+        crate::model::cnp::BASELINE_TIER,
+    ];
+
+    /// A Tier object; a built-in tier's unset fields take its defaults.
+    pub fn of(meta: &ObjectMeta, spec: &TierSpec) -> Tier {
+        let name = meta.name.clone().unwrap_or_default();
+        let builtin = validate::builtin_tier(&name);
+        Tier {
+            order: spec.order.or(builtin.map(|b| b.0)),
+            default_action: spec
+                .default_action
+                .or(builtin.map(|b| b.1))
+                .unwrap_or(TierAction::Deny),
+            log_dropped: spec.log_dropped.unwrap_or(false),
+            name,
+        }
+    }
+
+    /// A built-in tier as it is when no Tier object names it.
+    pub fn builtin(name: &str) -> Option<Tier> {
+        let (order, default_action) = validate::builtin_tier(name)?;
+        Some(Tier {
+            name: name.into(),
+            order: Some(order),
+            default_action,
+            log_dropped: false,
+        })
+    }
+}
+
 /// Whether an endpoint is a pod (workload) or a host interface.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EndpointId {
@@ -274,7 +311,7 @@ pub struct Cluster {
     pub endpoints: Vec<Endpoint>,
     pub network_sets: Vec<NetworkSet>,
     /// Sorted by tier order, tier name, then policy order and name.
-    pub policies: Vec<Policy>,
+    pub policies: Vec<std::sync::Arc<Policy>>,
     pub tiers: BTreeMap<String, Tier>,
     pub profiles: BTreeMap<String, ProfileSpec>,
     pub settings: Settings,
@@ -452,21 +489,8 @@ impl Cluster {
                     _ => {}
                 },
                 Resource::Tier(o) => {
-                    let name = o.metadata.name.clone().unwrap_or_default();
-                    let builtin = validate::builtin_tier(&name);
-                    c.tiers.insert(
-                        name.clone(),
-                        Tier {
-                            name,
-                            order: o.spec.order.or(builtin.map(|b| b.0)),
-                            default_action: o
-                                .spec
-                                .default_action
-                                .or(builtin.map(|b| b.1))
-                                .unwrap_or(TierAction::Deny),
-                            log_dropped: o.spec.log_dropped.unwrap_or(false),
-                        },
-                    );
+                    let t = Tier::of(&o.metadata, &o.spec);
+                    c.tiers.insert(t.name.clone(), t);
                 }
                 Resource::Profile(o) => {
                     c.profiles
@@ -478,19 +502,10 @@ impl Cluster {
         c.settings = Settings::from_config(felix_default.as_ref(), felix_node.as_ref(), env);
         // Calico's built-in tiers exist whether or not a Tier object names
         // them (default; kube-admin and kube-baseline for ClusterNetworkPolicy).
-        for name in [
-            "default",
-            crate::model::cnp::ADMIN_TIER,
-            crate::model::cnp::BASELINE_TIER,
-        ] {
-            let (order, default_action) =
-                validate::builtin_tier(name).unwrap_or((0.0, TierAction::Deny));
-            c.tiers.entry(name.into()).or_insert(Tier {
-                name: name.into(),
-                order: Some(order),
-                default_action,
-                log_dropped: false,
-            });
+        for name in Tier::BUILTIN {
+            c.tiers
+                .entry(name.into())
+                .or_insert_with(|| Tier::builtin(name).expect("a built-in tier"));
         }
         // Namespaces and service accounts become profiles carrying their labels.
         for (ns, labels) in &namespaces {
@@ -559,7 +574,7 @@ impl Cluster {
 
     fn add_policy(&mut self, kind: PolicyKind, meta: &ObjectMeta, spec: &PolicySpec) {
         match self.make_policy(kind, meta, spec) {
-            Ok(p) => self.policies.push(p),
+            Ok(p) => self.policies.push(std::sync::Arc::new(p)),
             Err(note) => self.notes.push(note),
         }
     }
@@ -940,6 +955,7 @@ impl Cluster {
         self.policies
             .iter()
             .filter(move |p| p.applies_to.matches(&ep.labels))
+            .map(|p| &**p)
     }
 
     /// The addresses (as CIDRs) a selector holds: matching endpoints'

@@ -19,7 +19,8 @@
 //!   no local endpoint and is not in use;
 //! - namespaces and service accounts: their implicit profile, the members
 //!   in that namespace, and the local endpoints among them;
-//! - tiers, explicit profiles, FelixConfiguration, staged policies: a rebuild;
+//! - tiers: the local endpoints that walk the tier (`tiers`);
+//! - explicit profiles, FelixConfiguration, staged policies: a rebuild;
 //! - with staged policies present, every batch that re-renders a part or
 //!   changes a policy also re-renders the staged part whole.
 //!
@@ -28,6 +29,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::ir::{Chain, Change, ElementDelta, LogEntry, Ruleset, Set, SetSource};
 use super::members::{AddressCounts, Member, MemberIndex, PortCounts, required_pair};
@@ -39,6 +41,7 @@ use crate::model::{Resource, ResourceKey, ResourceKind, Update};
 mod model_tests;
 mod parts;
 mod services;
+mod tiers;
 mod update;
 
 /// How an update was handled.
@@ -122,7 +125,7 @@ pub struct Incremental {
     /// Service sets by the Service they hold (filled from EndpointSlices).
     sets_by_service: HashMap<crate::calc::ServiceKey, BTreeSet<String>>,
     /// Every policy by id, with its place in evaluation order.
-    policies: HashMap<PolicyId, (Rank, Policy)>,
+    policies: HashMap<PolicyId, (Rank, Arc<Policy>)>,
     /// Policies by a `key == value` their selector requires; the rest.
     policy_by_pair: HashMap<String, HashMap<String, BTreeSet<PolicyId>>>,
     policy_unkeyed: BTreeSet<PolicyId>,
@@ -372,7 +375,10 @@ impl Incremental {
         if updates.is_empty() {
             return Outcome::Unchanged;
         }
-        if updates.iter().any(|u| needs_rebuild(u.key.kind)) {
+        if updates
+            .iter()
+            .any(|u| needs_rebuild(u.key.kind) || self.tier_rebuilds(u))
+        {
             for u in updates {
                 self.store(u);
             }
@@ -386,6 +392,14 @@ impl Incremental {
         let mut slices = Vec::new();
         let shadow_before = self.cluster.shadow_walks();
         let mut logged_namespaces = false;
+        // Tiers first, so that the policies of this batch rank in them.
+        let (tiers, updates): (Vec<Update>, Vec<Update>) = updates
+            .into_iter()
+            .partition(|u| u.key.kind == ResourceKind::Tier);
+        let tier_changed = !tiers.is_empty();
+        for u in tiers {
+            self.tier_update(u, &mut dirty);
+        }
         for u in updates {
             match u.key.kind {
                 ResourceKind::EndpointSlice => {
@@ -415,7 +429,7 @@ impl Incremental {
         }
         touched += self.refresh_members(&member_keys, &mut dirty);
         touched += self.bump_services(slices);
-        let policy_changed = policies.iter().any(|(o, n)| o != n);
+        let policy_changed = tier_changed || policies.iter().any(|(o, n)| o != n);
         for (old, new) in policies {
             self.replace_policy(old, new, &mut dirty);
         }
@@ -516,7 +530,7 @@ impl Incremental {
 fn needs_rebuild(kind: ResourceKind) -> bool {
     matches!(
         kind,
-        ResourceKind::Tier | ResourceKind::Profile | ResourceKind::FelixConfiguration
+        ResourceKind::Profile | ResourceKind::FelixConfiguration
     ) || crate::model::staged::is_staged(kind)
 }
 

@@ -199,7 +199,8 @@ pub fn render_part(cluster: &Cluster, node: &str, part: Part<'_>) -> Rendered {
             c.lazy = false;
             match &leaf.of {
                 LeafOf::Policy(id) => {
-                    let found = policy.or_else(|| cluster.policies.iter().find(|p| &p.id == id));
+                    let found = policy
+                        .or_else(|| cluster.policies.iter().find(|p| &p.id == id).map(|p| &**p));
                     if let Some(p) = found {
                         c.policy_chain(leaf.layer, leaf.dir, p);
                     }

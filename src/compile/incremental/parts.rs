@@ -67,7 +67,7 @@ impl Incremental {
                     .iter()
                     .find(|e| &e.id == id && e.iface.is_some())?;
                 let list = self.lists.get(id).map(Vec::as_slice).unwrap_or_default();
-                Part::Workload(ep, list.iter().map(|p| &self.policies[p].1).collect())
+                Part::Workload(ep, list.iter().map(|p| &*self.policies[p].1).collect())
             }
             Owner::Staged if !self.cluster.shadow_walks() => return None,
             Owner::Staged => Part::Staged,
@@ -79,7 +79,7 @@ impl Incremental {
                     LeafOf::Policy(id) => Some(&self.policies.get(id)?.1),
                     LeafOf::Profile(_) => None,
                 };
-                Part::Leaf(leaf, policy)
+                Part::Leaf(leaf, policy.map(|p| &**p))
             }
         };
         Some(render_part(&self.cluster, &self.node, part))

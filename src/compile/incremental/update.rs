@@ -245,7 +245,7 @@ impl Incremental {
     }
 
     /// Where a policy of `rank` is (or would go) in `cluster.policies`.
-    fn rank_position(&self, rank: &Rank) -> usize {
+    pub(super) fn rank_position(&self, rank: &Rank) -> usize {
         self.cluster.policies.partition_point(|q| {
             &self
                 .policies
@@ -275,9 +275,10 @@ impl Incremental {
         let rank = new.as_ref().map(|p| self.cluster.policy_rank(p));
         if let (Some(p), Some(rank)) = (&new, &rank) {
             let at = self.rank_position(rank);
+            let p = Arc::new(p.clone());
             self.cluster.policies.insert(at, p.clone());
             self.policies.insert(id.clone(), (rank.clone(), p.clone()));
-            self.index_policy(p, true);
+            self.index_policy(&p, true);
         }
         for ep in &self.cluster.endpoints {
             let was = old

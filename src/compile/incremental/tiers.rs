@@ -1,0 +1,202 @@
+//! Tier updates without a rebuild. A tier's order, default action or
+//! `logDropped` changing moves its policies in evaluation order and
+//! re-renders only the local endpoints that walk the tier (those with a
+//! policy of it); a tier appearing or going makes the policies that name it
+//! take effect or stop. A tier no local endpoint walks costs nothing.
+
+use std::collections::BTreeSet;
+
+use super::{Dirty, Incremental};
+use crate::calc::{EndpointId, Policy, PolicyId, Tier};
+use crate::model::{Resource, ResourceKey, ResourceKind, Update};
+
+impl Incremental {
+    /// Stores a Tier update and brings the engine in step with it.
+    pub(super) fn tier_update(&mut self, u: Update, dirty: &mut Dirty) {
+        let name = u.key.name.clone();
+        self.store(u);
+        let key = ResourceKey {
+            kind: ResourceKind::Tier,
+            namespace: None,
+            name: name.clone(),
+        };
+        let new = match self.resources.get(&key) {
+            Some(Resource::Tier(o)) => Some(Tier::of(&o.metadata, &o.spec)),
+            _ => Tier::builtin(&name),
+        };
+        let old = self.cluster.tiers.get(&name).cloned();
+        if old == new {
+            return;
+        }
+        match (old.is_some(), new) {
+            (true, Some(t)) => {
+                self.cluster.tiers.insert(name.clone(), t);
+                self.tier_moved(&name, dirty);
+            }
+            (false, Some(t)) => {
+                self.cluster.tiers.insert(name.clone(), t);
+                self.tier_appeared(&name, dirty);
+            }
+            // Its policies go first: their ranks are found through it.
+            (_, None) => {
+                self.tier_went(&name, dirty);
+                self.cluster.tiers.remove(&name);
+            }
+        }
+    }
+
+    /// Whether `u` creates or deletes a tier while staged policies exist:
+    /// the staged view holds staged policies of every tier, valid or not,
+    /// only as a rebuild computes them.
+    pub(super) fn tier_rebuilds(&self, u: &Update) -> bool {
+        u.key.kind == ResourceKind::Tier
+            && !self.cluster.staged.is_empty()
+            && self.cluster.tiers.contains_key(&u.key.name)
+                != (u.value.is_some() || Tier::builtin(&u.key.name).is_some())
+    }
+
+    /// The tier's order or default action changed: re-ranks its policies
+    /// and re-renders the endpoints whose lists hold one.
+    fn tier_moved(&mut self, name: &str, dirty: &mut Dirty) {
+        let ids: BTreeSet<PolicyId> = self
+            .policies
+            .iter()
+            .filter(|(_, (_, p))| p.tier == name)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &ids {
+            let at = self.rank_position(&self.policies[id].0);
+            if self.cluster.policies.get(at).is_some_and(|p| &p.id == id) {
+                self.cluster.policies.remove(at);
+            }
+        }
+        for id in &ids {
+            let p = self.policies[id].1.clone();
+            let rank = self.cluster.policy_rank(&p);
+            self.policies.get_mut(id).expect("listed above").0 = rank.clone();
+            let at = self.rank_position(&rank);
+            self.cluster.policies.insert(at, p);
+        }
+        let policies = &self.policies;
+        for (ep, list) in self.lists.iter_mut() {
+            if !list.iter().any(|id| ids.contains(id)) {
+                continue;
+            }
+            list.sort_by(|a, b| policies[a].0.cmp(&policies[b].0));
+            match ep {
+                EndpointId::Host { .. } => dirty.base = true,
+                id => {
+                    dirty.workloads.insert(id.clone());
+                }
+            }
+        }
+    }
+
+    /// The tier was deleted: the policies naming it stop applying.
+    fn tier_went(&mut self, name: &str, dirty: &mut Dirty) {
+        let gone: Vec<_> = self
+            .policies
+            .values()
+            .filter(|(_, p)| p.tier == name)
+            .map(|(_, p)| Policy::clone(p))
+            .collect();
+        for p in gone {
+            self.replace_policy(Some(p), None, dirty);
+        }
+    }
+
+    /// The tier was created: the policies naming it start applying.
+    fn tier_appeared(&mut self, name: &str, dirty: &mut Dirty) {
+        let came: Vec<_> = self
+            .resources
+            .values()
+            .filter(|r| names_tier(r, name))
+            .filter_map(|r| self.policy(r))
+            .collect();
+        for p in came {
+            self.replace_policy(None, Some(p), dirty);
+        }
+    }
+}
+
+/// Whether a Calico policy resource is placed in tier `name` (Kubernetes
+/// and cluster network policies sit in built-in tiers, which never go).
+fn names_tier(r: &Resource, name: &str) -> bool {
+    let tier = match r {
+        Resource::NetworkPolicy(o) => o.spec.tier.as_deref(),
+        Resource::GlobalNetworkPolicy(o) => o.spec.tier.as_deref(),
+        _ => return false,
+    };
+    tier.unwrap_or("default") == name
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::calc::Cluster;
+    use crate::compile::compile;
+    use crate::compile::incremental::{Incremental, Outcome};
+    use crate::model::{Resource, Update};
+
+    const NODE: &str = "n1";
+
+    fn load(y: &str) -> Vec<Resource> {
+        let r = crate::model::load::load_str(y, std::path::Path::new("t.yaml"));
+        assert!(r.diagnostics.is_empty(), "{:?}", r.diagnostics);
+        r.resources.into_iter().map(|l| l.resource).collect()
+    }
+
+    fn tier(name: &str, order: u32, action: &str) -> Resource {
+        load(&format!(
+            "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {{name: {name}}}\nspec: {{order: {order}, defaultAction: {action}}}\n"
+        ))
+        .remove(0)
+    }
+
+    /// Two tiers with opposite verdicts for the same pod, one more tier no
+    /// policy uses, and the pod on this node.
+    fn cluster() -> Vec<Resource> {
+        let mut r = load(concat!(
+            "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: sec.deny}\n",
+            "spec: {tier: sec, selector: app == 'web', ingress: [{action: Deny}]}\n---\n",
+            "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: app.allow}\n",
+            "spec: {tier: app, selector: app == 'web', ingress: [{action: Allow}]}\n---\n",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: default, labels: {app: web}}\n",
+            "spec: {nodeName: n1}\nstatus: {podIP: 198.18.0.10}\n",
+        ));
+        r.extend([
+            tier("sec", 100, "Deny"),
+            tier("app", 200, "Deny"),
+            tier("idle", 300, "Deny"),
+        ]);
+        r
+    }
+
+    fn step(engine: &mut Incremental, all: &mut Vec<Resource>, u: Update) -> Outcome {
+        all.retain(|r| r.key() != u.key);
+        all.extend(u.value.clone());
+        let out = engine.apply(vec![u]);
+        assert_eq!(engine.ruleset(), &compile(&Cluster::build(all, NODE), NODE));
+        out
+    }
+
+    #[test]
+    fn tier_changes_rerender_only_the_endpoints_that_walk_them() {
+        let mut all = cluster();
+        let mut engine = Incremental::new(all.clone(), NODE, |_| {});
+        // Swapping the order of the two tiers the pod walks: its part only.
+        let out = step(&mut engine, &mut all, Update::put(tier("sec", 250, "Deny")));
+        assert_eq!(out, Outcome::Parts(1));
+        // A default action change of a walked tier: the same.
+        let out = step(&mut engine, &mut all, Update::put(tier("app", 200, "Pass")));
+        assert_eq!(out, Outcome::Parts(1));
+        // A tier no policy here uses: nothing to render.
+        let out = step(&mut engine, &mut all, Update::put(tier("idle", 10, "Pass")));
+        assert_eq!(out, Outcome::Unchanged);
+        // Deleting a tier drops its policy; creating it again restores it.
+        let sec = tier("sec", 250, "Deny");
+        let out = step(&mut engine, &mut all, Update::delete(sec.key()));
+        assert_ne!(out, Outcome::Full);
+        let out = step(&mut engine, &mut all, Update::put(sec));
+        assert_ne!(out, Outcome::Full);
+    }
+}
