@@ -167,7 +167,13 @@ const WORKLOAD_STYLE: ChainStyle = ChainStyle {
 
 /// One stage's shadow walks: where they live and what they walk.
 struct Shadow<'p, 'a> {
-    /// Entry chain `{stem}-{tag}`; views `{stem}e-{tag}`, `{stem}s-{tag}`.
+    /// The entry chain and its rank: a workload's is `{stem}-{tag}`
+    /// (Endpoint, jumped to from the dispatch); a host endpoint stage's is
+    /// `{stem}x-{tag}` (Tiers, jumped to from the stage's Endpoint chain,
+    /// after its views in render order, so that every jump goes to a chain
+    /// declared before it).
+    entry: (String, Rank),
+    /// Views `{stem}e-{tag}`, `{stem}s-{tag}`.
     stem: String,
     tag: String,
     layer: Layer,
@@ -232,6 +238,7 @@ impl<'a> Compiler<'a> {
                     ("sfw", "egress")
                 };
                 let chain = self.staged_endpoint(&Shadow {
+                    entry: (limit_name(&format!("filter-{tag}-{iface}")), Rank::Endpoint),
                     stem: format!("filter-{tag}"),
                     tag: iface.clone(),
                     layer: Layer::Filter,
@@ -264,7 +271,7 @@ impl<'a> Compiler<'a> {
     /// enforced view, walk the staged view (when it differs), log the
     /// connection (when logged), clear the bits again.
     fn staged_endpoint(&mut self, sh: &Shadow<'_, 'a>) -> String {
-        let name = limit_name(&format!("{}-{}", sh.stem, sh.tag));
+        let (name, rank) = sh.entry.clone();
         let mut rules = vec![Rule::new("", mark_clear(MARK_STAGED_ALL), "")];
         let mut views = vec![(View::Enforced, sh.enforced, "e")];
         views.extend(sh.staged.map(|s| (View::Staged, s, "s")));
@@ -287,7 +294,7 @@ impl<'a> Compiler<'a> {
             rules.push(Rule::new("", stmt, note));
         }
         rules.push(Rule::new("", mark_clear(MARK_STAGED_ALL), ""));
-        self.add_chain(name.clone(), Rank::Endpoint, None, rules);
+        self.add_chain(name.clone(), rank, None, rules);
         name
     }
 

@@ -64,8 +64,14 @@ fn differs(enforced: &[&Policy], staged: &[&Policy]) -> bool {
         .eq(staged.iter().map(|p| &p.id))
 }
 
-fn entry_stem(kind: &HostChain) -> String {
+fn view_stem(kind: &HostChain) -> String {
     format!("{}-s{}", kind.layer.prefix(), kind.stem)
+}
+
+/// The stage's shadow entry chain: `{layer}-s{stem}x-{tag}`, e.g.
+/// `filter-sfhx-eth0` (after its views `filter-sfhe-`/`-sfhs-eth0`).
+fn entry_name(kind: &HostChain, tag: &str) -> String {
+    limit_name(&format!("{}x-{tag}", view_stem(kind)))
 }
 
 impl<'a> Compiler<'a> {
@@ -85,7 +91,7 @@ impl<'a> Compiler<'a> {
         {
             return None;
         }
-        let entry = limit_name(&format!("{}-{tag}", entry_stem(kind)));
+        let entry = entry_name(kind, tag);
         let first = if kind.style.conntrack {
             "ct state new".to_string()
         } else {
@@ -115,7 +121,8 @@ impl<'a> Compiler<'a> {
                     continue;
                 }
                 self.staged_endpoint(&Shadow {
-                    stem: entry_stem(kind),
+                    entry: (entry_name(kind, tag), Rank::Tiers),
+                    stem: view_stem(kind),
                     tag: tag.to_string(),
                     layer: kind.layer,
                     dir: kind.dir,
