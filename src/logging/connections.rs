@@ -49,20 +49,26 @@ struct Bucket {
 #[derive(Debug, Default)]
 pub struct Connections {
     pending: HashMap<Flow, (Instant, Record)>,
-    /// The last differing staged verdict per flow, for the stage's record.
-    staged: HashMap<Flow, LogEntry>,
+    /// The last differing staged verdict per flow, with the enforced
+    /// decision it differs from, for the stage's record.
+    staged: HashMap<Flow, (LogEntry, Option<LogEntry>)>,
     buckets: HashMap<String, Bucket>,
 }
 
 impl Connections {
     /// Remembers a staged "would …" record for the connection stage that
-    /// follows it (same packet, same chain).
+    /// follows it (same packet, same chain). It is carried only by a stage
+    /// whose enforced decision (the same mark id) is the one it differs
+    /// from: a stage that is not connection-logged (a host endpoint's,
+    /// with logs per namespace) does not lend its staged verdict to the
+    /// next logged stage of the flow.
     pub fn staged(&mut self, rec: &Record) {
         if let Some(e) = &rec.entry {
             if self.staged.len() >= PENDING_MAX {
                 self.staged.clear();
             }
-            self.staged.insert(flow(rec), e.clone());
+            self.staged
+                .insert(flow(rec), (e.clone(), rec.enforced.clone()));
         }
     }
 
@@ -86,11 +92,16 @@ impl Connections {
                 ..entry.clone()
             },
         };
+        let staged = self
+            .staged
+            .remove(&flow(&rec))
+            .filter(|(_, enforced)| enforced.as_ref() == Some(&decision))
+            .map(|(e, _)| e);
         let stage = Stage {
             stage: entry.rule.clone(),
             endpoint: entry.endpoint.clone(),
             decision,
-            staged: self.staged.remove(&flow(&rec)),
+            staged,
         };
         let key = flow(&rec);
         let mut out = self.expire(now, rate, suppressed);
@@ -292,7 +303,9 @@ mod tests {
         let mut c = Connections::default();
         let now = Instant::now();
         let mut sup = 0;
-        let mut would = stage_rec("ingress", "a/web", entry("Allow", "", ""), 7);
+        // The would-record carries the mark's enforced decision, as its
+        // connection stage does.
+        let mut would = stage_rec("ingress", "a/web", entry("Allow", "ingress#0", ""), 7);
         would.entry = Some(entry("would deny", "ingress#0", ""));
         c.staged(&would);
         let allow = entry("Allow", "ingress#0", "");
@@ -315,6 +328,24 @@ mod tests {
             &mut sup,
         );
         assert!(out[0].stages[0].staged.is_none(), "only its own flow's");
+        // Another stage's staged verdict (an unlogged host endpoint stage of
+        // the same flow, decided by another rule) is not carried.
+        let mut would = stage_rec("forward-ingress", "", entry("Allow", "ingress#3", ""), 9);
+        would.entry = Some(entry("would deny", "ingress#0", ""));
+        c.staged(&would);
+        let allow = entry("Allow", "ingress#0", "");
+        let out = c.stage(
+            stage_rec("ingress", "a/web", allow, 9),
+            now,
+            10,
+            |_| false,
+            &mut sup,
+        );
+        assert!(
+            out[0].stages[0].staged.is_none(),
+            "not this stage's: {:?}",
+            out[0].stages[0]
+        );
     }
 
     #[test]
