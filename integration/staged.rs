@@ -601,3 +601,112 @@ fn host_endpoint_connection_logs_write_one_record_per_connection_and_stage() {
     assert_eq!(w.stats.dropped.load(Ordering::Relaxed), 0);
     assert_eq!(w.stats.suppressed.load(Ordering::Relaxed), 0);
 }
+
+#[test]
+fn host_endpoint_connection_records_carry_the_differing_staged_verdict() {
+    if !kernel::require_kernel("connlog_hep_staged") {
+        return;
+    }
+    let staged = "apiVersion: projectcalico.org/v3
+kind: StagedGlobalNetworkPolicy
+metadata: {name: host-web}
+spec:
+  selector: hep == 'a'
+  types: [Ingress]
+  ingress:
+  - action: Deny
+    protocol: TCP
+    destination: {ports: [8080]}
+";
+    let policies = format!("{HEP_ALLOW_8080}---\n{staged}");
+    let w = HepLog::new("connhst", &policies, 28, true);
+    const N: usize = 2;
+    for _ in 0..N {
+        assert!(w.connect(8080), "the staged deny changed a verdict");
+    }
+    assert!(!w.connect(8081));
+    let msgs = w.messages(NFLOG_WAIT);
+    let conns: Vec<&String> = msgs.iter().filter(|m| m.contains(" CONN ")).collect();
+    let would: Vec<&String> = msgs.iter().filter(|m| m.contains(" STAGED ")).collect();
+    assert_eq!((conns.len(), would.len()), (N + 1, N), "{msgs:#?}");
+    eprintln!("allowed, staged deny: {}", conns[0]);
+    for m in conns.iter().filter(|m| m.contains("dport=\"8080\"")) {
+        assert!(
+            m.contains("host_ingress=\"Allow by gnp/host-web ingress#0\" host_ingress_endpoint=\"host endpoint node1-eth0\" host_ingress_staged=\"would deny by sgnp/host-web ingress#0\""),
+            "{m}"
+        );
+    }
+    let denied: Vec<_> = conns
+        .iter()
+        .filter(|m| m.contains("dport=\"8081\""))
+        .collect();
+    assert_eq!(denied.len(), 1, "{conns:#?}");
+    assert!(
+        !denied[0].contains("_staged="),
+        "same verdict: {}",
+        denied[0]
+    );
+}
+
+#[test]
+fn untracked_host_endpoint_packets_are_each_a_record_of_the_untracked_stages() {
+    if !kernel::require_kernel("connlog_hep_untracked") {
+        return;
+    }
+    let untracked = "apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: fast-web}
+spec:
+  selector: hep == 'a'
+  doNotTrack: true
+  applyOnForward: true
+  types: [Ingress, Egress]
+  ingress:
+  - action: Allow
+    protocol: TCP
+    destination: {ports: [8080]}
+  egress:
+  - action: Allow
+    protocol: TCP
+    source: {ports: [8080]}
+";
+    let w = HepLog::new("connutr", untracked, 29, true);
+    assert!(w.connect(8080), "allowed untracked both ways");
+    let a = w.lab.host("a").ip.to_string();
+    let all = support::nflog::receive(&w.socket.0, NFLOG_WAIT);
+    let tcp: Vec<&String> = all.iter().filter(|m| m.contains("proto=\"tcp\"")).collect();
+    let stage =
+        |key: &str| -> Vec<&String> { tcp.iter().copied().filter(|m| m.contains(key)).collect() };
+    let (ingress, egress) = (stage("untracked_ingress="), stage("untracked_egress="));
+    eprintln!("ingress: {}", ingress[0]);
+    eprintln!("egress: {}", egress[0]);
+    // Before conntrack every packet is a first packet: a's handshake SYN
+    // and ACK at least, and the node's SYN-ACK, each named by its rule.
+    assert!(ingress.len() >= 2 && !egress.is_empty(), "{tcp:#?}");
+    for m in &ingress {
+        assert!(
+            m.contains(&format!("src=\"{a}\"")) && m.contains("dport=\"8080\""),
+            "{m}"
+        );
+        assert!(
+            m.contains("verdict=\"allow\" untracked_ingress=\"Allow by gnp/fast-web ingress#0\""),
+            "{m}"
+        );
+    }
+    for m in &egress {
+        assert!(
+            m.contains(&format!("dst=\"{a}\"")) && m.contains("sport=\"8080\""),
+            "{m}"
+        );
+        assert!(
+            m.contains("verdict=\"allow\" untracked_egress=\"Allow by gnp/fast-web egress#0\""),
+            "{m}"
+        );
+    }
+    assert_eq!(
+        ingress.len() + egress.len(),
+        tcp.len(),
+        "accepted untracked: no later stage saw them: {tcp:#?}"
+    );
+    assert_eq!(w.stats.suppressed.load(Ordering::Relaxed), 0);
+}
