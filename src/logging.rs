@@ -127,7 +127,10 @@ pub struct Record {
 /// the staged verdict there when it differs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stage {
-    /// `egress`, `ingress`, or the dispatch drop (`unknown workload interface`).
+    /// `egress`, `ingress`, a host endpoint's stage (`host-ingress`,
+    /// `host-egress`, `forward-ingress`, `forward-egress`, `prednat`,
+    /// `untracked-ingress`, `untracked-egress`), or the dispatch drop
+    /// (`unknown workload interface`).
     pub stage: String,
     pub endpoint: String,
     /// The deciding rule (action Allow or Deny).
@@ -146,16 +149,63 @@ impl Stage {
     }
 
     fn key(&self, suffix: &str) -> &'static str {
-        match (self.stage.as_str(), suffix) {
-            ("egress", "") => "egress",
-            ("egress", "endpoint") => "egress_endpoint",
-            ("egress", _) => "egress_staged",
-            ("ingress", "") => "ingress",
-            ("ingress", "endpoint") => "ingress_endpoint",
-            ("ingress", _) => "ingress_staged",
-            (_, "") => "dispatch",
-            (_, "endpoint") => "dispatch_endpoint",
-            _ => "dispatch_staged",
+        const KEYS: [(&str, [&str; 3]); 9] = [
+            ("egress", ["egress", "egress_endpoint", "egress_staged"]),
+            ("ingress", ["ingress", "ingress_endpoint", "ingress_staged"]),
+            (
+                "host-ingress",
+                [
+                    "host_ingress",
+                    "host_ingress_endpoint",
+                    "host_ingress_staged",
+                ],
+            ),
+            (
+                "host-egress",
+                ["host_egress", "host_egress_endpoint", "host_egress_staged"],
+            ),
+            (
+                "forward-ingress",
+                [
+                    "forward_ingress",
+                    "forward_ingress_endpoint",
+                    "forward_ingress_staged",
+                ],
+            ),
+            (
+                "forward-egress",
+                [
+                    "forward_egress",
+                    "forward_egress_endpoint",
+                    "forward_egress_staged",
+                ],
+            ),
+            ("prednat", ["prednat", "prednat_endpoint", "prednat_staged"]),
+            (
+                "untracked-ingress",
+                [
+                    "untracked_ingress",
+                    "untracked_ingress_endpoint",
+                    "untracked_ingress_staged",
+                ],
+            ),
+            (
+                "untracked-egress",
+                [
+                    "untracked_egress",
+                    "untracked_egress_endpoint",
+                    "untracked_egress_staged",
+                ],
+            ),
+        ];
+        let keys = KEYS.iter().find(|(stage, _)| *stage == self.stage).map_or(
+            ["dispatch", "dispatch_endpoint", "dispatch_staged"],
+            |(_, k)| *k,
+        );
+        match suffix {
+            "" => keys[0],
+            "endpoint" => keys[1],
+            _ => keys[2],
         }
     }
 }
@@ -332,10 +382,12 @@ impl Record {
         f
     }
 
-    /// A connection record's verdict: its last stage's.
+    /// A connection record's verdict: its last stage's (`pass` when that
+    /// is a preDNAT or untracked stage where no policy decided).
     pub fn verdict(&self) -> &'static str {
-        match self.stages.last() {
-            Some(s) if s.decision.action == "Allow" => "allow",
+        match self.stages.last().map(|s| s.decision.action.as_str()) {
+            Some("Allow") => "allow",
+            Some("Pass") => "pass",
             _ => "deny",
         }
     }

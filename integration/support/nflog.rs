@@ -87,35 +87,10 @@ impl LogWorld {
         group: u16,
         other: Option<(Sink, PathBuf)>,
     ) {
-        let path =
-            std::env::temp_dir().join(format!("tortie-syslog-{}-{group}.sock", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let sock = UnixDatagram::bind(&path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let endpoints = cluster
-            .local_endpoints("node1")
-            .filter_map(|e| Some((e.iface.clone()?, e.id.to_string())))
-            .collect();
-        let ctx = Arc::new(RwLock::new(LogContext {
-            index: rs.log_index.clone(),
-            endpoints,
-            connection_rate: 0,
-        }));
-        let (sink, json) = match other {
-            Some((sink, json)) => (sink, Some(json)),
-            None => (Sink::Unix(path.clone()), None),
-        };
-        let opts = LogOptions {
-            group,
-            sink,
-            json,
-            hostname: "node1".into(),
-            netns: Some(self.node.ns.path()),
-        };
-        tortie::logging::spawn(opts, ctx, self.stats.clone(), self.stop.clone())
-            .expect("bind NFLOG group");
-        self.socket = Some((sock, path));
+        let (stats, stop) = (self.stats.clone(), self.stop.clone());
+        self.socket = Some(start_reader(
+            &self.node, cluster, rs, group, other, stats, stop,
+        ));
     }
 
     /// One probe from pod `from` to nginx.
@@ -132,14 +107,62 @@ impl LogWorld {
     /// Messages received within `window`.
     pub fn messages(&self, window: Duration) -> Vec<String> {
         let (sock, _) = self.socket.as_ref().expect("syslog socket");
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        let end = Instant::now() + window;
-        while Instant::now() < end {
-            if let Ok(n) = sock.recv(&mut buf) {
-                out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-            }
-        }
-        out
+        receive(sock, window)
     }
+}
+
+/// Starts tortie's NFLOG reader in `node`'s namespace on `group` for `rs`
+/// (node `node1`), writing to a fresh test syslog socket (or to `other`,
+/// with a JSON file); returns that socket and its path (the caller removes
+/// it and sets `stop`).
+pub fn start_reader(
+    node: &Node,
+    cluster: &Cluster,
+    rs: &Ruleset,
+    group: u16,
+    other: Option<(Sink, PathBuf)>,
+    stats: Arc<LogStats>,
+    stop: Arc<AtomicBool>,
+) -> (UnixDatagram, PathBuf) {
+    let path =
+        std::env::temp_dir().join(format!("tortie-syslog-{}-{group}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let endpoints = cluster
+        .local_endpoints("node1")
+        .filter_map(|e| Some((e.iface.clone()?, e.id.to_string())))
+        .collect();
+    let ctx = Arc::new(RwLock::new(LogContext {
+        index: rs.log_index.clone(),
+        endpoints,
+        connection_rate: 0,
+    }));
+    let (sink, json) = match other {
+        Some((sink, json)) => (sink, Some(json)),
+        None => (Sink::Unix(path.clone()), None),
+    };
+    let opts = LogOptions {
+        group,
+        sink,
+        json,
+        hostname: "node1".into(),
+        netns: Some(node.ns.path()),
+    };
+    tortie::logging::spawn(opts, ctx, stats, stop).expect("bind NFLOG group");
+    (sock, path)
+}
+
+/// The messages `sock` receives within `window`.
+pub fn receive(sock: &UnixDatagram, window: Duration) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = Instant::now() + window;
+    while Instant::now() < end {
+        if let Ok(n) = sock.recv(&mut buf) {
+            out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    out
 }

@@ -110,6 +110,8 @@ struct Compiler<'a> {
     /// rendered (parts, see [`render_part`]).
     lazy: bool,
     leaves: BTreeSet<Leaf>,
+    /// The shadow walks' id of "no policy decided" (`staged`), once used.
+    shadow_pass: Option<u32>,
 }
 
 /// Compiles the ruleset for `node`.
@@ -148,8 +150,9 @@ pub enum Part<'a> {
     /// are the caller's) and log entries; the policy when the caller has it
     /// at hand (else it is looked up).
     Leaf(&'a Leaf, Option<&'a Policy>),
-    /// The staged-policy chains and maps of every local workload (see
-    /// `staged`); empty without staged policies.
+    /// The staged-policy and connection-log chains and maps of every local
+    /// workload and host endpoint stage (see `staged`); empty without
+    /// staged policies or connection logs.
     Staged,
 }
 
@@ -193,7 +196,12 @@ pub fn render_part(cluster: &Cluster, node: &str, part: Part<'_>) -> Rendered {
                 .local_endpoints(node)
                 .filter(|e| matches!(e.id, EndpointId::Workload { .. }) && e.iface.is_some())
                 .collect();
-            c.staged_chains(&workloads);
+            let hosts: Vec<&Endpoint> = cluster
+                .local_endpoints(node)
+                .filter(|e| matches!(e.id, EndpointId::Host { .. }))
+                .collect();
+            let hosts = host_bindings(&hosts, &cluster.host_interfaces);
+            c.staged_chains(&workloads, &hosts);
         }
         Part::Leaf(leaf, policy) => {
             c.lazy = false;
@@ -224,6 +232,7 @@ impl<'a> Compiler<'a> {
             rules: rules::RuleRenderer::new(cluster),
             lazy,
             leaves: BTreeSet::new(),
+            shadow_pass: None,
         }
     }
 
@@ -319,7 +328,7 @@ impl<'a> Compiler<'a> {
         let hosts = host_bindings(&hosts, &self.cluster.host_interfaces);
 
         self.workload_chains(&workloads);
-        self.staged_chains(&workloads);
+        self.staged_chains(&workloads, &hosts);
         let heps = self.host_endpoint_chains(&hosts);
         self.static_chains(&heps);
     }
@@ -476,35 +485,29 @@ impl<'a> Compiler<'a> {
             } else {
                 iface.clone()
             };
-            let all: Vec<&'a Policy> = self.cluster.policies_for(ep).collect();
             for kind in &HOST_CHAINS {
-                if kind.layer == Layer::Raw && iface == "*" {
-                    // As in Felix: untracked policy is not applied to the
-                    // all-interfaces endpoint (there is no default in the
-                    // raw dispatch); untracking there would turn replies to
-                    // workloads into invalid packets.
+                // As in Felix: untracked policy is not applied to the
+                // all-interfaces endpoint (there is no default in the raw
+                // dispatch); untracking there would turn replies to
+                // workloads into invalid packets.
+                let Some((policies, staged)) = staged::host_stage(self.cluster, ep, &iface, kind)
+                else {
                     continue;
-                }
-                let policies: Vec<&'a Policy> = all
-                    .iter()
-                    .copied()
-                    .filter(|p| {
-                        (kind.select)(p)
-                            && if kind.dir == Direction::Ingress {
-                                p.ingress
-                            } else {
-                                p.egress
-                            }
-                    })
-                    .collect();
-                if policies.is_empty() && !kind.always {
-                    continue;
-                }
+                };
                 let name = limit_name(&format!("{}-{}-{tag}", kind.layer.prefix(), kind.stem));
                 let profiles = kind.profiles.then_some(ep.profiles.as_slice());
-                let rules = self.endpoint_rules(
+                let mut rules = self.endpoint_rules(
                     kind.layer, kind.dir, &policies, profiles, kind.style, &ep.id,
                 );
+                if let Some(jump) = self.host_shadow_jump(ep, &tag, kind, &policies, &staged) {
+                    // New connections first walk the shadow views (after
+                    // conntrack's own verdicts): never a verdict.
+                    let at = rules
+                        .iter()
+                        .take_while(|r| r.matches.starts_with("ct state"))
+                        .count();
+                    rules.insert(at, jump);
+                }
                 self.add_chain(name.clone(), Rank::Endpoint, None, rules);
                 self.register(
                     &mut maps,

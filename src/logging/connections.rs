@@ -1,8 +1,10 @@
 //! Connection records: one per new connection, built from the NFLOG
 //! messages the shadow walks send per stage (egress of the source, ingress
-//! of the destination; see docs/logging.md, "Connection logs"). An egress
-//! stage allowed towards a local workload waits for that workload's ingress
-//! stage (bounded in time and count); every other stage ends its record.
+//! of the destination, each host endpoint stage crossed; see
+//! docs/logging.md, "Connection logs"). An egress stage allowed towards a
+//! local workload waits for that workload's ingress stage (bounded in time
+//! and count); a host endpoint stage is a record of its own (one per
+//! connection and stage); every other stage ends its record.
 //! A per-endpoint token bucket limits records; what it suppresses is
 //! counted and carried in the endpoint's next record.
 
@@ -17,6 +19,18 @@ use crate::compile::ir::LogEntry;
 pub const PAIR_WAIT: Duration = Duration::from_millis(500);
 /// At most this many stages wait (beyond, the oldest is written alone).
 pub const PENDING_MAX: usize = 65_536;
+
+/// The stages of host endpoints (`compile::staged::hosts`): each makes a
+/// record of its own and leaves workload stages waiting for their pair.
+pub const HOST_STAGES: [&str; 7] = [
+    "host-ingress",
+    "host-egress",
+    "forward-ingress",
+    "forward-egress",
+    "prednat",
+    "untracked-ingress",
+    "untracked-egress",
+];
 
 type Flow = (Option<IpAddr>, Option<IpAddr>, u8, Option<u16>, Option<u16>);
 
@@ -35,20 +49,26 @@ struct Bucket {
 #[derive(Debug, Default)]
 pub struct Connections {
     pending: HashMap<Flow, (Instant, Record)>,
-    /// The last differing staged verdict per flow, for the stage's record.
-    staged: HashMap<Flow, LogEntry>,
+    /// The last differing staged verdict per flow, with the enforced
+    /// decision it differs from, for the stage's record.
+    staged: HashMap<Flow, (LogEntry, Option<LogEntry>)>,
     buckets: HashMap<String, Bucket>,
 }
 
 impl Connections {
     /// Remembers a staged "would …" record for the connection stage that
-    /// follows it (same packet, same chain).
+    /// follows it (same packet, same chain). It is carried only by a stage
+    /// whose enforced decision (the same mark id) is the one it differs
+    /// from: a stage that is not connection-logged (a host endpoint's,
+    /// with logs per namespace) does not lend its staged verdict to the
+    /// next logged stage of the flow.
     pub fn staged(&mut self, rec: &Record) {
         if let Some(e) = &rec.entry {
             if self.staged.len() >= PENDING_MAX {
                 self.staged.clear();
             }
-            self.staged.insert(flow(rec), e.clone());
+            self.staged
+                .insert(flow(rec), (e.clone(), rec.enforced.clone()));
         }
     }
 
@@ -72,14 +92,24 @@ impl Connections {
                 ..entry.clone()
             },
         };
+        let staged = self
+            .staged
+            .remove(&flow(&rec))
+            .filter(|(_, enforced)| enforced.as_ref() == Some(&decision))
+            .map(|(e, _)| e);
         let stage = Stage {
             stage: entry.rule.clone(),
             endpoint: entry.endpoint.clone(),
             decision,
-            staged: self.staged.remove(&flow(&rec)),
+            staged,
         };
         let key = flow(&rec);
         let mut out = self.expire(now, rate, suppressed);
+        if HOST_STAGES.contains(&stage.stage.as_str()) {
+            rec.stages.push(stage);
+            out.extend(self.limit(rec, now, rate, suppressed));
+            return out;
+        }
         if stage.stage == "egress" && stage.decision.action == "Allow" && local(&rec.out_if) {
             rec.stages.push(stage);
             if self.pending.len() >= PENDING_MAX
@@ -273,7 +303,9 @@ mod tests {
         let mut c = Connections::default();
         let now = Instant::now();
         let mut sup = 0;
-        let mut would = stage_rec("ingress", "a/web", entry("Allow", "", ""), 7);
+        // The would-record carries the mark's enforced decision, as its
+        // connection stage does.
+        let mut would = stage_rec("ingress", "a/web", entry("Allow", "ingress#0", ""), 7);
         would.entry = Some(entry("would deny", "ingress#0", ""));
         c.staged(&would);
         let allow = entry("Allow", "ingress#0", "");
@@ -296,5 +328,92 @@ mod tests {
             &mut sup,
         );
         assert!(out[0].stages[0].staged.is_none(), "only its own flow's");
+        // Another stage's staged verdict (an unlogged host endpoint stage of
+        // the same flow, decided by another rule) is not carried.
+        let mut would = stage_rec("forward-ingress", "", entry("Allow", "ingress#3", ""), 9);
+        would.entry = Some(entry("would deny", "ingress#0", ""));
+        c.staged(&would);
+        let allow = entry("Allow", "ingress#0", "");
+        let out = c.stage(
+            stage_rec("ingress", "a/web", allow, 9),
+            now,
+            10,
+            |_| false,
+            &mut sup,
+        );
+        assert!(
+            out[0].stages[0].staged.is_none(),
+            "not this stage's: {:?}",
+            out[0].stages[0]
+        );
+    }
+
+    #[test]
+    fn host_endpoint_stages_are_records_of_their_own_and_leave_pairs_alone() {
+        let mut c = Connections::default();
+        let now = Instant::now();
+        let mut sup = 0;
+        // A pod-to-pod connection that also crosses the all-interfaces host
+        // endpoint's forward stages: 3 records (forward-ingress, the paired
+        // egress + ingress, forward-egress).
+        let fwd = entry("Allow", "forwarded: no policy decided", "");
+        let mut out = c.stage(
+            stage_rec("forward-ingress", "host endpoint all", fwd.clone(), 3),
+            now,
+            10,
+            |_| true,
+            &mut sup,
+        );
+        assert_eq!(out.len(), 1, "a host stage is written at once");
+        let allow = entry("Allow", "egress#0", "");
+        out.extend(c.stage(
+            stage_rec("egress", "a/client", allow, 3),
+            now,
+            10,
+            |_| true,
+            &mut sup,
+        ));
+        let allow = entry("Allow", "ingress#0", "");
+        out.extend(c.stage(
+            stage_rec("ingress", "a/web", allow, 3),
+            now,
+            10,
+            |_| true,
+            &mut sup,
+        ));
+        out.extend(c.stage(
+            stage_rec("forward-egress", "host endpoint all", fwd, 3),
+            now,
+            10,
+            |_| true,
+            &mut sup,
+        ));
+        let stages: Vec<Vec<&str>> = out
+            .iter()
+            .map(|r| r.stages.iter().map(|s| s.stage.as_str()).collect())
+            .collect();
+        assert_eq!(
+            stages,
+            [
+                vec!["forward-ingress"],
+                vec!["egress", "ingress"],
+                vec!["forward-egress"]
+            ]
+        );
+        // preDNAT where no policy decided: the record's verdict is a pass.
+        let pass = entry("Pass", "no policy decided", "");
+        let out = c.stage(
+            stage_rec("prednat", "host endpoint h", pass, 4),
+            now,
+            10,
+            |_| true,
+            &mut sup,
+        );
+        assert_eq!(out[0].verdict(), "pass");
+        assert!(
+            out[0]
+                .syslog("n")
+                .contains(" prednat=\"Pass by no policy decided\" ")
+        );
     }
 }

@@ -370,9 +370,14 @@ fn implicit_stage(hook: &str, chain: &str, hit: &Hit) -> Option<Stage> {
 }
 
 /// Whether `chain` belongs to a staged shadow walk (`compile::staged`):
-/// the endpoint chains `filter-stw-…` / `filter-sfw-…` and their views.
+/// the workload entry chains `filter-stw-…` / `filter-sfw-…`, the host
+/// endpoint stages' `{filter,mangle,raw}-sfh…x-` / `-sth…x-`, and their
+/// views.
 fn is_shadow(chain: &str) -> bool {
-    chain.starts_with("filter-stw") || chain.starts_with("filter-sfw")
+    let rest = chain.split_once('-').map_or("", |(_, r)| r);
+    ["stw", "sfw", "sfh", "sth"]
+        .iter()
+        .any(|stem| rest.starts_with(stem))
 }
 
 /// The stages of `run`, in packet order.
@@ -386,8 +391,9 @@ pub fn attribute(ruleset: &Ruleset, pkt: &Packet, run: &Run, endpoints: &Endpoin
             let inside = matches!(rank, Some(Rank::Endpoint | Rank::Tiers | Rank::Leaf));
             // A staged shadow walk never decides: it is not a stage.
             let shadow_chain = is_shadow(&hit.chain);
-            if rank == Some(Rank::Endpoint) && shadow_chain {
-                stages.extend(current.take().map(Builder::finish));
+            if inside && shadow_chain {
+                // Entered from the workload dispatch (no stage open) or from
+                // a host endpoint stage's chain, which goes on after it.
                 in_shadow = true;
             }
             if in_shadow {
