@@ -129,6 +129,8 @@ pub struct Incremental {
     /// Policies by a `key == value` their selector requires; the rest.
     policy_by_pair: HashMap<String, HashMap<String, BTreeSet<PolicyId>>>,
     policy_unkeyed: BTreeSet<PolicyId>,
+    /// Policies by tier.
+    policy_by_tier: HashMap<String, BTreeSet<PolicyId>>,
     /// The policies that apply to each local endpoint, in order.
     lists: HashMap<EndpointId, Vec<PolicyId>>,
     owned: HashMap<Owner, Vec<Obj>>,
@@ -194,6 +196,7 @@ impl Incremental {
             policies: HashMap::new(),
             policy_by_pair: HashMap::new(),
             policy_unkeyed: BTreeSet::new(),
+            policy_by_tier: HashMap::new(),
             lists: HashMap::new(),
             owned: HashMap::new(),
             refs: HashMap::new(),
@@ -259,6 +262,7 @@ impl Incremental {
             .collect();
         self.policy_by_pair.clear();
         self.policy_unkeyed.clear();
+        self.policy_by_tier.clear();
         for p in std::mem::take(&mut self.cluster.policies) {
             self.index_policy(&p, true);
             self.cluster.policies.push(p);

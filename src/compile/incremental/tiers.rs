@@ -4,10 +4,10 @@
 //! policy of it); a tier appearing or going makes the policies that name it
 //! take effect or stop. A tier no local endpoint walks costs nothing.
 
-use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use super::{Dirty, Incremental};
-use crate::calc::{EndpointId, Policy, PolicyId, Tier};
+use crate::calc::{EndpointId, Policy, Tier};
 use crate::model::{Resource, ResourceKey, ResourceKind, Update};
 
 impl Incremental {
@@ -58,26 +58,19 @@ impl Incremental {
     /// The tier's order or default action changed: re-ranks its policies
     /// and re-renders the endpoints whose lists hold one.
     fn tier_moved(&mut self, name: &str, dirty: &mut Dirty) {
-        let ids: BTreeSet<PolicyId> = self
-            .policies
-            .iter()
-            .filter(|(_, (_, p))| p.tier == name)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let Some(ids) = self.policy_by_tier.get(name).cloned() else {
+            return;
+        };
         for id in &ids {
-            let at = self.rank_position(&self.policies[id].0);
-            if self.cluster.policies.get(at).is_some_and(|p| &p.id == id) {
-                self.cluster.policies.remove(at);
-            }
-        }
-        for id in &ids {
-            let p = self.policies[id].1.clone();
-            let rank = self.cluster.policy_rank(&p);
-            self.policies.get_mut(id).expect("listed above").0 = rank.clone();
-            let at = self.rank_position(&rank);
-            self.cluster.policies.insert(at, p);
+            let rank = self.cluster.policy_rank(&self.policies[id].1);
+            self.policies.get_mut(id).expect("indexed").0 = rank;
         }
         let policies = &self.policies;
+        let (mut moved, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.cluster.policies)
+            .into_iter()
+            .partition(|p| p.tier == name);
+        moved.sort_by(|a, b| policies[&a.id].0.cmp(&policies[&b.id].0));
+        self.cluster.policies = merge(moved, rest, |p| &policies[&p.id].0);
         for (ep, list) in self.lists.iter_mut() {
             if !list.iter().any(|id| ids.contains(id)) {
                 continue;
@@ -94,13 +87,9 @@ impl Incremental {
 
     /// The tier was deleted: the policies naming it stop applying.
     fn tier_went(&mut self, name: &str, dirty: &mut Dirty) {
-        let gone: Vec<_> = self
-            .policies
-            .values()
-            .filter(|(_, p)| p.tier == name)
-            .map(|(_, p)| Policy::clone(p))
-            .collect();
-        for p in gone {
+        let ids = self.policy_by_tier.get(name).cloned().unwrap_or_default();
+        for id in ids {
+            let p = Policy::clone(&self.policies[&id].1);
             self.replace_policy(Some(p), None, dirty);
         }
     }
@@ -117,6 +106,23 @@ impl Incremental {
             self.replace_policy(None, Some(p), dirty);
         }
     }
+}
+
+/// Two lists sorted by `key`, merged into one.
+fn merge<'k, K: Ord + 'k>(
+    a: Vec<Arc<Policy>>,
+    b: Vec<Arc<Policy>>,
+    key: impl Fn(&Policy) -> &'k K,
+) -> Vec<Arc<Policy>> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+        let next = if key(x) <= key(y) { a.next() } else { b.next() };
+        out.extend(next);
+    }
+    out.extend(a);
+    out.extend(b);
+    out
 }
 
 /// Whether a Calico policy resource is placed in tier `name` (Kubernetes

@@ -207,6 +207,15 @@ impl Incremental {
         } else {
             set.remove(&p.id);
         }
+        let in_tier = self.policy_by_tier.entry(p.tier.clone()).or_default();
+        if add {
+            in_tier.insert(p.id.clone());
+        } else {
+            in_tier.remove(&p.id);
+            if in_tier.is_empty() {
+                self.policy_by_tier.remove(&p.tier);
+            }
+        }
     }
 
     /// Puts `ep` (or nothing) in the cluster's list of local endpoints under
