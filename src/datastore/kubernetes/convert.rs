@@ -396,3 +396,6 @@ fn metadata_node(m: meta::ObjectMeta) -> Node {
     }
     at(Value::Map(fields))
 }
+
+#[cfg(test)]
+mod tests;
