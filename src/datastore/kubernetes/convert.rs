@@ -23,6 +23,20 @@ use crate::model::types::{self as model, ObjectMeta};
 use crate::model::yaml::{FieldPath, Node, Pos, Value};
 use crate::model::{Object, Resource, ResourceKind, de, load, validate};
 
+/// Collects into a new allocation of the exact size. A plain `collect` of
+/// `vec.into_iter().map(..)` reuses the source's allocation in place, so a
+/// small model value would keep the room of the large Kubernetes one (a
+/// Pod's containers: over 1 KB each) for as long as the resource lives.
+trait Fresh: Iterator + Sized {
+    fn fresh(self) -> Vec<Self::Item> {
+        let mut v = Vec::with_capacity(self.size_hint().0);
+        v.extend(self);
+        v
+    }
+}
+
+impl<I: Iterator> Fresh for I {}
+
 /// What one object became: its resource when it is valid, and every
 /// problem it has.
 #[derive(Debug, Default)]
@@ -149,13 +163,13 @@ fn pod_spec(s: core::PodSpec) -> model::PodSpec {
                 container_port: i64::from(p.container_port),
                 protocol: p.protocol,
             })
-            .collect(),
+            .fresh(),
     };
     model::PodSpec {
         node_name: s.node_name,
         service_account_name: s.service_account_name,
         host_network: s.host_network.unwrap_or(false),
-        containers: s.containers.into_iter().map(container).collect(),
+        containers: s.containers.into_iter().map(container).fresh(),
     }
 }
 
@@ -167,7 +181,7 @@ fn pod_status(s: core::PodStatus) -> model::PodStatus {
             .unwrap_or_default()
             .into_iter()
             .map(|p| model::PodIp { ip: p.ip })
-            .collect(),
+            .fresh(),
         phase: s.phase,
     }
 }
@@ -210,7 +224,7 @@ impl ToModel for networking::NetworkPolicy {
                     from: peers(r.from),
                     ports: ports(r.ports),
                 })
-                .collect(),
+                .fresh(),
             egress: spec
                 .egress
                 .unwrap_or_default()
@@ -219,7 +233,7 @@ impl ToModel for networking::NetworkPolicy {
                     to: peers(r.to),
                     ports: ports(r.ports),
                 })
-                .collect(),
+                .fresh(),
             policy_types: policy_types(spec.policy_types.unwrap_or_default(), &mut errors),
         };
         let np = Resource::K8sNetworkPolicy(Object { metadata, spec });
@@ -257,7 +271,7 @@ fn label_selector(s: meta::LabelSelector) -> model::LabelSelector {
                 operator: r.operator,
                 values: r.values.unwrap_or_default(),
             })
-            .collect(),
+            .fresh(),
     }
 }
 
@@ -270,7 +284,7 @@ fn peers(peers: Option<Vec<networking::NetworkPolicyPeer>>) -> Vec<model::Networ
             except: b.except.unwrap_or_default(),
         }),
     };
-    peers.unwrap_or_default().into_iter().map(peer).collect()
+    peers.unwrap_or_default().into_iter().map(peer).fresh()
 }
 
 fn ports(ports: Option<Vec<networking::NetworkPolicyPort>>) -> Vec<model::NetworkPolicyPort> {
@@ -282,7 +296,7 @@ fn ports(ports: Option<Vec<networking::NetworkPolicyPort>>) -> Vec<model::Networ
         }),
         end_port: p.end_port.map(i64::from),
     };
-    ports.unwrap_or_default().into_iter().map(port).collect()
+    ports.unwrap_or_default().into_iter().map(port).fresh()
 }
 
 impl ToModel for discovery::EndpointSlice {
@@ -303,8 +317,8 @@ impl ToModel for discovery::EndpointSlice {
         };
         let spec = model::EndpointSliceSpec {
             address_type: Some(self.address_type),
-            endpoints: self.endpoints.into_iter().map(endpoint).collect(),
-            ports: self.ports.map(|ps| ps.into_iter().map(port).collect()),
+            endpoints: self.endpoints.into_iter().map(endpoint).fresh(),
+            ports: self.ports.map(|ps| ps.into_iter().map(port).fresh()),
         };
         checked(
             label,

@@ -226,3 +226,25 @@ fn an_invalid_custom_object_names_its_field_and_the_fix_without_a_position() {
         "{lines:#?}"
     );
 }
+
+#[test]
+fn a_converted_pod_keeps_no_room_of_the_kubernetes_object() {
+    let obj = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web-1", "namespace": "shop"},
+        "spec": {"containers": [
+            {"name": "app", "ports": [{"name": "http", "containerPort": 8080},
+                                      {"name": "metrics", "containerPort": 9090}]},
+            {"name": "side"}]},
+        "status": {"podIPs": [{"ip": "198.18.0.7"}]}
+    });
+    let got = direct::<core::Pod>(&obj, Path::new("k8s:Pod/shop/web-1"));
+    let Some(Resource::Pod(pod)) = got.resource else {
+        panic!("{:?}", got.diagnostics)
+    };
+    // A Kubernetes Container is many times the size of the model's: had
+    // its allocation been reused, the capacity would be far above the length.
+    assert_eq!(pod.spec.containers.capacity(), 2);
+    assert_eq!(pod.spec.containers[0].ports.capacity(), 2);
+    assert_eq!(pod.status.pod_ips.capacity(), 1);
+}
