@@ -2,8 +2,9 @@
 //! events through a bounded channel (so the watch stream, and with it the
 //! next LIST page, never waits for conversion), converts each object into
 //! a resource ([`super::convert`]) and keeps what delta computation needs
-//! per object: its key, a hash of its resource and its diagnostics, never
-//! the object. Changes go out as they are found, the first listing's
+//! per object: the kind it loads to, a hash of its resource and its
+//! diagnostics, never the object (its key follows from its
+//! `namespace/name`). Changes go out as they are found, the first listing's
 //! included; a relist (after 410 Gone) yields only the differences from
 //! what was known, as one batch when it completes: deletions of what it no
 //! longer lists, then what changed.
@@ -19,7 +20,7 @@ use super::Msg;
 use super::convert::Converted;
 use crate::datastore::{Changes, Report, Status};
 use crate::diag::Diagnostic;
-use crate::model::{Resource, ResourceKey, Update};
+use crate::model::{Resource, ResourceKey, ResourceKind, Update};
 
 /// Events queued between a watch stream and its converter: enough to cover
 /// a few LIST pages of 500, few enough to bound the memory they hold.
@@ -38,8 +39,9 @@ pub enum Item<K> {
 /// What is kept of one object: enough to tell what changed.
 #[derive(Debug, Default, Clone, PartialEq)]
 struct Entry {
-    /// None when the object is invalid (it is reported and skipped).
-    key: Option<ResourceKey>,
+    /// The kind of its resource; None when the object is invalid (it is
+    /// reported and skipped).
+    kind: Option<ResourceKind>,
     value: u64,
     diagnostics: Vec<Diagnostic>,
     /// The listing that last saw it (a relist removes what it did not see).
@@ -54,24 +56,37 @@ struct Store {
     objects: HashMap<String, Entry>,
 }
 
-/// What the consumer must hear when an object goes from `old` to `new`
-/// (`value` is `new`'s resource): a delete, a put, a report.
+/// The key of a `kind` resource loaded from the object `id`
+/// (`namespace/name`): namespaced kinds without a namespace are in
+/// `default`, as the converter puts them.
+fn key_at(kind: ResourceKind, id: &str) -> ResourceKey {
+    let (ns, name) = id.split_once('/').unwrap_or(("", id));
+    let ns = if ns.is_empty() { "default" } else { ns };
+    ResourceKey {
+        kind,
+        namespace: kind.namespaced().then(|| ns.to_string()),
+        name: name.to_string(),
+    }
+}
+
+/// What the consumer must hear when the object `id` goes from `old` to
+/// `new` (`value` is `new`'s resource): a delete, a put, a report.
 fn diff(
-    label: &str,
+    (label, id): (&str, &str),
     old: Option<&Entry>,
     new: Option<&Entry>,
     value: Option<Resource>,
     out: &mut Changes,
 ) {
-    let old_key = old.and_then(|e| e.key.as_ref());
-    let new_key = new.and_then(|e| e.key.as_ref());
-    if let Some(k) = old_key
-        && old_key != new_key
+    let old_kind = old.and_then(|e| e.kind);
+    let new_kind = new.and_then(|e| e.kind);
+    if let Some(k) = old_kind
+        && old_kind != new_kind
     {
-        out.updates.push(Update::delete(k.clone()));
+        out.updates.push(Update::delete(key_at(k, id)));
     }
     if let (Some(v), Some(n)) = (value, new)
-        && (old_key != new_key || old.map(|o| o.value) != Some(n.value))
+        && (old_kind != new_kind || old.map(|o| o.value) != Some(n.value))
     {
         out.updates.push(Update::put(v));
     }
@@ -80,7 +95,7 @@ fn diff(
     if before != after {
         let status = match new {
             None => Status::Removed,
-            Some(e) if e.key.is_some() => Status::Read(1),
+            Some(e) if e.kind.is_some() => Status::Read(1),
             Some(_) => Status::Rejected,
         };
         out.reports.push(Report {
@@ -93,19 +108,29 @@ fn diff(
 
 impl Store {
     fn record(&mut self, label: &str, id: String, c: Converted, out: &mut Changes) {
+        debug_assert!(
+            (c.resource.as_ref()).is_none_or(|r| r.key() == key_at(r.kind(), &id)),
+            "{id}: the key follows from the object's namespace and name"
+        );
         let entry = Entry {
-            key: c.resource.as_ref().map(Resource::key),
+            kind: c.resource.as_ref().map(Resource::kind),
             value: c.resource.as_ref().map_or(0, crate::datastore::value_hash),
             diagnostics: c.diagnostics,
             listing: self.listing,
         };
-        diff(label, self.objects.get(&id), Some(&entry), c.resource, out);
+        diff(
+            (label, &id),
+            self.objects.get(&id),
+            Some(&entry),
+            c.resource,
+            out,
+        );
         self.objects.insert(id, entry);
     }
 
     fn forget(&mut self, label: &str, id: &str, out: &mut Changes) {
         if let Some(old) = self.objects.remove(id) {
-            diff(label, Some(&old), None, None, out);
+            diff((label, id), Some(&old), None, None, out);
         }
     }
 }
