@@ -6,15 +6,19 @@
 //! calicoctl YAML works unchanged) or the `crd.projectcalico.org/v1`
 //! objects of an existing Calico cluster.
 //!
-//! Each object is turned back into JSON and read by tortie's own loader, so
-//! an invalid object is reported and skipped exactly as a bad file would be.
-//! Watcher events pass straight through as per-object updates (whatever is
-//! queued goes as one batch; nothing waits: the daemon debounces), and
-//! [`Event::Synced`] follows once every kind has been listed completely. A
-//! relist after 410 Gone yields only the differences from what was known
-//! (nothing at all when nothing changed), and an object whose JSON is
-//! unchanged is not parsed again. The source keeps a fingerprint, key and
-//! value hash per object, not the objects.
+//! Each object is converted straight into tortie's model, never rendered
+//! as text ([`convert`]): the built-in kinds from their typed values, the
+//! custom kinds by loading their JSON value as a document, so an invalid
+//! object is reported (kind, namespace/name, field path, what to do) and
+//! skipped as a bad file would be. Conversion runs on a thread per kind
+//! ([`store`]) behind a bounded queue, so a watch stream (and its next
+//! LIST page) does not wait for it. Watcher events pass straight through
+//! as per-object updates (whatever is queued goes as one batch; nothing
+//! waits: the daemon debounces), and [`Event::Synced`] follows once every
+//! kind has been listed completely. A relist after 410 Gone yields only
+//! the differences from what was known (nothing at all when nothing
+//! changed). The source keeps a key, a value hash and the diagnostics per
+//! object, not the objects.
 //!
 //! Failures: configuration mistakes (no configuration, a missing
 //! kubeconfig, 401, 403) make [`spawn`] fail at once ([`connect`]). While
@@ -31,9 +35,10 @@
 
 pub mod backoff;
 pub mod connect;
+mod convert;
+mod store;
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,15 +52,12 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ApiResource, DynamicObject, ResourceExt};
 use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
-use serde::Serialize;
 use tokio::sync::Notify;
 
 use self::backoff::CappedBackoff;
+use self::convert::{Converted, ToModel};
 
-use super::{Changes, Event, Report, Status};
-use crate::diag::Diagnostic;
-use crate::model::load::load_str;
-use crate::model::{Resource, ResourceKey, Update};
+use super::{Changes, Event};
 
 /// Which API group holds the Calico kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,32 +162,6 @@ impl Tuning {
 /// the watchers retry (the server may simply be down).
 pub const ACCESS_CHECK_DEADLINE: Duration = Duration::from_secs(3);
 
-/// What the source keeps of one object: enough to tell what changed (a
-/// fingerprint of its JSON, the key and a hash of the resource it loads
-/// to, its diagnostics), never the object itself.
-#[derive(Debug, Default, Clone, PartialEq)]
-struct Entry {
-    fingerprint: u64,
-    /// None when the object is invalid (it is reported and skipped).
-    key: Option<ResourceKey>,
-    value: u64,
-    diagnostics: Vec<Diagnostic>,
-}
-
-/// An object just loaded: what to keep, and the value to send.
-#[derive(Debug)]
-struct Fresh {
-    entry: Entry,
-    resource: Option<Resource>,
-}
-
-/// Per kind: synced once, and the objects by `namespace/name`.
-#[derive(Debug, Default)]
-struct Store {
-    synced: bool,
-    objects: HashMap<String, Entry>,
-}
-
 /// Whether an optional (Calico) kind is currently not served.
 #[derive(Default)]
 struct Presence {
@@ -206,109 +182,6 @@ enum Msg {
     /// This kind's first listing is complete (sent once per kind).
     Synced,
     Note(String),
-}
-
-fn fingerprint(json: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    json.hash(&mut h);
-    h.finish()
-}
-
-/// Loads an object's JSON (labelled `label` in diagnostics); None when its
-/// JSON is the same as `old`'s (not parsed again).
-fn load_json(label: &str, json: Result<String, String>, old: Option<&Entry>) -> Option<Fresh> {
-    let json = match json {
-        Ok(json) => json,
-        Err(e) => {
-            let d = crate::diag::file_error(
-                Path::new(label),
-                crate::diag::Stage::Decode,
-                format!("cannot encode object: {e}"),
-            );
-            let entry = Entry {
-                diagnostics: vec![d],
-                ..Entry::default()
-            };
-            let same = old.is_some_and(|o| *o == entry);
-            return (!same).then_some(Fresh {
-                entry,
-                resource: None,
-            });
-        }
-    };
-    let fp = fingerprint(&json);
-    if old.is_some_and(|o| o.fingerprint == fp) {
-        return None;
-    }
-    let r = load_str(&json, Path::new(label));
-    let resource = r.resources.into_iter().next().map(|l| l.resource);
-    let entry = Entry {
-        fingerprint: fp,
-        key: resource.as_ref().map(Resource::key),
-        value: resource.as_ref().map_or(0, super::value_hash),
-        diagnostics: r.diagnostics,
-    };
-    Some(Fresh { entry, resource })
-}
-
-/// What the consumer must hear when an object goes from `old` to `new`
-/// (`value` is `new`'s resource): a delete, a put, a report.
-fn diff(
-    label: &str,
-    old: Option<&Entry>,
-    new: Option<&Entry>,
-    value: Option<Resource>,
-    out: &mut Changes,
-) {
-    let old_key = old.and_then(|e| e.key.as_ref());
-    let new_key = new.and_then(|e| e.key.as_ref());
-    if let Some(k) = old_key
-        && old_key != new_key
-    {
-        out.updates.push(Update::delete(k.clone()));
-    }
-    if let (Some(v), Some(n)) = (value, new)
-        && (old_key != new_key || old.map(|o| o.value) != Some(n.value))
-    {
-        out.updates.push(Update::put(v));
-    }
-    let before = old.map_or(&[][..], |e| &e.diagnostics[..]);
-    let after = new.map_or(&[][..], |e| &e.diagnostics[..]);
-    if before != after {
-        let status = match new {
-            None => Status::Removed,
-            Some(e) if e.key.is_some() => Status::Read(1),
-            Some(_) => Status::Rejected,
-        };
-        out.reports.push(Report {
-            item: label.to_string(),
-            status,
-            diagnostics: after.to_vec(),
-        });
-    }
-}
-
-impl Store {
-    fn record(&mut self, label: &str, id: String, fresh: Fresh, out: &mut Changes) {
-        diff(
-            label,
-            self.objects.get(&id),
-            Some(&fresh.entry),
-            fresh.resource,
-            out,
-        );
-        self.objects.insert(id, fresh.entry);
-    }
-
-    fn forget(&mut self, label: &str, id: &str, out: &mut Changes) {
-        if let Some(old) = self.objects.remove(id) {
-            diff(label, Some(&old), None, None, out);
-        }
-    }
-}
-
-fn key_of<K: ResourceExt>(obj: &K) -> String {
-    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
 /// Reports a failing watcher's first error, then at most one summary per
@@ -378,13 +251,14 @@ fn api_code(e: &watcher::Error) -> Option<u16> {
     }
 }
 
-/// One kind's watcher: how it encodes objects for the loader, where it
-/// sends changes, how it paces itself.
+/// One kind's watcher: how it converts objects, where it sends changes,
+/// how it paces itself. The watch stream runs here; conversion and the
+/// per-object state live on the kind's converter thread ([`store`]).
 struct KindWatch<K: kube::Resource, F> {
     kind: String,
     api: Api<K>,
-    /// The object as JSON for the loader.
-    encode: F,
+    /// The object as a resource (moved to the converter thread at start).
+    convert: Option<F>,
     out: tokio::sync::mpsc::UnboundedSender<Msg>,
     tuning: Tuning,
     /// Set for kinds that may be absent (Calico CRDs not installed).
@@ -401,18 +275,35 @@ enum Ended {
     Closed,
 }
 
+/// Where a watch stream queues its events for the converter.
+type Queue<K> = tokio::sync::mpsc::Sender<store::Item<K>>;
+
 impl<K, F> KindWatch<K, F>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-    F: Fn(&K) -> Result<String, String>,
+    F: Fn(K, &Path) -> convert::Converted + Send + 'static,
 {
-    /// Runs until the runtime stops: watch; while absent, wait for a
-    /// re-check (timer or CRD event); watch again.
-    async fn run(self) {
+    /// Runs until the runtime stops: starts the converter; watch; while
+    /// absent, wait for a re-check (timer or CRD event); watch again.
+    async fn run(mut self) {
+        let Some(convert) = self.convert.take() else {
+            return;
+        };
+        let queue = match store::spawn(&self.kind, convert, self.out.clone()) {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::error!(kind = %self.kind, error = %e, "cannot start the converter thread");
+                self.send(Msg::Note(format!(
+                    "{}: cannot start its converter thread ({e}): this kind is not read; \
+                     restart tortie (the system may be out of threads or memory)",
+                    self.kind
+                )));
+                return;
+            }
+        };
         let mut gate = ErrorGate::new(&self.kind, self.tuning.error_summary);
-        let mut store = Store::default();
         loop {
-            if let Ended::Closed = self.watch(&mut store, &mut gate).await {
+            if let Ended::Closed = self.watch(&queue, &mut gate).await {
                 return;
             }
             let Some(p) = &self.optional else { return };
@@ -427,75 +318,20 @@ where
         let _ = self.out.send(msg);
     }
 
-    fn label(&self, id: &str) -> String {
-        format!("k8s:{}/{id}", self.kind)
-    }
-
-    fn load(&self, obj: &K, old: Option<&Entry>) -> Option<Fresh> {
-        load_json(&self.label(&key_of(obj)), (self.encode)(obj), old)
-    }
-
-    /// Applies one watcher event to the store: what changed goes into
-    /// `out`; true when this completes the kind's first listing. A relist
-    /// (after 410 Gone) yields only the differences from what was known.
-    fn apply_event(
-        &self,
-        store: &mut Store,
-        buffer: &mut HashMap<String, Option<Fresh>>,
-        event: watcher::Event<K>,
-        out: &mut Changes,
-    ) -> bool {
-        match event {
-            watcher::Event::Init => buffer.clear(),
-            watcher::Event::InitApply(obj) => {
-                let id = key_of(&obj);
-                let fresh = self.load(&obj, store.objects.get(&id));
-                buffer.insert(id, fresh);
-            }
-            watcher::Event::InitDone => {
-                let listed = std::mem::take(buffer);
-                let gone: Vec<String> = store
-                    .objects
-                    .keys()
-                    .filter(|id| !listed.contains_key(*id))
-                    .cloned()
-                    .collect();
-                for id in gone {
-                    store.forget(&self.label(&id), &id, out);
-                }
-                for (id, fresh) in listed {
-                    if let Some(f) = fresh {
-                        store.record(&self.label(&id), id, f, out);
-                    }
-                }
-                return !std::mem::replace(&mut store.synced, true);
-            }
-            watcher::Event::Apply(obj) => {
-                let id = key_of(&obj);
-                if let Some(f) = self.load(&obj, store.objects.get(&id)) {
-                    store.record(&self.label(&id), id, f, out);
-                }
-            }
-            watcher::Event::Delete(obj) => {
-                let id = key_of(&obj);
-                store.forget(&self.label(&id), &id, out);
-            }
-        }
-        false
-    }
-
-    async fn watch(&self, store: &mut Store, gate: &mut ErrorGate) -> Ended {
+    /// Hands every event to the converter as it comes: the stream (and the
+    /// next LIST page) waits only when the converter is [`store::QUEUE`]
+    /// events behind.
+    async fn watch(&self, queue: &Queue<K>, gate: &mut ErrorGate) -> Ended {
         let backoff = CappedBackoff::new(self.tuning.backoff_min, self.tuning.backoff_cap);
         let mut stream = watcher(self.api.clone(), watcher::Config::default())
             .backoff(backoff)
             .boxed();
-        let mut buffer = HashMap::new();
         loop {
             let next = stream.try_next().await;
             let event = match next {
                 Ok(Some(ev)) => ev,
                 Ok(None) => return Ended::Closed,
-                Err(e) => match self.failed(&e, store, gate).await {
+                Err(e) => match self.failed(&e, queue, gate).await {
                     Some(ended) => return ended,
                     None => continue,
                 },
@@ -509,13 +345,8 @@ where
                 p.absent.store(false, Ordering::Relaxed);
                 p.noted.store(false, Ordering::Relaxed);
             }
-            let mut out = Changes::default();
-            let synced = self.apply_event(store, &mut buffer, event, &mut out);
-            if !out.updates.is_empty() || !out.reports.is_empty() {
-                self.send(Msg::Changes(out));
-            }
-            if synced {
-                self.send(Msg::Synced);
+            if queue.send(store::Item::Event(event)).await.is_err() {
+                return Ended::Closed;
             }
         }
     }
@@ -524,19 +355,17 @@ where
     async fn failed(
         &self,
         e: &watcher::Error,
-        store: &mut Store,
+        queue: &Queue<K>,
         gate: &mut ErrorGate,
     ) -> Option<Ended> {
         let code = api_code(e);
         if let (Some(p), Some(404)) = (&self.optional, code) {
-            self.absent(p, store, 404);
-            return Some(Ended::Absent);
+            return Some(self.absent(p, queue, 404).await);
         }
         if let (Some(p), Some(403)) = (&self.optional, code)
             && p.builtin
         {
-            self.absent(p, store, 403);
-            return Some(Ended::Absent);
+            return Some(self.absent(p, queue, 403).await);
         }
         if let Some(msg) = gate.report(&e.to_string()) {
             self.send(Msg::Note(msg));
@@ -547,19 +376,11 @@ where
         None
     }
 
-    /// Takes the kind as empty (deletes for what it had) and notes it once
-    /// per absence.
-    fn absent(&self, p: &Presence, store: &mut Store, code: u16) {
-        let mut out = Changes::default();
-        let ids: Vec<String> = store.objects.keys().cloned().collect();
-        for id in ids {
-            store.forget(&self.label(&id), &id, &mut out);
-        }
-        if !out.updates.is_empty() || !out.reports.is_empty() {
-            self.send(Msg::Changes(out));
-        }
-        if !std::mem::replace(&mut store.synced, true) {
-            self.send(Msg::Synced);
+    /// Takes the kind as empty (the converter deletes what it had) and
+    /// notes it once per absence.
+    async fn absent(&self, p: &Presence, queue: &Queue<K>, code: u16) -> Ended {
+        if queue.send(store::Item::Absent).await.is_err() {
+            return Ended::Closed;
         }
         p.absent.store(true, Ordering::Relaxed);
         if !p.noted.swap(true, Ordering::Relaxed) {
@@ -573,6 +394,7 @@ where
         if !p.builtin {
             self.crd_watch.notify_one();
         }
+        Ended::Absent
     }
 }
 
@@ -680,8 +502,13 @@ struct Watchers {
 }
 
 impl Watchers {
-    fn spawn<K, F>(&mut self, kind: String, api: Api<K>, encode: F, optional: Option<Arc<Presence>>)
-    where
+    fn spawn<K, F>(
+        &mut self,
+        kind: String,
+        api: Api<K>,
+        convert: F,
+        optional: Option<Arc<Presence>>,
+    ) where
         K: kube::Resource
             + Clone
             + serde::de::DeserializeOwned
@@ -689,12 +516,12 @@ impl Watchers {
             + Send
             + Sync
             + 'static,
-        F: Fn(&K) -> Result<String, String> + Send + Sync + 'static,
+        F: Fn(K, &Path) -> Converted + Send + Sync + 'static,
     {
         let w = KindWatch {
             kind,
             api,
-            encode,
+            convert: Some(convert),
             out: self.out.clone(),
             tuning: self.tuning.clone(),
             optional,
@@ -707,8 +534,8 @@ impl Watchers {
     fn typed<K>(&mut self, name: &'static str)
     where
         K: kube::Resource
+            + ToModel
             + Clone
-            + Serialize
             + serde::de::DeserializeOwned
             + std::fmt::Debug
             + Send
@@ -716,24 +543,22 @@ impl Watchers {
             + 'static,
         K::DynamicType: Default,
     {
-        let encode = |o: &K| serde_json::to_string(o).map_err(|e| e.to_string());
         let api = Api::all(self.client.clone());
-        self.spawn(name.to_string(), api, encode, None);
+        self.spawn(name.to_string(), api, K::to_model, None);
     }
 
     /// EndpointSlices (for `services` rule matches): optional, since an old
     /// API server may not serve them and RBAC may not grant them.
     fn endpoint_slices(&mut self) {
-        let encode = |o: &EndpointSlice| serde_json::to_string(o).map_err(|e| e.to_string());
         let presence = Arc::new(Presence {
             builtin: true,
             ..Presence::default()
         });
-        let api = Api::all(self.client.clone());
+        let api: Api<EndpointSlice> = Api::all(self.client.clone());
         self.spawn(
             ENDPOINT_SLICE_LABEL.to_string(),
             api,
-            encode,
+            EndpointSlice::to_model,
             Some(presence),
         );
     }
@@ -755,18 +580,14 @@ impl Watchers {
     fn optional(&mut self, ar: &ApiResource) -> (String, Arc<Presence>) {
         let label = format!("{}.{}", ar.kind, ar.group);
         let presence = Arc::new(Presence::default());
+        // List items may come without apiVersion/kind: these are theirs.
         let types = kube::api::TypeMeta {
             api_version: ar.api_version.clone(),
             kind: ar.kind.clone(),
         };
-        let encode = move |o: &DynamicObject| {
-            // List items may come without apiVersion/kind: set them.
-            let mut o = o.clone();
-            o.types = Some(types.clone());
-            serde_json::to_string(&o).map_err(|e| e.to_string())
-        };
+        let convert = move |o: DynamicObject, label: &Path| convert::dynamic(o, &types, label);
         let api = Api::all_with(self.client.clone(), ar);
-        self.spawn(label, api, encode, Some(presence.clone()));
+        self.spawn(label, api, convert, Some(presence.clone()));
         (format!("{}.{}", ar.plural, ar.group), presence)
     }
 }
@@ -858,12 +679,23 @@ fn forward(
                 if *synced == kinds {
                     flush(&mut batch)?;
                     out.send(Event::Synced)?;
+                    trim_heap();
                 }
             }
             Msg::Note(n) => out.send(Event::Note(n))?,
         }
     }
     flush(&mut batch)
+}
+
+/// Gives the heap the initial listing freed (its pages, the decoded
+/// objects, on every converter thread's arena) back to the kernel.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory held by the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Connects (in-cluster configuration or KUBECONFIG), checks that the API

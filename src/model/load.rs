@@ -556,6 +556,19 @@ pub fn load_str_with(text: &str, path: &Path, budget: &mut Budget) -> LoadResult
     ctx.finish(outcome.err(), budget)
 }
 
+/// Loads one document given as a tree without text (a Kubernetes object's
+/// JSON value): the same checks and diagnostics as a file's document,
+/// placed by resource and field path only (no line or column).
+pub fn load_node(node: &Node, path: &Path) -> LoadResult {
+    let mut ctx = Ctx::new(path);
+    ctx.document(node, &FieldPath::root(), 1);
+    let mut result = ctx.result;
+    for d in &mut result.diagnostics {
+        d.pos = None;
+    }
+    result
+}
+
 /// A hint for a syntax error on `line` of a document starting at file line
 /// `first_line`.
 fn syntax_hint(text: &str, first_line: usize, line: usize) -> Option<String> {
