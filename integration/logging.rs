@@ -275,3 +275,34 @@ fn kernel_backend_lines_carry_the_calico_prefix() {
         found[0]
     );
 }
+
+/// NFLOG messages reach the log within tens of milliseconds, not after the
+/// kernel's default batching (100 packets or 1 s): tortie sets the group's
+/// queue threshold and flush timeout when it binds.
+#[test]
+fn a_denied_packet_is_logged_without_the_kernels_one_second_batching() {
+    if !kernel::require_kernel("nflog") {
+        return;
+    }
+    let mut w = world("nflate");
+    let policies = format!(
+        "{}---\n{}",
+        seed("001-access-nginx-k8s.yaml").replace("extensions/v1beta1", "networking.k8s.io/v1"),
+        seed("001-log-denied-packets.yaml")
+    );
+    w.apply(&policies, LogBackend::Nflog { group: 12 });
+    let start = Instant::now();
+    assert!(!w.attempt("other", 80, Proto::Tcp));
+    let mut first = None;
+    while first.is_none() && start.elapsed() < Duration::from_secs(3) {
+        if !w.messages(Duration::from_millis(5)).is_empty() {
+            first = Some(start.elapsed());
+        }
+    }
+    let first = first.expect("the denied attempt is logged");
+    eprintln!("logged {first:?} after the attempt began (its probe waits 250 ms)");
+    assert!(
+        first < Duration::from_millis(700),
+        "logged {first:?} after the attempt began"
+    );
+}

@@ -523,6 +523,11 @@ fn send_config(
     Ok(())
 }
 
+/// Packets the kernel batches into one NFLOG message at most.
+const NFLOG_QTHRESH: u32 = 64;
+/// How long the kernel holds a partial NFLOG batch.
+const NFLOG_FLUSH: Duration = Duration::from_millis(10);
+
 /// Opens and binds the NFLOG group in the current network namespace.
 fn open_group(group: u16) -> std::io::Result<Socket> {
     let mut socket = Socket::new(NETLINK_NETFILTER)?;
@@ -534,7 +539,14 @@ fn open_group(group: u16) -> std::io::Result<Socket> {
         &socket,
         NetfilterProtoFamily::IPv4,
         group,
-        vec![ConfigCmd::Bind.into(), ConfigMode::new_packet(128).into()],
+        vec![
+            ConfigCmd::Bind.into(),
+            ConfigMode::new_packet(128).into(),
+            // The kernel holds up to 100 packets or 1 s before it sends a
+            // batch; flush after 10 ms (or 64 packets under load) instead.
+            netlink_packet_netfilter::nflog::ConfigNla::QThresh(NFLOG_QTHRESH),
+            netlink_packet_netfilter::nflog::Timeout::from(NFLOG_FLUSH).into(),
+        ],
     )?;
     let tv = libc::timeval {
         tv_sec: 0,
