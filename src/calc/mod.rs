@@ -6,6 +6,7 @@
 //! proportional to the endpoints a selector can match, not to the cluster.
 
 mod index;
+pub mod labels;
 mod services;
 mod settings;
 
@@ -18,6 +19,7 @@ use ipnet::IpNet;
 use sha1::Digest;
 
 pub use index::LabelIndex;
+pub use labels::{LabelMap, Sym};
 pub use services::{ServiceKey, ServiceSlices, SliceMembers, missing_service_notes};
 pub use settings::{
     DenyAction, EndpointToHostAction, FailsafePort, LogBackend, Settings, felix_env,
@@ -201,8 +203,9 @@ pub struct Endpoint {
     /// Host-side interface (`cali…` for pods; `*` for an all-interfaces HEP).
     pub iface: Option<String>,
     pub addrs: Vec<IpAddr>,
-    /// Own labels plus implicit labels plus labels applied by profiles.
-    pub labels: BTreeMap<String, String>,
+    /// Own labels plus implicit labels over labels applied by profiles
+    /// (those held by reference, shared by every endpoint of the profiles).
+    pub labels: LabelMap,
     pub profiles: Vec<String>,
     pub ports: Vec<NamedPort>,
 }
@@ -212,7 +215,7 @@ pub struct Endpoint {
 pub struct NetworkSet {
     pub namespace: Option<String>,
     pub name: String,
-    pub labels: BTreeMap<String, String>,
+    pub labels: LabelMap,
     pub nets: Vec<IpNet>,
 }
 
@@ -667,16 +670,16 @@ impl Cluster {
         })
     }
 
-    /// Labels applied by the given profiles (earlier profiles win), under
-    /// the endpoint's own labels.
-    fn profile_labels(&self, profiles: &[String], own: &mut BTreeMap<String, String>) {
-        for p in profiles {
-            if let Some(spec) = self.profiles.get(p) {
-                for (k, v) in &spec.labels_to_apply {
-                    own.entry(k.clone()).or_insert_with(|| v.clone());
-                }
-            }
-        }
+    /// Labels applied by the given profiles (earlier profiles win), to go
+    /// under an endpoint's own labels; one shared copy per distinct list.
+    fn profile_labels(&self, profiles: &[String]) -> Option<std::sync::Arc<labels::Pairs>> {
+        let applied = profiles
+            .iter()
+            .filter_map(|p| self.profiles.get(p))
+            .flat_map(|spec| spec.labels_to_apply.iter())
+            .map(|(k, v)| (k.as_str(), v.as_str()));
+        let pairs = labels::pairs_of(applied);
+        (!pairs.is_empty()).then(|| labels::shared(pairs))
     }
 
     fn add_pod(
@@ -734,16 +737,21 @@ impl Cluster {
             .service_account_name
             .clone()
             .unwrap_or_else(|| "default".into());
-        let mut labels = pod.metadata.labels.clone();
-        labels.insert(NAMESPACE_LABEL.into(), ns.clone());
-        labels.insert(ORCHESTRATOR_LABEL.into(), "k8s".into());
-        labels.insert(SERVICE_ACCOUNT_LABEL.into(), sa.clone());
+        let own = own_labels(
+            &[
+                (NAMESPACE_LABEL, &ns),
+                (ORCHESTRATOR_LABEL, "k8s"),
+                (SERVICE_ACCOUNT_LABEL, &sa),
+            ],
+            &pod.metadata.labels,
+            &[],
+        );
         let mut profiles = vec![format!("kns.{ns}")];
         let sa_profile = format!("ksa.{ns}.{sa}");
         if self.profiles.contains_key(&sa_profile) {
             profiles.push(sa_profile);
         }
-        self.profile_labels(&profiles, &mut labels);
+        let labels = LabelMap::layered(own, self.profile_labels(&profiles));
         let ports = pod
             .spec
             .containers
@@ -791,22 +799,23 @@ impl Cluster {
             .namespace
             .clone()
             .unwrap_or_else(|| "default".into());
-        let mut labels = o.metadata.labels.clone();
-        labels.insert(NAMESPACE_LABEL.into(), ns.clone());
-        if let Some(orch) = &o.spec.orchestrator {
-            labels
-                .entry(ORCHESTRATOR_LABEL.into())
-                .or_insert(orch.clone());
-        }
+        let mut over = vec![(NAMESPACE_LABEL, ns.as_str())];
         if let Some(sa) = &o.spec.service_account_name {
-            labels.insert(SERVICE_ACCOUNT_LABEL.into(), sa.clone());
+            over.push((SERVICE_ACCOUNT_LABEL, sa));
         }
+        let under: Vec<(&str, &str)> = o
+            .spec
+            .orchestrator
+            .iter()
+            .map(|orch| (ORCHESTRATOR_LABEL, orch.as_str()))
+            .collect();
+        let own = own_labels(&over, &o.metadata.labels, &under);
         let mut profiles = o.spec.profiles.clone();
         let kns = format!("kns.{ns}");
         if self.profiles.contains_key(&kns) && !profiles.contains(&kns) {
             profiles.insert(0, kns);
         }
-        self.profile_labels(&profiles, &mut labels);
+        let labels = LabelMap::layered(own, self.profile_labels(&profiles));
         let addrs = o
             .spec
             .ip_networks
@@ -842,8 +851,10 @@ impl Cluster {
     /// The endpoint a HostEndpoint stands for (labels inherited).
     pub fn host_endpoint(&self, o: &crate::model::Object<HostEndpointSpec>) -> Endpoint {
         let name = o.metadata.name.clone().unwrap_or_default();
-        let mut labels = o.metadata.labels.clone();
-        self.profile_labels(&o.spec.profiles, &mut labels);
+        let labels = LabelMap::layered(
+            own_labels(&[], &o.metadata.labels, &[]),
+            self.profile_labels(&o.spec.profiles),
+        );
         Endpoint {
             id: EndpointId::Host { name },
             node: o.spec.node.clone(),
@@ -911,12 +922,13 @@ impl Cluster {
     ) -> NetworkSet {
         let namespace =
             namespaced.then(|| meta.namespace.clone().unwrap_or_else(|| "default".into()));
-        let mut labels = meta.labels.clone();
-        if let Some(ns) = &namespace {
-            labels.insert(NAMESPACE_LABEL.into(), ns.clone());
-            let kns = vec![format!("kns.{ns}")];
-            self.profile_labels(&kns, &mut labels);
-        }
+        let labels = match &namespace {
+            Some(ns) => LabelMap::layered(
+                own_labels(&[(NAMESPACE_LABEL, ns)], &meta.labels, &[]),
+                self.profile_labels(&[format!("kns.{ns}")]),
+            ),
+            None => LabelMap::layered(own_labels(&[], &meta.labels, &[]), None),
+        };
         NetworkSet {
             namespace,
             name: meta.name.clone().unwrap_or_default(),
@@ -986,6 +998,17 @@ impl Cluster {
         }
         out
     }
+}
+
+/// An object's own label layer: `over` replaces its labels, `under` fills
+/// in keys it does not have.
+fn own_labels(
+    over: &[(&str, &str)],
+    own: &BTreeMap<String, String>,
+    under: &[(&str, &str)],
+) -> Vec<(Sym, Sym)> {
+    let own = own.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    labels::pairs_of(over.iter().copied().chain(own).chain(under.iter().copied()))
 }
 
 fn endpoint_ports(ports: &[EndpointPort]) -> Vec<NamedPort> {

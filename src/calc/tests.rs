@@ -276,7 +276,7 @@ proptest! {
             node: "n".into(),
             iface: None,
             addrs: vec![],
-            labels: l.clone(),
+            labels: l.into(),
             profiles: vec![],
             ports: vec![],
         }).collect();
