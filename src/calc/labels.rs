@@ -13,6 +13,8 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, OnceLock, RwLock};
 
+use crate::selector::Selector;
+
 /// An interned string: equal texts are the same pointer.
 #[derive(Clone, Copy)]
 pub struct Sym(&'static String);
@@ -362,6 +364,72 @@ impl crate::selector::Labels for LabelMap {
     }
 }
 
+impl LabelMap {
+    /// The value of `key`, compared by symbol (no text comparison).
+    pub fn get_by(&self, key: Sym) -> Option<Sym> {
+        let hit = |pairs: &Pairs| pairs.iter().find(|(k, _)| *k == key).map(|p| p.1);
+        hit(&self.own).or_else(|| self.inherited.as_deref().and_then(hit))
+    }
+}
+
+/// A selector with its label keys and values interned, evaluated against
+/// a [`LabelMap`] by symbol: the same answers as [`Selector::matches`],
+/// without comparing texts. Built per use (e.g. per set filled).
+#[derive(Debug, Clone)]
+pub enum SymSelector {
+    All,
+    Has(Sym),
+    Equal(Sym, Sym),
+    NotEqual(Sym, Sym),
+    In(Sym, Vec<Sym>),
+    NotIn(Sym, Vec<Sym>),
+    Contains(Sym, String),
+    StartsWith(Sym, String),
+    EndsWith(Sym, String),
+    Not(Box<SymSelector>),
+    And(Vec<SymSelector>),
+    Or(Vec<SymSelector>),
+}
+
+impl SymSelector {
+    pub fn new(sel: &Selector) -> SymSelector {
+        let s = |t: &String| Sym::new(t);
+        let all = |vs: &[String]| vs.iter().map(|v| Sym::new(v)).collect();
+        match sel {
+            Selector::All | Selector::Global => SymSelector::All,
+            Selector::Has(k) => SymSelector::Has(s(k)),
+            Selector::Equal(k, v) => SymSelector::Equal(s(k), s(v)),
+            Selector::NotEqual(k, v) => SymSelector::NotEqual(s(k), s(v)),
+            Selector::In(k, vs) => SymSelector::In(s(k), all(vs)),
+            Selector::NotIn(k, vs) => SymSelector::NotIn(s(k), all(vs)),
+            Selector::Contains(k, v) => SymSelector::Contains(s(k), v.clone()),
+            Selector::StartsWith(k, v) => SymSelector::StartsWith(s(k), v.clone()),
+            Selector::EndsWith(k, v) => SymSelector::EndsWith(s(k), v.clone()),
+            Selector::Not(t) => SymSelector::Not(Box::new(SymSelector::new(t))),
+            Selector::And(ts) => SymSelector::And(ts.iter().map(SymSelector::new).collect()),
+            Selector::Or(ts) => SymSelector::Or(ts.iter().map(SymSelector::new).collect()),
+        }
+    }
+
+    pub fn matches(&self, l: &LabelMap) -> bool {
+        let text = |k: &Sym| l.get_by(*k).map(Sym::as_str);
+        match self {
+            SymSelector::All => true,
+            SymSelector::Has(k) => l.get_by(*k).is_some(),
+            SymSelector::Equal(k, v) => l.get_by(*k) == Some(*v),
+            SymSelector::NotEqual(k, v) => l.get_by(*k) != Some(*v),
+            SymSelector::In(k, vs) => l.get_by(*k).is_some_and(|x| vs.contains(&x)),
+            SymSelector::NotIn(k, vs) => !l.get_by(*k).is_some_and(|x| vs.contains(&x)),
+            SymSelector::Contains(k, v) => text(k).is_some_and(|x| x.contains(v.as_str())),
+            SymSelector::StartsWith(k, v) => text(k).is_some_and(|x| x.starts_with(v.as_str())),
+            SymSelector::EndsWith(k, v) => text(k).is_some_and(|x| x.ends_with(v.as_str())),
+            SymSelector::Not(t) => !t.matches(l),
+            SymSelector::And(ts) => ts.iter().all(|t| t.matches(l)),
+            SymSelector::Or(ts) => ts.iter().any(|t| t.matches(l)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,6 +475,35 @@ mod tests {
         assert!(std::ptr::eq(a.as_str(), b.as_str()));
         assert_eq!(Sym::lookup("tortie-test-never-interned-text"), None);
         assert!(Sym::new("a") < Sym::new("b"));
+    }
+
+    #[test]
+    fn symbol_selectors_agree_with_text_selectors() {
+        let m = LabelMap::layered(
+            pairs_of([("app", "web"), ("tier", "api")]),
+            Some(inherited(&[("pcns.team", "red"), ("tier", "db")])),
+        );
+        for text in [
+            "app == 'web'",
+            "app == 'db'",
+            "tier == 'api' && pcns.team == 'red'",
+            "tier == 'db'",
+            "has(pcns.team) && !has(nope)",
+            "app in {'a', 'web'}",
+            "app not in {'web'}",
+            "nope != 'x'",
+            "app contains 'e' || tier starts with 'z'",
+            "pcns.team ends with 'ed'",
+            "tortie-test-unseen-key == 'tortie-test-unseen-value'",
+            "all()",
+        ] {
+            let sel = crate::selector::parse(text).unwrap();
+            assert_eq!(
+                SymSelector::new(&sel).matches(&m),
+                sel.matches(&m),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -295,10 +295,15 @@ pub struct Cluster {
     /// workloads' connections are logged.
     pub connection_log_namespaces: BTreeSet<String>,
     pub index: LabelIndex,
-    /// Policies by a `key == value` their selector requires; the rest are
-    /// checked against every endpoint.
-    policy_by_pair: std::collections::HashMap<(String, String), Vec<usize>>,
-    policy_unindexed: Vec<usize>,
+    /// Policies (positions in `policies`) by a `key == value` their
+    /// selector requires; the rest are checked against every endpoint.
+    policy_by_pair: labels::SymMap<(Sym, Sym), Vec<u32>>,
+    policy_unindexed: Vec<u32>,
+    /// How many policies the two lists above were built for (when
+    /// `policies` has another length, [`Cluster::policies_for`] scans).
+    policy_indexed: usize,
+    /// Each policy's `applies_to` on interned labels, by position.
+    policy_matchers: Vec<labels::SymSelector>,
 }
 
 /// The Namespace annotation that turns connection logs on for the
@@ -423,6 +428,9 @@ impl Cluster {
         I: Iterator<Item = &'a Resource> + Clone,
     {
         let mut c = Cluster::default();
+        // One allocation for the endpoints, not a doubling series.
+        let endpoints = resources.clone().filter(|r| is_endpoint(r)).count();
+        c.endpoints.reserve_exact(endpoints);
         let mut felix_default = None;
         let mut felix_node = None;
         let mut namespaces: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
@@ -544,11 +552,19 @@ impl Cluster {
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         c.index = LabelIndex::build(&c.endpoints, &c.network_sets);
         for (i, p) in c.policies.iter().enumerate() {
+            let i = i as u32;
             match index::required_pair(&p.applies_to, &c.index) {
-                Some(pair) => c.policy_by_pair.entry(pair).or_default().push(i),
+                Some((k, v)) => {
+                    let pair = (Sym::new(&k), Sym::new(&v));
+                    c.policy_by_pair.entry(pair).or_default().push(i);
+                }
                 None => c.policy_unindexed.push(i),
             }
         }
+        c.policy_indexed = c.policies.len();
+        c.policy_matchers = (c.policies.iter())
+            .map(|p| labels::SymSelector::new(&p.applies_to))
+            .collect();
         c.notes.sort();
         c
     }
@@ -887,8 +903,10 @@ impl Cluster {
             staged: self.staged.clone(),
             connection_log_namespaces: self.connection_log_namespaces.clone(),
             index: LabelIndex::default(),
-            policy_by_pair: Default::default(),
-            policy_unindexed: Vec::new(),
+            policy_by_pair: self.policy_by_pair.clone(),
+            policy_unindexed: self.policy_unindexed.clone(),
+            policy_indexed: self.policy_indexed,
+            policy_matchers: self.policy_matchers.clone(),
         }
     }
 
@@ -949,24 +967,49 @@ impl Cluster {
 
     /// Policies that apply to `ep`, in evaluation order.
     pub fn policies_for<'a>(&'a self, ep: &'a Endpoint) -> impl Iterator<Item = &'a Policy> + 'a {
-        self.policies
-            .iter()
-            .filter(move |p| p.applies_to.matches(&ep.labels))
+        let indexed = self.policy_indexed == self.policies.len();
+        let candidates: Vec<u32> = if indexed {
+            let mut found = self.policy_unindexed.clone();
+            for pair in ep.labels.syms() {
+                found.extend(self.policy_by_pair.get(&pair).into_iter().flatten());
+            }
+            found.sort_unstable();
+            found.dedup();
+            found
+        } else {
+            (0..self.policies.len() as u32).collect()
+        };
+        candidates.into_iter().filter_map(move |i| {
+            let p = &self.policies[i as usize];
+            let hit = if indexed {
+                self.policy_matchers[i as usize].matches(&ep.labels)
+            } else {
+                p.applies_to.matches(&ep.labels)
+            };
+            hit.then_some(p)
+        })
     }
 
     /// The addresses (as CIDRs) a selector holds: matching endpoints'
     /// addresses and matching network sets' nets.
     pub fn selector_members(&self, sel: &Selector) -> BTreeSet<IpNet> {
-        let mut out = BTreeSet::new();
+        self.selector_nets(sel).into_iter().collect()
+    }
+
+    /// As [`Cluster::selector_members`], unsorted and possibly repeated
+    /// (for callers that merge the nets anyway).
+    pub fn selector_nets(&self, sel: &Selector) -> Vec<IpNet> {
+        let m = labels::SymSelector::new(sel);
+        let mut out = Vec::new();
         for i in self.index.candidate_endpoints(sel) {
             let ep = &self.endpoints[i];
-            if sel.matches(&ep.labels) {
+            if m.matches(&ep.labels) {
                 out.extend(ep.addrs.iter().map(|a| IpNet::from(*a)));
             }
         }
         for i in self.index.candidate_sets(sel) {
             let ns = &self.network_sets[i];
-            if sel.matches(&ns.labels) {
+            if m.matches(&ns.labels) {
                 out.extend(ns.nets.iter().copied());
             }
         }
@@ -981,10 +1024,11 @@ impl Cluster {
         name: &str,
         protocol: Option<Protocol>,
     ) -> BTreeSet<(IpAddr, u8, u16)> {
+        let m = labels::SymSelector::new(sel);
         let mut out = BTreeSet::new();
         for i in self.index.candidate_endpoints(sel) {
             let ep = &self.endpoints[i];
-            if !sel.matches(&ep.labels) {
+            if !m.matches(&ep.labels) {
                 continue;
             }
             for p in ep.ports.iter().filter(|p| p.name == name) {
@@ -998,6 +1042,13 @@ impl Cluster {
         }
         out
     }
+}
+
+fn is_endpoint(r: &Resource) -> bool {
+    matches!(
+        r,
+        Resource::Pod(_) | Resource::WorkloadEndpoint(_) | Resource::HostEndpoint(_)
+    )
 }
 
 /// An object's own label layer: `over` replaces its labels, `under` fills

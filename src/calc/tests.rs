@@ -291,6 +291,35 @@ proptest! {
     }
 }
 
+proptest! {
+    /// Own labels over shared inherited ones read exactly as the merged
+    /// map (own winning), and symbol selectors agree with text selectors.
+    #[test]
+    fn layered_labels_read_as_the_merged_map(
+        own in arb_labels(),
+        inherited in arb_labels(),
+        text in prop_oneof![
+            Just("a == '1'"), Just("a != '1'"), Just("has(b)"), Just("!has(b)"),
+            Just("a in {'1', '2'}"), Just("a == '1' && b == '2'"), Just("a == '1' || has(c)"),
+            Just("a not in {'1'}"), Just("(a == '1' || b == '2') && !has(c)"), Just("all()"),
+            Just("c contains '1'"), Just("b starts with '2'"), Just("c ends with '3'"),
+        ],
+    ) {
+        use crate::calc::labels::{LabelMap, SymSelector, pairs_of, shared};
+        let mut merged = inherited.clone();
+        merged.extend(own.clone());
+        let layered = LabelMap::layered(
+            pairs_of(own.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            Some(shared(pairs_of(inherited.iter().map(|(k, v)| (k.as_str(), v.as_str()))))),
+        );
+        prop_assert_eq!(layered.to_map(), merged.clone());
+        prop_assert_eq!(&layered, &LabelMap::from(&merged));
+        let sel = crate::selector::parse(text).unwrap();
+        prop_assert_eq!(sel.matches(&layered), sel.matches(&merged), "{}", text);
+        prop_assert_eq!(SymSelector::new(&sel).matches(&layered), sel.matches(&merged), "{}", text);
+    }
+}
+
 #[test]
 fn felix_environment_variables_beat_felix_configuration() {
     let vars = |v: &[(&str, &str)]| {

@@ -269,7 +269,7 @@ impl<'a> RuleRenderer<'a> {
             if !fill {
                 return BTreeSet::new();
             }
-            address_elements(cluster.selector_members(sel), fam == Fam::V6)
+            address_elements(cluster.selector_nets(sel), fam == Fam::V6)
         })
     }
 
