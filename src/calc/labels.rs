@@ -22,6 +22,19 @@ pub struct Sym(&'static String);
 impl Sym {
     /// The interned copy of `text` (created on first sight).
     pub fn new(text: &str) -> Sym {
+        thread_local! {
+            // Each thread's symbols already seen: no lock on the hot path.
+            static SEEN: std::cell::RefCell<Table> = Default::default();
+        }
+        if let Some(s) = SEEN.with_borrow(|seen| seen.get(text).copied()) {
+            return Sym(s);
+        }
+        let s = Sym::new_shared(text);
+        SEEN.with_borrow_mut(|seen| seen.insert(s.as_str(), s.0));
+        s
+    }
+
+    fn new_shared(text: &str) -> Sym {
         if let Some(s) = Sym::lookup(text) {
             return s;
         }

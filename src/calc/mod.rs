@@ -301,6 +301,8 @@ pub struct Cluster {
     policy_unindexed: Vec<u32>,
     /// How many policies the two lists above were built for (when
     /// `policies` has another length, [`Cluster::policies_for`] scans).
+    /// Only [`Cluster::build_from`] fills them; a cluster whose policies
+    /// are edited afterwards must come from [`Cluster::local_view`].
     policy_indexed: usize,
     /// Each policy's `applies_to` on interned labels, by position.
     policy_matchers: Vec<labels::SymSelector>,
@@ -433,6 +435,7 @@ impl Cluster {
         c.endpoints.reserve_exact(endpoints);
         let mut felix_default = None;
         let mut felix_node = None;
+        let mut inherited = Inherited::default();
         let mut namespaces: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         let mut service_accounts: BTreeMap<(String, String), BTreeMap<String, String>> =
             BTreeMap::new();
@@ -528,7 +531,7 @@ impl Cluster {
                     let conv = crate::model::cnp::convert_cnp(o);
                     c.add_policy(PolicyKind::Kcnp, &conv.metadata, &conv.spec)
                 }
-                Resource::Pod(p) => c.add_pod(p, &namespaces),
+                Resource::Pod(p) => c.add_pod(p, &namespaces, &mut inherited),
                 Resource::WorkloadEndpoint(o) => c.add_workload_endpoint(o),
                 Resource::HostEndpoint(o) => c.add_host_endpoint(o),
                 Resource::NetworkSet(o) => c.add_network_set(Some(o), &o.metadata, &o.spec),
@@ -547,7 +550,7 @@ impl Cluster {
         let mut policies = std::mem::take(&mut c.policies);
         policies.sort_by_cached_key(|p| c.policy_rank(p));
         c.policies = policies;
-        c.endpoints.sort_by(|a, b| a.id.cmp(&b.id));
+        sort_endpoints(&mut c.endpoints);
         c.network_sets
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         c.index = LabelIndex::build(&c.endpoints, &c.network_sets);
@@ -688,7 +691,18 @@ impl Cluster {
 
     /// Labels applied by the given profiles (earlier profiles win), to go
     /// under an endpoint's own labels; one shared copy per distinct list.
-    fn profile_labels(&self, profiles: &[String]) -> Option<std::sync::Arc<labels::Pairs>> {
+    /// As [`Cluster::profile_labels`], remembered per list of profiles
+    /// (valid while `self.profiles` does not change, as during a build).
+    fn profile_labels_in(&self, profiles: &[String], memo: &mut Inherited) -> Option<SharedPairs> {
+        if let Some(hit) = memo.0.get(profiles) {
+            return hit.clone();
+        }
+        let found = self.profile_labels(profiles);
+        memo.0.insert(profiles.into(), found.clone());
+        found
+    }
+
+    fn profile_labels(&self, profiles: &[String]) -> Option<SharedPairs> {
         let applied = profiles
             .iter()
             .filter_map(|p| self.profiles.get(p))
@@ -702,13 +716,14 @@ impl Cluster {
         &mut self,
         pod: &crate::model::Pod,
         namespaces: &BTreeMap<String, BTreeMap<String, String>>,
+        inherited: &mut Inherited,
     ) {
         let ns = pod
             .metadata
             .namespace
             .clone()
             .unwrap_or_else(|| "default".into());
-        if let Some(ep) = self.pod_endpoint(pod) {
+        if let Some(ep) = self.pod_endpoint_in(pod, inherited) {
             if !namespaces.contains_key(&ns) {
                 self.note(
                     format!("pod {ns}/{}", pod.metadata.name.clone().unwrap_or_default()),
@@ -723,6 +738,10 @@ impl Cluster {
     /// those its namespace and service account apply. `None` for pods with
     /// no address yet, host-network pods and finished pods.
     pub fn pod_endpoint(&self, pod: &crate::model::Pod) -> Option<Endpoint> {
+        self.pod_endpoint_in(pod, &mut Inherited::default())
+    }
+
+    fn pod_endpoint_in(&self, pod: &crate::model::Pod, memo: &mut Inherited) -> Option<Endpoint> {
         let ns = pod
             .metadata
             .namespace
@@ -767,7 +786,7 @@ impl Cluster {
         if self.profiles.contains_key(&sa_profile) {
             profiles.push(sa_profile);
         }
-        let labels = LabelMap::layered(own, self.profile_labels(&profiles));
+        let labels = LabelMap::layered(own, self.profile_labels_in(&profiles, memo));
         let ports = pod
             .spec
             .containers
@@ -903,10 +922,12 @@ impl Cluster {
             staged: self.staged.clone(),
             connection_log_namespaces: self.connection_log_namespaces.clone(),
             index: LabelIndex::default(),
-            policy_by_pair: self.policy_by_pair.clone(),
-            policy_unindexed: self.policy_unindexed.clone(),
-            policy_indexed: self.policy_indexed,
-            policy_matchers: self.policy_matchers.clone(),
+            // The view's policies are edited in place (the incremental
+            // engine inserts and removes them), so it scans them.
+            policy_by_pair: Default::default(),
+            policy_unindexed: Vec::new(),
+            policy_indexed: 0,
+            policy_matchers: Vec::new(),
         }
     }
 
@@ -1024,31 +1045,78 @@ impl Cluster {
         name: &str,
         protocol: Option<Protocol>,
     ) -> BTreeSet<(IpAddr, u8, u16)> {
+        self.named_port_list(sel, name, protocol, None)
+            .into_iter()
+            .collect()
+    }
+
+    /// As [`Cluster::named_port_members`], sorted in a list, of one address
+    /// family only when `v6` says which.
+    pub fn named_port_list(
+        &self,
+        sel: &Selector,
+        name: &str,
+        protocol: Option<Protocol>,
+        v6: Option<bool>,
+    ) -> Vec<(IpAddr, u8, u16)> {
         let m = labels::SymSelector::new(sel);
-        let mut out = BTreeSet::new();
+        let want = protocol.map(Protocol::normalised);
+        let mut out = Vec::new();
         for i in self.index.candidate_endpoints(sel) {
             let ep = &self.endpoints[i];
-            if !m.matches(&ep.labels) {
+            if !ep.ports.iter().any(|p| p.name == name) || !m.matches(&ep.labels) {
                 continue;
             }
             for p in ep.ports.iter().filter(|p| p.name == name) {
-                if protocol.is_some_and(|want| want.normalised() != p.protocol.normalised()) {
+                if want.is_some_and(|w| w != p.protocol.normalised()) {
                     continue;
                 }
-                for a in &ep.addrs {
-                    out.insert((*a, p.protocol.number(), p.port));
-                }
+                let addrs = ep
+                    .addrs
+                    .iter()
+                    .filter(|a| v6.is_none_or(|v6| a.is_ipv6() == v6));
+                out.extend(addrs.map(|a| (*a, p.protocol.number(), p.port)));
             }
         }
+        out.sort_unstable();
+        out.dedup();
         out
     }
 }
+
+type SharedPairs = std::sync::Arc<labels::Pairs>;
+
+/// Inherited label lists already made during one build, by profile list.
+#[derive(Default)]
+struct Inherited(std::collections::HashMap<Box<[String]>, Option<SharedPairs>>);
 
 fn is_endpoint(r: &Resource) -> bool {
     matches!(
         r,
         Resource::Pod(_) | Resource::WorkloadEndpoint(_) | Resource::HostEndpoint(_)
     )
+}
+
+/// Sorts endpoints by id (ties kept in input order) by sorting positions,
+/// then moving each endpoint once: cheaper than moving whole endpoints
+/// through a merge sort.
+fn sort_endpoints(endpoints: &mut [Endpoint]) {
+    let mut order: Vec<u32> = (0..endpoints.len() as u32).collect();
+    order.sort_unstable_by(|a, b| {
+        let (x, y) = (&endpoints[*a as usize].id, &endpoints[*b as usize].id);
+        x.cmp(y).then(a.cmp(b))
+    });
+    // Position i takes the endpoint at order[i]: follow each cycle once.
+    for start in 0..order.len() {
+        let mut i = start;
+        while order[i] as usize != start && order[i] != u32::MAX {
+            let next = order[i] as usize;
+            endpoints.swap(i, next);
+            order[i] = u32::MAX;
+            i = next;
+        }
+        order[i] = u32::MAX;
+    }
 }
 
 /// An object's own label layer: `over` replaces its labels, `under` fills

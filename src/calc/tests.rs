@@ -320,6 +320,29 @@ proptest! {
     }
 }
 
+proptest! {
+    /// Sorting by positions gives the order a stable sort by id gives.
+    #[test]
+    fn endpoints_sort_as_a_stable_sort_by_id(
+        names in proptest::collection::vec((0u8..4, 0u8..6), 0..40),
+    ) {
+        let eps: Vec<Endpoint> = names.iter().enumerate().map(|(i, (ns, n))| Endpoint {
+            id: EndpointId::Workload { namespace: format!("ns{ns}"), name: format!("p{n}") },
+            node: format!("{i}"),
+            iface: None,
+            addrs: vec![],
+            labels: Default::default(),
+            profiles: vec![],
+            ports: vec![],
+        }).collect();
+        let mut want = eps.clone();
+        want.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut got = eps;
+        super::sort_endpoints(&mut got);
+        prop_assert_eq!(got, want);
+    }
+}
+
 #[test]
 fn felix_environment_variables_beat_felix_configuration() {
     let vars = |v: &[(&str, &str)]| {
