@@ -152,7 +152,7 @@ pub fn pairs_of<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec
         .into_iter()
         .map(|(k, v)| (Sym::new(k), Sym::new(v)))
         .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.sort_by_key(|a| a.0);
     out.dedup_by(|b, a| a.0 == b.0);
     out
 }
@@ -205,12 +205,12 @@ impl LabelMap {
     }
 
     /// The value of `key` (as `BTreeMap::get`).
-    pub fn get(&self, key: &str) -> Option<&'static String> {
-        self.get_sym(key).map(Sym::as_string)
+    pub fn get<Q: AsRef<str> + ?Sized>(&self, key: &Q) -> Option<&'static String> {
+        self.get_sym(key.as_ref()).map(Sym::as_string)
     }
 
-    pub fn contains_key(&self, key: &str) -> bool {
-        self.get_sym(key).is_some()
+    pub fn contains_key<Q: AsRef<str> + ?Sized>(&self, key: &Q) -> bool {
+        self.get_sym(key.as_ref()).is_some()
     }
 
     /// Every label in key order, each key once.
@@ -345,7 +345,7 @@ impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for LabelMap {
             .collect();
         // The last value of a key wins, as in a map built by inserts.
         own.reverse();
-        own.sort_by(|a, b| a.0.cmp(&b.0));
+        own.sort_by_key(|a| a.0);
         own.dedup_by(|b, a| a.0 == b.0);
         LabelMap::layered(own, None)
     }
