@@ -767,6 +767,9 @@ impl Cluster {
         if addrs.is_empty() {
             return None;
         }
+        // Held for the endpoint's life: no spare capacity (most pods have one
+        // address and one named port).
+        addrs.shrink_to_fit();
         let sa = pod
             .spec
             .service_account_name
@@ -787,7 +790,7 @@ impl Cluster {
             profiles.push(sa_profile);
         }
         let labels = LabelMap::layered(own, self.profile_labels_in(&profiles, memo));
-        let ports = pod
+        let mut ports: Vec<NamedPort> = pod
             .spec
             .containers
             .iter()
@@ -807,6 +810,7 @@ impl Cluster {
                 })
             })
             .collect();
+        ports.shrink_to_fit();
         let iface = pod_interface_name(&self.settings.interface_prefixes[0], &ns, &name);
         Some(Endpoint {
             id: EndpointId::Workload {
