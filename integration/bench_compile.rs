@@ -1,7 +1,9 @@
 //! Compile benchmark: builds synthetic clusters (sizes S, M, L, XL; or
 //! `--size NAME` to run one) and times cluster build + compile + render for
-//! the node `node-0`, reporting the median of several runs and the ruleset's
-//! shape. Run: `cargo bench --bench compile [-- --size L]`.
+//! the node `node-0`, reporting the median of several runs, the ruleset's
+//! shape and the process's peak resident memory so far (the generated
+//! input included; run one size per process to read it per size).
+//! Run: `cargo bench --bench compile [-- --size L]`.
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,16 @@ use tortie::synth::{LOCAL_NODE, Size, generate};
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
+}
+
+/// The process's peak resident memory (VmHWM) in MB, 0 when unknown.
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn main() {
@@ -39,9 +51,9 @@ fn main() {
         ("XL", Size::XL),
     ];
     println!(
-        "| size | policies | pods | local endpoints | build | compile | render | total (median of {runs}) | chains | rules | jumps | sets | set elements | text |"
+        "| size | policies | pods | local endpoints | build | compile | render | total (median of {runs}) | chains | rules | jumps | sets | set elements | text | peak memory |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, size) in sizes {
         if only.as_deref().is_some_and(|o| o != name) {
             continue;
@@ -66,7 +78,7 @@ fn main() {
         let (rs, bytes) = last.expect("one run");
         let elements: usize = rs.sets.values().map(|s| s.elements.len()).sum();
         println!(
-            "| {name} | {} | {} | {} | {:.3} s | {:.3} s | {:.3} s | {:.3} s | {} | {} | {} | {} | {} | {:.1} MB |",
+            "| {name} | {} | {} | {} | {:.3} s | {:.3} s | {:.3} s | {:.3} s | {} | {} | {} | {} | {} | {:.1} MB | {:.0} MB |",
             size.policies,
             size.pods,
             size.local_pods,
@@ -79,7 +91,8 @@ fn main() {
             rs.jump_count(),
             rs.sets.len(),
             elements,
-            bytes as f64 / 1e6
+            bytes as f64 / 1e6,
+            peak_rss_mb()
         );
     }
 }

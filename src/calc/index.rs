@@ -2,8 +2,7 @@
 //! candidates that could match it, found from its `==`, `in` and `has()`
 //! terms without scanning every endpoint.
 
-use std::collections::HashMap;
-
+use super::labels::{LabelMap, Sym, SymMap};
 use super::{Endpoint, NetworkSet};
 use crate::selector::Selector;
 
@@ -14,49 +13,54 @@ pub struct LabelIndex {
     sets: Postings,
 }
 
+/// Positions are `u32`: half the size of `usize`, and no cluster has four
+/// billion endpoints.
 #[derive(Debug, Clone, Default)]
 struct Postings {
     count: usize,
-    by_pair: HashMap<(String, String), Vec<usize>>,
-    by_key: HashMap<String, Vec<usize>>,
+    by_pair: SymMap<(Sym, Sym), Vec<u32>>,
+    by_key: SymMap<Sym, Vec<u32>>,
 }
 
+const NONE: &[u32] = &[];
+
 impl Postings {
-    fn build<'a>(
-        items: impl Iterator<Item = &'a std::collections::BTreeMap<String, String>>,
-    ) -> Postings {
+    fn build<'a>(items: impl Iterator<Item = &'a LabelMap>) -> Postings {
         let mut p = Postings::default();
         for (i, labels) in items.enumerate() {
             p.count += 1;
-            for (k, v) in labels {
-                p.by_pair.entry((k.clone(), v.clone())).or_default().push(i);
-                p.by_key.entry(k.clone()).or_default().push(i);
+            for (k, v) in labels.syms() {
+                p.by_pair.entry((k, v)).or_default().push(i as u32);
+                p.by_key.entry(k).or_default().push(i as u32);
             }
         }
         p
     }
 
+    /// Positions carrying `key == value` (none when either text was never
+    /// seen on any label).
+    fn pair(&self, key: &str, value: &str) -> &[u32] {
+        match (Sym::lookup(key), Sym::lookup(value)) {
+            (Some(k), Some(v)) => self.by_pair.get(&(k, v)).map_or(NONE, Vec::as_slice),
+            _ => NONE,
+        }
+    }
+
+    fn key(&self, key: &str) -> &[u32] {
+        Sym::lookup(key)
+            .and_then(|k| self.by_key.get(&k))
+            .map_or(NONE, Vec::as_slice)
+    }
+
     /// How many candidates `narrow` would return, without building them.
     fn estimate(&self, sel: &Selector) -> Option<usize> {
         match sel {
-            Selector::Equal(k, v) => Some(
-                self.by_pair
-                    .get(&(k.clone(), v.clone()))
-                    .map_or(0, Vec::len),
-            ),
+            Selector::Equal(k, v) => Some(self.pair(k, v).len()),
             Selector::Has(k)
             | Selector::Contains(k, _)
             | Selector::StartsWith(k, _)
-            | Selector::EndsWith(k, _) => Some(self.by_key.get(k).map_or(0, Vec::len)),
-            Selector::In(k, vs) => Some(
-                vs.iter()
-                    .map(|v| {
-                        self.by_pair
-                            .get(&(k.clone(), v.clone()))
-                            .map_or(0, Vec::len)
-                    })
-                    .sum(),
-            ),
+            | Selector::EndsWith(k, _) => Some(self.key(k).len()),
+            Selector::In(k, vs) => Some(vs.iter().map(|v| self.pair(k, v).len()).sum()),
             Selector::And(terms) => terms.iter().filter_map(|t| self.estimate(t)).min(),
             Selector::Or(terms) => terms.iter().map(|t| self.estimate(t)).sum(),
             _ => None,
@@ -64,32 +68,21 @@ impl Postings {
     }
 
     /// Sorted candidate positions, or `None` when the selector cannot narrow.
-    fn narrow(&self, sel: &Selector) -> Option<Vec<usize>> {
+    fn narrow(&self, sel: &Selector) -> Option<Vec<u32>> {
         match sel {
-            Selector::Equal(k, v) => Some(
-                self.by_pair
-                    .get(&(k.clone(), v.clone()))
-                    .cloned()
-                    .unwrap_or_default(),
-            ),
-            Selector::Has(k) => Some(self.by_key.get(k).cloned().unwrap_or_default()),
+            Selector::Equal(k, v) => Some(self.pair(k, v).to_vec()),
+            Selector::Has(k)
+            | Selector::Contains(k, _)
+            | Selector::StartsWith(k, _)
+            | Selector::EndsWith(k, _) => Some(self.key(k).to_vec()),
             Selector::In(k, vs) => {
-                let mut out: Vec<usize> = vs
+                let mut out: Vec<u32> = vs
                     .iter()
-                    .flat_map(|v| {
-                        self.by_pair
-                            .get(&(k.clone(), v.clone()))
-                            .into_iter()
-                            .flatten()
-                            .copied()
-                    })
+                    .flat_map(|v| self.pair(k, v).iter().copied())
                     .collect();
                 out.sort_unstable();
                 out.dedup();
                 Some(out)
-            }
-            Selector::Contains(k, _) | Selector::StartsWith(k, _) | Selector::EndsWith(k, _) => {
-                Some(self.by_key.get(k).cloned().unwrap_or_default())
             }
             Selector::And(terms) => {
                 // The smallest narrowing term bounds the conjunction; only
@@ -114,8 +107,10 @@ impl Postings {
     }
 
     fn candidates(&self, sel: &Selector) -> Vec<usize> {
-        self.narrow(sel)
-            .unwrap_or_else(|| (0..self.count).collect())
+        match self.narrow(sel) {
+            Some(found) => found.into_iter().map(|i| i as usize).collect(),
+            None => (0..self.count).collect(),
+        }
     }
 }
 
@@ -134,7 +129,7 @@ pub fn required_pair(sel: &Selector, index: &LabelIndex) -> Option<(String, Stri
             _ => None,
         };
         if let Some(pair) = candidate {
-            let n = index.endpoints.by_pair.get(&pair).map_or(0, Vec::len);
+            let n = index.endpoints.pair(&pair.0, &pair.1).len();
             if best.as_ref().is_none_or(|(m, _)| n < *m) {
                 best = Some((n, pair));
             }

@@ -6,6 +6,7 @@
 //! proportional to the endpoints a selector can match, not to the cluster.
 
 mod index;
+pub mod labels;
 mod services;
 mod settings;
 
@@ -18,6 +19,7 @@ use ipnet::IpNet;
 use sha1::Digest;
 
 pub use index::LabelIndex;
+pub use labels::{LabelMap, Sym};
 pub use services::{ServiceKey, ServiceSlices, SliceMembers, missing_service_notes};
 pub use settings::{
     DenyAction, EndpointToHostAction, FailsafePort, LogBackend, Settings, felix_env,
@@ -238,8 +240,9 @@ pub struct Endpoint {
     /// Host-side interface (`cali…` for pods; `*` for an all-interfaces HEP).
     pub iface: Option<String>,
     pub addrs: Vec<IpAddr>,
-    /// Own labels plus implicit labels plus labels applied by profiles.
-    pub labels: BTreeMap<String, String>,
+    /// Own labels plus implicit labels over labels applied by profiles
+    /// (those held by reference, shared by every endpoint of the profiles).
+    pub labels: LabelMap,
     pub profiles: Vec<String>,
     pub ports: Vec<NamedPort>,
 }
@@ -249,7 +252,7 @@ pub struct Endpoint {
 pub struct NetworkSet {
     pub namespace: Option<String>,
     pub name: String,
-    pub labels: BTreeMap<String, String>,
+    pub labels: LabelMap,
     pub nets: Vec<IpNet>,
 }
 
@@ -329,10 +332,17 @@ pub struct Cluster {
     /// workloads' connections are logged.
     pub connection_log_namespaces: BTreeSet<String>,
     pub index: LabelIndex,
-    /// Policies by a `key == value` their selector requires; the rest are
-    /// checked against every endpoint.
-    policy_by_pair: std::collections::HashMap<(String, String), Vec<usize>>,
-    policy_unindexed: Vec<usize>,
+    /// Policies (positions in `policies`) by a `key == value` their
+    /// selector requires; the rest are checked against every endpoint.
+    policy_by_pair: labels::SymMap<(Sym, Sym), Vec<u32>>,
+    policy_unindexed: Vec<u32>,
+    /// How many policies the two lists above were built for (when
+    /// `policies` has another length, [`Cluster::policies_for`] scans).
+    /// Only [`Cluster::build_from`] fills them; a cluster whose policies
+    /// are edited afterwards must come from [`Cluster::local_view`].
+    policy_indexed: usize,
+    /// Each policy's `applies_to` on interned labels, by position.
+    policy_matchers: Vec<labels::SymSelector>,
 }
 
 /// The Namespace annotation that turns connection logs on for the
@@ -457,8 +467,12 @@ impl Cluster {
         I: Iterator<Item = &'a Resource> + Clone,
     {
         let mut c = Cluster::default();
+        // One allocation for the endpoints, not a doubling series.
+        let endpoints = resources.clone().filter(|r| is_endpoint(r)).count();
+        c.endpoints.reserve_exact(endpoints);
         let mut felix_default = None;
         let mut felix_node = None;
+        let mut inherited = Inherited::default();
         let mut namespaces: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         let mut service_accounts: BTreeMap<(String, String), BTreeMap<String, String>> =
             BTreeMap::new();
@@ -532,7 +546,7 @@ impl Cluster {
                     let conv = crate::model::cnp::convert_cnp(o);
                     c.add_policy(PolicyKind::Kcnp, &conv.metadata, &conv.spec)
                 }
-                Resource::Pod(p) => c.add_pod(p, &namespaces),
+                Resource::Pod(p) => c.add_pod(p, &namespaces, &mut inherited),
                 Resource::WorkloadEndpoint(o) => c.add_workload_endpoint(o),
                 Resource::HostEndpoint(o) => c.add_host_endpoint(o),
                 Resource::NetworkSet(o) => c.add_network_set(Some(o), &o.metadata, &o.spec),
@@ -551,16 +565,24 @@ impl Cluster {
         let mut policies = std::mem::take(&mut c.policies);
         policies.sort_by_cached_key(|p| c.policy_rank(p));
         c.policies = policies;
-        c.endpoints.sort_by(|a, b| a.id.cmp(&b.id));
+        sort_endpoints(&mut c.endpoints);
         c.network_sets
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         c.index = LabelIndex::build(&c.endpoints, &c.network_sets);
         for (i, p) in c.policies.iter().enumerate() {
+            let i = i as u32;
             match index::required_pair(&p.applies_to, &c.index) {
-                Some(pair) => c.policy_by_pair.entry(pair).or_default().push(i),
+                Some((k, v)) => {
+                    let pair = (Sym::new(&k), Sym::new(&v));
+                    c.policy_by_pair.entry(pair).or_default().push(i);
+                }
                 None => c.policy_unindexed.push(i),
             }
         }
+        c.policy_indexed = c.policies.len();
+        c.policy_matchers = (c.policies.iter())
+            .map(|p| labels::SymSelector::new(&p.applies_to))
+            .collect();
         c.notes.sort();
         c
     }
@@ -682,29 +704,41 @@ impl Cluster {
         })
     }
 
-    /// Labels applied by the given profiles (earlier profiles win), under
-    /// the endpoint's own labels.
-    fn profile_labels(&self, profiles: &[String], own: &mut BTreeMap<String, String>) {
-        for p in profiles {
-            if let Some(spec) = self.profiles.get(p) {
-                for (k, v) in &spec.labels_to_apply {
-                    own.entry(k.clone()).or_insert_with(|| v.clone());
-                }
-            }
+    /// Labels applied by the given profiles (earlier profiles win), to go
+    /// under an endpoint's own labels; one shared copy per distinct list.
+    /// As [`Cluster::profile_labels`], remembered per list of profiles
+    /// (valid while `self.profiles` does not change, as during a build).
+    fn profile_labels_in(&self, profiles: &[String], memo: &mut Inherited) -> Option<SharedPairs> {
+        if let Some(hit) = memo.0.get(profiles) {
+            return hit.clone();
         }
+        let found = self.profile_labels(profiles);
+        memo.0.insert(profiles.into(), found.clone());
+        found
+    }
+
+    fn profile_labels(&self, profiles: &[String]) -> Option<SharedPairs> {
+        let applied = profiles
+            .iter()
+            .filter_map(|p| self.profiles.get(p))
+            .flat_map(|spec| spec.labels_to_apply.iter())
+            .map(|(k, v)| (k.as_str(), v.as_str()));
+        let pairs = labels::pairs_of(applied);
+        (!pairs.is_empty()).then(|| labels::shared(pairs))
     }
 
     fn add_pod(
         &mut self,
         pod: &crate::model::Pod,
         namespaces: &BTreeMap<String, BTreeMap<String, String>>,
+        inherited: &mut Inherited,
     ) {
         let ns = pod
             .metadata
             .namespace
             .clone()
             .unwrap_or_else(|| "default".into());
-        if let Some(ep) = self.pod_endpoint(pod) {
+        if let Some(ep) = self.pod_endpoint_in(pod, inherited) {
             if !namespaces.contains_key(&ns) {
                 self.note(
                     format!("pod {ns}/{}", pod.metadata.name.clone().unwrap_or_default()),
@@ -719,6 +753,10 @@ impl Cluster {
     /// those its namespace and service account apply. `None` for pods with
     /// no address yet, host-network pods and finished pods.
     pub fn pod_endpoint(&self, pod: &crate::model::Pod) -> Option<Endpoint> {
+        self.pod_endpoint_in(pod, &mut Inherited::default())
+    }
+
+    fn pod_endpoint_in(&self, pod: &crate::model::Pod, memo: &mut Inherited) -> Option<Endpoint> {
         let ns = pod
             .metadata
             .namespace
@@ -744,22 +782,30 @@ impl Cluster {
         if addrs.is_empty() {
             return None;
         }
+        // Held for the endpoint's life: no spare capacity (most pods have one
+        // address and one named port).
+        addrs.shrink_to_fit();
         let sa = pod
             .spec
             .service_account_name
             .clone()
             .unwrap_or_else(|| "default".into());
-        let mut labels = pod.metadata.labels.clone();
-        labels.insert(NAMESPACE_LABEL.into(), ns.clone());
-        labels.insert(ORCHESTRATOR_LABEL.into(), "k8s".into());
-        labels.insert(SERVICE_ACCOUNT_LABEL.into(), sa.clone());
+        let own = own_labels(
+            &[
+                (NAMESPACE_LABEL, &ns),
+                (ORCHESTRATOR_LABEL, "k8s"),
+                (SERVICE_ACCOUNT_LABEL, &sa),
+            ],
+            &pod.metadata.labels,
+            &[],
+        );
         let mut profiles = vec![format!("kns.{ns}")];
         let sa_profile = format!("ksa.{ns}.{sa}");
         if self.profiles.contains_key(&sa_profile) {
             profiles.push(sa_profile);
         }
-        self.profile_labels(&profiles, &mut labels);
-        let ports = pod
+        let labels = LabelMap::layered(own, self.profile_labels_in(&profiles, memo));
+        let mut ports: Vec<NamedPort> = pod
             .spec
             .containers
             .iter()
@@ -779,6 +825,7 @@ impl Cluster {
                 })
             })
             .collect();
+        ports.shrink_to_fit();
         let iface = pod_interface_name(&self.settings.interface_prefixes[0], &ns, &name);
         Some(Endpoint {
             id: EndpointId::Workload {
@@ -806,22 +853,23 @@ impl Cluster {
             .namespace
             .clone()
             .unwrap_or_else(|| "default".into());
-        let mut labels = o.metadata.labels.clone();
-        labels.insert(NAMESPACE_LABEL.into(), ns.clone());
-        if let Some(orch) = &o.spec.orchestrator {
-            labels
-                .entry(ORCHESTRATOR_LABEL.into())
-                .or_insert(orch.clone());
-        }
+        let mut over = vec![(NAMESPACE_LABEL, ns.as_str())];
         if let Some(sa) = &o.spec.service_account_name {
-            labels.insert(SERVICE_ACCOUNT_LABEL.into(), sa.clone());
+            over.push((SERVICE_ACCOUNT_LABEL, sa));
         }
+        let under: Vec<(&str, &str)> = o
+            .spec
+            .orchestrator
+            .iter()
+            .map(|orch| (ORCHESTRATOR_LABEL, orch.as_str()))
+            .collect();
+        let own = own_labels(&over, &o.metadata.labels, &under);
         let mut profiles = o.spec.profiles.clone();
         let kns = format!("kns.{ns}");
         if self.profiles.contains_key(&kns) && !profiles.contains(&kns) {
             profiles.insert(0, kns);
         }
-        self.profile_labels(&profiles, &mut labels);
+        let labels = LabelMap::layered(own, self.profile_labels(&profiles));
         let addrs = o
             .spec
             .ip_networks
@@ -857,8 +905,10 @@ impl Cluster {
     /// The endpoint a HostEndpoint stands for (labels inherited).
     pub fn host_endpoint(&self, o: &crate::model::Object<HostEndpointSpec>) -> Endpoint {
         let name = o.metadata.name.clone().unwrap_or_default();
-        let mut labels = o.metadata.labels.clone();
-        self.profile_labels(&o.spec.profiles, &mut labels);
+        let labels = LabelMap::layered(
+            own_labels(&[], &o.metadata.labels, &[]),
+            self.profile_labels(&o.spec.profiles),
+        );
         Endpoint {
             id: EndpointId::Host { name },
             node: o.spec.node.clone(),
@@ -891,8 +941,12 @@ impl Cluster {
             staged: self.staged.clone(),
             connection_log_namespaces: self.connection_log_namespaces.clone(),
             index: LabelIndex::default(),
+            // The view's policies are edited in place (the incremental
+            // engine inserts and removes them), so it scans them.
             policy_by_pair: Default::default(),
             policy_unindexed: Vec::new(),
+            policy_indexed: 0,
+            policy_matchers: Vec::new(),
         }
     }
 
@@ -926,12 +980,13 @@ impl Cluster {
     ) -> NetworkSet {
         let namespace =
             namespaced.then(|| meta.namespace.clone().unwrap_or_else(|| "default".into()));
-        let mut labels = meta.labels.clone();
-        if let Some(ns) = &namespace {
-            labels.insert(NAMESPACE_LABEL.into(), ns.clone());
-            let kns = vec![format!("kns.{ns}")];
-            self.profile_labels(&kns, &mut labels);
-        }
+        let labels = match &namespace {
+            Some(ns) => LabelMap::layered(
+                own_labels(&[(NAMESPACE_LABEL, ns)], &meta.labels, &[]),
+                self.profile_labels(&[format!("kns.{ns}")]),
+            ),
+            None => LabelMap::layered(own_labels(&[], &meta.labels, &[]), None),
+        };
         NetworkSet {
             namespace,
             name: meta.name.clone().unwrap_or_default(),
@@ -952,25 +1007,49 @@ impl Cluster {
 
     /// Policies that apply to `ep`, in evaluation order.
     pub fn policies_for<'a>(&'a self, ep: &'a Endpoint) -> impl Iterator<Item = &'a Policy> + 'a {
-        self.policies
-            .iter()
-            .filter(move |p| p.applies_to.matches(&ep.labels))
-            .map(|p| &**p)
+        let indexed = self.policy_indexed == self.policies.len();
+        let candidates: Vec<u32> = if indexed {
+            let mut found = self.policy_unindexed.clone();
+            for pair in ep.labels.syms() {
+                found.extend(self.policy_by_pair.get(&pair).into_iter().flatten());
+            }
+            found.sort_unstable();
+            found.dedup();
+            found
+        } else {
+            (0..self.policies.len() as u32).collect()
+        };
+        candidates.into_iter().filter_map(move |i| {
+            let p = &self.policies[i as usize];
+            let hit = if indexed {
+                self.policy_matchers[i as usize].matches(&ep.labels)
+            } else {
+                p.applies_to.matches(&ep.labels)
+            };
+            hit.then_some(&**p)
+        })
     }
 
     /// The addresses (as CIDRs) a selector holds: matching endpoints'
     /// addresses and matching network sets' nets.
     pub fn selector_members(&self, sel: &Selector) -> BTreeSet<IpNet> {
-        let mut out = BTreeSet::new();
+        self.selector_nets(sel).into_iter().collect()
+    }
+
+    /// As [`Cluster::selector_members`], unsorted and possibly repeated
+    /// (for callers that merge the nets anyway).
+    pub fn selector_nets(&self, sel: &Selector) -> Vec<IpNet> {
+        let m = labels::SymSelector::new(sel);
+        let mut out = Vec::new();
         for i in self.index.candidate_endpoints(sel) {
             let ep = &self.endpoints[i];
-            if sel.matches(&ep.labels) {
+            if m.matches(&ep.labels) {
                 out.extend(ep.addrs.iter().map(|a| IpNet::from(*a)));
             }
         }
         for i in self.index.candidate_sets(sel) {
             let ns = &self.network_sets[i];
-            if sel.matches(&ns.labels) {
+            if m.matches(&ns.labels) {
                 out.extend(ns.nets.iter().copied());
             }
         }
@@ -985,23 +1064,89 @@ impl Cluster {
         name: &str,
         protocol: Option<Protocol>,
     ) -> BTreeSet<(IpAddr, u8, u16)> {
-        let mut out = BTreeSet::new();
+        self.named_port_list(sel, name, protocol, None)
+            .into_iter()
+            .collect()
+    }
+
+    /// As [`Cluster::named_port_members`], sorted in a list, of one address
+    /// family only when `v6` says which.
+    pub fn named_port_list(
+        &self,
+        sel: &Selector,
+        name: &str,
+        protocol: Option<Protocol>,
+        v6: Option<bool>,
+    ) -> Vec<(IpAddr, u8, u16)> {
+        let m = labels::SymSelector::new(sel);
+        let want = protocol.map(Protocol::normalised);
+        let mut out = Vec::new();
         for i in self.index.candidate_endpoints(sel) {
             let ep = &self.endpoints[i];
-            if !sel.matches(&ep.labels) {
+            if !ep.ports.iter().any(|p| p.name == name) || !m.matches(&ep.labels) {
                 continue;
             }
             for p in ep.ports.iter().filter(|p| p.name == name) {
-                if protocol.is_some_and(|want| want.normalised() != p.protocol.normalised()) {
+                if want.is_some_and(|w| w != p.protocol.normalised()) {
                     continue;
                 }
-                for a in &ep.addrs {
-                    out.insert((*a, p.protocol.number(), p.port));
-                }
+                let addrs = ep
+                    .addrs
+                    .iter()
+                    .filter(|a| v6.is_none_or(|v6| a.is_ipv6() == v6));
+                out.extend(addrs.map(|a| (*a, p.protocol.number(), p.port)));
             }
         }
+        out.sort_unstable();
+        out.dedup();
         out
     }
+}
+
+type SharedPairs = std::sync::Arc<labels::Pairs>;
+
+/// Inherited label lists already made during one build, by profile list.
+#[derive(Default)]
+struct Inherited(std::collections::HashMap<Box<[String]>, Option<SharedPairs>>);
+
+fn is_endpoint(r: &Resource) -> bool {
+    matches!(
+        r,
+        Resource::Pod(_) | Resource::WorkloadEndpoint(_) | Resource::HostEndpoint(_)
+    )
+}
+
+/// Sorts endpoints by id (ties kept in input order) by sorting positions,
+/// then moving each endpoint once: cheaper than moving whole endpoints
+/// through a merge sort.
+fn sort_endpoints(endpoints: &mut [Endpoint]) {
+    let mut order: Vec<u32> = (0..endpoints.len() as u32).collect();
+    order.sort_unstable_by(|a, b| {
+        let (x, y) = (&endpoints[*a as usize].id, &endpoints[*b as usize].id);
+        x.cmp(y).then(a.cmp(b))
+    });
+    // Position i takes the endpoint at order[i]: follow each cycle once.
+    for start in 0..order.len() {
+        let mut i = start;
+        while order[i] as usize != start && order[i] != u32::MAX {
+            let next = order[i] as usize;
+            endpoints.swap(i, next);
+            order[i] = u32::MAX;
+            i = next;
+        }
+        order[i] = u32::MAX;
+    }
+}
+
+/// An object's own label layer: `over` replaces its labels, `under` fills
+/// in keys it does not have.
+fn own_labels(
+    over: &[(&str, &str)],
+    own: &BTreeMap<String, String>,
+    under: &[(&str, &str)],
+) -> Vec<(Sym, Sym)> {
+    let own = own.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    labels::pairs_of(over.iter().copied().chain(own).chain(under.iter().copied()))
 }
 
 fn endpoint_ports(ports: &[EndpointPort]) -> Vec<NamedPort> {

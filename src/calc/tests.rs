@@ -276,7 +276,7 @@ proptest! {
             node: "n".into(),
             iface: None,
             addrs: vec![],
-            labels: l.clone(),
+            labels: l.into(),
             profiles: vec![],
             ports: vec![],
         }).collect();
@@ -288,6 +288,58 @@ proptest! {
                 prop_assert!(candidates.contains(&i), "{text}: missed {:?}", e.labels);
             }
         }
+    }
+}
+
+proptest! {
+    /// Own labels over shared inherited ones read exactly as the merged
+    /// map (own winning), and symbol selectors agree with text selectors.
+    #[test]
+    fn layered_labels_read_as_the_merged_map(
+        own in arb_labels(),
+        inherited in arb_labels(),
+        text in prop_oneof![
+            Just("a == '1'"), Just("a != '1'"), Just("has(b)"), Just("!has(b)"),
+            Just("a in {'1', '2'}"), Just("a == '1' && b == '2'"), Just("a == '1' || has(c)"),
+            Just("a not in {'1'}"), Just("(a == '1' || b == '2') && !has(c)"), Just("all()"),
+            Just("c contains '1'"), Just("b starts with '2'"), Just("c ends with '3'"),
+        ],
+    ) {
+        use crate::calc::labels::{LabelMap, SymSelector, pairs_of, shared};
+        let mut merged = inherited.clone();
+        merged.extend(own.clone());
+        let layered = LabelMap::layered(
+            pairs_of(own.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            Some(shared(pairs_of(inherited.iter().map(|(k, v)| (k.as_str(), v.as_str()))))),
+        );
+        prop_assert_eq!(layered.to_map(), merged.clone());
+        prop_assert_eq!(&layered, &LabelMap::from(&merged));
+        let sel = crate::selector::parse(text).unwrap();
+        prop_assert_eq!(sel.matches(&layered), sel.matches(&merged), "{}", text);
+        prop_assert_eq!(SymSelector::new(&sel).matches(&layered), sel.matches(&merged), "{}", text);
+    }
+}
+
+proptest! {
+    /// Sorting by positions gives the order a stable sort by id gives.
+    #[test]
+    fn endpoints_sort_as_a_stable_sort_by_id(
+        names in proptest::collection::vec((0u8..4, 0u8..6), 0..40),
+    ) {
+        let eps: Vec<Endpoint> = names.iter().enumerate().map(|(i, (ns, n))| Endpoint {
+            id: EndpointId::Workload { namespace: format!("ns{ns}"), name: format!("p{n}") },
+            node: format!("{i}"),
+            iface: None,
+            addrs: vec![],
+            labels: Default::default(),
+            profiles: vec![],
+            ports: vec![],
+        }).collect();
+        let mut want = eps.clone();
+        want.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut got = eps;
+        super::sort_endpoints(&mut got);
+        prop_assert_eq!(got, want);
     }
 }
 

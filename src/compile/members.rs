@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::ir::ElementDelta;
+use crate::calc::labels::{LabelMap, Sym, SymMap};
 use crate::calc::{Endpoint, NetworkSet};
 use crate::model::ResourceKey;
 use crate::selector::Selector;
@@ -18,7 +19,7 @@ use crate::selector::Selector;
 /// What one endpoint or network set contributes to sets.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Member {
-    pub labels: BTreeMap<String, String>,
+    pub labels: LabelMap,
     pub nets: Vec<IpNet>,
     /// `(name, protocol number, port, address)` for endpoints.
     pub ports: Vec<(String, u8, u16, IpAddr)>,
@@ -36,7 +37,7 @@ impl Member {
     /// An endpoint's addresses and ports only (no labels).
     pub fn of_endpoint_ports(ep: &Endpoint) -> Member {
         Member {
-            labels: BTreeMap::new(),
+            labels: LabelMap::new(),
             nets: Vec::new(),
             ports: Self::ports_of(ep),
         }
@@ -79,7 +80,7 @@ pub struct MemberIndex {
     free: Vec<u32>,
     ids: HashMap<ResourceKey, u32>,
     /// key → value → members carrying that label.
-    by_pair: HashMap<String, HashMap<String, HashSet<u32>>>,
+    by_pair: SymMap<Sym, SymMap<Sym, HashSet<u32>>>,
 }
 
 /// A `key == value` every match of `sel` has (a top-level conjunct), if
@@ -136,19 +137,19 @@ impl MemberIndex {
             }
         };
         let old = self.slots[id as usize].take().map(|(_, m)| m);
-        let empty = BTreeMap::new();
+        let empty = LabelMap::new();
         let before = old.as_ref().map_or(&empty, |o| &o.labels);
-        for (k, v) in before {
-            if m.labels.get(k) != Some(v) {
+        for (k, v) in before.syms() {
+            if m.labels.get_sym(k.as_str()) != Some(v) {
                 self.unlist(k, v, id);
             }
         }
-        for (k, v) in &m.labels {
-            if before.get(k) != Some(v) {
+        for (k, v) in m.labels.syms() {
+            if before.get_sym(k.as_str()) != Some(v) {
                 self.by_pair
-                    .entry(k.clone())
+                    .entry(k)
                     .or_default()
-                    .entry(v.clone())
+                    .entry(v)
                     .or_default()
                     .insert(id);
             }
@@ -157,25 +158,25 @@ impl MemberIndex {
         old
     }
 
-    fn unlist(&mut self, k: &str, v: &str, id: u32) {
-        let Some(values) = self.by_pair.get_mut(k) else {
+    fn unlist(&mut self, k: Sym, v: Sym, id: u32) {
+        let Some(values) = self.by_pair.get_mut(&k) else {
             return;
         };
-        if let Some(ids) = values.get_mut(v) {
+        if let Some(ids) = values.get_mut(&v) {
             ids.remove(&id);
             if ids.is_empty() {
-                values.remove(v);
+                values.remove(&v);
             }
         }
         if values.is_empty() {
-            self.by_pair.remove(k);
+            self.by_pair.remove(&k);
         }
     }
 
     fn take(&mut self, key: &ResourceKey) -> Option<Member> {
         let id = self.ids.remove(key)?;
         let (_, m) = self.slots[id as usize].take()?;
-        for (k, v) in &m.labels {
+        for (k, v) in m.labels.syms() {
             self.unlist(k, v, id);
         }
         self.free.push(id);
@@ -183,9 +184,8 @@ impl MemberIndex {
     }
 
     fn with_label(&self, k: &str, v: &str) -> impl Iterator<Item = &(ResourceKey, Member)> {
-        self.by_pair
-            .get(k)
-            .and_then(|values| values.get(v))
+        let pair = Sym::lookup(k).zip(Sym::lookup(v));
+        pair.and_then(|(k, v)| self.by_pair.get(&k)?.get(&v))
             .into_iter()
             .flatten()
             .filter_map(|id| self.slots[*id as usize].as_ref())

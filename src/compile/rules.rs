@@ -269,7 +269,7 @@ impl<'a> RuleRenderer<'a> {
             if !fill {
                 return BTreeSet::new();
             }
-            address_elements(cluster.selector_members(sel), fam == Fam::V6)
+            address_elements(cluster.selector_nets(sel), fam == Fam::V6)
         })
     }
 
@@ -326,18 +326,26 @@ impl<'a> RuleRenderer<'a> {
         let comment = format!("ports {} of {}", names.join(","), sel.canonical());
         let fill = self.fill_sets;
         self.add_set(name, ty, comment, || {
-            let mut out = BTreeSet::new();
+            let mut out = Vec::new();
             if !fill {
-                return out;
+                return BTreeSet::new();
             }
             for n in names {
-                for (addr, p, port) in cluster.named_port_members(sel, n, proto) {
-                    if fam.holds(&addr) {
-                        out.insert(format!("{addr} . {p} . {port}"));
-                    }
-                }
+                let v6 = match fam {
+                    Fam::Any => None,
+                    Fam::V4 => Some(false),
+                    Fam::V6 => Some(true),
+                };
+                let members = cluster.named_port_list(sel, n, proto, v6);
+                out.extend(
+                    members
+                        .into_iter()
+                        .map(|(addr, p, port)| format!("{addr} . {p} . {port}")),
+                );
             }
-            out
+            // Sorted first, the set is built in one go.
+            out.sort_unstable();
+            out.into_iter().collect()
         })
     }
 

@@ -95,7 +95,7 @@ fn wrong_node(node: &str, others: &BTreeSet<&str>) -> Option<String> {
             node: n.to_string(),
             iface: None,
             addrs: Vec::new(),
-            labels: BTreeMap::new(),
+            labels: Default::default(),
             profiles: Vec::new(),
             ports: Vec::new(),
         })
