@@ -667,3 +667,166 @@ fn sets_created_and_deleted_over_netlink_list_exactly_like_nft_declared_ones() {
     );
     assert_holds(&ns, &before, "after deleting the sets");
 }
+
+/// The golden cases: each `rulesets/<case>.yaml` compiled for the node (and
+/// host interfaces) its header names, as `rulesets/run.rs` compiles them.
+fn golden_rulesets() -> Vec<(String, Ruleset)> {
+    use tortie::calc::{Cluster, HostInterface};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rulesets");
+    let mut cases: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    cases.sort();
+    cases
+        .iter()
+        .map(|case| {
+            let text = std::fs::read_to_string(case).unwrap();
+            let header: Vec<&str> = text.lines().take_while(|l| l.starts_with('#')).collect();
+            let node = header[0].strip_prefix("# node: ").unwrap().trim();
+            let hosts: Vec<HostInterface> = header
+                .iter()
+                .filter_map(|l| l.strip_prefix("# host-interface: "))
+                .map(|s| s.parse().unwrap())
+                .collect();
+            let loaded = tortie::model::load::load_file(case);
+            let resources: Vec<_> = loaded.resources.into_iter().map(|l| l.resource).collect();
+            let mut cluster = Cluster::build(&resources, node);
+            cluster.host_interfaces = HostInterface::map(&hosts);
+            let name = case.file_stem().unwrap().to_string_lossy().into_owned();
+            (name, tortie::compile::compile(&cluster, node))
+        })
+        .collect()
+}
+
+/// `nft -j list table inet tortie` without the handles (which differ
+/// between two namespaces loaded in different orders).
+fn json_without_handles(ns: &Netns) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.remove("handle");
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let out = ns.output(&["nft", "-j", "list", "table", "inet", "tortie"]);
+    let mut v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    strip(&mut v);
+    v
+}
+
+/// Netlink attributes `(type, value)` of one message.
+fn nl_attrs(mut b: &[u8]) -> Vec<(u16, Vec<u8>)> {
+    let mut out = Vec::new();
+    while b.len() >= 4 {
+        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
+        if len < 4 || len > b.len() {
+            break;
+        }
+        out.push((
+            u16::from_ne_bytes([b[2], b[3]]) & 0x3fff,
+            b[4..len].to_vec(),
+        ));
+        b = &b[((len + 3) & !3).min(b.len())..];
+    }
+    out
+}
+
+/// Every rule of the table as the kernel dumps it: (chain, expressions,
+/// user data), in order, handles left out.
+fn kernel_rules(ns: &Netns) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+    let mut sock = tortie::nft::netlink::NlSocket::open(&ns.target()).unwrap();
+    let table = tortie::nft::netlink::cstr("tortie");
+    let raw = sock
+        .dump(7, &[(1, table)], true, Duration::from_secs(30))
+        .unwrap();
+    raw.iter()
+        .map(|m| {
+            let a = nl_attrs(&m.payload);
+            let get = |k: u16| {
+                a.iter()
+                    .find(|(t, _)| *t == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            (
+                String::from_utf8_lossy(&get(2)).into_owned(),
+                get(4),
+                get(7),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_golden_rule_added_over_netlink_lists_exactly_like_nfts_own() {
+    use tortie::nft::Kernel;
+    use tortie::nft::rules::Op;
+    if !kernel::require_kernel("nl-golden-rules") {
+        return;
+    }
+    let cases = golden_rulesets();
+    assert!(cases.len() >= 20, "the golden cases ({})", cases.len());
+    let limits = tortie::nft::Limits::default();
+    let mut rules = 0;
+    for (name, rs) in &cases {
+        let by_nft = Netns::new("nlgold");
+        tortie::nft::exec::run_transaction(&by_nft.target(), &rs.render())
+            .unwrap_or_else(|e| panic!("{name}: nft loads the golden table: {e}"));
+        // The same table with every chain empty, then every rule over netlink.
+        let mut empty = rs.clone();
+        empty.chains.values_mut().for_each(|c| c.rules.clear());
+        let by_netlink = Netns::new("nlgold");
+        tortie::nft::exec::run_transaction(&by_netlink.target(), &empty.render())
+            .unwrap_or_else(|e| panic!("{name}: the empty chains load: {e}"));
+        let ops: Vec<Op> = rs
+            .ordered_chains()
+            .iter()
+            .flat_map(|c| {
+                c.rules.iter().map(|r| Op::AddRule {
+                    chain: c.name.clone(),
+                    rule: r.clone(),
+                })
+            })
+            .collect();
+        rules += ops.len();
+        let mut k = tortie::nft::NftKernel::new(by_netlink.target());
+        k.list(&limits).unwrap();
+        k.change(&ops, &limits)
+            .unwrap_or_else(|e| panic!("{name}: the rules over netlink: {e}"));
+        let listing = |ns: &Netns| ns.output(&["nft", "list", "table", "inet", "tortie"]);
+        let (want, got) = (listing(&by_nft), listing(&by_netlink));
+        if want != got {
+            let line = want
+                .lines()
+                .zip(got.lines())
+                .find(|(a, b)| a != b)
+                .map(|(a, b)| format!("nft:     {a}\nnetlink: {b}"))
+                .unwrap_or_else(|| "one listing is longer".into());
+            panic!("{name}: `nft list table` differs\n{line}");
+        }
+        assert_eq!(
+            json_without_handles(&by_nft),
+            json_without_handles(&by_netlink),
+            "{name}: `nft -j list table` (handles stripped) differs"
+        );
+        // Below the listing: the very expressions and user data the kernel holds.
+        let (want, got) = (kernel_rules(&by_nft), kernel_rules(&by_netlink));
+        assert_eq!(want.len(), got.len(), "{name}: rule count");
+        for (w, g) in want.iter().zip(&got) {
+            assert_eq!(
+                w, g,
+                "{name}: chain {}: the kernel's expressions differ",
+                w.0
+            );
+        }
+    }
+    eprintln!(
+        "{} golden rulesets, {rules} rules: identical listings",
+        cases.len()
+    );
+}

@@ -22,6 +22,7 @@ pub mod lock;
 pub mod netlink;
 pub mod plan;
 pub mod readback;
+pub mod rules;
 pub mod state;
 
 use std::path::PathBuf;
@@ -71,6 +72,14 @@ pub enum NftError {
     Conflict { expected: u32, reason: String },
     #[error("the kernel refused to {what}: {reason}")]
     Object { what: String, reason: String },
+    #[error(
+        "rule `{rule}` of chain {chain} has no netlink encoding ({reason}); the change goes through nft instead"
+    )]
+    Unencodable {
+        chain: String,
+        rule: String,
+        reason: String,
+    },
     #[error("the kernel refused to {} element `{element}` of set {set}: {reason}", if *add { "add" } else { "remove" })]
     Element {
         set: String,
@@ -95,6 +104,7 @@ impl NftError {
             NftError::Conflict { .. } => "conflict",
             NftError::Element { .. } => "element",
             NftError::Object { .. } => "object",
+            NftError::Unencodable { .. } => "unencodable",
         }
     }
 }
@@ -147,7 +157,8 @@ pub struct ApplyReport {
     pub read_back: bool,
     /// The ladder step this apply took.
     pub step: Step,
-    /// Whether the change went as one netlink element batch (no nft run).
+    /// Whether the change step went as one netlink batch (no nft run):
+    /// an element-only change, or chains and rules with their elements.
     pub netlink: bool,
 }
 
@@ -278,7 +289,7 @@ impl Dataplane {
             step,
             netlink: false,
         };
-        self.send_change(&mut p)?;
+        report.netlink = self.send_change(&mut p)?;
         // Leftovers are unreferenced and change no verdict; a failure here
         // still counts, so a cleanup that keeps failing climbs the ladder
         // instead of repeating forever.
@@ -307,8 +318,11 @@ impl Dataplane {
     }
 
     /// Sends a plan's prepare and change transactions: new sets are
-    /// created and filled before the rules that use them.
-    fn send_change(&mut self, p: &mut Plan) -> Result<(), NftError> {
+    /// created and filled before the rules that use them. The change goes
+    /// as one netlink batch when the plan has it as objects and every rule
+    /// encodes (then true), else (or when the socket fails, or another
+    /// program committed since) through nft.
+    fn send_change(&mut self, p: &mut Plan) -> Result<bool, NftError> {
         if !p.prepare.is_empty() {
             let batch = ElementBatch {
                 create: std::mem::take(&mut p.created),
@@ -316,12 +330,26 @@ impl Dataplane {
             };
             self.side_transaction(&p.prepare, &batch)?;
         }
-        if !p.text.is_empty() {
-            self.kernel
-                .transaction(&p.text, &self.limits)
-                .map_err(|e| self.failed(e))?;
+        if p.text.is_empty() {
+            return Ok(false);
         }
-        Ok(())
+        if let Some(ops) = p.ops.as_ref().filter(|o| o.len() <= netlink::MAX_BATCH) {
+            match self.kernel.change(ops, &self.limits) {
+                Ok(()) => return Ok(true),
+                Err(
+                    e @ (NftError::Netlink { .. }
+                    | NftError::Conflict { .. }
+                    | NftError::Unencodable { .. }),
+                ) => {
+                    tracing::debug!(error = %e, ops = ops.len(), "sending the change through nft instead of netlink");
+                }
+                Err(e) => return Err(self.failed(e)),
+            }
+        }
+        self.kernel
+            .transaction(&p.text, &self.limits)
+            .map_err(|e| self.failed(e))?;
+        Ok(false)
     }
 
     /// How many set creations and deletions went as netlink batches.
@@ -396,7 +424,7 @@ impl Dataplane {
         let mut p = plan::delta_of(last, desired, change);
         report.stats = p.stats;
         report.sent = !p.is_empty();
-        self.send_change(&mut p)?;
+        report.netlink = self.send_change(&mut p)?;
         if !p.cleanup.is_empty() {
             let batch = ElementBatch {
                 remove: std::mem::take(&mut p.removed),
