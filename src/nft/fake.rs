@@ -89,6 +89,7 @@ impl FakeControl {
     pub fn transactions(&self) -> Vec<String> {
         self.with(|c| c.transactions.clone())
     }
+    /// Every change batch that got as far as being sent, in order.
     pub fn changes(&self) -> Vec<Vec<Op>> {
         self.with(|c| c.changes.clone())
     }
@@ -275,7 +276,6 @@ impl FakeKernel {
     /// A change batch, checked like `elements` and applied all or nothing;
     /// a rule the real encoder refuses is refused before anything "is sent".
     fn apply_ops(&mut self, ops: &[Op], limits: &Limits) -> Result<(), NftError> {
-        self.control.with(|c| c.changes.push(ops.to_vec()));
         if self.control.with(|c| c.netlink_down) {
             return Err(NftError::Netlink {
                 what: "open",
@@ -287,6 +287,8 @@ impl FakeKernel {
                 rules::encode(rule, chain)?;
             }
         }
+        // Recorded (and counted as a call) once it would be sent.
+        self.control.with(|c| c.changes.push(ops.to_vec()));
         let seen = self.seen.take();
         self.fault("netlink batch", limits.transaction, limits)?;
         let now = self.generation();

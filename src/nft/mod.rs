@@ -289,7 +289,8 @@ impl Dataplane {
             step,
             netlink: false,
         };
-        report.netlink = self.send_change(&mut p)?;
+        // The full comparison (start, refresh, repair) goes through nft.
+        self.send_change(&mut p, false)?;
         // Leftovers are unreferenced and change no verdict; a failure here
         // still counts, so a cleanup that keeps failing climbs the ladder
         // instead of repeating forever.
@@ -318,11 +319,11 @@ impl Dataplane {
     }
 
     /// Sends a plan's prepare and change transactions: new sets are
-    /// created and filled before the rules that use them. The change goes
-    /// as one netlink batch when the plan has it as objects and every rule
-    /// encodes (then true), else (or when the socket fails, or another
-    /// program committed since) through nft.
-    fn send_change(&mut self, p: &mut Plan) -> Result<bool, NftError> {
+    /// created and filled before the rules that use them. With `netlink`,
+    /// the change goes as one netlink batch when the plan has it as
+    /// objects and every rule encodes (then true), else (or when the
+    /// socket fails, or another program committed since) through nft.
+    fn send_change(&mut self, p: &mut Plan, netlink: bool) -> Result<bool, NftError> {
         if !p.prepare.is_empty() {
             let batch = ElementBatch {
                 create: std::mem::take(&mut p.created),
@@ -333,7 +334,11 @@ impl Dataplane {
         if p.text.is_empty() {
             return Ok(false);
         }
-        if let Some(ops) = p.ops.as_ref().filter(|o| o.len() <= netlink::MAX_BATCH) {
+        let ops = p
+            .ops
+            .as_ref()
+            .filter(|o| netlink && o.len() <= netlink::MAX_BATCH);
+        if let Some(ops) = ops {
             match self.kernel.change(ops, &self.limits) {
                 Ok(()) => return Ok(true),
                 Err(
@@ -424,7 +429,7 @@ impl Dataplane {
         let mut p = plan::delta_of(last, desired, change);
         report.stats = p.stats;
         report.sent = !p.is_empty();
-        report.netlink = self.send_change(&mut p)?;
+        report.netlink = self.send_change(&mut p, true)?;
         if !p.cleanup.is_empty() {
             let batch = ElementBatch {
                 remove: std::mem::take(&mut p.removed),
