@@ -501,13 +501,15 @@ fn no_wrong_verdict_while_swapping_through_apply_change() {
     let stop = Arc::new(AtomicBool::new(false));
     let probing = w.probe_while(stop.clone(), 1, Duration::from_secs(120));
     std::thread::sleep(Duration::from_millis(300));
-    let (mut by_netlink, mut mixed) = (0, 0);
+    let (mut by_netlink, mut mixed, mut mixed_by_netlink) = (0, 0, 0);
     let started = Instant::now();
     for next in &sequence {
         let change = plan::change_between(&cur, next);
         let r = dp.apply_change(next, &change).unwrap();
         by_netlink += r.netlink as usize;
-        mixed += (!change.elements_only() && !change.elements.is_empty()) as usize;
+        let both = !change.elements_only() && !change.elements.is_empty();
+        mixed += both as usize;
+        mixed_by_netlink += (both && r.netlink) as usize;
         cur = next.clone();
     }
     let took = started.elapsed();
@@ -515,7 +517,7 @@ fn no_wrong_verdict_while_swapping_through_apply_change() {
     stop.store(true, Ordering::Relaxed);
     let (attempts, wrong) = probing.join().unwrap();
     eprintln!(
-        "{} changes in {took:?} ({by_netlink} over netlink, {mixed} with rules and elements); {attempts} probes, {} wrong",
+        "{} changes in {took:?} ({by_netlink} over netlink, {mixed} with rules and elements, {mixed_by_netlink} of those over netlink); {attempts} probes, {} wrong",
         sequence.len(),
         wrong.len()
     );
@@ -526,6 +528,10 @@ fn no_wrong_verdict_while_swapping_through_apply_change() {
     assert!(
         mixed >= 20,
         "changes carried rules and elements together ({mixed})"
+    );
+    assert_eq!(
+        mixed_by_netlink, mixed,
+        "every change of rules and elements went as one netlink batch"
     );
     assert!(attempts >= 50, "the prober ran ({attempts} attempts)");
     assert!(
@@ -829,4 +835,98 @@ fn every_golden_rule_added_over_netlink_lists_exactly_like_nfts_own() {
         "{} golden rulesets, {rules} rules: identical listings",
         cases.len()
     );
+}
+
+/// The ruleset generation id in `ns` now.
+fn genid(ns: &Netns) -> u32 {
+    tortie::nft::netlink::NlSocket::open(&ns.target())
+        .unwrap()
+        .genid(Duration::from_secs(5))
+        .unwrap()
+}
+
+/// `nft list chain inet tortie NAME` in `ns`.
+fn chain_text(ns: &Netns, name: &str) -> String {
+    ns.output(&["nft", "list", "chain", "inet", "tortie", name])
+}
+
+#[test]
+fn a_rule_and_an_element_change_commit_as_one_netlink_transaction() {
+    use tortie::compile::ir::Rule;
+    if !kernel::require_kernel("nl-rule-and-element") {
+        return;
+    }
+    let ns = Netns::new("nlmix");
+    let mut dp = Dataplane::new(ns.target());
+    let before = using(&one(&["198.18.0.1"]));
+    dp.apply(&before).unwrap();
+    let mut after = using(&one(&["198.18.0.1", "198.18.4.0/24"]));
+    let users = after.chains.get_mut("filter-users").unwrap();
+    users.rules.insert(
+        0,
+        Rule::new(
+            "ip saddr 198.18.7.0/24 tcp dport 22-23",
+            "drop",
+            "netlink test",
+        ),
+    );
+    users.rules.push(Rule::new(
+        "ct state established,related",
+        "accept",
+        "netlink test",
+    ));
+    let change = plan::change_between(&before, &after);
+    assert!(
+        !change.chains.is_empty() && !change.elements.is_empty(),
+        "{change:?}"
+    );
+    let g = genid(&ns);
+    let r = dp.apply_change(&after, &change).unwrap();
+    assert!(r.netlink && r.sent, "{r:?}");
+    assert_eq!(genid(&ns), g.wrapping_add(1), "exactly one commit");
+    assert_holds(&ns, &after, "after the mixed change");
+    let reference = Netns::new("nlmixref");
+    tortie::nft::exec::run_transaction(&reference.target(), &after.render()).unwrap();
+    assert_eq!(
+        chain_text(&ns, "filter-users"),
+        chain_text(&reference, "filter-users"),
+        "the chain rewritten over netlink (left) and by nft (right)"
+    );
+    same_as_text_renderer(&ns, &after, "after the mixed change");
+}
+
+#[test]
+fn a_rule_without_netlink_encoding_goes_through_nft_and_lands_the_same() {
+    use tortie::compile::ir::Rule;
+    if !kernel::require_kernel("nl-unencodable") {
+        return;
+    }
+    let ns = Netns::new("nlunenc");
+    let mut dp = Dataplane::new(ns.target());
+    let before = using(&one(&["198.18.0.1"]));
+    dp.apply(&before).unwrap();
+    let mut after = before.clone();
+    after
+        .chains
+        .get_mut("filter-users")
+        .unwrap()
+        .rules
+        .push(Rule::new(
+            "meta l4proto tcp tcp dport { 80, 8000-8080 }",
+            "accept",
+            "netlink test",
+        ));
+    let r = dp
+        .apply_change(&after, &plan::change_between(&before, &after))
+        .unwrap();
+    assert!(!r.netlink && r.sent, "{r:?}");
+    assert_eq!(dp.consecutive_failures(), 0);
+    assert_holds(&ns, &after, "after the fallback");
+    assert!(chain_text(&ns, "filter-users").contains("tcp dport { 80, 8000-8080 }"));
+    // Without that rule the chain encodes again: over netlink.
+    let r = dp
+        .apply_change(&before, &plan::change_between(&after, &before))
+        .unwrap();
+    assert!(r.netlink && r.sent, "{r:?}");
+    assert_holds(&ns, &before, "back over netlink");
 }
