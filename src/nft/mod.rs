@@ -177,7 +177,14 @@ pub struct Dataplane {
     failures: u32,
     /// Set creations and deletions sent as netlink batches so far.
     side_batches: u64,
+    /// Whether `apply_change` may send chain and rule changes over netlink
+    /// (off with `TORTIE_RULES_OVER_NETLINK=0`: every rule change then runs
+    /// nft, as the nft fault tests need).
+    rule_batches: bool,
 }
+
+/// The environment variable that turns rule changes over netlink off.
+pub const RULES_OVER_NETLINK: &str = "TORTIE_RULES_OVER_NETLINK";
 
 impl Dataplane {
     pub fn new(target: Target) -> Dataplane {
@@ -186,14 +193,23 @@ impl Dataplane {
 
     /// A dataplane over any kernel (the fake one in tests).
     pub fn with_kernel(kernel: Box<dyn Kernel>, limits: Limits) -> Dataplane {
+        let rule_batches = std::env::var(RULES_OVER_NETLINK).map_or(true, |v| v != "0");
+        if !rule_batches {
+            tracing::info!(
+                variable = RULES_OVER_NETLINK,
+                "rule changes go through nft, not netlink"
+            );
+        }
         Dataplane {
             kernel,
             limits,
             side_batches: 0,
             last: None,
             failures: 0,
+            rule_batches,
         }
     }
+
 
     pub fn limits(&self) -> &Limits {
         &self.limits
@@ -334,6 +350,7 @@ impl Dataplane {
         if p.text.is_empty() {
             return Ok(false);
         }
+        let netlink = netlink && self.rule_batches;
         let ops = p
             .ops
             .as_ref()
