@@ -210,6 +210,11 @@ impl Dataplane {
         }
     }
 
+    /// Whether chain and rule changes may go over netlink (benchmarks
+    /// compare both paths on one table).
+    pub fn set_rule_batches(&mut self, on: bool) {
+        self.rule_batches = on;
+    }
 
     pub fn limits(&self) -> &Limits {
         &self.limits
