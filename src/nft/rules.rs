@@ -953,7 +953,7 @@ impl Encoder {
             len,
             reg: REG1,
         };
-        if plen % 8 == 0 {
+        if plen.is_multiple_of(8) {
             let len = plen / 8;
             self.push(load(len));
             net.truncate(len as usize);
