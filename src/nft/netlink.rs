@@ -435,96 +435,8 @@ impl NlSocket {
         let (begin_seq, mut out) = self.batch_begin(genid);
         let mut sent: Vec<(u32, Sent)> = Vec::new();
         let mut next_id = 1u32;
-        let table = || {
-            let mut a = Attrs::default();
-            a.str(1, TABLE_NAME);
-            a
-        };
         for op in ops {
-            match op {
-                Op::NewChain(name) => {
-                    let mut a = table();
-                    a.str(3, name);
-                    let what = format!("create chain {name}");
-                    self.push_raw(
-                        &mut out,
-                        &mut sent,
-                        NFT_MSG_NEWCHAIN,
-                        NLM_F_CREATE,
-                        &a,
-                        what,
-                    );
-                }
-                Op::FlushChain(name) => {
-                    let mut a = table();
-                    a.str(2, name);
-                    let what = format!("flush chain {name}");
-                    self.push_raw(&mut out, &mut sent, NFT_MSG_DELRULE, 0, &a, what);
-                }
-                Op::FlushSet(name) => {
-                    let mut a = table();
-                    a.str(2, name);
-                    let what = format!("flush set {name}");
-                    self.push_raw(&mut out, &mut sent, NFT_MSG_DELSETELEM, 0, &a, what);
-                }
-                Op::Elements {
-                    set,
-                    ty,
-                    elements,
-                    add,
-                } => {
-                    let texts: Vec<&String> = elements.iter().collect();
-                    self.push_elements(&mut out, &mut sent, set, *ty, &texts, *add)?;
-                }
-                Op::MapElements { map, elements } => {
-                    let a = map_elements(map, elements)?;
-                    let what = format!("add elements to map {map}");
-                    self.push_raw(
-                        &mut out,
-                        &mut sent,
-                        NFT_MSG_NEWSETELEM,
-                        NLM_F_CREATE,
-                        &a,
-                        what,
-                    );
-                }
-                Op::AddRule { chain, rule } => {
-                    let enc = rules::encode(rule, chain)?;
-                    for (i, anon) in enc.anon.iter().enumerate() {
-                        let id = next_id + i as u32;
-                        let what = format!("create an anonymous set for a rule of chain {chain}");
-                        let a = anon.set_attributes(TABLE_NAME, id);
-                        self.push_raw(
-                            &mut out,
-                            &mut sent,
-                            NFT_MSG_NEWSET,
-                            NLM_F_CREATE,
-                            &a,
-                            what.clone(),
-                        );
-                        let a = anon.element_attributes(TABLE_NAME, id);
-                        self.push_raw(
-                            &mut out,
-                            &mut sent,
-                            NFT_MSG_NEWSETELEM,
-                            NLM_F_CREATE,
-                            &a,
-                            what,
-                        );
-                    }
-                    let a = enc.attributes(TABLE_NAME, chain, next_id);
-                    next_id += enc.anon.len() as u32;
-                    let what = format!("add rule `{}` to chain {chain}", rule.render(chain));
-                    self.push_raw(
-                        &mut out,
-                        &mut sent,
-                        NFT_MSG_NEWRULE,
-                        NLM_F_CREATE | NLM_F_APPEND,
-                        &a,
-                        what,
-                    );
-                }
-            }
+            self.push_op(&mut out, &mut sent, op, &mut next_id)?;
         }
         let end = NetfilterMessage::new(
             nf_header(NetfilterProtoFamily::Unspec, NFNL_SUBSYS_NFTABLES),
@@ -535,13 +447,90 @@ impl NlSocket {
         Ok((begin_seq, out, sent))
     }
 
+    /// Appends the messages of one op; `next_id` is the next free
+    /// batch-local set id.
+    fn push_op(
+        &mut self,
+        out: &mut Vec<u8>,
+        sent: &mut Vec<(u32, Sent)>,
+        op: &Op,
+        next_id: &mut u32,
+    ) -> Result<(), NftError> {
+        let named = |kind: u16, name: &str| {
+            let mut a = Attrs::default();
+            a.str(1, TABLE_NAME).str(kind, name);
+            a
+        };
+        match op {
+            Op::NewChain(c) => {
+                let what = format!("create chain {c}");
+                self.push_raw(
+                    out,
+                    sent,
+                    (NFT_MSG_NEWCHAIN, NLM_F_CREATE),
+                    &named(3, c),
+                    what,
+                );
+            }
+            Op::FlushChain(c) => {
+                let what = format!("flush chain {c}");
+                self.push_raw(out, sent, (NFT_MSG_DELRULE, 0), &named(2, c), what);
+            }
+            Op::FlushSet(s) => {
+                let what = format!("flush set {s}");
+                self.push_raw(out, sent, (NFT_MSG_DELSETELEM, 0), &named(2, s), what);
+            }
+            Op::Elements {
+                set,
+                ty,
+                elements,
+                add,
+            } => {
+                let texts: Vec<&String> = elements.iter().collect();
+                self.push_elements(out, sent, set, *ty, &texts, *add)?;
+            }
+            Op::MapElements { map, elements } => {
+                let a = map_elements(map, elements)?;
+                let what = format!("add elements to map {map}");
+                self.push_raw(out, sent, (NFT_MSG_NEWSETELEM, NLM_F_CREATE), &a, what);
+            }
+            Op::AddRule { chain, rule } => self.push_rule(out, sent, chain, rule, next_id)?,
+        }
+        Ok(())
+    }
+
+    /// Appends one rule, its anonymous sets (declared and filled) first.
+    fn push_rule(
+        &mut self,
+        out: &mut Vec<u8>,
+        sent: &mut Vec<(u32, Sent)>,
+        chain: &str,
+        rule: &crate::compile::ir::Rule,
+        next_id: &mut u32,
+    ) -> Result<(), NftError> {
+        let enc = rules::encode(rule, chain)?;
+        for (i, anon) in enc.anon.iter().enumerate() {
+            let id = *next_id + i as u32;
+            let what = format!("create an anonymous set for a rule of chain {chain}");
+            let a = anon.set_attributes(TABLE_NAME, id);
+            self.push_raw(out, sent, (NFT_MSG_NEWSET, NLM_F_CREATE), &a, what.clone());
+            let a = anon.element_attributes(TABLE_NAME, id);
+            self.push_raw(out, sent, (NFT_MSG_NEWSETELEM, NLM_F_CREATE), &a, what);
+        }
+        let a = enc.attributes(TABLE_NAME, chain, *next_id);
+        *next_id += enc.anon.len() as u32;
+        let what = format!("add rule `{}` to chain {chain}", rule.render(chain));
+        let kind = (NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND);
+        self.push_raw(out, sent, kind, &a, what);
+        Ok(())
+    }
+
     /// Appends one acknowledged nf_tables message (inet family) of `attrs`.
     fn push_raw(
         &mut self,
         out: &mut Vec<u8>,
         sent: &mut Vec<(u32, Sent)>,
-        msg_type: u8,
-        extra_flags: u16,
+        (msg_type, extra_flags): (u8, u16),
         attrs: &Attrs,
         what: String,
     ) {
@@ -1008,6 +997,71 @@ mod tests {
             err.contains("s4-a") && err.contains("fd74::1") && err.contains("add"),
             "{err}"
         );
+    }
+
+    /// (type, flags) of every message of a batch.
+    fn kinds(bytes: &[u8]) -> Vec<(u16, u16)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at + 16 <= bytes.len() {
+            let len = u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            let kind = u16::from_ne_bytes([bytes[at + 4], bytes[at + 5]]);
+            let flags = u16::from_ne_bytes([bytes[at + 6], bytes[at + 7]]);
+            out.push((kind, flags));
+            at += (len + 3) & !3;
+        }
+        out
+    }
+
+    #[test]
+    fn a_change_batch_sends_anonymous_sets_just_before_their_rule() {
+        use crate::compile::ir::Rule;
+        let mut sock = open_here_for_test();
+        let rule = Rule::new(
+            "meta l4proto ipv6-icmp icmpv6 type { nd-router-solicit, nd-neighbor-solicit }",
+            "accept",
+            "t",
+        );
+        let ops = vec![
+            Op::FlushChain("c".into()),
+            Op::AddRule {
+                chain: "c".into(),
+                rule,
+            },
+            Op::MapElements {
+                map: "m".into(),
+                elements: vec![("cali1".into(), "goto c".into())],
+            },
+        ];
+        let (_, bytes, sent) = sock.encode_ops(&ops, 7).unwrap();
+        let nft = |t: u8| (NFNL_SUBSYS_NFTABLES << 8) | t as u16;
+        let k: Vec<u16> = kinds(&bytes).iter().map(|(t, _)| *t).collect();
+        assert_eq!(
+            k,
+            vec![
+                NFNL_MSG_BATCH_BEGIN as u16,
+                nft(NFT_MSG_DELRULE),
+                nft(NFT_MSG_NEWSET),
+                nft(NFT_MSG_NEWSETELEM),
+                nft(NFT_MSG_NEWRULE),
+                nft(NFT_MSG_NEWSETELEM),
+                17,
+            ]
+        );
+        let rule_flags = kinds(&bytes)[4].1;
+        assert!(rule_flags & NLM_F_APPEND != 0 && rule_flags & NLM_F_ACK != 0);
+        assert_eq!(
+            sent.len(),
+            5,
+            "every message but begin and end is acknowledged"
+        );
+        // An unknown verdict in a map element fails the batch by name.
+        let bad = vec![Op::MapElements {
+            map: "m".into(),
+            elements: vec![("cali1".into(), "accept".into())],
+        }];
+        let err = sock.encode_ops(&bad, 7).unwrap_err().to_string();
+        assert!(err.contains("map m") && err.contains("cali1"), "{err}");
     }
 
     /// A socket in this namespace (no root needed to open one; nothing is

@@ -598,24 +598,7 @@ impl Encoder {
                 mask,
                 value,
                 negate,
-            } => {
-                if *mask == u32::MAX {
-                    return Err("a mark match without a mask".into());
-                }
-                self.push(Expr::Meta {
-                    key: META_MARK,
-                    reg: REG1,
-                });
-                self.push(Expr::Bitwise {
-                    mask: mask.to_ne_bytes().to_vec(),
-                    xor: vec![0; 4],
-                });
-                self.push(Expr::Cmp {
-                    op: op(*negate),
-                    data: value.to_ne_bytes().to_vec(),
-                });
-                Ok(())
-            }
+            } => self.mark_match(*mask, *value, *negate),
             Item::MarkOr(bits) => {
                 self.mark_set(!bits, *bits);
                 Ok(())
@@ -658,6 +641,26 @@ impl Encoder {
             }
             Item::Verdict(v) => self.verdict(v),
         }
+    }
+
+    /// `meta mark & MASK [!=|==] VALUE`.
+    fn mark_match(&mut self, mask: u32, value: u32, negate: bool) -> Result<(), String> {
+        if mask == u32::MAX {
+            return Err("a mark match without a mask".into());
+        }
+        self.push(Expr::Meta {
+            key: META_MARK,
+            reg: REG1,
+        });
+        self.push(Expr::Bitwise {
+            mask: mask.to_ne_bytes().to_vec(),
+            xor: vec![0; 4],
+        });
+        self.push(Expr::Cmp {
+            op: op(negate),
+            data: value.to_ne_bytes().to_vec(),
+        });
+        Ok(())
     }
 
     fn mark_set(&mut self, mask: u32, xor: u32) {
@@ -871,27 +874,7 @@ impl Encoder {
             Values::List(list) => list,
         };
         if list.len() > 1 {
-            let keys = list
-                .iter()
-                .map(|t| match literal(field, t)? {
-                    Literal::Exact(k) => Ok(k),
-                    _ => Err(format!("`{t}`: anonymous interval sets are not encoded")),
-                })
-                .collect::<Result<Vec<_>, String>>()?;
-            let key_type = h.key_type.ok_or("an anonymous set of this field")?;
-            self.anon.push(AnonSet {
-                key_type,
-                key_len: h.len,
-                typeof_desc: h.typeof_desc,
-                keys,
-            });
-            self.push(load(h.len));
-            self.push(Expr::Lookup {
-                set: SetRef::Anon(self.anon.len() - 1),
-                map: false,
-                inv: negate,
-            });
-            return Ok(());
+            return self.anon_lookup(field, &h, negate, list);
         }
         let text = single(values)?;
         match literal(field, text)? {
@@ -923,6 +906,42 @@ impl Encoder {
             }
             Literal::Prefix(net, plen) => self.prefix(&h, negate, net, plen, text)?,
         }
+        Ok(())
+    }
+
+    /// `FIELD [!=] { a, b, … }`: a lookup in an anonymous constant set.
+    fn anon_lookup(
+        &mut self,
+        field: Field,
+        h: &Header,
+        negate: bool,
+        list: &[String],
+    ) -> Result<(), String> {
+        let keys = list
+            .iter()
+            .map(|t| match literal(field, t)? {
+                Literal::Exact(k) => Ok(k),
+                _ => Err(format!("`{t}`: anonymous interval sets are not encoded")),
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let key_type = h.key_type.ok_or("an anonymous set of this field")?;
+        self.anon.push(AnonSet {
+            key_type,
+            key_len: h.len,
+            typeof_desc: h.typeof_desc,
+            keys,
+        });
+        self.push(Expr::Payload {
+            base: h.base,
+            offset: h.offset,
+            len: h.len,
+            reg: REG1,
+        });
+        self.push(Expr::Lookup {
+            set: SetRef::Anon(self.anon.len() - 1),
+            map: false,
+            inv: negate,
+        });
         Ok(())
     }
 
