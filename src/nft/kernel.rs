@@ -1,5 +1,6 @@
 //! The seam between the dataplane logic and the kernel: run one atomic
-//! transaction, apply an element-only change, list tortie's table.
+//! transaction, apply an element-only change or a plan's change step (as
+//! one netlink batch), list tortie's table.
 //! `NftKernel` is the real thing (the `nft` binary with deadlines for
 //! transactions, tortie's own netlink socket for element changes and for
 //! reading the table back, with nft's JSON listing as the fallback); `fake::FakeKernel` is an in-memory model for tests without

@@ -6,7 +6,8 @@
 //!
 //! `Dataplane` talks to the kernel only through the `kernel::Kernel` seam:
 //! `NftKernel` runs the `nft` binary (bounded by `exec::Limits`) and sends
-//! element-only changes over its own netlink socket (`netlink`),
+//! element changes, and the change step of `apply_change` (chains and
+//! rules encoded by `rules`), over its own netlink socket (`netlink`);
 //! `fake::FakeKernel` is the in-memory model the unit tests use.
 //!
 //! `apply` compares the whole desired ruleset with what is in force;
