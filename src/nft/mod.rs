@@ -357,18 +357,19 @@ impl Dataplane {
             return Ok(false);
         }
         let netlink = netlink && self.rule_batches;
-        let ops = p
-            .ops
-            .as_ref()
-            .filter(|o| netlink && o.len() <= netlink::MAX_BATCH);
+        let ops = p.ops.as_ref().filter(|o| {
+            netlink && o.iter().map(rules::Op::messages).sum::<usize>() <= netlink::MAX_BATCH
+        });
         if let Some(ops) = ops {
             match self.kernel.change(ops, &self.limits) {
                 Ok(()) => return Ok(true),
-                Err(
-                    e @ (NftError::Netlink { .. }
-                    | NftError::Conflict { .. }
-                    | NftError::Unencodable { .. }),
-                ) => {
+                Err(e @ NftError::Unencodable { .. }) => {
+                    tracing::info!(error = %e, "sending the change through nft");
+                }
+                Err(e @ NftError::Netlink { .. }) => {
+                    tracing::warn!(error = %e, ops = ops.len(), "netlink change batch failed; sending the change through nft instead");
+                }
+                Err(e @ NftError::Conflict { .. }) => {
                     tracing::debug!(error = %e, ops = ops.len(), "sending the change through nft instead of netlink");
                 }
                 Err(e) => return Err(self.failed(e)),

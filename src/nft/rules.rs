@@ -49,6 +49,16 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// How many netlink messages the op becomes (at least).
+    pub fn messages(&self) -> usize {
+        match self {
+            Op::Elements { elements, .. } => elements.len(),
+            _ => 1,
+        }
+    }
+}
+
 const NLA_F_NESTED: u16 = 0x8000;
 
 /// A netlink attribute stream being written.
