@@ -1007,3 +1007,31 @@ fn without_netlink_or_after_a_concurrent_commit_rule_changes_go_through_nft() {
         assert!(dp.verify(&b).unwrap(), "conflict {conflict}");
     }
 }
+
+#[test]
+fn a_random_walk_through_apply_change_on_a_real_table_sends_rules_over_netlink() {
+    if !kernel_tests_may_run() {
+        eprintln!("SKIPPED: needs root and nft (TORTIE_ALLOW_SKIP=1)");
+        return;
+    }
+    let pool = pool();
+    let ns = crate::sandbox::Netns::new("nlwalk");
+    let mut dp = super::Dataplane::new(ns.target());
+    let (mut from, mut cur) = ("empty", Ruleset::default());
+    let (mut steps, mut by_netlink) = (0, 0);
+    for i in walk(pool.len(), 60) {
+        let (name, rs) = &pool[i];
+        let change = plan::change_between(&cur, rs);
+        let r = dp
+            .apply_change(rs, &change)
+            .unwrap_or_else(|e| panic!("{from} → {name}: {e}"));
+        assert_eq!(r.step, Step::Delta, "{from} → {name}");
+        assert_eq!(dp.consecutive_failures(), 0, "{from} → {name}");
+        assert!(dp.verify(rs).unwrap(), "{from} → {name}: kernel differs");
+        steps += 1;
+        by_netlink += (r.netlink && !change.elements_only()) as usize;
+        (from, cur) = (name, rs.clone());
+    }
+    eprintln!("{steps} steps, {by_netlink} with chains over netlink");
+    assert!(by_netlink > 0, "some chain changes went over netlink");
+}
