@@ -646,6 +646,10 @@ impl Encoder {
                 Ok(())
             }
             Item::Comment(c) => {
+                if c.len() > 127 {
+                    // The kernel's user data holds at most 128 bytes with the NUL.
+                    return Err(format!("a comment of {} bytes", c.len()));
+                }
                 self.comment = Some(c.clone());
                 Ok(())
             }
@@ -1228,5 +1232,10 @@ mod tests {
             assert!(matches!(err, NftError::Unencodable { .. }), "{text}");
             assert!(text.contains("chain-x") && text.contains(m), "{text}");
         }
+        // 127 characters of a note can be more bytes than the kernel keeps.
+        let long = Rule::new("", "accept", "é".repeat(100));
+        let err = encode(&long, "chain-x").unwrap_err();
+        assert!(err.to_string().contains("bytes"), "{err}");
+        assert!(encode(&Rule::new("", "accept", "e".repeat(200)), "c").is_ok());
     }
 }
