@@ -140,6 +140,8 @@ impl Agent {
             .arg(format!("--datastore=dir:{}", w.root.join("data").display()))
             .arg(format!("--metrics-addr=127.0.0.1:{port}"))
             .env("PATH", path)
+            // These tests fault nft: every rule change must run it.
+            .env(tortie::nft::RULES_OVER_NETLINK, "0")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

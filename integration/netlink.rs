@@ -501,13 +501,15 @@ fn no_wrong_verdict_while_swapping_through_apply_change() {
     let stop = Arc::new(AtomicBool::new(false));
     let probing = w.probe_while(stop.clone(), 1, Duration::from_secs(120));
     std::thread::sleep(Duration::from_millis(300));
-    let (mut by_netlink, mut mixed) = (0, 0);
+    let (mut by_netlink, mut mixed, mut mixed_by_netlink) = (0, 0, 0);
     let started = Instant::now();
     for next in &sequence {
         let change = plan::change_between(&cur, next);
         let r = dp.apply_change(next, &change).unwrap();
         by_netlink += r.netlink as usize;
-        mixed += (!change.elements_only() && !change.elements.is_empty()) as usize;
+        let both = !change.elements_only() && !change.elements.is_empty();
+        mixed += both as usize;
+        mixed_by_netlink += (both && r.netlink) as usize;
         cur = next.clone();
     }
     let took = started.elapsed();
@@ -515,7 +517,7 @@ fn no_wrong_verdict_while_swapping_through_apply_change() {
     stop.store(true, Ordering::Relaxed);
     let (attempts, wrong) = probing.join().unwrap();
     eprintln!(
-        "{} changes in {took:?} ({by_netlink} over netlink, {mixed} with rules and elements); {attempts} probes, {} wrong",
+        "{} changes in {took:?} ({by_netlink} over netlink, {mixed} with rules and elements, {mixed_by_netlink} of those over netlink); {attempts} probes, {} wrong",
         sequence.len(),
         wrong.len()
     );
@@ -526,6 +528,10 @@ fn no_wrong_verdict_while_swapping_through_apply_change() {
     assert!(
         mixed >= 20,
         "changes carried rules and elements together ({mixed})"
+    );
+    assert_eq!(
+        mixed_by_netlink, mixed,
+        "every change of rules and elements went as one netlink batch"
     );
     assert!(attempts >= 50, "the prober ran ({attempts} attempts)");
     assert!(
@@ -666,4 +672,261 @@ fn sets_created_and_deleted_over_netlink_list_exactly_like_nft_declared_ones() {
         "{chains}"
     );
     assert_holds(&ns, &before, "after deleting the sets");
+}
+
+/// The golden cases: each `rulesets/<case>.yaml` compiled for the node (and
+/// host interfaces) its header names, as `rulesets/run.rs` compiles them.
+fn golden_rulesets() -> Vec<(String, Ruleset)> {
+    use tortie::calc::{Cluster, HostInterface};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rulesets");
+    let mut cases: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    cases.sort();
+    cases
+        .iter()
+        .map(|case| {
+            let text = std::fs::read_to_string(case).unwrap();
+            let header: Vec<&str> = text.lines().take_while(|l| l.starts_with('#')).collect();
+            let node = header[0].strip_prefix("# node: ").unwrap().trim();
+            let hosts: Vec<HostInterface> = header
+                .iter()
+                .filter_map(|l| l.strip_prefix("# host-interface: "))
+                .map(|s| s.parse().unwrap())
+                .collect();
+            let loaded = tortie::model::load::load_file(case);
+            let resources: Vec<_> = loaded.resources.into_iter().map(|l| l.resource).collect();
+            let mut cluster = Cluster::build(&resources, node);
+            cluster.host_interfaces = HostInterface::map(&hosts);
+            let name = case.file_stem().unwrap().to_string_lossy().into_owned();
+            (name, tortie::compile::compile(&cluster, node))
+        })
+        .collect()
+}
+
+/// `nft -j list table inet tortie` without the handles (which differ
+/// between two namespaces loaded in different orders).
+fn json_without_handles(ns: &Netns) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.remove("handle");
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let out = ns.output(&["nft", "-j", "list", "table", "inet", "tortie"]);
+    let mut v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    strip(&mut v);
+    v
+}
+
+/// Netlink attributes `(type, value)` of one message.
+fn nl_attrs(mut b: &[u8]) -> Vec<(u16, Vec<u8>)> {
+    let mut out = Vec::new();
+    while b.len() >= 4 {
+        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
+        if len < 4 || len > b.len() {
+            break;
+        }
+        out.push((
+            u16::from_ne_bytes([b[2], b[3]]) & 0x3fff,
+            b[4..len].to_vec(),
+        ));
+        b = &b[((len + 3) & !3).min(b.len())..];
+    }
+    out
+}
+
+/// Every rule of the table as the kernel dumps it: (chain, expressions,
+/// user data), in order, handles left out.
+fn kernel_rules(ns: &Netns) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+    let mut sock = tortie::nft::netlink::NlSocket::open(&ns.target()).unwrap();
+    let table = tortie::nft::netlink::cstr("tortie");
+    let raw = sock
+        .dump(7, &[(1, table)], true, Duration::from_secs(30))
+        .unwrap();
+    raw.iter()
+        .map(|m| {
+            let a = nl_attrs(&m.payload);
+            let get = |k: u16| {
+                a.iter()
+                    .find(|(t, _)| *t == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            (
+                String::from_utf8_lossy(&get(2)).into_owned(),
+                get(4),
+                get(7),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_golden_rule_added_over_netlink_lists_exactly_like_nfts_own() {
+    use tortie::nft::Kernel;
+    use tortie::nft::rules::Op;
+    if !kernel::require_kernel("nl-golden-rules") {
+        return;
+    }
+    let cases = golden_rulesets();
+    assert!(cases.len() >= 20, "the golden cases ({})", cases.len());
+    let limits = tortie::nft::Limits::default();
+    let mut rules = 0;
+    for (name, rs) in &cases {
+        let by_nft = Netns::new("nlgold");
+        tortie::nft::exec::run_transaction(&by_nft.target(), &rs.render())
+            .unwrap_or_else(|e| panic!("{name}: nft loads the golden table: {e}"));
+        // The same table with every chain empty, then every rule over netlink.
+        let mut empty = rs.clone();
+        empty.chains.values_mut().for_each(|c| c.rules.clear());
+        let by_netlink = Netns::new("nlgold");
+        tortie::nft::exec::run_transaction(&by_netlink.target(), &empty.render())
+            .unwrap_or_else(|e| panic!("{name}: the empty chains load: {e}"));
+        let ops: Vec<Op> = rs
+            .ordered_chains()
+            .iter()
+            .flat_map(|c| {
+                c.rules.iter().map(|r| Op::AddRule {
+                    chain: c.name.clone(),
+                    rule: r.clone(),
+                })
+            })
+            .collect();
+        rules += ops.len();
+        let mut k = tortie::nft::NftKernel::new(by_netlink.target());
+        k.list(&limits).unwrap();
+        k.change(&ops, &limits)
+            .unwrap_or_else(|e| panic!("{name}: the rules over netlink: {e}"));
+        let listing = |ns: &Netns| ns.output(&["nft", "list", "table", "inet", "tortie"]);
+        let (want, got) = (listing(&by_nft), listing(&by_netlink));
+        if want != got {
+            let line = want
+                .lines()
+                .zip(got.lines())
+                .find(|(a, b)| a != b)
+                .map(|(a, b)| format!("nft:     {a}\nnetlink: {b}"))
+                .unwrap_or_else(|| "one listing is longer".into());
+            panic!("{name}: `nft list table` differs\n{line}");
+        }
+        assert_eq!(
+            json_without_handles(&by_nft),
+            json_without_handles(&by_netlink),
+            "{name}: `nft -j list table` (handles stripped) differs"
+        );
+        // Below the listing: the very expressions and user data the kernel holds.
+        let (want, got) = (kernel_rules(&by_nft), kernel_rules(&by_netlink));
+        assert_eq!(want.len(), got.len(), "{name}: rule count");
+        for (w, g) in want.iter().zip(&got) {
+            assert_eq!(
+                w, g,
+                "{name}: chain {}: the kernel's expressions differ",
+                w.0
+            );
+        }
+    }
+    eprintln!(
+        "{} golden rulesets, {rules} rules: identical listings",
+        cases.len()
+    );
+}
+
+/// The ruleset generation id in `ns` now.
+fn genid(ns: &Netns) -> u32 {
+    tortie::nft::netlink::NlSocket::open(&ns.target())
+        .unwrap()
+        .genid(Duration::from_secs(5))
+        .unwrap()
+}
+
+/// `nft list chain inet tortie NAME` in `ns`.
+fn chain_text(ns: &Netns, name: &str) -> String {
+    ns.output(&["nft", "list", "chain", "inet", "tortie", name])
+}
+
+#[test]
+fn a_rule_and_an_element_change_commit_as_one_netlink_transaction() {
+    use tortie::compile::ir::Rule;
+    if !kernel::require_kernel("nl-rule-and-element") {
+        return;
+    }
+    let ns = Netns::new("nlmix");
+    let mut dp = Dataplane::new(ns.target());
+    let before = using(&one(&["198.18.0.1"]));
+    dp.apply(&before).unwrap();
+    let mut after = using(&one(&["198.18.0.1", "198.18.4.0/24"]));
+    let users = after.chains.get_mut("filter-users").unwrap();
+    users.rules.insert(
+        0,
+        Rule::new(
+            "ip saddr 198.18.7.0/24 tcp dport 22-23",
+            "drop",
+            "netlink test",
+        ),
+    );
+    users.rules.push(Rule::new(
+        "ct state established,related",
+        "accept",
+        "netlink test",
+    ));
+    let change = plan::change_between(&before, &after);
+    assert!(
+        !change.chains.is_empty() && !change.elements.is_empty(),
+        "{change:?}"
+    );
+    let g = genid(&ns);
+    let r = dp.apply_change(&after, &change).unwrap();
+    assert!(r.netlink && r.sent, "{r:?}");
+    assert_eq!(genid(&ns), g.wrapping_add(1), "exactly one commit");
+    assert_holds(&ns, &after, "after the mixed change");
+    let reference = Netns::new("nlmixref");
+    tortie::nft::exec::run_transaction(&reference.target(), &after.render()).unwrap();
+    assert_eq!(
+        chain_text(&ns, "filter-users"),
+        chain_text(&reference, "filter-users"),
+        "the chain rewritten over netlink (left) and by nft (right)"
+    );
+    same_as_text_renderer(&ns, &after, "after the mixed change");
+}
+
+#[test]
+fn a_rule_without_netlink_encoding_goes_through_nft_and_lands_the_same() {
+    use tortie::compile::ir::Rule;
+    if !kernel::require_kernel("nl-unencodable") {
+        return;
+    }
+    let ns = Netns::new("nlunenc");
+    let mut dp = Dataplane::new(ns.target());
+    let before = using(&one(&["198.18.0.1"]));
+    dp.apply(&before).unwrap();
+    let mut after = before.clone();
+    after
+        .chains
+        .get_mut("filter-users")
+        .unwrap()
+        .rules
+        .push(Rule::new(
+            "meta l4proto tcp tcp dport { 80, 8000-8080 }",
+            "accept",
+            "netlink test",
+        ));
+    let r = dp
+        .apply_change(&after, &plan::change_between(&before, &after))
+        .unwrap();
+    assert!(!r.netlink && r.sent, "{r:?}");
+    assert_eq!(dp.consecutive_failures(), 0);
+    assert_holds(&ns, &after, "after the fallback");
+    assert!(chain_text(&ns, "filter-users").contains("tcp dport { 80, 8000-8080 }"));
+    // Without that rule the chain encodes again: over netlink.
+    let r = dp
+        .apply_change(&before, &plan::change_between(&after, &before))
+        .unwrap();
+    assert!(r.netlink && r.sent, "{r:?}");
+    assert_holds(&ns, &before, "back over netlink");
 }

@@ -1,9 +1,10 @@
 //! Section "kernel" of the performance report: with one size's table loaded
 //! in a network namespace, what the daemon's path (`Dataplane::apply_change`)
 //! costs from "change ready" to "committed": one set element added and
-//! removed (netlink batch), one policy chain rewritten (nft), one change
-//! carrying a chain and an element together, and a refresh with no drift
-//! (CPU). Medians of `runs` (at least 10).
+//! removed (netlink batch), one policy chain rewritten, one change
+//! carrying a chain and an element together (each as one netlink batch and,
+//! interleaved, through nft), and a refresh with no drift (CPU). Medians of
+//! `runs` (at least 10).
 
 use std::time::{Duration, Instant};
 
@@ -65,6 +66,7 @@ fn element_change(set: &str, add: bool, e: &str) -> Change {
 
 /// Applies `to` with `change` and returns the wall time in ms.
 fn timed(dp: &mut Dataplane, to: &Ruleset, change: &Change, netlink: bool) -> f64 {
+    dp.set_rule_batches(netlink);
     let t = Instant::now();
     let r = dp.apply_change(to, change).expect("apply_change");
     let ms = t.elapsed().as_secs_f64() * 1e3;
@@ -129,7 +131,7 @@ pub fn kernel_section(rep: &mut Report, name: &str, runs: usize) {
     rep.line("");
     rep.line(&format!("## 6. The kernel side ({name})"));
     rep.line("");
-    rep.line("With the table loaded in a network namespace, through `Dataplane::apply_change` (what `tortie run` calls with the engine's `Change`), from \"change ready\" to \"committed\". Element-only changes go as one nf_tables netlink batch from tortie's long-lived socket; new sets (with their elements) and the deletion of objects nothing refers to any more go as netlink batches too, before and after the change; a change of chains goes through `nft -f` as one transaction. See docs/ruleset.md, \"The kernel\".");
+    rep.line("With the table loaded in a network namespace, through `Dataplane::apply_change` (what `tortie run` calls with the engine's `Change`), from \"change ready\" to \"committed\". Element-only changes go as one nf_tables netlink batch from tortie's long-lived socket; new sets (with their elements) and the deletion of objects nothing refers to any more go as netlink batches too, before and after the change; a change of chains and rules (with the element changes that come with it) goes as one netlink batch too, its rules encoded as nft encodes them; the nft rows run the same change through `nft -f` (`TORTIE_RULES_OVER_NETLINK=0`), interleaved. See docs/ruleset.md, \"The kernel\".");
     rep.line("");
     kernel(rep, name, runs);
 }
@@ -229,17 +231,17 @@ fn kernel(rep: &mut Report, name: &str, runs: usize) {
     rules.insert(0, Rule::new("tcp dport 9", "drop", "bench"));
     let mut one = Change::default();
     one.chains.insert(chain.clone());
-    let mut v = Vec::new();
+    let (mut v, mut w) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        v.push(timed(&mut dp, &edited, &one, false));
-        v.push(timed(&mut dp, &base, &one, false));
+        v.push(timed(&mut dp, &edited, &one, true));
+        v.push(timed(&mut dp, &base, &one, true));
+        w.push(timed(&mut dp, &edited, &one, false));
+        w.push(timed(&mut dp, &base, &one, false));
     }
     let n = base.chains[&chain].rules.len();
-    row(
-        &format!("one policy chain rewritten ({n} rules + 1)"),
-        "nft, flush + refill",
-        v,
-    );
+    let label = format!("one policy chain rewritten ({n} rules + 1)");
+    row(&label, "netlink batch, flush + refill", v);
+    row(&label, "nft, flush + refill", w);
     // The same transaction checked by nft without committing (`nft -c`):
     // nft's own cost and the kernel's parse, without the commit (where the
     // kernel re-validates the jump graph).
@@ -274,17 +276,20 @@ fn kernel(rep: &mut Report, name: &str, runs: usize) {
     let mut back = del.clone();
     back.chains.insert(chain.clone());
     let (mut v, mut w) = (Vec::new(), Vec::new());
+    let (mut nv, mut nw) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        v.push(timed(&mut dp, &both, &mixed, false));
-        w.push(timed(&mut dp, &base, &back, false));
+        v.push(timed(&mut dp, &both, &mixed, true));
+        w.push(timed(&mut dp, &base, &back, true));
+        nv.push(timed(&mut dp, &both, &mixed, false));
+        nw.push(timed(&mut dp, &base, &back, false));
     }
-    row("one chain + one element added", "nft, re-declared set", v);
+    dp.set_rule_batches(true);
+    row("one chain + one element added", "netlink batch", v);
+    row("one chain + one element added", "nft, re-declared set", nv);
     let n = base.sets[&set].elements.len() + 1;
-    row(
-        &format!("one chain + one element removed ({n}-element set)"),
-        "nft, set flushed and refilled",
-        w,
-    );
+    let label = format!("one chain + one element removed ({n}-element set)");
+    row(&label, "netlink batch, set flushed and refilled", w);
+    row(&label, "nft, set flushed and refilled", nw);
     // A refresh with nothing changed: the generation id proves no drift;
     // the view is compared with the desired ruleset in memory.
     let (mut wall, mut cpu) = (Vec::new(), Vec::new());

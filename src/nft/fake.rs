@@ -18,6 +18,7 @@ use super::NftError;
 use super::elements::{ElementBatch, SetElements, encode};
 use super::exec::Limits;
 use super::kernel::Kernel;
+use super::rules::{self, Op};
 use super::state::TableState;
 
 /// A fault the next calls meet.
@@ -43,6 +44,8 @@ struct Control {
     transactions: Vec<String>,
     /// Every element batch attempted, in order.
     batches: Vec<ElementBatch>,
+    /// Every change batch (chains, rules, elements) attempted, in order.
+    changes: Vec<Vec<Op>>,
     /// Commits by anyone (the ruleset generation id).
     generation: u32,
     /// Element batches fail as if the netlink socket could not be used.
@@ -85,6 +88,10 @@ impl FakeControl {
     }
     pub fn transactions(&self) -> Vec<String> {
         self.with(|c| c.transactions.clone())
+    }
+    /// Every change batch that got as far as being sent, in order.
+    pub fn changes(&self) -> Vec<Vec<Op>> {
+        self.with(|c| c.changes.clone())
     }
     pub fn batches(&self) -> Vec<ElementBatch> {
         self.with(|c| c.batches.clone())
@@ -210,6 +217,10 @@ impl Kernel for FakeKernel {
         self.seen.is_some() && self.seen == Some(self.generation())
     }
 
+    fn change(&mut self, ops: &[Op], limits: &Limits) -> Result<(), NftError> {
+        self.apply_ops(ops, limits)
+    }
+
     fn elements(&mut self, batch: &ElementBatch, limits: &Limits) -> Result<(), NftError> {
         self.control.with(|c| c.batches.push(batch.clone()));
         if self.control.with(|c| c.netlink_down) {
@@ -262,6 +273,44 @@ impl Kernel for FakeKernel {
 }
 
 impl FakeKernel {
+    /// A change batch, checked like `elements` and applied all or nothing;
+    /// a rule the real encoder refuses is refused before anything "is sent".
+    fn apply_ops(&mut self, ops: &[Op], limits: &Limits) -> Result<(), NftError> {
+        if self.control.with(|c| c.netlink_down) {
+            return Err(NftError::Netlink {
+                what: "open",
+                reason: "Protocol not supported (os error 93)".into(),
+            });
+        }
+        for op in ops {
+            if let Op::AddRule { chain, rule } = op {
+                rules::encode(rule, chain)?;
+            }
+        }
+        // Recorded (and counted as a call) once it would be sent.
+        self.control.with(|c| c.changes.push(ops.to_vec()));
+        let seen = self.seen.take();
+        self.fault("netlink batch", limits.transaction, limits)?;
+        let now = self.generation();
+        if seen != Some(now) {
+            return Err(NftError::Conflict {
+                expected: seen.unwrap_or(0),
+                reason: format!("the ruleset is at generation {now}"),
+            });
+        }
+        let mut table = self.table.clone();
+        for op in ops {
+            let cmd = op_command(table.as_ref(), op);
+            exec(&mut table, &cmd).map_err(|reason| NftError::Object { what: cmd, reason })?;
+        }
+        self.table = table;
+        self.seen = Some(self.control.with(|c| {
+            c.generation += 1;
+            c.generation
+        }));
+        Ok(())
+    }
+
     fn generation(&self) -> u32 {
         self.control.with(|c| c.generation)
     }
@@ -345,6 +394,34 @@ impl Table {
                 .values()
                 .flat_map(|m| m.values())
                 .any(|v| verdict_target(v) == Some(name))
+    }
+}
+
+/// What an op does, as the nft command the fake runs.
+fn op_command(table: Option<&Table>, op: &Op) -> String {
+    let t = "inet tortie";
+    match op {
+        Op::NewChain(c) => format!("add chain {t} {c}"),
+        Op::FlushChain(c) => format!("flush chain {t} {c}"),
+        Op::AddRule { chain, rule } => format!("add rule {t} {chain} {}", rule.render(chain)),
+        Op::FlushSet(s) => {
+            let map = table.is_some_and(|tb| tb.maps.contains_key(s));
+            format!("flush {} {t} {s}", if map { "map" } else { "set" })
+        }
+        Op::Elements {
+            set, elements, add, ..
+        } => format!(
+            "{} element {t} {set} {{ {} }}",
+            if *add { "add" } else { "delete" },
+            elements.join(", ")
+        ),
+        Op::MapElements { map, elements } => {
+            let items: Vec<String> = elements
+                .iter()
+                .map(|(k, v)| format!("\"{k}\" : {v}"))
+                .collect();
+            format!("add element {t} {map} {{ {} }}", items.join(", "))
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! The seam between the dataplane logic and the kernel: run one atomic
-//! transaction, apply an element-only change, list tortie's table.
+//! transaction, apply an element-only change or a plan's change step (as
+//! one netlink batch), list tortie's table.
 //! `NftKernel` is the real thing (the `nft` binary with deadlines for
 //! transactions, tortie's own netlink socket for element changes and for
 //! reading the table back, with nft's JSON listing as the fallback); `fake::FakeKernel` is an in-memory model for tests without
@@ -15,6 +16,7 @@ use super::elements::ElementBatch;
 use super::exec::{self, Limits, Target};
 use super::netlink::NlSocket;
 use super::readback;
+use super::rules::Op;
 use super::state::TableState;
 
 /// What the dataplane needs from a kernel.
@@ -27,6 +29,11 @@ pub trait Kernel: Send + std::fmt::Debug {
     /// transaction, refused with `NftError::Conflict` when another program
     /// committed since tortie's view was last known to be right.
     fn elements(&mut self, batch: &ElementBatch, limits: &Limits) -> Result<(), NftError>;
+    /// Applies a plan's change step (chains, rules, element and map
+    /// changes) as one transaction, refused like `elements` when another
+    /// program committed since; `NftError::Unencodable` (nothing sent)
+    /// when a rule has no netlink encoding.
+    fn change(&mut self, ops: &[Op], limits: &Limits) -> Result<(), NftError>;
     /// Whether nothing at all was committed since tortie's view was last
     /// known to be right (so its table cannot have drifted).
     fn unchanged(&mut self, limits: &Limits) -> bool;
@@ -144,6 +151,27 @@ impl Kernel for NftKernel {
     }
 
     fn elements(&mut self, batch: &ElementBatch, limits: &Limits) -> Result<(), NftError> {
+        self.batch(limits, |sock, genid, deadline| {
+            sock.apply(batch, genid, deadline)
+        })
+    }
+
+    fn change(&mut self, ops: &[Op], limits: &Limits) -> Result<(), NftError> {
+        self.batch(limits, |sock, genid, deadline| {
+            sock.apply_ops(ops, genid, deadline)
+        })
+    }
+}
+
+impl NftKernel {
+    /// Sends one genid-checked batch with `send`; the view moves on with
+    /// the commit, and is untied from the generation on any failure but
+    /// an unencodable rule (nothing was sent then).
+    fn batch(
+        &mut self,
+        limits: &Limits,
+        send: impl FnOnce(&mut NlSocket, u32, std::time::Duration) -> Result<u32, NftError>,
+    ) -> Result<(), NftError> {
         let deadline = limits.transaction;
         let genid = self.genid;
         let sock = self.socket()?;
@@ -153,12 +181,13 @@ impl Kernel for NftKernel {
                 reason: "tortie's view of its table is not tied to a generation id (it was not read since another program wrote)".into(),
             });
         };
-        let r = sock.apply(batch, genid, deadline);
+        let r = send(sock, genid, deadline);
         match r {
             Ok(next) => {
                 self.genid = Some(next);
                 Ok(())
             }
+            Err(e @ NftError::Unencodable { .. }) => Err(e),
             Err(e) => {
                 if matches!(e, NftError::Netlink { .. } | NftError::Timeout { .. }) {
                     self.socket = None;

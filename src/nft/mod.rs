@@ -6,7 +6,8 @@
 //!
 //! `Dataplane` talks to the kernel only through the `kernel::Kernel` seam:
 //! `NftKernel` runs the `nft` binary (bounded by `exec::Limits`) and sends
-//! element-only changes over its own netlink socket (`netlink`),
+//! element changes, and the change step of `apply_change` (chains and
+//! rules encoded by `rules`), over its own netlink socket (`netlink`);
 //! `fake::FakeKernel` is the in-memory model the unit tests use.
 //!
 //! `apply` compares the whole desired ruleset with what is in force;
@@ -22,6 +23,7 @@ pub mod lock;
 pub mod netlink;
 pub mod plan;
 pub mod readback;
+pub mod rules;
 pub mod state;
 
 use std::path::PathBuf;
@@ -71,6 +73,14 @@ pub enum NftError {
     Conflict { expected: u32, reason: String },
     #[error("the kernel refused to {what}: {reason}")]
     Object { what: String, reason: String },
+    #[error(
+        "rule `{rule}` of chain {chain} has no netlink encoding ({reason}); the change goes through nft instead"
+    )]
+    Unencodable {
+        chain: String,
+        rule: String,
+        reason: String,
+    },
     #[error("the kernel refused to {} element `{element}` of set {set}: {reason}", if *add { "add" } else { "remove" })]
     Element {
         set: String,
@@ -95,6 +105,7 @@ impl NftError {
             NftError::Conflict { .. } => "conflict",
             NftError::Element { .. } => "element",
             NftError::Object { .. } => "object",
+            NftError::Unencodable { .. } => "unencodable",
         }
     }
 }
@@ -147,7 +158,8 @@ pub struct ApplyReport {
     pub read_back: bool,
     /// The ladder step this apply took.
     pub step: Step,
-    /// Whether the change went as one netlink element batch (no nft run).
+    /// Whether the change step went as one netlink batch (no nft run):
+    /// an element-only change, or chains and rules with their elements.
     pub netlink: bool,
 }
 
@@ -166,7 +178,14 @@ pub struct Dataplane {
     failures: u32,
     /// Set creations and deletions sent as netlink batches so far.
     side_batches: u64,
+    /// Whether `apply_change` may send chain and rule changes over netlink
+    /// (off with `TORTIE_RULES_OVER_NETLINK=0`: every rule change then runs
+    /// nft, as the nft fault tests need).
+    rule_batches: bool,
 }
+
+/// The environment variable that turns rule changes over netlink off.
+pub const RULES_OVER_NETLINK: &str = "TORTIE_RULES_OVER_NETLINK";
 
 impl Dataplane {
     pub fn new(target: Target) -> Dataplane {
@@ -175,13 +194,27 @@ impl Dataplane {
 
     /// A dataplane over any kernel (the fake one in tests).
     pub fn with_kernel(kernel: Box<dyn Kernel>, limits: Limits) -> Dataplane {
+        let rule_batches = std::env::var(RULES_OVER_NETLINK).map_or(true, |v| v != "0");
+        if !rule_batches {
+            tracing::info!(
+                variable = RULES_OVER_NETLINK,
+                "rule changes go through nft, not netlink"
+            );
+        }
         Dataplane {
             kernel,
             limits,
             side_batches: 0,
             last: None,
             failures: 0,
+            rule_batches,
         }
+    }
+
+    /// Whether chain and rule changes may go over netlink (benchmarks
+    /// compare both paths on one table).
+    pub fn set_rule_batches(&mut self, on: bool) {
+        self.rule_batches = on;
     }
 
     pub fn limits(&self) -> &Limits {
@@ -278,7 +311,8 @@ impl Dataplane {
             step,
             netlink: false,
         };
-        self.send_change(&mut p)?;
+        // The full comparison (start, refresh, repair) goes through nft.
+        self.send_change(&mut p, false)?;
         // Leftovers are unreferenced and change no verdict; a failure here
         // still counts, so a cleanup that keeps failing climbs the ladder
         // instead of repeating forever.
@@ -307,8 +341,11 @@ impl Dataplane {
     }
 
     /// Sends a plan's prepare and change transactions: new sets are
-    /// created and filled before the rules that use them.
-    fn send_change(&mut self, p: &mut Plan) -> Result<(), NftError> {
+    /// created and filled before the rules that use them. With `netlink`,
+    /// the change goes as one netlink batch when the plan has it as
+    /// objects and every rule encodes (then true), else (or when the
+    /// socket fails, or another program committed since) through nft.
+    fn send_change(&mut self, p: &mut Plan, netlink: bool) -> Result<bool, NftError> {
         if !p.prepare.is_empty() {
             let batch = ElementBatch {
                 create: std::mem::take(&mut p.created),
@@ -316,12 +353,32 @@ impl Dataplane {
             };
             self.side_transaction(&p.prepare, &batch)?;
         }
-        if !p.text.is_empty() {
-            self.kernel
-                .transaction(&p.text, &self.limits)
-                .map_err(|e| self.failed(e))?;
+        if p.text.is_empty() {
+            return Ok(false);
         }
-        Ok(())
+        let netlink = netlink && self.rule_batches;
+        let ops = p.ops.as_ref().filter(|o| {
+            netlink && o.iter().map(rules::Op::messages).sum::<usize>() <= netlink::MAX_BATCH
+        });
+        if let Some(ops) = ops {
+            match self.kernel.change(ops, &self.limits) {
+                Ok(()) => return Ok(true),
+                Err(e @ NftError::Unencodable { .. }) => {
+                    tracing::info!(error = %e, "sending the change through nft");
+                }
+                Err(e @ NftError::Netlink { .. }) => {
+                    tracing::warn!(error = %e, ops = ops.len(), "netlink change batch failed; sending the change through nft instead");
+                }
+                Err(e @ NftError::Conflict { .. }) => {
+                    tracing::debug!(error = %e, ops = ops.len(), "sending the change through nft instead of netlink");
+                }
+                Err(e) => return Err(self.failed(e)),
+            }
+        }
+        self.kernel
+            .transaction(&p.text, &self.limits)
+            .map_err(|e| self.failed(e))?;
+        Ok(false)
     }
 
     /// How many set creations and deletions went as netlink batches.
@@ -396,7 +453,7 @@ impl Dataplane {
         let mut p = plan::delta_of(last, desired, change);
         report.stats = p.stats;
         report.sent = !p.is_empty();
-        self.send_change(&mut p)?;
+        report.netlink = self.send_change(&mut p, true)?;
         if !p.cleanup.is_empty() {
             let batch = ElementBatch {
                 remove: std::mem::take(&mut p.removed),

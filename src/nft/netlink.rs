@@ -33,6 +33,7 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 use super::NftError;
 use super::elements::{ElementBatch, Removals, encode, is_interval};
 use super::exec::Target;
+use super::rules::{self, Attrs, Op};
 use crate::compile::ir::{Set, SetType, TABLE_NAME};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -399,6 +400,188 @@ impl NlSocket {
             _ => Ok(()),
         }
     }
+}
+
+const NFT_MSG_NEWCHAIN: u8 = 3;
+const NFT_MSG_NEWRULE: u8 = 6;
+const NFT_MSG_DELRULE: u8 = 8;
+const NFT_MSG_NEWSET: u8 = 9;
+const NFT_MSG_NEWSETELEM: u8 = 12;
+const NFT_MSG_DELSETELEM: u8 = 14;
+const NLM_F_APPEND: u16 = 0x800;
+
+impl NlSocket {
+    /// Sends a plan's change step (`ops`, rules encoded as nft encodes
+    /// them) as one transaction planned against generation `genid`;
+    /// returns the generation id after the commit. A rule without a
+    /// netlink encoding fails with `NftError::Unencodable` before anything
+    /// is sent.
+    pub fn apply_ops(
+        &mut self,
+        ops: &[Op],
+        genid: u32,
+        deadline: Duration,
+    ) -> Result<u32, NftError> {
+        let (begin_seq, out, sent) = self.encode_ops(ops, genid)?;
+        self.sock.send(&out, 0).map_err(sock_err("send"))?;
+        self.acks(begin_seq, genid, &sent, deadline)?;
+        Ok(genid.wrapping_add(1).max(1))
+    }
+
+    /// The ops as one batch: BatchBegin (with `genid`), one message per
+    /// chain, flush, element and rule (anonymous sets just before the rule
+    /// that uses them), BatchEnd.
+    fn encode_ops(&mut self, ops: &[Op], genid: u32) -> Result<Encoded, NftError> {
+        let (begin_seq, mut out) = self.batch_begin(genid);
+        let mut sent: Vec<(u32, Sent)> = Vec::new();
+        let mut next_id = 1u32;
+        for op in ops {
+            self.push_op(&mut out, &mut sent, op, &mut next_id)?;
+        }
+        let end = NetfilterMessage::new(
+            nf_header(NetfilterProtoFamily::Unspec, NFNL_SUBSYS_NFTABLES),
+            ControlMessage::BatchEnd,
+        );
+        let (_, bytes) = self.message(NLM_F_REQUEST, end);
+        out.extend_from_slice(&bytes);
+        Ok((begin_seq, out, sent))
+    }
+
+    /// Appends the messages of one op; `next_id` is the next free
+    /// batch-local set id.
+    fn push_op(
+        &mut self,
+        out: &mut Vec<u8>,
+        sent: &mut Vec<(u32, Sent)>,
+        op: &Op,
+        next_id: &mut u32,
+    ) -> Result<(), NftError> {
+        let named = |kind: u16, name: &str| {
+            let mut a = Attrs::default();
+            a.str(1, TABLE_NAME).str(kind, name);
+            a
+        };
+        match op {
+            Op::NewChain(c) => {
+                let what = format!("create chain {c}");
+                self.push_raw(
+                    out,
+                    sent,
+                    (NFT_MSG_NEWCHAIN, NLM_F_CREATE),
+                    &named(3, c),
+                    what,
+                );
+            }
+            Op::FlushChain(c) => {
+                let what = format!("flush chain {c}");
+                self.push_raw(out, sent, (NFT_MSG_DELRULE, 0), &named(2, c), what);
+            }
+            Op::FlushSet(s) => {
+                let what = format!("flush set {s}");
+                self.push_raw(out, sent, (NFT_MSG_DELSETELEM, 0), &named(2, s), what);
+            }
+            Op::Elements {
+                set,
+                ty,
+                elements,
+                add,
+            } => {
+                let texts: Vec<&String> = elements.iter().collect();
+                self.push_elements(out, sent, set, *ty, &texts, *add)?;
+            }
+            Op::MapElements { map, elements } => {
+                let a = map_elements(map, elements)?;
+                let what = format!("add elements to map {map}");
+                self.push_raw(out, sent, (NFT_MSG_NEWSETELEM, NLM_F_CREATE), &a, what);
+            }
+            Op::AddRule { chain, rule } => self.push_rule(out, sent, chain, rule, next_id)?,
+        }
+        Ok(())
+    }
+
+    /// Appends one rule, its anonymous sets (declared and filled) first.
+    fn push_rule(
+        &mut self,
+        out: &mut Vec<u8>,
+        sent: &mut Vec<(u32, Sent)>,
+        chain: &str,
+        rule: &crate::compile::ir::Rule,
+        next_id: &mut u32,
+    ) -> Result<(), NftError> {
+        let enc = rules::encode(rule, chain)?;
+        for (i, anon) in enc.anon.iter().enumerate() {
+            let id = *next_id + i as u32;
+            let what = format!("create an anonymous set for a rule of chain {chain}");
+            let a = anon.set_attributes(TABLE_NAME, id);
+            self.push_raw(out, sent, (NFT_MSG_NEWSET, NLM_F_CREATE), &a, what.clone());
+            let a = anon.element_attributes(TABLE_NAME, id);
+            self.push_raw(out, sent, (NFT_MSG_NEWSETELEM, NLM_F_CREATE), &a, what);
+        }
+        let a = enc.attributes(TABLE_NAME, chain, *next_id);
+        *next_id += enc.anon.len() as u32;
+        let what = format!("add rule `{}` to chain {chain}", rule.render(chain));
+        let kind = (NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND);
+        self.push_raw(out, sent, kind, &a, what);
+        Ok(())
+    }
+
+    /// Appends one acknowledged nf_tables message (inet family) of `attrs`.
+    fn push_raw(
+        &mut self,
+        out: &mut Vec<u8>,
+        sent: &mut Vec<(u32, Sent)>,
+        (msg_type, extra_flags): (u8, u16),
+        attrs: &Attrs,
+        what: String,
+    ) {
+        let seq = self.next_seq();
+        let flags = NLM_F_REQUEST | NLM_F_ACK | extra_flags;
+        let len = 16 + 4 + attrs.0.len();
+        out.extend_from_slice(&(len as u32).to_ne_bytes());
+        out.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | msg_type as u16).to_ne_bytes());
+        out.extend_from_slice(&flags.to_ne_bytes());
+        out.extend_from_slice(&seq.to_ne_bytes());
+        out.extend_from_slice(&0u32.to_ne_bytes());
+        out.extend_from_slice(&[1, 0, 0, 0]); // nfgenmsg: inet, version 0
+        out.extend_from_slice(&attrs.0);
+        sent.push((seq, Sent::Object(what)));
+    }
+}
+
+/// NEWSETELEM attributes adding `interface : verdict` elements to `map`.
+fn map_elements(map: &str, elements: &[(String, String)]) -> Result<Attrs, NftError> {
+    let refused = |reason: String| NftError::Object {
+        what: format!("add elements to map {map}"),
+        reason,
+    };
+    let mut parsed = Vec::new();
+    for (name, verdict) in elements {
+        let (code, chain) = match crate::trace::nft::Verdict::parse(verdict) {
+            Some(crate::trace::nft::Verdict::Goto(c)) => (-4, c),
+            Some(crate::trace::nft::Verdict::Jump(c)) => (-3, c),
+            _ => {
+                return Err(refused(format!(
+                    "verdict `{verdict}` of `{name}` is not a goto or jump"
+                )));
+            }
+        };
+        if name.is_empty() || name.len() > 15 {
+            return Err(refused(format!("`{name}` is not an interface name")));
+        }
+        let mut key = name.as_bytes().to_vec();
+        key.resize(16, 0);
+        parsed.push((key, code, chain));
+    }
+    let mut a = Attrs::default();
+    a.str(1, TABLE_NAME).str(2, map);
+    a.nest(3, |list| {
+        for (key, code, chain) in &parsed {
+            list.nest(1, |e| {
+                e.value(1, key).verdict(2, *code, Some(chain));
+            });
+        }
+    });
+    Ok(a)
 }
 
 /// `s` as a NUL-terminated attribute value.
@@ -814,6 +997,71 @@ mod tests {
             err.contains("s4-a") && err.contains("fd74::1") && err.contains("add"),
             "{err}"
         );
+    }
+
+    /// (type, flags) of every message of a batch.
+    fn kinds(bytes: &[u8]) -> Vec<(u16, u16)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at + 16 <= bytes.len() {
+            let len = u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            let kind = u16::from_ne_bytes([bytes[at + 4], bytes[at + 5]]);
+            let flags = u16::from_ne_bytes([bytes[at + 6], bytes[at + 7]]);
+            out.push((kind, flags));
+            at += (len + 3) & !3;
+        }
+        out
+    }
+
+    #[test]
+    fn a_change_batch_sends_anonymous_sets_just_before_their_rule() {
+        use crate::compile::ir::Rule;
+        let mut sock = open_here_for_test();
+        let rule = Rule::new(
+            "meta l4proto ipv6-icmp icmpv6 type { nd-router-solicit, nd-neighbor-solicit }",
+            "accept",
+            "t",
+        );
+        let ops = vec![
+            Op::FlushChain("c".into()),
+            Op::AddRule {
+                chain: "c".into(),
+                rule,
+            },
+            Op::MapElements {
+                map: "m".into(),
+                elements: vec![("cali1".into(), "goto c".into())],
+            },
+        ];
+        let (_, bytes, sent) = sock.encode_ops(&ops, 7).unwrap();
+        let nft = |t: u8| (NFNL_SUBSYS_NFTABLES << 8) | t as u16;
+        let k: Vec<u16> = kinds(&bytes).iter().map(|(t, _)| *t).collect();
+        assert_eq!(
+            k,
+            vec![
+                NFNL_MSG_BATCH_BEGIN as u16,
+                nft(NFT_MSG_DELRULE),
+                nft(NFT_MSG_NEWSET),
+                nft(NFT_MSG_NEWSETELEM),
+                nft(NFT_MSG_NEWRULE),
+                nft(NFT_MSG_NEWSETELEM),
+                17,
+            ]
+        );
+        let rule_flags = kinds(&bytes)[4].1;
+        assert!(rule_flags & NLM_F_APPEND != 0 && rule_flags & NLM_F_ACK != 0);
+        assert_eq!(
+            sent.len(),
+            5,
+            "every message but begin and end is acknowledged"
+        );
+        // An unknown verdict in a map element fails the batch by name.
+        let bad = vec![Op::MapElements {
+            map: "m".into(),
+            elements: vec![("cali1".into(), "accept".into())],
+        }];
+        let err = sock.encode_ops(&bad, 7).unwrap_err().to_string();
+        assert!(err.contains("map m") && err.contains("cali1"), "{err}");
     }
 
     /// A socket in this namespace (no root needed to open one; nothing is

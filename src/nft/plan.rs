@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use super::elements::Removals;
+use super::rules::Op;
 use super::state::TableState;
 use crate::compile::ir::{
     Chain, Change, ElementDelta, Rank, Ruleset, Set, TABLE_FAMILY, TABLE_NAME, VerdictMap,
@@ -54,6 +55,10 @@ pub struct Plan {
     pub created: Vec<Set>,
     /// `cleanup` as objects, in its order.
     pub removed: Removals,
+    /// `text` as objects, in its order, for one netlink batch; `None`
+    /// when some of it has no netlink form here (a new base chain or map,
+    /// a whole-table rewrite).
+    pub ops: Option<Vec<Op>>,
 }
 
 impl Plan {
@@ -104,6 +109,7 @@ fn whole_table(mut text: String, desired: &Ruleset) -> Plan {
         cleanup: String::new(),
         created: Vec::new(),
         removed: Removals::default(),
+        ops: None,
         stats: PlanStats {
             chains_written: desired.chains.len(),
             elements_added: desired.sets.values().map(|s| s.elements.len()).sum(),
@@ -211,6 +217,20 @@ struct Parts {
     set_dels: String,      // cleanup: removed sets, last of all
     created: Vec<Set>,     // prepare, as objects
     removed: Removals,     // cleanup, as objects
+    ops: Ops,              // the change, as objects
+}
+
+/// The change transaction's parts as objects, in the same pieces as the text.
+#[derive(Default)]
+struct Ops {
+    head: Vec<Op>,
+    body: Vec<Op>,
+    rewrites: Vec<Op>,
+    base_rewrites: Vec<Op>,
+    map_dels: Vec<Op>,
+    map_adds: Vec<Op>,
+    /// Something in the text has no netlink form.
+    text_only: bool,
 }
 
 /// The delta from `current` to `desired`; an empty plan when nothing differs.
@@ -320,8 +340,10 @@ fn plan_set(
     if unreadable || (!gone.is_empty() && set.elements.len() <= REFILL_MAX) {
         // Cannot name what to delete, or cheap to rewrite: refill.
         let _ = writeln!(p.body, "flush set {t} {name}");
+        p.ops.body.push(Op::FlushSet(name.to_string()));
         if !set.elements.is_empty() {
             p.body.push_str(&decl_with(set, &set.elements));
+            p.ops.body.push(elements_op(set, &set.elements, true));
         }
         p.stats.elements_deleted += have.len();
         p.stats.elements_added += set.elements.len();
@@ -333,11 +355,32 @@ fn plan_set(
             "delete element {t} {name} {{ {} }}",
             element_block(&gone)
         );
+        p.ops.body.push(elements_op(set, &gone, false));
         p.stats.elements_deleted += gone.len();
     }
     if !new.is_empty() {
         p.body.push_str(&decl_with(set, &new));
+        p.ops.body.push(elements_op(set, &new, true));
         p.stats.elements_added += new.len();
+    }
+}
+
+fn elements_op(set: &Set, elements: &BTreeSet<String>, add: bool) -> Op {
+    Op::Elements {
+        set: set.name.clone(),
+        ty: set.ty,
+        elements: elements.iter().cloned().collect(),
+        add,
+    }
+}
+
+fn map_op(name: &str, elements: &[(&String, &String)]) -> Op {
+    Op::MapElements {
+        map: name.to_string(),
+        elements: elements
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     }
 }
 
@@ -370,9 +413,11 @@ fn plan_map(
     let Some(have) = have else {
         // Declared now, filled once the chains it points at exist.
         let _ = writeln!(p.head, "add map {t} {name} {{ type ifname : verdict; }}");
+        p.ops.text_only = true;
         let all: Vec<_> = map.elements.iter().collect();
         if !all.is_empty() {
             p.map_adds.push_str(&map_decl(name, &all));
+            p.ops.map_adds.push(map_op(name, &all));
             p.stats.elements_added += all.len();
         }
         return;
@@ -381,6 +426,7 @@ fn plan_map(
     let new: Vec<_> = if stale {
         // Flush and refill: `delete element` would make nft fetch every set.
         let _ = writeln!(p.map_dels, "flush map {t} {name}");
+        p.ops.map_dels.push(Op::FlushSet(name.to_string()));
         p.stats.elements_deleted += have.len();
         map.elements.iter().collect()
     } else {
@@ -391,6 +437,7 @@ fn plan_map(
     };
     if !new.is_empty() {
         p.map_adds.push_str(&map_decl(name, &new));
+        p.ops.map_adds.push(map_op(name, &new));
         p.stats.elements_added += new.len();
     }
 }
@@ -419,9 +466,11 @@ fn plan_chains(p: &mut Parts, current: &TableState, desired: &Ruleset, names: &B
                     "add chain {t} {} {{ type {} hook {} priority {}; policy accept; }}",
                     chain.name, h.kind, h.hook, h.priority
                 );
+                p.ops.text_only = true;
             }
             None => {
                 let _ = writeln!(p.head, "add chain {t} {}", chain.name);
+                p.ops.head.push(Op::NewChain(chain.name.clone()));
             }
         }
     }
@@ -430,16 +479,21 @@ fn plan_chains(p: &mut Parts, current: &TableState, desired: &Ruleset, names: &B
         if have == Some(&hashes(chain)) {
             continue;
         }
-        let out = if chain.rank == Rank::Base {
-            &mut p.base_rewrites
+        let (out, ops) = if chain.rank == Rank::Base {
+            (&mut p.base_rewrites, &mut p.ops.base_rewrites)
         } else {
-            &mut p.rewrites
+            (&mut p.rewrites, &mut p.ops.rewrites)
         };
         if have.is_some() {
             let _ = writeln!(out, "flush chain {t} {}", chain.name);
+            ops.push(Op::FlushChain(chain.name.clone()));
         }
         for r in &chain.rules {
             let _ = writeln!(out, "add rule {t} {} {}", chain.name, r.render(&chain.name));
+            ops.push(Op::AddRule {
+                chain: chain.name.clone(),
+                rule: r.clone(),
+            });
         }
         p.stats.chains_written += 1;
     }
@@ -478,6 +532,18 @@ impl Parts {
             change.iter().for_each(|s| text.push_str(s));
             text
         };
+        let o = self.ops;
+        let ops = (!o.text_only && !text.is_empty()).then(|| {
+            [
+                o.head,
+                o.body,
+                o.rewrites,
+                o.map_dels,
+                o.map_adds,
+                o.base_rewrites,
+            ]
+            .concat()
+        });
         Plan {
             prepare: with_table(self.prepare),
             text,
@@ -485,6 +551,7 @@ impl Parts {
             stats: self.stats,
             created: self.created,
             removed: self.removed,
+            ops,
         }
     }
 }

@@ -232,7 +232,7 @@ impl Machine<'_, '_> {
                 continue;
             };
             let note = self.parsed.ruleset.chains[name].rules[index].note.clone();
-            let logged = items.iter().any(|i| matches!(i, Item::Log(_)));
+            let logged = items.iter().any(|i| matches!(i, Item::Log { .. }));
             self.hits.push(Hit {
                 chain: name.to_string(),
                 index,
@@ -297,7 +297,7 @@ impl Machine<'_, '_> {
                 Item::MarkOr(b) => self.mark |= b,
                 Item::MarkAnd(b) => self.mark &= b,
                 Item::Notrack => self.untracked = true,
-                Item::Limit(_) | Item::Counter | Item::Log(_) | Item::Comment(_) => {}
+                Item::Limit(_) | Item::Counter | Item::Log { .. } | Item::Comment(_) => {}
                 Item::Verdict(v) => return Ok(Some(Some(v.clone()))),
             }
         }

@@ -80,7 +80,12 @@ pub enum Item {
     MarkOr(u32),
     /// `meta mark set meta mark & BITS`.
     MarkAnd(u32),
-    Log(String),
+    /// `log prefix "…" [level L] [group G]`.
+    Log {
+        prefix: String,
+        level: Option<String>,
+        group: Option<String>,
+    },
     Notrack,
     Comment(String),
     Verdict(Verdict),
@@ -363,13 +368,21 @@ impl Parser {
     fn log(&mut self) -> Result<Item, String> {
         self.expect("prefix")?;
         let prefix = self.string()?;
-        if self.eat("level") {
-            self.word()?;
-        }
-        if self.eat("group") {
-            self.word()?;
-        }
-        Ok(Item::Log(prefix))
+        let level = if self.eat("level") {
+            Some(self.word()?)
+        } else {
+            None
+        };
+        let group = if self.eat("group") {
+            Some(self.word()?)
+        } else {
+            None
+        };
+        Ok(Item::Log {
+            prefix,
+            level,
+            group,
+        })
     }
 
     fn item(&mut self) -> Result<Item, String> {
