@@ -17,7 +17,7 @@ pub mod members;
 mod rules;
 pub mod staged;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::calc::{
     Cluster, DenyAction, Endpoint, EndpointId, EndpointToHostAction, FailsafePort, Policy, Tier,
@@ -112,6 +112,9 @@ struct Compiler<'a> {
     leaves: BTreeSet<Leaf>,
     /// The shadow walks' id of "no policy decided" (`staged`), once used.
     shadow_pass: Option<u32>,
+    /// The ordered policies of host endpoints, when the caller keeps them
+    /// (the incremental engine); else they are looked up.
+    host_lists: HashMap<EndpointId, Vec<&'a Policy>>,
 }
 
 /// Compiles the ruleset for `node`.
@@ -141,8 +144,10 @@ pub enum LeafOf {
 /// they name (objects with one name have one content, so the union is
 /// well defined); `incremental` re-renders only the parts a change touches.
 pub enum Part<'a> {
-    /// Host endpoints, every dispatch chain and map, the base chains.
-    Base,
+    /// Host endpoints, every dispatch chain and map, the base chains; with
+    /// the ordered policies of the host endpoints when the caller has them
+    /// (else they are looked up).
+    Base(HashMap<EndpointId, Vec<&'a Policy>>),
     /// One local workload's chains and its entries in the dispatch maps,
     /// with the policies that apply to it in order.
     Workload(&'a Endpoint, Vec<&'a Policy>),
@@ -168,7 +173,8 @@ pub fn render_part(cluster: &Cluster, node: &str, part: Part<'_>) -> Rendered {
     let mut c = Compiler::new(cluster, true);
     c.rules.fill_sets = false;
     match part {
-        Part::Base => {
+        Part::Base(lists) => {
+            c.host_lists = lists;
             c.workload_dispatch(BTreeMap::new(), BTreeMap::new());
             let hosts: Vec<&Endpoint> = cluster
                 .local_endpoints(node)
@@ -233,6 +239,15 @@ impl<'a> Compiler<'a> {
             lazy,
             leaves: BTreeSet::new(),
             shadow_pass: None,
+            host_lists: HashMap::new(),
+        }
+    }
+
+    /// The policies that apply to `ep`, in evaluation order.
+    fn applying(&self, ep: &'a Endpoint) -> Vec<&'a Policy> {
+        match self.host_lists.get(&ep.id) {
+            Some(list) => list.clone(),
+            None => self.cluster.policies_for(ep).collect(),
         }
     }
 
@@ -485,12 +500,14 @@ impl<'a> Compiler<'a> {
             } else {
                 iface.clone()
             };
+            let applying = self.applying(ep);
             for kind in &HOST_CHAINS {
                 // As in Felix: untracked policy is not applied to the
                 // all-interfaces endpoint (there is no default in the raw
                 // dispatch); untracking there would turn replies to
                 // workloads into invalid packets.
-                let Some((policies, staged)) = staged::host_stage(self.cluster, ep, &iface, kind)
+                let Some((policies, staged)) =
+                    staged::host_stage(self.cluster, ep, &applying, &iface, kind)
                 else {
                     continue;
                 };

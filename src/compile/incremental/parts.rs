@@ -59,7 +59,18 @@ impl Incremental {
 
     fn render_owner(&self, owner: &Owner) -> Option<super::super::Rendered> {
         let part = match owner {
-            Owner::Base => Part::Base,
+            Owner::Base => Part::Base(
+                self.cluster
+                    .endpoints
+                    .iter()
+                    .filter(|e| matches!(e.id, EndpointId::Host { .. }))
+                    .map(|e| {
+                        let list = self.lists.get(&e.id).map(Vec::as_slice).unwrap_or_default();
+                        let list = list.iter().map(|p| &*self.policies[p].1).collect();
+                        (e.id.clone(), list)
+                    })
+                    .collect(),
+            ),
             Owner::Workload(id) => {
                 let ep = self
                     .cluster

@@ -35,6 +35,7 @@ fn stage_name(kind: &HostChain) -> &'static str {
 pub(in crate::compile) fn host_stage<'a>(
     cluster: &'a Cluster,
     ep: &'a Endpoint,
+    applying: &[&'a Policy],
     iface: &str,
     kind: &HostChain,
 ) -> Option<(Vec<&'a Policy>, Vec<&'a Policy>)> {
@@ -42,7 +43,7 @@ pub(in crate::compile) fn host_stage<'a>(
         return None;
     }
     let wanted = |p: &&Policy| (kind.select)(p) && has_direction(p, kind.dir);
-    let enforced: Vec<&'a Policy> = cluster.policies_for(ep).filter(wanted).collect();
+    let enforced: Vec<&'a Policy> = applying.iter().copied().filter(wanted).collect();
     let staged: Vec<&'a Policy> = if cluster.staged.is_empty() {
         enforced.clone()
     } else {
@@ -111,8 +112,10 @@ impl<'a> Compiler<'a> {
         for (iface, ep) in hosts {
             let ep: &'a Endpoint = ep;
             let tag = if iface == "*" { "all" } else { iface.as_str() };
+            let applying: Vec<&'a Policy> = self.cluster.policies_for(ep).collect();
             for kind in &HOST_CHAINS {
-                let Some((enforced, staged)) = host_stage(self.cluster, ep, iface, kind) else {
+                let Some((enforced, staged)) = host_stage(self.cluster, ep, &applying, iface, kind)
+                else {
                     continue;
                 };
                 let differs = differs(&enforced, &staged);
