@@ -288,13 +288,18 @@ impl NlSocket {
         for (msg, what) in removals(&batch.remove) {
             self.push(&mut out, &mut sent, 0, msg, Sent::Object(what));
         }
+        self.batch_end(&mut out);
+        Ok((begin_seq, out, sent))
+    }
+
+    /// Appends the BatchEnd message that closes a batch.
+    fn batch_end(&mut self, out: &mut Vec<u8>) {
         let end = NetfilterMessage::new(
             nf_header(NetfilterProtoFamily::Unspec, NFNL_SUBSYS_NFTABLES),
             ControlMessage::BatchEnd,
         );
         let (_, bytes) = self.message(NLM_F_REQUEST, end);
         out.extend_from_slice(&bytes);
-        Ok((begin_seq, out, sent))
     }
 
     /// Appends one acknowledged message of the batch.
@@ -438,12 +443,7 @@ impl NlSocket {
         for op in ops {
             self.push_op(&mut out, &mut sent, op, &mut next_id)?;
         }
-        let end = NetfilterMessage::new(
-            nf_header(NetfilterProtoFamily::Unspec, NFNL_SUBSYS_NFTABLES),
-            ControlMessage::BatchEnd,
-        );
-        let (_, bytes) = self.message(NLM_F_REQUEST, end);
-        out.extend_from_slice(&bytes);
+        self.batch_end(&mut out);
         Ok((begin_seq, out, sent))
     }
 
