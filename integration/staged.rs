@@ -412,30 +412,32 @@ impl HepLog {
     }
 }
 
-#[test]
-fn a_staged_deny_over_an_allowing_host_endpoint_policy_logs_would_deny_while_traffic_flows() {
-    if !kernel::require_kernel("staged_hep_deny") {
-        return;
-    }
-    let staged = "apiVersion: projectcalico.org/v3
+/// A staged deny of TCP 8080 on host `a` (`spec_extra`: more spec lines)
+/// over `HEP_ALLOW_8080`: `n` connections to 8080 all go through, the
+/// failsafe port stays open, 8081 is denied in both views, and exactly `n`
+/// staged records are logged, which are returned with the world.
+fn staged_hep_deny(
+    tag: &str,
+    name: &str,
+    spec_extra: &str,
+    group: u16,
+    n: usize,
+) -> (HepLog, Vec<String>) {
+    let staged = format!(
+        "apiVersion: projectcalico.org/v3
 kind: StagedGlobalNetworkPolicy
-metadata: {name: host-web}
+metadata: {{name: {name}}}
 spec:
   selector: hep == 'a'
-  types: [Ingress]
+{spec_extra}  types: [Ingress]
   ingress:
   - action: Deny
     protocol: TCP
-    destination: {ports: [8080]}
-";
-    let w = HepLog::new(
-        "stghep",
-        &format!("{HEP_ALLOW_8080}---\n{staged}"),
-        25,
-        false,
+    destination: {{ports: [8080]}}
+"
     );
-    const N: usize = 4;
-    for i in 0..N {
+    let w = HepLog::new(tag, &format!("{HEP_ALLOW_8080}---\n{staged}"), group, false);
+    for i in 0..n {
         assert!(
             w.connect(8080),
             "attempt {i}: the staged deny changed a verdict"
@@ -446,10 +448,20 @@ spec:
     let msgs = w.messages(NFLOG_WAIT);
     assert_eq!(
         msgs.len(),
-        N,
-        "one would-deny per allowed connection: {msgs:#?}"
+        n,
+        "one would-deny per connection to 8080: {msgs:#?}"
     );
     eprintln!("example: {}", msgs[0]);
+    (w, msgs)
+}
+
+#[test]
+fn a_staged_deny_over_an_allowing_host_endpoint_policy_logs_would_deny_while_traffic_flows() {
+    if !kernel::require_kernel("staged_hep_deny") {
+        return;
+    }
+    const N: usize = 4;
+    let (w, msgs) = staged_hep_deny("stghep", "host-web", "", 25, N);
     for m in &msgs {
         assert!(m.contains(" STAGED [tortie@32473 action=\"would deny\" kind=\"sgnp\" policy=\"host-web\" tier=\"default\" rule=\"ingress#0\""), "{m}");
         assert!(m.contains("dport=\"8080\""), "{m}");
@@ -482,40 +494,9 @@ fn a_staged_pre_dnat_deny_where_nothing_is_enforced_before_dnat_logs_would_deny(
     if !kernel::require_kernel("staged_hep_prednat") {
         return;
     }
-    let staged = "apiVersion: projectcalico.org/v3
-kind: StagedGlobalNetworkPolicy
-metadata: {name: block-web}
-spec:
-  selector: hep == 'a'
-  preDNAT: true
-  applyOnForward: true
-  types: [Ingress]
-  ingress:
-  - action: Deny
-    protocol: TCP
-    destination: {ports: [8080]}
-";
-    let w = HepLog::new(
-        "stgpdn",
-        &format!("{HEP_ALLOW_8080}---\n{staged}"),
-        26,
-        false,
-    );
     const N: usize = 3;
-    for i in 0..N {
-        assert!(
-            w.connect(8080),
-            "attempt {i}: the staged preDNAT deny changed a verdict"
-        );
-    }
-    assert!(w.connect(22), "a failsafe port stays open");
-    let msgs = w.messages(NFLOG_WAIT);
-    assert_eq!(
-        msgs.len(),
-        N,
-        "one would-deny per connection to 8080: {msgs:#?}"
-    );
-    eprintln!("example: {}", msgs[0]);
+    let extra = "  preDNAT: true\n  applyOnForward: true\n";
+    let (w, msgs) = staged_hep_deny("stgpdn", "block-web", extra, 26, N);
     for m in &msgs {
         assert!(
             m.contains("action=\"would deny\" kind=\"sgnp\" policy=\"block-web\""),
