@@ -611,16 +611,6 @@ fn duplicate(key: &ResourceKey, at: (&Path, u32), first: (&Path, u32)) -> Diagno
     }
 }
 
-/// Gives freed heap back to the kernel after a large parse or a rejected
-/// file, so that a refused file leaves no resident memory behind.
-fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory held by the allocator.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// What the source thread waits for.
 enum Msg {
     Fs(notify::Result<notify::Event>),
@@ -1010,7 +1000,7 @@ impl Source {
             self.workers.send(job);
         }
         if heavy {
-            trim_heap();
+            super::trim_heap();
         }
     }
 }

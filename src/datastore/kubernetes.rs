@@ -679,23 +679,13 @@ fn forward(
                 if *synced == kinds {
                     flush(&mut batch)?;
                     out.send(Event::Synced)?;
-                    trim_heap();
+                    super::trim_heap();
                 }
             }
             Msg::Note(n) => out.send(Event::Note(n))?,
         }
     }
     flush(&mut batch)
-}
-
-/// Gives the heap the initial listing freed (its pages, the decoded
-/// objects, on every converter thread's arena) back to the kernel.
-fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory held by the allocator.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// Connects (in-cluster configuration or KUBECONFIG), checks that the API

@@ -101,3 +101,14 @@ pub fn tune_allocator() {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
+
+/// Gives freed heap back to the kernel: after a large parse or a rejected
+/// file (directory), after the initial listing (Kubernetes), so that a
+/// refused file or a finished start-up leaves no resident memory behind.
+pub(crate) fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory held by the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -10,6 +10,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::NftError;
 use super::netlink::{NlSocket, cstr};
+use super::rules::{NFT_GOTO, NFT_JUMP};
 use super::state::{RuleCounter, TableState};
 use crate::compile::ir::SetType;
 
@@ -22,8 +23,6 @@ const NFT_SET_ANONYMOUS: u32 = 0x1;
 const NFT_SET_INTERVAL: u32 = 0x4;
 const NFT_SET_MAP: u32 = 0x8;
 const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
-const NFT_JUMP: i32 = -3;
-const NFT_GOTO: i32 = -4;
 
 /// Netlink attributes: `(type, value)` in order.
 fn attrs(mut b: &[u8]) -> Vec<(u16, &[u8])> {

@@ -121,8 +121,8 @@ const CMP_LTE: u32 = 3;
 const CMP_GTE: u32 = 5;
 const NF_DROP: i32 = 0;
 const NF_ACCEPT: i32 = 1;
-const NFT_JUMP: i32 = -3;
-const NFT_GOTO: i32 = -4;
+pub(super) const NFT_JUMP: i32 = -3;
+pub(super) const NFT_GOTO: i32 = -4;
 const NFT_RETURN: i32 = -5;
 /// NFT_REG_1: the 16-byte register every single load uses.
 const REG1: u32 = 1;
