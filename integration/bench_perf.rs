@@ -12,7 +12,7 @@
 //!
 //! Options: `--sizes S,M,L,XL` (default all), `--runs N` (default 5),
 //! `--out PATH` (default docs/performance.md), `--sections kernel` (only
-//! the named sections: calc, incremental, kernel, kube). Needs root (network
+//! the named sections: calc, incremental, kernel, packets, daemon, kube). Needs root (network
 //! namespaces). Under `cargo test` it only compiles size S once.
 
 #[path = "support/kubeapi.rs"]
@@ -536,7 +536,7 @@ fn write_cluster_dir(resources: &[Resource], dir: &Path) {
 }
 
 /// 5. Resident memory of `tortie run` holding a cluster.
-fn daemon_memory(rep: &mut Report, name: &str) {
+pub fn daemon_memory(rep: &mut Report, name: &str) {
     let resources = resources_for(name);
     let dir = std::env::temp_dir().join(format!("tortie-bench-{}", std::process::id()));
     write_cluster_dir(&resources, &dir);

@@ -110,6 +110,14 @@ pub fn sections_only(
                 rep.line("");
                 super::incremental(rep, name, runs);
             }
+            "daemon" => {
+                rep.line("");
+                rep.line("## 5. `tortie run` memory, from a directory");
+                rep.line("");
+                rep.line("| size | ready after | resident | peak |");
+                rep.line("|---|---|---|---|");
+                super::daemon_memory(rep, name);
+            }
             "kube" => {
                 rep.line("");
                 rep.line("## 5. `tortie run` memory, from a Kubernetes API");
@@ -117,7 +125,7 @@ pub fn sections_only(
             }
             other => {
                 panic!(
-                    "--sections: unknown section `{other}` (known: calc, incremental, kernel, packets, kube)"
+                    "--sections: unknown section `{other}` (known: calc, incremental, kernel, packets, daemon, kube)"
                 )
             }
         }
