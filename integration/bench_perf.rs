@@ -536,7 +536,7 @@ fn write_cluster_dir(resources: &[Resource], dir: &Path) {
 }
 
 /// 5. Resident memory of `tortie run` holding a cluster.
-pub fn daemon_memory(rep: &mut Report, name: &str) {
+fn daemon_memory(rep: &mut Report, name: &str) {
     let resources = resources_for(name);
     let dir = std::env::temp_dir().join(format!("tortie-bench-{}", std::process::id()));
     write_cluster_dir(&resources, &dir);
