@@ -12,7 +12,7 @@
 //!
 //! Options: `--sizes S,M,L,XL` (default all), `--runs N` (default 5),
 //! `--out PATH` (default docs/performance.md), `--sections kernel` (only
-//! the named sections: calc, incremental, kernel, packets, daemon, kube). Needs root (network
+//! the named sections: apply, calc, incremental, kernel, packets, daemon, kube). Needs root (network
 //! namespaces). Under `cargo test` it only compiles size S once.
 
 #[path = "support/kubeapi.rs"]

@@ -930,3 +930,61 @@ fn a_rule_without_netlink_encoding_goes_through_nft_and_lands_the_same() {
     assert!(r.netlink && r.sent, "{r:?}");
     assert_holds(&ns, &before, "back over netlink");
 }
+
+/// Every golden table, plus one whose sets are large enough to span many
+/// packed messages, loaded into an empty namespace by `Dataplane::apply`
+/// (the table and its sets over netlink, then the chains through nft)
+/// lists exactly like the same table loaded by `nft -f` whole.
+#[test]
+fn a_first_load_with_its_sets_over_netlink_lists_exactly_like_nft_f() {
+    if !kernel::require_kernel("nl-first-load") {
+        return;
+    }
+    let mut cases = golden_rulesets();
+    assert!(cases.len() >= 20, "the golden cases ({})", cases.len());
+    let big = |n: usize, f: &dyn Fn(usize) -> String| (0..n).map(f).collect::<BTreeSet<_>>();
+    let mut large = using(&table(&[
+        big(1300, &|i| match i % 3 {
+            0 => format!("198.18.{}.{}", i / 250, i % 250),
+            1 => format!("198.19.{}.0/28", i / 16),
+            _ => {
+                let (octet, at) = (200 + i % 50, (i / 50) * 4);
+                format!("198.19.{octet}.{at}-198.19.{octet}.{}", at + 2)
+            }
+        }),
+        big(1100, &|i| format!("fd74:6f72:{:x}::/64", i + 1)),
+        big(700, &|i| format!("{}-{}", 1000 + i * 10, 1000 + i * 10 + 3)),
+        big(1200, &|i| {
+            format!("198.18.{}.{} . 6 . {}", i / 200, i % 200, 80 + i % 7)
+        }),
+        big(600, &|i| format!("fd74:6f72::{:x} . 17 . 53", i + 1)),
+    ]));
+    large.sets.values_mut().for_each(|s| s.comment.clear());
+    cases.push(("large sets".into(), large));
+    let listing = |ns: &Netns| ns.output(&["nft", "list", "table", "inet", "tortie"]);
+    for (name, rs) in &cases {
+        let by_nft = Netns::new("nlfirst");
+        tortie::nft::exec::run_transaction(&by_nft.target(), &plan::replace_table(rs).text)
+            .unwrap_or_else(|e| panic!("{name}: nft loads the table: {e}"));
+        let ours = Netns::new("nlfirst");
+        let mut dp = Dataplane::new(ours.target());
+        dp.apply(rs)
+            .unwrap_or_else(|e| panic!("{name}: the first load: {e}"));
+        assert_eq!(
+            dp.side_batches(),
+            1,
+            "{name}: the table and its sets went as one netlink batch"
+        );
+        let (want, got) = (listing(&by_nft), listing(&ours));
+        if want != got {
+            let line = want
+                .lines()
+                .zip(got.lines())
+                .find(|(a, b)| a != b)
+                .map(|(a, b)| format!("nft -f:  {a}\nnetlink: {b}"))
+                .unwrap_or_else(|| "one listing is longer".into());
+            panic!("{name}: `nft list table` differs\n{line}");
+        }
+        assert!(dp.verify(rs).unwrap(), "{name}: read back as desired");
+    }
+}

@@ -110,6 +110,12 @@ pub fn sections_only(
                 rep.line("");
                 super::incremental(rep, name, runs);
             }
+            "apply" => {
+                rep.line("");
+                rep.line("## 2. Full apply vs the `nft -f` floor");
+                rep.line("");
+                super::full_apply(rep, sizes, runs);
+            }
             "daemon" => {
                 rep.line("");
                 rep.line("## 5. `tortie run` memory, from a directory");
@@ -125,7 +131,7 @@ pub fn sections_only(
             }
             other => {
                 panic!(
-                    "--sections: unknown section `{other}` (known: calc, incremental, kernel, packets, daemon, kube)"
+                    "--sections: unknown section `{other}` (known: apply, calc, incremental, kernel, packets, daemon, kube)"
                 )
             }
         }

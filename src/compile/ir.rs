@@ -309,6 +309,30 @@ impl Ruleset {
         for set in self.sets.values() {
             out.push_str(&Self::render_set(set));
         }
+        self.render_rest(&mut out);
+        out
+    }
+
+    /// Only the sets, as one `table inet tortie { … }` block.
+    pub fn render_sets(&self) -> String {
+        let mut out = format!("table {TABLE_FAMILY} {TABLE_NAME} {{\n");
+        for set in self.sets.values() {
+            out.push_str(&Self::render_set(set));
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    /// Everything but the sets (chains, maps, rules) as one block, for a
+    /// table whose sets are in place.
+    pub fn render_without_sets(&self) -> String {
+        let mut out = format!("table {TABLE_FAMILY} {TABLE_NAME} {{\n");
+        self.render_rest(&mut out);
+        out
+    }
+
+    /// Chains and maps in their order, and the block's closing brace.
+    fn render_rest(&self, out: &mut String) {
         // Leaf and endpoint chains, then maps (which jump to them), then the rest.
         let chains = self.ordered_chains();
         for c in chains.iter().filter(|c| c.rank <= Rank::Endpoint) {
@@ -321,7 +345,6 @@ impl Ruleset {
             out.push_str(&Self::render_chain(c));
         }
         out.push_str("}\n");
-        out
     }
 }
 

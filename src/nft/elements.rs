@@ -43,12 +43,19 @@ impl Removals {
     }
 }
 
+/// Elements of a new set per NEWSETELEM message: the element list is one
+/// netlink attribute, whose length field has 16 bits; 512 of the largest
+/// (an IPv6 interval, about 64 bytes as start and end) take 32 KiB.
+pub const PACKED: usize = 512;
+
 /// One transaction of set creations, element changes and deletions: sets
 /// are created (and filled) first, then every element removal comes before
 /// every addition (a CIDR that replaces the addresses it covers arrives as
 /// "remove them, add it"), deletions last.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ElementBatch {
+    /// Whether the table itself is created first (the first load).
+    pub table: bool,
     /// New sets and their elements (nothing refers to them yet).
     pub create: Vec<Set>,
     pub sets: Vec<SetElements>,
@@ -57,7 +64,8 @@ pub struct ElementBatch {
 
 impl ElementBatch {
     pub fn is_empty(&self) -> bool {
-        self.create.is_empty()
+        !self.table
+            && self.create.is_empty()
             && self.remove.is_empty()
             && self
                 .sets
@@ -65,11 +73,17 @@ impl ElementBatch {
                 .all(|s| s.removed.is_empty() && s.added.is_empty())
     }
 
-    /// Number of messages: elements added plus removed, sets created with
-    /// their elements, objects deleted.
+    /// Number of messages: elements added plus removed (one message
+    /// each, so that an error names the element), sets created with their
+    /// elements (`PACKED` to a message), objects deleted.
     pub fn len(&self) -> usize {
-        let created: usize = self.create.iter().map(|s| 1 + s.elements.len()).sum();
-        created
+        let created: usize = self
+            .create
+            .iter()
+            .map(|s| 1 + s.elements.len().div_ceil(PACKED))
+            .sum();
+        usize::from(self.table)
+            + created
             + self.remove.len()
             + self
                 .sets

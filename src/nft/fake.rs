@@ -238,7 +238,12 @@ impl Kernel for FakeKernel {
                 reason: format!("the ruleset is at generation {now}"),
             });
         }
-        let mut table = self.table.clone().ok_or(NftError::Element {
+        let have = if batch.table {
+            Some(self.table.clone().unwrap_or_default())
+        } else {
+            self.table.clone()
+        };
+        let mut table = have.ok_or(NftError::Element {
             set: batch
                 .sets
                 .first()

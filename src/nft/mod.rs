@@ -268,8 +268,9 @@ impl Dataplane {
         }
         let current = self.last.as_ref().expect("just set");
         let p = if *current == TableState::default() {
-            // Nothing there (first start): create the table whole.
-            plan::replace_table(desired)
+            // Nothing there (first start): create the table whole, its
+            // sets first.
+            plan::create_table(desired)
         } else {
             plan::delta(current, desired)
         };
@@ -348,6 +349,7 @@ impl Dataplane {
     fn send_change(&mut self, p: &mut Plan, netlink: bool) -> Result<bool, NftError> {
         if !p.prepare.is_empty() {
             let batch = ElementBatch {
+                table: p.new_table,
                 create: std::mem::take(&mut p.created),
                 ..ElementBatch::default()
             };

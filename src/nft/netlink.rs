@@ -22,7 +22,7 @@ use netlink_packet_core::{
 use netlink_packet_netfilter::nftables::{
     ChainAttribute, ChainMessage, DataAttribute, ListAttribute, NfTablesMessage, RuleAttribute,
     RuleMessage, SetAttribute, SetElementAttribute, SetElementFlags, SetElementList,
-    SetElementMessage, SetFlags, SetMessage,
+    SetElementMessage, SetFlags, SetMessage, TableAttribute, TableMessage,
 };
 use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
@@ -31,7 +31,7 @@ use netlink_packet_netfilter::{
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 
 use super::NftError;
-use super::elements::{ElementBatch, Removals, encode, is_interval};
+use super::elements::{ElementBatch, PACKED, Removals, encode, is_interval};
 use super::exec::Target;
 use super::rules::{self, Attrs, Op};
 use crate::compile::ir::{Set, SetType, TABLE_NAME};
@@ -42,6 +42,8 @@ const NFNL_BATCH_GENID: u16 = 1;
 /// Socket buffers large enough for a batch of `MAX_BATCH` elements and the
 /// kernel's answers.
 const BUFFER_BYTES: usize = 16 << 20;
+/// Room left in the send buffer beyond a batch's bytes.
+const SEND_SLACK: usize = 1 << 16;
 /// Larger element changes go through nft (one transaction either way).
 pub const MAX_BATCH: usize = 20_000;
 
@@ -80,6 +82,9 @@ type Encoded = (u32, Vec<u8>, Vec<(u32, Sent)>);
 pub struct NlSocket {
     sock: Socket,
     seq: u32,
+    /// The send buffer asked for: a batch is one `sendmsg`, so it must
+    /// fit (a first load's sets are tens of MB at XL).
+    send_buffer: usize,
 }
 
 fn sock_err(what: &'static str) -> impl FnOnce(std::io::Error) -> NftError {
@@ -89,9 +94,10 @@ fn sock_err(what: &'static str) -> impl FnOnce(std::io::Error) -> NftError {
     }
 }
 
-/// Raises a socket buffer (forcing it past the sysctl cap where allowed).
-fn buffer(sock: &Socket, force: libc::c_int, plain: libc::c_int) {
-    let size = BUFFER_BYTES as libc::c_int;
+/// Raises a socket buffer to `bytes` (forcing it past the sysctl cap
+/// where allowed, as tortie runs with CAP_NET_ADMIN).
+fn buffer(sock: &Socket, force: libc::c_int, plain: libc::c_int, bytes: usize) {
+    let size = bytes.min(i32::MAX as usize / 2) as libc::c_int;
     for opt in [force, plain] {
         // SAFETY: setsockopt with a valid fd and a c_int option value.
         let rc = unsafe {
@@ -117,9 +123,13 @@ fn open_here() -> Result<NlSocket, NftError> {
     // Error answers carry only the header of the refused message.
     let _ = sock.set_cap_ack(true);
     let _ = sock.set_ext_ack(true);
-    buffer(&sock, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF);
-    buffer(&sock, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF);
-    Ok(NlSocket { sock, seq: 0 })
+    buffer(&sock, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, BUFFER_BYTES);
+    buffer(&sock, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, BUFFER_BYTES);
+    Ok(NlSocket {
+        sock,
+        seq: 0,
+        send_buffer: BUFFER_BYTES,
+    })
 }
 
 fn nf_header(family: NetfilterProtoFamily, res_id: u16) -> NetfilterHeader {
@@ -149,6 +159,18 @@ impl NlSocket {
                 what: "thread",
                 reason: "the socket thread panicked".into(),
             })?
+    }
+
+    /// Sends one batch in one `sendmsg` (the kernel handles it as one
+    /// transaction), growing the send buffer first when it is too small.
+    fn send_batch(&mut self, out: &[u8]) -> Result<(), NftError> {
+        if out.len() + SEND_SLACK > self.send_buffer {
+            let want = out.len() + SEND_SLACK;
+            buffer(&self.sock, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, want);
+            self.send_buffer = want;
+        }
+        self.sock.send(out, 0).map_err(sock_err("send"))?;
+        Ok(())
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -254,7 +276,7 @@ impl NlSocket {
         deadline: Duration,
     ) -> Result<u32, NftError> {
         let (begin_seq, out, sent) = self.encode(batch, genid)?;
-        self.sock.send(&out, 0).map_err(sock_err("send"))?;
+        self.send_batch(&out)?;
         self.acks(begin_seq, genid, &sent, deadline)?;
         Ok(genid.wrapping_add(1).max(1))
     }
@@ -266,6 +288,10 @@ impl NlSocket {
     fn encode(&mut self, batch: &ElementBatch, genid: u32) -> Result<Encoded, NftError> {
         let (begin_seq, mut out) = self.batch_begin(genid);
         let mut sent: Vec<(u32, Sent)> = Vec::new();
+        if batch.table {
+            let what = Sent::Object(format!("create table inet {TABLE_NAME}"));
+            self.push(&mut out, &mut sent, NLM_F_CREATE, new_table(), what);
+        }
         for (id, set) in batch.create.iter().enumerate() {
             let what = Sent::Object(format!("create set {}", set.name));
             self.push(
@@ -275,8 +301,7 @@ impl NlSocket {
                 new_set(set, id as u32 + 1),
                 what,
             );
-            let texts: Vec<&String> = set.elements.iter().collect();
-            self.push_elements(&mut out, &mut sent, &set.name, set.ty, &texts, true)?;
+            self.push_packed(&mut out, &mut sent, set)?;
         }
         for add in [false, true] {
             for s in &batch.sets {
@@ -335,6 +360,38 @@ impl NlSocket {
             let keys = encode(ty, t).map_err(|reason| what.refused(reason))?;
             let msg = element_message(set, keys, is_interval(ty), add);
             self.push(out, sent, if add { NLM_F_CREATE } else { 0 }, msg, what);
+        }
+        Ok(())
+    }
+
+    /// Appends a new set's elements, `PACKED` to a NEWSETELEM message
+    /// (an error names the set and the message's first and last element).
+    fn push_packed(
+        &mut self,
+        out: &mut Vec<u8>,
+        sent: &mut Vec<(u32, Sent)>,
+        set: &Set,
+    ) -> Result<(), NftError> {
+        let texts: Vec<&String> = set.elements.iter().collect();
+        for chunk in texts.chunks(PACKED) {
+            let mut list = Vec::with_capacity(chunk.len() * 2);
+            for t in chunk {
+                let keys = encode(set.ty, t).map_err(|reason| NftError::Element {
+                    set: set.name.clone(),
+                    element: t.to_string(),
+                    add: true,
+                    reason,
+                })?;
+                push_keys(&mut list, keys, is_interval(set.ty));
+            }
+            let (first, last) = (chunk[0], chunk[chunk.len() - 1]);
+            let what = Sent::Object(format!(
+                "add {} elements ({first} … {last}) to new set {}",
+                chunk.len(),
+                set.name
+            ));
+            let msg = elements_message(&set.name, list, true);
+            self.push(out, sent, NLM_F_CREATE, msg, what);
         }
         Ok(())
     }
@@ -428,7 +485,7 @@ impl NlSocket {
         deadline: Duration,
     ) -> Result<u32, NftError> {
         let (begin_seq, out, sent) = self.encode_ops(ops, genid)?;
-        self.sock.send(&out, 0).map_err(sock_err("send"))?;
+        self.send_batch(&out)?;
         self.acks(begin_seq, genid, &sent, deadline)?;
         Ok(genid.wrapping_add(1).max(1))
     }
@@ -700,14 +757,42 @@ fn element_message(
     interval: bool,
     add: bool,
 ) -> NetfilterMessage {
+    let mut elems = Vec::with_capacity(2);
+    push_keys(&mut elems, keys, interval);
+    elements_message(set, elems, add)
+}
+
+/// Appends one element's keys: the start, and for an interval set the end
+/// flagged INTERVAL_END (none when the interval reaches the top).
+fn push_keys(
+    out: &mut Vec<ListAttribute<SetElementAttribute>>,
+    keys: super::elements::Keys,
+    interval: bool,
+) {
     let key = |k: Vec<u8>| SetElementAttribute::Key(DataAttribute::Value(k));
-    let mut elems = vec![ListAttribute::Element(vec![key(keys.start)])];
+    out.push(ListAttribute::Element(vec![key(keys.start)]));
     if interval && let Some(end) = keys.end {
-        elems.push(ListAttribute::Element(vec![
+        out.push(ListAttribute::Element(vec![
             key(end),
             SetElementAttribute::Flags(SetElementFlags::IntervalEnd),
         ]));
     }
+}
+
+/// One NEWTABLE for tortie's table, as `add table inet tortie` sends it.
+fn new_table() -> NetfilterMessage {
+    let inner = NfTablesMessage::NewTable(TableMessage {
+        attributes: vec![TableAttribute::Name(TABLE_NAME.to_string())],
+    });
+    NetfilterMessage::new(nf_header(NetfilterProtoFamily::Inet, 0), inner)
+}
+
+/// One NEWSETELEM or DELSETELEM message carrying `elems`.
+fn elements_message(
+    set: &str,
+    elems: Vec<ListAttribute<SetElementAttribute>>,
+    add: bool,
+) -> NetfilterMessage {
     let body = SetElementMessage {
         attributes: vec![
             SetElementList::Table(TABLE_NAME.to_string()),
@@ -924,6 +1009,7 @@ mod tests {
     fn a_batch_carries_the_genid_then_removals_then_additions() {
         let mut sock = open_here_for_test();
         let batch = ElementBatch {
+            table: false,
             create: Vec::new(),
             remove: Default::default(),
             sets: vec![
@@ -983,6 +1069,7 @@ mod tests {
     fn an_element_that_does_not_encode_fails_the_whole_batch_by_name() {
         let mut sock = open_here_for_test();
         let batch = ElementBatch {
+            table: false,
             create: Vec::new(),
             remove: Default::default(),
             sets: vec![SetElements {

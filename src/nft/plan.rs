@@ -59,6 +59,8 @@ pub struct Plan {
     /// when some of it has no netlink form here (a new base chain or map,
     /// a whole-table rewrite).
     pub ops: Option<Vec<Op>>,
+    /// Whether `prepare` creates the table itself (the first load).
+    pub new_table: bool,
 }
 
 impl Plan {
@@ -110,6 +112,7 @@ fn whole_table(mut text: String, desired: &Ruleset) -> Plan {
         created: Vec::new(),
         removed: Removals::default(),
         ops: None,
+        new_table: false,
         stats: PlanStats {
             chains_written: desired.chains.len(),
             elements_added: desired.sets.values().map(|s| s.elements.len()).sum(),
@@ -126,6 +129,23 @@ fn whole_table(mut text: String, desired: &Ruleset) -> Plan {
 pub fn replace_table(desired: &Ruleset) -> Plan {
     let t = table();
     whole_table(format!("add table {t}\ndelete table {t}\n"), desired)
+}
+
+/// The first load, into a table that does not exist (or is empty): the
+/// table and every set with its elements are created first (`prepare`,
+/// one netlink batch: nothing refers to the sets yet, and without base
+/// chains nothing can change a verdict), then every chain, map and rule in
+/// one transaction (`text`) that finds its sets in place. Loading the
+/// elements over netlink skips nft's parsing and interval merging of them,
+/// the larger part of a whole-table `nft -f`.
+pub fn create_table(desired: &Ruleset) -> Plan {
+    let t = table();
+    let mut p = whole_table(String::new(), desired);
+    p.text = format!("add table {t}\n{}", desired.render_without_sets());
+    p.prepare = format!("add table {t}\n{}", desired.render_sets());
+    p.created = desired.sets.values().cloned().collect();
+    p.new_table = true;
+    p
 }
 
 fn with_table(body: String) -> String {
@@ -552,6 +572,7 @@ impl Parts {
             created: self.created,
             removed: self.removed,
             ops,
+            new_table: false,
         }
     }
 }

@@ -657,6 +657,7 @@ fn an_element_only_change_is_one_batch_with_removals_first_and_no_nft_run() {
     let (mut dp, c) = fake_dataplane(Limits::default());
     dp.apply(&a).unwrap();
     let runs = c.transactions().len();
+    let first = c.batches().len();
     let r = dp.apply_change(&b, &plan::change_between(&a, &b)).unwrap();
     assert!(r.netlink && r.sent, "{r:?}");
     assert_eq!((r.stats.elements_added, r.stats.elements_deleted), (1, 1));
@@ -670,7 +671,7 @@ fn an_element_only_change_is_one_batch_with_removals_first_and_no_nft_run() {
     // Nothing left to do: nothing sent.
     let again = dp.apply_change(&b, &plan::change_between(&b, &b)).unwrap();
     assert!(!again.sent);
-    assert_eq!(c.batches().len(), 1);
+    assert_eq!(c.batches().len(), first + 1);
 }
 
 #[test]
@@ -749,6 +750,7 @@ fn a_missing_element_is_refused_by_name_and_the_batch_changes_nothing() {
     let (a, set) = remote_at("198.18.0.2");
     let (mut dp, c) = fake_dataplane(Limits::default());
     dp.apply(&a).unwrap();
+    let first = c.batches().len();
     // The view claims an element the kernel does not hold.
     dp.last
         .as_mut()
@@ -774,7 +776,7 @@ fn a_missing_element_is_refused_by_name_and_the_batch_changes_nothing() {
         "{text}"
     );
     assert!(dp.verify(&a).unwrap(), "all or nothing");
-    assert_eq!(c.batches().len(), 1);
+    assert_eq!(c.batches().len(), first + 1);
 }
 
 #[test]
@@ -1034,4 +1036,53 @@ fn a_random_walk_through_apply_change_on_a_real_table_sends_rules_over_netlink()
     }
     eprintln!("{steps} steps, {by_netlink} with chains over netlink");
     assert!(by_netlink > 0, "some chain changes went over netlink");
+}
+
+#[test]
+fn a_first_load_creates_the_table_and_its_sets_in_one_batch_then_the_chains() {
+    let (a, set) = remote_at("198.18.0.2");
+    let (mut dp, c) = fake_dataplane(Limits::default());
+    let r = dp.apply(&a).unwrap();
+    assert!(r.sent && r.stats.full_rebuild, "{r:?}");
+    let batches = c.batches();
+    assert_eq!(batches.len(), 1, "{batches:?}");
+    assert!(batches[0].table, "the batch creates the table");
+    let names: Vec<&String> = batches[0].create.iter().map(|s| &s.name).collect();
+    assert_eq!(names, a.sets.keys().collect::<Vec<_>>());
+    assert!(
+        batches[0]
+            .create
+            .iter()
+            .any(|s| s.name == set && s.elements.contains("198.18.0.2"))
+    );
+    let runs = c.transactions();
+    assert_eq!(runs.len(), 1, "one nft transaction for the chains");
+    assert!(
+        !runs[0].contains("\tset ") && !runs[0].contains("delete table"),
+        "{}",
+        runs[0]
+    );
+    assert!(runs[0].contains("\tchain "), "{}", runs[0]);
+    assert!(dp.verify(&a).unwrap());
+}
+
+#[test]
+fn a_first_load_without_netlink_declares_the_sets_through_nft_first() {
+    let (a, _) = remote_at("198.18.0.2");
+    let (mut dp, c) = fake_dataplane(Limits::default());
+    c.netlink_down(true);
+    dp.apply(&a).unwrap();
+    let runs = c.transactions();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(
+        runs[0].contains("\tset ") && !runs[0].contains("\tchain "),
+        "{}",
+        runs[0]
+    );
+    assert!(
+        runs[1].contains("\tchain ") && !runs[1].contains("\tset "),
+        "{}",
+        runs[1]
+    );
+    assert!(dp.verify(&a).unwrap());
 }
