@@ -40,11 +40,13 @@ impl Bench {
             return;
         }
         let mut t = Vec::new();
+        let mut sizes = Vec::new();
         for b in batches {
             let start = Instant::now();
             self.engine.apply(b);
             t.push(ms(start));
-            self.engine.take_change();
+            let change = self.engine.take_change();
+            sizes.push(change_size(self.engine.ruleset(), &change) as f64);
         }
         let n = t.len();
         self.lines.push(format!(
@@ -52,7 +54,32 @@ impl Bench {
             quantile(t.clone(), 0.5),
             quantile(t, 0.99)
         ));
+        self.lines
+            .push(format!("size\t{label}\t{:.0}", quantile(sizes, 0.5)));
     }
+}
+
+/// What an update changed in the ruleset: the rules of the chains it
+/// re-rendered (as they are now), the elements of sets it replaced whole,
+/// and the set elements it added or removed.
+fn change_size(rs: &tortie::compile::ir::Ruleset, c: &tortie::compile::ir::Change) -> usize {
+    // A chain removed (or left empty) counts as one.
+    let rules: usize = c
+        .chains
+        .iter()
+        .map(|n| rs.chains.get(n).map_or(1, |ch| ch.rules.len().max(1)))
+        .sum();
+    let sets: usize = c
+        .sets
+        .iter()
+        .map(|n| rs.sets.get(n).map_or(1, |s| s.elements.len().max(1)))
+        .sum();
+    let elements: usize = c
+        .elements
+        .values()
+        .map(|d| d.added.len() + d.removed.len())
+        .sum();
+    rules + sets + elements + c.maps.len()
 }
 
 fn pods(all: &[Resource], local: bool) -> Vec<tortie::model::Pod> {
@@ -243,6 +270,7 @@ fn other_updates(b: &mut Bench, all: &[Resource]) {
 pub fn section(rep: &mut super::Report, sizes: &[&str]) {
     let exe = std::env::current_exe().expect("exe");
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
+    let mut sizes_rows: Vec<(String, Vec<String>)> = Vec::new();
     let mut build = Vec::new();
     let mut peak = Vec::new();
     for (col, name) in sizes.iter().enumerate() {
@@ -255,6 +283,28 @@ pub fn section(rep: &mut super::Report, sizes: &[&str]) {
             match f.as_slice() {
                 ["build", t] => build.push(format!("{t} ms")),
                 ["peak", m] => peak.push(format!("{m} MB")),
+                ["size", label, n] => {
+                    let med = rows
+                        .iter()
+                        .find(|(l, _)| l == label)
+                        .and_then(|(_, c)| c.last())
+                        .and_then(|c| c.split(' ').next())
+                        .and_then(|m| m.parse::<f64>().ok());
+                    let n: f64 = n.parse().unwrap_or(0.0);
+                    let per = match med {
+                        Some(m) if n > 0.0 => format!("{:.2} µs", m * 1000.0 / n),
+                        _ => "–".into(),
+                    };
+                    let cell = format!("{n:.0} ({per})");
+                    match sizes_rows.iter_mut().find(|(l, _)| l == label) {
+                        Some((_, cells)) => cells.push(cell),
+                        None => {
+                            let mut cells = vec!["–".to_string(); col];
+                            cells.push(cell);
+                            sizes_rows.push((label.to_string(), cells));
+                        }
+                    }
+                }
                 ["update", label, med, p99, n] => {
                     let cell = format!("{med} / {p99} ms (n={n})");
                     match rows.iter_mut().find(|(l, _)| l == label) {
@@ -286,6 +336,17 @@ pub fn section(rep: &mut super::Report, sizes: &[&str]) {
         "| peak memory of the process (input included) | {} |",
         peak.join(" | ")
     ));
+    rep.line("");
+    rep.line("How large each change was (median over the same updates): the rules of the chains it re-rendered, the elements of sets it replaced whole, the set elements it added or removed, and the maps it changed; in brackets the median compute divided by it.");
+    rep.line("");
+    rep.line(&format!(
+        "| update (median size of the change, compute per unit) | {} |",
+        sizes.join(" | ")
+    ));
+    rep.line(&format!("|---|{}", "---|".repeat(sizes.len())));
+    for (label, cells) in sizes_rows {
+        rep.line(&format!("| {label} | {} |", cells.join(" | ")));
+    }
 }
 
 /// The child process: builds the engine for `size`, times every kind of
