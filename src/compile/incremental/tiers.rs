@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::{Dirty, Incremental};
-use crate::calc::{EndpointId, Policy, Tier};
+use crate::calc::{EndpointId, OrderKey, Policy, Tier};
 use crate::model::{Resource, ResourceKey, ResourceKind, Update};
 
 impl Incremental {
@@ -28,12 +28,12 @@ impl Incremental {
         if old == new {
             return;
         }
-        match (old.is_some(), new) {
-            (true, Some(t)) => {
+        match (old, new) {
+            (Some(before), Some(t)) => {
                 self.cluster.tiers.insert(name.clone(), t);
-                self.tier_moved(&name, dirty);
+                self.tier_moved(&name, &before, dirty);
             }
-            (false, Some(t)) => {
+            (None, Some(t)) => {
                 self.cluster.tiers.insert(name.clone(), t);
                 self.tier_appeared(&name, dirty);
             }
@@ -56,14 +56,19 @@ impl Incremental {
     }
 
     /// The tier's order or default action changed: re-ranks its policies
-    /// and re-renders the endpoints whose lists hold one.
-    fn tier_moved(&mut self, name: &str, dirty: &mut Dirty) {
+    /// and re-renders the endpoints whose lists hold one, unless only its
+    /// order changed and it keeps its place among the tiers that hold
+    /// policies (then no evaluation order changes and nothing is rendered).
+    fn tier_moved(&mut self, name: &str, before: &Tier, dirty: &mut Dirty) {
         let Some(ids) = self.policy_by_tier.get(name).cloned() else {
             return;
         };
         for id in &ids {
             let rank = self.cluster.policy_rank(&self.policies[id].1);
             self.policies.get_mut(id).expect("indexed").0 = rank;
+        }
+        if self.keeps_place(name, before) {
+            return;
         }
         let policies = &self.policies;
         let (mut moved, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.cluster.policies)
@@ -83,6 +88,33 @@ impl Incremental {
                 }
             }
         }
+    }
+
+    /// Whether tier `name`, which was `before`, differs from it only in its
+    /// order and sits in the same place among the tiers holding policies.
+    fn keeps_place(&self, name: &str, before: &Tier) -> bool {
+        let now = &self.cluster.tiers[name];
+        // Staged policies are ordered by every tier, and rendered with the
+        // rest: keep it simple and re-render while any exist.
+        if !self.cluster.staged.is_empty()
+            || now.default_action != before.default_action
+            || now.log_dropped != before.log_dropped
+        {
+            return false;
+        }
+        let key = |t: &Tier| (OrderKey(t.order.unwrap_or(f64::INFINITY)), t.name.clone());
+        let sequence = |this: &Tier| {
+            let mut keys: Vec<_> = self
+                .policy_by_tier
+                .iter()
+                .filter(|(_, ids)| !ids.is_empty())
+                .filter_map(|(t, _)| self.cluster.tiers.get(t))
+                .map(|t| if t.name == name { key(this) } else { key(t) })
+                .collect();
+            keys.sort();
+            keys.into_iter().map(|(_, n)| n).collect::<Vec<_>>()
+        };
+        sequence(before) == sequence(now)
     }
 
     /// The tier was deleted: the policies naming it stop applying.
@@ -204,5 +236,29 @@ mod tests {
         assert_ne!(out, Outcome::Full);
         let out = step(&mut engine, &mut all, Update::put(sec));
         assert_ne!(out, Outcome::Full);
+    }
+
+    #[test]
+    fn a_walked_tier_that_keeps_its_place_among_tiers_renders_nothing() {
+        let mut all = cluster();
+        let mut engine = Incremental::new(all.clone(), NODE, |_| {});
+        // sec (100) stays before app (200), though it passes the idle tier.
+        for order in [150, 199, 120] {
+            let out = step(
+                &mut engine,
+                &mut all,
+                Update::put(tier("sec", order, "Deny")),
+            );
+            assert_eq!(out, Outcome::Unchanged, "sec at {order}");
+        }
+        // Past app: the evaluation order changes, the pod's part re-renders.
+        let out = step(&mut engine, &mut all, Update::put(tier("sec", 201, "Deny")));
+        assert_eq!(out, Outcome::Parts(1));
+        // The same order with another default action is not a mere move.
+        let out = step(&mut engine, &mut all, Update::put(tier("sec", 201, "Pass")));
+        assert_eq!(out, Outcome::Parts(1));
+        // Later moves are ranked from the new place.
+        let out = step(&mut engine, &mut all, Update::put(tier("sec", 100, "Pass")));
+        assert_eq!(out, Outcome::Parts(1));
     }
 }
