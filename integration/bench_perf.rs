@@ -12,7 +12,7 @@
 //!
 //! Options: `--sizes S,M,L,XL` (default all), `--runs N` (default 5),
 //! `--out PATH` (default docs/performance.md), `--sections kernel` (only
-//! the named sections: apply, calc, incremental, kernel, packets, daemon, kube). Needs root (network
+//! the named sections: compile, apply, calc, incremental, kernel, packets, daemon, kube). Needs root (network
 //! namespaces). Under `cargo test` it only compiles size S once.
 
 #[path = "support/kubeapi.rs"]
@@ -131,6 +131,34 @@ fn machine() -> String {
 
 fn resources_for(name: &str) -> Vec<Resource> {
     generate(size_of(name))
+}
+
+/// 1. Compile time and peak memory, each size in a child process.
+fn compile_table(rep: &mut Report, sizes: &[&str], runs: usize) {
+    let exe = std::env::current_exe().unwrap();
+    rep.line("| size | build | compile | render | total | peak memory |");
+    rep.line("|---|---|---|---|---|---|");
+    for name in sizes {
+        let out = Command::new(&exe)
+            .args(["--child-compile", name, "--runs", &runs.min(5).to_string()])
+            .output()
+            .expect("child");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v: Vec<f64> = text
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if v.len() == 4 {
+            rep.line(&format!(
+                "| {name} | {:.3} s | {:.3} s | {:.3} s | {:.3} s | {:.0} MB |",
+                v[0],
+                v[1],
+                v[2],
+                v[0] + v[1] + v[2],
+                v[3]
+            ));
+        }
+    }
 }
 
 /// 2. Full apply: tortie end to end vs nft -f of the same text.
@@ -740,7 +768,6 @@ fn main() {
             &machine(),
         );
     }
-    let exe = std::env::current_exe().unwrap();
 
     rep.line("# Performance");
     rep.line("");
@@ -752,29 +779,7 @@ fn main() {
     rep.line("");
     rep.line("Cluster snapshot (labels, index), compile to the IR, render to `nft` text; each size in its own process, peak resident memory of that process (including the generated input).");
     rep.line("");
-    rep.line("| size | build | compile | render | total | peak memory |");
-    rep.line("|---|---|---|---|---|---|");
-    for name in &sizes {
-        let out = Command::new(&exe)
-            .args(["--child-compile", name, "--runs", &runs.min(5).to_string()])
-            .output()
-            .expect("child");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let v: Vec<f64> = text
-            .split_whitespace()
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        if v.len() == 4 {
-            rep.line(&format!(
-                "| {name} | {:.3} s | {:.3} s | {:.3} s | {:.3} s | {:.0} MB |",
-                v[0],
-                v[1],
-                v[2],
-                v[0] + v[1] + v[2],
-                v[3]
-            ));
-        }
-    }
+    compile_table(&mut rep, &sizes, runs);
     rep.line("");
     rep.line("## 2. Full apply vs the `nft -f` floor");
     rep.line("");

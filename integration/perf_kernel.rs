@@ -110,6 +110,12 @@ pub fn sections_only(
                 rep.line("");
                 super::incremental(rep, name, runs);
             }
+            "compile" => {
+                rep.line("");
+                rep.line("## 1. Compile (release build)");
+                rep.line("");
+                super::compile_table(rep, sizes, runs);
+            }
             "apply" => {
                 rep.line("");
                 rep.line("## 2. Full apply vs the `nft -f` floor");
@@ -131,7 +137,7 @@ pub fn sections_only(
             }
             other => {
                 panic!(
-                    "--sections: unknown section `{other}` (known: apply, calc, incremental, kernel, packets, daemon, kube)"
+                    "--sections: unknown section `{other}` (known: compile, apply, calc, incremental, kernel, packets, daemon, kube)"
                 )
             }
         }
