@@ -60,15 +60,21 @@ impl Incremental {
     /// order changed and it keeps its place among the tiers that hold
     /// policies (then no evaluation order changes and nothing is rendered).
     fn tier_moved(&mut self, name: &str, before: &Tier, dirty: &mut Dirty) {
-        let Some(ids) = self.policy_by_tier.get(name).cloned() else {
+        if !self.policy_by_tier.contains_key(name) {
             return;
-        };
+        }
+        if self.keeps_place(name, before) {
+            // Only the order in each rank changes (no string is copied).
+            let order = OrderKey(self.cluster.tiers[name].order.unwrap_or(f64::INFINITY));
+            for id in &self.policy_by_tier[name] {
+                self.policies.get_mut(id).expect("indexed").0.0 = order;
+            }
+            return;
+        }
+        let ids = self.policy_by_tier[name].clone();
         for id in &ids {
             let rank = self.cluster.policy_rank(&self.policies[id].1);
             self.policies.get_mut(id).expect("indexed").0 = rank;
-        }
-        if self.keeps_place(name, before) {
-            return;
         }
         let policies = &self.policies;
         let (mut moved, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.cluster.policies)
