@@ -289,7 +289,8 @@ impl Incremental {
 
     /// The member index of a full snapshot, taking its endpoints' labels.
     fn members_of(&self, snapshot: Cluster) -> MemberIndex {
-        let mut members = MemberIndex::default();
+        let mut members =
+            MemberIndex::with_capacity(snapshot.endpoints.len() + snapshot.network_sets.len());
         for ep in snapshot.endpoints {
             let key = match &ep.id {
                 EndpointId::Workload { namespace, name } => {

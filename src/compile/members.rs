@@ -119,6 +119,15 @@ impl MemberIndex {
         self.ids.is_empty()
     }
 
+    /// Room for `n` members.
+    pub fn with_capacity(n: usize) -> MemberIndex {
+        MemberIndex {
+            slots: Vec::with_capacity(n),
+            ids: HashMap::with_capacity(n),
+            ..MemberIndex::default()
+        }
+    }
+
     /// Gives back the spare capacity of a full build.
     pub fn shrink_to_fit(&mut self) {
         self.slots.shrink_to_fit();
