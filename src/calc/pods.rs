@@ -95,9 +95,35 @@ pub struct PodRecord {
     labels: Box<[(Sym, Sym)]>,
     node: Option<Sym>,
     service_account: Option<Sym>,
-    addrs: Box<[IpAddr]>,
+    addrs: Addrs,
     ports: Box<[(Sym, Protocol, u16)]>,
     skipped: bool,
+}
+
+/// A pod's addresses: almost always one, held inline.
+#[derive(Debug, Clone, PartialEq)]
+enum Addrs {
+    One(IpAddr),
+    Many(Box<[IpAddr]>),
+}
+
+impl Addrs {
+    fn of(mut addrs: Vec<IpAddr>) -> Addrs {
+        match addrs.as_slice() {
+            [one] => Addrs::One(*one),
+            _ => {
+                addrs.shrink_to_fit();
+                Addrs::Many(addrs.into_boxed_slice())
+            }
+        }
+    }
+
+    fn to_vec(&self) -> Vec<IpAddr> {
+        match self {
+            Addrs::One(a) => vec![*a],
+            Addrs::Many(all) => all.to_vec(),
+        }
+    }
 }
 
 impl PodRecord {
@@ -111,7 +137,7 @@ impl PodRecord {
                 .collect(),
             node: pod.node().map(Sym::new),
             service_account: pod.service_account().map(Sym::new),
-            addrs: pod.addrs().into_boxed_slice(),
+            addrs: Addrs::of(pod.addrs()),
             ports: ports
                 .map(|p| (Sym::new(&p.name), p.protocol, p.port))
                 .collect(),
@@ -174,5 +200,103 @@ impl PodFacts for KeyedPod<'_> {
                 port: *port,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calc::Cluster;
+    use crate::model::types::{Container, ContainerPort, PodIp};
+    use crate::model::{Resource, ResourceKey};
+
+    fn pod(edit: impl FnOnce(&mut Pod)) -> Pod {
+        let mut p = Pod {
+            metadata: Default::default(),
+            spec: Default::default(),
+            status: Default::default(),
+        };
+        p.metadata.name = Some("web-1".into());
+        p.metadata.namespace = Some("shop".into());
+        p.metadata.labels = [("app", "web"), ("tier", "front")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        p.spec.node_name = Some("n2".into());
+        p.status.pod_ip = Some("198.18.0.7".into());
+        let port = |name: Option<&str>, n, proto: Option<&str>| ContainerPort {
+            name: name.map(String::from),
+            container_port: n,
+            protocol: proto.map(String::from),
+        };
+        p.spec.containers = vec![
+            Container {
+                name: "a".into(),
+                ports: vec![port(Some("http"), 80, None), port(None, 81, None)],
+            },
+            Container {
+                name: "b".into(),
+                ports: vec![
+                    port(Some("dns"), 53, Some("UDP")),
+                    port(Some("bad"), 0, None),
+                ],
+            },
+        ];
+        edit(&mut p);
+        p
+    }
+
+    /// A record gives the endpoint its model pod gives, whatever the pod.
+    #[test]
+    fn a_record_yields_the_endpoint_of_its_pod() {
+        let c = Cluster::build(&[], "n1");
+        let cases = [
+            pod(|_| {}),
+            pod(|p| p.metadata.namespace = None),
+            pod(|p| p.metadata.name = None),
+            pod(|p| {
+                p.status.pod_ips = ["198.18.0.9", "fd74:6f72::9", "nonsense"]
+                    .map(|ip| PodIp { ip: ip.into() })
+                    .into();
+            }),
+            pod(|p| p.status.pod_ip = None),
+            pod(|p| p.status.pod_ip = Some("nonsense".into())),
+            pod(|p| p.spec.host_network = true),
+            pod(|p| p.status.phase = Some("Succeeded".into())),
+            pod(|p| p.status.phase = Some("Running".into())),
+            pod(|p| p.spec.service_account_name = Some("robot".into())),
+        ];
+        let mut some = 0;
+        for p in cases {
+            let key: ResourceKey = Resource::Pod(p.clone()).key();
+            let record = PodRecord::of(&p);
+            let from_record = c.pod_endpoint(&KeyedPod(&key, &record));
+            assert_eq!(from_record, c.pod_endpoint(&p), "{p:?}");
+            some += usize::from(from_record.is_some());
+        }
+        assert_eq!(
+            some, 6,
+            "no address, a bad address, host network, finished: none"
+        );
+        let with_ports = c.pod_endpoint(&pod(|_| {})).expect("an endpoint");
+        assert_eq!(with_ports.ports.len(), 2, "named, valid ports only");
+    }
+
+    #[test]
+    fn records_differ_exactly_when_what_calc_reads_differs() {
+        let base = PodRecord::of(&pod(|_| {}));
+        let annotated = pod(|p| {
+            p.metadata.annotations.insert("note".into(), "x".into());
+            p.spec.containers[0].name = "renamed".into();
+        });
+        assert_eq!(PodRecord::of(&annotated), base);
+        let relabelled = pod(|p| {
+            p.metadata.labels.insert("app".into(), "api".into());
+        });
+        assert_ne!(PodRecord::of(&relabelled), base);
+        let moved = pod(|p| p.spec.node_name = Some("n3".into()));
+        assert_ne!(PodRecord::of(&moved), base);
+        assert!(base.has_label("tier") && !base.has_label("web"));
+        assert_eq!((base.node(), base.service_account()), (Some("n2"), None));
     }
 }

@@ -291,6 +291,8 @@ impl Incremental {
     fn members_of(&self, snapshot: Cluster) -> MemberIndex {
         let mut members =
             MemberIndex::with_capacity(snapshot.endpoints.len() + snapshot.network_sets.len());
+        // Most clusters have no WorkloadEndpoint: then no lookup per pod.
+        let weps = self.resources.has_kind(ResourceKind::WorkloadEndpoint);
         for ep in snapshot.endpoints {
             let key = match &ep.id {
                 EndpointId::Workload { namespace, name } => {
@@ -302,7 +304,7 @@ impl Incremental {
                     // A workload endpoint sorts before a pod of the same
                     // name (resource order, stable sort): it comes first.
                     let wep = key(ResourceKind::WorkloadEndpoint);
-                    if self.resources.contains_key(&wep) && members.get(&wep).is_none() {
+                    if weps && self.resources.contains_key(&wep) && members.get(&wep).is_none() {
                         wep
                     } else {
                         key(ResourceKind::Pod)
@@ -314,7 +316,8 @@ impl Incremental {
                     name: name.clone(),
                 },
             };
-            members.set(&key, Some(Member::from_endpoint(ep)));
+            let shared = self.resources.shared(&key);
+            members.set_shared(shared, &key, Some(Member::from_endpoint(ep)));
         }
         for s in snapshot.network_sets {
             let key = ResourceKey {
@@ -326,7 +329,8 @@ impl Incremental {
                 namespace: s.namespace.clone(),
                 name: s.name.clone(),
             };
-            members.set(&key, Some(Member::of_set(&s)));
+            let shared = self.resources.shared(&key);
+            members.set_shared(shared, &key, Some(Member::of_set(&s)));
         }
         members.shrink_to_fit();
         members

@@ -138,6 +138,26 @@ impl MemberIndex {
     /// A replaced member keeps its slot; only its changed labels move in
     /// the index.
     pub fn set(&mut self, key: &ResourceKey, member: Option<Member>) -> Option<Member> {
+        self.set_keyed(key, None, member)
+    }
+
+    /// As [`MemberIndex::set`], holding a new member under `shared` (the
+    /// engine's own copy of the key) rather than a copy of its own.
+    pub fn set_shared(
+        &mut self,
+        shared: Option<Arc<ResourceKey>>,
+        key: &ResourceKey,
+        member: Option<Member>,
+    ) -> Option<Member> {
+        self.set_keyed(key, shared, member)
+    }
+
+    fn set_keyed(
+        &mut self,
+        key: &ResourceKey,
+        given: Option<Arc<ResourceKey>>,
+        member: Option<Member>,
+    ) -> Option<Member> {
         let Some(m) = member else {
             return self.take(key);
         };
@@ -148,7 +168,7 @@ impl MemberIndex {
                     self.slots.push(None);
                     (self.slots.len() - 1) as u32
                 });
-                let shared = Arc::new(key.clone());
+                let shared = given.unwrap_or_else(|| Arc::new(key.clone()));
                 self.ids.insert(shared.clone(), id);
                 (id, shared)
             }

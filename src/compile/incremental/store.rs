@@ -5,9 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::ops::RangeFrom;
+use std::sync::Arc;
 
 use crate::calc::{Input, PodRecord};
-use crate::model::{Resource, ResourceKey};
+use crate::model::{Resource, ResourceKey, ResourceKind};
 
 #[derive(Debug)]
 enum Stored {
@@ -31,10 +32,11 @@ impl Stored {
     }
 }
 
-/// Every object in force, in key order.
+/// Every object in force, in key order. Keys are shared with the member
+/// index (`Store::shared`): one copy of each per object.
 #[derive(Debug, Default)]
 pub(super) struct Store {
-    map: BTreeMap<ResourceKey, Stored>,
+    map: BTreeMap<Arc<ResourceKey>, Stored>,
 }
 
 impl Store {
@@ -42,7 +44,7 @@ impl Store {
     /// as its record is made.
     pub fn of(resources: Vec<Resource>) -> Store {
         let map = (resources.into_iter())
-            .map(|r| (r.key(), Stored::of(r)))
+            .map(|r| (Arc::new(r.key()), Stored::of(r)))
             .collect();
         Store { map }
     }
@@ -51,12 +53,27 @@ impl Store {
         self.map.get(key).map(|s| s.input(key))
     }
 
+    /// The store's copy of `key`, when it holds an object under it.
+    pub fn shared(&self, key: &ResourceKey) -> Option<Arc<ResourceKey>> {
+        self.map.get_key_value(key).map(|(k, _)| k.clone())
+    }
+
     /// The object under `key` when it is not a pod.
     pub fn resource(&self, key: &ResourceKey) -> Option<&Resource> {
         match self.map.get(key)? {
             Stored::Other(r) => Some(r),
             Stored::Pod(_) => None,
         }
+    }
+
+    /// Whether any object of `kind` is stored.
+    pub fn has_kind(&self, kind: ResourceKind) -> bool {
+        let first = ResourceKey {
+            kind,
+            namespace: None,
+            name: String::new(),
+        };
+        (self.map.range(first..).next()).is_some_and(|(k, _)| k.kind == kind)
     }
 
     pub fn contains_key(&self, key: &ResourceKey) -> bool {
@@ -75,10 +92,15 @@ impl Store {
     }
 
     pub fn put(&mut self, key: ResourceKey, value: Option<Resource>) {
-        match value {
-            Some(r) => self.map.insert(key, Stored::of(r)),
-            None => self.map.remove(&key),
-        };
+        match (value, self.map.get_mut(&key)) {
+            (Some(r), Some(old)) => *old = Stored::of(r),
+            (Some(r), None) => {
+                self.map.insert(Arc::new(key), Stored::of(r));
+            }
+            (None, _) => {
+                self.map.remove(&key);
+            }
+        }
     }
 
     /// Every object that is not a pod, in key order.
@@ -90,7 +112,7 @@ impl Store {
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &ResourceKey> {
-        self.map.keys()
+        self.map.keys().map(|k| &**k)
     }
 
     /// Every object, in key order (what `Cluster::build_from` reads).
@@ -104,7 +126,7 @@ impl Store {
         range: RangeFrom<ResourceKey>,
     ) -> impl Iterator<Item = (&ResourceKey, &Resource)> {
         self.map.range(range).filter_map(|(k, s)| match s {
-            Stored::Other(r) => Some((k, &**r)),
+            Stored::Other(r) => Some((&**k, &**r)),
             Stored::Pod(_) => None,
         })
     }

@@ -161,7 +161,8 @@ impl Incremental {
                 (None, _) => None,
             };
             if member.as_ref() != self.members.get(key) {
-                let old = self.members.set(key, member.clone());
+                let shared = self.resources.shared(key);
+                let old = self.members.set_shared(shared, key, member.clone());
                 touched += self.bump_members(old.as_ref(), member.as_ref());
             }
             if let Some(id) = endpoint_id(key) {
