@@ -7,6 +7,7 @@
 
 mod index;
 pub mod labels;
+mod pods;
 mod services;
 mod settings;
 
@@ -27,9 +28,10 @@ pub use settings::{
 
 use crate::model::convert::{self, ORCHESTRATOR_LABEL, SERVICE_ACCOUNT_LABEL};
 use crate::model::types::*;
-use crate::model::{Resource, validate};
+use crate::model::{Resource, ResourceKey, validate};
 pub use crate::selector::NAMESPACE_LABEL;
 use crate::selector::{self, Selector};
+pub use pods::{KeyedPod, PodFacts, PodRecord};
 
 /// The kind of a policy, as it appears in chain names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -345,6 +347,14 @@ pub struct Cluster {
     policy_matchers: Vec<labels::SymSelector>,
 }
 
+/// One object a cluster is built from: a model resource, or a pod as the
+/// incremental engine keeps it (a record, under its key).
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    Resource(&'a Resource),
+    Pod(&'a ResourceKey, &'a PodRecord),
+}
+
 /// The Namespace annotation that turns connection logs on for the
 /// namespace's workloads (whatever policy, Kubernetes or Calico, decides).
 pub const CONNECTION_LOGS_ANNOTATION: &str = "tortie.io/connection-logs";
@@ -454,21 +464,27 @@ impl Cluster {
         node: &str,
         env: Option<&FelixConfigurationSpec>,
     ) -> Cluster {
-        Cluster::build_from(resources.iter(), node, env)
+        Cluster::build_from(resources.iter().map(Input::Resource), node, env)
     }
 
-    /// As [`Cluster::build_with_env`], from resources held elsewhere (read twice).
+    /// As [`Cluster::build_with_env`], from resources held elsewhere (read
+    /// three times), pods possibly as compact records.
     pub fn build_from<'a, I>(
         resources: I,
         node: &str,
         env: Option<&FelixConfigurationSpec>,
     ) -> Cluster
     where
-        I: Iterator<Item = &'a Resource> + Clone,
+        I: Iterator<Item = Input<'a>> + Clone,
     {
         let mut c = Cluster::default();
         // One allocation for the endpoints, not a doubling series.
-        let endpoints = resources.clone().filter(|r| is_endpoint(r)).count();
+        let endpoints = (resources.clone())
+            .filter(|r| match r {
+                Input::Resource(r) => is_endpoint(r),
+                Input::Pod(..) => true,
+            })
+            .count();
         c.endpoints.reserve_exact(endpoints);
         let mut felix_default = None;
         let mut felix_node = None;
@@ -477,6 +493,7 @@ impl Cluster {
         let mut service_accounts: BTreeMap<(String, String), BTreeMap<String, String>> =
             BTreeMap::new();
         for r in resources.clone() {
+            let Input::Resource(r) = r else { continue };
             match r {
                 Resource::Namespace(o) => {
                     if connection_logs_annotated(&o.metadata) {
@@ -533,6 +550,13 @@ impl Cluster {
                 .insert(p.metadata.name.clone().unwrap_or_default(), p.spec);
         }
         for r in resources {
+            let r = match r {
+                Input::Pod(key, pod) => {
+                    c.add_pod(&KeyedPod(key, pod), &namespaces, &mut inherited);
+                    continue;
+                }
+                Input::Resource(r) => r,
+            };
             match r {
                 Resource::NetworkPolicy(o) => c.add_policy(PolicyKind::Np, &o.metadata, &o.spec),
                 Resource::GlobalNetworkPolicy(o) => {
@@ -729,19 +753,15 @@ impl Cluster {
 
     fn add_pod(
         &mut self,
-        pod: &crate::model::Pod,
+        pod: &impl PodFacts,
         namespaces: &BTreeMap<String, BTreeMap<String, String>>,
         inherited: &mut Inherited,
     ) {
-        let ns = pod
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
+        let ns = pod.namespace().unwrap_or("default");
         if let Some(ep) = self.pod_endpoint_in(pod, inherited) {
-            if !namespaces.contains_key(&ns) {
+            if !namespaces.contains_key(ns) {
                 self.note(
-                    format!("pod {ns}/{}", pod.metadata.name.clone().unwrap_or_default()),
+                    format!("pod {ns}/{}", pod.name()),
                     format!("namespace `{ns}` is unknown; its labels are not applied"),
                 );
             }
@@ -752,52 +772,32 @@ impl Cluster {
     /// The endpoint a pod stands for: its labels plus the implicit ones and
     /// those its namespace and service account apply. `None` for pods with
     /// no address yet, host-network pods and finished pods.
-    pub fn pod_endpoint(&self, pod: &crate::model::Pod) -> Option<Endpoint> {
+    pub fn pod_endpoint(&self, pod: &impl PodFacts) -> Option<Endpoint> {
         self.pod_endpoint_in(pod, &mut Inherited::default())
     }
 
-    fn pod_endpoint_in(&self, pod: &crate::model::Pod, memo: &mut Inherited) -> Option<Endpoint> {
-        let ns = pod
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        if pod.spec.host_network
-            || matches!(pod.status.phase.as_deref(), Some("Succeeded" | "Failed"))
-        {
+    fn pod_endpoint_in(&self, pod: &impl PodFacts, memo: &mut Inherited) -> Option<Endpoint> {
+        if pod.skipped() {
             return None;
         }
-        let mut addrs: Vec<IpAddr> = pod
-            .status
-            .pod_ips
-            .iter()
-            .filter_map(|p| p.ip.parse().ok())
-            .collect();
-        if let Some(ip) = pod.status.pod_ip.as_ref().and_then(|i| i.parse().ok())
-            && !addrs.contains(&ip)
-        {
-            addrs.insert(0, ip);
-        }
+        let mut addrs = pod.addrs();
         if addrs.is_empty() {
             return None;
         }
         // Held for the endpoint's life: no spare capacity (most pods have one
         // address and one named port).
         addrs.shrink_to_fit();
-        let sa = pod
-            .spec
-            .service_account_name
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let own = own_labels(
-            &[
-                (NAMESPACE_LABEL, &ns),
+        let ns = pod.namespace().unwrap_or("default").to_string();
+        let name = pod.name().to_string();
+        let sa = pod.service_account().unwrap_or("default");
+        let own = labels::pairs_of(
+            [
+                (NAMESPACE_LABEL, ns.as_str()),
                 (ORCHESTRATOR_LABEL, "k8s"),
-                (SERVICE_ACCOUNT_LABEL, &sa),
-            ],
-            &pod.metadata.labels,
-            &[],
+                (SERVICE_ACCOUNT_LABEL, sa),
+            ]
+            .into_iter()
+            .chain(pod.own_labels()),
         );
         let mut profiles = vec![format!("kns.{ns}")];
         let sa_profile = format!("ksa.{ns}.{sa}");
@@ -805,26 +805,7 @@ impl Cluster {
             profiles.push(sa_profile);
         }
         let labels = LabelMap::layered(own, self.profile_labels_in(&profiles, memo));
-        let mut ports: Vec<NamedPort> = pod
-            .spec
-            .containers
-            .iter()
-            .flat_map(|c| c.ports.iter())
-            .filter_map(|p| {
-                let name = p.name.clone()?;
-                let protocol = p
-                    .protocol
-                    .as_deref()
-                    .and_then(Protocol::from_name)
-                    .unwrap_or(Protocol::Tcp);
-                let port = u16::try_from(p.container_port).ok().filter(|p| *p > 0)?;
-                Some(NamedPort {
-                    name,
-                    protocol,
-                    port,
-                })
-            })
-            .collect();
+        let mut ports = pod.named_ports();
         ports.shrink_to_fit();
         let iface = pod_interface_name(&self.settings.interface_prefixes[0], &ns, &name);
         Some(Endpoint {
@@ -832,7 +813,7 @@ impl Cluster {
                 namespace: ns,
                 name,
             },
-            node: pod.spec.node_name.clone().unwrap_or_default(),
+            node: pod.node().unwrap_or_default().to_string(),
             iface: Some(iface),
             addrs,
             labels,
@@ -947,6 +928,14 @@ impl Cluster {
             policy_unindexed: Vec::new(),
             policy_indexed: 0,
             policy_matchers: Vec::new(),
+        }
+    }
+
+    /// As [`Cluster::endpoint_of`], for an input that may be a pod record.
+    pub fn endpoint_of_input(&self, input: Input<'_>) -> Option<Endpoint> {
+        match input {
+            Input::Resource(r) => self.endpoint_of(r),
+            Input::Pod(key, pod) => self.pod_endpoint(&KeyedPod(key, pod)),
         }
     }
 

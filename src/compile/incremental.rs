@@ -41,6 +41,7 @@ use crate::model::{Resource, ResourceKey, ResourceKind, Update};
 mod model_tests;
 mod parts;
 mod services;
+mod store;
 mod tiers;
 mod update;
 
@@ -106,7 +107,7 @@ struct Buried {
 pub struct Incremental {
     node: String,
     adjust: Adjust,
-    resources: BTreeMap<ResourceKey, Resource>,
+    resources: store::Store,
     /// Policies, profiles, tiers, settings, and this node's endpoints.
     cluster: Cluster,
     ruleset: Ruleset,
@@ -181,7 +182,7 @@ impl Incremental {
         let mut engine = Incremental {
             node: node.to_string(),
             adjust: Box::new(adjust),
-            resources: resources.into_iter().map(|r| (r.key(), r)).collect(),
+            resources: store::Store::of(resources),
             cluster: Cluster::default(),
             ruleset: Ruleset::default(),
             host_interfaces: context.host_interfaces,
@@ -242,7 +243,7 @@ impl Incremental {
 
     fn rebuild(&mut self) {
         let mut cluster =
-            Cluster::build_from(self.resources.values(), &self.node, self.felix_env.as_ref());
+            Cluster::build_from(self.resources.inputs(), &self.node, self.felix_env.as_ref());
         (self.adjust)(&mut cluster.settings);
         cluster.host_interfaces = self.host_interfaces.clone();
         self.ruleset = Ruleset::default();
@@ -288,7 +289,10 @@ impl Incremental {
 
     /// The member index of a full snapshot, taking its endpoints' labels.
     fn members_of(&self, snapshot: Cluster) -> MemberIndex {
-        let mut members = MemberIndex::default();
+        let mut members =
+            MemberIndex::with_capacity(snapshot.endpoints.len() + snapshot.network_sets.len());
+        // Most clusters have no WorkloadEndpoint: then no lookup per pod.
+        let weps = self.resources.has_kind(ResourceKind::WorkloadEndpoint);
         for ep in snapshot.endpoints {
             let key = match &ep.id {
                 EndpointId::Workload { namespace, name } => {
@@ -300,7 +304,7 @@ impl Incremental {
                     // A workload endpoint sorts before a pod of the same
                     // name (resource order, stable sort): it comes first.
                     let wep = key(ResourceKind::WorkloadEndpoint);
-                    if self.resources.contains_key(&wep) && members.get(&wep).is_none() {
+                    if weps && self.resources.contains_key(&wep) && members.get(&wep).is_none() {
                         wep
                     } else {
                         key(ResourceKind::Pod)
@@ -312,7 +316,8 @@ impl Incremental {
                     name: name.clone(),
                 },
             };
-            members.set(&key, Some(Member::from_endpoint(ep)));
+            let shared = self.resources.shared(&key);
+            members.set_shared(shared, &key, Some(Member::from_endpoint(ep)));
         }
         for s in snapshot.network_sets {
             let key = ResourceKey {
@@ -324,8 +329,10 @@ impl Incremental {
                 namespace: s.namespace.clone(),
                 name: s.name.clone(),
             };
-            members.set(&key, Some(Member::of_set(&s)));
+            let shared = self.resources.shared(&key);
+            members.set_shared(shared, &key, Some(Member::of_set(&s)));
         }
+        members.shrink_to_fit();
         members
     }
 
@@ -353,7 +360,7 @@ impl Incremental {
             .map(Update::delete)
             .collect();
         while let Some((k, r)) = new.pop_first() {
-            if self.resources.get(&k) != Some(&r) {
+            if !self.resources.holds(&k, Some(&r)) {
                 updates.push(Update {
                     key: k,
                     value: Some(r),
@@ -373,7 +380,7 @@ impl Incremental {
         let updates: Vec<Update> = updates
             .into_iter()
             .enumerate()
-            .filter(|(i, u)| last[&u.key] == *i && self.resources.get(&u.key) != u.value.as_ref())
+            .filter(|(i, u)| last[&u.key] == *i && !self.resources.holds(&u.key, u.value.as_ref()))
             .map(|(_, u)| u)
             .collect();
         if updates.is_empty() {
@@ -407,7 +414,7 @@ impl Incremental {
         for u in updates {
             match u.key.kind {
                 ResourceKind::EndpointSlice => {
-                    let old = self.resources.get(&u.key).and_then(services::slice_of);
+                    let old = self.resources.resource(&u.key).and_then(services::slice_of);
                     let new = u.value.as_ref().and_then(services::slice_of);
                     slices.push((old, new));
                 }
@@ -421,7 +428,7 @@ impl Incremental {
                 | ResourceKind::GlobalNetworkPolicy
                 | ResourceKind::K8sNetworkPolicy
                 | ResourceKind::ClusterNetworkPolicy => {
-                    let old = self.resources.get(&u.key).and_then(|r| self.policy(r));
+                    let old = self.resources.resource(&u.key).and_then(|r| self.policy(r));
                     let new = u.value.as_ref().and_then(|r| self.policy(r));
                     policies.push((old, new));
                 }
@@ -475,10 +482,7 @@ impl Incremental {
     }
 
     fn store(&mut self, u: Update) {
-        match u.value {
-            Some(r) => self.resources.insert(u.key, r),
-            None => self.resources.remove(&u.key),
-        };
+        self.resources.put(u.key, u.value);
     }
 
     /// The policy a resource stands for (none when its tier is missing).

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -22,7 +23,7 @@ pub struct Member {
     pub labels: LabelMap,
     pub nets: Vec<IpNet>,
     /// `(name, protocol number, port, address)` for endpoints.
-    pub ports: Vec<(String, u8, u16, IpAddr)>,
+    pub ports: Vec<(Sym, u8, u16, IpAddr)>,
 }
 
 impl Member {
@@ -43,15 +44,15 @@ impl Member {
         }
     }
 
-    fn ports_of(ep: &Endpoint) -> Vec<(String, u8, u16, IpAddr)> {
-        ep.ports
-            .iter()
-            .flat_map(|p| {
-                ep.addrs
-                    .iter()
-                    .map(move |a| (p.name.clone(), p.protocol.number(), p.port, *a))
-            })
-            .collect()
+    fn ports_of(ep: &Endpoint) -> Vec<(Sym, u8, u16, IpAddr)> {
+        // Held for the member's life: exactly as many as there are.
+        let mut out = Vec::with_capacity(ep.ports.len() * ep.addrs.len());
+        for p in &ep.ports {
+            let name = Sym::new(&p.name);
+            let number = p.protocol.number();
+            out.extend(ep.addrs.iter().map(|a| (name, number, p.port, *a)));
+        }
+        out
     }
 
     /// As [`Member::of_endpoint`], taking the endpoint's labels.
@@ -73,12 +74,12 @@ impl Member {
 }
 
 /// Every member, by the resource it comes from, with an inverted index of
-/// `key=value` pairs.
+/// `key=value` pairs. A slot and the id map share one copy of the key.
 #[derive(Debug, Default)]
 pub struct MemberIndex {
-    slots: Vec<Option<(ResourceKey, Member)>>,
+    slots: Vec<Option<(Arc<ResourceKey>, Member)>>,
     free: Vec<u32>,
-    ids: HashMap<ResourceKey, u32>,
+    ids: HashMap<Arc<ResourceKey>, u32>,
     /// key → value → members carrying that label.
     by_pair: SymMap<Sym, SymMap<Sym, HashSet<u32>>>,
 }
@@ -118,22 +119,58 @@ impl MemberIndex {
         self.ids.is_empty()
     }
 
+    /// Room for `n` members.
+    pub fn with_capacity(n: usize) -> MemberIndex {
+        MemberIndex {
+            slots: Vec::with_capacity(n),
+            ids: HashMap::with_capacity(n),
+            ..MemberIndex::default()
+        }
+    }
+
+    /// Gives back the spare capacity of a full build.
+    pub fn shrink_to_fit(&mut self) {
+        self.slots.shrink_to_fit();
+        self.ids.shrink_to_fit();
+    }
+
     /// Sets `key`'s contribution (`None`: it has none); returns the old one.
     /// A replaced member keeps its slot; only its changed labels move in
     /// the index.
     pub fn set(&mut self, key: &ResourceKey, member: Option<Member>) -> Option<Member> {
+        self.set_keyed(key, None, member)
+    }
+
+    /// As [`MemberIndex::set`], holding a new member under `shared` (the
+    /// engine's own copy of the key) rather than a copy of its own.
+    pub fn set_shared(
+        &mut self,
+        shared: Option<Arc<ResourceKey>>,
+        key: &ResourceKey,
+        member: Option<Member>,
+    ) -> Option<Member> {
+        self.set_keyed(key, shared, member)
+    }
+
+    fn set_keyed(
+        &mut self,
+        key: &ResourceKey,
+        given: Option<Arc<ResourceKey>>,
+        member: Option<Member>,
+    ) -> Option<Member> {
         let Some(m) = member else {
             return self.take(key);
         };
-        let id = match self.ids.get(key) {
-            Some(id) => *id,
+        let (id, shared) = match self.ids.get_key_value(key) {
+            Some((k, id)) => (*id, k.clone()),
             None => {
                 let id = self.free.pop().unwrap_or_else(|| {
                     self.slots.push(None);
                     (self.slots.len() - 1) as u32
                 });
-                self.ids.insert(key.clone(), id);
-                id
+                let shared = given.unwrap_or_else(|| Arc::new(key.clone()));
+                self.ids.insert(shared.clone(), id);
+                (id, shared)
             }
         };
         let old = self.slots[id as usize].take().map(|(_, m)| m);
@@ -154,7 +191,7 @@ impl MemberIndex {
                     .insert(id);
             }
         }
-        self.slots[id as usize] = Some((key.clone(), m));
+        self.slots[id as usize] = Some((shared, m));
         old
     }
 
@@ -183,7 +220,7 @@ impl MemberIndex {
         Some(m)
     }
 
-    fn with_label(&self, k: &str, v: &str) -> impl Iterator<Item = &(ResourceKey, Member)> {
+    fn with_label(&self, k: &str, v: &str) -> impl Iterator<Item = &(Arc<ResourceKey>, Member)> {
         let pair = Sym::lookup(k).zip(Sym::lookup(v));
         pair.and_then(|(k, v)| self.by_pair.get(&k)?.get(&v))
             .into_iter()
@@ -214,7 +251,7 @@ impl MemberIndex {
     /// Keys of members in `namespace` (by their namespace label).
     pub fn in_namespace(&self, namespace: &str) -> Vec<ResourceKey> {
         self.with_label(crate::calc::NAMESPACE_LABEL, namespace)
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| ResourceKey::clone(k))
             .collect()
     }
 }

@@ -59,6 +59,9 @@ impl Desired {
             s.log_backend = backend;
             s.connection_logs |= connection_logs;
         });
+        // The listing's model objects are gone (the engine keeps records):
+        // give their pages back before the daemon settles.
+        crate::datastore::trim_heap();
         tracing::info!(
             objects,
             node = %opts.node,

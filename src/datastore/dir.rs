@@ -571,6 +571,8 @@ impl Tree {
                 line,
             };
             let at = state.holders.partition_point(|h| h.file < *file);
+            // Almost every key has one holder: room for one, not four.
+            state.holders.reserve_exact(1);
             state.holders.insert(at, holder);
             // Reported on the later definition: this one, or (when this
             // file now comes first) the one it displaces.

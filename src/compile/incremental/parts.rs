@@ -548,7 +548,7 @@ fn named_ports(source: &SetSource, m: &Member) -> Vec<(IpAddr, u8, u16)> {
     m.ports
         .iter()
         .filter(|(pname, proto, _, _)| {
-            names.contains(pname)
+            names.contains(pname.as_string())
                 && protocol.is_none_or(|want| want.normalised().number() == *proto)
         })
         .map(|(_, proto, port, addr)| (*addr, *proto, *port))

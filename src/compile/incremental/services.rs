@@ -52,7 +52,7 @@ impl Incremental {
             name: String::new(),
         };
         self.resources
-            .range(start..)
+            .resources_from(start..)
             .take_while(|(k, _)| {
                 k.kind == ResourceKind::EndpointSlice && k.namespace.as_ref() == Some(&svc.0)
             })

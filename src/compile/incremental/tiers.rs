@@ -20,7 +20,7 @@ impl Incremental {
             namespace: None,
             name: name.clone(),
         };
-        let new = match self.resources.get(&key) {
+        let new = match self.resources.resource(&key) {
             Some(Resource::Tier(o)) => Some(Tier::of(&o.metadata, &o.spec)),
             _ => Tier::builtin(&name),
         };
@@ -136,7 +136,7 @@ impl Incremental {
     fn tier_appeared(&mut self, name: &str, dirty: &mut Dirty) {
         let came: Vec<_> = self
             .resources
-            .values()
+            .resources()
             .filter(|r| names_tier(r, name))
             .filter_map(|r| self.policy(r))
             .collect();

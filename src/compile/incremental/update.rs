@@ -2,7 +2,7 @@
 //! profiles. Each records the parts to re-render in `Dirty`.
 
 use super::*;
-use crate::calc::OrderKey;
+use crate::calc::{Input, OrderKey};
 use crate::compile::members::required_pair;
 use crate::model::convert;
 
@@ -109,26 +109,26 @@ impl Incremental {
         account: Option<&str>,
         changed: &[(String, Option<String>)],
     ) -> Option<usize> {
-        let own = match self.resources.get(key) {
-            Some(Resource::Pod(p)) if p.spec.node_name.as_deref() != Some(self.node.as_str()) => {
-                let sa = p.spec.service_account_name.as_deref().unwrap_or("default");
+        let own: &dyn Fn(&str) -> bool = match self.resources.get(key) {
+            Some(Input::Pod(_, p)) if p.node() != Some(self.node.as_str()) => {
+                let sa = p.service_account().unwrap_or("default");
                 if account.is_some_and(|a| a != sa) {
                     return Some(0);
                 }
-                &p.metadata.labels
+                &|k| p.has_label(k)
             }
-            Some(Resource::NetworkSet(o)) => {
+            Some(Input::Resource(Resource::NetworkSet(o))) => {
                 if account.is_some() {
                     return Some(0);
                 }
-                &o.metadata.labels
+                &|k| o.metadata.labels.contains_key(k)
             }
             _ => return None,
         };
         let old = self.members.get(key)?;
         let mut new = old.clone();
         for (k, v) in changed {
-            if own.contains_key(k) {
+            if own(k) {
                 continue;
             }
             match v {
@@ -153,14 +153,16 @@ impl Incremental {
         let mut touched = 0;
         for key in keys {
             let r = self.resources.get(key);
-            let ep = r.and_then(|r| self.cluster.endpoint_of(r));
+            let ep = r.and_then(|r| self.cluster.endpoint_of_input(r));
             let local = ep.as_ref().filter(|e| e.node == self.node).cloned();
-            let member = match ep {
-                Some(e) => Some(Member::from_endpoint(e)),
-                None => r.and_then(|r| member_of(&self.cluster, r)),
+            let member = match (ep, r) {
+                (Some(e), _) => Some(Member::from_endpoint(e)),
+                (None, Some(Input::Resource(r))) => member_of(&self.cluster, r),
+                (None, _) => None,
             };
             if member.as_ref() != self.members.get(key) {
-                let old = self.members.set(key, member.clone());
+                let shared = self.resources.shared(key);
+                let old = self.members.set_shared(shared, key, member.clone());
                 touched += self.bump_members(old.as_ref(), member.as_ref());
             }
             if let Some(id) = endpoint_id(key) {
