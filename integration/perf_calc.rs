@@ -136,7 +136,7 @@ fn policy_updates(b: &mut Bench, all: &[Resource]) {
     let gnps: Vec<_> = all
         .iter()
         .filter_map(|r| match r {
-            Resource::GlobalNetworkPolicy(g) => Some(g.clone()),
+            Resource::GlobalNetworkPolicy(g) => Some(Object::clone(g)),
             _ => None,
         })
         .collect();
@@ -147,9 +147,11 @@ fn policy_updates(b: &mut Bench, all: &[Resource]) {
             g
         })
         .collect();
-    let put = added
-        .iter()
-        .map(|g| vec![Update::put(Resource::GlobalNetworkPolicy(g.clone()))]);
+    let put = added.iter().map(|g| {
+        vec![Update::put(Resource::GlobalNetworkPolicy(Box::new(
+            g.clone(),
+        )))]
+    });
     b.time("policy add", put.collect());
     let edit = |(i, g): (usize, &Object<tortie::model::types::PolicySpec>)| {
         let mut g = g.clone();
@@ -158,7 +160,7 @@ fn policy_updates(b: &mut Bench, all: &[Resource]) {
             .destination
             .ports
             .push(Port::Range(port, port));
-        vec![Update::put(Resource::GlobalNetworkPolicy(g))]
+        vec![Update::put(Resource::GlobalNetworkPolicy(Box::new(g)))]
     };
     // The synthetic policies' selectors name `app-{g % 20}`; local pods
     // carry app-0 and app-1.
@@ -188,7 +190,7 @@ fn policy_updates(b: &mut Bench, all: &[Resource]) {
     b.time("policy edit (a port; selects none here)", edits.collect());
     let del = added.iter().map(|g| {
         vec![Update::delete(
-            Resource::GlobalNetworkPolicy(g.clone()).key(),
+            Resource::GlobalNetworkPolicy(Box::new(g.clone())).key(),
         )]
     });
     b.time("policy delete", del.collect());

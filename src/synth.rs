@@ -254,7 +254,7 @@ pub fn generate(size: Size) -> Vec<Resource> {
             format!("192.168.{}.0/24", g % 256),
             format!("192.169.{}.0/24", g % 256),
         ];
-        out.push(Resource::GlobalNetworkPolicy(Object {
+        out.push(Resource::GlobalNetworkPolicy(Box::new(Object {
             metadata: meta(format!("gnp-{g}"), None, BTreeMap::new()),
             spec: PolicySpec {
                 order: Some((g % 100) as f64),
@@ -266,7 +266,7 @@ pub fn generate(size: Size) -> Vec<Resource> {
                 ingress: vec![deny, allow],
                 ..PolicySpec::default()
             },
-        }));
+        })));
     }
     out
 }

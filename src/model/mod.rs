@@ -35,17 +35,17 @@ pub struct Pod {
 /// Every kind tortie understands.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resource {
-    NetworkPolicy(Object<PolicySpec>),
-    GlobalNetworkPolicy(Object<PolicySpec>),
+    NetworkPolicy(Box<Object<PolicySpec>>),
+    GlobalNetworkPolicy(Box<Object<PolicySpec>>),
     HostEndpoint(Object<HostEndpointSpec>),
-    WorkloadEndpoint(Object<WorkloadEndpointSpec>),
+    WorkloadEndpoint(Box<Object<WorkloadEndpointSpec>>),
     NetworkSet(Object<NetworkSetSpec>),
     GlobalNetworkSet(Object<NetworkSetSpec>),
     Profile(Object<ProfileSpec>),
     Tier(Object<TierSpec>),
-    FelixConfiguration(Object<FelixConfigurationSpec>),
-    StagedNetworkPolicy(Object<StagedPolicySpec>),
-    StagedGlobalNetworkPolicy(Object<StagedPolicySpec>),
+    FelixConfiguration(Box<Object<FelixConfigurationSpec>>),
+    StagedNetworkPolicy(Box<Object<StagedPolicySpec>>),
+    StagedGlobalNetworkPolicy(Box<Object<StagedPolicySpec>>),
     StagedKubernetesNetworkPolicy(Object<StagedK8sNetworkPolicySpec>),
     K8sNetworkPolicy(Object<K8sNetworkPolicySpec>),
     Namespace(Object<()>),
@@ -401,21 +401,27 @@ fn decode_body(
                 spec: spec!()?,
             })
         };
+        (boxed $variant:ident) => {
+            Resource::$variant(Box::new(Object {
+                metadata,
+                spec: spec!()?,
+            }))
+        };
     }
     let mut res = match kind {
-        ResourceKind::NetworkPolicy => obj!(NetworkPolicy),
-        ResourceKind::GlobalNetworkPolicy => obj!(GlobalNetworkPolicy),
+        ResourceKind::NetworkPolicy => obj!(boxed NetworkPolicy),
+        ResourceKind::GlobalNetworkPolicy => obj!(boxed GlobalNetworkPolicy),
         ResourceKind::HostEndpoint => obj!(HostEndpoint),
-        ResourceKind::WorkloadEndpoint => obj!(WorkloadEndpoint),
+        ResourceKind::WorkloadEndpoint => obj!(boxed WorkloadEndpoint),
         ResourceKind::NetworkSet => obj!(NetworkSet),
         ResourceKind::GlobalNetworkSet => obj!(GlobalNetworkSet),
         ResourceKind::Profile => obj!(Profile),
         ResourceKind::Tier => obj!(Tier),
-        ResourceKind::FelixConfiguration => obj!(FelixConfiguration),
+        ResourceKind::FelixConfiguration => obj!(boxed FelixConfiguration),
         ResourceKind::K8sNetworkPolicy => obj!(K8sNetworkPolicy),
         ResourceKind::ClusterNetworkPolicy => obj!(ClusterNetworkPolicy),
-        ResourceKind::StagedNetworkPolicy => obj!(StagedNetworkPolicy),
-        ResourceKind::StagedGlobalNetworkPolicy => obj!(StagedGlobalNetworkPolicy),
+        ResourceKind::StagedNetworkPolicy => obj!(boxed StagedNetworkPolicy),
+        ResourceKind::StagedGlobalNetworkPolicy => obj!(boxed StagedGlobalNetworkPolicy),
         ResourceKind::StagedKubernetesNetworkPolicy => obj!(StagedKubernetesNetworkPolicy),
         ResourceKind::Namespace | ResourceKind::ServiceAccount => {
             let _: Option<IgnoredAny> = spec!()?;

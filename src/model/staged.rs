@@ -29,17 +29,17 @@ pub fn as_enforced(r: &Resource) -> Option<(StagedAction, Resource)> {
     Some(match r {
         Resource::StagedNetworkPolicy(o) => (
             o.spec.action(),
-            Resource::NetworkPolicy(Object {
+            Resource::NetworkPolicy(Box::new(Object {
                 metadata: o.metadata.clone(),
                 spec: o.spec.to_enforced(),
-            }),
+            })),
         ),
         Resource::StagedGlobalNetworkPolicy(o) => (
             o.spec.action(),
-            Resource::GlobalNetworkPolicy(Object {
+            Resource::GlobalNetworkPolicy(Box::new(Object {
                 metadata: o.metadata.clone(),
                 spec: o.spec.to_enforced(),
-            }),
+            })),
         ),
         Resource::StagedKubernetesNetworkPolicy(o) => (
             o.spec.action(),

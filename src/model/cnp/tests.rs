@@ -47,7 +47,8 @@ fn check(cnp_spec: &str, gnp_spec: &str) {
     let converted = convert_cnp(&cnp(cnp_spec));
     assert_eq!(converted.metadata.name.as_deref(), Some("guard"));
     assert_eq!(converted.spec, gnp(gnp_spec), "\nfrom:\n{cnp_spec}");
-    let findings = crate::model::validate::validate(&Resource::GlobalNetworkPolicy(converted));
+    let findings =
+        crate::model::validate::validate(&Resource::GlobalNetworkPolicy(Box::new(converted)));
     assert!(findings.iter().all(|f| f.warning), "{findings:?}");
 }
 

@@ -37,7 +37,7 @@ fn check(k8s_spec: &str, calico_spec: &str) {
     assert_eq!(converted.metadata.namespace.as_deref(), Some("ns1"));
     assert_eq!(converted.spec, calico(calico_spec), "\nfrom:\n{k8s_spec}");
     // Everything generated must itself be valid Calico.
-    let findings = crate::model::validate::validate(&Resource::NetworkPolicy(converted));
+    let findings = crate::model::validate::validate(&Resource::NetworkPolicy(Box::new(converted)));
     assert!(findings.iter().all(|f| f.warning), "{findings:?}");
 }
 
