@@ -645,6 +645,9 @@ fn daemon_memory_kube(rep: &mut Report, name: &str) {
         format!("{:.1} s", (t - agent.started).as_secs_f64())
     });
     drop(agent);
+    // The agent's log stays for reading where its start-up time went.
+    let kept = std::env::temp_dir().join("tortie-bench-kube-agent.log");
+    let _ = std::fs::copy(&log, &kept);
     let _ = std::fs::remove_dir_all(&dir);
     let check = if seen == Some(local as f64) {
         format!("{local} of {local}")

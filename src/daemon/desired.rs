@@ -61,11 +61,13 @@ impl Desired {
         });
         // The listing's model objects are gone (the engine keeps records):
         // give their pages back before the daemon settles.
+        let built = started.elapsed();
         crate::datastore::trim_heap();
         tracing::info!(
             objects,
             node = %opts.node,
             compute_ms = started.elapsed().as_millis() as u64,
+            trim_ms = (started.elapsed() - built).as_millis() as u64,
             "initial listing complete"
         );
         let mut d = Desired {
