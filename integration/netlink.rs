@@ -706,6 +706,22 @@ fn golden_rulesets() -> Vec<(String, Ruleset)> {
         .collect()
 }
 
+/// Fails naming the first differing line when `nft list table` of tortie's
+/// table differs between `by_nft` (loaded by nft) and `by_netlink`.
+fn same_listing(name: &str, by_nft: &Netns, by_netlink: &Netns) {
+    let listing = |ns: &Netns| ns.output(&["nft", "list", "table", "inet", "tortie"]);
+    let (want, got) = (listing(by_nft), listing(by_netlink));
+    if want != got {
+        let line = want
+            .lines()
+            .zip(got.lines())
+            .find(|(a, b)| a != b)
+            .map(|(a, b)| format!("nft:     {a}\nnetlink: {b}"))
+            .unwrap_or_else(|| "one listing is longer".into());
+        panic!("{name}: `nft list table` differs\n{line}");
+    }
+}
+
 /// `nft -j list table inet tortie` without the handles (which differ
 /// between two namespaces loaded in different orders).
 fn json_without_handles(ns: &Netns) -> serde_json::Value {
@@ -804,17 +820,7 @@ fn every_golden_rule_added_over_netlink_lists_exactly_like_nfts_own() {
         k.list(&limits).unwrap();
         k.change(&ops, &limits)
             .unwrap_or_else(|e| panic!("{name}: the rules over netlink: {e}"));
-        let listing = |ns: &Netns| ns.output(&["nft", "list", "table", "inet", "tortie"]);
-        let (want, got) = (listing(&by_nft), listing(&by_netlink));
-        if want != got {
-            let line = want
-                .lines()
-                .zip(got.lines())
-                .find(|(a, b)| a != b)
-                .map(|(a, b)| format!("nft:     {a}\nnetlink: {b}"))
-                .unwrap_or_else(|| "one listing is longer".into());
-            panic!("{name}: `nft list table` differs\n{line}");
-        }
+        same_listing(name, &by_nft, &by_netlink);
         assert_eq!(
             json_without_handles(&by_nft),
             json_without_handles(&by_netlink),
@@ -961,7 +967,6 @@ fn a_first_load_with_its_sets_over_netlink_lists_exactly_like_nft_f() {
     ]));
     large.sets.values_mut().for_each(|s| s.comment.clear());
     cases.push(("large sets".into(), large));
-    let listing = |ns: &Netns| ns.output(&["nft", "list", "table", "inet", "tortie"]);
     for (name, rs) in &cases {
         let by_nft = Netns::new("nlfirst");
         tortie::nft::exec::run_transaction(&by_nft.target(), &plan::replace_table(rs).text)
@@ -975,16 +980,7 @@ fn a_first_load_with_its_sets_over_netlink_lists_exactly_like_nft_f() {
             1,
             "{name}: the table and its sets went as one netlink batch"
         );
-        let (want, got) = (listing(&by_nft), listing(&ours));
-        if want != got {
-            let line = want
-                .lines()
-                .zip(got.lines())
-                .find(|(a, b)| a != b)
-                .map(|(a, b)| format!("nft -f:  {a}\nnetlink: {b}"))
-                .unwrap_or_else(|| "one listing is longer".into());
-            panic!("{name}: `nft list table` differs\n{line}");
-        }
+        same_listing(name, &by_nft, &ours);
         assert!(dp.verify(rs).unwrap(), "{name}: read back as desired");
     }
 }

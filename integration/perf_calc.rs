@@ -267,6 +267,19 @@ fn other_updates(b: &mut Bench, all: &[Resource]) {
     );
 }
 
+/// Puts `cell` into column `col` of the row `label` (a new row gets "–"
+/// in the columns before it).
+fn put_cell(rows: &mut Vec<(String, Vec<String>)>, label: &str, col: usize, cell: String) {
+    match rows.iter_mut().find(|(l, _)| l == label) {
+        Some((_, cells)) => cells.push(cell),
+        None => {
+            let mut cells = vec!["–".to_string(); col];
+            cells.push(cell);
+            rows.push((label.to_string(), cells));
+        }
+    }
+}
+
 /// Section 3a: one child per size, then one table of every kind of update
 /// (median / p99 per size), the engine's build time and peak memory.
 pub fn section(rep: &mut super::Report, sizes: &[&str]) {
@@ -297,39 +310,16 @@ pub fn section(rep: &mut super::Report, sizes: &[&str]) {
                         Some(m) if n > 0.0 => format!("{:.2} µs", m * 1000.0 / n),
                         _ => "–".into(),
                     };
-                    let cell = format!("{n:.0} ({per})");
-                    match sizes_rows.iter_mut().find(|(l, _)| l == label) {
-                        Some((_, cells)) => cells.push(cell),
-                        None => {
-                            let mut cells = vec!["–".to_string(); col];
-                            cells.push(cell);
-                            sizes_rows.push((label.to_string(), cells));
-                        }
-                    }
+                    put_cell(&mut sizes_rows, label, col, format!("{n:.0} ({per})"));
                 }
                 ["update", label, med, p99, n] => {
-                    let cell = format!("{med} / {p99} ms (n={n})");
-                    match rows.iter_mut().find(|(l, _)| l == label) {
-                        Some((_, cells)) => cells.push(cell),
-                        None => {
-                            let mut cells = vec!["–".to_string(); col];
-                            cells.push(cell);
-                            rows.push((label.to_string(), cells));
-                        }
-                    }
+                    put_cell(&mut rows, label, col, format!("{med} / {p99} ms (n={n})"));
                 }
                 _ => {}
             }
         }
     }
-    rep.line(&format!(
-        "| update (median / p99 compute) | {} |",
-        sizes.join(" | ")
-    ));
-    rep.line(&format!("|---|{}", "---|".repeat(sizes.len())));
-    for (label, cells) in rows {
-        rep.line(&format!("| {label} | {} |", cells.join(" | ")));
-    }
+    table(rep, "update (median / p99 compute)", sizes, rows);
     rep.line(&format!(
         "| engine build (initial, full) | {} |",
         build.join(" | ")
@@ -341,12 +331,19 @@ pub fn section(rep: &mut super::Report, sizes: &[&str]) {
     rep.line("");
     rep.line("How large each change was (median over the same updates): the rules of the chains it re-rendered, the elements of sets it replaced whole, the set elements it added or removed, and the maps it changed; in brackets the median compute divided by it.");
     rep.line("");
-    rep.line(&format!(
-        "| update (median size of the change, compute per unit) | {} |",
-        sizes.join(" | ")
-    ));
+    table(
+        rep,
+        "update (median size of the change, compute per unit)",
+        sizes,
+        sizes_rows,
+    );
+}
+
+/// A table of `rows` under a header of `first` and the sizes.
+fn table(rep: &mut super::Report, first: &str, sizes: &[&str], rows: Vec<(String, Vec<String>)>) {
+    rep.line(&format!("| {first} | {} |", sizes.join(" | ")));
     rep.line(&format!("|---|{}", "---|".repeat(sizes.len())));
-    for (label, cells) in sizes_rows {
+    for (label, cells) in rows {
         rep.line(&format!("| {label} | {} |", cells.join(" | ")));
     }
 }
