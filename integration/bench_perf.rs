@@ -51,12 +51,7 @@ fn size_of(name: &str) -> Size {
 fn max_rss_mb() -> f64 {
     // VmHWM, not ru_maxrss: it starts afresh at exec, so a child spawned
     // by a large parent reports its own peak.
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+    kubeapi::memory_mb_of(std::process::id()).1
 }
 
 /// Child mode: compile one size `runs` times; print `build compile render peak_mb`.

@@ -229,15 +229,7 @@ impl Kernel for FakeKernel {
                 reason: "Protocol not supported (os error 93)".into(),
             });
         }
-        let seen = self.seen.take();
-        self.fault("netlink batch", limits.transaction, limits)?;
-        let now = self.generation();
-        if seen != Some(now) {
-            return Err(NftError::Conflict {
-                expected: seen.unwrap_or(0),
-                reason: format!("the ruleset is at generation {now}"),
-            });
-        }
+        self.batch_generation(limits)?;
         let have = if batch.table {
             Some(self.table.clone().unwrap_or_default())
         } else {
@@ -278,6 +270,22 @@ impl Kernel for FakeKernel {
 }
 
 impl FakeKernel {
+    /// What a genid-checked batch meets before it is applied: the injected
+    /// fault, then a refusal when anything committed since the view was
+    /// last known to be right (the view is untied either way).
+    fn batch_generation(&mut self, limits: &Limits) -> Result<(), NftError> {
+        let seen = self.seen.take();
+        self.fault("netlink batch", limits.transaction, limits)?;
+        let now = self.generation();
+        if seen != Some(now) {
+            return Err(NftError::Conflict {
+                expected: seen.unwrap_or(0),
+                reason: format!("the ruleset is at generation {now}"),
+            });
+        }
+        Ok(())
+    }
+
     /// A change batch, checked like `elements` and applied all or nothing;
     /// a rule the real encoder refuses is refused before anything "is sent".
     fn apply_ops(&mut self, ops: &[Op], limits: &Limits) -> Result<(), NftError> {
@@ -294,15 +302,7 @@ impl FakeKernel {
         }
         // Recorded (and counted as a call) once it would be sent.
         self.control.with(|c| c.changes.push(ops.to_vec()));
-        let seen = self.seen.take();
-        self.fault("netlink batch", limits.transaction, limits)?;
-        let now = self.generation();
-        if seen != Some(now) {
-            return Err(NftError::Conflict {
-                expected: seen.unwrap_or(0),
-                reason: format!("the ruleset is at generation {now}"),
-            });
-        }
+        self.batch_generation(limits)?;
         let mut table = self.table.clone();
         for op in ops {
             let cmd = op_command(table.as_ref(), op);
