@@ -106,8 +106,16 @@ pub fn full_rebuild(desired: &Ruleset) -> Plan {
 fn whole_table(mut text: String, desired: &Ruleset) -> Plan {
     text.push_str(&desired.render());
     Plan {
-        prepare: String::new(),
         text,
+        ..whole_plan(desired)
+    }
+}
+
+/// An empty plan with the statistics of writing all of `desired`.
+fn whole_plan(desired: &Ruleset) -> Plan {
+    Plan {
+        prepare: String::new(),
+        text: String::new(),
         cleanup: String::new(),
         created: Vec::new(),
         removed: Removals::default(),
@@ -140,12 +148,13 @@ pub fn replace_table(desired: &Ruleset) -> Plan {
 /// the larger part of a whole-table `nft -f`.
 pub fn create_table(desired: &Ruleset) -> Plan {
     let t = table();
-    let mut p = whole_table(String::new(), desired);
-    p.text = format!("add table {t}\n{}", desired.render_without_sets());
-    p.prepare = format!("add table {t}\n{}", desired.render_sets());
-    p.created = desired.sets.values().cloned().collect();
-    p.new_table = true;
-    p
+    Plan {
+        prepare: format!("add table {t}\n{}", desired.render_sets()),
+        text: format!("add table {t}\n{}", desired.render_without_sets()),
+        created: desired.sets.values().cloned().collect(),
+        new_table: true,
+        ..whole_plan(desired)
+    }
 }
 
 fn with_table(body: String) -> String {
