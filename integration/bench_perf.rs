@@ -213,10 +213,7 @@ fn section3_changes(base: &[Resource]) -> Vec<(&'static str, ChangePair)> {
     added.status.pod_ip = Some(pod_ip(999_999));
     let added = Resource::Pod(added);
     let mut relabelled = remote.clone();
-    relabelled
-        .metadata
-        .labels
-        .insert("app".into(), "app-7".into());
+    relabelled.metadata.labels.insert("app", "app-7");
     // A policy that applies to local endpoints (local pods carry app-0).
     let gnp = first_of(base, |r| match r {
         Resource::GlobalNetworkPolicy(g)

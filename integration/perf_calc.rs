@@ -95,7 +95,7 @@ fn pods(all: &[Resource], local: bool) -> Vec<tortie::model::Pod> {
 
 fn relabel(p: &tortie::model::Pod, app: &str) -> Update {
     let mut p = p.clone();
-    p.metadata.labels.insert("app".into(), app.into());
+    p.metadata.labels.insert("app", app);
     Update::put(Resource::Pod(p))
 }
 
@@ -207,9 +207,7 @@ fn namespace_updates(b: &mut Bench, all: &[Resource]) {
     // `team` is what the Kubernetes policies' namespaceSelectors use.
     let moved = nss.iter().cycle().take(N).enumerate().map(|(i, n)| {
         let mut n = n.clone();
-        n.metadata
-            .labels
-            .insert("team".into(), format!("team-bench-{i}"));
+        n.metadata.labels.insert("team", format!("team-bench-{i}"));
         vec![Update::put(Resource::Namespace(n))]
     });
     b.time("namespace relabel", moved.collect());

@@ -11,6 +11,7 @@ pub mod datastore;
 pub mod demo;
 pub mod diag;
 pub mod hostifaces;
+pub mod intern;
 pub mod ipproto;
 pub mod logging;
 pub mod manifests;

@@ -99,7 +99,7 @@ fn meta(name: String, namespace: Option<String>, l: BTreeMap<String, String>) ->
     ObjectMeta {
         name: Some(name),
         namespace,
-        labels: l,
+        labels: l.into(),
         ..ObjectMeta::default()
     }
 }

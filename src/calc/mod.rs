@@ -28,7 +28,7 @@ pub use settings::{
 
 use crate::model::convert::{self, ORCHESTRATOR_LABEL, SERVICE_ACCOUNT_LABEL};
 use crate::model::types::*;
-use crate::model::{Resource, ResourceKey, validate};
+use crate::model::{LabelPairs, Resource, ResourceKey, validate};
 pub use crate::selector::NAMESPACE_LABEL;
 use crate::selector::{self, Selector};
 pub use pods::{KeyedPod, PodFacts, PodRecord};
@@ -489,9 +489,8 @@ impl Cluster {
         let mut felix_default = None;
         let mut felix_node = None;
         let mut inherited = Inherited::default();
-        let mut namespaces: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-        let mut service_accounts: BTreeMap<(String, String), BTreeMap<String, String>> =
-            BTreeMap::new();
+        let mut namespaces: BTreeMap<String, LabelPairs> = BTreeMap::new();
+        let mut service_accounts: BTreeMap<(String, String), LabelPairs> = BTreeMap::new();
         for r in resources.clone() {
             let Input::Resource(r) = r else { continue };
             match r {
@@ -754,7 +753,7 @@ impl Cluster {
     fn add_pod(
         &mut self,
         pod: &impl PodFacts,
-        namespaces: &BTreeMap<String, BTreeMap<String, String>>,
+        namespaces: &BTreeMap<String, LabelPairs>,
         inherited: &mut Inherited,
     ) {
         let ns = pod.namespace().unwrap_or("default");
@@ -1129,11 +1128,11 @@ fn sort_endpoints(endpoints: &mut [Endpoint]) {
 
 /// An object's own label layer: `over` replaces its labels, `under` fills
 /// in keys it does not have.
-fn own_labels(
-    over: &[(&str, &str)],
-    own: &BTreeMap<String, String>,
-    under: &[(&str, &str)],
-) -> Vec<(Sym, Sym)> {
+fn own_labels(over: &[(&str, &str)], own: &LabelPairs, under: &[(&str, &str)]) -> Vec<(Sym, Sym)> {
+    if over.is_empty() && under.is_empty() {
+        // Already interned, sorted and unique.
+        return own.pairs().to_vec();
+    }
     let own = own.iter().map(|(k, v)| (k.as_str(), v.as_str()));
     labels::pairs_of(over.iter().copied().chain(own).chain(under.iter().copied()))
 }

@@ -131,10 +131,7 @@ impl PodRecord {
     pub fn of(pod: &Pod) -> PodRecord {
         let ports = pod.named_ports().into_iter();
         PodRecord {
-            labels: pod
-                .own_labels()
-                .map(|(k, v)| (Sym::new(k), Sym::new(v)))
-                .collect(),
+            labels: pod.metadata.labels.pairs().into(),
             node: pod.node().map(Sym::new),
             service_account: pod.service_account().map(Sym::new),
             addrs: Addrs::of(pod.addrs()),
@@ -291,7 +288,7 @@ mod tests {
         });
         assert_eq!(PodRecord::of(&annotated), base);
         let relabelled = pod(|p| {
-            p.metadata.labels.insert("app".into(), "api".into());
+            p.metadata.labels.insert("app", "api");
         });
         assert_ne!(PodRecord::of(&relabelled), base);
         let moved = pod(|p| p.spec.node_name = Some("n3".into()));

@@ -694,7 +694,7 @@ mod tests {
                     if let Resource::Pod(p) = &mut resources[pick] {
                         p.metadata
                             .labels
-                            .insert("app".into(), format!("app-{}", rng.next(20)));
+                            .insert("app", format!("app-{}", rng.next(20)));
                     }
                 }
                 1 => {
@@ -749,7 +749,7 @@ mod tests {
                     if let Resource::Pod(p) = &mut resources[pick] {
                         p.metadata
                             .labels
-                            .insert("tier".into(), ["web", "api", "db"][rng.next(3)].into());
+                            .insert("tier", ["web", "api", "db"][rng.next(3)]);
                     }
                 }
             }

@@ -7,8 +7,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::Object;
 use super::types::*;
+use super::{LabelPairs, Object};
 
 /// Order given to every converted Kubernetes policy.
 pub const K8S_POLICY_ORDER: f64 = 1000.0;
@@ -225,7 +225,7 @@ fn convert_rule(
 
 /// The implicit profile of a namespace: allows everything and applies the
 /// namespace's labels as `pcns.<key>` (plus `pcns.projectcalico.org/name`).
-pub fn namespace_profile(name: &str, labels: &BTreeMap<String, String>) -> Object<ProfileSpec> {
+pub fn namespace_profile(name: &str, labels: &LabelPairs) -> Object<ProfileSpec> {
     let mut apply: BTreeMap<String, String> = labels
         .iter()
         .map(|(k, v)| (format!("{NAMESPACE_LABEL_PREFIX}{k}"), v.clone()))
@@ -251,7 +251,7 @@ pub fn namespace_profile(name: &str, labels: &BTreeMap<String, String>) -> Objec
 pub fn service_account_profile(
     namespace: &str,
     name: &str,
-    labels: &BTreeMap<String, String>,
+    labels: &LabelPairs,
 ) -> Object<ProfileSpec> {
     let mut apply: BTreeMap<String, String> = labels
         .iter()

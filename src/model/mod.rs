@@ -6,6 +6,7 @@ pub mod cnp;
 pub mod convert;
 pub mod de;
 pub mod emit;
+pub mod labels;
 pub mod lint;
 pub mod load;
 pub mod staged;
@@ -15,6 +16,7 @@ pub mod yaml;
 
 use std::fmt;
 
+pub use labels::LabelPairs;
 use types::*;
 
 /// A resource with its metadata and spec.
@@ -453,10 +455,7 @@ fn decode_body(
     if let Resource::Namespace(o) = &mut res
         && let Some(name) = o.metadata.name.clone()
     {
-        o.metadata
-            .labels
-            .entry("kubernetes.io/metadata.name".into())
-            .or_insert(name);
+        (o.metadata.labels).insert_if_absent("kubernetes.io/metadata.name", &name);
     }
     Some(res)
 }

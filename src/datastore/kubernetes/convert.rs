@@ -19,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr;
 use kube::api::{DynamicObject, TypeMeta};
 
 use crate::diag::{Diagnostic, Severity, Stage};
+use crate::model::LabelPairs;
 use crate::model::types::{self as model, ObjectMeta};
 use crate::model::yaml::{FieldPath, Node, Pos, Value};
 use crate::model::{Object, Resource, ResourceKind, de, load, validate};
@@ -62,7 +63,7 @@ fn metadata(m: meta::ObjectMeta, namespaced: bool) -> ObjectMeta {
     ObjectMeta {
         name: m.name,
         namespace,
-        labels: m.labels.unwrap_or_default(),
+        labels: m.labels.map(LabelPairs::from).unwrap_or_default(),
         annotations: m.annotations.unwrap_or_default(),
         ..ObjectMeta::default()
     }
@@ -191,10 +192,7 @@ impl ToModel for core::Namespace {
         let mut metadata = metadata(self.metadata, false);
         // A namespace carries its own name as this label (the loader adds it too).
         if let Some(name) = metadata.name.clone() {
-            metadata
-                .labels
-                .entry("kubernetes.io/metadata.name".into())
-                .or_insert(name);
+            (metadata.labels).insert_if_absent("kubernetes.io/metadata.name", &name);
         }
         let ns = Resource::Namespace(Object { metadata, spec: () });
         checked(label, ns, Vec::new())
