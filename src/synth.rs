@@ -171,7 +171,7 @@ pub fn generate(size: Size) -> Vec<Resource> {
                 ]),
             ),
             spec: PodSpec {
-                node_name: Some(format!("node-{node}")),
+                node_name: Some(format!("node-{node}").into()),
                 service_account_name: None,
                 host_network: false,
                 containers: vec![Container {
@@ -233,7 +233,7 @@ pub fn generate(size: Size) -> Vec<Resource> {
                 end_port: None,
             },
         ];
-        out.push(Resource::K8sNetworkPolicy(Object {
+        out.push(Resource::K8sNetworkPolicy(Box::new(Object {
             metadata: meta(format!("np-{p}"), Some(format!("ns-{ns}")), BTreeMap::new()),
             spec: K8sNetworkPolicySpec {
                 pod_selector: sel("app", format!("app-{app}")),
@@ -241,7 +241,7 @@ pub fn generate(size: Size) -> Vec<Resource> {
                 egress: vec![],
                 policy_types: vec![PolicyType::Ingress],
             },
-        }));
+        })));
     }
     for g in 0..size.policies - k8s {
         let mut deny = Rule::allow();

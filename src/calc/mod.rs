@@ -238,14 +238,15 @@ pub struct NamedPort {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
     pub id: EndpointId,
-    pub node: String,
+    pub node: Sym,
     /// Host-side interface (`cali…` for pods; `*` for an all-interfaces HEP).
     pub iface: Option<String>,
     pub addrs: Vec<IpAddr>,
     /// Own labels plus implicit labels over labels applied by profiles
     /// (those held by reference, shared by every endpoint of the profiles).
     pub labels: LabelMap,
-    pub profiles: Vec<String>,
+    /// Shared by every endpoint with the same profiles.
+    pub profiles: std::sync::Arc<[String]>,
     pub ports: Vec<NamedPort>,
 }
 
@@ -731,11 +732,16 @@ impl Cluster {
     /// under an endpoint's own labels; one shared copy per distinct list.
     /// As [`Cluster::profile_labels`], remembered per list of profiles
     /// (valid while `self.profiles` does not change, as during a build).
-    fn profile_labels_in(&self, profiles: &[String], memo: &mut Inherited) -> Option<SharedPairs> {
+    /// The labels `profiles` apply, and one shared copy of the list.
+    fn profile_labels_in(
+        &self,
+        profiles: &[String],
+        memo: &mut Inherited,
+    ) -> (SharedProfiles, Option<SharedPairs>) {
         if let Some(hit) = memo.0.get(profiles) {
             return hit.clone();
         }
-        let found = self.profile_labels(profiles);
+        let found = (profiles.into(), self.profile_labels(profiles));
         memo.0.insert(profiles.into(), found.clone());
         found
     }
@@ -803,7 +809,8 @@ impl Cluster {
         if self.profiles.contains_key(&sa_profile) {
             profiles.push(sa_profile);
         }
-        let labels = LabelMap::layered(own, self.profile_labels_in(&profiles, memo));
+        let (profiles, inherited) = self.profile_labels_in(&profiles, memo);
+        let labels = LabelMap::layered(own, inherited);
         let mut ports = pod.named_ports();
         ports.shrink_to_fit();
         let iface = pod_interface_name(&self.settings.interface_prefixes[0], &ns, &name);
@@ -812,11 +819,11 @@ impl Cluster {
                 namespace: ns,
                 name,
             },
-            node: pod.node().unwrap_or_default().to_string(),
+            node: pod.node().unwrap_or_default().into(),
             iface: Some(iface),
             addrs,
             labels,
-            profiles,
+            profiles: profiles.into(),
             ports,
         })
     }
@@ -862,11 +869,11 @@ impl Cluster {
                 namespace: ns,
                 name: o.metadata.name.clone().unwrap_or_default(),
             },
-            node: o.spec.node.clone(),
+            node: o.spec.node.as_str().into(),
             iface: Some(o.spec.interface_name.clone()),
             addrs,
             labels,
-            profiles,
+            profiles: profiles.into(),
             ports: endpoint_ports(&o.spec.ports),
         }
     }
@@ -891,7 +898,7 @@ impl Cluster {
         );
         Endpoint {
             id: EndpointId::Host { name },
-            node: o.spec.node.clone(),
+            node: o.spec.node.as_str().into(),
             iface: o.spec.interface_name.clone(),
             addrs: o
                 .spec
@@ -900,7 +907,7 @@ impl Cluster {
                 .filter_map(|i| i.parse().ok())
                 .collect(),
             labels,
-            profiles: o.spec.profiles.clone(),
+            profiles: o.spec.profiles.as_slice().into(),
             ports: endpoint_ports(&o.spec.ports),
         }
     }
@@ -1094,8 +1101,12 @@ impl Cluster {
 type SharedPairs = std::sync::Arc<labels::Pairs>;
 
 /// Inherited label lists already made during one build, by profile list.
+type SharedProfiles = std::sync::Arc<[String]>;
+
+/// Per build: the shared profile list and inherited labels of each list of
+/// profile names.
 #[derive(Default)]
-struct Inherited(std::collections::HashMap<Box<[String]>, Option<SharedPairs>>);
+struct Inherited(std::collections::HashMap<Box<[String]>, (SharedProfiles, Option<SharedPairs>)>);
 
 fn is_endpoint(r: &Resource) -> bool {
     matches!(

@@ -71,7 +71,7 @@ fn pods_become_endpoints_with_implicit_and_profile_labels() {
     assert_eq!(web_a.labels["pcns.team"], "red");
     assert_eq!(web_a.labels["pcns.projectcalico.org/name"], "a");
     assert_eq!(web_a.labels["pcsa.tier"], "gold");
-    assert_eq!(web_a.profiles, ["kns.a", "ksa.a.api"]);
+    assert_eq!(web_a.profiles[..], ["kns.a", "ksa.a.api"]);
     assert_eq!(
         web_a.ports,
         [NamedPort {
@@ -277,7 +277,7 @@ proptest! {
             iface: None,
             addrs: vec![],
             labels: l.into(),
-            profiles: vec![],
+            profiles: Default::default(),
             ports: vec![],
         }).collect();
         let index = LabelIndex::build(&endpoints, &[]);
@@ -328,11 +328,11 @@ proptest! {
     ) {
         let eps: Vec<Endpoint> = names.iter().enumerate().map(|(i, (ns, n))| Endpoint {
             id: EndpointId::Workload { namespace: format!("ns{ns}"), name: format!("p{n}") },
-            node: format!("{i}"),
+            node: format!("{i}").into(),
             iface: None,
             addrs: vec![],
             labels: Default::default(),
-            profiles: vec![],
+            profiles: Default::default(),
             ports: vec![],
         }).collect();
         let mut want = eps.clone();

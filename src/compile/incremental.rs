@@ -715,7 +715,7 @@ mod tests {
                 }
                 4 => {
                     if let Resource::Pod(p) = &mut resources[pick] {
-                        p.spec.node_name = Some(format!("node-{}", 1 + rng.next(40)));
+                        p.spec.node_name = Some(format!("node-{}", 1 + rng.next(40)).into());
                     }
                 }
                 5 => {

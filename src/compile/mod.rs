@@ -512,7 +512,7 @@ impl<'a> Compiler<'a> {
                     continue;
                 };
                 let name = limit_name(&format!("{}-{}-{tag}", kind.layer.prefix(), kind.stem));
-                let profiles = kind.profiles.then_some(ep.profiles.as_slice());
+                let profiles = kind.profiles.then_some(&ep.profiles[..]);
                 let mut rules = self.endpoint_rules(
                     kind.layer, kind.dir, &policies, profiles, kind.style, &ep.id,
                 );

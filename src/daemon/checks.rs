@@ -92,11 +92,11 @@ fn wrong_node(node: &str, others: &BTreeSet<&str>) -> Option<String> {
             id: EndpointId::Host {
                 name: String::new(),
             },
-            node: n.to_string(),
+            node: (*n).into(),
             iface: None,
             addrs: Vec::new(),
             labels: Default::default(),
-            profiles: Vec::new(),
+            profiles: Default::default(),
             ports: Vec::new(),
         })
         .collect();

@@ -15,7 +15,7 @@ use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::intern::Sym;
+use crate::intern::{Sym, Text};
 
 /// Sorted, unique-key, interned `key → value` pairs.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
@@ -213,35 +213,6 @@ impl<'de> Deserialize<'de> for LabelPairs {
             }
         }
         d.deserialize_map(PairsVisitor)
-    }
-}
-
-/// A string read without an allocation when the input lends it.
-struct Text<'a>(std::borrow::Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Text<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Text<'de>, D::Error> {
-        struct TextVisitor;
-        impl<'de> Visitor<'de> for TextVisitor {
-            type Value = Text<'de>;
-
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-
-            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Text<'de>, E> {
-                Ok(Text(s.into()))
-            }
-
-            fn visit_str<E>(self, s: &str) -> Result<Text<'de>, E> {
-                Ok(Text(s.to_string().into()))
-            }
-
-            fn visit_string<E>(self, s: String) -> Result<Text<'de>, E> {
-                Ok(Text(s.into()))
-            }
-        }
-        d.deserialize_str(TextVisitor)
     }
 }
 

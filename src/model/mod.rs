@@ -39,7 +39,7 @@ pub struct Pod {
 pub enum Resource {
     NetworkPolicy(Box<Object<PolicySpec>>),
     GlobalNetworkPolicy(Box<Object<PolicySpec>>),
-    HostEndpoint(Object<HostEndpointSpec>),
+    HostEndpoint(Box<Object<HostEndpointSpec>>),
     WorkloadEndpoint(Box<Object<WorkloadEndpointSpec>>),
     NetworkSet(Object<NetworkSetSpec>),
     GlobalNetworkSet(Object<NetworkSetSpec>),
@@ -48,12 +48,12 @@ pub enum Resource {
     FelixConfiguration(Box<Object<FelixConfigurationSpec>>),
     StagedNetworkPolicy(Box<Object<StagedPolicySpec>>),
     StagedGlobalNetworkPolicy(Box<Object<StagedPolicySpec>>),
-    StagedKubernetesNetworkPolicy(Object<StagedK8sNetworkPolicySpec>),
-    K8sNetworkPolicy(Object<K8sNetworkPolicySpec>),
+    StagedKubernetesNetworkPolicy(Box<Object<StagedK8sNetworkPolicySpec>>),
+    K8sNetworkPolicy(Box<Object<K8sNetworkPolicySpec>>),
     Namespace(Object<()>),
     ServiceAccount(Object<()>),
     Pod(Pod),
-    ClusterNetworkPolicy(Object<cnp::ClusterNetworkPolicySpec>),
+    ClusterNetworkPolicy(Box<Object<cnp::ClusterNetworkPolicySpec>>),
     /// discovery.k8s.io/v1 EndpointSlice (the body is its `spec` here).
     EndpointSlice(Object<EndpointSliceSpec>),
 }
@@ -413,18 +413,18 @@ fn decode_body(
     let mut res = match kind {
         ResourceKind::NetworkPolicy => obj!(boxed NetworkPolicy),
         ResourceKind::GlobalNetworkPolicy => obj!(boxed GlobalNetworkPolicy),
-        ResourceKind::HostEndpoint => obj!(HostEndpoint),
+        ResourceKind::HostEndpoint => obj!(boxed HostEndpoint),
         ResourceKind::WorkloadEndpoint => obj!(boxed WorkloadEndpoint),
         ResourceKind::NetworkSet => obj!(NetworkSet),
         ResourceKind::GlobalNetworkSet => obj!(GlobalNetworkSet),
         ResourceKind::Profile => obj!(Profile),
         ResourceKind::Tier => obj!(Tier),
         ResourceKind::FelixConfiguration => obj!(boxed FelixConfiguration),
-        ResourceKind::K8sNetworkPolicy => obj!(K8sNetworkPolicy),
-        ResourceKind::ClusterNetworkPolicy => obj!(ClusterNetworkPolicy),
+        ResourceKind::K8sNetworkPolicy => obj!(boxed K8sNetworkPolicy),
+        ResourceKind::ClusterNetworkPolicy => obj!(boxed ClusterNetworkPolicy),
         ResourceKind::StagedNetworkPolicy => obj!(boxed StagedNetworkPolicy),
         ResourceKind::StagedGlobalNetworkPolicy => obj!(boxed StagedGlobalNetworkPolicy),
-        ResourceKind::StagedKubernetesNetworkPolicy => obj!(StagedKubernetesNetworkPolicy),
+        ResourceKind::StagedKubernetesNetworkPolicy => obj!(boxed StagedKubernetesNetworkPolicy),
         ResourceKind::Namespace | ResourceKind::ServiceAccount => {
             let _: Option<IgnoredAny> = spec!()?;
             let o = Object { metadata, spec: () };

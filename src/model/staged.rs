@@ -43,10 +43,10 @@ pub fn as_enforced(r: &Resource) -> Option<(StagedAction, Resource)> {
         ),
         Resource::StagedKubernetesNetworkPolicy(o) => (
             o.spec.action(),
-            Resource::K8sNetworkPolicy(Object {
+            Resource::K8sNetworkPolicy(Box::new(Object {
                 metadata: o.metadata.clone(),
                 spec: o.spec.to_enforced(),
-            }),
+            })),
         ),
         _ => return None,
     })

@@ -11,6 +11,7 @@ use serde::de::{self, IgnoredAny, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::LabelPairs;
+use crate::intern::Sym;
 
 /// Object metadata shared by every kind.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -743,10 +744,11 @@ pub struct Container {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodSpec {
+    /// Interned, as the node and service-account names repeat across pods.
     #[serde(default)]
-    pub node_name: Option<String>,
+    pub node_name: Option<Sym>,
     #[serde(default)]
-    pub service_account_name: Option<String>,
+    pub service_account_name: Option<Sym>,
     #[serde(default)]
     pub host_network: bool,
     #[serde(default)]
@@ -767,7 +769,7 @@ pub struct PodStatus {
     #[serde(default, rename = "podIPs")]
     pub pod_ips: Vec<PodIp>,
     #[serde(default)]
-    pub phase: Option<String>,
+    pub phase: Option<Sym>,
 }
 
 // ---------------------------------------------------------------------------

@@ -566,7 +566,7 @@ pub fn trace(
     if !cluster.endpoints.is_empty() && cluster.local_endpoints(node).next().is_none() {
         return Err(TraceError::UnknownNode {
             node: node.into(),
-            known: names(cluster.endpoints.iter().map(|e| e.node.clone())),
+            known: names(cluster.endpoints.iter().map(|e| e.node.to_string())),
         });
     }
     let pkt = packet(cluster, ruleset, node, q)?;

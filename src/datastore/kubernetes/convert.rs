@@ -19,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr;
 use kube::api::{DynamicObject, TypeMeta};
 
 use crate::diag::{Diagnostic, Severity, Stage};
+use crate::intern::Sym;
 use crate::model::LabelPairs;
 use crate::model::types::{self as model, ObjectMeta};
 use crate::model::yaml::{FieldPath, Node, Pos, Value};
@@ -167,8 +168,8 @@ fn pod_spec(s: core::PodSpec) -> model::PodSpec {
             .fresh(),
     };
     model::PodSpec {
-        node_name: s.node_name,
-        service_account_name: s.service_account_name,
+        node_name: s.node_name.map(Sym::from),
+        service_account_name: s.service_account_name.map(Sym::from),
         host_network: s.host_network.unwrap_or(false),
         containers: s.containers.into_iter().map(container).fresh(),
     }
@@ -183,7 +184,7 @@ fn pod_status(s: core::PodStatus) -> model::PodStatus {
             .into_iter()
             .map(|p| model::PodIp { ip: p.ip })
             .fresh(),
-        phase: s.phase,
+        phase: s.phase.map(Sym::from),
     }
 }
 
@@ -234,7 +235,7 @@ impl ToModel for networking::NetworkPolicy {
                 .fresh(),
             policy_types: policy_types(spec.policy_types.unwrap_or_default(), &mut errors),
         };
-        let np = Resource::K8sNetworkPolicy(Object { metadata, spec });
+        let np = Resource::K8sNetworkPolicy(Box::new(Object { metadata, spec }));
         checked(label, np, errors)
     }
 }

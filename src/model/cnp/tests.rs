@@ -26,7 +26,7 @@ fn cnp(spec: &str) -> Object<ClusterNetworkPolicySpec> {
             .collect::<Vec<_>>()
     );
     match r.resources.into_iter().next().unwrap().resource {
-        Resource::ClusterNetworkPolicy(o) => o,
+        Resource::ClusterNetworkPolicy(o) => *o,
         other => panic!("{other:?}"),
     }
 }

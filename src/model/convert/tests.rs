@@ -14,7 +14,7 @@ fn k8s(spec: &str) -> Object<K8sNetworkPolicySpec> {
     let r = load_str(&text, Path::new("k8s.yaml"));
     assert!(!r.has_errors(), "{:?}", r.diagnostics);
     match r.resources.into_iter().next().unwrap().resource {
-        Resource::K8sNetworkPolicy(o) => o,
+        Resource::K8sNetworkPolicy(o) => *o,
         other => panic!("{other:?}"),
     }
 }
