@@ -174,10 +174,7 @@ pub fn generate(size: Size) -> Vec<Resource> {
                 node_name: Some(format!("node-{node}").into()),
                 service_account_name: None,
                 host_network: false,
-                containers: vec![Container {
-                    name: "c".into(),
-                    ports,
-                }],
+                containers: vec![Container { ports }],
             },
             status: PodStatus {
                 pod_ip: Some(pod_ip(i)),

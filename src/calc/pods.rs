@@ -72,7 +72,7 @@ impl PodFacts for Pod {
         (self.spec.containers.iter())
             .flat_map(|c| c.ports.iter())
             .filter_map(|p| {
-                let name = p.name.clone()?;
+                let name = p.name?.to_string();
                 let protocol = (p.protocol.as_deref())
                     .and_then(Protocol::from_name)
                     .unwrap_or(Protocol::Tcp);
@@ -222,17 +222,15 @@ mod tests {
         p.spec.node_name = Some("n2".into());
         p.status.pod_ip = Some("198.18.0.7".into());
         let port = |name: Option<&str>, n, proto: Option<&str>| ContainerPort {
-            name: name.map(String::from),
+            name: name.map(Sym::from),
             container_port: n,
-            protocol: proto.map(String::from),
+            protocol: proto.map(Sym::from),
         };
         p.spec.containers = vec![
             Container {
-                name: "a".into(),
                 ports: vec![port(Some("http"), 80, None), port(None, 81, None)],
             },
             Container {
-                name: "b".into(),
                 ports: vec![
                     port(Some("dns"), 53, Some("UDP")),
                     port(Some("bad"), 0, None),
@@ -284,7 +282,7 @@ mod tests {
         let base = PodRecord::of(&pod(|_| {}));
         let annotated = pod(|p| {
             p.metadata.annotations.insert("note".into(), "x".into());
-            p.spec.containers[0].name = "renamed".into();
+            p.status.phase = Some("Pending".into());
         });
         assert_eq!(PodRecord::of(&annotated), base);
         let relabelled = pod(|p| {

@@ -133,13 +133,16 @@ pub fn cluster_dump(resources: &[crate::model::Resource]) -> String {
                     .spec
                     .containers
                     .iter()
-                    .map(|c| {
+                    .enumerate()
+                    .map(|(i, c)| {
                         let ports: Vec<Value> = c
                             .ports
                             .iter()
                             .map(|p| serde_json::json!({"name": p.name, "containerPort": p.container_port}))
                             .collect();
-                        serde_json::json!({"name": c.name, "ports": ports})
+                        // The model keeps no container names; Kubernetes
+                        // requires one, unique in the pod.
+                        serde_json::json!({"name": format!("c{i}"), "ports": ports})
                     })
                     .collect();
                 let spec = serde_json::json!({"nodeName": p.spec.node_name, "containers": ports});

@@ -724,19 +724,19 @@ pub struct K8sNetworkPolicySpec {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerPort {
+    /// Names and protocols repeat across pods: interned.
     #[serde(default)]
-    pub name: Option<String>,
+    pub name: Option<Sym>,
     #[serde(default)]
     pub container_port: i64,
     #[serde(default)]
-    pub protocol: Option<String>,
+    pub protocol: Option<Sym>,
 }
 
+/// A container: only its ports (its name and the rest are ignored).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Container {
-    #[serde(default)]
-    pub name: String,
     #[serde(default)]
     pub ports: Vec<ContainerPort>,
 }

@@ -155,15 +155,14 @@ impl ToModel for core::Pod {
 
 fn pod_spec(s: core::PodSpec) -> model::PodSpec {
     let container = |c: core::Container| model::Container {
-        name: c.name,
         ports: c
             .ports
             .unwrap_or_default()
             .into_iter()
             .map(|p| model::ContainerPort {
-                name: p.name,
+                name: p.name.map(Sym::from),
                 container_port: i64::from(p.container_port),
-                protocol: p.protocol,
+                protocol: p.protocol.map(Sym::from),
             })
             .fresh(),
     };
