@@ -525,10 +525,10 @@ fn load_cluster(
     }
     print_diagnostics(&result.diagnostics);
     print_diagnostics(&tortie::model::lint::lint(&result.resources));
-    let resources: Vec<Resource> = result
-        .resources
-        .iter()
-        .map(|l| l.resource.clone())
+    // Moved, not copied: the callers read only the diagnostics from here on.
+    let resources: Vec<Resource> = std::mem::take(&mut result.resources)
+        .into_iter()
+        .map(|l| l.resource)
         .collect();
     let resources = if staged_enforced {
         tortie::model::staged::apply_staged(&resources)
