@@ -159,10 +159,12 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
     let (tx, rx) = mpsc::channel::<Input>();
     let _source = start_source(opts, &tx)?;
     let mut pump = Pump::new(rx, opts.debounce, metrics.clone());
+    // The node's interfaces are read while the listing arrives.
+    let ifaces_watch = watch_interfaces(&opts.target);
     let Some(initial) = pump.initial(&stop) else {
         return Ok(());
     };
-    let (ifaces, _ifaces_watch) = watch_interfaces(&opts.target, &tx);
+    let (ifaces, _ifaces_watch) = follow_interfaces(ifaces_watch, &tx);
     drop(tx);
     let mut desired = desired::Desired::new(
         initial,
@@ -340,38 +342,54 @@ fn start_source(opts: &Options, tx: &mpsc::Sender<Input>) -> Result<Source, Daem
     }
 }
 
-/// Follows the node's interfaces (host endpoints with only expectedIPs
-/// bind to those holding their addresses; the checks look for the pods'
-/// interfaces): the current map now (None if it cannot be followed), every
-/// later one as `Input::Interfaces`.
-fn watch_interfaces(
-    target: &Target,
-    tx: &mpsc::Sender<Input>,
-) -> (
-    Option<crate::hostifaces::InterfaceAddrs>,
-    Option<crate::hostifaces::Watch>,
-) {
+/// The node's interfaces being followed, their maps not yet taken.
+type InterfacesWatch = (
+    crate::hostifaces::Watch,
+    mpsc::Receiver<crate::hostifaces::InterfaceAddrs>,
+);
+
+/// Starts following the node's interfaces (host endpoints with only
+/// expectedIPs bind to those holding their addresses; the checks look for
+/// the pods' interfaces); None (said loudly) if they cannot be followed.
+fn watch_interfaces(target: &Target) -> Option<InterfacesWatch> {
     let (itx, irx) = mpsc::channel();
     match crate::hostifaces::watch(target, Duration::from_millis(100), itx) {
-        Ok(w) => {
-            // None until the first map arrives: no check is made on a guess.
-            let first = irx.recv_timeout(Duration::from_secs(2)).ok();
-            let forward = tx.clone();
-            std::thread::spawn(move || {
-                for m in irx {
-                    if forward.send(Input::Interfaces(m)).is_err() {
-                        break;
-                    }
-                }
-            });
-            (first, Some(w))
-        }
+        Ok(w) => Some((w, irx)),
         Err(e) => {
             tracing::warn!(
                 error = %e,
                 "cannot follow the node's interfaces: host endpoints with only expectedIPs police nothing"
             );
-            (None, None)
+            None
         }
     }
+}
+
+/// The current interface map (None if the interfaces cannot be followed or
+/// no map came within 2 s: no check is made on a guess); every later one
+/// goes to the loop as `Input::Interfaces`.
+fn follow_interfaces(
+    watch: Option<InterfacesWatch>,
+    tx: &mpsc::Sender<Input>,
+) -> (
+    Option<crate::hostifaces::InterfaceAddrs>,
+    Option<crate::hostifaces::Watch>,
+) {
+    let Some((w, irx)) = watch else {
+        return (None, None);
+    };
+    let mut first = irx.recv_timeout(Duration::from_secs(2)).ok();
+    // Maps that came while the listing arrived: the latest is current.
+    while let Ok(m) = irx.try_recv() {
+        first = Some(m);
+    }
+    let forward = tx.clone();
+    std::thread::spawn(move || {
+        for m in irx {
+            if forward.send(Input::Interfaces(m)).is_err() {
+                break;
+            }
+        }
+    });
+    (first, Some(w))
 }
