@@ -678,8 +678,10 @@ fn forward(
                 *synced += 1;
                 if *synced == kinds {
                     flush(&mut batch)?;
+                    // No heap trim here: the consumer's first compute starts
+                    // now and would wait for the allocator's lock (the daemon
+                    // trims after that compute).
                     out.send(Event::Synced)?;
-                    super::trim_heap();
                 }
             }
             Msg::Note(n) => out.send(Event::Note(n))?,

@@ -54,6 +54,23 @@ struct Store {
     synced: bool,
     listing: u32,
     objects: HashMap<String, Entry>,
+    /// Where an object's Debug form is written to be hashed (reused).
+    scratch: String,
+}
+
+/// A content hash of `r` (its Debug form is complete and stable), written
+/// whole into `scratch` first: hashing it in one piece costs a fraction of
+/// feeding the hasher each of its many small fragments.
+fn content_hash(r: &Resource, scratch: &mut String) -> u64 {
+    use std::fmt::Write;
+    use std::hash::Hasher;
+    scratch.clear();
+    let _ = write!(scratch, "{r:?}");
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write(scratch.as_bytes());
+    // A huge object does not keep its room for good.
+    scratch.shrink_to(64 * 1024);
+    h.finish()
 }
 
 /// The key of a `kind` resource loaded from the object `id`
@@ -114,7 +131,7 @@ impl Store {
         );
         let entry = Entry {
             kind: c.resource.as_ref().map(Resource::kind),
-            value: c.resource.as_ref().map_or(0, crate::datastore::value_hash),
+            value: (c.resource.as_ref()).map_or(0, |r| content_hash(r, &mut self.scratch)),
             diagnostics: c.diagnostics,
             listing: self.listing,
         };
@@ -218,27 +235,31 @@ where
     }
 
     /// Runs until the watch side goes away: whatever is queued is
-    /// converted and sent as one message.
+    /// converted and sent as one message (taken from the queue at once, so
+    /// the watch side is woken once per batch, not per event).
     fn run(mut self, mut rx: mpsc::Receiver<Item<K>>) {
-        while let Some(first) = rx.blocking_recv() {
+        let mut items = Vec::with_capacity(FOLD);
+        while rx.blocking_recv_many(&mut items, FOLD) > 0 {
             let mut out = Changes::default();
-            let mut synced = self.apply(first, &mut out);
-            for _ in 1..FOLD {
-                if synced {
-                    break;
+            for item in items.drain(..) {
+                if !self.apply(item, &mut out) {
+                    continue;
                 }
-                let Ok(item) = rx.try_recv() else { break };
-                synced = self.apply(item, &mut out);
+                // The first listing is complete: its changes, then Synced.
+                if !self.send(std::mem::take(&mut out)) || self.out.send(Msg::Synced).is_err() {
+                    return;
+                }
             }
-            if (!out.updates.is_empty() || !out.reports.is_empty())
-                && self.out.send(Msg::Changes(out)).is_err()
-            {
-                return;
-            }
-            if synced && self.out.send(Msg::Synced).is_err() {
+            if !self.send(out) {
                 return;
             }
         }
+    }
+
+    /// Sends `out` unless it is empty; false when the receiver is gone.
+    fn send(&self, out: Changes) -> bool {
+        (out.updates.is_empty() && out.reports.is_empty())
+            || self.out.send(Msg::Changes(out)).is_ok()
     }
 }
 
