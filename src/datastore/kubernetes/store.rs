@@ -235,22 +235,19 @@ where
     }
 
     /// Runs until the watch side goes away: whatever is queued is
-    /// converted and sent as one message (taken from the queue at once, so
-    /// the watch side is woken once per batch, not per event).
+    /// converted and sent as one message.
     fn run(mut self, mut rx: mpsc::Receiver<Item<K>>) {
-        let mut items = Vec::with_capacity(FOLD);
-        while rx.blocking_recv_many(&mut items, FOLD) > 0 {
+        while let Some(first) = rx.blocking_recv() {
             let mut out = Changes::default();
-            for item in items.drain(..) {
-                if !self.apply(item, &mut out) {
-                    continue;
+            let mut synced = self.apply(first, &mut out);
+            for _ in 1..FOLD {
+                if synced {
+                    break;
                 }
-                // The first listing is complete: its changes, then Synced.
-                if !self.send(std::mem::take(&mut out)) || self.out.send(Msg::Synced).is_err() {
-                    return;
-                }
+                let Ok(item) = rx.try_recv() else { break };
+                synced = self.apply(item, &mut out);
             }
-            if !self.send(out) {
+            if !self.send(out) || (synced && self.out.send(Msg::Synced).is_err()) {
                 return;
             }
         }
