@@ -134,8 +134,11 @@ impl<T> Default for Filed<T> {
     }
 }
 
+/// An interned `key == value`.
+type SymPair = (Sym, Sym);
+
 /// The first and second pairs `sel` is filed under.
-fn filing(sel: &Selector) -> Option<((Sym, Sym), Option<(Sym, Sym)>)> {
+fn filing(sel: &Selector) -> Option<(SymPair, Option<SymPair>)> {
     let first = required_pair(sel)?;
     let pairs = required_pairs(sel);
     let second = pairs.into_iter().find(|p| p.0 != first.0);
