@@ -100,9 +100,8 @@ fn relabel(p: &tortie::model::Pod, app: &str) -> Update {
 }
 
 /// Pod add, delete and relabel, on a remote or the local node.
-fn pod_updates(b: &mut Bench, all: &[Resource], local: bool, first_ip: usize) {
+fn pod_updates(b: &mut Bench, pods: &[tortie::model::Pod], local: bool, first_ip: usize) {
     let where_ = if local { "local" } else { "remote" };
-    let pods = pods(all, local);
     let added: Vec<tortie::model::Pod> = (0..N)
         .map(|i| {
             let mut p = pods[i % pods.len()].clone();
@@ -358,8 +357,18 @@ pub fn child(size_name: &str) {
         engine,
         lines: vec![format!("build\t{build:.1}")],
     };
-    pod_updates(&mut b, &all, false, 900_000);
-    pod_updates(&mut b, &all, true, 950_000);
+    // TORTIE_CALC_REPEAT=R runs the pod updates R times (for profiling:
+    // the updates then outweigh the build).
+    let repeat = std::env::var("TORTIE_CALC_REPEAT")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1usize);
+    let (remote, local) = (pods(&all, false), pods(&all, true));
+    for _ in 0..repeat {
+        pod_updates(&mut b, &remote, false, 900_000);
+        pod_updates(&mut b, &local, true, 950_000);
+    }
+    drop((remote, local));
     namespace_updates(&mut b, &all);
     policy_updates(&mut b, &all);
     other_updates(&mut b, &all);

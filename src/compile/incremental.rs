@@ -32,8 +32,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::ir::{Chain, Change, ElementDelta, LogEntry, Ruleset, Set, SetSource};
-use super::members::{AddressCounts, Member, MemberIndex, PortCounts, required_pair};
+use super::members::{AddressCounts, Member, MemberIndex, PairIndex, PortCounts, required_pair};
 use super::{Leaf, LeafOf, Part, render_part};
+use crate::calc::labels::{Sym, SymMap};
 use crate::calc::{Cluster, Endpoint, EndpointId, Policy, PolicyId, Settings};
 use crate::model::{Resource, ResourceKey, ResourceKind, Update};
 
@@ -117,9 +118,8 @@ pub struct Incremental {
     pending: Change,
     members: MemberIndex,
     counts: HashMap<String, Counts>,
-    /// Selector sets by a `key == value` their selector requires; the rest.
-    sets_by_pair: HashMap<(String, String), BTreeSet<String>>,
-    sets_unkeyed: BTreeSet<String>,
+    /// Selector sets by the `key == value` pairs their selector requires.
+    sets_by_pair: PairIndex<String>,
     /// Selector sets by each label key their selector reads (other than
     /// that of their required pair), with that pair.
     sets_by_key: HashMap<KeyAndPair, BTreeSet<String>>,
@@ -127,9 +127,10 @@ pub struct Incremental {
     sets_by_service: HashMap<crate::calc::ServiceKey, BTreeSet<String>>,
     /// Every policy by id, with its place in evaluation order.
     policies: HashMap<PolicyId, (Rank, Arc<Policy>)>,
-    /// Policies by a `key == value` their selector requires; the rest.
-    policy_by_pair: HashMap<String, HashMap<String, BTreeSet<PolicyId>>>,
-    policy_unkeyed: BTreeSet<PolicyId>,
+    /// Policies by the `key == value` pairs their selector requires.
+    policy_by_pair: PairIndex<PolicyId>,
+    /// Local endpoints by each of their labels.
+    eps_by_pair: SymMap<(Sym, Sym), BTreeSet<EndpointId>>,
     /// Policies by tier.
     policy_by_tier: HashMap<String, BTreeSet<PolicyId>>,
     /// The policies that apply to each local endpoint, in order.
@@ -190,13 +191,12 @@ impl Incremental {
             pending: Change::default(),
             members: MemberIndex::default(),
             counts: HashMap::new(),
-            sets_by_pair: HashMap::new(),
-            sets_unkeyed: BTreeSet::new(),
+            sets_by_pair: PairIndex::default(),
             sets_by_key: HashMap::new(),
             sets_by_service: HashMap::new(),
             policies: HashMap::new(),
-            policy_by_pair: HashMap::new(),
-            policy_unkeyed: BTreeSet::new(),
+            policy_by_pair: PairIndex::default(),
+            eps_by_pair: SymMap::default(),
             policy_by_tier: HashMap::new(),
             lists: HashMap::new(),
             owned: HashMap::new(),
@@ -249,7 +249,6 @@ impl Incremental {
         self.ruleset = Ruleset::default();
         self.counts.clear();
         self.sets_by_pair.clear();
-        self.sets_unkeyed.clear();
         self.sets_by_key.clear();
         self.sets_by_service.clear();
         self.owned.clear();
@@ -262,7 +261,6 @@ impl Incremental {
             .map(|p| (p.id.clone(), (self.cluster.policy_rank(p), p.clone())))
             .collect();
         self.policy_by_pair.clear();
-        self.policy_unkeyed.clear();
         self.policy_by_tier.clear();
         for p in std::mem::take(&mut self.cluster.policies) {
             self.index_policy(&p, true);
@@ -274,6 +272,10 @@ impl Incremental {
             .iter()
             .map(|e| (e.id.clone(), self.list_for(e)))
             .collect();
+        self.eps_by_pair.clear();
+        for ep in &self.cluster.endpoints {
+            update::file_endpoint(&mut self.eps_by_pair, ep, true);
+        }
         self.snapshot = Some(cluster);
         let mut dirty = Dirty {
             base: true,

@@ -88,8 +88,7 @@ pub struct MemberIndex {
 /// any: the namespace when the selector names one (namespaces split a
 /// cluster finely), else the first.
 pub fn required_pair(sel: &Selector) -> Option<(String, String)> {
-    let mut pairs = Vec::new();
-    required_pairs(sel, &mut pairs);
+    let mut pairs = required_pairs(sel);
     let ns = pairs
         .iter()
         .position(|(k, _)| k == crate::calc::NAMESPACE_LABEL);
@@ -97,10 +96,144 @@ pub fn required_pair(sel: &Selector) -> Option<(String, String)> {
     (i < pairs.len()).then(|| pairs.swap_remove(i))
 }
 
-fn required_pairs(sel: &Selector, out: &mut Vec<(String, String)>) {
+/// Items (policies, sets) filed under the `key == value` pairs their
+/// selector requires: the first as [`required_pair`] picks it and, when
+/// the selector requires another, that second one too. A lookup by an
+/// object's labels then finds only the items whose two pairs it carries
+/// (a selector `app == 'a' && tier == 'api'` is not a candidate for every
+/// pod of app `a`), however many items share the first pair.
+#[derive(Debug)]
+pub struct PairIndex<T> {
+    keyed: SymMap<(Sym, Sym), Filed<T>>,
+    unkeyed: BTreeSet<T>,
+}
+
+/// The items under one first pair: those requiring no other, and the rest
+/// by their second pair.
+#[derive(Debug)]
+struct Filed<T> {
+    only: BTreeSet<T>,
+    then: SymMap<(Sym, Sym), BTreeSet<T>>,
+}
+
+impl<T> Default for PairIndex<T> {
+    fn default() -> Self {
+        PairIndex {
+            keyed: SymMap::default(),
+            unkeyed: BTreeSet::new(),
+        }
+    }
+}
+
+impl<T> Default for Filed<T> {
+    fn default() -> Self {
+        Filed {
+            only: BTreeSet::new(),
+            then: SymMap::default(),
+        }
+    }
+}
+
+/// An interned `key == value`.
+type SymPair = (Sym, Sym);
+
+/// The first and second pairs `sel` is filed under.
+fn filing(sel: &Selector) -> Option<(SymPair, Option<SymPair>)> {
+    let first = required_pair(sel)?;
+    let pairs = required_pairs(sel);
+    let second = pairs.into_iter().find(|p| p.0 != first.0);
+    let sym = |(k, v): (String, String)| (Sym::new(&k), Sym::new(&v));
+    Some((sym(first), second.map(sym)))
+}
+
+impl<T: Ord + Clone> PairIndex<T> {
+    pub fn clear(&mut self) {
+        self.keyed.clear();
+        self.unkeyed.clear();
+    }
+
+    pub fn insert(&mut self, sel: &Selector, item: T) {
+        match filing(sel) {
+            None => self.unkeyed.insert(item),
+            Some((first, None)) => self.keyed.entry(first).or_default().only.insert(item),
+            Some((first, Some(second))) => self
+                .keyed
+                .entry(first)
+                .or_default()
+                .then
+                .entry(second)
+                .or_default()
+                .insert(item),
+        };
+    }
+
+    pub fn remove(&mut self, sel: &Selector, item: &T) {
+        let Some((first, second)) = filing(sel) else {
+            self.unkeyed.remove(item);
+            return;
+        };
+        let Some(filed) = self.keyed.get_mut(&first) else {
+            return;
+        };
+        match second {
+            None => {
+                filed.only.remove(item);
+            }
+            Some(second) => {
+                if let Some(items) = filed.then.get_mut(&second) {
+                    items.remove(item);
+                    if items.is_empty() {
+                        filed.then.remove(&second);
+                    }
+                }
+            }
+        }
+        if filed.only.is_empty() && filed.then.is_empty() {
+            self.keyed.remove(&first);
+        }
+    }
+
+    /// The items whose selector requires no pair.
+    pub fn unkeyed(&self) -> &BTreeSet<T> {
+        &self.unkeyed
+    }
+
+    /// Every item filed under `first` (whatever its second pair).
+    pub fn under(&self, first: (Sym, Sym)) -> impl Iterator<Item = &T> + '_ {
+        self.keyed.get(&first).into_iter().flat_map(|f| {
+            f.only
+                .iter()
+                .chain(f.then.values().flat_map(|items| items.iter()))
+        })
+    }
+
+    /// The keyed items an object with `labels` may match: those whose
+    /// first and (if any) second pair it carries; each once.
+    pub fn candidates<'a>(&'a self, labels: &'a LabelMap) -> impl Iterator<Item = &'a T> + 'a {
+        labels
+            .syms()
+            .filter_map(|pair| self.keyed.get(&pair))
+            .flat_map(move |f| {
+                let seconds = labels
+                    .syms()
+                    .filter_map(|pair| f.then.get(&pair))
+                    .flat_map(|items| items.iter());
+                f.only.iter().chain(seconds)
+            })
+    }
+}
+
+/// Every `key == value` every match of `sel` has (its top-level conjuncts).
+pub fn required_pairs(sel: &Selector) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    collect_pairs(sel, &mut pairs);
+    pairs
+}
+
+fn collect_pairs(sel: &Selector, out: &mut Vec<(String, String)>) {
     match sel {
         Selector::Equal(k, v) => out.push((k.clone(), v.clone())),
-        Selector::And(terms) => terms.iter().for_each(|t| required_pairs(t, out)),
+        Selector::And(terms) => terms.iter().for_each(|t| collect_pairs(t, out)),
         _ => {}
     }
 }

@@ -72,11 +72,9 @@ impl Incremental {
                     .collect(),
             ),
             Owner::Workload(id) => {
-                let ep = self
-                    .cluster
-                    .endpoints
-                    .iter()
-                    .find(|e| &e.id == id && e.iface.is_some())?;
+                let eps = &self.cluster.endpoints;
+                let at = eps.binary_search_by(|e| e.id.cmp(id)).ok()?;
+                let ep = Some(&eps[at]).filter(|e| e.iface.is_some())?;
                 let list = self.lists.get(id).map(Vec::as_slice).unwrap_or_default();
                 Part::Workload(ep, list.iter().map(|p| &*self.policies[p].1).collect())
             }
@@ -284,17 +282,7 @@ impl Incremental {
                 .or_default()
                 .insert(name.to_string());
         }
-        match pair {
-            Some(pair) => {
-                self.sets_by_pair
-                    .entry(pair)
-                    .or_default()
-                    .insert(name.to_string());
-            }
-            None => {
-                self.sets_unkeyed.insert(name.to_string());
-            }
-        }
+        self.sets_by_pair.insert(sel, name.to_string());
     }
 
     fn unindex_set(&mut self, name: &str, source: &SetSource) {
@@ -312,19 +300,7 @@ impl Incremental {
                 }
             }
         }
-        match pair {
-            Some(pair) => {
-                if let Some(s) = self.sets_by_pair.get_mut(&pair) {
-                    s.remove(name);
-                    if s.is_empty() {
-                        self.sets_by_pair.remove(&pair);
-                    }
-                }
-            }
-            None => {
-                self.sets_unkeyed.remove(name);
-            }
-        }
+        self.sets_by_pair.remove(sel, &name.to_string());
     }
 
     /// The members of a new set, counted: from the whole snapshot's label
@@ -449,29 +425,29 @@ impl Incremental {
                 // A set keyed by this key moves only for its old or new
                 // value; a set reading it and keyed by another pair, only
                 // for a member that has that pair.
-                let values = [o.labels.get(k), n.labels.get(k)];
-                let paired = values
+                let values = [o.labels.get_sym(k), n.labels.get_sym(k)];
+                let key = Sym::lookup(k);
+                let paired: BTreeSet<&String> = values
                     .into_iter()
                     .flatten()
-                    .filter_map(|v| self.sets_by_pair.get(&(k.clone(), v.clone())));
+                    .filter_map(|v| key.map(|k| (k, v)))
+                    .flat_map(|pair| self.sets_by_pair.under(pair))
+                    .collect();
+                names.extend(paired.into_iter().cloned());
                 let reading = pairs.iter().filter_map(|(pk, pv)| {
                     let pair = Some(((*pk).clone(), (*pv).clone()));
                     self.sets_by_key.get(&(k.clone(), pair))
                 });
                 let unkeyed = self.sets_by_key.get(&(k.clone(), None));
-                for s in unkeyed.into_iter().chain(paired).chain(reading) {
+                for s in unkeyed.into_iter().chain(reading) {
                     names.extend(s.iter().cloned());
                 }
             }
             return names;
         }
-        names.extend(self.sets_unkeyed.iter().cloned());
+        names.extend(self.sets_by_pair.unkeyed().iter().cloned());
         for m in [old, new].into_iter().flatten() {
-            for (k, v) in &m.labels {
-                if let Some(s) = self.sets_by_pair.get(&(k.clone(), v.clone())) {
-                    names.extend(s.iter().cloned());
-                }
-            }
+            names.extend(self.sets_by_pair.candidates(&m.labels).cloned());
         }
         names
     }

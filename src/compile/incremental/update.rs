@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::calc::{Input, OrderKey};
-use crate::compile::members::required_pair;
+use crate::compile::members::required_pairs;
 use crate::model::convert;
 
 /// Where a policy sits for an endpoint: everything of it that an
@@ -34,6 +34,24 @@ fn endpoint_id(key: &ResourceKey) -> Option<EndpointId> {
             name: key.name.clone(),
         }),
         _ => None,
+    }
+}
+
+/// Files a local endpoint under each of its labels (or takes it out).
+pub(super) fn file_endpoint(
+    index: &mut SymMap<(Sym, Sym), BTreeSet<EndpointId>>,
+    ep: &Endpoint,
+    add: bool,
+) {
+    for pair in ep.labels.syms() {
+        if add {
+            index.entry(pair).or_default().insert(ep.id.clone());
+        } else if let Some(ids) = index.get_mut(&pair) {
+            ids.remove(&ep.id);
+            if ids.is_empty() {
+                index.remove(&pair);
+            }
+        }
     }
 }
 
@@ -174,14 +192,9 @@ impl Incremental {
 
     /// The ids of the policies that apply to `ep`, in order.
     pub(super) fn list_for(&self, ep: &Endpoint) -> Vec<PolicyId> {
-        let keyed = ep.labels.iter().filter_map(|(k, v)| {
-            self.policy_by_pair
-                .get(k.as_str())
-                .and_then(|values| values.get(v.as_str()))
-        });
+        let keyed = self.policy_by_pair.candidates(&ep.labels);
         let mut found: Vec<(&Rank, &PolicyId)> = keyed
-            .chain(std::iter::once(&self.policy_unkeyed))
-            .flatten()
+            .chain(self.policy_by_pair.unkeyed())
             .filter_map(|id| {
                 let (rank, p) = self.policies.get(id)?;
                 p.applies_to.matches(&ep.labels).then_some((rank, id))
@@ -192,22 +205,13 @@ impl Incremental {
         found.into_iter().map(|(_, id)| id.clone()).collect()
     }
 
-    /// Files `p` under the `key == value` its selector requires (or as
-    /// unkeyed), so endpoints find the policies they may match.
+    /// Files `p` under the `key == value` pairs its selector requires (or
+    /// as unkeyed), so endpoints find the policies they may match.
     pub(super) fn index_policy(&mut self, p: &Policy, add: bool) {
-        let set = match required_pair(&p.applies_to) {
-            Some((k, v)) => self
-                .policy_by_pair
-                .entry(k)
-                .or_default()
-                .entry(v)
-                .or_default(),
-            None => &mut self.policy_unkeyed,
-        };
         if add {
-            set.insert(p.id.clone());
+            self.policy_by_pair.insert(&p.applies_to, p.id.clone());
         } else {
-            set.remove(&p.id);
+            self.policy_by_pair.remove(&p.applies_to, &p.id);
         }
         let in_tier = self.policy_by_tier.entry(p.tier.clone()).or_default();
         if add {
@@ -238,6 +242,12 @@ impl Incremental {
                 self.lists.remove(&id);
             }
         }
+        if let Ok(i) = at {
+            file_endpoint(&mut self.eps_by_pair, &self.cluster.endpoints[i], false);
+        }
+        if let Some(e) = &ep {
+            file_endpoint(&mut self.eps_by_pair, e, true);
+        }
         let eps = &mut self.cluster.endpoints;
         let host = matches!(id, EndpointId::Host { .. });
         match (at, ep) {
@@ -253,6 +263,30 @@ impl Incremental {
         } else {
             dirty.workloads.insert(id);
         }
+    }
+
+    /// The positions in `cluster.endpoints` of the local endpoints that
+    /// `policies` may select: those carrying the pair each one's selector
+    /// requires (every endpoint for a selector requiring none).
+    fn endpoints_for(&self, policies: [Option<&Policy>; 2]) -> Vec<usize> {
+        let eps = &self.cluster.endpoints;
+        let mut ids: BTreeSet<&EndpointId> = BTreeSet::new();
+        for p in policies.into_iter().flatten() {
+            let pairs = required_pairs(&p.applies_to);
+            if pairs.is_empty() {
+                return (0..eps.len()).collect();
+            }
+            // Every match carries every pair: the fewest holders suffice.
+            let holders = pairs.iter().map(|(k, v)| {
+                let pair = Sym::lookup(k).zip(Sym::lookup(v));
+                pair.and_then(|pair| self.eps_by_pair.get(&pair))
+            });
+            let fewest = holders.min_by_key(|h| h.map_or(0, BTreeSet::len));
+            ids.extend(fewest.flatten().into_iter().flatten());
+        }
+        ids.into_iter()
+            .filter_map(|id| eps.binary_search_by(|e| e.id.cmp(id)).ok())
+            .collect()
     }
 
     /// Where a policy of `rank` is (or would go) in `cluster.policies`.
@@ -276,22 +310,44 @@ impl Incremental {
         let Some(id) = old.as_ref().or(new.as_ref()).map(|p| p.id.clone()) else {
             return;
         };
-        if let Some((rank, p)) = self.policies.remove(&id) {
+        let rank = new.as_ref().map(|p| self.cluster.policy_rank(p));
+        // A policy keeping its rank keeps its place in `cluster.policies`.
+        let mut kept = None;
+        if let Some((was, p)) = self.policies.remove(&id) {
             self.index_policy(&p, false);
-            let at = self.rank_position(&rank);
+            let at = self.rank_position(&was);
             if self.cluster.policies.get(at).is_some_and(|p| p.id == id) {
-                self.cluster.policies.remove(at);
+                if rank.as_ref() == Some(&was) {
+                    kept = Some(at);
+                } else {
+                    self.cluster.policies.remove(at);
+                }
             }
         }
-        let rank = new.as_ref().map(|p| self.cluster.policy_rank(p));
         if let (Some(p), Some(rank)) = (&new, &rank) {
-            let at = self.rank_position(rank);
             let p = Arc::new(p.clone());
-            self.cluster.policies.insert(at, p.clone());
+            match kept {
+                Some(at) => self.cluster.policies[at] = p.clone(),
+                None => {
+                    let at = self.rank_position(rank);
+                    self.cluster.policies.insert(at, p.clone());
+                }
+            }
             self.policies.insert(id.clone(), (rank.clone(), p.clone()));
             self.index_policy(&p, true);
         }
-        for ep in &self.cluster.endpoints {
+        // The same selector and placement: no endpoint's list changes.
+        let same_place = match (&old, &new) {
+            (Some(o), Some(n)) => o.applies_to == n.applies_to && placement(o) == placement(n),
+            _ => false,
+        };
+        let eps = if same_place {
+            Vec::new()
+        } else {
+            self.endpoints_for([old.as_ref(), new.as_ref()])
+        };
+        for i in eps {
+            let ep = &self.cluster.endpoints[i];
             let was = old
                 .as_ref()
                 .filter(|p| p.applies_to.matches(&ep.labels))
