@@ -823,7 +823,7 @@ impl Cluster {
             iface: Some(iface),
             addrs,
             labels,
-            profiles: profiles.into(),
+            profiles,
             ports,
         })
     }
