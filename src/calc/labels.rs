@@ -29,10 +29,12 @@ fn find(pairs: &Pairs, key: &str) -> Option<Sym> {
 
 /// Interns and sorts labels (later duplicates of a key are dropped).
 pub fn pairs_of<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<(Sym, Sym)> {
-    let mut out: Vec<(Sym, Sym)> = labels
-        .into_iter()
-        .map(|(k, v)| (Sym::new(k), Sym::new(v)))
-        .collect();
+    pairs_of_syms(labels.into_iter().map(|(k, v)| (Sym::new(k), Sym::new(v))))
+}
+
+/// As [`pairs_of`], of labels already interned.
+pub fn pairs_of_syms(labels: impl IntoIterator<Item = (Sym, Sym)>) -> Vec<(Sym, Sym)> {
+    let mut out: Vec<(Sym, Sym)> = labels.into_iter().collect();
     out.sort_by_key(|a| a.0);
     out.dedup_by(|b, a| a.0 == b.0);
     out

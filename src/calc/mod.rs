@@ -795,15 +795,13 @@ impl Cluster {
         let ns = pod.namespace().unwrap_or("default").to_string();
         let name = pod.name().to_string();
         let sa = pod.service_account().unwrap_or("default");
-        let own = labels::pairs_of(
-            [
-                (NAMESPACE_LABEL, ns.as_str()),
-                (ORCHESTRATOR_LABEL, "k8s"),
-                (SERVICE_ACCOUNT_LABEL, sa),
-            ]
-            .into_iter()
-            .chain(pod.own_labels()),
-        );
+        let implicit = [
+            (NAMESPACE_LABEL, ns.as_str()),
+            (ORCHESTRATOR_LABEL, "k8s"),
+            (SERVICE_ACCOUNT_LABEL, sa),
+        ];
+        let implicit = implicit.map(|(k, v)| (Sym::new(k), Sym::new(v)));
+        let own = labels::pairs_of_syms(implicit.into_iter().chain(pod.own_labels()));
         let mut profiles = vec![format!("kns.{ns}")];
         let sa_profile = format!("ksa.{ns}.{sa}");
         if self.profiles.contains_key(&sa_profile) {

@@ -24,8 +24,8 @@ pub trait PodFacts {
     fn addrs(&self) -> Vec<IpAddr>;
     fn service_account(&self) -> Option<&str>;
     fn node(&self) -> Option<&str>;
-    /// The pod's own labels, in key order.
-    fn own_labels(&self) -> impl Iterator<Item = (&str, &str)>;
+    /// The pod's own labels (interned), in key order.
+    fn own_labels(&self) -> impl Iterator<Item = (Sym, Sym)>;
     /// Container ports that have a name and a valid number.
     fn named_ports(&self) -> Vec<NamedPort>;
 }
@@ -64,8 +64,8 @@ impl PodFacts for Pod {
         self.spec.node_name.as_deref()
     }
 
-    fn own_labels(&self) -> impl Iterator<Item = (&str, &str)> {
-        (self.metadata.labels.iter()).map(|(k, v)| (k.as_str(), v.as_str()))
+    fn own_labels(&self) -> impl Iterator<Item = (Sym, Sym)> {
+        self.metadata.labels.pairs().iter().copied()
     }
 
     fn named_ports(&self) -> Vec<NamedPort> {
@@ -185,8 +185,8 @@ impl PodFacts for KeyedPod<'_> {
         self.1.node()
     }
 
-    fn own_labels(&self) -> impl Iterator<Item = (&str, &str)> {
-        (self.1.labels.iter()).map(|(k, v)| (k.as_str(), v.as_str()))
+    fn own_labels(&self) -> impl Iterator<Item = (Sym, Sym)> {
+        self.1.labels.iter().copied()
     }
 
     fn named_ports(&self) -> Vec<NamedPort> {

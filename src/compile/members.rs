@@ -89,11 +89,17 @@ pub struct MemberIndex {
 /// cluster finely), else the first.
 pub fn required_pair(sel: &Selector) -> Option<(String, String)> {
     let mut pairs = required_pairs(sel);
+    first_pair(&pairs).map(|i| pairs.swap_remove(i))
+}
+
+/// Of a selector's required pairs, the position of the one it is filed
+/// under first.
+fn first_pair(pairs: &[(String, String)]) -> Option<usize> {
     let ns = pairs
         .iter()
         .position(|(k, _)| k == crate::calc::NAMESPACE_LABEL);
     let i = ns.unwrap_or(0);
-    (i < pairs.len()).then(|| pairs.swap_remove(i))
+    (i < pairs.len()).then_some(i)
 }
 
 /// Items (policies, sets) filed under the `key == value` pairs their
@@ -139,10 +145,10 @@ type SymPair = (Sym, Sym);
 
 /// The first and second pairs `sel` is filed under.
 fn filing(sel: &Selector) -> Option<(SymPair, Option<SymPair>)> {
-    let first = required_pair(sel)?;
     let pairs = required_pairs(sel);
-    let second = pairs.into_iter().find(|p| p.0 != first.0);
-    let sym = |(k, v): (String, String)| (Sym::new(&k), Sym::new(&v));
+    let first = &pairs[first_pair(&pairs)?];
+    let second = pairs.iter().find(|p| p.0 != first.0);
+    let sym = |(k, v): &(String, String)| (Sym::new(k), Sym::new(v));
     Some((sym(first), second.map(sym)))
 }
 
@@ -167,7 +173,10 @@ impl<T: Ord + Clone> PairIndex<T> {
         };
     }
 
-    pub fn remove(&mut self, sel: &Selector, item: &T) {
+    pub fn remove<Q: Ord + ?Sized>(&mut self, sel: &Selector, item: &Q)
+    where
+        T: std::borrow::Borrow<Q>,
+    {
         let Some((first, second)) = filing(sel) else {
             self.unkeyed.remove(item);
             return;

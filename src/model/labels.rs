@@ -139,14 +139,17 @@ impl<'a> IntoIterator for &'a LabelPairs {
 impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for LabelPairs {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(items: I) -> LabelPairs {
         let pairs = items.into_iter();
-        LabelPairs::of_syms(pairs.map(|(k, v)| (Sym::new(k.as_ref()), Sym::new(v.as_ref()))))
+        LabelPairs::of_syms(
+            pairs
+                .map(|(k, v)| (Sym::new(k.as_ref()), Sym::new(v.as_ref())))
+                .collect(),
+        )
     }
 }
 
 impl LabelPairs {
     /// Sorts `pairs` by key; of a repeated key, the last pair is kept.
-    fn of_syms(pairs: impl Iterator<Item = (Sym, Sym)>) -> LabelPairs {
-        let mut pairs: Vec<(Sym, Sym)> = pairs.collect();
+    fn of_syms(mut pairs: Vec<(Sym, Sym)>) -> LabelPairs {
         // Stable: equal keys keep their order.
         pairs.sort_by_key(|p| p.0);
         let mut out: Vec<(Sym, Sym)> = Vec::with_capacity(pairs.len());
@@ -209,7 +212,7 @@ impl<'de> Deserialize<'de> for LabelPairs {
                 while let Some((k, v)) = map.next_entry::<Text, Text>()? {
                     pairs.push((Sym::new(&k.0), Sym::new(&v.0)));
                 }
-                Ok(LabelPairs::of_syms(pairs.into_iter()))
+                Ok(LabelPairs::of_syms(pairs))
             }
         }
         d.deserialize_map(PairsVisitor)

@@ -300,7 +300,7 @@ impl Incremental {
                 }
             }
         }
-        self.sets_by_pair.remove(sel, &name.to_string());
+        self.sets_by_pair.remove(sel, name);
     }
 
     /// The members of a new set, counted: from the whole snapshot's label
