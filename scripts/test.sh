@@ -12,6 +12,18 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 as_root() { "$@"; }
 
+# cargo feeds rustc its probe program from /dev/null: where a container's
+# /dev/null has become a regular file, every build fails with "couldn't
+# read from stdin, as it did not contain valid UTF-8". Put it back.
+dev_null() {
+  if [ ! -c /dev/null ]; then
+    echo "test.sh: /dev/null is a $(stat -c %F /dev/null 2>&1), not a character device: recreating it" >&2
+    rm -f /dev/null && mknod -m 666 /dev/null c 1 3
+  fi
+}
+
+dev_null
+
 missing=()
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
@@ -25,4 +37,5 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
+dev_null
 cargo test --all-targets
