@@ -3,6 +3,14 @@
 //! Data flows one way: `datastore` → `model` → `calc` → `compile` → `nft`.
 //! Everything from `model` to `compile` is pure and needs neither root nor a cluster.
 
+/// mimalloc: per-thread heaps with no shared arena lock (the Kubernetes
+/// source decodes on one thread, converts on another and computes on a
+/// third), and freed pages go back to the kernel on their own. Off (glibc
+/// malloc) without the `mimalloc` feature, as in the fuzz targets.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod backoff;
 pub mod calc;
 pub mod compile;

@@ -843,7 +843,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    tortie::datastore::tune_allocator();
     let cli = Cli::parse();
     let severity = std::env::var("FELIX_LOGSEVERITYSCREEN").ok();
     let level = tortie::obs::init(cli.log_format, severity.as_deref());

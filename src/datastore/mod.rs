@@ -84,29 +84,19 @@ pub(crate) fn value_hash(r: &Resource) -> u64 {
     h.finish()
 }
 
-/// Makes freed heap go back to the kernel. glibc gives each busy thread an
-/// arena of its own, and `malloc_trim` releases the free top of the main
-/// arena only: after a worker thread parsed a large or hostile file, its
-/// arena kept ~58 MB resident for good (the alias-bomb fault test failed
-/// 3 runs in 4 on a loaded machine). One arena (threads keep their small
-/// per-thread caches), a fixed mmap threshold of 1 MB (glibc otherwise
-/// raises it up to 32 MB as large blocks are freed) and a fixed trim
-/// threshold of 4 MB.
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes the allocator's thresholds.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 20);
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
-}
-
 /// Gives freed heap back to the kernel: after a large parse or a rejected
 /// file (directory), after the initial listing (Kubernetes), so that a
 /// refused file or a finished start-up leaves no resident memory behind.
+/// The allocator is mimalloc (`src/lib.rs`); `mi_collect(true)` frees
+/// what the calling thread's heap and the shared segments hold unused
+/// (the alias-bomb fault test checks that the memory comes back).
 pub(crate) fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[cfg(feature = "mimalloc")]
+    // SAFETY: mi_collect takes no pointers; it only releases free memory.
+    unsafe {
+        libmimalloc_sys::mi_collect(true);
+    }
+    #[cfg(all(not(feature = "mimalloc"), target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory held by the allocator.
     unsafe {
         libc::malloc_trim(0);
