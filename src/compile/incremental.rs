@@ -122,7 +122,7 @@ pub struct Incremental {
     sets_by_pair: PairIndex<String>,
     /// Selector sets by each label key their selector reads (other than
     /// that of their required pair), with that pair.
-    sets_by_key: HashMap<KeyAndPair, BTreeSet<String>>,
+    sets_by_key: SymMap<KeyAndPair, BTreeSet<String>>,
     /// Service sets by the Service they hold (filled from EndpointSlices).
     sets_by_service: HashMap<crate::calc::ServiceKey, BTreeSet<String>>,
     /// Every policy by id, with its place in evaluation order.
@@ -144,7 +144,7 @@ pub struct Incremental {
 }
 
 /// A label key, and the required pair of the sets indexed under it.
-type KeyAndPair = (String, Option<(String, String)>);
+type KeyAndPair = (Sym, Option<(Sym, Sym)>);
 
 /// Where a policy sits in evaluation order (`Cluster::policy_rank`).
 type Rank = (
@@ -192,7 +192,7 @@ impl Incremental {
             members: MemberIndex::default(),
             counts: HashMap::new(),
             sets_by_pair: PairIndex::default(),
-            sets_by_key: HashMap::new(),
+            sets_by_key: SymMap::default(),
             sets_by_service: HashMap::new(),
             policies: HashMap::new(),
             policy_by_pair: PairIndex::default(),

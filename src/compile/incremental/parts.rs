@@ -2,6 +2,7 @@
 //! object, set members counted as sets come into use, and the change record.
 
 use super::*;
+use crate::calc::labels::LabelMap;
 use crate::compile::{Direction, Layer};
 use ipnet::IpNet;
 
@@ -274,9 +275,9 @@ impl Incremental {
             self.index_service_set(name, source, true);
             return;
         };
-        let pair = required_pair(sel);
+        let pair = interned_pair(sel);
         for k in unpaired_keys(sel) {
-            let key = (k, pair.clone());
+            let key = (Sym::new(&k), pair);
             self.sets_by_key
                 .entry(key)
                 .or_default()
@@ -290,9 +291,10 @@ impl Incremental {
             self.index_service_set(name, source, false);
             return;
         };
-        let pair = required_pair(sel);
+        let pair = interned_pair(sel);
         for k in unpaired_keys(sel) {
-            let key = (k, pair.clone());
+            let Some(k) = Sym::lookup(&k) else { continue };
+            let key = (k, pair);
             if let Some(s) = self.sets_by_key.get_mut(&key) {
                 s.remove(name);
                 if s.is_empty() {
@@ -413,32 +415,21 @@ impl Incremental {
             && o.nets == n.nets
             && o.ports == n.ports
         {
-            let changed = o
-                .labels
-                .iter()
-                .filter(|(k, v)| n.labels.get(*k) != Some(*v))
-                .map(|(k, _)| k)
-                .chain(n.labels.keys().filter(|k| !o.labels.contains_key(*k)));
-            let pairs: BTreeSet<(&String, &String)> =
-                o.labels.iter().chain(n.labels.iter()).collect();
-            for k in changed {
+            let pairs = union_of(&o.labels, &n.labels);
+            for k in changed_keys(&o.labels, &n.labels) {
                 // A set keyed by this key moves only for its old or new
                 // value; a set reading it and keyed by another pair, only
                 // for a member that has that pair.
-                let values = [o.labels.get_sym(k), n.labels.get_sym(k)];
-                let key = Sym::lookup(k);
-                let paired: BTreeSet<&String> = values
+                for v in [o.labels.get_sym(k.as_str()), n.labels.get_sym(k.as_str())]
                     .into_iter()
                     .flatten()
-                    .filter_map(|v| key.map(|k| (k, v)))
-                    .flat_map(|pair| self.sets_by_pair.under(pair))
-                    .collect();
-                names.extend(paired.into_iter().cloned());
-                let reading = pairs.iter().filter_map(|(pk, pv)| {
-                    let pair = Some(((*pk).clone(), (*pv).clone()));
-                    self.sets_by_key.get(&(k.clone(), pair))
-                });
-                let unkeyed = self.sets_by_key.get(&(k.clone(), None));
+                {
+                    names.extend(self.sets_by_pair.under((k, v)).cloned());
+                }
+                let reading = pairs
+                    .iter()
+                    .filter_map(|p| self.sets_by_key.get(&(k, Some(*p))));
+                let unkeyed = self.sets_by_key.get(&(k, None));
                 for s in unkeyed.into_iter().chain(reading) {
                     names.extend(s.iter().cloned());
                 }
@@ -484,6 +475,44 @@ fn empty_map(name: &str) -> crate::compile::ir::VerdictMap {
 /// The label keys a selector's result depends on (`global()` reads the
 /// namespace label), except the key of its required pair: a set is found
 /// through that pair instead.
+/// A selector's required pair (the one its set is filed under), interned.
+fn interned_pair(sel: &crate::selector::Selector) -> Option<(Sym, Sym)> {
+    required_pair(sel).map(|(k, v)| (Sym::new(&k), Sym::new(&v)))
+}
+
+/// The labels of `a` and of `b`, each pair once, sorted.
+fn union_of(a: &LabelMap, b: &LabelMap) -> Vec<(Sym, Sym)> {
+    let mut pairs: Vec<(Sym, Sym)> = a.syms().chain(b.syms()).collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    pairs
+}
+
+/// The keys whose value differs between `a` and `b` (present in one only
+/// included), in key order.
+fn changed_keys(a: &LabelMap, b: &LabelMap) -> Vec<Sym> {
+    let (mut x, mut y) = (a.syms().peekable(), b.syms().peekable());
+    let mut out = Vec::new();
+    loop {
+        match (x.peek().copied(), y.peek().copied()) {
+            (None, None) => return out,
+            (Some((k, _)), None) | (None, Some((k, _))) => {
+                out.push(k);
+                x.next_if(|p| p.0 == k);
+                y.next_if(|p| p.0 == k);
+            }
+            (Some((kx, vx)), Some((ky, vy))) => {
+                let k = kx.min(ky);
+                if kx != ky || vx != vy {
+                    out.push(k);
+                }
+                x.next_if(|p| p.0 == k);
+                y.next_if(|p| p.0 == k);
+            }
+        }
+    }
+}
+
 fn unpaired_keys(sel: &crate::selector::Selector) -> Vec<String> {
     let paired = required_pair(sel).map(|(k, _)| k);
     let mut keys: Vec<String> = sel.label_keys().into_iter().map(str::to_string).collect();
