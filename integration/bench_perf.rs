@@ -685,7 +685,7 @@ named where they are used.
 | policy edit, local pod, namespace relabel: at most 20 ms of compute | met: table 3a (policy edit 0.045 ms; local pod 0.07–0.21 ms; namespace relabel 17.6 ms, p99 19.1 ms; 11.7 ms when that row ran alone at 00:58) |
 | compute per update within 2× between M and XL | met for remote pods (add 1.6×, delete 1.1×, relabel 1.2×), network sets (1.0×), policy edits (1.3× and 1.3×), local pods (add 1.4×, delete 1.4×, relabel 1.6×; 2.0–2.3× in the previous run) and a tier no local endpoint walks; missed for namespace relabels (10.3×: 200 pods per namespace at M, 1,250 at XL, 67 → 417 units of change; per unit 25.6 → 42.2 µs, 1.65×), host endpoint edits (7.7×: 122 → 700 rules re-rendered; per unit 3.3 → 4.3 µs, 1.3×) and a move of the default tier (0.08 → 1.9 ms: it re-ranks every policy of the tier, 10× more at XL) |
 | full compile at most 1 s and 400 MB | memory met: table 1 (358 MB including the generated input). Time missed in this run: 1.80 s from resources to text (snapshot 1.04 s, compile 0.63 s, render 0.14 s), in a run whose `nft -f` floor was 5.35 s (2.49 s on the machine of the earlier runs, where the same total was 0.96–1.09 s) |
-| `tortie run` ready within 10 s, at most 500 MB resident | memory met from both (442 MB from a directory, 464 MB from a Kubernetes API), table 5. Ready missed on this machine: 13.4 s from a directory and 13.4 s from the mock API (9.1 s and 12.6 s in the previous run, on the faster machine). With glibc malloc on this machine the same start-ups took 19.1 s and 18.7–22.7 s (docs/dependencies.md) |
+| `tortie run` ready within 10 s, at most 500 MB resident | memory met from both (442 MB from a directory, 464 MB from a Kubernetes API), table 5. Ready missed on this machine: 13.4 s from a directory and 13.4 s from the mock API (9.1 s and 12.6 s in the previous run, on the faster machine). With glibc malloc on this machine the same start-ups took 19.1 s and 18.7–22.7 s (docs/dependencies.md). After that run, pods' interface names and implicit profiles are made once per build only where needed (below); in four alternating runs at 01:27–01:34 (before / after that change) the mock API start-up was ready after 10.9 and 12.1 s / 12.0 and 9.7 s, the directory after 12.6 and 10.8 s / 11.8 and 10.2 s: the machine's swings are larger than the change |
 | one set element added or removed: at most 2 ms from delta ready to committed | met: table 6 (0.04–0.08 ms over netlink) |
 | one policy chain changed: at most 20 ms in the kernel | met: table 6 (7.3 ms as one netlink batch; 40.0 ms through `nft` in the same run) |
 | full apply at most 1.2× the `nft -f` floor | met: table 2 (0.92× at XL, 0.80–0.88× at S–L) |
@@ -707,10 +707,14 @@ Why, and what is left:
 - **Start-up.** From the mock API: the last LIST page at 4.7 s, then the
   engine's first build (3.7–4.5 s at XL, 4.5 s in table 3a) and the first
   load into the kernel (3.7 s, the netlink floor for 349,392 elements).
-  The build is mostly `Cluster::build_from` (one endpoint per pod: its
-  interface name and profile names are formatted for every pod, remote
-  ones included) and the first render of every part; both are the next
-  place to cut.
+  After this run, `Cluster::build_from` names an interface only for the
+  pods of its own node (it hashed and formatted one for every pod) and
+  finds a pod's implicit profiles and inherited labels once per
+  (namespace, service account), not by formatting two profile names per
+  pod: the engine's first build at XL went from 3.8 and 4.4 s to 3.3 and
+  3.3 s in alternating runs (`TORTIE_CALC_ONLY=none cargo bench --bench
+  perf -- --sections calc --sizes XL`). What is left of it is mostly the
+  first render of every part and the member index.
 - **Namespace relabels.** A relabelled member's candidate sets are now
   found on interned label pairs (`sets_by_key` keyed by symbols, no
   string copies or sorted sets per member): 22.7 → 11.7 ms at XL in

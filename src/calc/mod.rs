@@ -335,6 +335,9 @@ pub struct Cluster {
     /// workloads' connections are logged.
     pub connection_log_namespaces: BTreeSet<String>,
     pub index: LabelIndex,
+    /// The node this cluster was built for: only its pods get an
+    /// interface name (empty: every pod does).
+    pub node: String,
     /// Policies (positions in `policies`) by a `key == value` their
     /// selector requires; the rest are checked against every endpoint.
     policy_by_pair: labels::SymMap<(Sym, Sym), Vec<u32>>,
@@ -478,7 +481,10 @@ impl Cluster {
     where
         I: Iterator<Item = Input<'a>> + Clone,
     {
-        let mut c = Cluster::default();
+        let mut c = Cluster {
+            node: node.to_string(),
+            ..Cluster::default()
+        };
         // One allocation for the endpoints, not a doubling series.
         let endpoints = (resources.clone())
             .filter(|r| match r {
@@ -733,16 +739,12 @@ impl Cluster {
     /// As [`Cluster::profile_labels`], remembered per list of profiles
     /// (valid while `self.profiles` does not change, as during a build).
     /// The labels `profiles` apply, and one shared copy of the list.
-    fn profile_labels_in(
-        &self,
-        profiles: &[String],
-        memo: &mut Inherited,
-    ) -> (SharedProfiles, Option<SharedPairs>) {
-        if let Some(hit) = memo.0.get(profiles) {
+    fn profile_labels_in(&self, profiles: &[String], memo: &mut Inherited) -> Found {
+        if let Some(hit) = memo.by_list.get(profiles) {
             return hit.clone();
         }
         let found = (profiles.into(), self.profile_labels(profiles));
-        memo.0.insert(profiles.into(), found.clone());
+        memo.by_list.insert(profiles.into(), found.clone());
         found
     }
 
@@ -801,29 +803,45 @@ impl Cluster {
             (SERVICE_ACCOUNT_LABEL, sa),
         ];
         let implicit = implicit.map(|(k, v)| (Sym::new(k), Sym::new(v)));
+        let (profiles, inherited) =
+            self.pod_profiles(&ns, sa, (implicit[0].1, implicit[2].1), memo);
         let own = labels::pairs_of_syms(implicit.into_iter().chain(pod.own_labels()));
-        let mut profiles = vec![format!("kns.{ns}")];
-        let sa_profile = format!("ksa.{ns}.{sa}");
-        if self.profiles.contains_key(&sa_profile) {
-            profiles.push(sa_profile);
-        }
-        let (profiles, inherited) = self.profile_labels_in(&profiles, memo);
         let labels = LabelMap::layered(own, inherited);
         let mut ports = pod.named_ports();
         ports.shrink_to_fit();
-        let iface = pod_interface_name(&self.settings.interface_prefixes[0], &ns, &name);
+        let node = pod.node().unwrap_or_default();
+        // Only this node's pods have an interface here.
+        let iface = (self.node.is_empty() || self.node == node)
+            .then(|| pod_interface_name(&self.settings.interface_prefixes[0], &ns, &name));
         Some(Endpoint {
             id: EndpointId::Workload {
                 namespace: ns,
                 name,
             },
-            node: pod.node().unwrap_or_default().into(),
-            iface: Some(iface),
+            node: node.into(),
+            iface,
             addrs,
             labels,
             profiles,
             ports,
         })
+    }
+
+    /// A pod's implicit profiles (its namespace's, and its service
+    /// account's when that exists) and the labels they apply; `syms` is
+    /// (namespace, service account) interned, the memo's key.
+    fn pod_profiles(&self, ns: &str, sa: &str, syms: (Sym, Sym), memo: &mut Inherited) -> Found {
+        if let Some(hit) = memo.by_pod.get(&syms) {
+            return hit.clone();
+        }
+        let mut profiles = vec![format!("kns.{ns}")];
+        let sa_profile = format!("ksa.{ns}.{sa}");
+        if self.profiles.contains_key(&sa_profile) {
+            profiles.push(sa_profile);
+        }
+        let found = self.profile_labels_in(&profiles, memo);
+        memo.by_pod.insert(syms, found.clone());
+        found
     }
 
     fn add_workload_endpoint(&mut self, o: &crate::model::Object<WorkloadEndpointSpec>) {
@@ -926,6 +944,7 @@ impl Cluster {
             staged: self.staged.clone(),
             connection_log_namespaces: self.connection_log_namespaces.clone(),
             index: LabelIndex::default(),
+            node: node.to_string(),
             // The view's policies are edited in place (the incremental
             // engine inserts and removes them), so it scans them.
             policy_by_pair: Default::default(),
@@ -1101,10 +1120,16 @@ type SharedPairs = std::sync::Arc<labels::Pairs>;
 /// Inherited label lists already made during one build, by profile list.
 type SharedProfiles = std::sync::Arc<[String]>;
 
+/// A profile list with the labels it applies, shared.
+type Found = (SharedProfiles, Option<SharedPairs>);
+
 /// Per build: the shared profile list and inherited labels of each list of
-/// profile names.
+/// profile names, and of each pod's (namespace, service account).
 #[derive(Default)]
-struct Inherited(std::collections::HashMap<Box<[String]>, (SharedProfiles, Option<SharedPairs>)>);
+struct Inherited {
+    by_list: std::collections::HashMap<Box<[String]>, Found>,
+    by_pod: labels::SymMap<(Sym, Sym), Found>,
+}
 
 fn is_endpoint(r: &Resource) -> bool {
     matches!(
