@@ -712,7 +712,7 @@ Why, and what is left:
   finds a pod's implicit profiles and inherited labels once per
   (namespace, service account), not by formatting two profile names per
   pod: the engine's first build at XL went from 3.8 and 4.4 s to 3.3 and
-  3.3 s in alternating runs (`TORTIE_CALC_ONLY=none cargo bench --bench
+  3.3 s in alternating runs (`TORTIE_CALC_ONLY=xxx cargo bench --bench
   perf -- --sections calc --sizes XL`). What is left of it is mostly the
   first render of every part and the member index.
 - **Namespace relabels.** A relabelled member's candidate sets are now
