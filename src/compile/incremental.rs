@@ -32,7 +32,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::ir::{Chain, Change, ElementDelta, LogEntry, Ruleset, Set, SetSource};
-use super::members::{AddressCounts, Member, MemberIndex, PairIndex, PortCounts, required_pair};
+use super::members::{
+    AddressCounts, Member, MemberIndex, PairIndex, PortCounts, required_pair, required_sym_pair,
+};
 use super::{Leaf, LeafOf, Part, render_part};
 use crate::calc::labels::{Sym, SymMap};
 use crate::calc::{Cluster, Endpoint, EndpointId, Policy, PolicyId, Settings};

@@ -92,6 +92,11 @@ pub fn required_pair(sel: &Selector) -> Option<(String, String)> {
     first_pair(&pairs).map(|i| pairs.swap_remove(i))
 }
 
+/// [`required_pair`], interned.
+pub fn required_sym_pair(sel: &Selector) -> Option<SymPair> {
+    filing(sel).map(|(first, _)| first)
+}
+
 /// Of a selector's required pairs, the position of the one it is filed
 /// under first.
 fn first_pair(pairs: &[(String, String)]) -> Option<usize> {

@@ -233,10 +233,11 @@ fn parse_job(job: &Job, limits: &Limits, pool: &Pool) -> Parsed {
     let mut budget = Budget::with_pool(limits.max_file_values, pool, job.credit);
     let result = load_str_with(&text, &job.path, &mut budget);
     drop(text);
+    let mut scratch = String::new();
     let hashes = result
         .resources
         .iter()
-        .map(|l| super::value_hash(&l.resource))
+        .map(|l| super::value_hash(&l.resource, &mut scratch))
         .collect();
     let datastore_full = result.over_budget == Some(BudgetKind::Datastore);
     Parsed::Loaded {

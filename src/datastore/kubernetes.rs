@@ -678,9 +678,8 @@ fn forward(
                 *synced += 1;
                 if *synced == kinds {
                     flush(&mut batch)?;
-                    // No heap trim here: the consumer's first compute starts
-                    // now and would wait for the allocator's lock (the daemon
-                    // trims after that compute).
+                    // No heap trim here: the daemon trims once, after the
+                    // first compute has dropped the listing's objects.
                     out.send(Event::Synced)?;
                 }
             }

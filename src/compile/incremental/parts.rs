@@ -275,7 +275,7 @@ impl Incremental {
             self.index_service_set(name, source, true);
             return;
         };
-        let pair = interned_pair(sel);
+        let pair = required_sym_pair(sel);
         for k in unpaired_keys(sel) {
             let key = (Sym::new(&k), pair);
             self.sets_by_key
@@ -291,7 +291,7 @@ impl Incremental {
             self.index_service_set(name, source, false);
             return;
         };
-        let pair = interned_pair(sel);
+        let pair = required_sym_pair(sel);
         for k in unpaired_keys(sel) {
             let Some(k) = Sym::lookup(&k) else { continue };
             let key = (k, pair);
@@ -472,14 +472,6 @@ fn empty_map(name: &str) -> crate::compile::ir::VerdictMap {
     }
 }
 
-/// The label keys a selector's result depends on (`global()` reads the
-/// namespace label), except the key of its required pair: a set is found
-/// through that pair instead.
-/// A selector's required pair (the one its set is filed under), interned.
-fn interned_pair(sel: &crate::selector::Selector) -> Option<(Sym, Sym)> {
-    required_pair(sel).map(|(k, v)| (Sym::new(&k), Sym::new(&v)))
-}
-
 /// The labels of `a` and of `b`, each pair once, sorted.
 fn union_of(a: &LabelMap, b: &LabelMap) -> Vec<(Sym, Sym)> {
     let mut pairs: Vec<(Sym, Sym)> = a.syms().chain(b.syms()).collect();
@@ -513,6 +505,9 @@ fn changed_keys(a: &LabelMap, b: &LabelMap) -> Vec<Sym> {
     }
 }
 
+/// The label keys a selector's result depends on (`global()` reads the
+/// namespace label), except the key of its required pair: a set is found
+/// through that pair instead.
 fn unpaired_keys(sel: &crate::selector::Selector) -> Vec<String> {
     let paired = required_pair(sel).map(|(k, _)| k);
     let mut keys: Vec<String> = sel.label_keys().into_iter().map(str::to_string).collect();

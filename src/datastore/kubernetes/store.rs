@@ -58,21 +58,6 @@ struct Store {
     scratch: String,
 }
 
-/// A content hash of `r` (its Debug form is complete and stable), written
-/// whole into `scratch` first: hashing it in one piece costs a fraction of
-/// feeding the hasher each of its many small fragments.
-fn content_hash(r: &Resource, scratch: &mut String) -> u64 {
-    use std::fmt::Write;
-    use std::hash::Hasher;
-    scratch.clear();
-    let _ = write!(scratch, "{r:?}");
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    h.write(scratch.as_bytes());
-    // A huge object does not keep its room for good.
-    scratch.shrink_to(64 * 1024);
-    h.finish()
-}
-
 /// The key of a `kind` resource loaded from the object `id`
 /// (`namespace/name`): namespaced kinds without a namespace are in
 /// `default`, as the converter puts them.
@@ -131,7 +116,8 @@ impl Store {
         );
         let entry = Entry {
             kind: c.resource.as_ref().map(Resource::kind),
-            value: (c.resource.as_ref()).map_or(0, |r| content_hash(r, &mut self.scratch)),
+            value: (c.resource.as_ref())
+                .map_or(0, |r| crate::datastore::value_hash(r, &mut self.scratch)),
             diagnostics: c.diagnostics,
             listing: self.listing,
         };
