@@ -10,7 +10,8 @@
 //! as text ([`convert`]): the built-in kinds from their typed values, the
 //! custom kinds by loading their JSON value as a document, so an invalid
 //! object is reported (kind, namespace/name, field path, what to do) and
-//! skipped as a bad file would be. Conversion runs on a thread per kind
+//! skipped as a bad file would be. Pods are decoded slim ([`pod`]: only the
+//! fields tortie reads are built). Conversion runs on a thread per kind
 //! ([`store`]) behind a bounded queue, so a watch stream (and its next
 //! LIST page) does not wait for it. Watcher events pass straight through
 //! as per-object updates (whatever is queued goes as one batch; nothing
@@ -36,6 +37,7 @@
 pub mod backoff;
 pub mod connect;
 mod convert;
+mod pod;
 mod store;
 
 use std::collections::BTreeMap;
@@ -617,7 +619,7 @@ pub async fn run(
         tasks: Vec::new(),
     };
     w.typed::<Namespace>("Namespace");
-    w.typed::<Pod>("Pod");
+    w.typed::<pod::Pod>("Pod");
     w.typed::<ServiceAccount>("ServiceAccount");
     w.typed::<NetworkPolicy>("NetworkPolicy.networking.k8s.io");
     w.endpoint_slices();

@@ -1,6 +1,7 @@
 //! Kubernetes objects → tortie's model, without rendering text: the
 //! built-in kinds (Pod, Namespace, ServiceAccount, NetworkPolicy,
-//! EndpointSlice) from their typed k8s-openapi values, moved field by
+//! EndpointSlice) from their typed values (k8s-openapi's; Pods slim, as
+//! [`super::pod`] decodes them), moved field by
 //! field; the custom kinds (Calico, ClusterNetworkPolicy) by turning their
 //! JSON value into the loader's document tree and loading that, so they
 //! are decoded and validated exactly as a file's document is. Every
@@ -24,6 +25,8 @@ use crate::model::LabelPairs;
 use crate::model::types::{self as model, ObjectMeta};
 use crate::model::yaml::{FieldPath, Node, Pos, Value};
 use crate::model::{Object, Resource, ResourceKind, de, load, validate};
+
+use super::pod;
 
 /// Collects into a new allocation of the exact size. A plain `collect` of
 /// `vec.into_iter().map(..)` reuses the source's allocation in place, so a
@@ -140,7 +143,7 @@ fn checked(label: &Path, resource: Resource, decode: Vec<de::DecodeError>) -> Co
     }
 }
 
-impl ToModel for core::Pod {
+impl ToModel for super::pod::Pod {
     fn to_model(self, label: &Path) -> Converted {
         let spec = self.spec.map(pod_spec).unwrap_or_default();
         let status = self.status.map(pod_status).unwrap_or_default();
@@ -153,8 +156,8 @@ impl ToModel for core::Pod {
     }
 }
 
-fn pod_spec(s: core::PodSpec) -> model::PodSpec {
-    let container = |c: core::Container| model::Container {
+fn pod_spec(s: pod::PodSpec) -> model::PodSpec {
+    let container = |c: pod::Container| model::Container {
         ports: c
             .ports
             .unwrap_or_default()
@@ -170,11 +173,16 @@ fn pod_spec(s: core::PodSpec) -> model::PodSpec {
         node_name: s.node_name.map(Sym::from),
         service_account_name: s.service_account_name.map(Sym::from),
         host_network: s.host_network.unwrap_or(false),
-        containers: s.containers.into_iter().map(container).fresh(),
+        containers: s
+            .containers
+            .unwrap_or_default()
+            .into_iter()
+            .map(container)
+            .fresh(),
     }
 }
 
-fn pod_status(s: core::PodStatus) -> model::PodStatus {
+fn pod_status(s: pod::PodStatus) -> model::PodStatus {
     model::PodStatus {
         pod_ip: s.pod_ip,
         pod_ips: s

@@ -46,7 +46,7 @@ fn same_as_loader<K: ToModel + serde::de::DeserializeOwned>(obj: Value) {
 
 #[test]
 fn pods_convert_as_the_loader_reads_them() {
-    same_as_loader::<core::Pod>(json!({
+    same_as_loader::<pod::Pod>(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "web-1", "namespace": "shop", "labels": {"app": "web", "tier": "front"},
                      "annotations": {"note": "x"}},
@@ -59,11 +59,99 @@ fn pods_convert_as_the_loader_reads_them() {
                    "phase": "Running"}
     }));
     // Host-network, not yet scheduled, no status.
-    same_as_loader::<core::Pod>(json!({
+    same_as_loader::<pod::Pod>(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "agent", "namespace": "kube-system"},
         "spec": {"hostNetwork": true, "containers": [{"name": "a"}]}
     }));
+}
+
+/// A Pod as an API server serves it, with everything tortie does not
+/// read (which the slim decoding skips) around what it does, converts as
+/// the loader reads only what it does read.
+#[test]
+fn a_served_pod_converts_as_the_loader_reads_it() {
+    let label = Path::new("k8s:Pod/shop/web-1");
+    let (want, want_diags) = loaded(
+        &json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web-1", "namespace": "shop",
+                         "labels": {"app": "web", "pod-template-hash": "7d9f"},
+                         "annotations": {"cni.projectcalico.org/podIP": "198.18.0.7/32"}},
+            "spec": {"nodeName": "node-7", "serviceAccountName": "web",
+                     "containers": [{"name": "app", "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]}]},
+            "status": {"phase": "Running", "podIP": "198.18.0.7", "podIPs": [{"ip": "198.18.0.7"}]}
+        }),
+        label,
+    );
+    assert!(want.is_some() && want_diags.is_empty(), "{want_diags:?}");
+    let served = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": "web-1", "namespace": "shop", "uid": "5c2d", "resourceVersion": "81",
+            "generateName": "web-", "creationTimestamp": "2026-11-21T00:00:00Z",
+            "labels": {"app": "web", "pod-template-hash": "7d9f"},
+            "annotations": {"cni.projectcalico.org/podIP": "198.18.0.7/32"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9f",
+                                 "uid": "9a", "controller": true, "blockOwnerDeletion": true}],
+            "finalizers": ["example.com/keep"],
+            "managedFields": [{"manager": "kube-controller-manager", "operation": "Update",
+                               "apiVersion": "v1", "fieldsType": "FieldsV1",
+                               "fieldsV1": {"f:metadata": {"f:labels": {".": {}, "f:app": {}}}}}]
+        },
+        "spec": {
+            "nodeName": "node-7", "serviceAccountName": "web", "serviceAccount": "web",
+            "volumes": [{"name": "token", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}],
+            "containers": [{
+                "name": "app", "image": "registry.example/web:1", "args": ["--port=8080"],
+                "env": [{"name": "MODE", "value": "prod"},
+                        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
+                "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 5},
+                "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+                "volumeMounts": [{"name": "token", "mountPath": "/var/run/secrets"}]
+            }],
+            "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"}],
+            "dnsPolicy": "ClusterFirst", "restartPolicy": "Always", "schedulerName": "default-scheduler"
+        },
+        "status": {
+            "phase": "Running", "hostIP": "198.18.1.1", "podIP": "198.18.0.7",
+            "podIPs": [{"ip": "198.18.0.7"}],
+            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-21T00:00:05Z"}],
+            "containerStatuses": [{"name": "app", "ready": true, "restartCount": 0, "image": "registry.example/web:1",
+                                   "imageID": "sha256:ab", "state": {"running": {"startedAt": "2026-11-21T00:00:03Z"}}}],
+            "qosClass": "Burstable", "startTime": "2026-11-21T00:00:01Z"
+        }
+    });
+    let got = direct::<pod::Pod>(&served, label);
+    assert!(got.diagnostics.is_empty(), "{:?}", got.diagnostics);
+    assert_eq!(got.resource, want);
+    // Explicit nulls where a server may write them.
+    same_as_loader::<pod::Pod>(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "bare", "namespace": "shop", "labels": null, "annotations": null},
+        "spec": {"nodeName": null, "containers": [{"name": "a", "ports": null}]},
+        "status": {"podIP": null, "podIPs": null, "phase": "Pending"}
+    }));
+}
+
+#[test]
+fn a_slim_pod_keeps_what_the_watcher_needs() {
+    let obj = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web-1", "namespace": "shop", "uid": "5c2d", "resourceVersion": "81",
+                     "managedFields": [{"manager": "kubelet", "operation": "Update"}]},
+        "spec": {"containers": []}
+    });
+    let p: pod::Pod = serde_json::from_value(obj).expect("decodes");
+    use kube::ResourceExt;
+    assert_eq!(p.resource_version().as_deref(), Some("81"));
+    assert_eq!(p.uid().as_deref(), Some("5c2d"));
+    assert_eq!(
+        (p.name_any(), p.namespace()),
+        ("web-1".into(), Some("shop".into()))
+    );
+    assert!(p.managed_fields().is_empty(), "skipped, not kept");
 }
 
 #[test]
@@ -238,7 +326,7 @@ fn a_converted_pod_keeps_no_room_of_the_kubernetes_object() {
             {"name": "side"}]},
         "status": {"podIPs": [{"ip": "198.18.0.7"}]}
     });
-    let got = direct::<core::Pod>(&obj, Path::new("k8s:Pod/shop/web-1"));
+    let got = direct::<pod::Pod>(&obj, Path::new("k8s:Pod/shop/web-1"));
     let Some(Resource::Pod(pod)) = got.resource else {
         panic!("{:?}", got.diagnostics)
     };
