@@ -139,8 +139,9 @@ pub struct Incremental {
     lists: HashMap<EndpointId, Vec<PolicyId>>,
     owned: HashMap<Owner, Vec<Obj>>,
     refs: HashMap<Obj, u32>,
-    /// During a rebuild, set members come from the whole cluster snapshot.
-    snapshot: Option<Cluster>,
+    /// During a rebuild, set members come from the whole cluster snapshot
+    /// (shared with the thread building the member index meanwhile).
+    snapshot: Option<Arc<Cluster>>,
     buried: HashMap<String, Buried>,
     maps_to_check: BTreeSet<String>,
 }
@@ -278,66 +279,38 @@ impl Incremental {
         for ep in &self.cluster.endpoints {
             update::file_endpoint(&mut self.eps_by_pair, ep, true);
         }
-        self.snapshot = Some(cluster);
         let mut dirty = Dirty {
             base: true,
             staged: true,
             ..Dirty::default()
         };
         dirty.workloads = self.local_workloads().collect();
-        self.render(dirty);
-        let snapshot = self.snapshot.take().expect("set above");
-        self.members = self.members_of(snapshot);
+        self.members = self.render_and_index(cluster, dirty);
         self.pending.merge(Change::everything());
     }
 
-    /// The member index of a full snapshot, taking its endpoints' labels.
-    fn members_of(&self, snapshot: Cluster) -> MemberIndex {
-        let mut members =
-            MemberIndex::with_capacity(snapshot.endpoints.len() + snapshot.network_sets.len());
-        // Most clusters have no WorkloadEndpoint: then no lookup per pod.
-        let weps = self.resources.has_kind(ResourceKind::WorkloadEndpoint);
-        for ep in snapshot.endpoints {
-            let key = match &ep.id {
-                EndpointId::Workload { namespace, name } => {
-                    let key = |kind| ResourceKey {
-                        kind,
-                        namespace: Some(namespace.clone()),
-                        name: name.clone(),
-                    };
-                    // A workload endpoint sorts before a pod of the same
-                    // name (resource order, stable sort): it comes first.
-                    let wep = key(ResourceKind::WorkloadEndpoint);
-                    if weps && self.resources.contains_key(&wep) && members.get(&wep).is_none() {
-                        wep
-                    } else {
-                        key(ResourceKind::Pod)
-                    }
-                }
-                EndpointId::Host { name } => ResourceKey {
-                    kind: ResourceKind::HostEndpoint,
-                    namespace: None,
-                    name: name.clone(),
-                },
-            };
-            let shared = self.resources.shared(&key);
-            members.set_shared(shared, &key, Some(Member::from_endpoint(ep)));
-        }
-        for s in snapshot.network_sets {
-            let key = ResourceKey {
-                kind: if s.namespace.is_some() {
-                    ResourceKind::NetworkSet
-                } else {
-                    ResourceKind::GlobalNetworkSet
-                },
-                namespace: s.namespace.clone(),
-                name: s.name.clone(),
-            };
-            let shared = self.resources.shared(&key);
-            members.set_shared(shared, &key, Some(Member::of_set(&s)));
-        }
-        members.shrink_to_fit();
-        members
+    /// Renders `dirty` from the whole `snapshot` and returns the member
+    /// index of it. Both read the snapshot and neither needs the other, so
+    /// the index is built on a second thread meanwhile; the store is lent
+    /// to it (a render during a rebuild reads the snapshot, not the store).
+    fn render_and_index(&mut self, snapshot: Cluster, dirty: Dirty) -> MemberIndex {
+        let snapshot = Arc::new(snapshot);
+        self.snapshot = Some(snapshot.clone());
+        let store = std::mem::take(&mut self.resources);
+        let members = std::thread::scope(|s| {
+            let members = std::thread::Builder::new()
+                .name("tortie-members".into())
+                .spawn_scoped(s, || members_of(&store, &snapshot));
+            self.render(dirty);
+            match members {
+                Ok(handle) => handle.join(),
+                // No second thread to be had: built here, after the render.
+                Err(_) => Ok(members_of(&store, &snapshot)),
+            }
+        });
+        self.resources = store;
+        self.snapshot = None;
+        members.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 
     fn local_workloads(&self) -> impl Iterator<Item = EndpointId> + '_ {
@@ -562,6 +535,56 @@ fn member_of(cluster: &Cluster, r: &Resource) -> Option<Member> {
         ))),
         other => cluster.endpoint_of(other).map(|e| Member::of_endpoint(&e)),
     }
+}
+
+/// The member index of a full snapshot (its endpoints and network sets),
+/// each key held as the store's copy.
+fn members_of(store: &store::Store, snapshot: &Cluster) -> MemberIndex {
+    let mut members =
+        MemberIndex::with_capacity(snapshot.endpoints.len() + snapshot.network_sets.len());
+    // Most clusters have no WorkloadEndpoint: then no lookup per pod.
+    let weps = store.has_kind(ResourceKind::WorkloadEndpoint);
+    for ep in &snapshot.endpoints {
+        let key = match &ep.id {
+            EndpointId::Workload { namespace, name } => {
+                let key = |kind| ResourceKey {
+                    kind,
+                    namespace: Some(namespace.clone()),
+                    name: name.clone(),
+                };
+                // A workload endpoint sorts before a pod of the same
+                // name (resource order, stable sort): it comes first.
+                let wep = key(ResourceKind::WorkloadEndpoint);
+                if weps && store.contains_key(&wep) && members.get(&wep).is_none() {
+                    wep
+                } else {
+                    key(ResourceKind::Pod)
+                }
+            }
+            EndpointId::Host { name } => ResourceKey {
+                kind: ResourceKind::HostEndpoint,
+                namespace: None,
+                name: name.clone(),
+            },
+        };
+        let shared = store.shared(&key);
+        members.set_shared(shared, &key, Some(Member::of_endpoint(ep)));
+    }
+    for s in &snapshot.network_sets {
+        let key = ResourceKey {
+            kind: if s.namespace.is_some() {
+                ResourceKind::NetworkSet
+            } else {
+                ResourceKind::GlobalNetworkSet
+            },
+            namespace: s.namespace.clone(),
+            name: s.name.clone(),
+        };
+        let shared = store.shared(&key);
+        members.set_shared(shared, &key, Some(Member::of_set(s)));
+    }
+    members.shrink_to_fit();
+    members
 }
 
 #[cfg(test)]
