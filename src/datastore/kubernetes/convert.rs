@@ -143,7 +143,7 @@ fn checked(label: &Path, resource: Resource, decode: Vec<de::DecodeError>) -> Co
     }
 }
 
-impl ToModel for super::pod::Pod {
+impl ToModel for pod::Pod {
     fn to_model(self, label: &Path) -> Converted {
         let spec = self.spec.map(pod_spec).unwrap_or_default();
         let status = self.status.map(pod_status).unwrap_or_default();
