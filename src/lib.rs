@@ -26,6 +26,7 @@ pub mod manifests;
 pub mod model;
 pub mod nft;
 pub mod obs;
+pub mod par;
 pub mod sandbox;
 pub mod selector;
 pub mod synth;

@@ -5,8 +5,10 @@
 //! addresses a selector holds. A label index keeps selector evaluation
 //! proportional to the endpoints a selector can match, not to the cluster.
 
+mod build;
 mod index;
 pub mod labels;
+pub mod peers;
 mod pods;
 mod services;
 mod settings;
@@ -31,6 +33,8 @@ use crate::model::types::*;
 use crate::model::{LabelPairs, Resource, ResourceKey, validate};
 pub use crate::selector::NAMESPACE_LABEL;
 use crate::selector::{self, Selector};
+use build::{PodIn, sort_endpoints};
+pub use peers::RulePeers;
 pub use pods::{KeyedPod, PodFacts, PodRecord};
 
 /// The kind of a policy, as it appears in chain names.
@@ -125,6 +129,8 @@ pub struct Policy {
     pub spec: PolicySpec,
     /// Parsed `selector` with namespace/serviceAccount scoping applied.
     pub applies_to: Selector,
+    /// The rules' peers, parsed (parallel to `spec.ingress`/`spec.egress`).
+    pub peers: RulePeers,
     pub ingress: bool,
     pub egress: bool,
 }
@@ -229,7 +235,7 @@ impl fmt::Display for EndpointId {
 /// A named port an endpoint exposes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NamedPort {
-    pub name: String,
+    pub name: Sym,
     pub protocol: Protocol,
     pub port: u16,
 }
@@ -311,6 +317,21 @@ impl std::str::FromStr for HostInterface {
     }
 }
 
+/// A profile: its spec, and its rules' peers parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub spec: ProfileSpec,
+    pub peers: RulePeers,
+}
+
+impl Profile {
+    /// The profile of `spec`; the first field that does not parse, if any.
+    pub fn of(spec: ProfileSpec) -> Result<Profile, String> {
+        let peers = RulePeers::of(&spec.ingress, &spec.egress, None)?;
+        Ok(Profile { spec, peers })
+    }
+}
+
 /// Everything the compiler needs, for the whole cluster.
 #[derive(Debug, Clone, Default)]
 pub struct Cluster {
@@ -319,7 +340,7 @@ pub struct Cluster {
     /// Sorted by tier order, tier name, then policy order and name.
     pub policies: Vec<std::sync::Arc<Policy>>,
     pub tiers: BTreeMap<String, Tier>,
-    pub profiles: BTreeMap<String, ProfileSpec>,
+    pub profiles: BTreeMap<String, Profile>,
     pub settings: Settings,
     /// The node's interfaces and their addresses, when known (`tortie run`
     /// reads them by netlink; `compile`/`apply` take `--host-interface`):
@@ -436,22 +457,24 @@ pub fn prefix_labels(sel: &Selector, prefix: &str) -> Selector {
 }
 
 /// The selector a rule's `namespaceSelector` stands for on endpoint labels.
-pub fn namespace_selector(text: &str) -> Selector {
-    let sel = selector::parse(text).unwrap_or(Selector::All);
-    match sel {
+pub fn namespace_selector(text: &str) -> Result<Selector, selector::SelectorError> {
+    Ok(match selector::parse(text)? {
         Selector::Global => Selector::Not(Box::new(Selector::Has(NAMESPACE_LABEL.into()))),
         Selector::All => Selector::Has(NAMESPACE_LABEL.into()),
         other => prefix_labels(&other, convert::NAMESPACE_LABEL_PREFIX),
-    }
+    })
 }
 
 fn namespace_equals(ns: &str) -> Selector {
     Selector::Equal(NAMESPACE_LABEL.into(), ns.into())
 }
 
-fn parse_or_all(text: Option<&str>) -> Selector {
-    text.and_then(|t| selector::parse(t).ok())
-        .unwrap_or(Selector::All)
+/// A policy-level selector field; `all()` when it is not given.
+fn policy_selector(text: Option<&str>, field: &str) -> Result<Selector, String> {
+    match text {
+        None => Ok(Selector::All),
+        Some(t) => selector::parse(t).map_err(|e| format!("{field}: {e}")),
+    }
 }
 
 impl Cluster {
@@ -495,7 +518,6 @@ impl Cluster {
         c.endpoints.reserve_exact(endpoints);
         let mut felix_default = None;
         let mut felix_node = None;
-        let mut inherited = Inherited::default();
         let mut namespaces: BTreeMap<String, LabelPairs> = BTreeMap::new();
         let mut service_accounts: BTreeMap<(String, String), LabelPairs> = BTreeMap::new();
         for r in resources.clone() {
@@ -530,8 +552,7 @@ impl Cluster {
                     c.tiers.insert(t.name.clone(), t);
                 }
                 Resource::Profile(o) => {
-                    c.profiles
-                        .insert(o.metadata.name.clone().unwrap_or_default(), o.spec.clone());
+                    c.add_profile(o.metadata.name.clone().unwrap_or_default(), o.spec.clone())
                 }
                 _ => {}
             }
@@ -547,18 +568,18 @@ impl Cluster {
         // Namespaces and service accounts become profiles carrying their labels.
         for (ns, labels) in &namespaces {
             let p = convert::namespace_profile(ns, labels);
-            c.profiles
-                .insert(p.metadata.name.clone().unwrap_or_default(), p.spec);
+            c.add_profile(p.metadata.name.unwrap_or_default(), p.spec);
         }
         for ((ns, sa), labels) in &service_accounts {
             let p = convert::service_account_profile(ns, sa, labels);
-            c.profiles
-                .insert(p.metadata.name.clone().unwrap_or_default(), p.spec);
+            c.add_profile(p.metadata.name.unwrap_or_default(), p.spec);
         }
+        let mut pods = build::PodEndpoints::new(resources.clone().filter_map(PodIn::of).collect());
         for r in resources {
             let r = match r {
                 Input::Pod(key, pod) => {
-                    c.add_pod(&KeyedPod(key, pod), &namespaces, &mut inherited);
+                    let ep = pods.next(&c);
+                    c.add_pod(&KeyedPod(key, pod), ep, &namespaces);
                     continue;
                 }
                 Input::Resource(r) => r,
@@ -576,7 +597,10 @@ impl Cluster {
                     let conv = crate::model::cnp::convert_cnp(o);
                     c.add_policy(PolicyKind::Kcnp, &conv.metadata, &conv.spec)
                 }
-                Resource::Pod(p) => c.add_pod(p, &namespaces, &mut inherited),
+                Resource::Pod(p) => {
+                    let ep = pods.next(&c);
+                    c.add_pod(p, ep, &namespaces)
+                }
                 Resource::WorkloadEndpoint(o) => c.add_workload_endpoint(o),
                 Resource::HostEndpoint(o) => c.add_host_endpoint(o),
                 Resource::NetworkSet(o) => c.add_network_set(Some(o), &o.metadata, &o.spec),
@@ -622,6 +646,18 @@ impl Cluster {
             subject,
             message: message.into(),
         });
+    }
+
+    fn add_profile(&mut self, name: String, spec: ProfileSpec) {
+        match Profile::of(spec) {
+            Ok(p) => {
+                self.profiles.insert(name, p);
+            }
+            Err(message) => self.note(
+                format!("profile {name}"),
+                format!("{message}; the profile has no effect until it is corrected"),
+            ),
+        }
     }
 
     fn add_policy(&mut self, kind: PolicyKind, meta: &ObjectMeta, spec: &PolicySpec) {
@@ -709,19 +745,26 @@ impl Cluster {
                 ),
             });
         }
-        let mut applies_to = parse_or_all(spec.selector.as_deref());
+        let unreadable = |message: String| Note {
+            subject: id.to_string(),
+            message: format!("{message}; the policy has no effect until it is corrected"),
+        };
+        let mut applies_to =
+            policy_selector(spec.selector.as_deref(), "selector").map_err(unreadable)?;
         if let Some(ns) = &namespace {
             applies_to = applies_to.and(namespace_equals(ns));
         }
         if let Some(ns_sel) = spec.namespace_selector.as_deref() {
-            applies_to = applies_to.and(namespace_selector(ns_sel));
+            let sel = namespace_selector(ns_sel)
+                .map_err(|e| unreadable(format!("namespaceSelector: {e}")))?;
+            applies_to = applies_to.and(sel);
         }
         if let Some(sa) = spec.service_account_selector.as_deref() {
-            applies_to = applies_to.and(prefix_labels(
-                &parse_or_all(Some(sa)),
-                convert::SERVICE_ACCOUNT_LABEL_PREFIX,
-            ));
+            let sel = policy_selector(Some(sa), "serviceAccountSelector").map_err(unreadable)?;
+            applies_to = applies_to.and(prefix_labels(&sel, convert::SERVICE_ACCOUNT_LABEL_PREFIX));
         }
+        let peers =
+            RulePeers::of(&spec.ingress, &spec.egress, namespace.as_deref()).map_err(unreadable)?;
         let (ingress, egress) = default_types(spec);
         Ok(Policy {
             id,
@@ -729,6 +772,7 @@ impl Cluster {
             order: spec.order,
             spec: spec.clone(),
             applies_to,
+            peers,
             ingress,
             egress,
         })
@@ -752,20 +796,21 @@ impl Cluster {
         let applied = profiles
             .iter()
             .filter_map(|p| self.profiles.get(p))
-            .flat_map(|spec| spec.labels_to_apply.iter())
+            .flat_map(|p| p.spec.labels_to_apply.iter())
             .map(|(k, v)| (k.as_str(), v.as_str()));
         let pairs = labels::pairs_of(applied);
         (!pairs.is_empty()).then(|| labels::shared(pairs))
     }
 
+    /// Adds `pod`'s endpoint `ep` (made by [`build::PodEndpoints`]).
     fn add_pod(
         &mut self,
         pod: &impl PodFacts,
+        ep: Option<Endpoint>,
         namespaces: &BTreeMap<String, LabelPairs>,
-        inherited: &mut Inherited,
     ) {
         let ns = pod.namespace().unwrap_or("default");
-        if let Some(ep) = self.pod_endpoint_in(pod, inherited) {
+        if let Some(ep) = ep {
             if !namespaces.contains_key(ns) {
                 self.note(
                     format!("pod {ns}/{}", pod.name()),
@@ -1138,28 +1183,6 @@ fn is_endpoint(r: &Resource) -> bool {
     )
 }
 
-/// Sorts endpoints by id (ties kept in input order) by sorting positions,
-/// then moving each endpoint once: cheaper than moving whole endpoints
-/// through a merge sort.
-fn sort_endpoints(endpoints: &mut [Endpoint]) {
-    let mut order: Vec<u32> = (0..endpoints.len() as u32).collect();
-    order.sort_unstable_by(|a, b| {
-        let (x, y) = (&endpoints[*a as usize].id, &endpoints[*b as usize].id);
-        x.cmp(y).then(a.cmp(b))
-    });
-    // Position i takes the endpoint at order[i]: follow each cycle once.
-    for start in 0..order.len() {
-        let mut i = start;
-        while order[i] as usize != start && order[i] != u32::MAX {
-            let next = order[i] as usize;
-            endpoints.swap(i, next);
-            order[i] = u32::MAX;
-            i = next;
-        }
-        order[i] = u32::MAX;
-    }
-}
-
 /// An object's own label layer: `over` replaces its labels, `under` fills
 /// in keys it does not have.
 fn own_labels(over: &[(&str, &str)], own: &LabelPairs, under: &[(&str, &str)]) -> Vec<(Sym, Sym)> {
@@ -1176,7 +1199,7 @@ fn endpoint_ports(ports: &[EndpointPort]) -> Vec<NamedPort> {
         .iter()
         .filter_map(|p| {
             Some(NamedPort {
-                name: p.name.clone(),
+                name: Sym::new(&p.name),
                 protocol: p.protocol,
                 port: u16::try_from(p.port).ok()?,
             })

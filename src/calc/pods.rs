@@ -72,7 +72,7 @@ impl PodFacts for Pod {
         (self.spec.containers.iter())
             .flat_map(|c| c.ports.iter())
             .filter_map(|p| {
-                let name = p.name?.to_string();
+                let name = p.name?;
                 let protocol = (p.protocol.as_deref())
                     .and_then(Protocol::from_name)
                     .unwrap_or(Protocol::Tcp);
@@ -192,7 +192,7 @@ impl PodFacts for KeyedPod<'_> {
     fn named_ports(&self) -> Vec<NamedPort> {
         (self.1.ports.iter())
             .map(|(name, protocol, port)| NamedPort {
-                name: name.as_str().to_string(),
+                name: *name,
                 protocol: *protocol,
                 port: *port,
             })

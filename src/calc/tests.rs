@@ -422,3 +422,90 @@ fn node_notes_name_a_mistyped_node_and_unused_policies() {
         "{empty:?}"
     );
 }
+
+/// Large enough for a build's two-thread paths (pod batches, the split
+/// sort): every pod's endpoint is the one the pod alone makes, and the
+/// endpoints are in id order.
+#[test]
+fn a_large_build_makes_each_pod_endpoint_as_one_pod_alone_does() {
+    use crate::synth::{LOCAL_NODE, Size, generate};
+    let size = Size {
+        pods: 20_000,
+        ..Size::S
+    };
+    let resources = generate(size);
+    let c = Cluster::build(&resources, LOCAL_NODE);
+    assert!(c.endpoints.len() >= 20_000, "{}", c.endpoints.len());
+    assert!(c.endpoints.windows(2).all(|w| w[0].id < w[1].id));
+    let mut pods = 0;
+    for r in &resources {
+        let Resource::Pod(p) = r else { continue };
+        let alone = c
+            .pod_endpoint(p)
+            .expect("every generated pod has an address");
+        let at = c.endpoints.binary_search_by(|e| e.id.cmp(&alone.id));
+        assert_eq!(at.map(|i| &c.endpoints[i]), Ok(&alone));
+        pods += 1;
+    }
+    assert_eq!(pods, 20_000);
+}
+
+/// Validation refuses these objects first; past it (a resource built in
+/// code), a field that does not parse makes the policy or profile refused
+/// with a note: it is never read as `all()` or as an empty net list.
+#[test]
+fn a_policy_or_profile_with_a_field_that_does_not_parse_is_refused_with_a_note() {
+    let y = "
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: by-rule}
+spec:
+  selector: app == 'web'
+  ingress: [{action: Deny, source: {selector: app == 'bad'}}]
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: by-selector}
+spec:
+  selector: app == 'web'
+  ingress: [{action: Deny}]
+---
+apiVersion: projectcalico.org/v3
+kind: Profile
+metadata: {name: by-net}
+spec:
+  egress: [{action: Deny, destination: {notNets: [198.18.0.0/16]}}]
+";
+    let r = load_str(y, Path::new("t.yaml"));
+    assert_eq!(r.errors().count(), 0);
+    let mut resources: Vec<Resource> = r.resources.into_iter().map(|l| l.resource).collect();
+    for r in &mut resources {
+        match r {
+            Resource::GlobalNetworkPolicy(o) if o.metadata.name.as_deref() == Some("by-rule") => {
+                o.spec.ingress[0].source.selector = Some("app ==".into())
+            }
+            Resource::GlobalNetworkPolicy(o) => o.spec.selector = Some("app in {".into()),
+            Resource::Profile(o) => o.spec.egress[0].destination.not_nets = vec!["x".into()],
+            _ => {}
+        }
+    }
+    let c = Cluster::build(&resources, "n1");
+    assert!(c.policies.is_empty(), "{:?}", c.policies);
+    assert!(!c.profiles.contains_key("by-net"));
+    let said = |subject: &str, field: &str| {
+        c.notes
+            .iter()
+            .any(|n| n.subject.contains(subject) && n.message.starts_with(field))
+    };
+    assert!(
+        said("by-rule", "ingress[0].source.selector: "),
+        "{:?}",
+        c.notes
+    );
+    assert!(said("by-selector", "selector: "), "{:?}", c.notes);
+    assert!(
+        said("profile by-net", "egress[0].destination.notNets[0]: "),
+        "{:?}",
+        c.notes
+    );
+}

@@ -12,6 +12,9 @@ use sha2::Digest;
 pub const TABLE_FAMILY: &str = "inet";
 pub const TABLE_NAME: &str = "tortie";
 
+/// From how many sets on [`Ruleset::render`] renders on two threads.
+const PARALLEL_RENDER: usize = 256;
+
 /// The element type of a named set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SetType {
@@ -305,11 +308,25 @@ impl Ruleset {
 
     /// The table as one `table inet tortie { … }` block.
     pub fn render(&self) -> String {
-        let mut out = format!("table {TABLE_FAMILY} {TABLE_NAME} {{\n");
-        for set in self.sets.values() {
-            out.push_str(&Self::render_set(set));
-        }
-        self.render_rest(&mut out);
+        let sets = || {
+            let mut out = format!("table {TABLE_FAMILY} {TABLE_NAME} {{\n");
+            for set in self.sets.values() {
+                out.push_str(&Self::render_set(set));
+            }
+            out
+        };
+        let rest = || {
+            let mut rest = String::new();
+            self.render_rest(&mut rest);
+            rest
+        };
+        // At scale the sets (most of the text) and the rest on two threads.
+        let (rest, mut out) = if self.sets.len() < PARALLEL_RENDER {
+            (rest(), sets())
+        } else {
+            crate::par::join(rest, sets)
+        };
+        out.push_str(&rest);
         out
     }
 

@@ -48,7 +48,7 @@ impl Member {
         // Held for the member's life: exactly as many as there are.
         let mut out = Vec::with_capacity(ep.ports.len() * ep.addrs.len());
         for p in &ep.ports {
-            let name = Sym::new(&p.name);
+            let name = p.name;
             let number = p.protocol.number();
             out.extend(ep.addrs.iter().map(|a| (name, number, p.port, *a)));
         }

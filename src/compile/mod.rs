@@ -25,7 +25,7 @@ use crate::calc::{
 use crate::model::types::TierAction;
 use ir::{Chain, Hook, Rank, Rule, Ruleset, VerdictMap};
 
-pub use rules::{address_elements, entity_selectors, limit_name};
+pub use rules::{address_elements, limit_name};
 
 /// Mark bit: a policy or profile allowed the packet.
 pub const MARK_ACCEPT: u32 = 0x1_0000;
@@ -791,13 +791,13 @@ impl<'a> Compiler<'a> {
             return name;
         }
         if !self.out.chains.contains_key(&name) {
-            let rule_list = if dir == Direction::Ingress {
-                &p.spec.ingress
+            let (rule_list, peers) = if dir == Direction::Ingress {
+                (&p.spec.ingress, &p.peers.ingress)
             } else {
-                &p.spec.egress
+                (&p.spec.egress, &p.peers.egress)
             };
             let mut rules = Vec::new();
-            for (idx, r) in rule_list.iter().enumerate() {
+            for (idx, (r, peers)) in rule_list.iter().zip(peers).enumerate() {
                 let note = format!(
                     "{} {}#{idx} {:?}",
                     p.id,
@@ -826,7 +826,10 @@ impl<'a> Compiler<'a> {
                     endpoint: String::new(),
                     selected: String::new(),
                 };
-                rules.extend(self.rules.render(r, p.namespace(), dir, deny, &note, log));
+                rules.extend(
+                    self.rules
+                        .render((r, peers), p.namespace(), dir, deny, &note, log),
+                );
             }
             self.add_chain(name.clone(), Rank::Leaf, None, rules);
         }
@@ -849,14 +852,14 @@ impl<'a> Compiler<'a> {
             return name;
         }
         if !self.out.chains.contains_key(&name) {
-            let spec = &self.cluster.profiles[profile];
-            let rule_list = if dir == Direction::Ingress {
-                &spec.ingress
+            let held = &self.cluster.profiles[profile];
+            let (rule_list, peers) = if dir == Direction::Ingress {
+                (&held.spec.ingress, &held.peers.ingress)
             } else {
-                &spec.egress
+                (&held.spec.egress, &held.peers.egress)
             };
             let mut rules = Vec::new();
-            for (idx, r) in rule_list.iter().enumerate() {
+            for (idx, (r, peers)) in rule_list.iter().zip(peers).enumerate() {
                 let note = format!("profile {profile} #{idx}");
                 let deny = self.deny_in(layer);
                 let log = ir::LogEntry {
@@ -873,7 +876,7 @@ impl<'a> Compiler<'a> {
                     ),
                     ..ir::LogEntry::default()
                 };
-                rules.extend(self.rules.render(r, None, dir, deny, &note, log));
+                rules.extend(self.rules.render((r, peers), None, dir, deny, &note, log));
             }
             self.add_chain(name.clone(), Rank::Leaf, None, rules);
         }

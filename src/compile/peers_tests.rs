@@ -8,8 +8,8 @@
 //! conversion (`updateprocessors/rules.go`: `GetEntityRuleSelector`,
 //! `getEndpointSelector`, `parseServiceAccounts`), done on selector TEXT as
 //! Calico does it, then evaluated directly against every object's labels;
-//! the tortie side is `entity_selectors` and the cluster's member index, as
-//! the compiler uses them.
+//! the tortie side is `calc::peers::side_of` and the cluster's member index,
+//! as the compiler uses them.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -17,7 +17,7 @@ use std::path::Path;
 
 use ipnet::IpNet;
 
-use super::entity_selectors;
+use crate::calc::peers::side_of;
 use crate::calc::{Cluster, prefix_labels};
 use crate::model::Resource;
 use crate::model::load::load_str;
@@ -224,9 +224,9 @@ fn calico_matches(c: &Cluster, e: &EntityRule, ns: &str) -> BTreeSet<IpAddr> {
 // tortie's side, as the compiler renders it.
 
 fn tortie_matches(c: &Cluster, e: &EntityRule, ns: Option<&str>) -> BTreeSet<IpAddr> {
-    let (pos, neg) = entity_selectors(e, ns);
-    let pos = pos.map(|s| c.selector_members(&s));
-    let neg = neg.map(|s| c.selector_members(&s));
+    let side = side_of(e, ns).expect("every generated side parses");
+    let pos = side.positive.map(|s| c.selector_members(&s));
+    let neg = side.negative.map(|s| c.selector_members(&s));
     probes()
         .filter(|a| pos.as_ref().is_none_or(|m| contains(m, *a)))
         .filter(|a| neg.as_ref().is_none_or(|m| !contains(m, *a)))

@@ -12,11 +12,10 @@ use sha2::Digest;
 use super::interval;
 use super::ir::{LogEntry, Rule, Set, SetSource, SetType};
 use super::{Direction, MARK_ACCEPT, MARK_PASS, mark_set};
-use crate::calc::{Cluster, namespace_selector, prefix_labels};
-use crate::model::convert::{SERVICE_ACCOUNT_LABEL, SERVICE_ACCOUNT_LABEL_PREFIX};
+use crate::calc::Cluster;
+use crate::calc::peers::{Peers, Side};
 use crate::model::types::{Action, EntityRule, IcmpFields, Port, Protocol, Rule as CalicoRule};
-use crate::model::validate::parse_net;
-use crate::selector::{self, NAMESPACE_LABEL, Selector};
+use crate::selector::Selector;
 
 /// Longest chain or set name tortie emits; longer names get a hash suffix.
 pub const MAX_NAME_LEN: usize = 96;
@@ -52,64 +51,13 @@ pub fn proto_keyword(p: Protocol) -> String {
     }
 }
 
-/// A selector field as Calico reads it: an empty string is the same as no
-/// field at all.
+/// A field as Calico reads it: an empty string is the same as no field.
 fn given(field: &Option<String>) -> Option<&str> {
     field.as_deref().filter(|t| !t.is_empty())
 }
 
-fn parse_or_all(text: &str) -> Selector {
-    selector::parse(text).unwrap_or(Selector::All)
-}
-
-/// The service-account part of a rule side: names and selector (labels
-/// with the `pcsa.` prefix), ANDed; `None` when neither is given.
-fn service_account_selector(e: &EntityRule) -> Option<Selector> {
-    let sa = e.service_accounts.as_ref()?;
-    let by_selector =
-        given(&sa.selector).map(|t| prefix_labels(&parse_or_all(t), SERVICE_ACCOUNT_LABEL_PREFIX));
-    let by_name = (!sa.names.is_empty()).then(|| {
-        let mut names = sa.names.clone();
-        names.sort();
-        names.dedup();
-        Selector::In(SERVICE_ACCOUNT_LABEL.into(), names)
-    });
-    match (by_selector, by_name) {
-        (Some(s), Some(n)) => Some(s.and(n)),
-        (s, n) => s.or(n),
-    }
-}
-
-/// The selectors a rule side stands for, with Calico's scoping
-/// (libcalico-go's rule conversion): the positive selector is the rule's
-/// service-account and endpoint selectors ANDed, and — as soon as any of
-/// selector, notSelector or namespaceSelector is given — ANDed with the
-/// namespaces it may reach: those the namespaceSelector picks
-/// (`all()` = every namespace, `global()` = no namespace, i.e. host
-/// endpoints and global network sets), or else, in a namespaced policy, the
-/// policy's own namespace. The negative selector is the notSelector as
-/// written. Returns (positive, negative); `None` means no constraint.
-pub fn entity_selectors(e: &EntityRule, ns: Option<&str>) -> (Option<Selector>, Option<Selector>) {
-    let ns_selector = given(&e.namespace_selector);
-    let not_selector = given(&e.not_selector);
-    let scope: Option<Selector> = ns_selector
-        .map(namespace_selector)
-        .or_else(|| ns.map(|n| Selector::Equal(NAMESPACE_LABEL.into(), n.into())));
-    let own = match (
-        service_account_selector(e),
-        given(&e.selector).map(parse_or_all),
-    ) {
-        (Some(sa), Some(sel)) => Some(sa.and(sel)),
-        (sa, sel) => sa.or(sel),
-    };
-    let scoped = own.is_some() || not_selector.is_some() || ns_selector.is_some();
-    let positive = match (scope, own) {
-        (Some(scope), Some(own)) if scoped => Some(scope.and(own)),
-        (Some(scope), None) if scoped => Some(scope),
-        (_, own) => own,
-    };
-    (positive, not_selector.map(parse_or_all))
-}
+/// A rule with its peers as the calculation parsed them.
+pub type HeldRule<'r> = (&'r CalicoRule, &'r Peers);
 
 /// Renders rules and collects the named sets they use.
 pub struct RuleRenderer<'a> {
@@ -120,7 +68,60 @@ pub struct RuleRenderer<'a> {
     /// Whether selector and named-port sets get their members (parts leave
     /// them to the incremental engine).
     pub fill_sets: bool,
+    /// Sets whose members are still to be found, by name.
+    deferred: Vec<(String, Fill)>,
 }
+
+/// What the members of a set are (see [`RuleRenderer::add_deferred`]).
+enum Fill {
+    Selector {
+        selector: Selector,
+        v6: bool,
+    },
+    NamedPorts {
+        selector: Selector,
+        names: Vec<String>,
+        protocol: Option<Protocol>,
+        fam: Fam,
+    },
+}
+
+impl Fill {
+    fn elements(&self, cluster: &Cluster) -> BTreeSet<String> {
+        match self {
+            Fill::Selector { selector, v6 } => {
+                address_elements(cluster.selector_nets(selector), *v6)
+            }
+            Fill::NamedPorts {
+                selector,
+                names,
+                protocol,
+                fam,
+            } => {
+                let v6 = match fam {
+                    Fam::Any => None,
+                    Fam::V4 => Some(false),
+                    Fam::V6 => Some(true),
+                };
+                let mut out = Vec::new();
+                for n in names {
+                    let members = cluster.named_port_list(selector, n, *protocol, v6);
+                    out.extend(
+                        (members.into_iter())
+                            .map(|(addr, p, port)| format!("{addr} . {p} . {port}")),
+                    );
+                }
+                // Sorted first, the set is built in one go.
+                out.sort_unstable();
+                out.into_iter().collect()
+            }
+        }
+    }
+}
+
+/// From how many sets on [`RuleRenderer::finish`] finds members on two
+/// threads.
+const PARALLEL_FILLS: usize = 64;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Fam {
@@ -179,16 +180,26 @@ impl<'a> RuleRenderer<'a> {
             log_index: BTreeMap::new(),
             sources: BTreeMap::new(),
             fill_sets: true,
+            deferred: Vec::new(),
         }
     }
 
     pub fn finish(
-        self,
+        mut self,
     ) -> (
         BTreeMap<String, Set>,
         BTreeMap<String, LogEntry>,
         BTreeMap<String, SetSource>,
     ) {
+        let cluster = self.cluster;
+        let found = crate::par::map(&self.deferred, PARALLEL_FILLS, |(_, fill)| {
+            fill.elements(cluster)
+        });
+        for ((name, _), elements) in self.deferred.iter().zip(found) {
+            if let Some(set) = self.sets.get_mut(name) {
+                set.elements = elements;
+            }
+        }
         (self.sets, self.log_index, self.sources)
     }
 
@@ -248,6 +259,21 @@ impl<'a> RuleRenderer<'a> {
         name
     }
 
+    /// As [`RuleRenderer::add_set`] for a set of members (`fill_sets`):
+    /// they are found at [`RuleRenderer::finish`], all sets on two threads.
+    fn add_deferred(
+        &mut self,
+        name: String,
+        ty: SetType,
+        comment: String,
+        fill: impl FnOnce() -> Fill,
+    ) -> String {
+        if self.fill_sets && !self.sets.contains_key(&name) {
+            self.deferred.push((name.clone(), fill()));
+        }
+        self.add_set(name, ty, comment, BTreeSet::new)
+    }
+
     fn selector_set(&mut self, sel: &Selector, fam: Fam) -> String {
         let uid = sel.uid();
         let name = format!("s{}-{}", fam.digit(), &uid[2..]);
@@ -258,18 +284,14 @@ impl<'a> RuleRenderer<'a> {
                 v6: fam == Fam::V6,
             },
         );
-        let cluster = self.cluster;
         let ty = if fam == Fam::V6 {
             SetType::Ipv6
         } else {
             SetType::Ipv4
         };
-        let fill = self.fill_sets;
-        self.add_set(name, ty, sel.canonical(), || {
-            if !fill {
-                return BTreeSet::new();
-            }
-            address_elements(cluster.selector_nets(sel), fam == Fam::V6)
+        self.add_deferred(name, ty, sel.canonical(), || Fill::Selector {
+            selector: sel.clone(),
+            v6: fam == Fam::V6,
         })
     }
 
@@ -322,30 +344,12 @@ impl<'a> RuleRenderer<'a> {
         } else {
             SetType::NamedPortV4
         };
-        let cluster = self.cluster;
         let comment = format!("ports {} of {}", names.join(","), sel.canonical());
-        let fill = self.fill_sets;
-        self.add_set(name, ty, comment, || {
-            let mut out = Vec::new();
-            if !fill {
-                return BTreeSet::new();
-            }
-            for n in names {
-                let v6 = match fam {
-                    Fam::Any => None,
-                    Fam::V4 => Some(false),
-                    Fam::V6 => Some(true),
-                };
-                let members = cluster.named_port_list(sel, n, proto, v6);
-                out.extend(
-                    members
-                        .into_iter()
-                        .map(|(addr, p, port)| format!("{addr} . {p} . {port}")),
-                );
-            }
-            // Sorted first, the set is built in one go.
-            out.sort_unstable();
-            out.into_iter().collect()
+        self.add_deferred(name, ty, comment, || Fill::NamedPorts {
+            selector: sel.clone(),
+            names: names.to_vec(),
+            protocol: proto,
+            fam,
         })
     }
 
@@ -393,7 +397,7 @@ impl<'a> RuleRenderer<'a> {
     /// `log` describes the rule for its Log statement (policy, tier, rule).
     pub fn render(
         &mut self,
-        rule: &CalicoRule,
+        (rule, peers): HeldRule<'_>,
         ns: Option<&str>,
         _dir: Direction,
         deny: &str,
@@ -414,8 +418,8 @@ impl<'a> RuleRenderer<'a> {
             _ => None,
         };
         let mut out = Vec::new();
-        for fam in self.families(rule) {
-            let Some(alts) = self.matches(rule, ns, fam) else {
+        for fam in self.families(rule, peers) {
+            let Some(alts) = self.matches((rule, peers), ns, fam) else {
                 continue;
             };
             for mut alt in alts {
@@ -431,10 +435,10 @@ impl<'a> RuleRenderer<'a> {
     /// The match text of each nft rule one Calico rule becomes (one per
     /// family and alternative, as [`RuleRenderer::render`] emits them), for
     /// callers that attach their own statements (staged policies).
-    pub fn alternatives(&mut self, rule: &CalicoRule, ns: Option<&str>) -> Vec<String> {
+    pub fn alternatives(&mut self, (rule, peers): HeldRule<'_>, ns: Option<&str>) -> Vec<String> {
         let mut out = Vec::new();
-        for fam in self.families(rule) {
-            if let Some(alts) = self.matches(rule, ns, fam) {
+        for fam in self.families(rule, peers) {
+            if let Some(alts) = self.matches((rule, peers), ns, fam) {
                 out.extend(alts.into_iter().map(|a| a.join(" ")));
             }
         }
@@ -442,7 +446,7 @@ impl<'a> RuleRenderer<'a> {
     }
 
     /// The IP families a rule must be rendered for.
-    fn families(&self, rule: &CalicoRule) -> Vec<Fam> {
+    fn families(&self, rule: &CalicoRule, peers: &Peers) -> Vec<Fam> {
         let from_proto = match rule.protocol.map(Protocol::normalised) {
             Some(Protocol::Icmp) => Some(Fam::V4),
             Some(Protocol::IcmpV6) => Some(Fam::V6),
@@ -453,13 +457,10 @@ impl<'a> RuleRenderer<'a> {
             Some(6) => Some(Fam::V6),
             _ => None,
         };
-        let nets: Vec<IpNet> = [&rule.source, &rule.destination]
+        let from_nets = [&peers.source, &peers.destination]
             .iter()
-            .flat_map(|e| e.nets.iter().chain(e.not_nets.iter()))
-            .filter_map(|n| parse_net(n))
-            .collect();
-        let from_nets = nets
-            .first()
+            .flat_map(|side| side.nets.iter().chain(side.not_nets.iter()))
+            .next()
             .map(|n| if n.addr().is_ipv4() { Fam::V4 } else { Fam::V6 });
         if let Some(f) = from_version.or(from_proto).or(from_nets) {
             return vec![f];
@@ -484,7 +485,12 @@ impl<'a> RuleRenderer<'a> {
 
     /// Match alternatives for one family; `None` if the rule cannot match
     /// in this family.
-    fn matches(&mut self, rule: &CalicoRule, ns: Option<&str>, fam: Fam) -> Option<Alternatives> {
+    fn matches(
+        &mut self,
+        (rule, peers): HeldRule<'_>,
+        ns: Option<&str>,
+        fam: Fam,
+    ) -> Option<Alternatives> {
         let mut base = Vec::new();
         match (rule.ip_version, fam) {
             (Some(4), _) => base.push("meta nfproto ipv4".to_string()),
@@ -523,8 +529,12 @@ impl<'a> RuleRenderer<'a> {
             alts = cross(alts, not);
         }
         let proto = rule.protocol;
-        for (entity, side) in [(&rule.source, "s"), (&rule.destination, "d")] {
-            let e = self.entity(entity, ns, fam, proto, side)?;
+        let sides = [
+            (&rule.source, &peers.source, "s"),
+            (&rule.destination, &peers.destination, "d"),
+        ];
+        for (entity, held, side) in sides {
+            let e = self.entity((entity, held), ns, fam, proto, side)?;
             alts = cross(alts, e);
         }
         Some(alts)
@@ -532,7 +542,7 @@ impl<'a> RuleRenderer<'a> {
 
     fn entity(
         &mut self,
-        e: &EntityRule,
+        (e, held): (&EntityRule, &Side),
         ns: Option<&str>,
         fam: Fam,
         proto: Option<Protocol>,
@@ -541,12 +551,11 @@ impl<'a> RuleRenderer<'a> {
         let addr = format!("{}addr", if side == "s" { "s" } else { "d" });
         let port_kw = format!("{}port", if side == "s" { "s" } else { "d" });
         let mut m = Vec::new();
-        for (nets, op) in [(&e.nets, ""), (&e.not_nets, "!= ")] {
+        for (nets, op) in [(&held.nets, ""), (&held.not_nets, "!= ")] {
             if nets.is_empty() {
                 continue;
             }
-            let parsed: Vec<IpNet> = nets.iter().filter_map(|n| parse_net(n)).collect();
-            let in_fam: Vec<IpNet> = parsed
+            let in_fam: Vec<IpNet> = nets
                 .iter()
                 .copied()
                 .filter(|n| fam.holds(&n.addr()))
@@ -584,12 +593,12 @@ impl<'a> RuleRenderer<'a> {
                 m.push(format!("{} {addr} @{set}", fam.kw()));
             }
         }
-        let (positive, negative) = entity_selectors(e, ns);
-        if let Some(sel) = &positive {
+        let (positive, negative) = (&held.positive, &held.negative);
+        if let Some(sel) = positive {
             let set = self.selector_set(sel, fam);
             m.push(format!("{} {addr} @{set}", fam.kw()));
         }
-        if let Some(sel) = &negative {
+        if let Some(sel) = negative {
             let set = self.selector_set(sel, fam);
             m.push(format!("{} {addr} != @{set}", fam.kw()));
         }

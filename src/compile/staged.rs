@@ -24,6 +24,7 @@ pub(super) use hosts::host_stage;
 use super::*;
 use crate::calc::PolicyId;
 use crate::model::types::{Action, StagedAction};
+use rules::HeldRule;
 
 /// Mark bit: a shadow walk passed to the next tier.
 pub const MARK_SHADOW_PASS: u32 = 0x4_0000;
@@ -450,13 +451,13 @@ impl<'a> Compiler<'a> {
         if self.out.chains.contains_key(&name) {
             return name;
         }
-        let list = if dir == Direction::Ingress {
-            &p.spec.ingress
+        let (list, peers) = if dir == Direction::Ingress {
+            (&p.spec.ingress, &p.peers.ingress)
         } else {
-            &p.spec.egress
+            (&p.spec.egress, &p.peers.egress)
         };
         let mut rules = Vec::new();
-        for (idx, r) in list.iter().enumerate() {
+        for (idx, (r, peers)) in list.iter().zip(peers).enumerate() {
             let entry = ir::LogEntry {
                 kind: p.id.kind.short().into(),
                 namespace: p.namespace().unwrap_or_default().into(),
@@ -466,7 +467,7 @@ impl<'a> Compiler<'a> {
                 ..ir::LogEntry::default()
             };
             let note = format!("{}: {} {} {:?}", view.word(), p.id, entry.rule, r.action);
-            rules.extend(self.shadow_rule(view, layer, r, p.namespace(), entry, &note));
+            rules.extend(self.shadow_rule(view, layer, (r, peers), p.namespace(), entry, &note));
         }
         self.add_chain(name.clone(), Rank::Leaf, None, rules);
         name
@@ -483,14 +484,14 @@ impl<'a> Compiler<'a> {
         if self.out.chains.contains_key(&name) {
             return name;
         }
-        let spec = &self.cluster.profiles[prof];
-        let list = if dir == Direction::Ingress {
-            &spec.ingress
+        let profile = &self.cluster.profiles[prof];
+        let (list, peers) = if dir == Direction::Ingress {
+            (&profile.spec.ingress, &profile.peers.ingress)
         } else {
-            &spec.egress
+            (&profile.spec.egress, &profile.peers.egress)
         };
         let mut rules = Vec::new();
-        for (idx, r) in list.iter().enumerate() {
+        for (idx, (r, peers)) in list.iter().zip(peers).enumerate() {
             let entry = ir::LogEntry {
                 kind: "profile".into(),
                 name: prof.to_string(),
@@ -503,7 +504,7 @@ impl<'a> Compiler<'a> {
                 entry.rule,
                 r.action
             );
-            rules.extend(self.shadow_rule(view, Layer::Filter, r, None, entry, &note));
+            rules.extend(self.shadow_rule(view, Layer::Filter, (r, peers), None, entry, &note));
         }
         self.add_chain(name.clone(), Rank::Leaf, None, rules);
         name
@@ -515,12 +516,12 @@ impl<'a> Compiler<'a> {
         &mut self,
         view: View,
         layer: Layer,
-        r: &crate::model::types::Rule,
+        (r, peers): HeldRule<'_>,
         ns: Option<&str>,
         entry: ir::LogEntry,
         note: &str,
     ) -> Vec<Rule> {
-        let alts = self.rules.alternatives(r, ns);
+        let alts = self.rules.alternatives((r, peers), ns);
         let mut out = Vec::new();
         match r.action {
             Action::Allow | Action::Deny => {

@@ -264,3 +264,39 @@ fn the_jump_graph_grows_with_distinct_policy_lists_not_endpoints_times_policies(
     let growth = (per_endpoint(&many) - per_endpoint(&few)) / 90;
     assert!(growth <= 6, "{growth} jumps per extra endpoint");
 }
+
+/// Large enough for the compile's two-thread paths (set members found at
+/// the end, the text's two halves): each selector set holds what its
+/// selector picks, and the text is the sets' block followed by the rest.
+#[test]
+fn a_large_compile_fills_each_set_and_renders_in_order() {
+    use crate::compile::ir::{SetSource, TABLE_FAMILY, TABLE_NAME};
+    use crate::synth::{LOCAL_NODE, Size, generate};
+    let size = Size {
+        pods: 10_000,
+        local_pods: 250,
+        policies: 2_000,
+        ..Size::S
+    };
+    let c = Cluster::build(&generate(size), LOCAL_NODE);
+    let rs = compile(&c, LOCAL_NODE);
+    let mut selector_sets = 0;
+    for (name, source) in &rs.set_sources {
+        if let SetSource::Selector { selector, v6 } = source {
+            let want = address_elements(c.selector_nets(selector), *v6);
+            assert_eq!(rs.sets[name].elements, want, "{name}");
+            selector_sets += 1;
+        }
+    }
+    assert!(selector_sets >= 64, "only {selector_sets} selector sets");
+    assert!(rs.sets.len() >= 256, "only {} sets", rs.sets.len());
+    let header = format!("table {TABLE_FAMILY} {TABLE_NAME} {{\n");
+    let sets = rs.render_sets();
+    let rest = rs.render_without_sets();
+    let want = format!(
+        "{}{}",
+        sets.strip_suffix("}\n").expect("closed"),
+        rest.strip_prefix(&header).expect("opened")
+    );
+    assert_eq!(rs.render(), want);
+}

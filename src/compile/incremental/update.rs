@@ -83,16 +83,17 @@ impl Incremental {
                 (format!("ksa.{ns}.{name}"), ns, Some(name), spec)
             }
         };
-        let old = match spec {
-            Some(s) => self.cluster.profiles.insert(profile.clone(), s),
-            None => self.cluster.profiles.remove(&profile),
+        // A profile that cannot be held is left out, as a full build leaves it.
+        let old = match spec.map(crate::calc::Profile::of) {
+            Some(Ok(p)) => self.cluster.profiles.insert(profile.clone(), p),
+            _ => self.cluster.profiles.remove(&profile),
         };
-        let before = old.map(|p| p.labels_to_apply).unwrap_or_default();
+        let before = old.map(|p| p.spec.labels_to_apply).unwrap_or_default();
         let after = self
             .cluster
             .profiles
             .get(&profile)
-            .map(|p| p.labels_to_apply.clone())
+            .map(|p| p.spec.labels_to_apply.clone())
             .unwrap_or_default();
         let changed: Vec<(String, Option<String>)> = before
             .keys()
