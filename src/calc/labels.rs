@@ -63,9 +63,11 @@ pub fn shared(pairs: Vec<(Sym, Sym)>) -> Arc<Pairs> {
 }
 
 /// An object's labels: its own (which win) over the ones it inherits.
+/// Both are shared on clone (the member index holds each endpoint's
+/// labels as the snapshot does); a change makes a new slice.
 #[derive(Clone, Default)]
 pub struct LabelMap {
-    own: Box<Pairs>,
+    own: Arc<Pairs>,
     inherited: Option<Arc<Pairs>>,
 }
 
@@ -78,7 +80,7 @@ impl LabelMap {
     pub fn layered(own: Vec<(Sym, Sym)>, inherited: Option<Arc<Pairs>>) -> LabelMap {
         debug_assert!(own.windows(2).all(|w| w[0].0 < w[1].0));
         LabelMap {
-            own: own.into_boxed_slice(),
+            own: own.into(),
             inherited: inherited.filter(|i| !i.is_empty()),
         }
     }
@@ -134,7 +136,7 @@ impl LabelMap {
             Ok(i) => own[i].1 = value,
             Err(i) => own.insert(i, (key, value)),
         }
-        self.own = own.into_boxed_slice();
+        self.own = own.into();
         old.map(Sym::as_string)
     }
 
@@ -143,7 +145,7 @@ impl LabelMap {
         let old = self.get_sym(key)?;
         // Inherited labels are shared: this map takes its own copy.
         let own: Vec<(Sym, Sym)> = self.syms().filter(|(k, _)| k.as_str() != key).collect();
-        self.own = own.into_boxed_slice();
+        self.own = own.into();
         self.inherited = None;
         Some(old.as_string())
     }
@@ -153,8 +155,8 @@ impl LabelMap {
         self.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
-    /// Heap bytes this map holds on its own (the shared inherited labels
-    /// and the interned texts not counted).
+    /// Bytes of this map's own labels (shared with its clones; the
+    /// inherited labels and the interned texts not counted).
     pub fn own_bytes(&self) -> usize {
         std::mem::size_of_val(&*self.own)
     }
