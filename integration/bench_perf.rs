@@ -676,58 +676,57 @@ const TARGETS: &str = "## Targets
 
 Targets of issues 11 (calculation) and 12 (kernel), at XL on a 2-core
 machine. The statuses describe the run that wrote tables 1–6 (at
-04:04–04:10 on the slower machine, see the top), with the rerun of
-tables 4 and 5 right after it named where it is used.
+07:10–07:17, see the top), with the rerun of table 4 right after it
+named where it is used.
 
 | target | status |
 |---|---|
-| remote pod and network-set updates: at most 1 ms of compute | met: table 3a (0.009–0.043 ms median, p99 at most 0.13 ms) |
-| policy edit, local pod, namespace relabel: at most 20 ms of compute | met: table 3a (policy edit 0.079 ms; local pod 0.073–0.192 ms; namespace relabel 17.6 ms, p99 19.3 ms) |
-| compute per update within 2× between M and XL | met for remote pods (add 1.0×, delete 0.8×, relabel 1.1×), network sets (1.0×), policy edits (1.2× and 1.2×), local pod relabels (1.4×) and a tier no local endpoint walks; missed for local pod add and delete in this run (2.7× and 2.8×: the XL times, 0.188 and 0.073 ms, are those of the previous run, 0.193 and 0.073 ms, while M's halved, 0.140 → 0.070 and 0.051 → 0.026 ms), namespace relabels (8.3×: 200 pods per namespace at M, 1,250 at XL, 67 → 417 units of change; per unit 31.8 → 42.3 µs, 1.33×), host endpoint edits (7.4×: 122 → 700 rules re-rendered; per unit 6.0 → 7.8 µs, 1.29×) and a move of the default tier (0.14 → 3.1 ms: it re-ranks every policy of the tier, 10× more at XL) |
-| full compile at most 1 s and 400 MB | memory met: table 1 (357 MB including the generated input). Time missed: 1.59 s from resources to text (snapshot 0.86 s, compile 0.64 s, render 0.10 s), in a run whose `nft -f` floor was 6.88 s (2.49 s on the machine of the earlier runs, where the same total was 0.96–1.09 s) |
-| `tortie run` ready within 10 s, at most 500 MB resident | met from a Kubernetes API: ready after 9.3 s (8.9 s in the rerun), 486 MB resident (482 MB), table 5. From a directory memory met (465 MB; 464 MB) and ready missed in the full run, 11.7 s, met in the rerun, 9.8 s. Before this run's two changes the same start-ups took 13.4 s and 13.4 s (the 01:02 run) |
-| one set element added or removed: at most 2 ms from delta ready to committed | met: table 6 (0.04–0.09 ms over netlink) |
-| one policy chain changed: at most 20 ms in the kernel | met: table 6 (7.5 ms as one netlink batch; 41.2 ms through `nft` in the same run) |
-| full apply at most 1.2× the `nft -f` floor | met: table 2 (0.70× at XL, 0.79–0.95× at S–L) |
-| refresh with no drift: at most 1 s of CPU | met: table 6 (0.33 s) |
-| start-up adoption at most 2× the time to load the table | met: table 6 (2.76 s against 3.64 s) |
-| a remote pod event in the kernel within 5 ms; a policy edit within 50 ms | met: table 3 (pod added 0.23 ms, relabelled 0.13 ms; policy edit 7.73 ms) |
-| packet path with the XL ruleset at least 95% of no ruleset | met in the rerun of table 4 (96% of new connections, 96% throughput; 91% and 93% with staged views). The full run's table 4 is not a measurement of the ruleset: its no-ruleset baseline ran at a quarter of the rate it had a minute later |
+| remote pod and network-set updates: at most 1 ms of compute | met: table 3a (0.008–0.053 ms median, p99 at most 0.18 ms) |
+| policy edit, local pod, namespace relabel: at most 20 ms of compute | met: table 3a (policy edit 0.085 ms; local pod 0.085–0.248 ms; namespace relabel 17.4 ms, p99 22.9 ms) |
+| compute per update within 2× between M and XL | met in this run for remote pod adds (1.1×), network sets (1.6×) and a tier no local endpoint walks; missed for remote pod delete and relabel (2.3× and 3.8×: 0.019 → 0.043 and 0.012 → 0.045 ms, M's medians lower than S's and L's, so M is the outlier), policy edits (2.1× and 2.0×; 1.2× in the previous run), local pod add, delete and relabel (2.3×, 2.8×, 2.5×), namespace relabels (8.6×: 200 pods per namespace at M, 1,250 at XL, 67 → 417 units of change; per unit 30.3 → 41.7 µs, 1.38×), host endpoint edits (14.5×: 122 → 700 rules re-rendered; per unit 3.4 → 8.7 µs) and a move of the default tier (0.08 → 3.7 ms: it re-ranks every policy of the tier, 10× more at XL) |
+| full compile at most 1 s and 400 MB | memory met: table 1 (388 MB including the generated input). Time missed: 1.22 s from resources to text (snapshot 0.70 s, compile 0.41 s, render 0.12 s), against 1.59 s in the previous run (snapshot 0.86 s, compile 0.64 s); the `nft -f` floor was 6.27 s here, 6.88 s then |
+| `tortie run` ready within 10 s, at most 500 MB resident | met from both datastores: from a Kubernetes API ready after 9.6 s at 485 MB resident, from a directory after 9.6 s at 476 MB (table 5). A run of the same code before the labels were shared (913d571, 06:51) gave 8.7 s / 498 MB and 9.4 s / 489 MB |
+| one set element added or removed: at most 2 ms from delta ready to committed | met: table 6 (0.04–0.07 ms over netlink) |
+| one policy chain changed: at most 20 ms in the kernel | met: table 6 (7.0 ms as one netlink batch; 39.5 ms through `nft` in the same run) |
+| full apply at most 1.2× the `nft -f` floor | met: table 2 (0.78× at XL, 0.76–0.81× at S–L) |
+| refresh with no drift: at most 1 s of CPU | met: table 6 (0.26 s) |
+| start-up adoption at most 2× the time to load the table | met: table 6 (2.41 s against 3.44 s) |
+| a remote pod event in the kernel within 5 ms; a policy edit within 50 ms | met: table 3 (pod added 0.20 ms, relabelled 0.10 ms; policy edit 7.92 ms) |
+| packet path with the XL ruleset at least 95% of no ruleset | missed in both runs of this stop: the full run measured 89% of new connections and 90% throughput (no-ruleset baseline 2,576 connections/s), the rerun 92% and 83% (baseline 3,362); the previous stop's rerun had 96% and 96%. The XL ruleset has the same 27,115 rules and 349,392 set elements as then and the golden rulesets are byte-identical, so I read this as the machine, but its XL text was not compared with the previous commit's |
 
 Why, and what is left:
 
-- **Pods decoded slim** (`src/datastore/kubernetes/pod.rs`). The
-  Kubernetes source decoded every Pod into k8s-openapi's `Pod`, several
-  kilobytes of struct that the watcher moves through list pages, events
-  and queues, with every field built (managedFields, volumes, env,
-  conditions). A profile of the listing showed `memmove` at the top of
-  both the decode and the converter thread. Now only the fields tortie
-  reads are built; the rest is skipped by the parser. In seven alternating
-  runs against the old decoding (the first three with the old serial
-  member index too) the last LIST page came at 4.8 s median
-  before and 4.0 s after (the same pairs, ready: 12.2 → 10.9 s median).
-- **The member index built beside the render** (`src/compile/incremental.rs`,
-  `render_and_index`). A rebuild's first render (1.2 s at XL) and its
-  member index (1.1 s) both only read the snapshot, so the index is now
-  built on a second thread meanwhile. The engine's first build at XL
-  went from 3.4–4.1 s to 2.0–2.4 s in runs of `--child-calc XL` alone
-  (3.2 s in table 3a, which runs beside nothing else either: the machine
-  swings). The index now copies each endpoint's own labels instead of
-  taking them, which costs about 20 MB of resident memory at ready.
-- **Start-up** from the mock API is now: the last LIST page at 3.4 s,
-  the engine build (1.6–3.0 s in the agent's log), and the first load
-  into the kernel (2.6–4.1 s, the netlink floor for 349,392 elements).
-  That load is the largest part left: every address set carries the
-  interval flag, so each /32 is a start and an end element in an rbtree
-  set; the sets that hold only exact addresses (2,916 of 6,066 at XL in
-  `nft-kernel-floor.md`) could be plain hash sets, but a set then has to
-  be re-created, with the rules that refer to it, when its first CIDR
-  arrives. Not done in this change.
+- **The rules' peers are parsed once**, when the calculation takes a
+  policy or profile in (`src/calc/peers.rs`). The compiler had parsed each
+  rule side's selectors and nets again at every render, with `all()` and
+  dropping the net as fallbacks for text that did not parse; those are gone.
+  Now all 10,000 policies are parsed at the build, not only those that
+  apply to local endpoints, and their parsed peers are held: about +15 MB
+  at the compile's peak (373–380 → 388–391 MB in runs of table 1 alone).
+- **The large one-off steps run on two threads** (`src/par.rs`): a
+  build's pods become endpoints in batches split over two threads, the
+  endpoints are sorted on integer keys (namespace rank, 16-byte name
+  prefix) in two halves (`src/calc/build.rs`), a full compile finds its
+  selector and named-port sets' members at the end on two threads, and
+  the text is rendered in two halves. Table 1 at XL: 1.59 → 1.22 s. What
+  remains of the compile is mostly those members (turning each address
+  into text for the IR's sets) on both cores, and the build's pods and
+  label index.
+- **Labels shared, not copied**: an endpoint's own labels are held behind
+  an `Arc` (`calc::LabelMap`), so the member index shares them with the
+  snapshot; port names are interned. Resident at ready went 498 → 485 MB
+  (API) and 489 → 476 MB (directory) between the 06:51 run and this one.
+- **Start-up** from the mock API: the last LIST page at 3.7 s, the
+  engine build, and the first load into the kernel (the netlink floor for
+  349,392 elements) are its three parts. The load is the largest: every
+  address set carries the interval flag, so each /32 is a start and an
+  end element in an rbtree set; sets holding only exact addresses could
+  be plain hash sets, but such a set has to be re-created, with the rules
+  that refer to it, when its first CIDR arrives. Not done.
 - **Namespace relabels, host endpoint edits and the default tier** change
   more at XL (table 3a, second part): a namespace holds 6× more pods, the
   edited host endpoint's policy chains are rendered for the host layer,
-  and a tier move re-ranks every policy in it. All stay within 1.33× per
-  unit of change.
+  and a tier move re-ranks every policy in it.
 ";
 
 fn main() {
