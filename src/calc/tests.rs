@@ -5,12 +5,15 @@ use proptest::prelude::*;
 use super::*;
 use crate::model::load::load_str;
 
-fn cluster(yaml: &str, node: &str) -> Cluster {
+fn resources(yaml: &str) -> Vec<Resource> {
     let r = load_str(yaml, Path::new("t.yaml"));
     let errors: Vec<String> = r.errors().map(|d| d.one_line()).collect();
     assert!(errors.is_empty(), "{errors:?}");
-    let resources: Vec<Resource> = r.resources.into_iter().map(|l| l.resource).collect();
-    Cluster::build(&resources, node)
+    r.resources.into_iter().map(|l| l.resource).collect()
+}
+
+fn cluster(yaml: &str, node: &str) -> Cluster {
+    Cluster::build(&resources(yaml), node)
 }
 
 const PODS: &str = "
@@ -476,9 +479,7 @@ metadata: {name: by-net}
 spec:
   egress: [{action: Deny, destination: {notNets: [198.18.0.0/16]}}]
 ";
-    let r = load_str(y, Path::new("t.yaml"));
-    assert_eq!(r.errors().count(), 0);
-    let mut resources: Vec<Resource> = r.resources.into_iter().map(|l| l.resource).collect();
+    let mut resources = resources(y);
     for r in &mut resources {
         match r {
             Resource::GlobalNetworkPolicy(o) if o.metadata.name.as_deref() == Some("by-rule") => {

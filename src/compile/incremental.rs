@@ -297,20 +297,11 @@ impl Incremental {
         let snapshot = Arc::new(snapshot);
         self.snapshot = Some(snapshot.clone());
         let store = std::mem::take(&mut self.resources);
-        let members = std::thread::scope(|s| {
-            let members = std::thread::Builder::new()
-                .name("tortie-members".into())
-                .spawn_scoped(s, || members_of(&store, &snapshot));
-            self.render(dirty);
-            match members {
-                Ok(handle) => handle.join(),
-                // No second thread to be had: built here, after the render.
-                Err(_) => Ok(members_of(&store, &snapshot)),
-            }
-        });
+        let (members, ()) =
+            crate::par::join(|| members_of(&store, &snapshot), || self.render(dirty));
         self.resources = store;
         self.snapshot = None;
-        members.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        members
     }
 
     fn local_workloads(&self) -> impl Iterator<Item = EndpointId> + '_ {
