@@ -137,7 +137,7 @@ pub struct Policy {
 
 impl Policy {
     /// Sort key inside a tier: order (unset last), then name.
-    fn sort_key(&self) -> (OrderKey, String) {
+    pub(crate) fn sort_key(&self) -> (OrderKey, String) {
         (
             OrderKey(self.order.unwrap_or(f64::INFINITY)),
             format!(

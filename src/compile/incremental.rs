@@ -43,6 +43,7 @@ use crate::model::{Resource, ResourceKey, ResourceKind, Update};
 #[cfg(test)]
 mod model_tests;
 mod parts;
+mod rank;
 mod services;
 mod store;
 mod tiers;
@@ -135,6 +136,8 @@ pub struct Incremental {
     eps_by_pair: SymMap<(Sym, Sym), BTreeSet<EndpointId>>,
     /// Policies by tier.
     policy_by_tier: HashMap<String, BTreeSet<PolicyId>>,
+    /// Each tier's order, as the ranks of its policies read it.
+    tier_places: TierPlaces,
     /// The policies that apply to each local endpoint, in order.
     lists: HashMap<EndpointId, Vec<PolicyId>>,
     owned: HashMap<Owner, Vec<Obj>>,
@@ -149,12 +152,7 @@ pub struct Incremental {
 /// A label key, and the required pair of the sets indexed under it.
 type KeyAndPair = (Sym, Option<(Sym, Sym)>);
 
-/// Where a policy sits in evaluation order (`Cluster::policy_rank`).
-type Rank = (
-    crate::calc::OrderKey,
-    String,
-    (crate::calc::OrderKey, String),
-);
+use rank::{Rank, TierPlaces};
 
 /// What one batch must re-render.
 #[derive(Default)]
@@ -201,6 +199,7 @@ impl Incremental {
             policy_by_pair: PairIndex::default(),
             eps_by_pair: SymMap::default(),
             policy_by_tier: HashMap::new(),
+            tier_places: TierPlaces::default(),
             lists: HashMap::new(),
             owned: HashMap::new(),
             refs: HashMap::new(),
@@ -257,11 +256,12 @@ impl Incremental {
         self.owned.clear();
         self.refs.clear();
         self.cluster = cluster.local_view(&self.node);
+        self.tier_places = TierPlaces::of(&self.cluster);
         self.policies = self
             .cluster
             .policies
             .iter()
-            .map(|p| (p.id.clone(), (self.cluster.policy_rank(p), p.clone())))
+            .map(|p| (p.id.clone(), (self.tier_places.rank(p), p.clone())))
             .collect();
         self.policy_by_pair.clear();
         self.policy_by_tier.clear();
@@ -396,8 +396,8 @@ impl Incremental {
                 | ResourceKind::GlobalNetworkPolicy
                 | ResourceKind::K8sNetworkPolicy
                 | ResourceKind::ClusterNetworkPolicy => {
-                    let old = self.resources.resource(&u.key).and_then(|r| self.policy(r));
                     let new = u.value.as_ref().and_then(|r| self.policy(r));
+                    let old = self.held_policy(&u.key, new.as_ref());
                     policies.push((old, new));
                 }
                 _ => {
@@ -408,7 +408,8 @@ impl Incremental {
         }
         touched += self.refresh_members(&member_keys, &mut dirty);
         touched += self.bump_services(slices);
-        let policy_changed = tier_changed || policies.iter().any(|(o, n)| o != n);
+        let policy_changed =
+            tier_changed || policies.iter().any(|(o, n)| o.as_deref() != n.as_ref());
         for (old, new) in policies {
             self.replace_policy(old, new, &mut dirty);
         }
@@ -456,6 +457,21 @@ impl Incremental {
     /// The policy a resource stands for (none when its tier is missing).
     fn policy(&self, r: &Resource) -> Option<Policy> {
         self.cluster.policy_of(r).and_then(Result::ok)
+    }
+
+    /// The policy in force for the resource at `key`, which is being
+    /// replaced by `new`: held by the engine under `new`'s id, so an edit
+    /// does not parse the old resource again; only without `new` (a delete,
+    /// or a policy whose tier is missing) is the stored resource read.
+    fn held_policy(&self, key: &ResourceKey, new: Option<&Policy>) -> Option<Arc<Policy>> {
+        match new {
+            Some(n) => self.policies.get(&n.id).map(|(_, p)| p.clone()),
+            None => self
+                .resources
+                .resource(key)
+                .and_then(|r| self.policy(r))
+                .map(Arc::new),
+        }
     }
 
     /// The node's interfaces changed (read by netlink): re-renders the base

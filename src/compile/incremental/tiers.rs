@@ -30,10 +30,12 @@ impl Incremental {
         }
         match (old, new) {
             (Some(before), Some(t)) => {
+                self.tier_places.put(&t);
                 self.cluster.tiers.insert(name.clone(), t);
                 self.tier_moved(&name, &before, dirty);
             }
             (None, Some(t)) => {
+                self.tier_places.put(&t);
                 self.cluster.tiers.insert(name.clone(), t);
                 self.tier_appeared(&name, dirty);
             }
@@ -41,6 +43,7 @@ impl Incremental {
             (_, None) => {
                 self.tier_went(&name, dirty);
                 self.cluster.tiers.remove(&name);
+                self.tier_places.remove(&name);
             }
         }
     }
@@ -55,27 +58,17 @@ impl Incremental {
                 != (u.value.is_some() || Tier::builtin(&u.key.name).is_some())
     }
 
-    /// The tier's order or default action changed: re-ranks its policies
-    /// and re-renders the endpoints whose lists hold one, unless only its
-    /// order changed and it keeps its place among the tiers that hold
-    /// policies (then no evaluation order changes and nothing is rendered).
+    /// The tier's order or default action changed (the ranks of its
+    /// policies read the new order already): re-sorts the policies and
+    /// re-renders the endpoints whose lists hold one, unless only its order
+    /// changed and it keeps its place among the tiers that hold policies
+    /// (then every list stays sorted and nothing is rendered: no work per
+    /// policy).
     fn tier_moved(&mut self, name: &str, before: &Tier, dirty: &mut Dirty) {
-        if !self.policy_by_tier.contains_key(name) {
+        if !self.policy_by_tier.contains_key(name) || self.keeps_place(name, before) {
             return;
         }
-        if self.keeps_place(name, before) {
-            // Only the order in each rank changes (no string is copied).
-            let order = OrderKey(self.cluster.tiers[name].order.unwrap_or(f64::INFINITY));
-            for id in &self.policy_by_tier[name] {
-                self.policies.get_mut(id).expect("indexed").0.0 = order;
-            }
-            return;
-        }
-        let ids = self.policy_by_tier[name].clone();
-        for id in &ids {
-            let rank = self.cluster.policy_rank(&self.policies[id].1);
-            self.policies.get_mut(id).expect("indexed").0 = rank;
-        }
+        let ids = &self.policy_by_tier[name];
         let policies = &self.policies;
         let (mut moved, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.cluster.policies)
             .into_iter()
@@ -127,7 +120,7 @@ impl Incremental {
     fn tier_went(&mut self, name: &str, dirty: &mut Dirty) {
         let ids = self.policy_by_tier.get(name).cloned().unwrap_or_default();
         for id in ids {
-            let p = Policy::clone(&self.policies[&id].1);
+            let p = self.policies[&id].1.clone();
             self.replace_policy(Some(p), None, dirty);
         }
     }

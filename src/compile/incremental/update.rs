@@ -296,7 +296,7 @@ impl Incremental {
             &self
                 .policies
                 .get(&q.id)
-                .map_or_else(|| self.cluster.policy_rank(q), |r| r.0.clone())
+                .map_or_else(|| self.tier_places.rank(q), |r| r.0.clone())
                 < rank
         })
     }
@@ -304,14 +304,15 @@ impl Incremental {
     /// A policy changed from `old` to `new` (either may be absent).
     pub(super) fn replace_policy(
         &mut self,
-        old: Option<Policy>,
+        old: Option<Arc<Policy>>,
         new: Option<Policy>,
         dirty: &mut Dirty,
     ) {
+        let new = new.map(Arc::new);
         let Some(id) = old.as_ref().or(new.as_ref()).map(|p| p.id.clone()) else {
             return;
         };
-        let rank = new.as_ref().map(|p| self.cluster.policy_rank(p));
+        let rank = new.as_ref().map(|p| self.tier_places.rank(p));
         // A policy keeping its rank keeps its place in `cluster.policies`.
         let mut kept = None;
         if let Some((was, p)) = self.policies.remove(&id) {
@@ -326,7 +327,6 @@ impl Incremental {
             }
         }
         if let (Some(p), Some(rank)) = (&new, &rank) {
-            let p = Arc::new(p.clone());
             match kept {
                 Some(at) => self.cluster.policies[at] = p.clone(),
                 None => {
@@ -335,7 +335,7 @@ impl Incremental {
                 }
             }
             self.policies.insert(id.clone(), (rank.clone(), p.clone()));
-            self.index_policy(&p, true);
+            self.index_policy(p, true);
         }
         // The same selector and placement: no endpoint's list changes.
         let same_place = match (&old, &new) {
@@ -345,18 +345,18 @@ impl Incremental {
         let eps = if same_place {
             Vec::new()
         } else {
-            self.endpoints_for([old.as_ref(), new.as_ref()])
+            self.endpoints_for([old.as_deref(), new.as_deref()])
         };
         for i in eps {
             let ep = &self.cluster.endpoints[i];
             let was = old
                 .as_ref()
                 .filter(|p| p.applies_to.matches(&ep.labels))
-                .map(placement);
+                .map(|p| placement(p));
             let now = new
                 .as_ref()
                 .filter(|p| p.applies_to.matches(&ep.labels))
-                .map(placement);
+                .map(|p| placement(p));
             if was != now {
                 let list = self.lists.entry(ep.id.clone()).or_default();
                 list.retain(|p| p != &id);
