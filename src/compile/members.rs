@@ -368,18 +368,30 @@ impl MemberIndex {
     }
 
     fn with_label(&self, k: &str, v: &str) -> impl Iterator<Item = &(Arc<ResourceKey>, Member)> {
-        let pair = Sym::lookup(k).zip(Sym::lookup(v));
-        pair.and_then(|(k, v)| self.by_pair.get(&k)?.get(&v))
+        self.holders(k, v)
             .into_iter()
             .flatten()
             .filter_map(|id| self.slots[*id as usize].as_ref())
     }
 
-    /// Members matching `sel`.
+    /// The slots of the members labelled `k == v` (none when no label ever
+    /// had that text).
+    fn holders(&self, k: &str, v: &str) -> Option<&HashSet<u32>> {
+        let (k, v) = Sym::lookup(k).zip(Sym::lookup(v))?;
+        self.by_pair.get(&k)?.get(&v)
+    }
+
+    /// Members matching `sel`: when it requires `key == value` pairs, only
+    /// the holders of the pair the fewest members carry are read.
     pub fn matching<'a>(&'a self, sel: &'a Selector) -> Box<dyn Iterator<Item = &'a Member> + 'a> {
-        match required_pair(sel) {
-            Some((k, v)) => Box::new(
-                self.with_label(&k, &v)
+        let pairs = required_pairs(sel);
+        let fewest = (pairs.iter())
+            .map(|(k, v)| self.holders(k, v))
+            .min_by_key(|h| h.map_or(0, HashSet::len));
+        match fewest {
+            Some(holders) => Box::new(
+                (holders.into_iter().flatten())
+                    .filter_map(|id| self.slots[*id as usize].as_ref())
                     .map(|(_, m)| m)
                     .filter(move |m| sel.matches(&m.labels))
                     .collect::<Vec<_>>()
