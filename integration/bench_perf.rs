@@ -676,57 +676,55 @@ const TARGETS: &str = "## Targets
 
 Targets of issues 11 (calculation) and 12 (kernel), at XL on a 2-core
 machine. The statuses describe the run that wrote tables 1–6 (at
-07:10–07:17, see the top), with the rerun of table 4 right after it
-named where it is used.
+14:32–14:38, see the top).
 
 | target | status |
 |---|---|
-| remote pod and network-set updates: at most 1 ms of compute | met: table 3a (0.008–0.053 ms median, p99 at most 0.18 ms) |
-| policy edit, local pod, namespace relabel: at most 20 ms of compute | met: table 3a (policy edit 0.085 ms; local pod 0.085–0.248 ms; namespace relabel 17.4 ms, p99 22.9 ms) |
-| compute per update within 2× between M and XL | met in this run for remote pod adds (1.1×), network sets (1.6×) and a tier no local endpoint walks; missed for remote pod delete and relabel (2.3× and 3.8×: 0.019 → 0.043 and 0.012 → 0.045 ms, M's medians lower than S's and L's, so M is the outlier), policy edits (2.1× and 2.0×; 1.2× in the previous run), local pod add, delete and relabel (2.3×, 2.8×, 2.5×), namespace relabels (8.6×: 200 pods per namespace at M, 1,250 at XL, 67 → 417 units of change; per unit 30.3 → 41.7 µs, 1.38×), host endpoint edits (14.5×: 122 → 700 rules re-rendered; per unit 3.4 → 8.7 µs) and a move of the default tier (0.08 → 3.7 ms: it re-ranks every policy of the tier, 10× more at XL) |
-| full compile at most 1 s and 400 MB | memory met: table 1 (388 MB including the generated input). Time missed: 1.22 s from resources to text (snapshot 0.70 s, compile 0.41 s, render 0.12 s), against 1.59 s in the previous run (snapshot 0.86 s, compile 0.64 s); the `nft -f` floor was 6.27 s here, 6.88 s then |
-| `tortie run` ready within 10 s, at most 500 MB resident | met from both datastores: from a Kubernetes API ready after 9.6 s at 485 MB resident, from a directory after 9.6 s at 476 MB (table 5). A run of the same code before the labels were shared (913d571, 06:51) gave 8.7 s / 498 MB and 9.4 s / 489 MB |
-| one set element added or removed: at most 2 ms from delta ready to committed | met: table 6 (0.04–0.07 ms over netlink) |
-| one policy chain changed: at most 20 ms in the kernel | met: table 6 (7.0 ms as one netlink batch; 39.5 ms through `nft` in the same run) |
-| full apply at most 1.2× the `nft -f` floor | met: table 2 (0.78× at XL, 0.76–0.81× at S–L) |
-| refresh with no drift: at most 1 s of CPU | met: table 6 (0.26 s) |
-| start-up adoption at most 2× the time to load the table | met: table 6 (2.41 s against 3.44 s) |
-| a remote pod event in the kernel within 5 ms; a policy edit within 50 ms | met: table 3 (pod added 0.20 ms, relabelled 0.10 ms; policy edit 7.92 ms) |
-| packet path with the XL ruleset at least 95% of no ruleset | missed in both runs of this stop: the full run measured 89% of new connections and 90% throughput (no-ruleset baseline 2,576 connections/s), the rerun 92% and 83% (baseline 3,362); the previous stop's rerun had 96% and 96%. The XL ruleset has the same 27,115 rules and 349,392 set elements as then and the golden rulesets are byte-identical, so I read this as the machine, but its XL text was not compared with the previous commit's |
+| remote pod and network-set updates: at most 1 ms of compute | met: table 3a (0.008–0.044 ms median, p99 at most 0.15 ms) |
+| policy edit, local pod, namespace relabel: at most 20 ms of compute | met: table 3a (policy edit 0.063 ms; local pod 0.085–0.208 ms; namespace relabel 14.9 ms, p99 17.7 ms) |
+| compute per update within 2× between M and XL | met in this run for remote pod add and delete (1.5×, 1.4×), network sets (1.3×), local pod add and relabel (1.9×, 2.0×), policy add and both policy edits (1.7×, 1.9×, 1.6×) and both tier order changes (a move of the default tier 0.002 → 0.003 ms; it was 0.08 → 3.7 ms in the previous run). Missed for remote pod relabels (2.1×: 0.016 → 0.033 ms), local pod deletes (2.3×: 0.037 → 0.085 ms), policy deletes (2.4×: 0.016 → 0.039 ms), namespace relabels (8.3×: 200 pods per namespace at M, 1,250 at XL, 67 → 417 units of change; per unit 26.6 → 35.6 µs, 1.34×) and host endpoint edits (9.8×: 122 → 700 rules re-rendered; per unit 3.5 → 6.1 µs, 1.7×) |
+| full compile at most 1 s and 400 MB | memory met: table 1 (393 MB including the generated input). Time missed: 1.11 s from resources to text (snapshot 0.69 s, compile 0.36 s, render 0.07 s); the previous run gave 1.22 s with the same code on this path, so the difference is the machine. The `nft -f` floor was 5.82 s here, 6.27 s then |
+| `tortie run` ready within 10 s, at most 500 MB resident | met from both datastores: from a Kubernetes API ready after 8.6 s at 488 MB resident, from a directory after 8.8 s at 480 MB (table 5) |
+| one set element added or removed: at most 2 ms from delta ready to committed | met: table 6 (0.11–0.13 ms over netlink) |
+| one policy chain changed: at most 20 ms in the kernel | met: table 6 (11.2 ms as one netlink batch; 39.6 ms through `nft` in the same run) |
+| full apply at most 1.2× the `nft -f` floor | met: table 2 (0.78× at XL, 0.80–0.97× at S–L) |
+| refresh with no drift: at most 1 s of CPU | met: table 6 (0.10 s) |
+| start-up adoption at most 2× the time to load the table | met: table 6 (2.95 s against 3.55 s) |
+| a remote pod event in the kernel within 5 ms; a policy edit within 50 ms | met: table 3 (pod added 0.21 ms, relabelled 0.08 ms; policy edit 9.03 ms) |
+| packet path with the XL ruleset at least 95% of no ruleset | missed: 83% of new connections (2,660 against a no-ruleset baseline of 3,219 connections/s), throughput 103%. Earlier runs today gave 89% / 90%, 92% / 83% and 96% / 96% with the same 27,115 rules and 349,392 set elements; this stop did not change the full compile's output (the goldens are byte-identical) |
 
 Why, and what is left:
 
-- **The rules' peers are parsed once**, when the calculation takes a
-  policy or profile in (`src/calc/peers.rs`). The compiler had parsed each
-  rule side's selectors and nets again at every render, with `all()` and
-  dropping the net as fallbacks for text that did not parse; those are gone.
-  Now all 10,000 policies are parsed at the build, not only those that
-  apply to local endpoints, and their parsed peers are held: about +15 MB
-  at the compile's peak (373–380 → 388–391 MB in runs of table 1 alone).
-- **The large one-off steps run on two threads** (`src/par.rs`): a
-  build's pods become endpoints in batches split over two threads, the
-  endpoints are sorted on integer keys (namespace rank, 16-byte name
-  prefix) in two halves (`src/calc/build.rs`), a full compile finds its
-  selector and named-port sets' members at the end on two threads, and
-  the text is rendered in two halves. Table 1 at XL: 1.59 → 1.22 s. What
-  remains of the compile is mostly those members (turning each address
-  into text for the IR's sets) on both cores, and the build's pods and
-  label index.
-- **Labels shared, not copied**: an endpoint's own labels are held behind
-  an `Arc` (`calc::LabelMap`), so the member index shares them with the
-  snapshot; port names are interned. Resident at ready went 498 → 485 MB
-  (API) and 489 → 476 MB (directory) between the 06:51 run and this one.
-- **Start-up** from the mock API: the last LIST page at 3.7 s, the
+- **A tier's order is read through one cell** shared by the ranks of its
+  policies (`src/compile/incremental/rank.rs`). A tier order change that
+  keeps the tier's place among the tiers holding policies writes the cell
+  and touches no policy; before, it rewrote the rank of every policy of the
+  tier (10,000 at XL: 3.7 ms). A tier that does move still re-sorts the
+  policy list and the lists of the endpoints that walk it.
+- **A policy edit no longer parses the old resource**: the engine holds
+  every policy in force, parsed, and takes the old one from there (table
+  3a, policy edit at XL 0.085 → 0.063 ms between the runs).
+- **A new set reads the narrowest pair's holders**: the members of a set
+  that a re-rendered part needs for the first time are found through the
+  holders of the required `key == value` pair the fewest members carry,
+  not of the first one (for a namespaced selector that was the namespace,
+  1,250 pods at XL). Local pod add at XL 0.242 → 0.189 ms.
+- **The full compile** is mostly the members of its selector and
+  named-port sets (each address turned into text for the IR's sets) on
+  both cores, and the build's pods and label index. Keeping set elements
+  as addresses in the IR, or building the label index beside the sort,
+  are what is left to try.
+- **Start-up** from the mock API: the last LIST page at 2.9 s, the
   engine build, and the first load into the kernel (the netlink floor for
   349,392 elements) are its three parts. The load is the largest: every
   address set carries the interval flag, so each /32 is a start and an
   end element in an rbtree set; sets holding only exact addresses could
   be plain hash sets, but such a set has to be re-created, with the rules
   that refer to it, when its first CIDR arrives. Not done.
-- **Namespace relabels, host endpoint edits and the default tier** change
-  more at XL (table 3a, second part): a namespace holds 6× more pods, the
-  edited host endpoint's policy chains are rendered for the host layer,
-  and a tier move re-ranks every policy in it.
+- **Namespace relabels and host endpoint edits** change more at XL
+  (table 3a, second part): a namespace holds 6× more pods, and the edited
+  host endpoint's policy chains are rendered for the host layer. Per unit
+  of change both are within 2×.
 ";
 
 fn main() {
