@@ -368,10 +368,14 @@ impl MemberIndex {
     }
 
     fn with_label(&self, k: &str, v: &str) -> impl Iterator<Item = &(Arc<ResourceKey>, Member)> {
-        self.holders(k, v)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.slots[*id as usize].as_ref())
+        self.in_slots(self.holders(k, v))
+    }
+
+    fn in_slots<'a>(
+        &'a self,
+        slots: Option<&'a HashSet<u32>>,
+    ) -> impl Iterator<Item = &'a (Arc<ResourceKey>, Member)> + 'a {
+        (slots.into_iter().flatten()).filter_map(|id| self.slots[*id as usize].as_ref())
     }
 
     /// The slots of the members labelled `k == v` (none when no label ever
@@ -390,8 +394,7 @@ impl MemberIndex {
             .min_by_key(|h| h.map_or(0, HashSet::len));
         match fewest {
             Some(holders) => Box::new(
-                (holders.into_iter().flatten())
-                    .filter_map(|id| self.slots[*id as usize].as_ref())
+                self.in_slots(holders)
                     .map(|(_, m)| m)
                     .filter(move |m| sel.matches(&m.labels))
                     .collect::<Vec<_>>()
@@ -634,6 +637,40 @@ mod tests {
     use super::*;
     use crate::compile::interval::net_elements;
     use proptest::prelude::*;
+
+    /// A selector's members are found through the rarer of its required
+    /// pairs (the first or the second written), and are those it matches.
+    #[test]
+    fn matching_finds_the_same_members_whichever_pair_is_rarer() {
+        let mut index = MemberIndex::default();
+        for i in 0..40u32 {
+            let app = if i % 10 == 0 { "db" } else { "web" };
+            let labels = [("ns", "one"), ("app", app)];
+            let member = Member {
+                labels: LabelMap::layered(crate::calc::labels::pairs_of(labels), None),
+                nets: vec![v4(i, 32)],
+                ports: Vec::new(),
+            };
+            let key = ResourceKey {
+                kind: crate::model::ResourceKind::Pod,
+                namespace: Some("one".into()),
+                name: format!("p{i}"),
+            };
+            index.set(&key, Some(member));
+        }
+        let found = |text: &str| {
+            let sel = crate::selector::parse(text).expect("a valid selector");
+            let mut nets: Vec<IpNet> = index.matching(&sel).flat_map(|m| m.nets.clone()).collect();
+            nets.sort();
+            nets
+        };
+        let db: Vec<IpNet> = (0..4).map(|i| v4(i * 10, 32)).collect();
+        assert_eq!(found("ns == 'one' && app == 'db'"), db);
+        assert_eq!(found("app == 'db' && ns == 'one'"), db);
+        assert_eq!(found("ns == 'one' && app == 'web'").len(), 36);
+        assert_eq!(found("ns == 'one' && app == 'none'"), Vec::<IpNet>::new());
+        assert_eq!(found("has(app)").len(), 40);
+    }
 
     fn v4(host: u32, len: u8) -> IpNet {
         let addr = std::net::Ipv4Addr::from(0xC612_0000u32 + host);

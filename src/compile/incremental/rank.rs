@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering as Mem};
 use crate::calc::{Cluster, OrderKey, Policy, Tier};
 
 /// A tier's order (behind the cell its policies' ranks share) and name.
+/// The cell is atomic only so that the engine stays `Send` and `Sync`; the
+/// engine alone writes it.
 #[derive(Debug, Clone)]
 pub(super) struct TierPlace {
     order: Arc<AtomicU64>,
@@ -118,8 +120,8 @@ mod tests {
         }
     }
 
-    /// Ranks order as `Cluster::policy_rank` does, and one write to a
-    /// tier's cell moves every rank already taken of its policies.
+    /// Tier places order by order (unset last), then name, and one write
+    /// to a tier's cell moves every place already taken of it.
     #[test]
     fn ranks_follow_their_tier_cell() {
         let mut places = TierPlaces::default();
