@@ -691,7 +691,7 @@ machine. The statuses describe the run that wrote tables 1–6 (at
 | refresh with no drift: at most 1 s of CPU | met: table 6 (0.10 s) |
 | start-up adoption at most 2× the time to load the table | met: table 6 (2.95 s against 3.55 s) |
 | a remote pod event in the kernel within 5 ms; a policy edit within 50 ms | met: table 3 (pod added 0.21 ms, relabelled 0.08 ms; policy edit 9.03 ms) |
-| packet path with the XL ruleset at least 95% of no ruleset | missed: 83% of new connections (2,660 against a no-ruleset baseline of 3,219 connections/s), throughput 103%. Earlier runs today gave 89% / 90%, 92% / 83% and 96% / 96% with the same 27,115 rules and 349,392 set elements; this stop did not change the full compile's output (the goldens are byte-identical) |
+| packet path with the XL ruleset at least 95% of no ruleset | missed: 83% of new connections (2,660 against a no-ruleset baseline of 3,219 connections/s), throughput 103%. Earlier runs today gave 89% / 90%, 92% / 83% and 96% / 96% with the same 27,115 rules and 349,392 set elements, and a rerun of table 4 alone at 15:03 gave 82% / 84% (baseline 3,192). The XL ruleset is not the cause: `tortie compile` of the synthetic XL dump (`tortie synth-dump --size XL`) for node-0 gives byte-identical text (14,585,818 bytes) at 28d9c35 (the last commit of the stop whose rerun gave 96% / 96%) and at de4b103 |
 
 Why, and what is left:
 
