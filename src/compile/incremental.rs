@@ -37,7 +37,7 @@ use super::members::{
 };
 use super::{Leaf, LeafOf, Part, render_part};
 use crate::calc::labels::{Sym, SymMap};
-use crate::calc::{Cluster, Endpoint, EndpointId, Policy, PolicyId, Settings};
+use crate::calc::{Cluster, Endpoint, EndpointId, Policy, PolicyId, PolicyKind, Settings};
 use crate::model::{Resource, ResourceKey, ResourceKind, Update};
 
 #[cfg(test)]
@@ -460,18 +460,12 @@ impl Incremental {
     }
 
     /// The policy in force for the resource at `key`, which is being
-    /// replaced by `new`: held by the engine under `new`'s id, so an edit
-    /// does not parse the old resource again; only without `new` (a delete,
-    /// or a policy whose tier is missing) is the stored resource read.
+    /// replaced by `new`: the one the engine holds under the key's id, so
+    /// neither an edit nor a delete parses the old resource again (a policy
+    /// whose tier is missing is not held, as it is not in force).
     fn held_policy(&self, key: &ResourceKey, new: Option<&Policy>) -> Option<Arc<Policy>> {
-        match new {
-            Some(n) => self.policies.get(&n.id).map(|(_, p)| p.clone()),
-            None => self
-                .resources
-                .resource(key)
-                .and_then(|r| self.policy(r))
-                .map(Arc::new),
-        }
+        let id = new.map(|n| n.id.clone()).or_else(|| policy_id(key))?;
+        self.policies.get(&id).map(|(_, p)| p.clone())
     }
 
     /// The node's interfaces changed (read by netlink): re-renders the base
@@ -515,6 +509,25 @@ impl Incremental {
             })
             .collect()
     }
+}
+
+/// The id of the policy a policy resource's key stands for, as
+/// `Cluster::policy_of` makes it (the resource's name; the namespace of a
+/// namespaced kind, `default` when it has none).
+fn policy_id(key: &ResourceKey) -> Option<PolicyId> {
+    let kind = match key.kind {
+        ResourceKind::NetworkPolicy => PolicyKind::Np,
+        ResourceKind::K8sNetworkPolicy => PolicyKind::Knp,
+        ResourceKind::GlobalNetworkPolicy => PolicyKind::Gnp,
+        ResourceKind::ClusterNetworkPolicy => PolicyKind::Kcnp,
+        _ => return None,
+    };
+    let namespaced = matches!(kind, PolicyKind::Np | PolicyKind::Knp);
+    Some(PolicyId {
+        kind,
+        namespace: namespaced.then(|| key.namespace.clone().unwrap_or_else(|| "default".into())),
+        name: key.name.clone(),
+    })
 }
 
 /// Kinds whose change re-renders everything (rare, and they reach every
@@ -614,6 +627,59 @@ mod tests {
 
     fn full(resources: &[Resource]) -> Ruleset {
         compile(&Cluster::build(resources, LOCAL_NODE), LOCAL_NODE)
+    }
+
+    /// A policy resource's key names the id `Cluster::policy_of` gives the
+    /// policy, for every policy kind (so a delete finds the held policy).
+    #[test]
+    fn policy_keys_name_the_ids_of_their_policies() {
+        let y = "\
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: np, namespace: shop}
+spec: {selector: all()}
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: bare}
+spec: {selector: all()}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: gnp}
+spec: {selector: all()}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: knp, namespace: shop}
+spec: {podSelector: {}}
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: cnp}
+spec:
+  tier: Admin
+  priority: 5
+  subject: {namespaces: {}}
+";
+        let r = crate::model::load::load_str(y, std::path::Path::new("p.yaml"));
+        assert!(
+            r.errors().next().is_none(),
+            "{:?}",
+            r.errors().collect::<Vec<_>>()
+        );
+        let resources: Vec<Resource> = r.resources.into_iter().map(|l| l.resource).collect();
+        assert_eq!(resources.len(), 5);
+        let cluster = Cluster::build(&resources, "n1");
+        for res in &resources {
+            let made = cluster.policy_of(res).expect("a policy kind");
+            assert_eq!(policy_id(&res.key()), Some(made.expect("valid").id));
+        }
+        let ns = crate::model::load::load_str(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
+            std::path::Path::new("n.yaml"),
+        );
+        assert_eq!(policy_id(&ns.resources[0].resource.key()), None);
     }
 
     #[test]
