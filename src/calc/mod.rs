@@ -92,6 +92,23 @@ pub struct PolicyId {
     pub name: String,
 }
 
+impl PolicyId {
+    /// The id of a policy of `kind` named `name`: a namespaced kind's
+    /// policy lives in `namespace` (`default` when it has none), a global
+    /// one in none.
+    pub fn new(kind: PolicyKind, namespace: Option<&str>, name: &str) -> PolicyId {
+        let global = matches!(
+            kind,
+            PolicyKind::Gnp | PolicyKind::Kcnp | PolicyKind::StagedGnp
+        );
+        PolicyId {
+            kind,
+            namespace: (!global).then(|| namespace.unwrap_or("default").to_string()),
+            name: name.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for PolicyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.namespace {
@@ -727,15 +744,9 @@ impl Cluster {
         meta: &ObjectMeta,
         spec: &PolicySpec,
     ) -> Result<Policy, Note> {
-        let namespace = match kind {
-            PolicyKind::Gnp | PolicyKind::Kcnp | PolicyKind::StagedGnp => None,
-            _ => Some(meta.namespace.clone().unwrap_or_else(|| "default".into())),
-        };
-        let id = PolicyId {
-            kind,
-            namespace: namespace.clone(),
-            name: meta.name.clone().unwrap_or_default(),
-        };
+        let name = meta.name.as_deref().unwrap_or_default();
+        let id = PolicyId::new(kind, meta.namespace.as_deref(), name);
+        let namespace = id.namespace.clone();
         let tier = spec.tier.clone().unwrap_or_else(|| "default".into());
         if !self.tiers.contains_key(&tier) {
             return Err(Note {

@@ -397,7 +397,7 @@ impl Incremental {
                 | ResourceKind::K8sNetworkPolicy
                 | ResourceKind::ClusterNetworkPolicy => {
                     let new = u.value.as_ref().and_then(|r| self.policy(r));
-                    let old = self.held_policy(&u.key, new.as_ref());
+                    let old = self.held_policy(&u.key);
                     policies.push((old, new));
                 }
                 _ => {
@@ -459,13 +459,13 @@ impl Incremental {
         self.cluster.policy_of(r).and_then(Result::ok)
     }
 
-    /// The policy in force for the resource at `key`, which is being
-    /// replaced by `new`: the one the engine holds under the key's id, so
-    /// neither an edit nor a delete parses the old resource again (a policy
-    /// whose tier is missing is not held, as it is not in force).
-    fn held_policy(&self, key: &ResourceKey, new: Option<&Policy>) -> Option<Arc<Policy>> {
-        let id = new.map(|n| n.id.clone()).or_else(|| policy_id(key))?;
-        self.policies.get(&id).map(|(_, p)| p.clone())
+    /// The policy in force for the resource at `key`: the one the engine
+    /// holds under the key's id, so neither an edit nor a delete parses the
+    /// old resource again (a policy whose tier is missing is not held, as
+    /// it is not in force).
+    fn held_policy(&self, key: &ResourceKey) -> Option<Arc<Policy>> {
+        let (_, p) = self.policies.get(&policy_id(key)?)?;
+        Some(p.clone())
     }
 
     /// The node's interfaces changed (read by netlink): re-renders the base
@@ -512,8 +512,7 @@ impl Incremental {
 }
 
 /// The id of the policy a policy resource's key stands for, as
-/// `Cluster::policy_of` makes it (the resource's name; the namespace of a
-/// namespaced kind, `default` when it has none).
+/// `Cluster::policy_of` makes it.
 fn policy_id(key: &ResourceKey) -> Option<PolicyId> {
     let kind = match key.kind {
         ResourceKind::NetworkPolicy => PolicyKind::Np,
@@ -522,12 +521,7 @@ fn policy_id(key: &ResourceKey) -> Option<PolicyId> {
         ResourceKind::ClusterNetworkPolicy => PolicyKind::Kcnp,
         _ => return None,
     };
-    let namespaced = matches!(kind, PolicyKind::Np | PolicyKind::Knp);
-    Some(PolicyId {
-        kind,
-        namespace: namespaced.then(|| key.namespace.clone().unwrap_or_else(|| "default".into())),
-        name: key.name.clone(),
-    })
+    Some(PolicyId::new(kind, key.namespace.as_deref(), &key.name))
 }
 
 /// Kinds whose change re-renders everything (rare, and they reach every
