@@ -102,7 +102,7 @@ pub fn sections_only(
                 rep.line("");
                 rep.line(&format!("## 4. Packet path ({name})"));
                 rep.line("");
-                super::packet_path(rep, name, runs.min(3), 20_000);
+                super::packet_path(rep, name, runs, 20_000);
             }
             "incremental" => {
                 rep.line("");
