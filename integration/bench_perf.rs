@@ -422,7 +422,7 @@ fn measure_path(client: &Netns, server: &Netns, server_ip: IpAddr) -> (f64, f64)
     r
 }
 
-/// 4. The packet path between two local pods of the XL cluster.
+/// The packet path between two local pods of the XL cluster (table 4).
 /// `runs` asks for that many rounds; at least 5 and at most 9 are made
 /// (one round is four 5-second measurements and four loads).
 fn packet_path(rep: &mut Report, name: &str, runs: usize, naive_rules: usize) {
