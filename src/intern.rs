@@ -92,6 +92,10 @@ impl Hasher for FxHasher {
         self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0xf135_7aea_2e62_a9c5);
     }
 
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
     fn finish(&self) -> u64 {
         self.0
     }

@@ -6,6 +6,7 @@
 //! element delta (merged neighbours split or joined).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -16,6 +17,9 @@ use crate::calc::labels::{LabelMap, Sym, SymMap};
 use crate::calc::{Endpoint, NetworkSet};
 use crate::model::ResourceKey;
 use crate::selector::Selector;
+
+/// The slots of the members holding one label pair.
+type Holders = HashSet<u32, BuildHasherDefault<crate::intern::FxHasher>>;
 
 /// What one endpoint or network set contributes to sets.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,7 +85,7 @@ pub struct MemberIndex {
     free: Vec<u32>,
     ids: HashMap<Arc<ResourceKey>, u32>,
     /// key → value → members carrying that label.
-    by_pair: SymMap<Sym, SymMap<Sym, HashSet<u32>>>,
+    by_pair: SymMap<Sym, SymMap<Sym, Holders>>,
 }
 
 /// A `key == value` every match of `sel` has (a top-level conjunct), if
@@ -373,41 +377,48 @@ impl MemberIndex {
 
     fn in_slots<'a>(
         &'a self,
-        slots: Option<&'a HashSet<u32>>,
+        slots: Option<&'a Holders>,
     ) -> impl Iterator<Item = &'a (Arc<ResourceKey>, Member)> + 'a {
         (slots.into_iter().flatten()).filter_map(|id| self.slots[*id as usize].as_ref())
     }
 
     /// The slots of the members labelled `k == v` (none when no label ever
     /// had that text).
-    fn holders(&self, k: &str, v: &str) -> Option<&HashSet<u32>> {
+    fn holders(&self, k: &str, v: &str) -> Option<&Holders> {
         let (k, v) = Sym::lookup(k).zip(Sym::lookup(v))?;
         self.by_pair.get(&k)?.get(&v)
     }
 
-    /// Members matching `sel`: when it requires `key == value` pairs, only
-    /// the holders of the pair the fewest members carry are read.
+    /// Members matching `sel`. When it requires `key == value` pairs, only
+    /// the holders of the pair the fewest members carry are read, and of
+    /// those only the ones that every other required pair holds too are
+    /// matched against `sel` (a probe of a slot set costs far less than a
+    /// match against a member's labels).
     pub fn matching<'a>(&'a self, sel: &'a Selector) -> Box<dyn Iterator<Item = &'a Member> + 'a> {
         let pairs = required_pairs(sel);
-        let fewest = (pairs.iter())
-            .map(|(k, v)| self.holders(k, v))
-            .min_by_key(|h| h.map_or(0, HashSet::len));
-        match fewest {
-            Some(holders) => Box::new(
-                self.in_slots(holders)
-                    .map(|(_, m)| m)
-                    .filter(move |m| sel.matches(&m.labels))
-                    .collect::<Vec<_>>()
-                    .into_iter(),
-            ),
-            None => Box::new(
-                self.slots
-                    .iter()
-                    .flatten()
+        if pairs.is_empty() {
+            return Box::new(
+                (self.slots.iter().flatten())
                     .map(|(_, m)| m)
                     .filter(move |m| sel.matches(&m.labels)),
-            ),
+            );
         }
+        // A pair no member carries: nothing matches.
+        let Some(mut holders) = (pairs.iter())
+            .map(|(k, v)| self.holders(k, v))
+            .collect::<Option<Vec<&Holders>>>()
+        else {
+            return Box::new(std::iter::empty());
+        };
+        holders.sort_by_key(|h| h.len());
+        let (fewest, rest) = holders.split_first().expect("a pair");
+        let found: Vec<&Member> = (fewest.iter())
+            .filter(|id| rest.iter().all(|h| h.contains(*id)))
+            .filter_map(|id| self.slots[*id as usize].as_ref())
+            .map(|(_, m)| m)
+            .filter(|m| sel.matches(&m.labels))
+            .collect();
+        Box::new(found.into_iter())
     }
 
     /// Keys of members in `namespace` (by their namespace label).
@@ -670,6 +681,75 @@ mod tests {
         assert_eq!(found("ns == 'one' && app == 'web'").len(), 36);
         assert_eq!(found("ns == 'one' && app == 'none'"), Vec::<IpNet>::new());
         assert_eq!(found("has(app)").len(), 40);
+    }
+
+    /// Whatever members come, change and go, `matching` finds exactly the
+    /// members a selector matches, for selectors requiring one, two or
+    /// three pairs (some that no member carries), with and without a
+    /// further term that is not a pair.
+    #[test]
+    fn matching_equals_matching_every_member() {
+        let mut index = MemberIndex::default();
+        let key = |i: u32| ResourceKey {
+            kind: crate::model::ResourceKind::Pod,
+            namespace: Some("n".into()),
+            name: format!("p{i}"),
+        };
+        // A deterministic walk: slot reuse, relabels and removals.
+        let mut state = 7u64;
+        let mut next = |n: u64| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) % n
+        };
+        for step in 0..600u32 {
+            let i = next(60) as u32;
+            if next(5) == 0 {
+                index.set(&key(i), None);
+                continue;
+            }
+            let (ns, app, tier) = (next(3), next(4), next(3));
+            let mut labels = vec![("ns", format!("ns-{ns}")), ("app", format!("app-{app}"))];
+            if tier < 2 {
+                labels.push(("tier", format!("t{tier}")));
+            }
+            let member = Member {
+                labels: LabelMap::layered(
+                    crate::calc::labels::pairs_of(labels.iter().map(|(k, v)| (*k, v.as_str()))),
+                    None,
+                ),
+                nets: vec![v4(step, 32)],
+                ports: Vec::new(),
+            };
+            index.set(&key(i), Some(member));
+        }
+        let texts = [
+            "ns == 'ns-1'",
+            "ns == 'ns-1' && app == 'app-2'",
+            "app == 'app-2' && ns == 'ns-1' && tier == 't0'",
+            "ns == 'ns-0' && tier == 't1' && !has(other)",
+            "ns == 'ns-2' && app in {'app-0', 'app-3'}",
+            "ns == 'ns-1' && app == 'app-9'",
+            "nobody == 'x' && ns == 'ns-1'",
+            "has(tier)",
+        ];
+        for text in texts {
+            let sel = crate::selector::parse(text).expect("a valid selector");
+            let mut got: Vec<IpNet> = index.matching(&sel).flat_map(|m| m.nets.clone()).collect();
+            let mut want: Vec<IpNet> = (index.slots.iter().flatten())
+                .filter(|(_, m)| sel.matches(&m.labels))
+                .flat_map(|(_, m)| m.nets.clone())
+                .collect();
+            got.sort();
+            want.sort();
+            assert_eq!(got, want, "{text}");
+        }
+        let sel = crate::selector::parse("ns == 'ns-1' && app == 'app-2'").expect("valid");
+        assert!(
+            index.matching(&sel).next().is_some(),
+            "the walk leaves such members"
+        );
     }
 
     fn v4(host: u32, len: u8) -> IpNet {
