@@ -104,6 +104,9 @@ impl Hasher for FxHasher {
 /// A hash map keyed by symbols (or pairs of them), hashed by address.
 pub type SymMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
+/// A hash map hashed by [`FxHasher`], for keys that are not symbols.
+pub type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
 impl PartialEq for Sym {
     fn eq(&self, o: &Sym) -> bool {
         std::ptr::eq(self.0, o.0)

@@ -129,7 +129,7 @@ pub struct Incremental {
     /// Service sets by the Service they hold (filled from EndpointSlices).
     sets_by_service: HashMap<crate::calc::ServiceKey, BTreeSet<String>>,
     /// Every policy by id, with its place in evaluation order.
-    policies: HashMap<PolicyId, (Rank, Arc<Policy>)>,
+    policies: crate::intern::FxMap<PolicyId, (Rank, Arc<Policy>)>,
     /// Policies by the `key == value` pairs their selector requires.
     policy_by_pair: PairIndex<PolicyId>,
     /// Local endpoints by each of their labels.
@@ -195,7 +195,7 @@ impl Incremental {
             sets_by_pair: PairIndex::default(),
             sets_by_key: SymMap::default(),
             sets_by_service: HashMap::new(),
-            policies: HashMap::new(),
+            policies: Default::default(),
             policy_by_pair: PairIndex::default(),
             eps_by_pair: SymMap::default(),
             policy_by_tier: HashMap::new(),

@@ -292,13 +292,12 @@ impl Incremental {
 
     /// Where a policy of `rank` is (or would go) in `cluster.policies`.
     pub(super) fn rank_position(&self, rank: &Rank) -> usize {
-        self.cluster.policies.partition_point(|q| {
-            &self
-                .policies
-                .get(&q.id)
-                .map_or_else(|| self.tier_places.rank(q), |r| r.0.clone())
-                < rank
-        })
+        self.cluster
+            .policies
+            .partition_point(|q| match self.policies.get(&q.id) {
+                Some((held, _)) => held < rank,
+                None => self.tier_places.rank(q) < *rank,
+            })
     }
 
     /// A policy changed from `old` to `new` (either may be absent).
