@@ -673,51 +673,56 @@ const TARGETS: &str = "## Targets
 
 Targets of issues 11 (calculation) and 12 (kernel), at XL on a 2-core
 machine. The statuses describe the run that wrote tables 1–6 (at
-14:32–14:38, see the top).
+18:59–19:04 on the AMD EPYC machine, see the top; earlier runs were on an
+Intel Xeon machine, whose `nft -f` floor at XL was 5.82 s against 3.78 s
+here).
 
 | target | status |
 |---|---|
-| remote pod and network-set updates: at most 1 ms of compute | met: table 3a (0.008–0.044 ms median, p99 at most 0.15 ms) |
-| policy edit, local pod, namespace relabel: at most 20 ms of compute | met: table 3a (policy edit 0.063 ms; local pod 0.085–0.208 ms; namespace relabel 14.9 ms, p99 17.7 ms) |
-| compute per update within 2× between M and XL | met in this run for remote pod add and delete (1.5×, 1.4×), network sets (1.3×), local pod add and relabel (1.9×, 2.0×), policy add and both policy edits (1.7×, 1.9×, 1.6×) and both tier order changes (a move of the default tier 0.002 → 0.003 ms; it was 0.08 → 3.7 ms in the previous run). Missed for remote pod relabels (2.1×: 0.016 → 0.033 ms), local pod deletes (2.3×: 0.037 → 0.085 ms), policy deletes (2.4×: 0.016 → 0.039 ms), namespace relabels (8.3×: 200 pods per namespace at M, 1,250 at XL, 67 → 417 units of change; per unit 26.6 → 35.6 µs, 1.34×) and host endpoint edits (9.8×: 122 → 700 rules re-rendered; per unit 3.5 → 6.1 µs, 1.7×) |
-| full compile at most 1 s and 400 MB | memory met: table 1 (393 MB including the generated input). Time missed: 1.11 s from resources to text (snapshot 0.69 s, compile 0.36 s, render 0.07 s); the previous run gave 1.22 s with the same code on this path, so the difference is the machine. The `nft -f` floor was 5.82 s here, 6.27 s then |
-| `tortie run` ready within 10 s, at most 500 MB resident | met from both datastores: from a Kubernetes API ready after 8.6 s at 488 MB resident, from a directory after 8.8 s at 480 MB (table 5) |
-| one set element added or removed: at most 2 ms from delta ready to committed | met: table 6 (0.11–0.13 ms over netlink) |
-| one policy chain changed: at most 20 ms in the kernel | met: table 6 (11.2 ms as one netlink batch; 39.6 ms through `nft` in the same run) |
-| full apply at most 1.2× the `nft -f` floor | met: table 2 (0.78× at XL, 0.80–0.97× at S–L) |
-| refresh with no drift: at most 1 s of CPU | met: table 6 (0.10 s) |
-| start-up adoption at most 2× the time to load the table | met: table 6 (2.95 s against 3.55 s) |
-| a remote pod event in the kernel within 5 ms; a policy edit within 50 ms | met: table 3 (pod added 0.21 ms, relabelled 0.08 ms; policy edit 9.03 ms) |
-| packet path with the XL ruleset at least 95% of no ruleset | missed: 83% of new connections (2,660 against a no-ruleset baseline of 3,219 connections/s), throughput 103%. Earlier runs today gave 89% / 90%, 92% / 83% and 96% / 96% with the same 27,115 rules and 349,392 set elements, and a rerun of table 4 alone at 15:03 gave 82% / 84% (baseline 3,192). The XL ruleset is not the cause: `tortie compile` of the synthetic XL dump (`tortie synth-dump --size XL`) for node-0 gives byte-identical text (14,585,818 bytes) at 28d9c35 (the last commit of the stop whose rerun gave 96% / 96%) and at de4b103 |
+| remote pod and network-set updates: at most 1 ms of compute | met: table 3a (0.005–0.032 ms median, p99 at most 0.11 ms) |
+| policy edit, local pod, namespace relabel: at most 20 ms of compute | met: table 3a (policy edit 0.032 ms; local pod 0.045–0.153 ms; namespace relabel 9.5 ms, p99 12.2 ms) |
+| compute per update within 2× between M and XL | met in this run for remote pod add and delete (1.7×, 1.5×), network sets (1.3×), policy add, both policy edits and policy delete (1.5×, 1.2×, 1.3×, 1.9×) and both tier order changes (0.001 → 0.001 ms, 0.002 → 0.002 ms). Missed for remote pod relabels (2.8×: 0.011 → 0.031 ms), local pod adds (2.7×: 0.056 → 0.153 ms), deletes (2.4×: 0.019 → 0.045 ms) and relabels (2.1×: 0.063 → 0.133 ms), namespace relabels (8.1×: 200 pods per namespace at M, 1,250 at XL, 67 → 417 units of change; per unit 17.5 → 22.9 µs, 1.3×) and host endpoint edits (9.1×: 122 → 700 rules re-rendered; per unit 2.2 → 3.4 µs, 1.6×). Runs of one kind at a time (`TORTIE_CALC_ONLY`) gave local pod add 0.058 → 0.097 ms (1.7×), delete 0.023 → 0.038 ms (1.7×), relabel 0.075 → 0.099 ms (1.3×) and remote pod relabel 0.007 → 0.019 ms (2.7×): medians this small move by up to 2× between runs |
+| full compile at most 1 s and 400 MB | met: table 1 (0.75 s from resources to text: snapshot 0.46 s, compile 0.23 s, render 0.06 s; 393 MB including the generated input). The code on this path is the one that took 1.11 s on the Intel machine at 14:32 (floor 5.82 s there, 3.78 s here) |
+| `tortie run` ready within 10 s, at most 500 MB resident | met from both datastores: from a Kubernetes API ready after 5.6 s at 490 MB resident, from a directory after 5.1 s at 477 MB (table 5) |
+| one set element added or removed: at most 2 ms from delta ready to committed | met: table 6 (0.02–0.03 ms over netlink) |
+| one policy chain changed: at most 20 ms in the kernel | met: table 6 (5.2 ms as one netlink batch; 32.3 ms through `nft` in the same run) |
+| full apply at most 1.2× the `nft -f` floor | met: table 2 (0.82× at XL, 0.61–0.86× at S–L) |
+| refresh with no drift: at most 1 s of CPU | met: table 6 (0.06 s) |
+| start-up adoption at most 2× the time to load the table | met: table 6 (1.46 s against 1.96 s) |
+| a remote pod event in the kernel within 5 ms; a policy edit within 50 ms | met: table 3 (pod added 0.10 ms, relabelled 0.07 ms; policy edit 5.39 ms) |
+| packet path with the XL ruleset at least 95% of no ruleset | met for new connections: 101% (3,124 against 3,108 connections/s; 99% with staged views). Throughput of one stream 92% in this run (97% with staged views, which walk more rules); the two runs of table 4 alone before it with the same method gave 97% and 95%. An established packet meets a fixed few rules, two verdict-map lookups and conntrack whatever the ruleset's size, so the spread is the machine's. Table 4 now measures in rounds that load each configuration in turn; before, the configurations were measured one after the other and the drift fell on the later ones (the 82–96% runs of earlier stops) |
 
 Why, and what is left:
 
+- **A new set's members are an intersection**: the members of a set that
+  a re-rendered part needs for the first time are the holders of the
+  required `key == value` pair the fewest members carry that every other
+  required pair holds too, probed in slot sets before any selector match
+  (`MemberIndex::matching`). A namespaced set at XL read 1,250 pods of its
+  namespace and matched each to find 63 (about 200 µs); the probes take
+  25–55 µs.
 - **A tier's order is read through one cell** shared by the ranks of its
-  policies (`src/compile/incremental/rank.rs`). A tier order change that
-  keeps the tier's place among the tiers holding policies writes the cell
-  and touches no policy; before, it rewrote the rank of every policy of the
-  tier (10,000 at XL: 3.7 ms). A tier that does move still re-sorts the
-  policy list and the lists of the endpoints that walk it.
-- **A policy edit no longer parses the old resource**: the engine holds
-  every policy in force, parsed, and takes the old one from there (table
-  3a, policy edit at XL 0.085 → 0.063 ms between the runs).
-- **A new set reads the narrowest pair's holders**: the members of a set
-  that a re-rendered part needs for the first time are found through the
-  holders of the required `key == value` pair the fewest members carry,
-  not of the first one (for a namespaced selector that was the namespace,
-  1,250 pods at XL). Local pod add at XL 0.242 → 0.189 ms.
+  policies (`src/compile/incremental/rank.rs`): a tier order change that
+  keeps the tier's place writes the cell and touches no policy.
+- **A policy edit or delete takes the old policy from the engine**, which
+  holds every policy in force, parsed.
+- **Local pods have longer policy lists at XL**: a pod labelled
+  `tier: api` is selected by 100 GlobalNetworkPolicies at XL against 10
+  at M (2,000 against 200 over 20 apps), and a pod's add or relabel finds,
+  matches and sorts them (`list_for`) and renders its chains. What the
+  2× bound misses there is this longer list more than the cluster's size.
 - **The full compile** is mostly the members of its selector and
   named-port sets (each address turned into text for the IR's sets) on
   both cores, and the build's pods and label index. Keeping set elements
   as addresses in the IR, or building the label index beside the sort,
   are what is left to try.
-- **Start-up** from the mock API: the last LIST page at 2.9 s, the
-  engine build, and the first load into the kernel (the netlink floor for
-  349,392 elements) are its three parts. The load is the largest: every
-  address set carries the interval flag, so each /32 is a start and an
-  end element in an rbtree set; sets holding only exact addresses could
-  be plain hash sets, but such a set has to be re-created, with the rules
-  that refer to it, when its first CIDR arrives. Not done.
+- **Start-up**: the last LIST page, the engine build, and the first load
+  into the kernel (the netlink floor for 349,392 elements) are its three
+  parts. Every address set carries the interval flag, so each /32 is a
+  start and an end element in an rbtree set; sets holding only exact
+  addresses could be plain hash sets, but such a set has to be
+  re-created, with the rules that refer to it, when its first CIDR
+  arrives. Not done.
 - **Namespace relabels and host endpoint edits** change more at XL
   (table 3a, second part): a namespace holds 6× more pods, and the edited
   host endpoint's policy chains are rendered for the host layer. Per unit

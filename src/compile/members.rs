@@ -685,8 +685,8 @@ mod tests {
 
     /// Whatever members come, change and go, `matching` finds exactly the
     /// members a selector matches, for selectors requiring one, two or
-    /// three pairs (some that no member carries), with and without a
-    /// further term that is not a pair.
+    /// three pairs (own or inherited; some that no member carries), with
+    /// and without a further term that is not a pair.
     #[test]
     fn matching_equals_matching_every_member() {
         let mut index = MemberIndex::default();
@@ -710,15 +710,18 @@ mod tests {
                 continue;
             }
             let (ns, app, tier) = (next(3), next(4), next(3));
-            let mut labels = vec![("ns", format!("ns-{ns}")), ("app", format!("app-{app}"))];
+            let mut labels = vec![("app", format!("app-{app}"))];
             if tier < 2 {
                 labels.push(("tier", format!("t{tier}")));
             }
+            let pairs = |l: &[(&'static str, String)]| {
+                crate::calc::labels::pairs_of(l.iter().map(|(k, v)| (*k, v.as_str())))
+            };
+            // The namespace label is inherited, as a namespace's are.
+            let inherited: Arc<crate::calc::labels::Pairs> =
+                pairs(&[("ns", format!("ns-{ns}"))]).into();
             let member = Member {
-                labels: LabelMap::layered(
-                    crate::calc::labels::pairs_of(labels.iter().map(|(k, v)| (*k, v.as_str()))),
-                    None,
-                ),
+                labels: LabelMap::layered(pairs(&labels), Some(inherited)),
                 nets: vec![v4(step, 32)],
                 ports: Vec::new(),
             };
