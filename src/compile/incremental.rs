@@ -340,16 +340,9 @@ impl Incremental {
 
     /// Applies per-object updates from a datastore.
     pub fn apply(&mut self, updates: Vec<Update>) -> Outcome {
-        // The last update of each key wins (a batch may delete then re-add).
-        let mut last: HashMap<ResourceKey, usize> = HashMap::new();
-        for (i, u) in updates.iter().enumerate() {
-            last.insert(u.key.clone(), i);
-        }
-        let updates: Vec<Update> = updates
+        let updates: Vec<Update> = last_of_each_key(updates)
             .into_iter()
-            .enumerate()
-            .filter(|(i, u)| last[&u.key] == *i && !self.resources.holds(&u.key, u.value.as_ref()))
-            .map(|(_, u)| u)
+            .filter(|u| !self.resources.holds(&u.key, u.value.as_ref()))
             .collect();
         if updates.is_empty() {
             return Outcome::Unchanged;
@@ -511,6 +504,24 @@ impl Incremental {
     }
 }
 
+/// The last update of each key, in batch order (a batch may delete a key
+/// then put it again).
+fn last_of_each_key(updates: Vec<Update>) -> Vec<Update> {
+    if updates.len() < 2 {
+        return updates;
+    }
+    let mut last: crate::intern::FxMap<&ResourceKey, usize> = Default::default();
+    for (i, u) in updates.iter().enumerate() {
+        last.insert(&u.key, i);
+    }
+    let keep: Vec<bool> = (updates.iter().enumerate())
+        .map(|(i, u)| last[&u.key] == i)
+        .collect();
+    (updates.into_iter().zip(keep))
+        .filter_map(|(u, keep)| keep.then_some(u))
+        .collect()
+}
+
 /// The id of the policy a policy resource's key stands for, as
 /// `Cluster::policy_of` makes it.
 fn policy_id(key: &ResourceKey) -> Option<PolicyId> {
@@ -621,6 +632,40 @@ mod tests {
 
     fn full(resources: &[Resource]) -> Ruleset {
         compile(&Cluster::build(resources, LOCAL_NODE), LOCAL_NODE)
+    }
+
+    /// Of a batch's updates, only each key's last stays, in batch order:
+    /// a delete then a put of one key is a put, a put then a delete is a
+    /// delete.
+    #[test]
+    fn a_batch_keeps_the_last_update_of_each_key_in_order() {
+        let y = "\
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: a}
+spec: {selector: all()}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: b}
+spec: {selector: all()}
+";
+        let r = crate::model::load::load_str(y, std::path::Path::new("b.yaml"));
+        let [a, b]: [Resource; 2] = (r.resources.into_iter().map(|l| l.resource))
+            .collect::<Vec<_>>()
+            .try_into()
+            .expect("two resources");
+        let batch = vec![
+            Update::delete(a.key()),
+            Update::put(b.clone()),
+            Update::put(a.clone()),
+            Update::delete(b.key()),
+        ];
+        let kept = last_of_each_key(batch);
+        let seen: Vec<(ResourceKey, bool)> = (kept.iter())
+            .map(|u| (u.key.clone(), u.value.is_some()))
+            .collect();
+        assert_eq!(seen, vec![(a.key(), true), (b.key(), false)]);
     }
 
     /// A policy resource's key names the id `Cluster::policy_of` gives the
