@@ -99,8 +99,15 @@ fn relabel(p: &tortie::model::Pod, app: &str) -> Update {
     Update::put(Resource::Pod(p))
 }
 
-/// Pod add, delete and relabel, on a remote or the local node.
-fn pod_updates(b: &mut Bench, pods: &[tortie::model::Pod], local: bool, first_ip: usize) {
+/// Pod add, delete and relabel, on a remote or the local node; a later
+/// `round` relabels other pods (ones not read since the build).
+fn pod_updates(
+    b: &mut Bench,
+    pods: &[tortie::model::Pod],
+    local: bool,
+    first_ip: usize,
+    round: usize,
+) {
     let where_ = if local { "local" } else { "remote" };
     let added: Vec<tortie::model::Pod> = (0..N)
         .map(|i| {
@@ -119,7 +126,10 @@ fn pod_updates(b: &mut Bench, pods: &[tortie::model::Pod], local: bool, first_ip
         .map(|p| vec![Update::delete(Resource::Pod(p.clone()).key())]);
     b.time(&format!("{where_} pod delete"), del.collect());
     let step = (pods.len() / N).max(1);
-    let chosen: Vec<_> = pods.iter().step_by(step).cycle().take(N).collect();
+    let chosen: Vec<_> = (pods.iter().skip(round % step).step_by(step))
+        .cycle()
+        .take(N)
+        .collect();
     let moved = chosen
         .iter()
         .enumerate()
@@ -364,9 +374,9 @@ pub fn child(size_name: &str) {
         .and_then(|r| r.parse().ok())
         .unwrap_or(1usize);
     let (remote, local) = (pods(&all, false), pods(&all, true));
-    for _ in 0..repeat {
-        pod_updates(&mut b, &remote, false, 900_000);
-        pod_updates(&mut b, &local, true, 950_000);
+    for round in 0..repeat {
+        pod_updates(&mut b, &remote, false, 900_000, round);
+        pod_updates(&mut b, &local, true, 950_000, round);
     }
     drop((remote, local));
     namespace_updates(&mut b, &all);
