@@ -634,6 +634,14 @@ mod tests {
         compile(&Cluster::build(resources, LOCAL_NODE), LOCAL_NODE)
     }
 
+    /// The resources of a YAML text, which must load without errors.
+    fn loaded(y: &str) -> Vec<Resource> {
+        let r = crate::model::load::load_str(y, std::path::Path::new("t.yaml"));
+        let errors: Vec<_> = r.errors().collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        r.resources.into_iter().map(|l| l.resource).collect()
+    }
+
     /// Of a batch's updates, only each key's last stays, in batch order:
     /// a delete then a put of one key is a put, a put then a delete is a
     /// delete.
@@ -650,11 +658,7 @@ kind: GlobalNetworkPolicy
 metadata: {name: b}
 spec: {selector: all()}
 ";
-        let r = crate::model::load::load_str(y, std::path::Path::new("b.yaml"));
-        let [a, b]: [Resource; 2] = (r.resources.into_iter().map(|l| l.resource))
-            .collect::<Vec<_>>()
-            .try_into()
-            .expect("two resources");
+        let [a, b]: [Resource; 2] = loaded(y).try_into().expect("two resources");
         let batch = vec![
             Update::delete(a.key()),
             Update::put(b.clone()),
@@ -701,31 +705,21 @@ spec:
   priority: 5
   subject: {namespaces: {}}
 ";
-        let r = crate::model::load::load_str(y, std::path::Path::new("p.yaml"));
-        assert!(
-            r.errors().next().is_none(),
-            "{:?}",
-            r.errors().collect::<Vec<_>>()
-        );
-        let resources: Vec<Resource> = r.resources.into_iter().map(|l| l.resource).collect();
+        let resources = loaded(y);
         assert_eq!(resources.len(), 5);
         let cluster = Cluster::build(&resources, "n1");
         for res in &resources {
             let made = cluster.policy_of(res).expect("a policy kind");
             assert_eq!(policy_id(&res.key()), Some(made.expect("valid").id));
         }
-        let ns = crate::model::load::load_str(
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
-            std::path::Path::new("n.yaml"),
-        );
-        assert_eq!(policy_id(&ns.resources[0].resource.key()), None);
+        let ns = loaded("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n");
+        assert_eq!(policy_id(&ns[0].key()), None);
     }
 
     #[test]
     fn interface_changes_rebind_expected_ips_host_endpoints() {
         let y = "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: by-ip}\nspec: {node: n1, expectedIPs: [198.18.9.1]}\n";
-        let r = crate::model::load::load_str(y, std::path::Path::new("h.yaml"));
-        let resources: Vec<Resource> = r.resources.into_iter().map(|l| l.resource).collect();
+        let resources = loaded(y);
         let mut engine = Incremental::new(resources.clone(), "n1", |_| {});
         assert!(!engine.ruleset().chains.contains_key("filter-fh-eth3"));
         let ifaces: BTreeMap<String, Vec<IpAddr>> =
