@@ -89,8 +89,7 @@ pub struct MemberIndex {
 }
 
 /// A `key == value` every match of `sel` has (a top-level conjunct), if
-/// any: the namespace when the selector names one (namespaces split a
-/// cluster finely), else the first.
+/// any: the one [`filing_rank`] ranks first.
 pub fn required_pair(sel: &Selector) -> Option<(String, String)> {
     let mut pairs = required_pairs(sel);
     first_pair(&pairs).map(|i| pairs.swap_remove(i))
@@ -101,14 +100,36 @@ pub fn required_sym_pair(sel: &Selector) -> Option<SymPair> {
     filing(sel).map(|(first, _)| first)
 }
 
+/// How well a required pair with `key` narrows a lookup (lower is
+/// better): the namespace splits a cluster finely; the orchestrator pair
+/// that every Kubernetes pod selector requires is carried by every pod,
+/// so it narrows nothing; other labels lie between.
+fn filing_rank(key: &str) -> u8 {
+    if key == crate::calc::NAMESPACE_LABEL {
+        0
+    } else if key == crate::model::convert::ORCHESTRATOR_LABEL {
+        2
+    } else {
+        1
+    }
+}
+
 /// Of a selector's required pairs, the position of the one it is filed
-/// under first.
+/// under first: the best ranked, the earliest of equals.
 fn first_pair(pairs: &[(String, String)]) -> Option<usize> {
-    let ns = pairs
-        .iter()
-        .position(|(k, _)| k == crate::calc::NAMESPACE_LABEL);
-    let i = ns.unwrap_or(0);
-    (i < pairs.len()).then_some(i)
+    (0..pairs.len()).min_by_key(|&i| (filing_rank(&pairs[i].0), i))
+}
+
+/// Of the pairs with another key than `first`'s, the one filed under
+/// second, chosen as [`first_pair`] chooses.
+fn second_pair<'a>(
+    pairs: &'a [(String, String)],
+    first: &(String, String),
+) -> Option<&'a (String, String)> {
+    let others = pairs.iter().filter(|p| p.0 != first.0).enumerate();
+    others
+        .min_by_key(|(i, p)| (filing_rank(&p.0), *i))
+        .map(|(_, p)| p)
 }
 
 /// Items (policies, sets) filed under the `key == value` pairs their
@@ -156,7 +177,7 @@ type SymPair = (Sym, Sym);
 fn filing(sel: &Selector) -> Option<(SymPair, Option<SymPair>)> {
     let pairs = required_pairs(sel);
     let first = &pairs[first_pair(&pairs)?];
-    let second = pairs.iter().find(|p| p.0 != first.0);
+    let second = second_pair(&pairs, first);
     let sym = |(k, v): &(String, String)| (Sym::new(k), Sym::new(v));
     Some((sym(first), second.map(sym)))
 }
@@ -681,6 +702,44 @@ mod tests {
         assert_eq!(found("ns == 'one' && app == 'web'").len(), 36);
         assert_eq!(found("ns == 'one' && app == 'none'"), Vec::<IpNet>::new());
         assert_eq!(found("has(app)").len(), 40);
+    }
+
+    /// The orchestrator pair every Kubernetes pod selector requires (and
+    /// every pod carries) is filed under last: a pod finds only the
+    /// policies of its namespace that name its app, wherever the pair is
+    /// written, and a selector requiring nothing else is still found.
+    #[test]
+    fn the_orchestrator_pair_narrows_a_lookup_last() {
+        const NS: &str = crate::calc::NAMESPACE_LABEL;
+        const ORCH: &str = crate::model::convert::ORCHESTRATOR_LABEL;
+        let texts = [
+            format!("{ORCH} == 'k8s' && app == 'a' && {NS} == 'one'"),
+            format!("{ORCH} == 'k8s' && app == 'b' && {NS} == 'one'"),
+            format!("app == 'a' && {ORCH} == 'k8s'"),
+            format!("{ORCH} == 'k8s' && app == 'b'"),
+            format!("{ORCH} == 'k8s' && {NS} == 'one'"),
+            format!("{ORCH} == 'k8s'"),
+        ];
+        let mut index = PairIndex::default();
+        for (i, t) in texts.iter().enumerate() {
+            index.insert(&crate::selector::parse(t).expect("a valid selector"), i);
+        }
+        let pod = |app: &str| {
+            let labels = [(NS, "one"), (ORCH, "k8s"), ("app", app)];
+            LabelMap::layered(crate::calc::labels::pairs_of(labels), None)
+        };
+        let found = |labels: &LabelMap| {
+            let mut v: Vec<usize> = index.candidates(labels).copied().collect();
+            v.sort();
+            v
+        };
+        assert_eq!(found(&pod("a")), vec![0, 2, 4, 5]);
+        assert_eq!(found(&pod("b")), vec![1, 3, 4, 5]);
+        assert_eq!(found(&pod("c")), vec![4, 5]);
+        let sel = crate::selector::parse(&texts[0]).expect("a valid selector");
+        assert_eq!(required_pair(&sel), Some((NS.to_string(), "one".into())));
+        let sel = crate::selector::parse(&texts[3]).expect("a valid selector");
+        assert_eq!(required_pair(&sel), Some(("app".into(), "b".into())));
     }
 
     /// Whatever members come, change and go, `matching` finds exactly the
