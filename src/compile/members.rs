@@ -91,8 +91,7 @@ pub struct MemberIndex {
 /// A `key == value` every match of `sel` has (a top-level conjunct), if
 /// any: the one [`filing_rank`] ranks first.
 pub fn required_pair(sel: &Selector) -> Option<(String, String)> {
-    let mut pairs = required_pairs(sel);
-    first_pair(&pairs).map(|i| pairs.swap_remove(i))
+    best_ranked(required_pairs(sel).iter()).cloned()
 }
 
 /// [`required_pair`], interned.
@@ -114,22 +113,11 @@ fn filing_rank(key: &str) -> u8 {
     }
 }
 
-/// Of a selector's required pairs, the position of the one it is filed
-/// under first: the best ranked, the earliest of equals.
-fn first_pair(pairs: &[(String, String)]) -> Option<usize> {
-    (0..pairs.len()).min_by_key(|&i| (filing_rank(&pairs[i].0), i))
-}
-
-/// Of the pairs with another key than `first`'s, the one filed under
-/// second, chosen as [`first_pair`] chooses.
-fn second_pair<'a>(
-    pairs: &'a [(String, String)],
-    first: &(String, String),
+/// Of `pairs`, the one [`filing_rank`] ranks best (the earliest of equals).
+fn best_ranked<'a>(
+    pairs: impl Iterator<Item = &'a (String, String)>,
 ) -> Option<&'a (String, String)> {
-    let others = pairs.iter().filter(|p| p.0 != first.0).enumerate();
-    others
-        .min_by_key(|(i, p)| (filing_rank(&p.0), *i))
-        .map(|(_, p)| p)
+    pairs.min_by_key(|p| filing_rank(&p.0))
 }
 
 /// Items (policies, sets) filed under the `key == value` pairs their
@@ -176,8 +164,8 @@ type SymPair = (Sym, Sym);
 /// The first and second pairs `sel` is filed under.
 fn filing(sel: &Selector) -> Option<(SymPair, Option<SymPair>)> {
     let pairs = required_pairs(sel);
-    let first = &pairs[first_pair(&pairs)?];
-    let second = second_pair(&pairs, first);
+    let first = best_ranked(pairs.iter())?;
+    let second = best_ranked(pairs.iter().filter(|p| p.0 != first.0));
     let sym = |(k, v): &(String, String)| (Sym::new(k), Sym::new(v));
     Some((sym(first), second.map(sym)))
 }
